@@ -1,0 +1,170 @@
+"""ASX trading calendar: trading days, holidays, early closes and session phases.
+
+Pure: no clock reads, every function takes the instant or date it is asked about.
+All wall times are Sydney local (zoneinfo "Australia/Sydney", AEST/AEDT), whatever the
+host's time zone, so a host in UTC and a host in Sydney give the same answers.
+
+Holidays come from the `holidays` library's ASX market calendar
+(`holidays.financial_holidays("XASX")`), not hand-written rules: it is maintained against
+the ASX's published trading calendars, knows the ASX-specific substitution rules (Anzac Day
+on a weekend is NOT moved; Christmas/Boxing Day on a weekend move to Mon/Tue), one-off
+closures (e.g. the 2022 National Day of Mourning), and leaves out the NSW-only public
+holidays the ASX trades through (Labour Day, Bank Holiday). Its HALF_DAY category gives
+the 14:10 early closes: the last business day before Christmas and the last business day
+of the year, only when 24 and 31 December are weekdays (per the ASX calendars it cites,
+e.g. 2022 and 2023 had no early close).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from enum import StrEnum
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+import holidays
+from holidays.constants import HALF_DAY, PUBLIC
+
+SYDNEY = ZoneInfo("Australia/Sydney")
+
+PRE_OPEN_TIME = time(7, 0)
+OPEN_TIME = time(10, 0)
+CLOSE_TIME = time(16, 0)
+EARLY_CLOSE_TIME = time(14, 10)
+# CommSec's after-hours adjust phase ends ~18:50-19:00; after that the system is unavailable.
+POST_MARKET_END_TIME = time(19, 0)
+
+# No trading day is ever more than a long weekend away; this bounds searches so a
+# calendar bug cannot become an infinite loop.
+_MAX_SEARCH_DAYS = 30
+
+
+class Phase(StrEnum):
+    PRE_MARKET = "pre_market"
+    OPEN = "open"
+    POST_MARKET = "post_market"
+    CLOSED = "closed"
+
+
+@lru_cache(maxsize=64)
+def _public_holidays(year: int) -> dict[date, str]:
+    return dict(holidays.financial_holidays("XASX", years=year, categories=(PUBLIC,)))
+
+
+@lru_cache(maxsize=64)
+def _early_closes(year: int) -> dict[date, str]:
+    return dict(holidays.financial_holidays("XASX", years=year, categories=(HALF_DAY,)))
+
+
+def to_sydney(moment: datetime) -> datetime:
+    """The same instant in Sydney time. Naive datetimes are refused: their zone is unknowable."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("datetime must be timezone-aware (naive times are ambiguous)")
+    return moment.astimezone(SYDNEY)
+
+
+def holiday_name(d: date) -> str | None:
+    """The ASX holiday on this date (market closed), or None."""
+    return _public_holidays(d.year).get(d)
+
+
+def is_trading_day(d: date) -> bool:
+    """True when the ASX cash market trades on this (Sydney) date."""
+    return d.weekday() < 5 and d not in _public_holidays(d.year)
+
+
+def is_early_close(d: date) -> bool:
+    """True when this trading day closes at 14:10 instead of 16:00."""
+    return is_trading_day(d) and d in _early_closes(d.year)
+
+
+def session_open(d: date) -> datetime:
+    """Normal-trading start (10:00 Sydney) of trading day `d`."""
+    _require_trading_day(d)
+    return datetime.combine(d, OPEN_TIME, tzinfo=SYDNEY)
+
+
+def session_close(d: date) -> datetime:
+    """Normal-trading end of trading day `d`: 16:00, or 14:10 on early-close days."""
+    _require_trading_day(d)
+    close = EARLY_CLOSE_TIME if is_early_close(d) else CLOSE_TIME
+    return datetime.combine(d, close, tzinfo=SYDNEY)
+
+
+def _require_trading_day(d: date) -> None:
+    if not is_trading_day(d):
+        raise ValueError(f"{d.isoformat()} is not an ASX trading day")
+
+
+def next_trading_day(d: date) -> date:
+    """The first trading day strictly after `d`."""
+    for offset in range(1, _MAX_SEARCH_DAYS + 1):
+        candidate = d + timedelta(days=offset)
+        if is_trading_day(candidate):
+            return candidate
+    raise RuntimeError(f"no ASX trading day within {_MAX_SEARCH_DAYS} days after {d}")
+
+
+def previous_trading_day(d: date) -> date:
+    """The last trading day strictly before `d`."""
+    for offset in range(1, _MAX_SEARCH_DAYS + 1):
+        candidate = d - timedelta(days=offset)
+        if is_trading_day(candidate):
+            return candidate
+    raise RuntimeError(f"no ASX trading day within {_MAX_SEARCH_DAYS} days before {d}")
+
+
+def trading_days_between(start: date, end: date) -> list[date]:
+    """Trading days d with start <= d <= end (both inclusive), oldest first."""
+    days = (end - start).days
+    candidates = (start + timedelta(days=i) for i in range(days + 1))
+    return [d for d in candidates if is_trading_day(d)]
+
+
+def phase_at(now: datetime) -> Phase:
+    """The ASX trading phase at instant `now`."""
+    local = to_sydney(now)
+    d = local.date()
+    if not is_trading_day(d):
+        return Phase.CLOSED
+    wall = local.timetz().replace(tzinfo=None)
+    if wall < PRE_OPEN_TIME or wall >= POST_MARKET_END_TIME:
+        return Phase.CLOSED
+    if wall < OPEN_TIME:
+        return Phase.PRE_MARKET
+    if local < session_close(d):
+        return Phase.OPEN
+    return Phase.POST_MARKET
+
+
+def next_open(now: datetime) -> datetime:
+    """The first session open strictly after `now` (so while open, tomorrow's)."""
+    local = to_sydney(now)
+    d = local.date()
+    if is_trading_day(d) and local < session_open(d):
+        return session_open(d)
+    return session_open(next_trading_day(d))
+
+
+def next_close(now: datetime) -> datetime:
+    """The close of the current session if open, else of the next session."""
+    local = to_sydney(now)
+    d = local.date()
+    if is_trading_day(d) and local < session_close(d):
+        return session_close(d)
+    return session_close(next_trading_day(d))
+
+
+def market_status(now: datetime) -> dict:
+    """Everything a caller needs to know about the market at `now` (JSON-ready)."""
+    local = to_sydney(now)
+    d = local.date()
+    return {
+        "now": local.isoformat(),
+        "phase": str(phase_at(local)),
+        "is_trading_day": is_trading_day(d),
+        "holiday": holiday_name(d),
+        "early_close": is_early_close(d),
+        "next_open": next_open(local).isoformat(),
+        "next_close": next_close(local).isoformat(),
+    }
