@@ -1,0 +1,120 @@
+"""SQLite record of every prediction with everything it was made from.
+
+One row per prediction: the headline fields as columns (so they can be queried and evaluated
+against later prices) and the full prediction dict, inputs included, as JSON (so it can be
+explained exactly as it was served). WAL mode: readers never block the writer.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions (
+    prediction_id TEXT PRIMARY KEY,
+    symbol        TEXT NOT NULL,
+    signal        TEXT NOT NULL CHECK (signal IN ('BUY', 'HOLD', 'SELL')),
+    confidence    REAL NOT NULL CHECK (confidence >= 0 AND confidence <= 1),
+    created_at    TEXT NOT NULL,
+    price         REAL,
+    document      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS predictions_symbol ON predictions (symbol);
+"""
+_REQUIRED = ("prediction_id", "symbol", "signal", "confidence", "created_at")
+
+
+class PredictionStore:
+    """Synchronous and thread-safe; each call is one short transaction."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a process crash; only an OS crash may lose the last commits.
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        # executescript commits on its own, so it runs outside _transaction; the DDL is idempotent.
+        self._conn.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+
+    def save(self, prediction: dict) -> None:
+        """Store one prediction; its id must be new (an id names exactly one decision)."""
+        self.save_many([prediction])
+
+    def save_many(self, predictions: list[dict]) -> None:
+        rows = [_row(p) for p in predictions]
+        with self._transaction() as cur:
+            cur.executemany(
+                "INSERT INTO predictions (prediction_id, symbol, signal, confidence, created_at, price, document)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def get(self, prediction_id: str) -> dict | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT document FROM predictions WHERE prediction_id = ?", (prediction_id,)
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def recent(self, limit: int, symbol: str | None = None) -> list[dict]:
+        """Newest first, by insertion order: ISO strings with different UTC offsets (daylight
+        saving) do not sort chronologically, while rows are inserted as predictions are made."""
+        query = "SELECT document FROM predictions"
+        params: tuple = ()
+        if symbol is not None:
+            query += " WHERE symbol = ?"
+            params = (symbol,)
+        query += " ORDER BY rowid DESC LIMIT ?"
+        with self._lock:
+            rows = self._conn.execute(query, (*params, limit)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def recent_signals(self, limit: int) -> list[str]:
+        """The last ``limit`` signals, oldest first (to rebuild the buy-rate window on start)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT signal FROM predictions ORDER BY rowid DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [r[0] for r in reversed(rows)]
+
+    def count(self) -> int:
+        with self._lock:
+            return self._conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def _row(p: dict) -> tuple:
+    missing = [k for k in _REQUIRED if p.get(k) is None]
+    if missing:
+        raise ValueError(f"prediction lacks {', '.join(missing)}")
+    return (
+        p["prediction_id"],
+        p["symbol"],
+        p["signal"],
+        float(p["confidence"]),
+        p["created_at"],
+        p.get("price"),
+        json.dumps(p, allow_nan=False, separators=(",", ":")),
+    )
