@@ -277,7 +277,12 @@ def day_slots(schedule: Schedule, d: date) -> list[Slot]:
     """All slots on local date `d`, in time order."""
     if not _day_applies(schedule, d):
         return []
-    return [Slot(_instant(d, wall), slot_key(d, wall)) for wall in _wall_times(schedule.rule, d)]
+    slots: dict[datetime, Slot] = {}
+    for wall in _wall_times(schedule.rule, d):
+        instant = _instant(d, wall)
+        # In the DST gap 02:MM and 03:MM are the same instant: one run, the first key.
+        slots.setdefault(instant, Slot(instant, slot_key(d, wall)))
+    return sorted(slots.values())
 
 
 def next_slot(schedule: Schedule, after: datetime) -> Slot | None:
