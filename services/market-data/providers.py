@@ -1,0 +1,386 @@
+"""Market-data sources behind one interface: csv, synthetic, yfinance, and the `auto` choice.
+
+Every source answers `await source.fetch(symbol, now) -> History`: cleaned daily bars, oldest
+first, that were final at `now` (a bar appears at its day's 16:10 Sydney close; nothing dated
+after `now` is ever returned), the cleaning report, and the source's name.
+
+pandas and yfinance are imported only inside the yfinance source, on first use, so a suite
+running on csv or synthetic data never loads them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import importlib
+import logging
+import math
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+from services.domain.bars import (
+    SYDNEY,
+    Bar,
+    CleaningReport,
+    IsTradingDay,
+    clean_daily_rows,
+    last_visible_date,
+    visible_bars,
+    weekday_calendar,
+)
+
+log = logging.getLogger("market-data.providers")
+
+SOURCE_NAMES = ("yfinance", "csv", "synthetic", "auto")
+_SYMBOL_RE = re.compile(r"^\^?[A-Z0-9][A-Z0-9.\-]{0,19}$")
+_YAHOO_COLUMNS = ("Date", "Open", "High", "Low", "Close", "Adj Close", "Volume")
+
+
+class MarketDataError(Exception):
+    """A source could not deliver data for a symbol."""
+
+
+class UnknownSymbolError(MarketDataError):
+    """The source has no such symbol (no file, or Yahoo returned nothing for it)."""
+
+
+class SourceUnavailableError(MarketDataError):
+    """The source failed for a reason that may pass (network, timeout, rate limit)."""
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    symbol: str
+    source: str
+    bars: tuple[Bar, ...]
+    cleaning: CleaningReport
+
+
+class MarketDataSource(Protocol):
+    name: str
+
+    async def fetch(self, symbol: str, now: datetime) -> History: ...
+
+
+def normalise_symbol(symbol: object) -> str:
+    """Upper-cased symbol, or ValueError: also what keeps a symbol from naming a path."""
+    if not isinstance(symbol, str) or not _SYMBOL_RE.match(symbol.strip().upper()):
+        raise ValueError(f"not a valid symbol: {symbol!r} (expected e.g. CBA.AX or ^AXJO)")
+    return symbol.strip().upper()
+
+
+def _visible_history(symbol: str, source: str, bars: Sequence[Bar], report: CleaningReport, now: datetime):
+    cutoff = last_visible_date(now)
+    return History(symbol, source, tuple(visible_bars(bars, now)), report.until(cutoff))
+
+
+# --- csv ----------------------------------------------------------------------------------------
+
+
+def csv_file_name(symbol: str) -> str:
+    """`CBA.AX` -> `CBA.AX.csv`; the index `^AXJO` -> `AXJO.csv` (a caret is awkward in file names)."""
+    return f"{symbol.lstrip('^')}.csv"
+
+
+def read_yahoo_csv(path: Path) -> list[list[str]]:
+    """Rows of a Yahoo export as (Date, Open, High, Low, Close, Adj Close, Volume) strings.
+
+    Columns are found by header name; a file without `Adj Close` uses `Close` for it.
+    """
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader, [])]
+        missing = [c for c in _YAHOO_COLUMNS if c not in header and c != "Adj Close"]
+        if missing:
+            raise MarketDataError(f"{path.name}: missing column(s) {', '.join(missing)}")
+        close_column = "Adj Close" if "Adj Close" in header else "Close"
+        index = [header.index(c if c != "Adj Close" else close_column) for c in _YAHOO_COLUMNS]
+        return [[row[i] if i < len(row) else "" for i in index] for row in reader if any(row)]
+
+
+class CsvSource:
+    """`<directory>/<SYMBOL>.csv` files in Yahoo's export format, re-read when they change."""
+
+    name = "csv"
+
+    def __init__(self, directory: Path, is_trading_day: IsTradingDay | None = None):
+        self.directory = Path(directory)
+        self.is_trading_day = is_trading_day
+        self._parsed: dict[str, tuple[tuple[int, int], list[Bar], CleaningReport]] = {}
+
+    def has_files(self) -> bool:
+        return self.directory.is_dir() and any(self.directory.glob("*.csv"))
+
+    def _load(self, symbol: str) -> tuple[list[Bar], CleaningReport]:
+        path = self.directory / csv_file_name(symbol)
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            raise UnknownSymbolError(
+                f"no CSV file for {symbol} ({path.name}) in the market data directory"
+            ) from None
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        cached = self._parsed.get(symbol)
+        if cached is None or cached[0] != stamp:
+            bars, report = clean_daily_rows(read_yahoo_csv(path), self.is_trading_day)
+            cached = (stamp, bars, report)
+            self._parsed[symbol] = cached
+            if report.dropped_count:
+                log.info("cleaned %s: %s", path.name, report.as_dict())
+        return cached[1], cached[2]
+
+    async def fetch(self, symbol: str, now: datetime) -> History:
+        bars, report = await asyncio.to_thread(self._load, symbol)
+        return _visible_history(symbol, self.name, bars, report, now)
+
+
+# --- synthetic ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SyntheticProfile:
+    level: float  # the price the walk reverts to
+    daily_vol: float  # standard deviation of daily log returns
+    volume: int  # typical daily volume
+
+
+# Levels near the Big 4's recent prices; daily volatility in the 1.2-1.6% range of large
+# Australian banks; the index at ~0.9%/day with Yahoo-style volumes.
+KNOWN_PROFILES = {
+    "CBA.AX": SyntheticProfile(115.0, 0.012, 2_000_000),
+    "WBC.AX": SyntheticProfile(28.0, 0.014, 6_000_000),
+    "ANZ.AX": SyntheticProfile(28.0, 0.014, 5_500_000),
+    "NAB.AX": SyntheticProfile(33.0, 0.013, 5_000_000),
+    "^AXJO": SyntheticProfile(7600.0, 0.009, 700_000_000),
+}
+SYNTHETIC_EPOCH = date(2015, 1, 2)  # every walk starts here, so a date's bar never depends on "now"
+_REVERSION = 0.02  # per-day pull of log price to its level: keeps a decade-long walk plausible
+
+
+def stable_seed(symbol: str) -> int:
+    """A seed that is the same in every process (Python's hash() is salted per process)."""
+    return int.from_bytes(hashlib.sha256(symbol.encode()).digest()[:8], "big")
+
+
+def profile_for(symbol: str) -> SyntheticProfile:
+    if symbol in KNOWN_PROFILES:
+        return KNOWN_PROFILES[symbol]
+    rng = random.Random(stable_seed("profile:" + symbol))
+    return SyntheticProfile(
+        level=round(rng.uniform(20.0, 40.0), 2),
+        daily_vol=rng.uniform(0.012, 0.016),
+        volume=int(rng.uniform(1_000_000, 6_000_000)),
+    )
+
+
+def _synthetic_bar(day: date, prev_close: float, profile: SyntheticProfile, rng: random.Random) -> Bar:
+    sigma = profile.daily_vol
+    pull = _REVERSION * (math.log(profile.level) - math.log(prev_close))
+    ret = pull + rng.gauss(0.0, sigma)
+    open_ = prev_close * math.exp(rng.gauss(0.0, sigma * 0.3))  # overnight gap
+    close = prev_close * math.exp(ret)
+    high = max(open_, close) * math.exp(abs(rng.gauss(0.0, sigma * 0.5)))
+    low = min(open_, close) * math.exp(-abs(rng.gauss(0.0, sigma * 0.5)))
+    # Volume rises on big moves, as real volume does.
+    volume = int(profile.volume * math.exp(rng.gauss(0.0, 0.3)) * (1.0 + abs(ret) / sigma * 0.2))
+    close = round(close, 4)
+    return Bar(day, round(open_, 4), round(high, 4), round(low, 4), close, close, volume)
+
+
+def trading_sessions(start: date, until: date, is_trading_day: IsTradingDay) -> list[date]:
+    days, day = [], start
+    while day <= until:
+        if is_trading_day(day):
+            days.append(day)
+        day += timedelta(days=1)
+    return days
+
+
+def synthetic_bars(symbol: str, sessions: Sequence[date]) -> list[Bar]:
+    """The deterministic walk for `symbol` over `sessions` (trading days from SYNTHETIC_EPOCH on).
+
+    The walk is a pure function of the symbol and the session list, so a date's bar is the same
+    whatever day the suite starts on. adj_close equals close: the walk pays no dividends.
+    """
+    profile = profile_for(symbol)
+    rng = random.Random(stable_seed(symbol))
+    price = profile.level
+    bars: list[Bar] = []
+    for day in sessions:
+        bar = _synthetic_bar(day, price, profile, rng)
+        bars.append(bar)
+        price = bar.close
+    return bars
+
+
+class SyntheticSource:
+    """Seeded random walks: the same history on every start, always labelled "synthetic"."""
+
+    name = "synthetic"
+
+    def __init__(self, is_trading_day: IsTradingDay = weekday_calendar):
+        self.is_trading_day = is_trading_day
+        self._sessions: tuple[date, list[date]] | None = None
+
+    def _sessions_until(self, until: date) -> list[date]:
+        # The calendar walk costs more than the price walk; every symbol shares it.
+        if self._sessions is None or self._sessions[0] != until:
+            self._sessions = (until, trading_sessions(SYNTHETIC_EPOCH, until, self.is_trading_day))
+        return self._sessions[1]
+
+    def _generate(self, symbol: str, until: date) -> list[Bar]:
+        return synthetic_bars(symbol, self._sessions_until(until))
+
+    async def fetch(self, symbol: str, now: datetime) -> History:
+        # ~3000 bars of Python arithmetic: off the loop so health checks stay prompt.
+        bars = await asyncio.to_thread(self._generate, symbol, last_visible_date(now))
+        return History(symbol, self.name, tuple(bars), CleaningReport(rows_read=len(bars)))
+
+
+# --- yfinance -----------------------------------------------------------------------------------
+
+
+def _is_unknown_symbol_error(exc: Exception) -> bool:
+    # yfinance raises YFTickerMissingError (and subclasses) for unknown/delisted tickers; matched
+    # by class name so this module does not import yfinance to classify errors.
+    return any(cls.__name__ == "YFTickerMissingError" for cls in type(exc).__mro__)
+
+
+def frame_to_rows(frame) -> list[tuple]:
+    """A yfinance DataFrame (flat or (Price, Ticker) columns, tz-aware index) -> raw Yahoo rows."""
+    if getattr(frame.columns, "nlevels", 1) > 1:
+        frame = frame.droplevel(-1, axis=1)
+    index = frame.index
+    if getattr(index, "tz", None) is not None:
+        index = index.tz_convert(SYDNEY)  # .AX bars are dated in exchange time
+    close_column = "Adj Close" if "Adj Close" in frame.columns else "Close"
+    columns = [frame[c].tolist() for c in ("Open", "High", "Low", "Close", close_column, "Volume")]
+    return [(ts.date(), *values) for ts, *values in zip(index, *columns, strict=True)]
+
+
+class YFinanceSource:
+    """Yahoo Finance via the yfinance client, off the event loop, with timeout and retries."""
+
+    name = "yfinance"
+
+    def __init__(
+        self,
+        is_trading_day: IsTradingDay | None = None,
+        *,
+        timeout_s: float = 10.0,
+        attempts: int = 3,
+        backoff_s: float = 0.5,
+        history_days: int = 5 * 365,
+    ):
+        self.is_trading_day = is_trading_day
+        self.timeout_s = timeout_s
+        self.attempts = max(1, attempts)
+        self.backoff_s = backoff_s
+        self.history_days = history_days
+
+    def _download(self, symbol: str, end: date) -> list[tuple]:
+        yf = importlib.import_module("yfinance")  # lazy: only this source needs it (and pandas)
+        frame = yf.Ticker(symbol).history(
+            start=(end - timedelta(days=self.history_days)).isoformat(),
+            end=(end + timedelta(days=1)).isoformat(),  # Yahoo's end is exclusive
+            interval="1d",
+            auto_adjust=False,
+            actions=False,
+            timeout=self.timeout_s,
+            raise_errors=True,
+        )
+        if frame is None or frame.empty:
+            raise UnknownSymbolError(f"Yahoo returned no daily bars for {symbol} (unknown or delisted?)")
+        return frame_to_rows(frame)
+
+    async def _attempt(self, symbol: str, end: date) -> list[tuple]:
+        try:
+            # The thread cannot be cancelled; on timeout it finishes in the background, unused.
+            return await asyncio.wait_for(
+                asyncio.to_thread(self._download, symbol, end), self.timeout_s + 1.0
+            )
+        except TimeoutError:
+            raise SourceUnavailableError(
+                f"Yahoo did not answer for {symbol} within {self.timeout_s:g}s"
+            ) from None
+        except MarketDataError:
+            raise
+        except Exception as exc:
+            if _is_unknown_symbol_error(exc):
+                raise UnknownSymbolError(f"Yahoo has no data for {symbol}: {exc}") from exc
+            raise SourceUnavailableError(
+                f"Yahoo request for {symbol} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def fetch(self, symbol: str, now: datetime) -> History:
+        end = last_visible_date(now)
+        for attempt in range(1, self.attempts + 1):
+            try:
+                rows = await self._attempt(symbol, end)
+                break
+            except SourceUnavailableError as exc:
+                if attempt == self.attempts:
+                    raise
+                delay = self.backoff_s * 2 ** (attempt - 1)
+                log.warning(
+                    "yfinance %s attempt %d/%d failed (%s); retrying in %.2fs",
+                    symbol,
+                    attempt,
+                    self.attempts,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+        bars, report = clean_daily_rows(rows, self.is_trading_day)
+        return _visible_history(symbol, self.name, bars, report, now)
+
+
+# --- auto ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SourceChoice:
+    source: MarketDataSource
+    reason: str
+
+
+async def choose_source(
+    requested: str,
+    csv_dir: Path,
+    now: datetime,
+    *,
+    is_trading_day: IsTradingDay | None = None,
+    probe_symbol: str = "^AXJO",
+    probe_timeout_s: float = 5.0,
+    yfinance_factory: Callable[..., YFinanceSource] = YFinanceSource,
+) -> SourceChoice:
+    """The source for `requested` (one of SOURCE_NAMES); `auto` probes yfinance, then csv, then synthetic."""
+    calendar = is_trading_day or weekday_calendar
+    if requested == "yfinance":
+        return SourceChoice(yfinance_factory(is_trading_day), "configured: yfinance")
+    if requested == "csv":
+        return SourceChoice(CsvSource(csv_dir, is_trading_day), f"configured: csv files in {csv_dir}")
+    if requested == "synthetic":
+        return SourceChoice(SyntheticSource(calendar), "configured: synthetic (not real prices)")
+    if requested != "auto":
+        raise ValueError(f"unknown market data source {requested!r}; expected one of {SOURCE_NAMES}")
+    probe = yfinance_factory(is_trading_day, timeout_s=probe_timeout_s, attempts=1, history_days=14)
+    try:
+        await probe.fetch(probe_symbol, now)
+        return SourceChoice(
+            yfinance_factory(is_trading_day), f"auto: yfinance probe of {probe_symbol} succeeded"
+        )
+    except MarketDataError as exc:
+        why = f"yfinance probe failed ({exc})"
+    csv_source = CsvSource(csv_dir, is_trading_day)
+    if csv_source.has_files():
+        return SourceChoice(csv_source, f"auto: {why}; using csv files in {csv_dir}")
+    return SourceChoice(
+        SyntheticSource(calendar), f"auto: {why}; no csv files in {csv_dir}; using synthetic data"
+    )
