@@ -1,0 +1,463 @@
+"""BaseService: the life of one service process, laid out in order.
+
+config -> startup (socket checks, bind, `on_start`, event bus) -> serve -> two-stage shutdown
+(first signal: stop accepting, let in-flight requests finish within a grace period, `on_stop`,
+remove the socket, exit 0; a second signal exits at once).
+
+A subclass sets `name`, marks its JSON-RPC methods with `@rpc` and its event handlers with
+`@on_event`, and may override `on_start`, `on_stop` and `health_details`. An un-started
+`BaseService('test')` can still call other services with `call_service`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from services.base.clock import SuiteClock, get_clock
+from services.base.config import ConfigError, Settings, get_settings
+from services.base.events import Event, EventBus, on_event
+from services.base.logs import setup_logging
+from services.base.rpc import (
+    DependencyUnavailable,
+    InternalError,
+    InvalidParams,
+    MethodNotFound,
+    MethodSpec,
+    NotConfigured,
+    NotFound,
+    RpcClient,
+    RpcError,
+    RpcServer,
+    RpcTimeout,
+    ServiceError,
+    rpc,
+)
+
+__all__ = [
+    "BaseService",
+    "DependencyUnavailable",
+    "Event",
+    "InternalError",
+    "InvalidParams",
+    "NotConfigured",
+    "NotFound",
+    "RpcError",
+    "RpcTimeout",
+    "ServiceAlreadyRunning",
+    "ServiceError",
+    "on_event",
+    "rpc",
+]
+
+VERSION = "0.1.0"
+BUILTIN_METHODS = frozenset({"health", "metrics", "shutdown", "list_methods"})
+LATENCY_SAMPLES = 2048
+
+log = logging.getLogger("service")
+
+
+class ServiceAlreadyRunning(RuntimeError):
+    """Another live process already serves this socket: stop it first, or use the manager."""
+
+
+class MethodStats:
+    __slots__ = ("count", "errors", "latencies")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.errors = 0
+        self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+
+    def summary(self) -> dict:
+        ordered = sorted(self.latencies)
+
+        def pct(q: float) -> float | None:
+            if not ordered:
+                return None
+            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
+
+        return {
+            "count": self.count,
+            "errors": self.errors,
+            "p50_ms": pct(0.50),
+            "p90_ms": pct(0.90),
+            "p99_ms": pct(0.99),
+            "max_ms": round(ordered[-1] * 1000, 3) if ordered else None,
+        }
+
+
+def socket_is_live(path: Path) -> bool:
+    """True when a process accepts connections on the Unix socket `path`."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        try:
+            probe.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+        except OSError:
+            return False
+        return True
+
+
+def prepare_socket_dir(directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+
+
+class BaseService:
+    name = "base"
+    version = VERSION
+    #: How long shutdown waits for in-flight requests before it cancels them.
+    shutdown_grace_s = 10.0
+    #: How long a domain call waits for `on_start` to finish before it is refused.
+    ready_wait_s = 30.0
+
+    def __init__(self, name: str | None = None, settings: Settings | None = None):
+        if name is not None:
+            self.name = name
+        self.settings = settings or get_settings()
+        self.clock: SuiteClock = get_clock()
+        self.status = "stopped"
+        self.started_at: float | None = None
+        self.log = logging.getLogger(self.name)
+        self.bus: EventBus | None = None
+        self._clients: dict[str, RpcClient] = {}
+        self._server: RpcServer | None = None
+        self._stop = asyncio.Event()
+        self._ready: asyncio.Event | None = None
+        self._signals = 0
+        self._stats: dict[str, MethodStats] = {}
+        self._methods = self._collect_methods()
+        self._process = None
+
+    # ---- registry ---------------------------------------------------------------------------
+
+    def _collect_methods(self) -> dict[str, MethodSpec]:
+        methods: dict[str, MethodSpec] = {}
+        for attr in dir(type(self)):
+            func = getattr(type(self), attr, None)
+            if callable(func) and getattr(func, "__rpc__", False):
+                methods[attr] = MethodSpec.from_function(attr, getattr(self, attr))
+        return methods
+
+    def _event_handlers(self) -> list[tuple[str, bool, Any]]:
+        found = []
+        for attr in dir(type(self)):
+            func = getattr(type(self), attr, None)
+            marker = getattr(func, "__event__", None)
+            if marker is not None:
+                found.append((marker[0], marker[1], getattr(self, attr)))
+        return found
+
+    # ---- hooks for subclasses ----------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        """Open databases, load models, warm caches. Runs after the socket is bound."""
+
+    async def on_stop(self) -> None:
+        """Close what on_start opened. Runs after in-flight requests finished."""
+
+    async def health_details(self) -> dict:
+        """The service's own figures for `health`; may set "status" to degrade it with "warnings"."""
+        return {}
+
+    # ---- built-in methods ---------------------------------------------------------------------
+
+    @rpc
+    async def health(self) -> dict:
+        """Status, uptime, memory, CPU, Redis state and the service's own figures."""
+        details: dict = {}
+        status = self.status
+        if status == "running":
+            status = "healthy"
+            if self.bus is not None and not self.bus.connected:
+                status = "degraded"
+            try:
+                details = await self.health_details()
+            except Exception:
+                self.log.exception("health_details failed")
+                details = {"status": "unhealthy", "warnings": ["health check raised; see the log"]}
+            status = _worst(status, details.pop("status", status))
+        process = self._proc()
+        return {
+            "service": self.name,
+            "status": status,
+            "uptime": round(time.monotonic() - self.started_at, 3) if self.started_at else 0.0,
+            "memory_usage": process.memory_info().rss if process else None,
+            "cpu_usage": process.cpu_percent(interval=None) if process else None,
+            "pid": os.getpid(),
+            "version": self.version,
+            "redis": "connected" if self.bus is not None and self.bus.connected else "disconnected",
+            "now": self.clock.now().isoformat(),
+            **details,
+        }
+
+    @rpc
+    async def metrics(self) -> dict:
+        """Requests, errors and latency percentiles per method; events in and out."""
+        methods = {name: stats.summary() for name, stats in sorted(self._stats.items())}
+        bus = self.bus
+        return {
+            "service": self.name,
+            "uptime": round(time.monotonic() - self.started_at, 3) if self.started_at else 0.0,
+            "requests": sum(s.count for s in self._stats.values()),
+            "errors": sum(s.errors for s in self._stats.values()),
+            "inflight": self._server.inflight if self._server else 0,
+            "methods": methods,
+            "events": {
+                "published": bus.counters["published"] if bus else 0,
+                "received": bus.counters["received"] if bus else 0,
+                "dropped": bus.counters["dropped"] if bus else 0,
+                "dead_lettered": bus.counters["dead_lettered"] if bus else 0,
+                "handler_errors": bus.counters["handler_errors"] if bus else 0,
+                "outbox": bus.outbox_size if bus else 0,
+            },
+        }
+
+    @rpc
+    async def shutdown(self) -> dict:
+        """Stop gracefully: finish in-flight requests, remove the socket, exit 0."""
+        asyncio.get_running_loop().call_soon(self.request_stop)
+        return {"status": "stopping", "service": self.name}
+
+    @rpc
+    async def list_methods(self) -> list[dict]:
+        """Every method with its params and one line of doc."""
+        return [self._methods[name].describe() for name in sorted(self._methods)]
+
+    # ---- dispatch -----------------------------------------------------------------------------
+
+    async def dispatch(self, method: str, params: Any) -> Any:
+        stats = self._stats.get(method)
+        spec = self._methods.get(method)
+        if spec is None:
+            raise MethodNotFound(f"method not found: {method}")
+        if stats is None:
+            stats = self._stats[method] = MethodStats()
+        stats.count += 1
+        started = time.perf_counter()
+        try:
+            kwargs = spec.bind(params)
+            if self._ready is not None and not self._ready.is_set() and method not in BUILTIN_METHODS:
+                await self._wait_ready()
+            return await spec.func(**kwargs)
+        except RpcError:
+            stats.errors += 1
+            raise
+        except Exception:
+            stats.errors += 1
+            self.log.exception("unhandled error in %s", method)
+            raise InternalError("internal error") from None
+        finally:
+            stats.latencies.append(time.perf_counter() - started)
+
+    async def _wait_ready(self) -> None:
+        try:
+            await asyncio.wait_for(self._ready.wait(), self.ready_wait_s)
+        except TimeoutError:
+            raise ServiceError(f"{self.name} is still starting") from None
+
+    # ---- calling other services ----------------------------------------------------------------
+
+    def socket_path(self, service: str) -> Path:
+        return self.settings.socket_dir / f"{service}.sock"
+
+    def _client(self, service: str) -> RpcClient:
+        client = self._clients.get(service)
+        if client is None:
+            client = self._clients[service] = RpcClient(
+                self.socket_path(service), self.settings.rpc_max_frame_bytes
+            )
+        return client
+
+    async def call_service(
+        self, service: str, method: str, timeout: float = 10.0, *, retries: int = 3, **params: Any
+    ) -> Any:
+        """Call `method` on `service`; raises the remote error as its typed exception.
+
+        Retries with exponential backoff only when the request could not be sent (nothing
+        listening); a request that was sent is never repeated, so a call that moves money is not
+        duplicated. Raises DependencyUnavailable or RpcTimeout (-32005) after `timeout` seconds.
+        """
+        client = self._client(service)
+        try:
+            async with asyncio.timeout(timeout):
+                delay = 0.05
+                for attempt in range(retries + 1):
+                    try:
+                        await client.connect()
+                    except OSError as exc:
+                        if attempt >= retries:
+                            raise DependencyUnavailable(
+                                f"{service} is unavailable: {exc.strerror or exc}",
+                                data={"service": service},
+                            ) from None
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 1.0)
+                        continue
+                    break
+                try:
+                    return await client.call(method, params)
+                except ConnectionError as exc:
+                    raise DependencyUnavailable(
+                        f"{service} dropped the connection during {method}: {exc}", data={"service": service}
+                    ) from None
+        except TimeoutError:
+            raise RpcTimeout(
+                f"{service}.{method} did not answer within {timeout:g}s", data={"service": service}
+            ) from None
+
+    async def close_clients(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
+
+    # ---- events ----------------------------------------------------------------------------
+
+    async def publish(self, event_type: str, data: dict, durable: bool | None = None) -> Event:
+        """Publish an event on `trading:events:<type>` (durable types also go to their stream)."""
+        if self.bus is None:
+            raise RuntimeError(f"{self.name}: the event bus is not running")
+        return await self.bus.publish(event_type, data, durable)
+
+    # ---- life -----------------------------------------------------------------------------------
+
+    def _proc(self):
+        if self._process is None:
+            try:
+                import psutil
+
+                self._process = psutil.Process()
+                self._process.cpu_percent(interval=None)  # prime: the first reading is always 0
+            except Exception:
+                return None
+        return self._process
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def _on_signal(self, signum: int) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            self.log.warning("second signal: exiting at once")
+            with contextlib.suppress(FileNotFoundError):
+                self.socket_path(self.name).unlink()
+            os._exit(1)
+        self.log.info("signal %s: shutting down", signal.Signals(signum).name)
+        self.request_stop()
+
+    async def start(self) -> None:
+        """Bind the socket, run on_start, connect the event bus. The service then serves."""
+        self._stop = asyncio.Event()
+        self._ready = asyncio.Event()
+        prepare_socket_dir(self.settings.socket_dir)
+        path = self.socket_path(self.name)
+        if path.exists():
+            if socket_is_live(path):
+                raise ServiceAlreadyRunning(f"{self.name} is already running on {path}")
+            path.unlink()  # stale socket left by a process that died
+        self.status = "starting"
+        self.started_at = time.monotonic()
+        self._proc()
+        self._server = RpcServer(path, self.dispatch, self.settings.rpc_max_frame_bytes)
+        await self._server.start()
+        handlers = self._event_handlers()
+        self.bus = EventBus(self.settings.redis_url, self.name, self.clock)
+        for event_type, durable, handler in handlers:
+            self.bus.subscribe(event_type, handler, durable)
+        await self.bus.start()
+        await self.bus.wait_connected(2.0)
+        try:
+            await self.on_start()
+        except Exception:
+            await self._teardown()
+            raise
+        self.status = "running"
+        self._ready.set()
+        self.log.info(
+            "%s started",
+            self.name,
+            extra={"socket": str(path), "pid": os.getpid(), "redis": self.bus.connected},
+        )
+
+    async def stop(self) -> None:
+        """Graceful stop: refuse new connections, drain in-flight requests, close."""
+        if self._server is None:
+            return
+        self.status = "stopping"
+        await self._server.stop_accepting()
+        if not await self._server.drain(self.shutdown_grace_s):
+            self.log.warning("grace period over: cancelling %d in-flight requests", self._server.inflight)
+        try:
+            await self.on_stop()
+        except Exception:
+            self.log.exception("on_stop failed")
+        await self._teardown()
+        self.log.info("%s stopped", self.name)
+
+    async def _teardown(self) -> None:
+        if self.bus is not None:
+            await self.bus.close()
+        if self._server is not None:
+            await self._server.close()
+            self._server = None
+        await self.close_clients()
+        self.status = "stopped"
+
+    async def serve(self) -> None:
+        """Start, serve until a signal or `shutdown`, then stop."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        await self.start()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.stop()
+
+    def run(self) -> None:
+        """Entry point of a service process: logs, serve, exit code."""
+        settings = self.settings
+        supervised = os.environ.get("TRADING_SUPERVISED") == "1"
+        setup_logging(
+            self.name,
+            settings.log_dir,
+            secrets=settings.secrets.values(),
+            # Under the supervisor stderr is captured to a file beside the JSON log: keep it short.
+            stderr_level=logging.WARNING if supervised else logging.INFO,
+        )
+        try:
+            asyncio.run(self.serve())
+        except ServiceAlreadyRunning as exc:
+            print(f"{self.name}: {exc}", file=sys.stderr)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            sys.exit(130)
+        sys.exit(0)
+
+
+_SEVERITY = {"healthy": 0, "starting": 1, "degraded": 2, "stopping": 3, "unhealthy": 4}
+
+
+def _worst(a: str, b: str) -> str:
+    return a if _SEVERITY.get(a, 4) >= _SEVERITY.get(b, 4) else b
+
+
+def run_service(service_cls: type[BaseService]) -> None:
+    """`python services/<dir>/<file>.py`: build the settings, then run the service."""
+    try:
+        service = service_cls()
+    except ConfigError as exc:
+        print(f"{service_cls.name}: configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    service.run()

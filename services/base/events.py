@@ -1,0 +1,380 @@
+"""Events on Redis: the envelope, pub/sub for live events, Streams for durable ones.
+
+- Every event goes out on the pub/sub channel `trading:events:<type>`.
+- Durable events (those that move money or state) are also appended to the stream
+  `trading:stream:<type>`. Each consuming service reads them through its own consumer group,
+  acknowledges an entry only after its handler succeeded, re-reads its pending entries after a
+  restart, and moves an entry that keeps failing to `trading:dead:<type>`.
+- While Redis is away the bus keeps reconnecting with backoff, resubscribes when it is back, and
+  holds durable events published meanwhile in an in-memory outbox that it flushes in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+
+import orjson
+
+from services.base.clock import SuiteClock
+
+log = logging.getLogger("events")
+
+CHANNEL_PREFIX = "trading:events:"
+STREAM_PREFIX = "trading:stream:"
+DEAD_PREFIX = "trading:dead:"
+HEARTBEAT_PREFIX = "trading:heartbeat:"
+DURABLE_TYPES = frozenset({"prediction_generated", "trade_executed", "position_closed"})
+EVENT_TYPES = frozenset(
+    {
+        "market_data_updated",
+        "sentiment_updated",
+        "prediction_generated",
+        "buy_rate_alert",
+        "trade_executed",
+        "position_closed",
+        "risk_limit_hit",
+        "task_completed",
+        "task_failed",
+        "service_status_changed",
+    }
+)
+STREAM_MAXLEN = 100_000
+OUTBOX_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: str
+    type: str
+    source: str
+    timestamp: str
+    seq: int
+    data: dict
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self), default=str)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Event:
+        obj = orjson.loads(raw)
+        return cls(
+            id=str(obj["id"]),
+            type=str(obj["type"]),
+            source=str(obj["source"]),
+            timestamp=str(obj["timestamp"]),
+            seq=int(obj["seq"]),
+            data=obj.get("data") or {},
+        )
+
+
+Handler = Callable[[Event], Awaitable[None]]
+
+
+def on_event(event_type: str, durable: bool = False) -> Callable:
+    """Mark an async method as the handler of `event_type` (durable: consumed from the stream)."""
+
+    def mark(func: Callable) -> Callable:
+        func.__event__ = (event_type, durable)
+        return func
+
+    return mark
+
+
+class EventBus:
+    """One service's connection to the event bus."""
+
+    def __init__(
+        self,
+        url: str,
+        service: str,
+        clock: SuiteClock,
+        *,
+        max_deliveries: int = 5,
+        heartbeat_s: float = 5.0,
+        on_state_change: Callable[[bool], None] | None = None,
+    ):
+        self.url = url
+        self.service = service
+        self.clock = clock
+        self.max_deliveries = max_deliveries
+        self.heartbeat_s = heartbeat_s
+        self.on_state_change = on_state_change
+        self.connected = False
+        self.counters = {"published": 0, "received": 0, "dropped": 0, "dead_lettered": 0, "handler_errors": 0}
+        self._seq = itertools.count(1)
+        self._handlers: dict[str, list[Handler]] = {}
+        self._durable_handlers: dict[str, Handler] = {}
+        self._outbox: deque[tuple[str, bytes]] = deque(maxlen=OUTBOX_MAX)
+        self._redis = None
+        self._tasks: list[asyncio.Task] = []
+        self._handler_tasks: set[asyncio.Task] = set()
+        self._up = asyncio.Event()
+        self._failures: dict[bytes, int] = {}
+
+    # ---- registration ---------------------------------------------------------------------
+
+    def subscribe(self, event_type: str, handler: Handler, durable: bool = False) -> None:
+        if durable:
+            if event_type in self._durable_handlers:
+                raise ValueError(f"{self.service}: a durable handler for {event_type} already exists")
+            self._durable_handlers[event_type] = handler
+        else:
+            self._handlers.setdefault(event_type, []).append(handler)
+
+    # ---- life -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        import redis.asyncio as aioredis  # imported here so a bus-less test never pays for it
+
+        self._redis = aioredis.from_url(
+            self.url, socket_connect_timeout=1.0, socket_timeout=5.0, retry_on_timeout=False
+        )
+        self._tasks.append(asyncio.create_task(self._watch_connection(), name="bus-watch"))
+        if self._handlers:
+            self._tasks.append(asyncio.create_task(self._pubsub_loop(), name="bus-pubsub"))
+        for event_type, handler in self._durable_handlers.items():
+            self._tasks.append(
+                asyncio.create_task(self._stream_loop(event_type, handler), name=f"bus-stream-{event_type}")
+            )
+
+    async def wait_connected(self, timeout_s: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._up.wait(), timeout_s)
+        return self.connected
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._handler_tasks:
+            await asyncio.wait(set(self._handler_tasks), timeout=2.0)
+        if self._redis is not None:
+            with contextlib.suppress(Exception):
+                await self._redis.delete(HEARTBEAT_PREFIX + self.service)
+            with contextlib.suppress(Exception):
+                await self._redis.aclose()
+            self._redis = None
+
+    def _set_connected(self, up: bool) -> None:
+        if up == self.connected:
+            return
+        self.connected = up
+        if up:
+            self._up.set()
+            log.info("redis connected", extra={"redis_url": self.url})
+        else:
+            self._up.clear()
+            log.warning("redis disconnected; reconnecting", extra={"redis_url": self.url})
+        if self.on_state_change is not None:
+            self.on_state_change(up)
+
+    async def _watch_connection(self) -> None:
+        """Ping, flush the outbox, keep the heartbeat key fresh; back off while Redis is away."""
+        delay = 0.1
+        while True:
+            try:
+                await self._redis.ping()
+                self._set_connected(True)
+                await self._flush_outbox()
+                await self._redis.set(
+                    HEARTBEAT_PREFIX + self.service,
+                    orjson.dumps({"service": self.service, "at": self.clock.now().isoformat()}),
+                    ex=max(3, int(self.heartbeat_s * 3)),
+                )
+                delay = 0.1
+                await asyncio.sleep(min(self.heartbeat_s, 1.0) if self._outbox else self.heartbeat_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self._set_connected(False)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    # ---- publishing -------------------------------------------------------------------------
+
+    def make_event(self, event_type: str, data: dict) -> Event:
+        return Event(
+            id=uuid.uuid4().hex,
+            type=event_type,
+            source=self.service,
+            timestamp=self.clock.now().isoformat(),
+            seq=next(self._seq),
+            data=data,
+        )
+
+    async def publish(self, event_type: str, data: dict, durable: bool | None = None) -> Event:
+        """Publish now; a durable event that cannot be sent yet waits in the outbox."""
+        event = self.make_event(event_type, data)
+        durable = event_type in DURABLE_TYPES if durable is None else durable
+        payload = event.to_json()
+        if durable and self._outbox:
+            self._outbox.append((event_type, payload))  # keep order behind what is waiting
+            return event
+        try:
+            await self._send(event_type, payload, durable)
+        except Exception:
+            self._set_connected(False)
+            if durable:
+                self._outbox.append((event_type, payload))
+                log.warning("redis unavailable: %s queued in outbox", event_type)
+            else:
+                self.counters["dropped"] += 1
+        return event
+
+    async def _send(self, event_type: str, payload: bytes, durable: bool) -> None:
+        if self._redis is None:
+            raise ConnectionError("event bus not started")
+        async with self._redis.pipeline(transaction=False) as pipe:
+            if durable:
+                pipe.xadd(
+                    STREAM_PREFIX + event_type, {"event": payload}, maxlen=STREAM_MAXLEN, approximate=True
+                )
+            pipe.publish(CHANNEL_PREFIX + event_type, payload)
+            await pipe.execute()
+        self.counters["published"] += 1
+
+    async def _flush_outbox(self) -> None:
+        while self._outbox:
+            event_type, payload = self._outbox[0]
+            await self._send(event_type, payload, durable=True)
+            self._outbox.popleft()
+
+    @property
+    def outbox_size(self) -> int:
+        return len(self._outbox)
+
+    # ---- consuming --------------------------------------------------------------------------
+
+    def _run_handler(self, handler: Handler, event: Event) -> None:
+        async def run() -> None:
+            try:
+                await handler(event)
+            except Exception:
+                self.counters["handler_errors"] += 1
+                log.exception("handler for %s failed", event.type)
+
+        task = asyncio.create_task(run())
+        self._handler_tasks.add(task)
+        task.add_done_callback(self._handler_tasks.discard)
+
+    async def _pubsub_loop(self) -> None:
+        channels = [CHANNEL_PREFIX + t for t in self._handlers]
+        delay = 0.1
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(*channels)
+                delay = 0.1
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is None or message.get("type") != "message":
+                        continue
+                    try:
+                        event = Event.from_json(message["data"])
+                    except (ValueError, KeyError, TypeError):
+                        log.warning("malformed event on %s", message.get("channel"))
+                        continue
+                    self.counters["received"] += 1
+                    for handler in self._handlers.get(event.type, ()):
+                        self._run_handler(handler, event)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self._set_connected(False)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def _stream_loop(self, event_type: str, handler: Handler) -> None:
+        """At-least-once delivery through a consumer group named after this service."""
+        import redis.exceptions
+
+        stream, group, consumer = STREAM_PREFIX + event_type, self.service, self.service
+        delay = 0.1
+        while True:
+            try:
+                try:
+                    await self._redis.xgroup_create(stream, group, id="0", mkstream=True)
+                except redis.exceptions.ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise
+                delay = 0.1
+                while True:
+                    # Our own pending entries first: delivered before a crash or a failed handler.
+                    reply = await self._redis.xreadgroup(group, consumer, {stream: "0"}, count=100)
+                    entries = reply[0][1] if reply else []
+                    if entries:
+                        if not await self._deliver(stream, group, event_type, entries, handler):
+                            await asyncio.sleep(0.2)
+                        continue
+                    reply = await self._redis.xreadgroup(
+                        group, consumer, {stream: ">"}, count=100, block=1000
+                    )
+                    entries = reply[0][1] if reply else []
+                    await self._deliver(stream, group, event_type, entries, handler)
+            except asyncio.CancelledError:
+                raise
+            except redis.exceptions.ResponseError as exc:
+                if "NOGROUP" not in str(exc):  # Redis restarted without its data: recreate
+                    log.exception("stream %s", stream)
+                await asyncio.sleep(delay)
+            except Exception:
+                self._set_connected(False)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _deliver(
+        self, stream: str, group: str, event_type: str, entries: list, handler: Handler
+    ) -> bool:
+        """Run the handler on each entry in order; True when every entry was settled."""
+        settled = True
+        for entry_id, fields in entries:
+            raw = fields.get(b"event") if fields else None
+            try:
+                event = Event.from_json(raw) if raw is not None else None
+            except (ValueError, KeyError, TypeError):
+                event = None
+            if event is None:
+                await self._dead_letter(stream, group, event_type, entry_id, fields, "malformed entry")
+                continue
+            try:
+                await handler(event)
+            except Exception as exc:
+                self.counters["handler_errors"] += 1
+                count = self._failures.get(entry_id, 0) + 1
+                self._failures[entry_id] = count
+                log.warning(
+                    "durable %s handler failed (%d/%d): %r", event_type, count, self.max_deliveries, exc
+                )
+                if count >= self.max_deliveries:
+                    await self._dead_letter(stream, group, event_type, entry_id, fields, repr(exc))
+                else:
+                    settled = False
+                    break  # keep order: retry this entry before any later one
+                continue
+            self.counters["received"] += 1
+            self._failures.pop(entry_id, None)
+            await self._redis.xack(stream, group, entry_id)
+        return settled
+
+    async def _dead_letter(self, stream, group, event_type, entry_id, fields, error: str) -> None:
+        payload = dict(fields or {})
+        payload[b"error"] = error.encode()
+        payload[b"consumer"] = self.service.encode()
+        await self._redis.xadd(DEAD_PREFIX + event_type, payload, maxlen=STREAM_MAXLEN, approximate=True)
+        await self._redis.xack(stream, group, entry_id)
+        self._failures.pop(entry_id, None)
+        self.counters["dead_lettered"] += 1
+        log.error("durable %s entry %s moved to the dead-letter stream: %s", event_type, entry_id, error)
