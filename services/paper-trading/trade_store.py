@@ -194,12 +194,18 @@ class TradeStore:
         capital, cash, realized, commissions = self._db.execute(
             "SELECT starting_capital, cash, realized_pnl, commissions_paid FROM account"
         ).fetchone()
-        rows = self._db.execute("SELECT symbol, quantity, cost_basis, open_commission, opened_at FROM positions")
+        rows = self._db.execute(
+            "SELECT symbol, quantity, cost_basis, open_commission, opened_at FROM positions"
+        )
         positions = {
             s: Position(s, q, Decimal(c), Decimal(oc), datetime.fromisoformat(t)) for s, q, c, oc, t in rows
         }
         return Portfolio(
-            Decimal(capital), Decimal(cash), MappingProxyType(positions), Decimal(realized), Decimal(commissions)
+            Decimal(capital),
+            Decimal(cash),
+            MappingProxyType(positions),
+            Decimal(realized),
+            Decimal(commissions),
         )
 
     def record_fill(
@@ -341,7 +347,9 @@ class TradeStore:
     def replay_ledger(self) -> Portfolio:
         """Rebuild the book from the trades alone: must equal `load_portfolio()` (an audit)."""
         with self._lock:
-            book = Portfolio.new(Decimal(self._db.execute("SELECT starting_capital FROM account").fetchone()[0]))
+            book = Portfolio.new(
+                Decimal(self._db.execute("SELECT starting_capital FROM account").fetchone()[0])
+            )
             for trade in reversed(self.trades()):
                 fill = Fill(trade.symbol, trade.action, trade.quantity, trade.price, trade.commission)
                 book = book.apply(fill, datetime.fromisoformat(trade.timestamp)).portfolio
@@ -384,7 +392,9 @@ class TradeStore:
             )
         return cursor.rowcount == 1
 
-    def record_equity(self, day: date, equity: Decimal, cash: Decimal, positions_value: Decimal, now: datetime) -> None:
+    def record_equity(
+        self, day: date, equity: Decimal, cash: Decimal, positions_value: Decimal, now: datetime
+    ) -> None:
         """The day's latest equity; the last write of a day is its close."""
         with self._transaction() as db:
             db.execute(
@@ -405,7 +415,22 @@ class TradeStore:
 
 
 def _trade_from_row(row: tuple) -> TradeRecord:
-    (trade_id, symbol, action, qty, price, gross, commission, slippage, realized, net, ts, pid, reason, raw) = row
+    (
+        trade_id,
+        symbol,
+        action,
+        qty,
+        price,
+        gross,
+        commission,
+        slippage,
+        realized,
+        net,
+        ts,
+        pid,
+        reason,
+        raw,
+    ) = row
     return TradeRecord(
         trade_id=trade_id,
         symbol=symbol,

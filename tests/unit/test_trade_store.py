@@ -1,0 +1,251 @@
+"""TradeStore on a real SQLite file: atomic trades, at-most-once predictions, durability."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal as D
+from pathlib import Path
+
+import pytest
+from trade_store import DuplicatePrediction, TradeStore
+
+from services.domain.portfolio import Action, Fill, PortfolioError, trade_value
+from services.domain.risk import RiskRules, commission
+
+REPO = Path(__file__).resolve().parents[2]
+T0 = datetime(2026, 3, 2, 0, 30, tzinfo=UTC)
+ASSUMPTIONS = {"price_source": "test", "slippage_bps": 5, "commission_formula": "$10 + 0.1% of trade value"}
+
+
+@pytest.fixture
+def store(tmp_path):
+    opened = TradeStore(tmp_path / "paper.db", D("100000"), T0)
+    yield opened
+    opened.close()
+
+
+def record(store: TradeStore, action: Action, qty: int, price: str, *, symbol="CBA.AX", pid=None, at=T0):
+    fill = Fill(symbol, action, qty, D(price), commission(trade_value(qty, D(price)), RiskRules()))
+    return store.record_fill(
+        fill, now=at, slippage=D("0.50"), reason="test", assumptions=ASSUMPTIONS, prediction_id=pid
+    )
+
+
+def test_pragmas_give_durability(store):
+    assert store.pragma("journal_mode") == "wal"
+    assert store.pragma("synchronous") == 2  # FULL
+    assert store.pragma("foreign_keys") == 1
+
+
+def test_a_trade_updates_book_and_ledger_together(store):
+    trade, book = record(store, Action.BUY, 10, "100", pid="p-1")
+    assert trade.as_dict() | {"assumptions": None} == {
+        "trade_id": 1,
+        "symbol": "CBA.AX",
+        "action": "BUY",
+        "quantity": 10,
+        "price": 100.0,
+        "gross": 1000.0,
+        "commission": 11.0,
+        "slippage": 0.5,
+        "realized_pnl": 0.0,
+        "net_pnl": 0.0,
+        "timestamp": T0.isoformat(),
+        "prediction_id": "p-1",
+        "reason": "test",
+        "assumptions": None,
+    }
+    assert trade.assumptions == ASSUMPTIONS
+    assert book == store.load_portfolio()
+    assert book.cash == D("98989.00")
+    assert store.prediction_outcome("p-1")["trade_id"] == 1
+
+
+def test_sell_realises_and_closes(store):
+    record(store, Action.BUY, 10, "100")
+    trade, book = record(store, Action.SELL, 10, "110")
+    assert trade.realized_pnl == D("100.00")
+    assert trade.net_pnl == D("100.00") - D("11.00") - D("11.10")
+    assert book.positions == {}
+    assert store.load_portfolio().positions == {}
+
+
+def test_the_book_survives_reopening(tmp_path):
+    first = TradeStore(tmp_path / "paper.db", D("100000"), T0)
+    record(first, Action.BUY, 10, "100")
+    before = first.load_portfolio()
+    first.close()
+    # A different configured capital must not reset an existing book.
+    again = TradeStore(tmp_path / "paper.db", D("50000"), T0)
+    try:
+        assert again.load_portfolio() == before
+        assert again.load_portfolio().starting_capital == D("100000.00")
+    finally:
+        again.close()
+
+
+def test_a_prediction_is_traded_at_most_once(store):
+    record(store, Action.BUY, 10, "100", pid="p-1")
+    with pytest.raises(DuplicatePrediction, match="p-1"):
+        record(store, Action.BUY, 10, "100", pid="p-1")
+    assert store.trade_count() == 1
+    assert store.load_portfolio().quantity("CBA.AX") == 10
+
+
+def test_a_prediction_that_was_skipped_is_not_traded_later(store):
+    assert store.record_prediction_outcome("p-2", "skipped", "HOLD", T0) is True
+    assert store.record_prediction_outcome("p-2", "skipped", "HOLD", T0) is False
+    with pytest.raises(DuplicatePrediction) as raised:
+        record(store, Action.BUY, 1, "100", pid="p-2")
+    assert raised.value.outcome == "skipped"
+    assert store.trade_count() == 0
+
+
+def test_outcome_kind_is_validated(store):
+    with pytest.raises(ValueError, match="outcome"):
+        store.record_prediction_outcome("p", "traded", "", T0)
+
+
+def test_a_fill_the_book_refuses_writes_nothing(store):
+    with pytest.raises(PortfolioError):
+        record(store, Action.SELL, 1, "100", pid="p-3")
+    assert store.trade_count() == 0
+    assert store.prediction_outcome("p-3") is None
+    assert store.load_portfolio().cash == D("100000.00")
+
+
+def test_a_failure_midway_rolls_the_whole_trade_back(store, monkeypatch):
+    def explode(book):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(store, "_write_account", explode)
+    with pytest.raises(RuntimeError):
+        record(store, Action.BUY, 10, "100", pid="p-4")
+    monkeypatch.undo()
+    # The trade row and position were written before the failure; none of it may remain.
+    assert store.trade_count() == 0
+    assert store.load_portfolio().positions == {}
+    assert store.prediction_outcome("p-4") is None
+
+
+def test_ledger_replay_matches_the_book(store):
+    for action, qty, price in [
+        (Action.BUY, 30, "33.3333"),
+        (Action.SELL, 7, "35"),
+        (Action.BUY, 5, "31.5"),
+        (Action.SELL, 28, "30.01"),
+    ]:
+        record(store, action, qty, price)
+    assert store.replay_ledger() == store.load_portfolio()
+
+
+def test_trade_history_filters(store):
+    record(store, Action.BUY, 1, "100", symbol="CBA.AX", at=T0)
+    record(store, Action.BUY, 1, "30", symbol="WBC.AX", at=T0 + timedelta(days=1))
+    record(store, Action.BUY, 1, "100", symbol="CBA.AX", at=T0 + timedelta(days=2))
+    assert [t.trade_id for t in store.trades()] == [3, 2, 1]  # newest first
+    assert [t.trade_id for t in store.trades(symbol="CBA.AX")] == [3, 1]
+    assert [t.trade_id for t in store.trades(limit=1)] == [3]
+    assert [t.trade_id for t in store.trades(since=T0 + timedelta(hours=12))] == [3, 2]
+
+
+def test_marks_are_upserted(store):
+    store.save_mark("CBA.AX", D("100.5"), "2026-03-02T10:00:00+11:00", "csv")
+    store.save_mark("CBA.AX", D("101"), "2026-03-02T11:00:00+11:00", "csv")
+    mark = store.marks()["CBA.AX"]
+    assert (mark.price, mark.as_of, mark.source) == (D("101"), "2026-03-02T11:00:00+11:00", "csv")
+
+
+def test_trading_day_start_equity_is_fixed_at_first_sight_and_halt_is_once(store):
+    day = date(2026, 3, 2)
+    assert store.open_trading_day(day, D("100000")).start_equity == D("100000")
+    assert store.open_trading_day(day, D("90000")).start_equity == D("100000")
+    assert store.halt_day(day, "loss") is True
+    assert store.halt_day(day, "loss") is False
+    record_ = store.open_trading_day(day, D("1"))
+    assert (record_.halted, record_.halt_reason) == (True, "loss")
+    assert store.open_trading_day(date(2026, 3, 3), D("95000")).halted is False
+
+
+def test_equity_curve_keeps_the_last_value_of_each_day(store):
+    store.record_equity(date(2026, 3, 3), D("101000"), D("1"), D("2"), T0)
+    store.record_equity(date(2026, 3, 2), D("100000"), D("1"), D("2"), T0)
+    store.record_equity(date(2026, 3, 3), D("102000"), D("1"), D("2"), T0)
+    assert store.equity_curve() == [(date(2026, 3, 2), D("100000")), (date(2026, 3, 3), D("102000"))]
+    assert store.equity_curve(since=date(2026, 3, 3)) == [(date(2026, 3, 3), D("102000"))]
+
+
+def test_two_connections_racing_on_one_prediction_trade_once(tmp_path):
+    stores = [TradeStore(tmp_path / "paper.db", D("100000"), T0) for _ in range(2)]
+    outcomes: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def attempt(s: TradeStore) -> None:
+        barrier.wait()
+        try:
+            record(s, Action.BUY, 10, "100", pid="race")
+            outcomes.append("traded")
+        except DuplicatePrediction:
+            outcomes.append("duplicate")
+
+    threads = [threading.Thread(target=attempt, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(outcomes) == ["duplicate", "traded"]
+    assert stores[0].trade_count() == 1
+    for s in stores:
+        s.close()
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from datetime import UTC, datetime
+    from decimal import Decimal
+    sys.path[:0] = [sys.argv[2], sys.argv[3]]
+    from trade_store import TradeStore
+    from services.domain.portfolio import Action, Fill
+    store = TradeStore(sys.argv[1], Decimal("100000"), datetime.now(UTC))
+    n = 0
+    while True:
+        action = Action.BUY if n % 2 == 0 else Action.SELL
+        fill = Fill("CBA.AX", action, 3, Decimal("33.3333"), Decimal("10.10"))
+        store.record_fill(fill, now=datetime.now(UTC), slippage=Decimal("0"), reason="loop",
+                          assumptions={}, prediction_id=f"p-{n}")
+        n += 1
+        if n == 20:
+            print("ready", flush=True)
+    """
+)
+
+
+def test_sigkill_mid_write_leaves_a_consistent_ledger(tmp_path):
+    path = tmp_path / "paper.db"
+    child = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path), str(REPO / "services" / "paper-trading"), str(REPO)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # The writer keeps committing after it says ready, so the kill lands mid-stream.
+        assert child.stdout.readline().strip() == "ready"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+    store = TradeStore(path, D("100000"), T0)
+    try:
+        assert store.pragma("integrity_check") == "ok"
+        count = store.trade_count()
+        assert count >= 20
+        assert store.replay_ledger() == store.load_portfolio()
+        # Every trade has its prediction recorded, and nothing else was.
+        assert all(store.prediction_outcome(f"p-{n}")["outcome"] == "traded" for n in range(count))
+        assert store.prediction_outcome(f"p-{count}") is None
+    finally:
+        store.close()
