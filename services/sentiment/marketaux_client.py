@@ -301,7 +301,9 @@ class MarketauxClient:
         """One page of news for all `symbols` in a single request (one quota unit however many
         symbols). `filter_entities` keeps only the queried entities on each article."""
         if self._token is None:
-            raise MarketauxNotConfigured("not configured: MARKETAUX_API_TOKEN is not set", code="not_configured")
+            raise MarketauxNotConfigured(
+                "not configured: MARKETAUX_API_TOKEN is not set", code="not_configured"
+            )
         params: dict[str, str | int] = {"language": language, "limit": limit}
         if symbols:
             params["symbols"] = ",".join(dict.fromkeys(s.strip().upper() for s in symbols if s.strip()))
@@ -353,7 +355,9 @@ class MarketauxClient:
         if status == 402:
             return MarketauxUsageLimitReached(text, status=status, code=code)
         if status == 429:
-            return MarketauxRateLimited(text, status=status, code=code, retry_after_s=_retry_after_s(response))
+            return MarketauxRateLimited(
+                text, status=status, code=code, retry_after_s=_retry_after_s(response)
+            )
         if status >= 500:
             return MarketauxServerError(text, status=status, code=code)
         return MarketauxRequestRejected(text, status=status, code=code)

@@ -94,7 +94,9 @@ class Scripted:
 class FakeMarketaux:
     """Threaded HTTP server on 127.0.0.1; `url` is its base URL."""
 
-    def __init__(self, articles: list[dict[str, Any]] | None = None, *, token: str = TOKEN, daily_limit: int = 0):
+    def __init__(
+        self, articles: list[dict[str, Any]] | None = None, *, token: str = TOKEN, daily_limit: int = 0
+    ):
         self.articles = list(articles or [])
         self.token = token
         self.daily_limit = daily_limit  # 0: unlimited
@@ -104,7 +106,8 @@ class FakeMarketaux:
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll interval keeps stop() (which waits for the next poll) fast.
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
 
     @property
     def url(self) -> str:
