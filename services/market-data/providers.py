@@ -301,13 +301,12 @@ class YFinanceSource:
 
     async def _attempt(self, symbol: str, end: date) -> list[tuple]:
         try:
+            # yfinance makes up to two requests (time zone, then chart), each with `timeout_s`.
             # The thread cannot be cancelled; on timeout it finishes in the background, unused.
-            return await asyncio.wait_for(
-                asyncio.to_thread(self._download, symbol, end), self.timeout_s + 1.0
-            )
+            return await asyncio.wait_for(asyncio.to_thread(self._download, symbol, end), 2 * self.timeout_s)
         except TimeoutError:
             raise SourceUnavailableError(
-                f"Yahoo did not answer for {symbol} within {self.timeout_s:g}s"
+                f"Yahoo did not answer for {symbol} within {2 * self.timeout_s:g}s"
             ) from None
         except MarketDataError:
             raise
