@@ -1,19 +1,670 @@
-"""prediction service process.
+"""prediction service process: market-aware BUY / HOLD / SELL signals.
 
-Skeleton: answers the built-in methods (health, metrics, shutdown, list_methods) until its issue
-fills in the domain API.
+Per symbol it gathers, concurrently, the market data and price history (market-data), the index
+history (for the features' market measures), the news sentiment (sentiment) and then the model
+ensemble (ml-model, once the features can be built), combines them with the pure
+`services.domain.signals.decide`, stores the prediction with everything it was made from, and
+publishes `prediction_generated` (durable).
+
+Degradation: market-data is essential (no price, no technicals, no features): without it a
+symbol fails with -32001 naming market-data. Sentiment or the model missing still gives a
+prediction, marked `degraded` with what is `missing` and why, and a lower confidence. Every wait
+is bounded: each dependency call by `TRADING_PREDICTION_DEPENDENCY_TIMEOUT_S`, each request by the
+caller's `timeout_s` (the batch answers before it, reporting unfinished symbols as -32005).
 """
 
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import re
 import sys
+import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from services.base.base_service import BaseService, run_service  # noqa: E402
+from prediction_store import PredictionStore
+
+from services.base.base_service import (
+    BaseService,
+    DependencyUnavailable,
+    Event,
+    InvalidParams,
+    NotFound,
+    RpcError,
+    RpcTimeout,
+    on_event,
+    rpc,
+    run_service,
+)
+from services.base.config import ConfigError, Settings
+from services.domain import buy_rate, features
+from services.domain.bars import bar_from_dict
+from services.domain.signals import (
+    EnsembleReading,
+    MarketContext,
+    SentimentReading,
+    SignalConfig,
+    SignalDecision,
+    SignalInputs,
+    TechnicalReadings,
+    decide,
+)
+
+MARKET_DATA, SENTIMENT, ML_MODEL = "market-data", "sentiment", "ml-model"
+SYMBOL_RE = re.compile(r"^[A-Z0-9^][A-Z0-9.^_-]{0,19}$")
+MAX_BATCH = 1000
+# The answer must reach the caller before its own timeout fires: reply this much earlier.
+REPLY_MARGIN_S = 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionSettings:
+    dependency_timeout_s: float
+    default_timeout_s: float
+    max_concurrency: int
+    history_days: int
+    index_ttl_s: float
+    signal: SignalConfig
+    buy_rate: buy_rate.BuyRateConfig
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> PredictionSettings:
+        try:
+            signal = SignalConfig.from_env(s.environ)
+            rate = buy_rate.BuyRateConfig(
+                window_size=s.env_int("TRADING_BUY_RATE_WINDOW", 50, low=1, high=100_000),
+                threshold=s.env_float("TRADING_BUY_RATE_THRESHOLD", 0.70, low=0.0, high=0.999),
+                min_samples=s.env_int("TRADING_BUY_RATE_MIN_SAMPLES", 10, low=1, high=100_000),
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return cls(
+            dependency_timeout_s=s.env_float(
+                "TRADING_PREDICTION_DEPENDENCY_TIMEOUT_S", 4.0, low=0.05, high=600
+            ),
+            # The platform client's default timeout is 10 s: answer within it unless told otherwise.
+            default_timeout_s=s.env_float("TRADING_PREDICTION_TIMEOUT_S", 10.0, low=0.5, high=3600),
+            max_concurrency=s.env_int("TRADING_PREDICTION_CONCURRENCY", 16, low=1, high=1024),
+            history_days=s.env_int(
+                "TRADING_PREDICTION_HISTORY_DAYS", features.MIN_BARS + 10, low=features.MIN_BARS, high=20_000
+            ),
+            index_ttl_s=s.env_float("TRADING_PREDICTION_INDEX_TTL_S", 60.0, low=0.0, high=86_400),
+            signal=signal,
+            buy_rate=rate,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the dependencies' results (contract field names) into the combiner's inputs. Pure.
+# A field that is absent, null or not a finite number is missing, never defaulted.
+
+
+def number(source: Any, *path: str) -> float | None:
+    value = source
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def technical_from_market(market: dict) -> TechnicalReadings:
+    tech = market.get("technical") or {}
+    return TechnicalReadings(
+        rsi=number(tech, "rsi"),
+        macd_histogram=number(tech, "macd", "histogram"),
+        bollinger_percent_b=number(tech, "bollinger", "percent_b"),
+        volume_ratio=number(tech, "volume", "ratio"),
+        price=number(market, "price"),
+    )
+
+
+def context_from_market(market: dict) -> MarketContext | None:
+    ctx = market.get("market_context")
+    if not isinstance(ctx, dict):
+        return None
+    strength = number(ctx, "strength")
+    try:
+        return MarketContext(ctx.get("context"), strength) if strength is not None else None  # type: ignore[arg-type]
+    except ValueError:
+        return None
+
+
+def quality_from_market(market: dict) -> float | None:
+    score = number(market, "quality", "score")
+    return score if score is not None and 0.0 <= score <= 1.0 else None
+
+
+def sentiment_reading(result: dict) -> SentimentReading:
+    """Raises ValueError when the result breaks the contract (then sentiment counts as missing)."""
+    score, confidence = number(result, "score"), number(result, "confidence")
+    if score is None or confidence is None:
+        raise ValueError("sentiment result lacks a numeric score or confidence")
+    return SentimentReading(score, confidence, str(result.get("source") or "unknown"))
+
+
+def ensemble_reading(result: dict) -> EnsembleReading:
+    p, confidence = number(result, "probability"), number(result, "confidence")
+    if p is None or confidence is None:
+        raise ValueError("ensemble result lacks a numeric probability or confidence")
+    return EnsembleReading(p, confidence)
+
+
+def prediction_document(
+    *,
+    symbol: str,
+    now_iso: str,
+    market: dict,
+    sentiment: dict | None,
+    ensemble: dict | None,
+    feature_values: dict | None,
+    inputs: SignalInputs,
+    decision: SignalDecision,
+    missing: dict[str, str],
+    config: SignalConfig,
+) -> dict:
+    """The stored and published prediction: the contract's fields plus everything it came from."""
+    tech = inputs.technical or TechnicalReadings()
+    return {
+        "prediction_id": uuid.uuid4().hex,
+        "symbol": symbol,
+        "signal": decision.signal,
+        "confidence": round(decision.confidence, 6),
+        "created_at": now_iso,
+        "price": number(market, "price"),
+        "score": decision.score,
+        "degraded": bool(missing),
+        "missing": missing,
+        "reasons": list(decision.reasons),
+        "inputs": {
+            "market_data": {
+                "as_of": market.get("as_of"),
+                "source": market.get("source"),
+                "price": number(market, "price"),
+                "stale": market.get("stale"),
+                "quality": market.get("quality"),
+            },
+            "technical": {
+                "rsi": tech.rsi,
+                "macd_histogram": tech.macd_histogram,
+                "bollinger_percent_b": tech.bollinger_percent_b,
+                "volume_ratio": tech.volume_ratio,
+            },
+            "market_context": _context_summary(market.get("market_context")),
+            "sentiment": _sentiment_summary(sentiment),
+            "model": _ensemble_summary(ensemble),
+            "features": feature_values,
+            "feature_version": features.FEATURE_VERSION,
+            "thresholds": {"buy": decision.buy_threshold, "sell": -decision.sell_threshold},
+            "components": decision.as_dict()["components"],
+            "signal_config": config.as_dict(),
+        },
+    }
+
+
+def _context_summary(ctx: Any) -> dict | None:
+    if not isinstance(ctx, dict):
+        return None
+    keep = ("context", "strength", "index_symbol", "as_of")
+    return {k: ctx.get(k) for k in keep if k in ctx}
+
+
+def _sentiment_summary(result: dict | None) -> dict | None:
+    if result is None:
+        return None
+    keep = ("score", "confidence", "source", "news_count", "reason", "as_of")
+    return {k: result.get(k) for k in keep if k in result}
+
+
+def _ensemble_summary(result: dict | None) -> dict | None:
+    if result is None:
+        return None
+    members = [
+        {k: m.get(k) for k in ("model_name", "version", "probability", "weight")}
+        for m in result.get("members") or []
+        if isinstance(m, dict)
+    ]
+    return {
+        "direction": result.get("direction"),
+        "probability": result.get("probability"),
+        "confidence": result.get("confidence"),
+        "feature_version": result.get("feature_version"),
+        "members": members,
+    }
+
+
+def needs_refresh(cached: dict | None, event_data: dict) -> bool:
+    """New market data for a cached prediction? The same as_of and price is not new data."""
+    if cached is None:
+        return True
+    made_on = cached["inputs"]["market_data"]
+    return (event_data.get("as_of"), number(event_data, "price")) != (
+        made_on.get("as_of"),
+        made_on.get("price"),
+    )
+
+
+def normalise_symbols(symbols: list[str]) -> list[str]:
+    """Upper-case, de-duplicated in order, each checked. Raises InvalidParams."""
+    if not symbols:
+        raise InvalidParams("symbols", "must name at least one symbol")
+    if len(symbols) > MAX_BATCH:
+        raise InvalidParams("symbols", f"at most {MAX_BATCH} symbols per batch, got {len(symbols)}")
+    seen: dict[str, None] = {}
+    for i, raw in enumerate(symbols):
+        symbol = raw.strip().upper()
+        if not SYMBOL_RE.match(symbol):
+            raise InvalidParams(f"symbols[{i}]", f"{raw!r} is not a ticker symbol (e.g. CBA.AX)")
+        seen[symbol] = None
+    return list(seen)
+
+
+def error_entry(exc: RpcError) -> dict:
+    return {"code": exc.code, "message": exc.message, "data": exc.data}
+
+
+# --------------------------------------------------------------------------------------------
+# The process
+
+
+@dataclass(slots=True)
+class Gathered:
+    market: dict
+    sentiment: dict | None = None
+    ensemble: dict | None = None
+    feature_values: dict | None = None
+    missing: dict[str, str] = field(default_factory=dict)
 
 
 class PredictionService(BaseService):
     name = "prediction"
+
+    def __init__(self, name: str | None = None, settings: Settings | None = None):
+        super().__init__(name, settings)
+        self.config = PredictionSettings.from_settings(self.settings)
+        self.store: PredictionStore | None = None
+        self.cache: dict[str, dict] = {}
+        self.prediction_count = 0
+        self.buy_state = buy_rate.BuyRateState()
+        self.dependency_state: dict[str, str] = {}
+        self._inflight: dict[str, asyncio.Task] = {}
+        self._background: set[asyncio.Task] = set()
+        self._index: tuple[float, asyncio.Task] | None = None
+        self._limit = asyncio.Semaphore(self.config.max_concurrency)
+
+    async def on_start(self) -> None:
+        self.store = PredictionStore(self.settings.data_dir / "predictions.db")
+        self.prediction_count = self.store.count()
+        # The buy-rate window survives restarts, and an episode already above is not re-alerted.
+        recent = self.store.recent_signals(self.config.buy_rate.window_size)
+        self.buy_state = buy_rate.replay(recent, self.config.buy_rate)
+
+    async def on_stop(self) -> None:
+        for task in list(self._background) + list(self._inflight.values()):
+            task.cancel()
+        await asyncio.gather(*self._background, *self._inflight.values(), return_exceptions=True)
+        if self.store is not None:
+            self.store.close()
+
+    async def health_details(self) -> dict:
+        rate = buy_rate.buy_rate(self.buy_state.signals)
+        details: dict[str, Any] = {
+            "prediction_count": self.prediction_count,
+            "cache_size": len(self.cache),
+            "current_buy_rate": rate,
+            "buy_rate_threshold": self.config.buy_rate.threshold,
+            "buy_rate_samples": len(self.buy_state.signals),
+            "dependencies": dict(self.dependency_state),
+        }
+        warnings = []
+        if self.buy_state.alerting:
+            warnings.append(
+                f"buy rate {rate:.0%} over the last {len(self.buy_state.signals)} predictions "
+                f"is above {self.config.buy_rate.threshold:.0%}"
+            )
+        down = {k: v for k, v in self.dependency_state.items() if v != "ok"}
+        for dependency, reason in sorted(down.items()):
+            warnings.append(f"{dependency}: {reason}")
+        if down:
+            details["status"] = "degraded"
+        if warnings:
+            details["warnings"] = warnings
+        return details
+
+    # ---- RPC ------------------------------------------------------------------------------
+
+    @rpc
+    async def generate_predictions(
+        self, symbols: list[str] | None = None, force_refresh: bool = False, timeout_s: float | None = None
+    ) -> dict:
+        """Predictions for `symbols` (default: the universe); per-symbol errors never sink the batch."""
+        wanted = normalise_symbols(list(self.settings.symbols) if symbols is None else symbols)
+        budget = self._budget(timeout_s)
+        tasks = {s: asyncio.ensure_future(self._prediction_for(s, force_refresh)) for s in wanted}
+        _, pending = await asyncio.wait(tasks.values(), timeout=budget)
+        predictions: dict[str, dict] = {}
+        errors: dict[str, dict] = {}
+        for symbol, task in tasks.items():
+            if task in pending:
+                # It keeps running: its result is cached and published when it arrives.
+                task.add_done_callback(_consume)
+                errors[symbol] = error_entry(
+                    RpcTimeout(f"{symbol}: not ready within {budget:.1f}s; retry later")
+                )
+            elif isinstance(task.exception(), RpcError):
+                errors[symbol] = error_entry(task.exception())  # type: ignore[arg-type]
+            elif task.exception() is not None:
+                self.log.error("prediction for %s failed", symbol, exc_info=task.exception())
+                errors[symbol] = {
+                    "code": -32603,
+                    "message": "internal error",
+                    "data": {"type": "internal_error"},
+                }
+            else:
+                predictions[symbol] = task.result()
+        return {
+            "predictions": predictions,
+            "errors": errors,
+            "requested": len(wanted),
+            "from_cache": sum(1 for p in predictions.values() if p["cached"]),
+            "buy_rate": buy_rate.buy_rate(self.buy_state.signals),
+        }
+
+    @rpc
+    async def generate_single_prediction(
+        self, symbol: str, force_refresh: bool = False, timeout_s: float | None = None
+    ) -> dict:
+        """One symbol's prediction (cached until new market data unless force_refresh)."""
+        (symbol,) = normalise_symbols([symbol])
+        budget = self._budget(timeout_s)
+        task = asyncio.ensure_future(self._prediction_for(symbol, force_refresh))
+        done, _ = await asyncio.wait([task], timeout=budget)
+        if not done:
+            task.add_done_callback(_consume)
+            raise RpcTimeout(f"{symbol}: not ready within {budget:.1f}s; retry later")
+        return task.result()
+
+    @rpc
+    async def get_buy_rate(self) -> dict:
+        """Share of BUY among the most recent predictions, and whether it is above the alert threshold."""
+        cfg = self.config.buy_rate
+        return {
+            "buy_rate": buy_rate.buy_rate(self.buy_state.signals),
+            "samples": len(self.buy_state.signals),
+            "window": cfg.window_size,
+            "min_samples": cfg.min_samples,
+            "threshold": cfg.threshold,
+            "alerting": self.buy_state.alerting,
+        }
+
+    @rpc
+    async def clear_cache(self) -> dict:
+        """Forget every cached prediction (the next request computes afresh)."""
+        cleared = len(self.cache)
+        self.cache.clear()
+        self._index = None
+        return {"cleared": cleared}
+
+    @rpc
+    async def get_prediction(self, prediction_id: str) -> dict:
+        """A stored prediction with all its inputs; -32006 when unknown."""
+        found = self.store.get(prediction_id) if self.store else None
+        if found is None:
+            raise NotFound(f"no prediction {prediction_id!r}")
+        return found
+
+    @rpc
+    async def get_recent_predictions(self, limit: int = 20, symbol: str | None = None) -> dict:
+        """The latest stored predictions, newest first (optionally for one symbol)."""
+        if not 1 <= limit <= 1000:
+            raise InvalidParams("limit", f"must be in 1..1000, got {limit}")
+        if symbol is not None:
+            (symbol,) = normalise_symbols([symbol])
+        rows = self.store.recent(limit, symbol) if self.store else []
+        return {"predictions": rows, "count": len(rows)}
+
+    # ---- events ---------------------------------------------------------------------------
+
+    @on_event("market_data_updated")
+    async def on_market_data_updated(self, event: Event) -> None:
+        """New bars for a symbol: recompute its prediction (the index: drop the index history)."""
+        symbol = event.data.get("symbol")
+        if not isinstance(symbol, str):
+            return
+        if symbol == self.settings.market_index:
+            self._index = None
+            return
+        cached = self.cache.get(symbol)
+        if cached is None and symbol not in self.settings.symbols:
+            return
+        if not needs_refresh(cached, event.data):
+            return
+        task = asyncio.create_task(self._refresh(symbol, event.data), name=f"refresh-{symbol}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _refresh(self, symbol: str, event_data: dict) -> None:
+        running = self._inflight.get(symbol)
+        if running is not None:
+            # It may have read the market data before this update: let it finish, then check.
+            await asyncio.gather(asyncio.shield(running), return_exceptions=True)
+        if not needs_refresh(self.cache.get(symbol), event_data):
+            return
+        self.cache.pop(symbol, None)
+        try:
+            await self._prediction_for(symbol, force_refresh=True)
+        except RpcError as exc:
+            self.log.warning("refresh of %s after market_data_updated failed: %s", symbol, exc.message)
+
+    # ---- the work -------------------------------------------------------------------------
+
+    def _budget(self, timeout_s: float | None) -> float:
+        if timeout_s is not None and not 0 < timeout_s <= 3600:
+            raise InvalidParams("timeout_s", f"must be in (0, 3600], got {timeout_s}")
+        caller = timeout_s if timeout_s is not None else self.config.default_timeout_s
+        return max(0.05, caller - min(REPLY_MARGIN_S, caller * 0.1))
+
+    async def _prediction_for(self, symbol: str, force_refresh: bool) -> dict:
+        if not force_refresh and symbol in self.cache:
+            return {**self.cache[symbol], "cached": True}
+        task = self._inflight.get(symbol)
+        if task is None:
+            # Concurrent requests for one symbol share one computation.
+            task = asyncio.create_task(self._generate(symbol), name=f"predict-{symbol}")
+            self._inflight[symbol] = task
+            task.add_done_callback(lambda _t, s=symbol: self._inflight.pop(s, None))
+        # shield: a caller that gives up does not cancel the computation others may share.
+        prediction = await asyncio.shield(task)
+        return {**prediction, "cached": False}
+
+    async def _generate(self, symbol: str) -> dict:
+        async with self._limit:
+            gathered = await self._gather(symbol)
+        cfg = self.config.signal
+        inputs, missing = self._inputs(gathered)
+        decision = decide(inputs, cfg)
+        prediction = prediction_document(
+            symbol=symbol,
+            now_iso=self.clock.now().isoformat(),
+            market=gathered.market,
+            sentiment=gathered.sentiment,
+            ensemble=gathered.ensemble,
+            feature_values=gathered.feature_values,
+            inputs=inputs,
+            decision=decision,
+            missing=missing,
+            config=cfg,
+        )
+        self.store.save(prediction)  # type: ignore[union-attr]
+        self.prediction_count += 1
+        self.cache[symbol] = prediction
+        await self._record_buy_rate(prediction)
+        await self.publish("prediction_generated", prediction)
+        return prediction
+
+    def _inputs(self, g: Gathered) -> tuple[SignalInputs, dict[str, str]]:
+        missing = dict(g.missing)
+        sentiment = ensemble = None
+        if g.sentiment is not None:
+            try:
+                sentiment = sentiment_reading(g.sentiment)
+            except ValueError as exc:
+                missing["sentiment"] = f"unusable sentiment result: {exc}"
+        if g.ensemble is not None:
+            try:
+                ensemble = ensemble_reading(g.ensemble)
+            except ValueError as exc:
+                missing["model"] = f"unusable ensemble result: {exc}"
+        inputs = SignalInputs(
+            technical=technical_from_market(g.market),
+            market=context_from_market(g.market),
+            data_quality=quality_from_market(g.market),
+            sentiment=sentiment,
+            ensemble=ensemble,
+        )
+        return inputs, missing
+
+    async def _gather(self, symbol: str) -> Gathered:
+        market_t = asyncio.create_task(self._call(MARKET_DATA, "get_market_data", symbol=symbol))
+        history_t = asyncio.create_task(
+            self._call(MARKET_DATA, "get_price_history", symbol=symbol, days=self.config.history_days)
+        )
+        index_t = self._index_history()
+        sentiment_t = asyncio.create_task(self._call(SENTIMENT, "analyze_sentiment", symbol=symbol))
+        ensemble_t = asyncio.create_task(self._ensemble(symbol, history_t, index_t, sentiment_t))
+        results = await asyncio.gather(market_t, history_t, sentiment_t, ensemble_t, return_exceptions=True)
+        market, _, sentiment, ensemble = results
+        if isinstance(market, BaseException):
+            raise _market_failure(symbol, market)
+        g = Gathered(market=market)
+        if isinstance(sentiment, BaseException):
+            g.missing["sentiment"] = _why(sentiment)
+        else:
+            g.sentiment = sentiment
+        if isinstance(ensemble, BaseException):
+            g.missing["model"] = _why(ensemble)
+        else:
+            g.ensemble, g.feature_values = ensemble
+        return g
+
+    async def _ensemble(
+        self, symbol: str, history_t: asyncio.Task, index_t: asyncio.Future, sentiment_t: asyncio.Task
+    ) -> tuple[dict, dict]:
+        """The model's vote once the features can be built; raises ValueError/RpcError saying why not."""
+        history = await _input_of(history_t, "price history")
+        index = await _input_of(asyncio.shield(index_t), "index history")
+        sentiment_score = 0.0  # the feature's documented neutral value when no score is known
+        with contextlib.suppress(Exception):  # no sentiment: the model still votes, on neutral
+            sentiment_score = number(await sentiment_t, "score") or 0.0
+        bars = [bar_from_dict(b) for b in history.get("bars") or []]
+        index_bars = [bar_from_dict(b) for b in index.get("bars") or []]
+        values = features.build_latest_features(bars, index_bars, sentiment_score)
+        result = await self._call(ML_MODEL, "get_ensemble_prediction", features=values, symbol=symbol)
+        return result, values
+
+    def _index_history(self) -> asyncio.Future:
+        """The index's bars, shared by all symbols and kept for `index_ttl_s` or until it updates."""
+        now = time.monotonic()
+        cached = self._index
+        if cached is not None:
+            fetched_at, task = cached
+            fresh = now - fetched_at <= self.config.index_ttl_s
+            failed = task.done() and (task.cancelled() or task.exception() is not None)
+            if fresh and not failed:
+                return task
+        task = asyncio.create_task(
+            self._call(
+                MARKET_DATA,
+                "get_price_history",
+                symbol=self.settings.market_index,
+                days=self.config.history_days,
+            )
+        )
+        task.add_done_callback(_consume)
+        self._index = (now, task)
+        return task
+
+    async def _call(self, service: str, method: str, **params: Any) -> Any:
+        try:
+            result = await self.call_service(
+                service, method, timeout=self.config.dependency_timeout_s, retries=1, **params
+            )
+        except (DependencyUnavailable, RpcTimeout) as exc:
+            self.dependency_state[service] = f"last call failed: {exc.message}"
+            raise
+        except RpcError:
+            self.dependency_state[service] = "ok"  # it answered, with an error about this request
+            raise
+        self.dependency_state[service] = "ok"
+        return result
+
+    async def _record_buy_rate(self, prediction: dict) -> None:
+        self.buy_state, crossing = buy_rate.record(self.buy_state, prediction["signal"], self.config.buy_rate)
+        if crossing is None:
+            return
+        if crossing.direction == "below":
+            self.log.info(
+                "buy rate back to %.0f%%, at or below %.0f%%", crossing.rate * 100, crossing.threshold * 100
+            )
+            return
+        self.log.warning(
+            "buy rate %.0f%% over the last %d predictions is above %.0f%%",
+            crossing.rate * 100,
+            crossing.window,
+            crossing.threshold * 100,
+        )
+        await self.publish(
+            "buy_rate_alert",
+            {
+                **crossing.as_dict(),
+                "prediction_id": prediction["prediction_id"],
+                "symbol": prediction["symbol"],
+            },
+        )
+
+
+async def _input_of(source: asyncio.Future, what: str) -> dict:
+    try:
+        return await source
+    except RpcError as exc:
+        raise ValueError(f"{what} unavailable: {exc.message}") from None
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, RpcError):
+        return exc.message
+    if isinstance(exc, ValueError):
+        return f"cannot build features: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _market_failure(symbol: str, exc: BaseException) -> RpcError:
+    if isinstance(exc, InvalidParams | NotFound):
+        return NotFound(f"{symbol}: market-data does not know it: {exc.message}")
+    if isinstance(exc, RpcError):
+        return DependencyUnavailable(
+            f"market-data unavailable for {symbol}: {exc.message}", data={"dependency": MARKET_DATA}
+        )
+    raise exc
+
+
+def _consume(task: asyncio.Future) -> None:
+    """Retrieve a detached task's outcome so asyncio does not warn about it."""
+    if not task.cancelled():
+        task.exception()
 
 
 if __name__ == "__main__":
