@@ -294,3 +294,24 @@ def _pct(fraction: Decimal) -> str:
 
 def _num(amount: Decimal | None) -> float | None:
     return None if amount is None else float(amount)
+
+
+def order_for_signal(
+    signal: str,
+    symbol: str,
+    price: Decimal,
+    portfolio: Portfolio,
+    marks: Mapping[str, Decimal],
+    rules: RiskRules,
+) -> Order | None:
+    """What a prediction asks for: BUY opens or adds as much as the rules allow, SELL closes
+    the whole position, HOLD (or nothing to buy or sell) asks for nothing."""
+    if signal == "BUY":
+        quantity = size_buy(portfolio, symbol, price, marks, rules)
+        return Order(symbol, Action.BUY, quantity, price) if quantity else None
+    if signal == "SELL":
+        held = portfolio.quantity(symbol)
+        return Order(symbol, Action.SELL, held, price) if held else None
+    if signal == "HOLD":
+        return None
+    raise ValueError(f"signal must be BUY, SELL or HOLD, got {signal!r}")

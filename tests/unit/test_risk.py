@@ -19,6 +19,7 @@ from services.domain.risk import (
     commission,
     daily_loss_hit,
     exit_reason,
+    order_for_signal,
     size_buy,
 )
 
@@ -264,3 +265,23 @@ def test_stop_loss_and_take_profit_against_average_cost(price, expected):
 def test_rules_validate_their_values(field_value):
     with pytest.raises(ValueError):
         RiskRules(**field_value)
+
+
+@pytest.mark.parametrize(
+    ("signal", "portfolio", "expected"),
+    [
+        ("BUY", book("100000"), Order("B", Action.BUY, 50, D("100"))),  # sized at 5%
+        ("BUY", book("90000", B=(100, "10000")), None),  # symbol full: nothing to buy
+        ("SELL", book("99000", B=(10, "1000")), Order("B", Action.SELL, 10, D("100"))),  # closes all
+        ("SELL", book("100000"), None),  # nothing held: nothing to sell, never a short
+        ("HOLD", book("99000", B=(10, "1000")), None),
+    ],
+)
+def test_order_for_signal(signal, portfolio, expected):
+    marks = {s: D("100") for s in portfolio.positions}
+    assert order_for_signal(signal, "B", D("100"), portfolio, marks, RULES) == expected
+
+
+def test_order_for_signal_rejects_unknown_signals():
+    with pytest.raises(ValueError, match="signal"):
+        order_for_signal("SHORT", "B", D("100"), book("100000"), {}, RULES)
