@@ -220,7 +220,7 @@ class ServiceProcess:
         return self.process.pid
 
     def start(self, wait: bool = True, timeout_s: float = 30.0) -> ServiceProcess:
-        out = open(self.dirs.log_dir / f"{self.service}.out", "ab")  # noqa: SIM115 - owned by the child
+        out = open(self.dirs.log_dir / f"{self.service}.out", "ab")
         self.process = subprocess.Popen(
             [sys.executable, str(self.entry)], env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO
         )

@@ -179,7 +179,8 @@ def _type_name(tp: Any) -> str:
         return " | ".join(_type_name(a) for a in typing.get_args(tp))
     if origin in (list, tuple, dict):
         args = ", ".join(_type_name(a) for a in typing.get_args(tp))
-        return f"{origin.__name__}[{args}]" if args else origin.__name__
+        base = "object" if origin is dict else "array"
+        return f"{base}[{args}]" if args else base
     return {
         str: "string",
         int: "integer",
@@ -196,7 +197,13 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         return value
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        for arm in typing.get_args(tp):
+        arms = typing.get_args(tp)
+        if value is None and type(None) in arms:
+            return None
+        real = [arm for arm in arms if arm is not type(None)]
+        if len(real) == 1:
+            return coerce(value, real[0], where)  # keep the precise message of the only arm
+        for arm in real:
             try:
                 return coerce(value, arm, where)
             except ValueError:
@@ -234,17 +241,27 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, list):
             args = typing.get_args(tp)
             if args and args[0] is not Ellipsis:
-                return [coerce(item, args[0], f"{where}[{i}]") for i, item in enumerate(value)]
+                return [_item(item, args[0], f"{where}[{i}]") for i, item in enumerate(value)]
             return value
     elif origin is dict or tp is dict:
         if isinstance(value, dict):
             args = typing.get_args(tp)
             if len(args) == 2:
-                return {k: coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
+                return {k: _item(v, args[1], f"{where}.{k}") for k, v in value.items()}
             return value
     else:
         return value  # an annotation we do not check (documented as such)
     raise ValueError(f"expected {_type_name(tp)}, got {_json_type(value)}")
+
+
+def _item(value: Any, tp: Any, where: str) -> Any:
+    """Coerce a container's element; the error names the element's position."""
+    try:
+        return coerce(value, tp, where)
+    except ValueError as exc:
+        if str(exc).startswith(where):
+            raise
+        raise ValueError(f"{where}: {exc}") from None
 
 
 def _json_type(value: Any) -> str:

@@ -1,0 +1,368 @@
+"""BaseService with real parts: service processes on real Unix sockets, a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+
+from services.base.base_service import BaseService
+from services.base.rpc import DependencyUnavailable, InternalError, InvalidParams, NotFound, RpcTimeout
+from tests.support import REPO, ServiceProcess, async_wait_until, raw_exchange, rpc_call_sync, wait_until
+
+DEMO = "tests/service/_demo_service.py"
+
+
+def demo(suite, name="demo", **env) -> ServiceProcess:
+    return ServiceProcess(name, suite, entry=DEMO, extra_env={"DEMO_NAME": name, **env})
+
+
+@pytest.fixture
+def demo_service(suite):
+    service = demo(suite).start()
+    yield service
+    service.stop()
+
+
+def test_health_and_builtins(demo_service, suite):
+    health = rpc_call_sync(demo_service.socket, "health")
+    assert health["service"] == "demo" and health["status"] == "healthy"
+    assert health["redis"] == "connected" and health["pid"] == demo_service.pid
+    assert health["memory_usage"] > 0 and health["version"]
+    for key in ("uptime", "cpu_usage"):
+        assert key in health
+    methods = {m["name"]: m for m in rpc_call_sync(demo_service.socket, "list_methods")}
+    assert {"health", "metrics", "shutdown", "list_methods", "subtract"} <= set(methods)
+    assert methods["subtract"]["params"][0] == {"name": "minuend", "type": "integer", "required": True}
+    assert methods["subtract"]["doc"].startswith("minuend - subtrahend")
+    # JSON log lines in the log directory
+    log_lines = (suite.log_dir / "demo.log").read_text().splitlines()
+    assert any(orjson.loads(line)["msg"] == "demo started" for line in log_lines)
+
+
+def test_socket_permissions(demo_service, suite):
+    assert stat.S_IMODE(os.stat(suite.socket_dir).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(demo_service.socket).st_mode) == 0o600
+
+
+def test_spec_examples_over_the_socket(demo_service):
+    path = demo_service.socket
+    reply = orjson.loads(
+        raw_exchange(path, b'{"jsonrpc": "2.0", "method": "subtract", "params": [42, 23], "id": 1}\n')
+    )
+    assert reply == {"jsonrpc": "2.0", "result": 19, "id": 1}
+    batch = b'[{"jsonrpc":"2.0","method":"sum","params":[1,2,4],"id":"1"},{"jsonrpc":"2.0","method":"notify_hello","params":[7]},{"foo":"boo"}]\n'
+    replies = orjson.loads(raw_exchange(path, batch))
+    assert {r["id"]: r.get("result", r.get("error", {}).get("code")) for r in replies} == {
+        "1": 7,
+        None: -32600,
+    }
+    assert (
+        raw_exchange(path, b'{"jsonrpc":"2.0","method":"update","params":[1,2,3,4,5]}\n', expect_reply=False)
+        == b""
+    )
+
+
+def test_out_of_order_replies_on_one_connection(demo_service):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(str(demo_service.socket))
+        s.sendall(
+            b'{"jsonrpc":"2.0","method":"sleep","params":[0.5],"id":"slow"}\n'
+            b'{"jsonrpc":"2.0","method":"get_data","id":"fast"}\n'
+        )
+        buf = b""
+        while buf.count(b"\n") < 2:
+            buf += s.recv(4096)
+    first, second = (orjson.loads(line) for line in buf.splitlines())
+    assert first["id"] == "fast" and second["id"] == "slow"
+
+
+HOSTILE_FRAMES = [
+    (os.urandom(512).replace(b"\n", b" ") + b"\n", -32700),
+    (b"NaN\n", -32700),
+    (b"[" * 10_000 + b"]" * 10_000 + b"\n", -32700),
+    (b"1" * 5000 + b"\n", -32700),
+    (b'{"jsonrpc":"2.0","method":"nope","id":1}\n', -32601),
+    (b'{"jsonrpc":"2.0","method":"subtract","params":["a",1],"id":1}\n', -32602),
+    (b'[{"jsonrpc":"2.0"}, 5]\n', -32600),
+]
+
+
+@pytest.mark.parametrize(("frame", "code"), HOSTILE_FRAMES)
+def test_hostile_frames_answered_and_service_keeps_serving(demo_service, frame, code):
+    reply = orjson.loads(raw_exchange(demo_service.socket, frame))
+    first = reply[0] if isinstance(reply, list) else reply
+    assert first["error"]["code"] == code
+    assert rpc_call_sync(demo_service.socket, "subtract", [2, 1]) == 1
+
+
+def test_oversized_frame_is_refused_before_it_is_buffered(demo_service):
+    """A 2 MiB line: -32600 with id null, then the connection closes; others are served."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as other:
+        other.connect(str(demo_service.socket))
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(str(demo_service.socket))
+            chunk = b'{"jsonrpc":"2.0","method":"get_data","params":{"x":"' + b"a" * (64 * 1024)
+            sent = 0
+            reply = b""
+            try:
+                s.sendall(chunk)
+                sent += len(chunk)
+                while sent < 2 * 1024 * 1024:  # never a newline: the server must answer mid-frame
+                    s.sendall(b"a" * 65536)
+                    sent += 65536
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            try:
+                while True:
+                    data = s.recv(65536)
+                    if not data:
+                        break
+                    reply += data
+            except ConnectionResetError:
+                pass
+        error = orjson.loads(reply.split(b"\n")[0])
+        assert error["id"] is None and error["error"]["code"] == -32600
+        other.sendall(b'{"jsonrpc":"2.0","method":"get_data","id":7}\n')
+        assert orjson.loads(other.recv(4096))["result"] == ["hello", 5]
+    metrics = rpc_call_sync(demo_service.socket, "metrics")
+    assert metrics["inflight"] <= 1
+
+
+async def test_100_concurrent_callers_one_and_many_connections(demo_service):
+    client = BaseService("tests")
+    try:
+        results = await asyncio.gather(
+            *(client.call_service("demo", "sum", a=i, b=1, timeout=10) for i in range(100))
+        )
+        assert results == [i + 1 for i in range(100)]
+
+        async def own_connection(i):
+            reader, writer = await asyncio.open_unix_connection(str(demo_service.socket))
+            writer.write(
+                orjson.dumps({"jsonrpc": "2.0", "method": "subtract", "params": [i, 1], "id": i}) + b"\n"
+            )
+            reply = orjson.loads(await reader.readline())
+            writer.close()
+            return reply["result"]
+
+        assert await asyncio.gather(*(own_connection(i) for i in range(100))) == [i - 1 for i in range(100)]
+    finally:
+        await client.close_clients()
+    metrics = rpc_call_sync(demo_service.socket, "metrics")
+    assert metrics["methods"]["sum"]["count"] == 100 and metrics["methods"]["subtract"]["count"] == 100
+    assert metrics["methods"]["sum"]["p99_ms"] is not None
+
+
+async def test_call_service_raises_typed_errors(demo_service):
+    client = BaseService("tests")
+    try:
+        with pytest.raises(NotFound, match="no such key: k"):
+            await client.call_service("demo", "missing", key="k")
+        with pytest.raises(InvalidParams) as info:
+            await client.call_service("demo", "pick", side="SELL", tags=["bad"])
+        assert info.value.param == "tags"
+        with pytest.raises(InternalError) as crash:
+            await client.call_service("demo", "crash")
+        assert "secret internals" not in str(crash.value.to_wire())
+        with pytest.raises(RpcTimeout):
+            await client.call_service("demo", "sleep", seconds=2.0, timeout=0.2)
+        started = time.monotonic()
+        with pytest.raises(DependencyUnavailable, match="nobody is unavailable"):
+            await client.call_service("nobody", "health", timeout=5)
+        assert time.monotonic() - started < 2  # bounded retries with backoff, not the whole timeout
+    finally:
+        await client.close_clients()
+    log_text = demo_service.dirs.log_dir.joinpath("demo.log").read_text()
+    assert "secret internals" in log_text and "Traceback" in log_text  # logged once, with the traceback
+
+
+def test_live_socket_refuses_a_second_copy_and_stale_socket_is_replaced(demo_service, suite):
+    second = demo(suite)
+    second.start(wait=False)
+    assert second.wait_exit(20) == 1
+    assert "already running" in second.output()
+    assert rpc_call_sync(demo_service.socket, "subtract", [3, 1]) == 2
+    demo_service.signal(signal.SIGKILL)
+    demo_service.wait_exit()
+    assert demo_service.socket.exists()  # a stale socket file left behind
+    third = demo(suite).start()
+    try:
+        assert rpc_call_sync(third.socket, "subtract", [3, 1]) == 2
+    finally:
+        third.stop()
+
+
+def test_sigterm_lets_in_flight_requests_finish(demo_service):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(demo_service.socket))
+        s.sendall(b'{"jsonrpc":"2.0","method":"sleep","params":[1.0],"id":1}\n')
+        wait_until(
+            lambda: rpc_call_sync(demo_service.socket, "metrics")["inflight"] >= 2, 5, what="in flight"
+        )
+        demo_service.signal(signal.SIGTERM)
+        reply = orjson.loads(s.recv(4096))
+    assert reply == {"jsonrpc": "2.0", "result": 1.0, "id": 1}
+    assert demo_service.wait_exit() == 0
+    assert not demo_service.socket.exists()
+
+
+def test_second_signal_exits_at_once(demo_service):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(demo_service.socket))
+        s.sendall(b'{"jsonrpc":"2.0","method":"sleep","params":[30],"id":1}\n')
+        wait_until(
+            lambda: rpc_call_sync(demo_service.socket, "metrics")["inflight"] >= 2, 5, what="in flight"
+        )
+        demo_service.signal(signal.SIGTERM)
+        time.sleep(0.1)  # let the first signal be handled before the second one arrives
+        started = time.monotonic()
+        demo_service.signal(signal.SIGTERM)
+        assert demo_service.wait_exit(5) != 0
+        assert time.monotonic() - started < 3
+
+
+def test_shutdown_method(demo_service):
+    assert rpc_call_sync(demo_service.socket, "shutdown")["status"] == "stopping"
+    assert demo_service.wait_exit() == 0
+    assert not demo_service.socket.exists()
+
+
+async def test_event_round_trip_between_two_processes(suite):
+    publisher, consumer = demo(suite, "demo-a").start(), demo(suite, "demo-b").start()
+    try:
+        client = BaseService("tests")
+        sent = await client.call_service("demo-a", "emit", event_type="demo_plain", data={"n": 1})
+
+        async def got():
+            return (await client.call_service("demo-b", "received"))["plain"]
+
+        seen = await async_wait_until(got, 10, what="demo-b to receive the event")
+        assert seen[0]["id"] == sent["id"] and seen[0]["source"] == "demo-a" and seen[0]["data"] == {"n": 1}
+        metrics = await client.call_service("demo-a", "metrics")
+        assert metrics["events"]["published"] >= 1
+        await client.close_clients()
+    finally:
+        publisher.stop()
+        consumer.stop()
+
+
+async def test_redis_restart_resubscribe_and_durable_delivery_once(suite, redis_server):
+    publisher, consumer = demo(suite, "demo-a").start(), demo(suite, "demo-b").start()
+    client = BaseService("tests")
+    try:
+        # Durable events published while the consumer is down arrive once when it is back.
+        consumer.stop()
+        for n in range(5):
+            await client.call_service(
+                "demo-a", "emit", event_type="demo_durable", data={"n": n}, durable=True
+            )
+        consumer = demo(suite, "demo-b").start()
+
+        async def durable():
+            got = (await client.call_service("demo-b", "received"))["durable"]
+            return got if len(got) >= 5 else None
+
+        await async_wait_until(durable, 10, what="durable events")
+
+        # Redis goes away: RPC still answers and reports degraded.
+        redis_server.kill()
+        await async_wait_until(
+            lambda: _status(consumer) == "degraded", 10, what="consumer to report degraded"
+        )
+        assert rpc_call_sync(consumer.socket, "subtract", [5, 2]) == 3
+        # A durable event published while Redis is down waits in the publisher's outbox.
+        await client.call_service("demo-a", "emit", event_type="demo_durable", data={"n": 99}, durable=True)
+        redis_server.start()
+        await async_wait_until(lambda: _status(consumer) == "healthy", 15, what="consumer to reconnect")
+        await async_wait_until(lambda: _status(publisher) == "healthy", 15, what="publisher to reconnect")
+
+        async def after_restart():
+            got = await client.call_service("demo-b", "received")
+            return any(e["data"] == {"n": 99} for e in got["durable"])
+
+        await async_wait_until(after_restart, 15, what="outbox event after the Redis restart")
+
+        async def plain_after_restart():
+            await client.call_service("demo-a", "emit", event_type="demo_plain", data={"after": True})
+            got = await client.call_service("demo-b", "received")
+            return any(e["data"] == {"after": True} for e in got["plain"])
+
+        await async_wait_until(
+            plain_after_restart, 15, interval_s=0.3, what="pub/sub after the Redis restart"
+        )
+
+        durable_seen = (await client.call_service("demo-b", "received"))["durable"]
+        ns = [e["data"]["n"] for e in durable_seen]
+        assert sorted(ns) == [0, 1, 2, 3, 4, 99]  # each exactly once
+    finally:
+        await client.close_clients()
+        publisher.stop()
+        consumer.stop()
+
+
+async def test_failing_durable_handler_goes_to_dead_letter(suite, redis_server):
+    import redis.asyncio as aioredis
+
+    publisher = demo(suite, "demo-a").start()
+    consumer = demo(suite, "demo-b", DEMO_FAIL_DURABLE="1").start()
+    client = BaseService("tests")
+    r = aioredis.from_url(redis_server.url)
+    try:
+        await client.call_service(
+            "demo-a", "emit", event_type="demo_durable", data={"poison": True}, durable=True
+        )
+        await client.call_service("demo-a", "emit", event_type="demo_durable", data={"n": 1}, durable=True)
+
+        async def dead():
+            return await r.xlen("trading:dead:demo_durable") == 1
+
+        await async_wait_until(dead, 15, what="dead-lettered entry")
+
+        async def healthy_one():
+            got = (await client.call_service("demo-b", "received"))["durable"]
+            return [e["data"] for e in got] == [{"n": 1}]
+
+        await async_wait_until(healthy_one, 10, what="the next event after the poison one")
+        metrics = await client.call_service("demo-b", "metrics")
+        assert metrics["events"]["dead_lettered"] == 1
+    finally:
+        await r.aclose()
+        await client.close_clients()
+        publisher.stop()
+        consumer.stop()
+
+
+def _status(service: ServiceProcess) -> str:
+    try:
+        return rpc_call_sync(service.socket, "health", timeout_s=2)["status"]
+    except (OSError, RuntimeError):
+        return "down"
+
+
+def test_base_service_imports_stay_light():
+    code = (
+        "import sys; import services.base.base_service; "
+        "heavy = [m for m in ('pandas', 'numpy', 'sklearn', 'yfinance') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+async def test_unstarted_base_service_can_call(demo_service):
+    """The seed's quick-start: BaseService('test').call_service(...) with no start()."""
+    service = BaseService("test")
+    assert await service.call_service("demo", "subtract", minuend=10, subtrahend=4) == 6
+    await service.close_clients()
