@@ -29,12 +29,22 @@ def make_model(name: str, seed: int = 0) -> Any:
         return Pipeline([("scale", StandardScaler()), ("model", LogisticRegression(C=0.05, max_iter=2000))])
     if name == "random_forest":
         return RandomForestClassifier(
-            n_estimators=150, max_depth=5, min_samples_leaf=25, max_features="sqrt", n_jobs=1, random_state=seed
+            n_estimators=150,
+            max_depth=5,
+            min_samples_leaf=25,
+            max_features="sqrt",
+            n_jobs=1,
+            random_state=seed,
         )
     if name == "hist_gradient_boosting":
         return HistGradientBoostingClassifier(
-            max_iter=120, learning_rate=0.03, max_depth=3, min_samples_leaf=40, l2_regularization=1.0,
-            early_stopping=False, random_state=seed,
+            max_iter=120,
+            learning_rate=0.03,
+            max_depth=3,
+            min_samples_leaf=40,
+            l2_regularization=1.0,
+            early_stopping=False,
+            random_state=seed,
         )
     if name == "linear_svm":
         # No predict_proba: exercises the decision-function path below (documented mapping).

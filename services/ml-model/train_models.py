@@ -96,14 +96,23 @@ def build_dataset(bars: list[Bar], index_bars: list[Bar]) -> Dataset:
         matrix.append([features[name] for name in FEATURE_NAMES])
         labels.append(1 if bars[t + HORIZON_DAYS].adj_close > bars[t].adj_close else 0)
     if not dates:
-        raise ValueError(f"no complete feature rows: need more than MIN_BARS={MIN_BARS} bars of stock and index")
+        raise ValueError(
+            f"no complete feature rows: need more than MIN_BARS={MIN_BARS} bars of stock and index"
+        )
     return Dataset(dates, np.array(matrix, dtype=float), np.array(labels, dtype=int), bars[-1].date)
 
 
-def score(labels: np.ndarray, probabilities: np.ndarray, directions: np.ndarray | None = None) -> dict[str, Any]:
-    """Accuracy (of `directions`, default p > 0.5), ROC AUC with its standard error, Brier score."""
+def score(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    directions: np.ndarray | None = None,
+    ranking: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Accuracy (of `directions`, default p > 0.5), ROC AUC (of `ranking`, default the
+    probabilities) with its standard error, and the Brier score of the probabilities."""
     predicted = directions if directions is not None else (probabilities > 0.5).astype(int)
-    auc = float(roc_auc_score(labels, probabilities)) if len(set(labels.tolist())) == 2 else None
+    ranked = ranking if ranking is not None else probabilities
+    auc = float(roc_auc_score(labels, ranked)) if len(set(labels.tolist())) == 2 else None
     return {
         "accuracy": round(float(np.mean(predicted == labels)), 4),
         "roc_auc": None if auc is None else round(auc, 4),
@@ -117,7 +126,9 @@ def auc_standard_error(auc: float, labels: np.ndarray) -> float:
     """Hanley & McNeil (1982) standard error of an AUC: differences under ~2 SE are noise."""
     n_pos, n_neg = int(labels.sum()), int(len(labels) - labels.sum())
     q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
-    variance = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / (n_pos * n_neg)
+    variance = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / (
+        n_pos * n_neg
+    )
     return math.sqrt(max(variance, 0.0))
 
 
@@ -145,9 +156,12 @@ def evaluate_model(name: str, dataset: Dataset, splits, seed: int) -> Evaluation
             fold_auc.append(round(float(roc_auc_score(y[split.test], p)), 4))
     metrics = score(np.concatenate(labels), np.concatenate(probabilities))
     metrics["fold_roc_auc"] = fold_auc
+    metrics["mean_fold_roc_auc"] = round(float(np.mean(fold_auc)), 4) if fold_auc else None
     last = splits[-1]
     scorer = "roc_auc" if len(set(y[last.test].tolist())) == 2 else "accuracy"
-    result = permutation_importance(model, x[last.test], y[last.test], scoring=scorer, n_repeats=5, random_state=seed)
+    result = permutation_importance(
+        model, x[last.test], y[last.test], scoring=scorer, n_repeats=5, random_state=seed
+    )
     importance = {n: round(float(v), 5) for n, v in zip(FEATURE_NAMES, result.importances_mean, strict=True)}
     return Evaluation(metrics, importance)
 
@@ -155,22 +169,225 @@ def evaluate_model(name: str, dataset: Dataset, splits, seed: int) -> Evaluation
 def evaluate_baselines(dataset: Dataset, splits) -> dict[str, dict[str, Any]]:
     """Both naive baselines on exactly the test days the models were scored on."""
     y, yesterday = dataset.labels, dataset.yesterday_up
-    up_p, up_y, persist_p, persist_dir, test_y = [], [], [], [], []
+    up_p, persist_p, persist_dir, test_y = [], [], [], []
     for split in splits:
         train_y, train_yesterday = y[split.train], yesterday[split.train]
         base_rate = float(train_y.mean())
         up_p.append(np.full(len(split.test), base_rate))
-        up_y.append(y[split.test])
         # P(up | yesterday's direction), from the training window only.
-        after = {d: float(train_y[train_yesterday == d].mean()) if (train_yesterday == d).any() else base_rate for d in (0, 1)}
+        after = {
+            d: float(train_y[train_yesterday == d].mean()) if (train_yesterday == d).any() else base_rate
+            for d in (0, 1)
+        }
         persist_p.append(np.array([after[int(d)] for d in yesterday[split.test]]))
         persist_dir.append(yesterday[split.test])
         test_y.append(y[split.test])
-    labels = np.concatenate(test_y)
-    always_up = score(labels, np.concatenate(up_p), directions=np.ones(len(labels), dtype=int))
-    persistence = score(labels, np.concatenate(persist_p), directions=np.concatenate(persist_dir))
-    # AUC of the persistence rule itself (score 1 after an up day), not of its calibrated probability.
-    if persistence["roc_auc"] is not None:
-        auc = float(roc_auc_score(labels, np.concatenate(persist_dir)))
-        persistence["roc_auc"], persistence["roc_auc_se"] = round(auc, 4), round(auc_standard_error(auc, labels), 4)
-    return {"always_up": always_up, "yesterday_direction": persistence}
+    labels, persist = np.concatenate(test_y), np.concatenate(persist_dir)
+    ups = np.ones(len(labels), dtype=int)
+    # ROC AUC ranks by each rule's own 0/1 call (always-up: a constant, so exactly 0.5), not by
+    # the per-window base rates, which would let the pooled AUC rank whole test blocks.
+    return {
+        "always_up": score(labels, np.concatenate(up_p), directions=ups, ranking=ups),
+        "yesterday_direction": score(labels, np.concatenate(persist_p), directions=persist, ranking=persist),
+    }
+
+
+def train_symbol(
+    symbol: str, bars: list[Bar], index_bars: list[Bar], context: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Validate and fit every model for one bank; write the files; return their manifest entries."""
+    dataset = build_dataset(bars, index_bars)
+    splits = splits_for(dataset)
+    baselines = evaluate_baselines(dataset, splits)
+    entries = []
+    for name in MODEL_NAMES:
+        evaluation = evaluate_model(name, dataset, splits, context["seed"])
+        final = make_model(name, context["seed"])
+        final.fit(dataset.features, dataset.labels)
+        file_name = f"{symbol}__{name}.joblib"
+        sha = dump_model(context["out"], file_name, final)
+        entries.append(
+            _manifest_entry(symbol, name, file_name, sha, dataset, splits, evaluation, baselines, context)
+        )
+    return entries
+
+
+def _manifest_entry(
+    symbol, name, file_name, sha, dataset, splits, evaluation, baselines, context
+) -> dict[str, Any]:
+    auc = evaluation.metrics["roc_auc"]
+    baseline_aucs = [b["roc_auc"] for b in baselines.values()]
+    return {
+        "symbol": symbol,
+        "model_name": name,
+        "file": file_name,
+        "sha256": sha,
+        "version": sha[:12],
+        "feature_names": list(FEATURE_NAMES),
+        "feature_version": FEATURE_VERSION,
+        "source": context["source"],
+        "synthetic": context["source"] == "synthetic",
+        "trained_at": context["trained_at"],
+        "target": f"direction of the {HORIZON_DAYS}-day adj-close return (1 = up)",
+        "horizon_days": HORIZON_DAYS,
+        "data": {
+            "first_date": dataset.dates[0].isoformat(),
+            "last_date": dataset.dates[-1].isoformat(),
+            "label_end": dataset.label_end.isoformat(),
+            "n_rows": len(dataset.dates),
+        },
+        "walk_forward": {
+            "n_splits": len(splits),
+            "embargo": EMBARGO,
+            "min_train": len(splits[0].train),
+            "first_test_date": dataset.dates[splits[0].test[0]].isoformat(),
+            "last_test_date": dataset.dates[splits[-1].test[-1]].isoformat(),
+        },
+        "metrics": evaluation.metrics,
+        "baselines": baselines,
+        "beats_baselines_roc_auc": auc is not None and all(b is not None and auc > b for b in baseline_aucs),
+        "importance": {
+            "method": "permutation, ROC AUC drop on the last walk-forward test block",
+            "values": evaluation.importance,
+        },
+    }
+
+
+def metrics_table(entries: list[dict[str, Any]]) -> str:
+    """The metric table the CLI prints: models, then both baselines, per symbol."""
+    header = (
+        f"{'symbol':<9} {'model':<28} {'accuracy':>8} {'roc_auc':>8} {'±se':>6} {'brier':>7} {'n_test':>6}"
+    )
+    lines = [header, "-" * len(header)]
+    for symbol in dict.fromkeys(e["symbol"] for e in entries):
+        mine = [e for e in entries if e["symbol"] == symbol]
+        rows = [(e["model_name"], e["metrics"]) for e in mine]
+        rows += [(f"baseline: {name}", m) for name, m in mine[0]["baselines"].items()]
+        for label, m in rows:
+            lines.append(
+                f"{symbol:<9} {label:<28} {m['accuracy']:>8.4f} {_fmt(m['roc_auc'])} {_fmt(m['roc_auc_se'], 6)} "
+                f"{m['brier']:>7.4f} {m['n_test']:>6}"
+            )
+        lines.append(_verdict(symbol, mine))
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, width: int = 8) -> str:
+    return f"{'n/a':>{width}}" if value is None else f"{value:>{width}.4f}"
+
+
+def _verdict(symbol: str, entries: list[dict[str, Any]]) -> str:
+    best = max(entries, key=lambda e: e["metrics"]["roc_auc"] or 0.0)
+    m, baselines = best["metrics"], best["baselines"]
+    strongest = max((b["roc_auc"] or 0.0) for b in baselines.values())
+    if not best["beats_baselines_roc_auc"]:
+        return f"  -> {symbol}: no model beats both baselines on ROC AUC (best {best['model_name']} {_fmt(m['roc_auc'], 0)})"
+    margin_se = (m["roc_auc"] - strongest) / m["roc_auc_se"] if m["roc_auc_se"] else 0.0
+    noise = "within noise" if margin_se < 2 else "about 2+ SE"
+    return f"  -> {symbol}: {best['model_name']} beats both baselines on ROC AUC by {m['roc_auc'] - strongest:.4f} ({margin_se:.1f} SE, {noise})"
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="folder of Yahoo-format CSVs <SYMBOL>.csv and AXJO.csv (default: TRADING_MARKET_DATA_DIR)",
+    )
+    parser.add_argument("--symbols", nargs="+", help="symbols to train (default: TRADING_SYMBOLS)")
+    parser.add_argument("--out", type=Path, help="models folder (default: TRADING_MODELS_DIR)")
+    parser.add_argument(
+        "--synthetic", action="store_true", help="train on the synthetic provider's bars (labelled synthetic)"
+    )
+    parser.add_argument(
+        "--years", type=float, default=5.0, help="years of labelled history to use, most recent (default 5)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed for the tree models (default 0)")
+    return parser.parse_args(argv)
+
+
+def _choose_source(args: argparse.Namespace, default_dir: Path):
+    """csv when asked or when CSVs exist; synthetic when asked or when nothing else exists."""
+    if args.synthetic:
+        return SyntheticSource(asx_calendar.is_trading_day), "synthetic"
+    directory = args.data_dir or default_dir
+    source = CsvSource(directory, asx_calendar.is_trading_day)
+    if source.has_files():
+        return source, f"csv files in {directory}"
+    if args.data_dir is not None:
+        raise MarketDataError(f"no CSV files in {args.data_dir}")
+    return SyntheticSource(asx_calendar.is_trading_day), f"synthetic (no CSV files in {directory})"
+
+
+async def _fetch_all(source, symbols: list[str], now: datetime) -> dict[str, list[Bar]]:
+    return {symbol: list((await source.fetch(symbol, now)).bars) for symbol in symbols}
+
+
+def _recent(bars: list[Bar], years: float) -> list[Bar]:
+    """The last `years` of bars plus the warm-up the features need before the first row."""
+    if not bars:
+        return bars
+    warm_up_days = int(MIN_BARS * 7 / 5) + 14  # trading days to calendar days, plus holidays
+    cutoff = bars[-1].date - timedelta(days=int(years * 365.25) + warm_up_days)
+    return [bar for bar in bars if bar.date >= cutoff]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    started = time.monotonic()
+    try:
+        settings = get_settings()
+        symbols = [s.upper() for s in (args.symbols or settings.symbols)]
+        source, detail = _choose_source(args, settings.market_data_dir)
+        now = clock.now()
+        histories = asyncio.run(_fetch_all(source, [*symbols, settings.market_index], now))
+    except (ConfigError, MarketDataError) as exc:
+        print(f"train_models: {exc}", file=sys.stderr)
+        if isinstance(exc, MarketDataError) and args.data_dir is not None:
+            print(
+                f"  expected files like {args.data_dir / csv_file_name(symbols[0])} and "
+                f"{args.data_dir / csv_file_name(settings.market_index)}",
+                file=sys.stderr,
+            )
+        return 2
+    out = args.out or settings.models_dir
+    out.mkdir(parents=True, exist_ok=True)
+    context = {"source": source.name, "seed": args.seed, "out": out, "trained_at": clock.isoformat(now)}
+    if source.name == "synthetic":
+        print(f"WARNING: {SYNTHETIC_WARNING}", file=sys.stderr)
+    index_bars = _recent(histories[settings.market_index], args.years)
+    entries = []
+    for symbol in symbols:
+        try:
+            entries += train_symbol(symbol, _recent(histories[symbol], args.years), index_bars, context)
+        except ValueError as exc:
+            print(f"train_models: {symbol}: {exc}", file=sys.stderr)
+            return 1
+    top = {
+        "generated_at": context["trained_at"],
+        "source": source.name,
+        "source_detail": detail,
+        "synthetic": source.name == "synthetic",
+        **({"warning": SYNTHETIC_WARNING} if source.name == "synthetic" else {}),
+        "feature_version": FEATURE_VERSION,
+        "feature_names": list(FEATURE_NAMES),
+        "index_symbol": settings.market_index,
+        "symbols": symbols,
+        "training_command": " ".join(
+            ["python", "services/ml-model/train_models.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
+    }
+    manifest = write_manifest(out, top, entries)
+    print(metrics_table(entries))
+    print(
+        f"\n{len(entries)} models from {detail}, written to {manifest} in {time.monotonic() - started:.1f}s"
+    )
+    if source.name == "synthetic":
+        print(f"WARNING: {SYNTHETIC_WARNING}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
