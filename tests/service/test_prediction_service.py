@@ -1,0 +1,458 @@
+"""The prediction service over its real socket, with market-data, sentiment and ml-model running
+as real processes on a private redis-server (market data from the synthetic source, sentiment
+without a MarketAux token, so its honest fallback).
+
+Covers: the batch and its traceability, the cache and its refresh on `market_data_updated`,
+dependencies killed or hung mid-batch, the caller's deadline, and the buy-rate alert firing
+exactly on the prediction that crosses the threshold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from prediction_service import needs_refresh, normalise_symbols, technical_from_market
+
+from services.base.base_service import BaseService
+from services.base.clock import SuiteClock
+from services.base.events import EventBus
+from services.base.rpc import DependencyUnavailable, InvalidParams, NotFound, RpcError
+from services.domain import buy_rate
+from tests.support import (
+    REPO,
+    SHARED_ASX,
+    EventWatcher,
+    ServiceProcess,
+    SuiteDirs,
+    async_wait_until,
+    rpc_call_sync,
+)
+
+BIG4 = ["CBA.AX", "WBC.AX", "ANZ.AX", "NAB.AX"]
+DEPENDENCIES = ("market-data", "sentiment", "ml-model")
+TRAIN_SCRIPT = REPO / "services" / "ml-model" / "train_models.py"
+
+
+# ---- pure pieces of the shell (no sockets) ------------------------------------------------------
+
+
+def test_technical_readings_follow_the_contract_names_and_never_default():
+    market = {
+        "price": 101.5,
+        "technical": {
+            "rsi": 28.0,
+            "macd": {"macd": 0.4, "signal": 0.3, "histogram": 0.1},
+            "bollinger": {"percent_b": float("nan")},  # not finite: missing, not 0
+            "volume": {"ratio": None},
+        },
+    }
+    t = technical_from_market(market)
+    assert (t.rsi, t.macd_histogram, t.bollinger_percent_b, t.volume_ratio, t.price) == (
+        28.0,
+        0.1,
+        None,
+        None,
+        101.5,
+    )
+    assert technical_from_market({}).rsi is None
+
+
+@pytest.mark.parametrize(
+    ("event", "refresh"),
+    [
+        ({"symbol": "CBA.AX", "as_of": "2024-03-01", "price": 100.0}, False),  # same data again
+        ({"symbol": "CBA.AX", "as_of": "2024-03-04", "price": 100.0}, True),  # a new bar
+        ({"symbol": "CBA.AX", "as_of": "2024-03-01", "price": 100.5}, True),  # a corrected price
+        ({"symbol": "CBA.AX"}, True),  # cannot tell: recompute rather than serve old data
+    ],
+)
+def test_needs_refresh(event, refresh):
+    cached = {"inputs": {"market_data": {"as_of": "2024-03-01", "price": 100.0}}}
+    assert needs_refresh(cached, event) is refresh
+    assert needs_refresh(None, event) is True
+
+
+def test_normalise_symbols():
+    assert normalise_symbols([" cba.ax", "CBA.AX", "^axjo"]) == ["CBA.AX", "^AXJO"]
+    for bad in ([], ["CBA AX"], ["../etc"], ["X" * 21]):
+        with pytest.raises(InvalidParams):
+            normalise_symbols(bad)
+
+
+# ---- real processes ------------------------------------------------------------------------------
+
+
+def _implements(process: ServiceProcess, method: str) -> bool:
+    return any(m["name"] == method for m in rpc_call_sync(process.socket, "list_methods"))
+
+
+KEY_METHOD = {
+    "market-data": "get_market_data",
+    "sentiment": "analyze_sentiment",
+    "ml-model": "get_ensemble_prediction",
+}
+
+
+def train_models(suite: SuiteDirs) -> bool:
+    """Train the real models on the shared ASX CSVs into the suite's models dir, if possible."""
+    if not TRAIN_SCRIPT.exists() or not (SHARED_ASX / "CBA.AX.csv").exists():
+        return False
+    done = subprocess.run(
+        [sys.executable, str(TRAIN_SCRIPT), "--data-dir", str(SHARED_ASX), "--out", str(suite.models_dir)],
+        env=suite.env,
+        cwd=REPO,
+        capture_output=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
+    return True
+
+
+class Stack:
+    """The three dependency processes and the prediction service, in one suite."""
+
+    def __init__(self, suite: SuiteDirs):
+        self.suite = suite
+        self.deps: dict[str, ServiceProcess] = {}
+        self.prediction: ServiceProcess | None = None
+        self.client = BaseService("tests")
+
+    def start_dependencies(self, *names: str) -> None:
+        for name in names or DEPENDENCIES:
+            process = ServiceProcess(name, self.suite).start()
+            if not _implements(process, KEY_METHOD[name]):
+                process.stop()
+                pytest.skip(f"{name} does not implement {KEY_METHOD[name]} yet")
+            self.deps[name] = process
+
+    def start_prediction(self, **env: str) -> ServiceProcess:
+        self.prediction = ServiceProcess("prediction", self.suite, extra_env=env).start()
+        return self.prediction
+
+    async def call(self, method: str, timeout: float = 30.0, **params):
+        return await self.client.call_service("prediction", method, timeout=timeout, **params)
+
+    async def close(self) -> None:
+        await self.client.close_clients()
+        for process in [self.prediction, *self.deps.values()]:
+            if process is not None and process.process.poll() is None:
+                process.signal(signal.SIGCONT)  # a test may have left it stopped
+                process.stop()
+
+
+@pytest.fixture
+async def stack(suite):
+    s = Stack(suite)
+    yield s
+    await s.close()
+
+
+def synthetic_symbols(n: int, prefix: str = "SYN") -> list[str]:
+    return [f"{prefix}{i:03d}.AX" for i in range(n)]
+
+
+# ---- the batch -------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_batch_with_real_dependencies_is_traceable_cached_and_published(stack, suite):
+    have_models = train_models(suite)
+    stack.start_dependencies()
+    stack.start_prediction()
+    async with EventWatcher(suite.env["TRADING_REDIS_URL"], "prediction_generated") as watcher:
+        first = await stack.call("generate_predictions", symbols=BIG4, timeout_s=25)
+        assert first["errors"] == {}
+        assert sorted(first["predictions"]) == sorted(BIG4)
+        assert first["from_cache"] == 0
+        for symbol, p in first["predictions"].items():
+            check_prediction(symbol, p, have_models)
+            stored = await stack.call("get_prediction", prediction_id=p["prediction_id"])
+            assert stored == {k: v for k, v in p.items() if k != "cached"}
+            event = await watcher.wait_for(
+                "prediction_generated", lambda e, i=p["prediction_id"]: e["data"]["prediction_id"] == i
+            )
+            assert event["source"] == "prediction"
+            assert event["data"]["price"] == p["price"]
+
+        again = await stack.call("generate_predictions", symbols=BIG4)
+        assert again["from_cache"] == 4
+        assert {s: p["prediction_id"] for s, p in again["predictions"].items()} == {
+            s: p["prediction_id"] for s, p in first["predictions"].items()
+        }
+        forced = await stack.call("generate_predictions", symbols=BIG4, force_refresh=True)
+        assert forced["from_cache"] == 0
+        assert not {p["prediction_id"] for p in forced["predictions"].values()} & {
+            p["prediction_id"] for p in first["predictions"].values()
+        }
+        # Cached answers are not new predictions: 8 published, not 12.
+        await async_wait_until(lambda: len(watcher.of_type("prediction_generated")) >= 8, 10)
+        assert len(watcher.of_type("prediction_generated")) == 8
+
+    health = await stack.call("health")
+    signals = [p["signal"] for r in (first, forced) for p in r["predictions"].values()]
+    assert health["prediction_count"] == 8
+    assert health["cache_size"] == 4
+    assert health["current_buy_rate"] == pytest.approx(buy_rate.buy_rate(signals))
+    recent = await stack.call("get_recent_predictions", limit=3)
+    assert recent["count"] == 3
+    assert {p["prediction_id"] for p in recent["predictions"]} <= {
+        p["prediction_id"] for p in forced["predictions"].values()
+    }
+    assert (await stack.call("clear_cache")) == {"cleared": 4}
+    assert (await stack.call("health"))["cache_size"] == 0
+
+
+def check_prediction(symbol: str, p: dict, have_models: bool) -> None:
+    assert p["symbol"] == symbol
+    assert p["signal"] in ("BUY", "HOLD", "SELL")
+    assert 0.0 <= p["confidence"] <= 1.0
+    assert p["created_at"][-6] in "+-"  # carries an offset
+    inputs = p["inputs"]
+    assert inputs["market_data"]["source"] == "synthetic"
+    assert inputs["market_data"]["as_of"]
+    assert p["price"] == inputs["market_data"]["price"] > 0
+    assert inputs["technical"]["rsi"] is not None
+    assert inputs["market_context"]["context"] in ("bull", "bear", "sideways")
+    assert inputs["thresholds"]["buy"] > 0 > inputs["thresholds"]["sell"]
+    # No MarketAux token in the suite: the sentiment service answers with its labelled fallback,
+    # which the prediction must carry and pay for in confidence.
+    assert inputs["sentiment"]["source"] == "fallback"
+    assert any("fallback" in r for r in p["reasons"])
+    if have_models:
+        assert "model" not in p["missing"], p["missing"]
+        assert inputs["model"]["members"], "each model's vote must be recorded"
+        assert all(m["version"] for m in inputs["model"]["members"])
+        assert set(inputs["features"]) and inputs["feature_version"]
+    else:
+        assert "model" in p["missing"]  # no trained models: said, not invented
+        assert inputs["model"] is None
+
+
+@pytest.mark.slow
+async def test_invalid_params_and_not_found(stack):
+    stack.start_prediction()
+    cases = [
+        ("generate_predictions", {"symbols": []}, -32602, "symbols"),
+        ("generate_predictions", {"symbols": ["CBA AX"]}, -32602, "symbols[0]"),
+        ("generate_predictions", {"symbols": "CBA.AX"}, -32602, "symbols"),
+        ("generate_predictions", {"symbols": ["CBA.AX"], "timeout_s": 0}, -32602, "timeout_s"),
+        ("generate_single_prediction", {}, -32602, "symbol"),
+        ("get_recent_predictions", {"limit": 0}, -32602, "limit"),
+        ("get_prediction", {"prediction_id": "nope"}, -32006, None),
+    ]
+    for method, params, code, param in cases:
+        with pytest.raises(RpcError) as info:
+            await stack.call(method, **params)
+        assert info.value.code == code, (method, params)
+        if param is not None:
+            assert info.value.data["param"] == param
+
+
+# ---- events: market_data_updated -> prediction_generated -------------------------------------------
+
+
+async def publish_market_update(suite: SuiteDirs, data: dict) -> None:
+    """Publish as market-data does (same bus, same envelope), to control what is 'new'."""
+    bus = EventBus(suite.env["TRADING_REDIS_URL"], "market-data", SuiteClock())
+    await bus.start()
+    try:
+        assert await bus.wait_connected(5)
+        await bus.publish("market_data_updated", data)
+    finally:
+        await bus.close()
+
+
+@pytest.mark.slow
+async def test_market_data_updated_refreshes_only_on_new_data(stack, suite):
+    stack.start_dependencies("market-data", "sentiment")
+    stack.start_prediction()
+    first = await stack.call("generate_single_prediction", symbol="CBA.AX")
+    made_on = first["inputs"]["market_data"]
+    async with EventWatcher(suite.env["TRADING_REDIS_URL"], "prediction_generated") as watcher:
+        # The same as_of and price: not new data, the cached prediction stands.
+        await publish_market_update(
+            suite, {"symbol": "CBA.AX", "as_of": made_on["as_of"], "price": made_on["price"]}
+        )
+        # A symbol outside the universe and not cached: nobody asked for it.
+        await publish_market_update(suite, {"symbol": "XYZ.AX", "as_of": "2099-01-01", "price": 1.0})
+        # New data for CBA: recomputed and published without anyone asking.
+        await publish_market_update(suite, {"symbol": "CBA.AX", "as_of": "2099-01-01", "price": 1.0})
+        event = await watcher.wait_for("prediction_generated", lambda e: e["data"]["symbol"] == "CBA.AX")
+        assert event["data"]["prediction_id"] != first["prediction_id"]
+        # ... and nothing more happens.
+        await asyncio.sleep(1.0)
+        assert [e["data"]["symbol"] for e in watcher.of_type("prediction_generated")] == ["CBA.AX"]
+    cached = await stack.call("generate_single_prediction", symbol="CBA.AX")
+    assert cached["cached"] and cached["prediction_id"] == event["data"]["prediction_id"]
+
+
+# ---- degradation -----------------------------------------------------------------------------------
+
+
+async def run_batch_killing(stack: Stack, suite: SuiteDirs, victim: str, symbols: list[str]) -> dict:
+    """Start a batch, SIGKILL `victim` as soon as the first prediction is published, return the batch."""
+    async with EventWatcher(suite.env["TRADING_REDIS_URL"], "prediction_generated") as watcher:
+        batch = asyncio.create_task(
+            stack.call("generate_predictions", timeout=60, symbols=symbols, timeout_s=50)
+        )
+        await watcher.wait_for("prediction_generated", timeout_s=30)
+        stack.deps[victim].signal(signal.SIGKILL)
+        result = await batch
+    assert set(result["predictions"]) | set(result["errors"]) == set(symbols)
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("victim", "missing_key"), [("sentiment", "sentiment"), ("ml-model", "model")])
+async def test_optional_dependency_killed_mid_batch(stack, suite, victim, missing_key):
+    if victim == "ml-model" and not train_models(suite):
+        pytest.skip("no trained models (train_models.py or ../shared/data/asx absent): nothing to lose")
+    stack.start_dependencies()
+    stack.start_prediction(TRADING_PREDICTION_CONCURRENCY="2")
+    symbols = BIG4 + synthetic_symbols(12)
+    result = await run_batch_killing(stack, suite, victim, symbols)
+    # An optional dependency lost: every symbol still gets a prediction, the late ones degraded.
+    assert result["errors"] == {}
+    degraded = [p for p in result["predictions"].values() if missing_key in p["missing"]]
+    assert degraded, "the predictions made after the kill must say what is missing"
+    for p in degraded:
+        assert p["degraded"] is True
+        assert p["inputs"][missing_key] is None
+    health = await stack.call("health")
+    assert health["status"] == "degraded"
+    assert any(victim in w for w in health["warnings"])
+
+
+@pytest.mark.slow
+async def test_market_data_killed_mid_batch_fails_only_the_rest(stack, suite):
+    stack.start_dependencies("market-data", "sentiment")
+    stack.start_prediction(TRADING_PREDICTION_CONCURRENCY="2")
+    symbols = synthetic_symbols(16)
+    result = await run_batch_killing(stack, suite, "market-data", symbols)
+    assert result["predictions"], "the symbols finished before the kill keep their predictions"
+    assert result["errors"], "the symbols after the kill cannot be predicted without market data"
+    for error in result["errors"].values():
+        assert error["code"] == -32001
+        assert error["data"]["dependency"] == "market-data"
+    with pytest.raises(DependencyUnavailable) as info:
+        await stack.call("generate_single_prediction", symbol="OTHER.AX")
+    assert "market-data" in info.value.message
+
+
+@pytest.mark.slow
+async def test_hung_dependency_never_holds_the_caller_past_its_timeout(stack, suite):
+    stack.start_dependencies("market-data", "sentiment")
+    stack.start_prediction(TRADING_PREDICTION_DEPENDENCY_TIMEOUT_S="30")
+    stack.deps["market-data"].signal(signal.SIGSTOP)  # alive, socket open, never answers
+    try:
+        started = time.monotonic()
+        result = await stack.call("generate_predictions", timeout=5, symbols=BIG4, timeout_s=2.0)
+        elapsed = time.monotonic() - started
+        assert elapsed < 2.0, f"answered after {elapsed:.2f}s, past the caller's 2 s"
+        assert {e["code"] for e in result["errors"].values()} == {-32005}
+        assert set(result["errors"]) == set(BIG4)
+        with pytest.raises(RpcError) as info:
+            await stack.call("generate_single_prediction", timeout=5, symbol="CBA.AX", timeout_s=1.0)
+        assert info.value.code == -32005
+    finally:
+        stack.deps["market-data"].signal(signal.SIGCONT)
+
+    async def all_cached() -> bool:
+        return (await stack.call("health", timeout=5))["cache_size"] == len(BIG4)
+
+    # The work went on in the background: once market-data answers, the results land in the cache.
+    await async_wait_until(all_cached, 30, what="the late predictions to be cached")
+
+
+@pytest.mark.slow
+async def test_dependency_timeout_gives_minus_32001_naming_it(stack, suite):
+    stack.start_dependencies("market-data", "sentiment")
+    stack.start_prediction(TRADING_PREDICTION_DEPENDENCY_TIMEOUT_S="0.5")
+    stack.deps["market-data"].signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(DependencyUnavailable) as info:
+            await stack.call("generate_single_prediction", timeout=10, symbol="CBA.AX", timeout_s=5)
+        assert info.value.data["dependency"] == "market-data"
+    finally:
+        stack.deps["market-data"].signal(signal.SIGCONT)
+
+
+# ---- buy-rate alert ---------------------------------------------------------------------------------
+
+
+async def find_signals(stack: Stack, candidates: list[str]) -> dict[str, str]:
+    result = await stack.call("generate_predictions", symbols=candidates, timeout_s=25)
+    assert not result["errors"], result["errors"]
+    return {s: p["signal"] for s, p in result["predictions"].items()}
+
+
+@pytest.mark.slow
+async def test_buy_rate_alert_fires_exactly_when_crossing(stack, suite):
+    stack.start_dependencies("market-data", "sentiment")
+    # A low BUY bar so the deterministic synthetic symbols split into BUY and HOLD.
+    env = {"TRADING_SIGNAL_BUY_THRESHOLD": "0.02", "TRADING_SIGNAL_SELL_THRESHOLD": "0.98"}
+    discovery = stack.start_prediction(**env)
+    signals = await find_signals(stack, synthetic_symbols(12, "BR"))
+    buy = next((s for s, v in signals.items() if v == "BUY"), None)
+    other = next((s for s, v in signals.items() if v != "BUY"), None)
+    if buy is None or other is None:
+        pytest.fail(f"the synthetic symbols did not split into BUY and non-BUY: {signals}")
+    discovery.stop()
+
+    # A fresh service (own database, so an empty window): window 10, alert above 70%, from 4.
+    env.update(
+        TRADING_DATA_DIR=str(suite.root / "data2"),
+        TRADING_BUY_RATE_WINDOW="10",
+        TRADING_BUY_RATE_THRESHOLD="0.7",
+        TRADING_BUY_RATE_MIN_SAMPLES="4",
+    )
+    await stack.client.close_clients()
+    stack.start_prediction(**env)
+    async with EventWatcher(suite.env["TRADING_REDIS_URL"], "buy_rate_alert") as watcher:
+        # H H H then B x7: 7/10 = 70% is not above; the 11th (B) makes the last ten 8/10 = 80%.
+        for symbol in [other] * 3 + [buy] * 7:
+            await stack.call("generate_single_prediction", symbol=symbol, force_refresh=True)
+        await asyncio.sleep(0.5)  # an alert would already be on the wire: the publish precedes the reply
+        assert watcher.of_type("buy_rate_alert") == []
+        assert (await stack.call("get_buy_rate"))["buy_rate"] == pytest.approx(0.7)
+        crossing = await stack.call("generate_single_prediction", symbol=buy, force_refresh=True)
+        alert = await watcher.wait_for("buy_rate_alert", timeout_s=5)
+        assert alert["data"]["prediction_id"] == crossing["prediction_id"]
+        assert alert["data"]["rate"] == pytest.approx(0.8)
+        assert alert["data"]["threshold"] == 0.7
+        # Still above: no second alert for the same episode.
+        for _ in range(3):
+            await stack.call("generate_single_prediction", symbol=buy, force_refresh=True)
+        await asyncio.sleep(0.5)
+        assert len(watcher.of_type("buy_rate_alert")) == 1
+    health = await stack.call("health")
+    assert health["current_buy_rate"] == pytest.approx(1.0)
+    assert any("buy rate" in w for w in health["warnings"])
+    rate = await stack.call("get_buy_rate")
+    assert rate["alerting"] is True and rate["samples"] == 10
+
+
+@pytest.mark.slow
+async def test_restart_keeps_predictions_and_buy_rate_window(stack, suite):
+    stack.start_dependencies("market-data", "sentiment")
+    first = stack.start_prediction()
+    made = await stack.call("generate_predictions", symbols=BIG4)
+    before = await stack.call("get_buy_rate")
+    await stack.client.close_clients()
+    first.stop()
+    stack.start_prediction()
+    after = await stack.call("get_buy_rate")
+    assert (after["samples"], after["buy_rate"]) == (before["samples"], before["buy_rate"])
+    assert (await stack.call("health"))["prediction_count"] == 4
+    some = next(iter(made["predictions"].values()))
+    assert (await stack.call("get_prediction", prediction_id=some["prediction_id"]))["symbol"] == some[
+        "symbol"
+    ]
+    with pytest.raises(NotFound):
+        await stack.call("get_prediction", prediction_id="0" * 32)
