@@ -45,6 +45,7 @@ def article(
     description: str = "",
     language: str = "en",
     extra_entities: tuple[str, ...] = (),
+    country: str = "au",
 ) -> dict[str, Any]:
     """One article in MarketAux's response shape."""
 
@@ -54,7 +55,7 @@ def article(
             "name": f"{sym.split('.')[0]} Ltd",
             "exchange": None,  # documented as sometimes null
             "exchange_long": None,
-            "country": "au",
+            "country": country,
             "type": "equity",
             "industry": "Financial Services",
             "match_score": match,
@@ -160,12 +161,15 @@ class FakeMarketaux:
         wanted = {s for s in query.get("symbols", "").split(",") if s}
         after = query.get("published_after")
         languages = set(query.get("language", "").split(",")) - {""}
+        countries = set(query.get("countries", "").split(",")) - {""}
         matched = []
         for item in sorted(self.articles, key=lambda a: a["published_at"], reverse=True):
             symbols = {e["symbol"] for e in item["entities"]}
             if wanted and not wanted & symbols:
                 continue
             if languages and item["language"] not in languages:
+                continue
+            if countries and not countries & {e["country"] for e in item["entities"]}:
                 continue
             if after and item["published_at"][: len(after)] < after:
                 continue
