@@ -208,3 +208,76 @@ def volume_trend(volumes: Sequence[float], short: int = 5, long: int = 20, band:
     if ratio < 1 - band:
         return "falling"
     return "flat"
+
+
+# --- the latest readings, as the market-data service reports them ------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TechnicalParams:
+    rsi_period: int = 14
+    macd_fast: int = 12
+    macd_slow: int = 26
+    macd_signal: int = 9
+    bollinger_period: int = 20
+    bollinger_std: float = 2.0
+    sma_periods: tuple[int, ...] = (20, 50, 200)
+    volume_period: int = 20
+    volatility_period: int = 20
+
+
+def _last(series: Series) -> float | None:
+    return series[-1] if series else None
+
+
+def _tail_sma(values: Sequence[float], period: int) -> float | None:
+    # Only the latest value is wanted, and an SMA depends on its window alone.
+    return math.fsum(values[-period:]) / period if len(values) >= period else None
+
+
+def _needs(p: TechnicalParams) -> dict[str, int]:
+    """Bars each reading needs before it exists."""
+    return {
+        "rsi": p.rsi_period + 1,
+        "macd": p.macd_slow + p.macd_signal - 1,
+        "bollinger": p.bollinger_period,
+        **{f"sma_{n}": n for n in p.sma_periods},
+        "volume_ratio": p.volume_period + 1,
+        "volatility": p.volatility_period + 1,
+    }
+
+
+def technical_summary(closes: Sequence[float], volumes: Sequence[float], params: TechnicalParams) -> dict:
+    """Latest RSI, MACD, Bollinger, SMAs, volume and volatility; None (and listed) where history is short.
+
+    RSI and MACD are recursive, so they run over all of `closes`; window-only readings use the tail.
+    """
+    p = params
+    tail = closes[-p.bollinger_period :]
+    bands = bollinger(tail, p.bollinger_period, p.bollinger_std) if len(tail) == p.bollinger_period else None
+    lines = macd(closes, p.macd_fast, p.macd_slow, p.macd_signal)
+    vol_tail = closes[-(p.volatility_period + 1) :]
+    return {
+        "rsi": _last(rsi(closes, p.rsi_period)),
+        "macd": {
+            "macd": _last(lines.macd),
+            "signal": _last(lines.signal),
+            "histogram": _last(lines.histogram),
+        },
+        "bollinger": {
+            "upper": _last(bands.upper) if bands else None,
+            "middle": _last(bands.middle) if bands else None,
+            "lower": _last(bands.lower) if bands else None,
+            "percent_b": _last(bands.percent_b) if bands else None,
+        },
+        "sma": {str(n): _tail_sma(closes, n) for n in p.sma_periods},
+        "volume": {
+            "latest": volumes[-1] if volumes else None,
+            "average": _tail_sma(volumes[-(p.volume_period + 1) : -1], p.volume_period),
+            "ratio": _last(volume_ratio(volumes[-(p.volume_period + 1) :], p.volume_period)),
+            "trend": volume_trend(volumes, long=p.volume_period),
+        },
+        "volatility": _last(rolling_volatility(vol_tail, p.volatility_period)),
+        "bars_used": len(closes),
+        "insufficient_history": {k: n for k, n in _needs(p).items() if len(closes) < n},
+    }

@@ -1,19 +1,326 @@
-"""market-data service process.
+"""market-data service: daily bars, technical analysis, market context and quality, cached.
 
-Skeleton: answers the built-in methods (health, metrics, shutdown, list_methods) until its issue
-fills in the domain API.
+The shell is thin: pick a source at start (providers.choose_source), fetch through a per-symbol
+cache, and hand bars to the pure functions in services/domain (indicators, market_context,
+data_quality). Behaviour that callers rely on:
+- one cache entry per symbol, fresh for TRADING_MARKET_DATA_CACHE_S (default 300 s) and never past
+  the next bar's close on the suite clock (a replay at speed must not serve yesterday as today);
+- concurrent requests for a symbol share one fetch;
+- a failed refresh keeps serving the last good data with `stale: true` and the reason;
+- every successful fetch publishes `market_data_updated` for that symbol;
+- nothing dated after the suite clock's now is ever served (the providers enforce it).
 """
 
+import asyncio
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from services.base.base_service import BaseService, run_service  # noqa: E402
+import providers
+
+from services.base.base_service import (
+    BaseService,
+    DependencyUnavailable,
+    InvalidParams,
+    NotFound,
+    RpcError,
+    ServiceError,
+    rpc,
+    run_service,
+)
+from services.domain import asx_calendar, data_quality, indicators, market_context
+from services.domain.bars import bar_to_dict, bar_visible_from, last_visible_date
+
+
+@dataclass
+class CacheEntry:
+    """The last good history of one symbol, plus what is derived from it (computed once)."""
+
+    history: providers.History
+    fetched_mono: float
+    visible_date: object  # the last bar date servable when fetched; a later one means refetch
+    fetched_at: str
+    error: str | None = None  # the last refresh failed: serving this entry stale
+    retry_mono: float = 0.0
+    derived: dict = field(default_factory=dict)
+
+
+def _price_summary(history: providers.History) -> dict:
+    bars = history.bars
+    last = bars[-1]
+    prev = bars[-2].close if len(bars) > 1 else None
+    change = last.close - prev if prev else None
+    return {
+        "price": last.close,
+        "change": change,
+        "change_pct": change / prev * 100.0 if change is not None else None,
+        "date": last.date.isoformat(),
+        "as_of": bar_visible_from(last.date).isoformat(),
+    }
 
 
 class MarketDataService(BaseService):
     name = "market-data"
+
+    async def on_start(self) -> None:
+        env = self.settings
+        self.cache_s = env.env_float("TRADING_MARKET_DATA_CACHE_S", 300.0, low=0.0, high=86400.0)
+        self.history_bars = env.env_int("TRADING_MARKET_DATA_HISTORY_BARS", 1300, low=30, high=20000)
+        self.recent_bars = env.env_int("TRADING_MARKET_DATA_RECENT_BARS", 30, low=1, high=500)
+        self.refresh_concurrency = env.env_int("TRADING_MARKET_DATA_REFRESH_CONCURRENCY", 8, low=1, high=256)
+        self.retry_s = min(
+            self.cache_s, env.env_float("TRADING_MARKET_DATA_RETRY_S", 30.0, low=0.0, high=3600.0)
+        )
+        self.tech_params = indicators.TechnicalParams(
+            rsi_period=env.env_int("TRADING_MARKET_DATA_RSI_PERIOD", 14, low=2, high=200),
+            bollinger_period=env.env_int("TRADING_MARKET_DATA_BOLLINGER_PERIOD", 20, low=2, high=200),
+        )
+        self.context_params = market_context.ContextParams()
+        self.index = providers.normalise_symbol(env.market_index)
+        self.cache: dict[str, CacheEntry] = {}
+        self.inflight: dict[str, asyncio.Task] = {}
+        self.counters = {"fetches": 0, "fetch_errors": 0, "cache_hits": 0, "events_published": 0}
+        choice = await providers.choose_source(
+            env.market_data_source,
+            env.market_data_dir,
+            self.clock.now(),
+            is_trading_day=asx_calendar.is_trading_day,
+            probe_symbol=self.index,
+            probe_timeout_s=env.env_float("TRADING_MARKET_DATA_PROBE_TIMEOUT_S", 3.0, low=0.1, high=60.0),
+            yfinance_factory=self._yfinance_factory,
+        )
+        self.source, self.source_reason = choice.source, choice.reason
+        self.log.info("market data source: %s (%s)", self.source.name, self.source_reason)
+
+    def _yfinance_factory(self, is_trading_day=None, **kwargs) -> providers.YFinanceSource:
+        env = self.settings
+        kwargs.setdefault(
+            "timeout_s", env.env_float("TRADING_MARKET_DATA_YF_TIMEOUT_S", 10.0, low=0.1, high=120.0)
+        )
+        kwargs.setdefault("attempts", env.env_int("TRADING_MARKET_DATA_YF_ATTEMPTS", 3, low=1, high=10))
+        return providers.YFinanceSource(is_trading_day, **kwargs)
+
+    async def health_details(self) -> dict:
+        stale = sorted(s for s, e in self.cache.items() if e.error)
+        details = {
+            "source": self.source.name,
+            "source_reason": self.source_reason,
+            "cache_size": len(self.cache),
+            "cache_ttl_s": self.cache_s,
+            "stale_symbols": stale,
+            **self.counters,
+        }
+        warnings = []
+        if self.source.name == "synthetic":
+            warnings.append("synthetic data: seeded random walks, not real prices")
+        if stale:
+            details["status"] = "degraded"
+            warnings.append(f"serving stale data for {', '.join(stale)}")
+        if warnings:
+            details["warnings"] = warnings
+        return details
+
+    # ---- the cache ----------------------------------------------------------------------------
+
+    def _symbol(self, symbol: str) -> str:
+        try:
+            name = providers.normalise_symbol(symbol)
+        except ValueError as exc:
+            raise InvalidParams("symbol", str(exc)) from None
+        if name not in self.settings.symbols and name != self.index:
+            known = ", ".join(self.settings.symbols)
+            problem = f"unknown symbol {name!r}: not in TRADING_SYMBOLS ({known}) nor the index {self.index}"
+            raise InvalidParams("symbol", problem)
+        return name
+
+    def _is_fresh(self, entry: CacheEntry, now_mono: float) -> bool:
+        if entry.visible_date != last_visible_date(self.clock.now()):
+            return False  # a newer bar has closed since (matters when replaying at speed)
+        if entry.error:
+            return now_mono < entry.retry_mono
+        return now_mono - entry.fetched_mono < self.cache_s
+
+    async def _entry(self, symbol: str, force: bool = False) -> tuple[CacheEntry, bool]:
+        """(entry, cached): the cached entry when fresh, else one shared fetch for all waiters."""
+        entry = self.cache.get(symbol)
+        if entry is not None and not force and self._is_fresh(entry, time.monotonic()):
+            self.counters["cache_hits"] += 1
+            return entry, True
+        task = self.inflight.get(symbol)
+        if task is None:
+            task = asyncio.create_task(self._refresh(symbol))
+            self.inflight[symbol] = task
+            task.add_done_callback(lambda _t, s=symbol: self.inflight.pop(s, None))
+        # shield: one caller giving up (timeout, disconnect) must not cancel the others' fetch
+        return await asyncio.shield(task), False
+
+    async def _refresh(self, symbol: str) -> CacheEntry:
+        now = self.clock.now()
+        self.counters["fetches"] += 1
+        try:
+            history = await self.source.fetch(symbol, now)
+            if not history.bars:
+                raise providers.UnknownSymbolError(
+                    f"no bars for {symbol} on or before {now.date().isoformat()}"
+                )
+        except providers.MarketDataError as exc:
+            return self._refresh_failed(symbol, exc)
+        trimmed = providers.History(
+            symbol, history.source, history.bars[-self.history_bars :], history.cleaning
+        )
+        entry = CacheEntry(trimmed, time.monotonic(), last_visible_date(now), now.isoformat())
+        self.cache[symbol] = entry
+        await self._publish_update(symbol, entry)
+        return entry
+
+    def _refresh_failed(self, symbol: str, exc: providers.MarketDataError) -> CacheEntry:
+        self.counters["fetch_errors"] += 1
+        old = self.cache.get(symbol)
+        self.log.warning("refresh of %s failed: %s%s", symbol, exc, " (serving stale data)" if old else "")
+        if old is None:
+            raise self._rpc_error(symbol, exc)
+        old.error = str(exc)
+        old.retry_mono = time.monotonic() + self.retry_s
+        return old
+
+    def _rpc_error(self, symbol: str, exc: providers.MarketDataError) -> RpcError:
+        data = {"symbol": symbol, "source": self.source.name}
+        if isinstance(exc, providers.UnknownSymbolError):
+            return NotFound(str(exc), data=data)
+        if isinstance(exc, providers.SourceUnavailableError):
+            return DependencyUnavailable(str(exc), data=data)
+        return ServiceError(str(exc), data=data)
+
+    async def _publish_update(self, symbol: str, entry: CacheEntry) -> None:
+        data = {"symbol": symbol, "source": entry.history.source, **_price_summary(entry.history)}
+        await self.publish("market_data_updated", data)
+        self.counters["events_published"] += 1
+
+    # ---- derived readings, computed once per cache entry --------------------------------------
+
+    def _technical(self, entry: CacheEntry) -> dict:
+        if "technical" not in entry.derived:
+            bars = entry.history.bars
+            closes = [b.close for b in bars]
+            volumes = [float(b.volume) for b in bars]
+            entry.derived["technical"] = indicators.technical_summary(closes, volumes, self.tech_params)
+        return entry.derived["technical"]
+
+    def _context(self, entry: CacheEntry) -> dict:
+        if "context" not in entry.derived:
+            closes = [b.close for b in entry.history.bars]
+            entry.derived["context"] = market_context.classify_market(closes, self.context_params)
+        return entry.derived["context"]
+
+    def _quality(self, symbol: str, entry: CacheEntry) -> dict:
+        quality = data_quality.assess_quality(
+            entry.history.bars,
+            self.clock.now(),
+            asx_calendar.is_trading_day,
+            entry.history.cleaning,
+            is_index=symbol == self.index,
+        )
+        if entry.error:
+            quality["reasons"].append(f"last refresh failed: {entry.error}")
+        return quality
+
+    def _envelope(self, symbol: str, entry: CacheEntry, cached: bool) -> dict:
+        return {
+            "symbol": symbol,
+            "source": entry.history.source,
+            "as_of": bar_visible_from(entry.history.bars[-1].date).isoformat(),
+            "fetched_at": entry.fetched_at,
+            "cached": cached,
+            "stale": entry.error is not None,
+            **({"stale_reason": entry.error} if entry.error else {}),
+        }
+
+    async def _market_context(self) -> dict:
+        index = self.index
+        entry, cached = await self._entry(index)
+        try:
+            context = self._context(entry)
+        except ValueError as exc:
+            raise ServiceError(f"market context unavailable: {exc}", data={"index_symbol": index}) from None
+        return {"index_symbol": index, **self._envelope(index, entry, cached), **context}
+
+    # ---- RPC ----------------------------------------------------------------------------------
+
+    @rpc
+    async def get_market_data(self, symbol: str) -> dict:
+        """Price, change, recent bars, technicals, market context and quality for one symbol."""
+        name = self._symbol(symbol)
+        entry, cached = await self._entry(name)
+        try:
+            context = await self._market_context()
+        except RpcError as exc:
+            context = {"context": None, "error": exc.message}
+        return {
+            **self._envelope(name, entry, cached),
+            **_price_summary(entry.history),
+            "bars": [bar_to_dict(b) for b in entry.history.bars[-self.recent_bars :]],
+            "technical": self._technical(entry),
+            "market_context": context,
+            "quality": self._quality(name, entry),
+        }
+
+    @rpc
+    async def get_price_history(self, symbol: str, days: int = 250) -> dict:
+        """The last `days` daily bars (trading days), oldest first."""
+        if not 1 <= days <= self.history_bars:
+            raise InvalidParams("days", f"must be between 1 and {self.history_bars}, got {days}")
+        name = self._symbol(symbol)
+        entry, cached = await self._entry(name)
+        return {
+            **self._envelope(name, entry, cached),
+            "bars": [bar_to_dict(b) for b in entry.history.bars[-days:]],
+        }
+
+    @rpc
+    async def get_technical_analysis(self, symbol: str) -> dict:
+        """RSI, MACD, Bollinger Bands, moving averages, volume and volatility for one symbol."""
+        name = self._symbol(symbol)
+        entry, cached = await self._entry(name)
+        return {**self._envelope(name, entry, cached), **self._technical(entry)}
+
+    @rpc
+    async def get_market_context(self) -> dict:
+        """Bull, bear or sideways from the index, with strength and the measures behind it."""
+        return await self._market_context()
+
+    @rpc
+    async def refresh_all_data(self) -> dict:
+        """Refetch every symbol and the index now; per-symbol success or error."""
+        symbols = [*self.settings.symbols, self.index]
+        gate = asyncio.Semaphore(self.refresh_concurrency)
+
+        async def one(symbol: str) -> dict:
+            async with gate:
+                try:
+                    entry, _ = await self._entry(symbol, force=True)
+                except RpcError as exc:
+                    return {"ok": False, "error": exc.message, "code": exc.code}
+            if entry.error:
+                return {
+                    "ok": False,
+                    "error": entry.error,
+                    "stale": True,
+                    "as_of": self._envelope(symbol, entry, False)["as_of"],
+                }
+            return {"ok": True, **_price_summary(entry.history)}
+
+        results = dict(zip(symbols, await asyncio.gather(*(one(s) for s in symbols)), strict=True))
+        ok = sum(r["ok"] for r in results.values())
+        return {
+            "source": self.source.name,
+            "refreshed_at": self.clock.now().isoformat(),
+            "succeeded": ok,
+            "failed": len(results) - ok,
+            "results": results,
+        }
 
 
 if __name__ == "__main__":

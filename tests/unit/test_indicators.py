@@ -222,3 +222,25 @@ def test_invariants(closes):
     if len(closes) > 10:
         assert ind.rsi(closes[:-1], 5) == ind.rsi(closes, 5)[:-1]
         assert ind.ema(closes[:-1], 5) == ind.ema(closes, 5)[:-1]
+
+
+def test_technical_summary_reports_latest_readings_and_what_is_short():
+    closes = MACD_CLOSES
+    volumes = [1000.0] * 39 + [2000.0]
+    summary = ind.technical_summary(closes, volumes, ind.TechnicalParams())
+    assert summary["rsi"] == ind.rsi(closes, 14)[-1]
+    assert summary["macd"]["signal"] == pytest.approx(-1.338100412582993, abs=1e-9)
+    assert summary["bollinger"]["middle"] == pytest.approx(sum(closes[-20:]) / 20)
+    assert summary["bollinger"]["percent_b"] == ind.bollinger(closes, 20).percent_b[-1]
+    assert summary["sma"] == {"20": pytest.approx(sum(closes[-20:]) / 20), "50": None, "200": None}
+    assert summary["volume"]["ratio"] == pytest.approx(2.0) and summary["volume"]["trend"] == "rising"
+    assert summary["volatility"] == ind.rolling_volatility(closes, 20)[-1]
+    # 40 bars: MACD is complete (34 needed) but the 50- and 200-day averages are not.
+    assert summary["insufficient_history"] == {"sma_50": 50, "sma_200": 200}
+
+
+def test_technical_summary_on_no_history_invents_nothing():
+    summary = ind.technical_summary([], [], ind.TechnicalParams())
+    assert summary["rsi"] is None and summary["volatility"] is None
+    assert set(summary["macd"].values()) == set(summary["bollinger"].values()) == {None}
+    assert summary["insufficient_history"]["rsi"] == 15

@@ -1,0 +1,213 @@
+"""The market-data service over its real Unix socket, with a real redis-server.
+
+Sources are real too: the synthetic walk, and CSV files written into the suite's data directory
+(generated from the synthetic walk, so these tests need no outside data), plus the shared ASX
+files for the replay test when they are present.
+"""
+
+import asyncio
+import shutil
+from datetime import date
+from pathlib import Path
+
+import providers
+import pytest
+
+from services.base.base_service import BaseService
+from services.base.rpc import InvalidParams, NotFound
+from services.domain.asx_calendar import is_trading_day
+from tests.support import EventWatcher, ServiceProcess, async_wait_until, rpc_call_sync
+
+HEADER = "Date,Open,High,Low,Close,Adj Close,Volume\n"
+BANKS = ("CBA.AX", "WBC.AX", "ANZ.AX", "NAB.AX")
+
+
+def write_csv(directory: Path, symbol: str, until: date) -> None:
+    sessions = providers.trading_sessions(date(2023, 1, 3), until, is_trading_day)
+    lines = [
+        f"{b.date},{b.open},{b.high},{b.low},{b.close},{b.adj_close},{b.volume}"
+        for b in providers.synthetic_bars(symbol, sessions)
+    ]
+    (directory / providers.csv_file_name(symbol)).write_text(HEADER + "\n".join(lines))
+
+
+def csv_suite(suite, symbols, until=date(2024, 6, 14), **env) -> ServiceProcess:
+    market_dir = suite.data_dir / "market"
+    market_dir.mkdir(parents=True, exist_ok=True)
+    for symbol in symbols:
+        write_csv(market_dir, symbol, until)
+    extra = {
+        "TRADING_MARKET_DATA_SOURCE": "csv",
+        "TRADING_MARKET_DATA_DIR": str(market_dir),
+        "TRADING_CLOCK_START": "2024-06-17T12:00:00+10:00",  # Monday noon: Friday's bar is the latest
+        **env,
+    }
+    return ServiceProcess("market-data", suite, extra_env=extra)
+
+
+@pytest.fixture
+async def client():
+    caller = BaseService("tests")
+    yield caller
+    await caller.close_clients()
+
+
+@pytest.fixture
+def synthetic_service(suite):
+    service = ServiceProcess("market-data", suite).start()
+    yield service
+    assert service.stop() == 0
+
+
+def health(service: ServiceProcess) -> dict:
+    return rpc_call_sync(service.socket, "health")
+
+
+async def test_market_data_package_and_cache_hit(synthetic_service, client):
+    first = await client.call_service("market-data", "get_market_data", symbol="cba.ax")
+    second = await client.call_service("market-data", "get_market_data", symbol="CBA.AX")
+    assert (first["cached"], second["cached"]) == (False, True)
+    assert first["symbol"] == "CBA.AX" and first["source"] == "synthetic" and first["stale"] is False
+    assert second["price"] == first["price"] == first["bars"][-1]["close"]
+    assert first["change"] == pytest.approx(first["bars"][-1]["close"] - first["bars"][-2]["close"])
+    assert first["change_pct"] == pytest.approx(first["change"] / first["bars"][-2]["close"] * 100)
+    assert len(first["bars"]) == 30 and first["as_of"].startswith(first["bars"][-1]["date"] + "T16:10:00+1")
+    technical = first["technical"]
+    assert 0 <= technical["rsi"] <= 100 and technical["insufficient_history"] == {}
+    assert set(technical["sma"]) == {"20", "50", "200"} and technical["volume"]["trend"] in (
+        "rising",
+        "falling",
+        "flat",
+    )
+    assert first["market_context"]["context"] in ("bull", "bear", "sideways")
+    assert first["market_context"]["index_symbol"] == "^AXJO"
+    assert first["quality"]["score"] == 1.0  # synthetic bars are complete and current
+    status = health(synthetic_service)
+    assert status["source"] == "synthetic" and status["cache_hits"] >= 1
+    assert any("not real prices" in w for w in status["warnings"])
+
+
+async def test_concurrent_requests_share_one_fetch(synthetic_service, client):
+    await client.call_service("market-data", "get_market_context")  # the index is cached first
+    before = health(synthetic_service)["fetches"]
+    results = await asyncio.gather(
+        *(client.call_service("market-data", "get_technical_analysis", symbol="WBC.AX") for _ in range(20))
+    )
+    assert health(synthetic_service)["fetches"] - before == 1
+    assert len({r["rsi"] for r in results}) == 1
+    assert sum(not r["cached"] for r in results) >= 1
+
+
+async def test_refresh_publishes_one_event_per_symbol(synthetic_service, client, suite):
+    async with EventWatcher(suite.env["TRADING_REDIS_URL"], "market_data_updated") as watcher:
+        result = await client.call_service("market-data", "refresh_all_data")
+        assert result["succeeded"] == 5 and result["failed"] == 0
+        for symbol in (*BANKS, "^AXJO"):
+            event = await watcher.wait_for(
+                "market_data_updated", lambda e, s=symbol: e["data"]["symbol"] == s, 10
+            )
+            assert event["source"] == "market-data"
+            assert event["data"]["source"] == "synthetic"
+            assert event["data"]["price"] == result["results"][symbol]["price"]
+            assert {"change", "change_pct", "as_of"} <= set(event["data"])
+    assert sorted(e["data"]["symbol"] for e in watcher.of_type("market_data_updated")) == sorted(
+        (*BANKS, "^AXJO")
+    )
+
+
+async def test_price_history_for_the_index_and_the_params_checks(synthetic_service, client):
+    history = await client.call_service("market-data", "get_price_history", symbol="^AXJO", days=260)
+    assert len(history["bars"]) == 260 and history["source"] == "synthetic"
+    dates = [b["date"] for b in history["bars"]]
+    assert dates == sorted(dates)
+    with pytest.raises(InvalidParams) as unknown:
+        await client.call_service("market-data", "get_market_data", symbol="XYZ.AX")
+    assert unknown.value.code == -32602 and "not in TRADING_SYMBOLS" in unknown.value.message
+    with pytest.raises(InvalidParams):
+        await client.call_service("market-data", "get_market_data", symbol="../etc/passwd")
+    with pytest.raises(InvalidParams) as days:
+        await client.call_service("market-data", "get_price_history", symbol="CBA.AX", days=0)
+    assert days.value.param == "days"
+
+
+def test_pandas_and_yfinance_are_not_loaded_for_synthetic(synthetic_service):
+    rpc_call_sync(synthetic_service.socket, "get_market_data", {"symbol": "NAB.AX"})
+    maps = Path(f"/proc/{synthetic_service.pid}/maps")
+    if not maps.exists():
+        pytest.skip("needs /proc to inspect the service's loaded libraries")
+    loaded = maps.read_text()
+    assert "pandas" not in loaded and "numpy" not in loaded
+
+
+async def test_refresh_with_one_symbol_failing(suite, client):
+    service = csv_suite(suite, ("CBA.AX", "WBC.AX", "ANZ.AX", "^AXJO")).start()  # no NAB.AX file
+    try:
+        result = await client.call_service("market-data", "refresh_all_data")
+        assert result["source"] == "csv"
+        assert result["succeeded"] == 4 and result["failed"] == 1
+        assert result["results"]["NAB.AX"]["ok"] is False and result["results"]["NAB.AX"]["code"] == -32006
+        assert "NAB.AX.csv" in result["results"]["NAB.AX"]["error"]
+        assert result["results"]["CBA.AX"]["date"] == "2024-06-14"
+        with pytest.raises(NotFound):
+            await client.call_service("market-data", "get_market_data", symbol="NAB.AX")
+        assert health(service)["source"] == "csv"
+    finally:
+        assert service.stop() == 0
+
+
+async def test_failed_refresh_serves_last_good_data_marked_stale(suite, client):
+    service = csv_suite(suite, ("CBA.AX", "^AXJO"), TRADING_MARKET_DATA_CACHE_S="0.3").start()
+    try:
+        good = await client.call_service("market-data", "get_market_data", symbol="CBA.AX")
+        assert good["stale"] is False
+        (suite.data_dir / "market" / "CBA.AX.csv").write_text("Date,Price\n2024-06-14,1\n")
+
+        async def stale_reply():
+            reply = await client.call_service("market-data", "get_market_data", symbol="CBA.AX")
+            return reply if reply["stale"] else None
+
+        stale = await async_wait_until(stale_reply, 10, 0.1, what="a stale reply after the cache expired")
+        assert stale["price"] == good["price"] and stale["bars"] == good["bars"]
+        assert "missing column" in stale["stale_reason"]
+        assert any("last refresh failed" in r for r in stale["quality"]["reasons"])
+        status = health(service)
+        assert status["status"] == "degraded" and status["stale_symbols"] == ["CBA.AX"]
+        write_csv(suite.data_dir / "market", "CBA.AX", date(2024, 6, 14))  # the source recovers
+
+        async def fresh_reply():
+            reply = await client.call_service("market-data", "get_market_data", symbol="CBA.AX")
+            return reply if not reply["stale"] else None
+
+        assert (await async_wait_until(fresh_reply, 10, 0.1, what="recovery"))["price"] == good["price"]
+        assert health(service)["stale_symbols"] == []
+    finally:
+        assert service.stop() == 0
+
+
+async def test_replay_inside_the_real_csv_range_serves_no_future_bars(suite, client, shared_asx):
+    market_dir = suite.data_dir / "market"
+    market_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("CBA.AX.csv", "AXJO.csv"):
+        shutil.copy(shared_asx / name, market_dir / name)  # into the test's temp dir only
+    env = {
+        "TRADING_MARKET_DATA_SOURCE": "csv",
+        "TRADING_MARKET_DATA_DIR": str(market_dir),
+        "TRADING_CLOCK_START": "2019-06-14T16:05:00+10:00",  # five minutes before Friday's bar is final
+        "TRADING_CLOCK_SPEED": "60",  # one suite minute per real second
+    }
+    service = ServiceProcess("market-data", suite, extra_env=env).start()
+    try:
+        before = await client.call_service("market-data", "get_price_history", symbol="CBA.AX", days=5)
+        assert before["bars"][-1]["date"] == "2019-06-13"
+
+        async def friday_visible():
+            reply = await client.call_service("market-data", "get_price_history", symbol="CBA.AX", days=5)
+            return reply if reply["bars"][-1]["date"] == "2019-06-14" else None
+
+        # The cache must not hold Thursday past 16:10 suite time, even within its 300 s TTL.
+        after = await async_wait_until(friday_visible, 20, 0.2, what="Friday's bar at 16:10 suite time")
+        assert after["cached"] is False
+        context = await client.call_service("market-data", "get_market_context")
+        assert context["source"] == "csv" and context["as_of"] <= "2019-06-14T16:10:00+10:00"
+    finally:
+        assert service.stop() == 0
