@@ -1,0 +1,314 @@
+"""A local IG Markets stand-in speaking the documented REST formats (tests only).
+
+It checks what IG checks (X-IG-API-KEY on every call, Version headers, CST and X-SECURITY-TOKEN
+after login, POST /positions/otc body fields), answers errors as {"errorCode": ...} bodies with
+IG's status codes, keeps positions per epic (a SELL without forceOpen nets against a BUY, as CFD
+accounts do), and can be scripted: expire the tokens, exhaust an allowance, reject deals on an
+epic, delay confirms.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+API_KEY = "ig-test-key-8c2f41d0"
+USERNAME = "demo-trader"
+PASSWORD = "pw-Sup3r-s3cret!"
+ACCOUNT_ID = "ABC123"
+
+REQUIRED_OTC_FIELDS = ("currencyCode", "direction", "epic", "expiry", "forceOpen", "guaranteedStop", "size")
+
+
+@dataclass
+class IgState:
+    balance: float = 25_000.0
+    tokens: set[tuple[str, str]] = field(default_factory=set)
+    rate_limited: int = 0  # answer this many calls with an exceeded-allowance error
+    server_errors: int = 0  # answer this many calls with HTTP 500
+    reject_all_tokens: bool = False  # every token is invalid, even a fresh one
+    confirm_not_ready: int = 0  # answer this many confirms with 404 deal-not-found
+    reject_epics: dict[str, str] = field(default_factory=dict)  # epic -> reason
+    positions: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # epic -> {"direction", "size", "level"}
+    confirms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    counter: itertools.count = field(default_factory=lambda: itertools.count(1))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def expire_tokens(self) -> None:
+        with self.lock:
+            self.tokens.clear()
+
+
+class FakeIg:
+    """`with FakeIg() as ig:` then point the client at `ig.url`."""
+
+    def __init__(self) -> None:
+        self.state = IgState()
+        state = self.state
+
+        class Handler(_IgHandler):
+            ig = state
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # A short poll interval keeps shutdown() (once per test) quick.
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/gateway/deal"
+
+    def __enter__(self) -> FakeIg:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def paths(self) -> list[str]:
+        return [f"{r['method']} {r['path']}" for r in self.state.requests]
+
+
+class _IgHandler(BaseHTTPRequestHandler):
+    ig: IgState
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:  # keep test output quiet
+        pass
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def _handle(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        body = json.loads(raw) if raw else None
+        path = self.path.removeprefix("/gateway/deal")
+        with self.ig.lock:
+            self.ig.requests.append(
+                {"method": method, "path": path, "headers": dict(self.headers), "body": body}
+            )
+            status, payload, headers = self._route(method, path, body)
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        for name, value in {
+            **headers,
+            "Content-Type": "application/json",
+            "Content-Length": str(len(data)),
+        }.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _route(self, method: str, path: str, body: Any) -> tuple[int, Any, dict[str, str]]:
+        if self.headers.get("X-IG-API-KEY") is None:
+            return 400, {"errorCode": "error.security.api-key-missing"}, {}
+        if self.headers.get("X-IG-API-KEY") != API_KEY:
+            return 403, {"errorCode": "error.security.api-key-invalid"}, {}
+        if method == "POST" and path == "/session":
+            return self._login(body)
+        tokens = (self.headers.get("CST"), self.headers.get("X-SECURITY-TOKEN"))
+        if self.ig.reject_all_tokens or tokens not in self.ig.tokens:
+            return 401, {"errorCode": "error.security.client-token-invalid"}, {}
+        if self.ig.server_errors:
+            self.ig.server_errors -= 1
+            return 500, {"errorCode": "system.error"}, {}
+        if self.ig.rate_limited:
+            self.ig.rate_limited -= 1
+            return 403, {"errorCode": "error.public-api.exceeded-account-trading-allowance"}, {}
+        if method == "GET" and path == "/accounts":
+            return 200, self._accounts(), {}
+        if method == "GET" and path == "/positions":
+            return self._positions()
+        if method == "POST" and path == "/positions/otc":
+            return self._open(body)
+        if method == "GET" and path.startswith("/confirms/"):
+            return self._confirm(path.removeprefix("/confirms/"))
+        return 404, {"errorCode": "error.request.not-found"}, {}
+
+    def _version(self) -> str:
+        return self.headers.get("Version") or "1"  # IG defaults to 1 when absent
+
+    def _login(self, body: Any) -> tuple[int, Any, dict[str, str]]:
+        if self._version() != "2":
+            return 400, {"errorCode": "invalid.input"}, {}
+        if body != {"identifier": USERNAME, "password": PASSWORD}:
+            return 401, {"errorCode": "error.security.invalid-details"}, {}
+        n = next(self.ig.counter)
+        tokens = (f"cst-{n}", f"xst-{n}")
+        self.ig.tokens.add(tokens)
+        session = {
+            "accountType": "CFD",
+            "accountInfo": {
+                "balance": self.ig.balance,
+                "deposit": 0.0,
+                "profitLoss": 0.0,
+                "available": self.ig.balance,
+            },
+            "currencyIsoCode": "AUD",
+            "currencySymbol": "A$",
+            "currentAccountId": ACCOUNT_ID,
+            "lightstreamerEndpoint": "https://demo-apd.marketdatasystems.com",
+            "accounts": [
+                {"accountId": ACCOUNT_ID, "accountName": "CFD", "preferred": True, "accountType": "CFD"}
+            ],
+            "clientId": "100",
+            "timezoneOffset": 11,
+            "hasActiveDemoAccounts": True,
+            "hasActiveLiveAccounts": False,
+            "trailingStopsEnabled": False,
+            "reroutingEnvironment": None,
+            "dealingEnabled": True,
+        }
+        return 200, session, {"CST": tokens[0], "X-SECURITY-TOKEN": tokens[1]}
+
+    def _accounts(self) -> dict[str, Any]:
+        return {
+            "accounts": [
+                {
+                    "accountId": ACCOUNT_ID,
+                    "accountName": "CFD",
+                    "accountAlias": None,
+                    "status": "ENABLED",
+                    "accountType": "CFD",
+                    "preferred": True,
+                    "balance": {
+                        "balance": self.ig.balance,
+                        "deposit": 0.0,
+                        "profitLoss": 0.0,
+                        "available": self.ig.balance,
+                    },
+                    "currency": "AUD",
+                    "canTransferFrom": True,
+                    "canTransferTo": True,
+                },
+                {
+                    "accountId": "XYZ987",
+                    "accountName": "Spread bet",
+                    "accountAlias": None,
+                    "status": "ENABLED",
+                    "accountType": "SPREADBET",
+                    "preferred": False,
+                    "balance": None,
+                    "currency": "AUD",
+                    "canTransferFrom": True,
+                    "canTransferTo": True,
+                },
+            ]
+        }
+
+    def _positions(self) -> tuple[int, Any, dict[str, str]]:
+        if self._version() != "2":
+            return 400, {"errorCode": "invalid.input"}, {}
+        positions = [
+            {
+                "position": {
+                    "contractSize": 1.0,
+                    "createdDate": "2026/03/02 10:30:00:000",
+                    "createdDateUTC": "2026-03-01T23:30:00",
+                    "dealId": f"DIAAAA{epic}",
+                    "dealReference": f"REF{epic}",
+                    "size": p["size"],
+                    "direction": p["direction"],
+                    "limitLevel": None,
+                    "level": p["level"],
+                    "currency": "AUD",
+                    "controlledRisk": False,
+                    "stopLevel": None,
+                    "trailingStep": None,
+                    "trailingStopDistance": None,
+                    "limitedRiskPremium": None,
+                },
+                "market": {
+                    "instrumentName": epic,
+                    "expiry": "-",
+                    "epic": epic,
+                    "instrumentType": "SHARES",
+                    "lotSize": 1.0,
+                    "high": p["level"],
+                    "low": p["level"],
+                    "percentageChange": 0.0,
+                    "netChange": 0.0,
+                    "bid": p["level"],
+                    "offer": p["level"],
+                    "updateTime": "10:30:00",
+                    "updateTimeUTC": "23:30:00",
+                    "delayTime": 0,
+                    "streamingPricesAvailable": True,
+                    "marketStatus": "TRADEABLE",
+                    "scalingFactor": 1,
+                },
+            }
+            for epic, p in self.ig.positions.items()
+        ]
+        return 200, {"positions": positions}, {}
+
+    def _open(self, body: Any) -> tuple[int, Any, dict[str, str]]:
+        if self._version() != "2" or not isinstance(body, dict):
+            return 400, {"errorCode": "invalid.input"}, {}
+        missing = [f for f in REQUIRED_OTC_FIELDS if f not in body]
+        if missing or body.get("orderType") != "MARKET" or "level" in body:
+            return 400, {"errorCode": "invalid.input"}, {}
+        reference = body.get("dealReference") or f"ref{next(self.ig.counter)}"
+        reason = self.ig.reject_epics.get(body["epic"])
+        confirm = {
+            "dealReference": reference,
+            "dealId": f"DI{reference}",
+            "epic": body["epic"],
+            "expiry": body["expiry"],
+            "direction": body["direction"],
+            "size": body["size"],
+            "level": 100.0,
+            "date": "2026-03-02T10:30:00",
+            "guaranteedStop": False,
+            "trailingStop": False,
+            "limitLevel": None,
+            "stopLevel": None,
+            "limitDistance": None,
+            "stopDistance": None,
+            "profit": None,
+            "profitCurrency": None,
+            "affectedDeals": [],
+        }
+        if reason:
+            confirm |= {"dealStatus": "REJECTED", "reason": reason, "status": None}
+        else:
+            confirm |= {"dealStatus": "ACCEPTED", "reason": "SUCCESS", "status": "OPEN"}
+            self._book(body)
+        self.ig.confirms[reference] = confirm
+        return 200, {"dealReference": reference}, {}
+
+    def _book(self, body: dict[str, Any]) -> None:
+        signed = body["size"] if body["direction"] == "BUY" else -body["size"]
+        held = self.ig.positions.get(body["epic"])
+        net = signed + (
+            0 if held is None else (held["size"] if held["direction"] == "BUY" else -held["size"])
+        )
+        if net == 0:
+            self.ig.positions.pop(body["epic"], None)
+        else:
+            self.ig.positions[body["epic"]] = {
+                "direction": "BUY" if net > 0 else "SELL",
+                "size": abs(net),
+                "level": 100.0,
+            }
+
+    def _confirm(self, reference: str) -> tuple[int, Any, dict[str, str]]:
+        if self.ig.confirm_not_ready:
+            self.ig.confirm_not_ready -= 1
+            return 404, {"errorCode": "error.confirms.deal-not-found"}, {}
+        confirm = self.ig.confirms.get(reference)
+        if confirm is None:
+            return 404, {"errorCode": "error.confirms.deal-not-found"}, {}
+        return 200, confirm, {}

@@ -1,0 +1,242 @@
+"""IgClient against a local server that speaks IG's REST API (real httpx, real sockets)."""
+
+import logging
+import socket
+
+import pytest
+from ig_client import (
+    BASE_URLS,
+    IgAuthError,
+    IgClient,
+    IgCredentials,
+    IgDealRejected,
+    IgRateLimited,
+    IgServerError,
+    IgTokenInvalid,
+    IgUnavailable,
+)
+
+from tests.unit._ig_helpers import ACCOUNT_ID, API_KEY, PASSWORD, USERNAME, FakeIg
+
+SECRETS = (API_KEY, PASSWORD)
+
+
+class Sleeps:
+    """Records backoff delays instead of waiting them out."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+@pytest.fixture
+def ig():
+    with FakeIg() as fake:
+        yield fake
+
+
+def creds(ig: FakeIg, **overrides) -> IgCredentials:
+    values = {"api_key": API_KEY, "username": USERNAME, "password": PASSWORD, "base_url": ig.url} | overrides
+    return IgCredentials(**values)
+
+
+@pytest.fixture
+async def client(ig):
+    sleeps = Sleeps()
+    async with IgClient(creds(ig), sleep=sleeps, backoff_s=2.0) as ig_client:
+        ig_client.sleeps = sleeps
+        yield ig_client
+
+
+async def test_login_uses_v2_and_later_calls_carry_the_session_tokens(ig, client):
+    accounts = await client.accounts()
+    assert [a["accountId"] for a in accounts] == [ACCOUNT_ID, "XYZ987"]
+    login, call = ig.state.requests
+    assert (login["method"], login["path"], login["headers"]["Version"]) == ("POST", "/session", "2")
+    assert login["headers"]["X-IG-API-KEY"] == API_KEY
+    assert login["body"] == {"identifier": USERNAME, "password": PASSWORD}
+    assert (call["headers"]["CST"], call["headers"]["X-SECURITY-TOKEN"]) == ("cst-1", "xst-1")
+    assert call["headers"]["Version"] == "1"
+    assert client.session["currentAccountId"] == ACCOUNT_ID
+
+
+async def test_account_picks_the_current_account(client):
+    account = await client.account()
+    assert (account["accountId"], account["balance"]["balance"]) == (ACCOUNT_ID, 25_000.0)
+
+
+async def test_account_honours_the_configured_id_and_says_when_it_is_missing(ig):
+    async with IgClient(creds(ig, account_id="NOPE")) as client:
+        with pytest.raises(Exception, match="NOPE"):
+            await client.account()
+
+
+async def test_positions_use_version_2(ig, client):
+    ig.state.positions["AA.D.CBA.CASH.IP"] = {"direction": "BUY", "size": 10.0, "level": 101.5}
+    positions = await client.positions()
+    assert positions[0]["position"]["size"] == 10.0
+    assert positions[0]["market"]["epic"] == "AA.D.CBA.CASH.IP"
+    assert ig.state.requests[-1]["headers"]["Version"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "code"),
+    [
+        ({"password": "wrong-password"}, "error.security.invalid-details"),
+        ({"api_key": "bad-key"}, "error.security.api-key-invalid"),
+    ],
+)
+async def test_refused_credentials_raise_auth_errors(ig, overrides, code):
+    async with IgClient(creds(ig, **overrides)) as client:
+        with pytest.raises(IgAuthError) as raised:
+            await client.accounts()
+    assert raised.value.error_code == code
+    assert "wrong-password" not in str(raised.value) and "bad-key" not in str(raised.value)
+
+
+async def test_an_expired_token_is_answered_by_one_new_login(ig, client):
+    await client.accounts()
+    ig.state.expire_tokens()  # what IG's weekend maintenance does
+    assert len(await client.accounts()) == 2
+    assert client.logins == 2
+    assert ig.paths() == ["POST /session", "GET /accounts", "GET /accounts", "POST /session", "GET /accounts"]
+    assert ig.state.requests[-1]["headers"]["CST"] == "cst-2"
+
+
+async def test_a_token_still_invalid_after_relogin_is_an_error_not_a_loop(ig, client):
+    ig.state.reject_all_tokens = True
+    with pytest.raises(IgTokenInvalid):
+        await client.accounts()
+    assert client.logins == 2
+
+
+async def test_rate_limits_back_off_exponentially_then_succeed(ig, client):
+    await client.accounts()
+    ig.state.rate_limited = 2
+    assert len(await client.accounts()) == 2
+    assert client.sleeps.delays == [2.0, 4.0]
+
+
+async def test_rate_limits_that_persist_raise_after_the_retries(ig, client):
+    await client.accounts()
+    ig.state.rate_limited = 100
+    with pytest.raises(IgRateLimited) as raised:
+        await client.accounts()
+    assert raised.value.error_code == "error.public-api.exceeded-account-trading-allowance"
+    assert client.sleeps.delays == [2.0, 4.0, 8.0]  # 3 retries, then give up
+
+
+async def test_server_errors_are_typed(ig, client):
+    await client.accounts()
+    ig.state.server_errors = 1
+    with pytest.raises(IgServerError) as raised:
+        await client.positions()
+    assert raised.value.status == 500
+
+
+async def test_open_position_posts_otc_then_reads_the_confirm(ig, client):
+    confirmation = await client.open_position(
+        epic="AA.D.CBA.CASH.IP", direction="BUY", size=10, deal_reference="PT-1"
+    )
+    assert (confirmation.deal_status, confirmation.reason, confirmation.deal_reference) == (
+        "ACCEPTED",
+        "SUCCESS",
+        "PT-1",
+    )
+    otc, confirm = ig.state.requests[-2:]
+    assert (otc["path"], otc["headers"]["Version"]) == ("/positions/otc", "2")
+    assert otc["body"] | {"size": None} == {
+        "currencyCode": "AUD",
+        "dealReference": "PT-1",
+        "direction": "BUY",
+        "epic": "AA.D.CBA.CASH.IP",
+        "expiry": "-",
+        "forceOpen": False,
+        "guaranteedStop": False,
+        "orderType": "MARKET",
+        "size": None,
+        "timeInForce": "FILL_OR_KILL",
+        "trailingStop": False,
+    }
+    assert (confirm["path"], confirm["headers"]["Version"]) == ("/confirms/PT-1", "1")
+    assert ig.state.positions["AA.D.CBA.CASH.IP"]["size"] == 10
+
+
+async def test_a_sell_nets_against_the_open_buy(ig, client):
+    await client.open_position(epic="AA.D.CBA.CASH.IP", direction="BUY", size=10)
+    await client.open_position(epic="AA.D.CBA.CASH.IP", direction="SELL", size=10)
+    assert await client.positions() == []
+
+
+async def test_a_rejected_deal_raises_with_igs_reason(ig, client):
+    ig.state.reject_epics["AA.D.NAB.CASH.IP"] = "MARKET_CLOSED_WITH_EDITS"
+    with pytest.raises(IgDealRejected) as raised:
+        await client.open_position(epic="AA.D.NAB.CASH.IP", direction="BUY", size=5)
+    assert raised.value.confirmation.reason == "MARKET_CLOSED_WITH_EDITS"
+    assert raised.value.error_code == "MARKET_CLOSED_WITH_EDITS"
+    assert ig.state.positions == {}
+
+
+async def test_a_confirm_not_ready_yet_is_retried(ig, client):
+    ig.state.confirm_not_ready = 2
+    confirmation = await client.open_position(epic="AA.D.WBC.CASH.IP", direction="BUY", size=1)
+    assert confirmation.deal_status == "ACCEPTED"
+    assert client.sleeps.delays == [1.0, 1.0]
+
+
+@pytest.mark.parametrize(("direction", "size"), [("HOLD", 1), ("BUY", 0)])
+async def test_open_position_validates_before_sending(ig, client, direction, size):
+    with pytest.raises(ValueError):
+        await client.open_position(epic="AA.D.WBC.CASH.IP", direction=direction, size=size)
+    assert ig.state.requests == []
+
+
+async def test_an_unreachable_ig_is_typed():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens here once closed
+    unreachable = IgCredentials(API_KEY, USERNAME, PASSWORD, base_url=f"http://127.0.0.1:{port}")
+    async with IgClient(unreachable, timeout_s=2) as client:
+        with pytest.raises(IgUnavailable, match="unreachable"):
+            await client.accounts()
+
+
+async def test_secrets_never_reach_logs_errors_or_reprs(ig, caplog):
+    caplog.set_level(logging.DEBUG)
+    credentials = creds(ig)
+    failures = []
+    async with IgClient(credentials, sleep=Sleeps()) as client:
+        await client.accounts()
+        ig.state.expire_tokens()
+        ig.state.rate_limited = 1
+        await client.accounts()
+        ig.state.reject_epics["AA.D.ANZ.CASH.IP"] = "INSUFFICIENT_FUNDS"
+        with pytest.raises(IgDealRejected) as raised:
+            await client.open_position(epic="AA.D.ANZ.CASH.IP", direction="BUY", size=1)
+        failures.append(raised.value)
+        text = " ".join(
+            [caplog.text, repr(credentials), repr(client), *map(str, failures), *map(repr, failures)]
+        )
+    tokens = [t for pair in ig.state.tokens for t in pair]
+    for secret in (*SECRETS, *tokens):
+        assert secret not in text
+
+
+def test_credentials_from_settings():
+    lookup = {"IG_API_KEY": "k", "IG_USERNAME": "u", "IG_PASSWORD": "p"}.get
+    credentials = IgCredentials.from_lookup(lookup)
+    assert (credentials.acc_type, credentials.url) == ("DEMO", BASE_URLS["DEMO"])
+    assert IgCredentials.from_lookup({"IG_API_KEY": "k"}.get) is None
+    live = IgCredentials.from_lookup(
+        {"IG_API_KEY": "k", "IG_USERNAME": "u", "IG_PASSWORD": "p", "IG_ACC_TYPE": "live"}.get
+    )
+    assert live.url == "https://api.ig.com/gateway/deal"
+
+
+def test_credentials_validate():
+    with pytest.raises(ValueError, match="acc_type"):
+        IgCredentials("k", "u", "p", acc_type="PAPER")
+    with pytest.raises(ValueError, match="password"):
+        IgCredentials("k", "u", "")
