@@ -10,10 +10,13 @@ exactly on the prediction that crosses the threshold.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from prediction_service import needs_refresh, normalise_symbols, technical_from_market
@@ -23,14 +26,15 @@ from services.base.clock import SuiteClock
 from services.base.events import EventBus
 from services.base.rpc import DependencyUnavailable, InvalidParams, NotFound, RpcError
 from services.domain import buy_rate
+from services.domain.features import FEATURE_NAMES
 from tests.support import (
     REPO,
-    SHARED_ASX,
     EventWatcher,
     ServiceProcess,
     SuiteDirs,
     async_wait_until,
     rpc_call_sync,
+    short_tempdir,
 )
 
 BIG4 = ["CBA.AX", "WBC.AX", "ANZ.AX", "NAB.AX"]
@@ -98,20 +102,39 @@ KEY_METHOD = {
 }
 
 
-def train_models(suite: SuiteDirs) -> bool:
-    """Train the real models on the shared ASX CSVs into the suite's models dir, if possible."""
-    if not TRAIN_SCRIPT.exists() or not (SHARED_ASX / "CBA.AX.csv").exists():
-        return False
+@pytest.fixture(scope="module")
+def trained_models():
+    """The real training pipeline, once per module, on the synthetic bars market-data serves here."""
+    if not TRAIN_SCRIPT.exists():
+        pytest.skip("services/ml-model/train_models.py does not exist yet")
+    out = short_tempdir("tm-")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADING_")}
+    env.update(TRADING_MODELS_DIR=str(out), TRADING_DATA_DIR=str(out), PYTHONPATH=str(REPO))
     done = subprocess.run(
-        [sys.executable, str(TRAIN_SCRIPT), "--data-dir", str(SHARED_ASX), "--out", str(suite.models_dir)],
-        env=suite.env,
+        [
+            sys.executable,
+            str(TRAIN_SCRIPT),
+            "--synthetic",
+            "--years",
+            "2",
+            "--symbols",
+            *BIG4,
+            "--out",
+            str(out),
+        ],
+        env=env,
         cwd=REPO,
         capture_output=True,
         timeout=600,
         check=False,
     )
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
-    return True
+    yield out
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def install_models(trained: Path, suite: SuiteDirs) -> None:
+    shutil.copytree(trained, suite.models_dir, dirs_exist_ok=True)
 
 
 class Stack:
@@ -122,6 +145,10 @@ class Stack:
         self.deps: dict[str, ServiceProcess] = {}
         self.prediction: ServiceProcess | None = None
         self.client = BaseService("tests")
+
+    def universe(self, symbols: list[str]) -> None:
+        """market-data serves only the universe: widen it (for every process started after)."""
+        self.suite.env["TRADING_SYMBOLS"] = ",".join(symbols)
 
     def start_dependencies(self, *names: str) -> None:
         for name in names or DEPENDENCIES:
@@ -161,8 +188,8 @@ def synthetic_symbols(n: int, prefix: str = "SYN") -> list[str]:
 
 
 @pytest.mark.slow
-async def test_batch_with_real_dependencies_is_traceable_cached_and_published(stack, suite):
-    have_models = train_models(suite)
+async def test_batch_with_real_dependencies_is_traceable_cached_and_published(stack, suite, trained_models):
+    install_models(trained_models, suite)
     stack.start_dependencies()
     stack.start_prediction()
     async with EventWatcher(suite.env["TRADING_REDIS_URL"], "prediction_generated") as watcher:
@@ -171,7 +198,7 @@ async def test_batch_with_real_dependencies_is_traceable_cached_and_published(st
         assert sorted(first["predictions"]) == sorted(BIG4)
         assert first["from_cache"] == 0
         for symbol, p in first["predictions"].items():
-            check_prediction(symbol, p, have_models)
+            check_prediction(symbol, p)
             stored = await stack.call("get_prediction", prediction_id=p["prediction_id"])
             assert stored == {k: v for k, v in p.items() if k != "cached"}
             event = await watcher.wait_for(
@@ -208,7 +235,7 @@ async def test_batch_with_real_dependencies_is_traceable_cached_and_published(st
     assert (await stack.call("health"))["cache_size"] == 0
 
 
-def check_prediction(symbol: str, p: dict, have_models: bool) -> None:
+def check_prediction(symbol: str, p: dict) -> None:
     assert p["symbol"] == symbol
     assert p["signal"] in ("BUY", "HOLD", "SELL")
     assert 0.0 <= p["confidence"] <= 1.0
@@ -224,14 +251,10 @@ def check_prediction(symbol: str, p: dict, have_models: bool) -> None:
     # which the prediction must carry and pay for in confidence.
     assert inputs["sentiment"]["source"] == "fallback"
     assert any("fallback" in r for r in p["reasons"])
-    if have_models:
-        assert "model" not in p["missing"], p["missing"]
-        assert inputs["model"]["members"], "each model's vote must be recorded"
-        assert all(m["version"] for m in inputs["model"]["members"])
-        assert set(inputs["features"]) and inputs["feature_version"]
-    else:
-        assert "model" in p["missing"]  # no trained models: said, not invented
-        assert inputs["model"] is None
+    assert "model" not in p["missing"], p["missing"]
+    assert inputs["model"]["members"], "each model's vote must be recorded"
+    assert all(m["version"] and m["model_name"] for m in inputs["model"]["members"])
+    assert list(inputs["features"]) == list(FEATURE_NAMES)
 
 
 @pytest.mark.slow
@@ -310,20 +333,21 @@ async def run_batch_killing(stack: Stack, suite: SuiteDirs, victim: str, symbols
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("victim", "missing_key"), [("sentiment", "sentiment"), ("ml-model", "model")])
-async def test_optional_dependency_killed_mid_batch(stack, suite, victim, missing_key):
-    if victim == "ml-model" and not train_models(suite):
-        pytest.skip("no trained models (train_models.py or ../shared/data/asx absent): nothing to lose")
+async def test_optional_dependency_killed_mid_batch(stack, suite, trained_models, victim, missing_key):
+    install_models(trained_models, suite)
     stack.start_dependencies()
-    stack.start_prediction(TRADING_PREDICTION_CONCURRENCY="2")
-    symbols = BIG4 + synthetic_symbols(12)
-    result = await run_batch_killing(stack, suite, victim, symbols)
+    stack.start_prediction(TRADING_PREDICTION_CONCURRENCY="1")
+    # Only the Big 4 have models; one at a time, so the kill lands between symbols.
+    result = await run_batch_killing(stack, suite, victim, BIG4)
     # An optional dependency lost: every symbol still gets a prediction, the late ones degraded.
     assert result["errors"] == {}
     degraded = [p for p in result["predictions"].values() if missing_key in p["missing"]]
     assert degraded, "the predictions made after the kill must say what is missing"
+    assert len(degraded) < len(BIG4), "the first prediction was made before the kill, with everything"
     for p in degraded:
         assert p["degraded"] is True
         assert p["inputs"][missing_key] is None
+        assert victim in p["missing"][missing_key]  # names the dependency that was lost
     health = await stack.call("health")
     assert health["status"] == "degraded"
     assert any(victim in w for w in health["warnings"])
@@ -331,9 +355,10 @@ async def test_optional_dependency_killed_mid_batch(stack, suite, victim, missin
 
 @pytest.mark.slow
 async def test_market_data_killed_mid_batch_fails_only_the_rest(stack, suite):
+    symbols = synthetic_symbols(16)
+    stack.universe(symbols)
     stack.start_dependencies("market-data", "sentiment")
     stack.start_prediction(TRADING_PREDICTION_CONCURRENCY="2")
-    symbols = synthetic_symbols(16)
     result = await run_batch_killing(stack, suite, "market-data", symbols)
     assert result["predictions"], "the symbols finished before the kill keep their predictions"
     assert result["errors"], "the symbols after the kill cannot be predicted without market data"
@@ -394,11 +419,13 @@ async def find_signals(stack: Stack, candidates: list[str]) -> dict[str, str]:
 
 @pytest.mark.slow
 async def test_buy_rate_alert_fires_exactly_when_crossing(stack, suite):
+    candidates = synthetic_symbols(12, "BR")
+    stack.universe(candidates)
     stack.start_dependencies("market-data", "sentiment")
     # A low BUY bar so the deterministic synthetic symbols split into BUY and HOLD.
     env = {"TRADING_SIGNAL_BUY_THRESHOLD": "0.02", "TRADING_SIGNAL_SELL_THRESHOLD": "0.98"}
     discovery = stack.start_prediction(**env)
-    signals = await find_signals(stack, synthetic_symbols(12, "BR"))
+    signals = await find_signals(stack, candidates)
     buy = next((s for s, v in signals.items() if v == "BUY"), None)
     other = next((s for s, v in signals.items() if v != "BUY"), None)
     if buy is None or other is None:
