@@ -3,11 +3,23 @@ and a local HTTP server speaking MarketAux's formats in place of api.marketaux.c
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+from marketaux_client import (
+    MarketauxNotConfigured,
+    MarketauxRateLimited,
+    MarketauxRequestRejected,
+    MarketauxServerError,
+    MarketauxTokenInvalid,
+    MarketauxUnreachable,
+    MarketauxUsageLimitReached,
+    parse_news,
+)
+from sentiment_service import aggregate, body_of, fallback_reason
 
 from services.base.base_service import BaseService
 from services.base.rpc import InvalidParams
@@ -66,10 +78,14 @@ async def test_batched_fetch_cache_aggregates_and_events(
 ) -> None:
     proc = service(suite, fake).start()
     try:
+        fake.latency_s = 0.3  # the four calls below overlap while the first fetch is in flight
         async with EventWatcher(suite.env["TRADING_REDIS_URL"], "sentiment_updated") as watcher:
-            cba = await call(client, "analyze_sentiment", symbol="cba.ax")
+            first = await asyncio.gather(*(call(client, "analyze_sentiment", symbol=s.lower()) for s in BIG4))
             await async_wait_until(lambda: len(watcher.events) >= 4, what="one sentiment_updated per bank")
-        assert {e["data"]["symbol"] for e in watcher.events} == set(BIG4)
+        fake.latency_s = 0.0
+        assert {e["data"]["symbol"] for e in watcher.events} == set(BIG4) and len(watcher.events) == 4
+        assert [r["source"] for r in first] == ["marketaux"] * 4  # all served by the one shared fetch
+        cba = first[0]
         assert cba["symbol"] == "CBA.AX" and cba["source"] == "marketaux" and "reason" not in cba
         assert 0.5 < cba["score"] <= 1 and 0 < cba["confidence"] < 1 and cba["news_count"] == 1
         assert cba["articles"][0]["uuid"] == "c1" and cba["articles"][0]["entity_sentiment"] == 0.7
@@ -219,3 +235,64 @@ async def test_token_never_appears_in_logs_or_answers(suite: SuiteDirs, fake: Fa
         assert TOKEN not in text
     # and the requests really carried it, so there was something to leak
     assert all(r["params"]["api_token"] == TOKEN for r in fake.requests)
+
+
+# --- the service module's pure helpers (no process needed) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (MarketauxNotConfigured("x"), NOT_CONFIGURED),
+        (MarketauxUsageLimitReached("x", status=402), "usage limit reached: the MarketAux daily quota is spent"),
+        (MarketauxTokenInvalid("x", status=401), "invalid API token: MarketAux rejected MARKETAUX_API_TOKEN"),
+        (MarketauxRateLimited("x", status=429), "rate limited: too many MarketAux requests in the last minute"),
+        (MarketauxServerError("x", status=500, code="server_error"), "MarketAux unavailable: HTTP 500 server_error"),
+        (MarketauxUnreachable("x", code="timeout"), "MarketAux unreachable: timeout"),
+        (MarketauxRequestRejected("x", status=403, code="endpoint_access_restricted"),
+         "MarketAux rejected the request: HTTP 403 endpoint_access_restricted"),
+    ],
+)  # fmt: skip
+def test_fallback_reason(error: Exception, reason: str) -> None:
+    assert fallback_reason(error) == reason
+
+
+@pytest.mark.parametrize(
+    ("sources", "expected"),
+    [
+        (["marketaux", "marketaux"], "marketaux"),
+        (["marketaux", "cache"], "cache"),
+        (["cache", "fallback"], "fallback"),  # one bank on fallback makes the aggregate a fallback
+    ],
+)
+def test_aggregate_reports_its_weakest_source(sources: list[str], expected: str) -> None:
+    parts = {
+        f"S{i}": {
+            "score": 0.2,
+            "confidence": 0.5,
+            "news_count": 1,
+            "source": src,
+            "as_of": f"2026-11-2{i}T00:00:00+00:00",
+        }
+        | ({"reason": "usage limit reached"} if src == "fallback" else {})
+        for i, src in enumerate(sources)
+    }
+    result = aggregate(parts)
+    assert result["source"] == expected and result["news_count"] == len(sources)
+    assert result["as_of"] == "2026-11-20T00:00:00+00:00"  # as old as its oldest part
+    assert ("reason" in result) is (expected == "fallback")
+
+
+@pytest.mark.parametrize(
+    ("description", "snippet", "body"),
+    [
+        ("CBA lifts dividend.", "CBA lifts dividend", "CBA lifts dividend."),  # snippet repeats it
+        ("", "Shares fell", "Shares fell"),
+        ("Short", "Short and longer text", "Short and longer text"),
+        ("Profit up", "Costs down", "Profit up Costs down"),
+    ],
+)
+def test_body_does_not_count_repeated_text_twice(description: str, snippet: str, body: str) -> None:
+    raw = article("x", "t", "CBA.AX", datetime.now(UTC), description=description)
+    raw["snippet"] = snippet
+    assert body_of(parse_news({"data": [raw]}).articles[0]) == body

@@ -101,6 +101,7 @@ class FakeMarketaux:
         self.articles = list(articles or [])
         self.token = token
         self.daily_limit = daily_limit  # 0: unlimited
+        self.latency_s = 0.0  # added before every answer, so concurrent callers overlap
         self.script: deque[Scripted] = deque()
         self.requests: list[dict[str, Any]] = []
         self.release = threading.Event()  # lets hung handlers finish at stop()
@@ -192,6 +193,8 @@ class FakeMarketaux:
                 parts = urlsplit(self.path)
                 query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
                 scripted, payload = fake._answer(parts.path, query)
+                if fake.latency_s:
+                    fake.release.wait(fake.latency_s)
                 if scripted.action == "drop":
                     self.close_connection = True
                     return
