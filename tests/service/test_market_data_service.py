@@ -211,3 +211,24 @@ async def test_replay_inside_the_real_csv_range_serves_no_future_bars(suite, cli
         assert context["source"] == "csv" and context["as_of"] <= "2019-06-14T16:10:00+10:00"
     finally:
         assert service.stop() == 0
+
+
+# Yahoo made unreachable on purpose: curl (under yfinance) honours the proxy variables, and nothing
+# listens on port 9, so the auto probe fails at once whatever network the test machine has.
+OFFLINE = {"HTTPS_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+
+
+@pytest.mark.parametrize(("with_files", "chosen"), [(True, "csv"), (False, "synthetic")])
+async def test_auto_falls_back_and_says_which_source(suite, client, with_files, chosen):
+    symbols = (*BANKS, "^AXJO") if with_files else ()
+    service = csv_suite(suite, symbols, TRADING_MARKET_DATA_SOURCE="auto", **OFFLINE).start()
+    try:
+        status = health(service)
+        assert status["source"] == chosen
+        assert status["source_reason"].startswith("auto: yfinance probe failed")
+        reply = await client.call_service("market-data", "get_market_data", symbol="ANZ.AX")
+        assert reply["source"] == chosen
+        log_text = (suite.log_dir / "market-data.log").read_text()
+        assert f"market data source: {chosen}" in log_text
+    finally:
+        assert service.stop() == 0

@@ -15,9 +15,18 @@ from zoneinfo import ZoneInfo
 
 import providers
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.domain.asx_calendar import is_trading_day
-from services.domain.bars import weekday_calendar
+from services.domain.bars import (
+    Bar,
+    CleaningReport,
+    bar_from_dict,
+    bar_to_dict,
+    clean_daily_rows,
+    weekday_calendar,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data" / "asx"
@@ -414,3 +423,55 @@ async def test_configured_sources_are_taken_as_is(tmp_path, name):
 async def test_unknown_source_name_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown market data source"):
         await providers.choose_source("bloomberg", tmp_path, syd(2024, 6, 12))
+
+
+# --- the cleaner and bar helpers, as every source uses them ----------------------------------------
+
+
+def test_bar_wire_round_trip():
+    bar = Bar(date(2024, 6, 14), 10.0, 11.0, 9.0, 10.5, 10.2, 1234)
+    wire = bar_to_dict(bar)
+    assert wire == {
+        "date": "2024-06-14",
+        "open": 10.0,
+        "high": 11.0,
+        "low": 9.0,
+        "close": 10.5,
+        "adj_close": 10.2,
+        "volume": 1234,
+    }
+    assert bar_from_dict(wire) == bar
+
+
+def test_report_until_hides_later_dates():
+    report = CleaningReport(
+        rows_read=9,
+        null_rows=(date(2024, 1, 2), date(2024, 3, 1)),
+        missing_sessions=(date(2024, 2, 1), date(2024, 3, 4)),
+    )
+    seen = report.until(date(2024, 2, 29))
+    assert seen.null_rows == (date(2024, 1, 2),) and seen.missing_sessions == (date(2024, 2, 1),)
+
+
+row_values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-5, 10**9),
+    st.sampled_from(["null", "", "NaN", "abc", "1e3", "-1", "0"]),
+)
+raw_rows = st.lists(
+    st.tuples(
+        st.dates(date(2024, 1, 1), date(2024, 3, 31)).map(str) | st.sampled_from(["bad", ""]),
+        *[row_values] * 6,
+    ),
+    max_size=40,
+)
+
+
+@given(raw_rows)
+def test_cleaner_never_raises_and_accounts_for_every_row(rows):
+    bars, report = clean_daily_rows(rows, weekday_calendar)
+    assert len(bars) + report.dropped_count == report.rows_read == len(rows)
+    dates = [b.date for b in bars]
+    assert dates == sorted(set(dates))
+    assert all(b.low <= b.high and b.close > 0 and weekday_calendar(b.date) for b in bars)
+    assert not set(report.missing_sessions) & set(dates)
