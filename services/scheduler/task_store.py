@@ -268,11 +268,20 @@ def backup_databases(data_dir: Path, day: date, keep: int = 7) -> dict:
 
     Uses SQLite's backup API, which copies a consistent snapshot while other processes
     keep writing (a file copy of a WAL database can tear). Sub-folders are kept so two
-    services' `trades.db` files never collide. Raises BackupFailed naming a bad copy.
+    services' `trades.db` files never collide. One bad database does not stop the others
+    being backed up; afterwards BackupFailed names every failure, and nothing is pruned
+    (older good backups are worth more than ever then).
     """
     root = data_dir / "backups"
     target = root / day.isoformat()
-    copies = [_backup_one(source, data_dir, target) for source in _databases(data_dir, root)]
+    copies, failures = [], []
+    for source in _databases(data_dir, root):
+        try:
+            copies.append(_backup_one(source, data_dir, target))
+        except BackupFailed as exc:
+            failures.append(str(exc))
+    if failures:
+        raise BackupFailed("; ".join(failures))
     return {
         "backup_dir": str(target),
         "databases": copies,
@@ -289,20 +298,24 @@ def _backup_one(source: Path, data_dir: Path, target_dir: Path) -> dict:
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(destination.name + ".partial")
     partial.unlink(missing_ok=True)
+    name = source.relative_to(data_dir)
     src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     dst = sqlite3.connect(partial)
     try:
         src.backup(dst)
         verdict = [row[0] for row in dst.execute("PRAGMA integrity_check")]
+    except sqlite3.DatabaseError as exc:  # so damaged that SQLite cannot even check it
+        verdict = [str(exc)]
     finally:
         dst.close()
         src.close()
     if verdict != ["ok"]:
-        raise BackupFailed(f"backup of {source.name} failed integrity_check: {verdict[:3]}")
+        partial.unlink(missing_ok=True)
+        raise BackupFailed(f"backup of {name} failed integrity_check: {verdict[:3]}")
     # Rename only after the check, so a dated folder never holds an unchecked copy.
     partial.replace(destination)
     return {
-        "source": str(source.relative_to(data_dir)),
+        "source": str(name),
         "backup": str(destination),
         "bytes": destination.stat().st_size,
         "integrity": "ok",

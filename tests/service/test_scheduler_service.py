@@ -440,3 +440,45 @@ async def test_daily_backup_copies_every_database_checked_and_keeps_seven(harnes
     kept = sorted(p.name for p in (data / "backups").iterdir())
     assert kept == [f"2025-06-0{d}" for d in range(3, 9)] + ["2025-06-10"]  # 9 -> newest 7
     assert not list(today.rglob("*.partial"))
+
+
+# ---------------------------------------------------------------- the store on its own (real files)
+
+
+def test_store_claims_a_slot_once_even_across_connections(short_tmp: Path) -> None:
+    from task_store import TaskStore
+
+    first = TaskStore(short_tmp / "scheduler.db")
+    first.add_task("t1", "morning", {"name": "morning"}, "user", "2025-06-10T09:00:00+10:00")
+    run_id = first.claim_slot("t1", "2025-06-10T09:30", "2025-06-10", "schedule", "2025-06-10T09:30:00+10:00")
+    second = TaskStore(short_tmp / "scheduler.db")  # as a restarted process would open it
+    assert run_id is not None
+    assert second.claim_slot("t1", "2025-06-10T09:30", "2025-06-10", "catch_up", "x") is None
+    assert second.fail_interrupted("2025-06-10T09:31:00+10:00") == 1
+    (run,) = second.history("t1", 10)
+    assert (run.status, run.trigger) == ("failed", "schedule")
+    assert second.status_on("t1", "2025-06-10") == "failed" and second.status_on("t1", "2025-06-11") is None
+    first.close()
+    second.close()
+
+
+def test_a_backup_that_fails_integrity_check_is_refused_and_not_kept(short_tmp: Path) -> None:
+    from task_store import BackupFailed, backup_databases
+
+    data = short_tmp / "data"
+    _make_db(data / "good.db", 10).close()
+    db = _make_db(data / "broken.db", 2000)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    # Overwrite the middle of the file: the B-tree pages no longer agree with each other.
+    raw = bytearray((data / "broken.db").read_bytes())
+    raw[len(raw) // 2 : len(raw) // 2 + 4096] = b"\xff" * 4096
+    (data / "broken.db").write_bytes(bytes(raw))
+    for old in ("2025-06-01", "2025-06-02"):
+        (data / "backups" / old).mkdir(parents=True)
+    with pytest.raises(BackupFailed, match=r"broken\.db") as info:
+        backup_databases(data, datetime(2025, 6, 10).date(), keep=1)
+    assert "good.db" not in str(info.value)
+    day = data / "backups" / "2025-06-10"
+    assert sorted(p.name for p in day.iterdir()) == ["good.db"]  # the others were still saved
+    assert (data / "backups" / "2025-06-01").exists()  # nothing pruned after a failure
