@@ -1,19 +1,495 @@
-"""ml-model service process.
+"""ml-model service: per-bank scikit-learn models behind JSON-RPC, with live performance tracking.
 
-Skeleton: answers the built-in methods (health, metrics, shutdown, list_methods) until its issue
-fills in the domain API.
+Models come only from `<models dir>/manifest.json` written by
+`python services/ml-model/train_models.py`; each file's SHA-256 is checked before it is
+unpickled (see model_store: pickles run code). With no manifest the service still starts,
+reports `degraded`, and answers model methods with -32002 naming the training command.
+
+Every served vote (each model's and the ensemble's) is stored in `<data dir>/ml_model.db`.
+Its outcome is the direction of the next trading day's adj close after the bar the features
+describe (`as_of`); outcomes are filled from market-data's `get_price_history` when that
+service has the next bar (on `market_data_updated` and before `get_model_performance`), or
+given directly with `record_outcome`.
 """
 
+from __future__ import annotations
+
+import asyncio
+import hashlib
 import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
+from typing import Any, Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from services.base.base_service import BaseService, run_service  # noqa: E402
+import numpy as np
+from ml_prediction_log import ENSEMBLE, PredictionLog, Vote, outcome_after
+from model_catalog import (
+    confidence_of,
+    direction_of,
+    ensemble_weights,
+    native_importances,
+    probability_up,
+)
+from model_store import (
+    TRAINING_COMMAND,
+    Manifest,
+    ModelEntry,
+    ModelIntegrityError,
+    ModelNotFound,
+    ModelsNotTrained,
+    load_manifest,
+    load_verified_model,
+)
+
+from services.base.base_service import (
+    BaseService,
+    Event,
+    InvalidParams,
+    NotConfigured,
+    NotFound,
+    RpcError,
+    ServiceError,
+    on_event,
+    rpc,
+    run_service,
+)
+from services.domain import asx_calendar
+from services.domain.bars import bar_from_dict, latest_session
+from services.domain.features import (
+    FEATURE_NAMES,
+    FEATURE_VERSION,
+    FeatureValidationError,
+    validate_features,
+)
+
+MARKET_DATA = "market-data"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    entry: ModelEntry
+    model: Any
+    load_ms: float
+
+    @property
+    def probability_source(self) -> str:
+        if hasattr(self.model, "predict_proba"):
+            return "predict_proba"
+        return "decision_function mapped by the logistic 1/(1+e^-d)"
 
 
 class MlModelService(BaseService):
     name = "ml-model"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.models_dir: Path = self.settings.models_dir
+        self.lookup_timeout_s = self.settings.env_float(
+            "TRADING_ML_MODEL_LOOKUP_TIMEOUT_S", 5.0, low=0.1, high=120.0
+        )
+        self.resolve_every_s = self.settings.env_float(
+            "TRADING_ML_MODEL_RESOLVE_INTERVAL_S", 30.0, low=0.0, high=86400.0
+        )
+        self.prediction_log: PredictionLog | None = None
+        self._manifest: Manifest | None = None
+        self._manifest_stamp: tuple[int, int] | None = None
+        self._loaded: dict[tuple[str, str], LoadedModel] = {}
+        self._load_lock = asyncio.Lock()
+        self._last_resolution: dict[str, float] = {}
+        self._resolution_note = "no outcome lookup yet"
+        self.counters = {"predictions_served": 0, "ensembles_served": 0, "outcomes_resolved": 0}
+
+    async def on_start(self) -> None:
+        self.prediction_log = PredictionLog(self.settings.data_dir / "ml_model.db")
+        try:
+            manifest = self._current_manifest()
+        except NotConfigured as exc:
+            self.log.warning("starting without models: %s", exc.message)
+            return
+        self.log.info(
+            "manifest loaded", extra={"models": len(manifest.entries), "source": manifest.raw.get("source")}
+        )
+
+    async def on_stop(self) -> None:
+        if self.prediction_log is not None:
+            self.prediction_log.close()
+
+    async def health_details(self) -> dict:
+        details: dict[str, Any] = {
+            "models_loaded": len(self._loaded),
+            "feature_version": FEATURE_VERSION,
+            "predictions_served": self.counters["predictions_served"],
+            "pending_outcomes": sum(len(days) for days in self.prediction_log.pending().values()),
+        }
+        try:
+            manifest = self._current_manifest()
+        except NotConfigured as exc:
+            return {**details, "models_available": 0, "status": "degraded", "warnings": [exc.message]}
+        details.update(models_available=len(manifest.entries), model_source=manifest.raw.get("source"))
+        if manifest.raw.get("synthetic"):
+            details["warnings"] = [str(manifest.raw.get("warning", "models were trained on synthetic data"))]
+        return details
+
+    # ---- the manifest and model files -----------------------------------------------------------
+
+    def _current_manifest(self) -> Manifest:
+        """The manifest, re-read when the file changes (retraining needs no restart)."""
+        path = self.models_dir / "manifest.json"
+        try:
+            stat = path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size)
+        except FileNotFoundError:
+            stamp = None
+        if self._manifest is None or stamp != self._manifest_stamp:
+            try:
+                manifest = load_manifest(self.models_dir)
+            except ModelsNotTrained as exc:
+                raise NotConfigured(str(exc), data={"command": TRAINING_COMMAND}) from None
+            self._manifest, self._manifest_stamp = manifest, stamp
+            self._loaded.clear()
+        return self._manifest
+
+    def _entry(self, model_name: str, symbol: str) -> ModelEntry:
+        try:
+            entry = self._current_manifest().find(model_name, symbol)
+        except ModelNotFound as exc:
+            raise NotFound(str(exc), data={"model_name": model_name, "symbol": symbol}) from None
+        if entry.feature_names != FEATURE_NAMES or entry.feature_version != FEATURE_VERSION:
+            # Same names in another order would silently feed the wrong columns: refuse, retrain.
+            raise NotConfigured(
+                f"{model_name} for {symbol} was trained on feature version {entry.feature_version} "
+                f"({len(entry.feature_names)} features); this service builds {FEATURE_VERSION}: retrain with "
+                f"{TRAINING_COMMAND}",
+                data={"command": TRAINING_COMMAND},
+            )
+        return entry
+
+    async def _model(self, model_name: str, symbol: str) -> LoadedModel:
+        entry = self._entry(model_name, symbol)
+        async with self._load_lock:
+            loaded = self._loaded.get(entry.key)
+            if loaded is not None and loaded.entry.sha256 == entry.sha256:
+                return loaded
+            started = time.perf_counter()
+            try:
+                model = await asyncio.to_thread(load_verified_model, self.models_dir, entry)
+            except ModelIntegrityError as exc:
+                self.log.error("refused model file", extra={"file": entry.file, "reason": str(exc)})
+                raise ServiceError(
+                    str(exc), data={"reason": "integrity_check_failed", "file": entry.file}
+                ) from None
+            loaded = LoadedModel(entry, model, round((time.perf_counter() - started) * 1000, 2))
+            self._loaded[entry.key] = loaded
+            return loaded
+
+    # ---- params -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _features(features: dict) -> np.ndarray:
+        try:
+            values = validate_features(features)
+        except FeatureValidationError as exc:
+            error = InvalidParams("features", str(exc))
+            error.data.update(
+                problems=exc.problems, expected=list(FEATURE_NAMES), feature_version=FEATURE_VERSION
+            )
+            raise error from None
+        return np.array([values], dtype=float)
+
+    @staticmethod
+    def _symbol(symbol: str) -> str:
+        name = symbol.strip().upper()
+        if not name or len(name) > 20:
+            raise InvalidParams("symbol", f"not a valid symbol: {symbol!r}")
+        return name
+
+    def _as_of(self, as_of: str | None) -> date:
+        """The bar date the features describe; by default the latest session visible now."""
+        visible = latest_session(self.clock.now(), asx_calendar.is_trading_day)
+        if as_of is None:
+            return visible
+        try:
+            day = date.fromisoformat(as_of)
+        except ValueError:
+            raise InvalidParams("as_of", f"expected a date YYYY-MM-DD, got {as_of!r}") from None
+        if day > visible:
+            raise InvalidParams("as_of", f"{day} is after the latest visible session {visible}")
+        return day
+
+    # ---- predictions --------------------------------------------------------------------------
+
+    @rpc
+    async def load_model(self, model_name: str, symbol: str) -> dict:
+        """Load (hash-checked) and cache one model; returns its version and manifest facts."""
+        loaded = await self._model(model_name, self._symbol(symbol))
+        return {
+            **self._describe(loaded.entry),
+            "loaded": True,
+            "load_ms": loaded.load_ms,
+            "probability_source": loaded.probability_source,
+        }
+
+    @rpc
+    async def predict(self, model_name: str, features: dict, symbol: str, as_of: str | None = None) -> dict:
+        """One model's direction, P(up), confidence |2p-1| and version for validated features."""
+        row, name, day = self._features(features), self._symbol(symbol), self._as_of(as_of)
+        loaded = await self._model(model_name, name)
+        probability = float((await asyncio.to_thread(probability_up, loaded.model, row))[0])
+        vote = Vote(model_name, loaded.entry.version, probability, direction_of(probability))
+        request_id = self._record(name, day, [vote])
+        self.counters["predictions_served"] += 1
+        return {
+            "prediction_id": request_id,
+            "symbol": name,
+            "model_name": model_name,
+            "version": vote.version,
+            "direction": vote.direction,
+            "probability": round(probability, 6),
+            "confidence": round(confidence_of(probability), 6),
+            "probability_source": loaded.probability_source,
+            "feature_version": FEATURE_VERSION,
+            "as_of": day.isoformat(),
+            "synthetic": bool(loaded.entry.raw.get("synthetic")),
+        }
+
+    @rpc
+    async def get_ensemble_prediction(self, features: dict, symbol: str, as_of: str | None = None) -> dict:
+        """All of a bank's models, weighted by walk-forward skill (ROC AUC - 0.5); each member's vote."""
+        row, name, day = self._features(features), self._symbol(symbol), self._as_of(as_of)
+        entries = self._current_manifest().for_symbol(name)
+        if not entries:
+            raise NotFound(f"no models for {name}; train them with {TRAINING_COMMAND}", data={"symbol": name})
+        members, excluded = [], []
+        for entry in entries:
+            try:
+                members.append(await self._model(entry.model_name, name))
+            except RpcError as exc:  # one bad file must not silence the others
+                excluded.append({"model_name": entry.model_name, "reason": exc.message})
+        if not members:
+            raise ServiceError(f"no usable model for {name}", data={"excluded": excluded})
+        probabilities = await asyncio.to_thread(
+            lambda: [float(probability_up(m.model, row)[0]) for m in members]
+        )
+        weights, method = ensemble_weights([m.entry.metrics.get("roc_auc") for m in members])
+        probability = sum(w * p for w, p in zip(weights, probabilities, strict=True))
+        votes = [
+            Vote(m.entry.model_name, m.entry.version, p, direction_of(p))
+            for m, p in zip(members, probabilities, strict=True)
+        ]
+        version = _ensemble_version(m.entry.version for m in members)
+        request_id = self._record(
+            name, day, [*votes, Vote(ENSEMBLE, version, probability, direction_of(probability))]
+        )
+        self.counters["ensembles_served"] += 1
+        return {
+            "prediction_id": request_id,
+            "symbol": name,
+            "direction": direction_of(probability),
+            "probability": round(probability, 6),
+            "confidence": round(confidence_of(probability), 6),
+            "version": version,
+            "members": [
+                {
+                    "model_name": v.model_name,
+                    "version": v.version,
+                    "probability": round(v.probability, 6),
+                    "weight": round(w, 6),
+                    "vote": v.direction,
+                    "validation_roc_auc": m.entry.metrics.get("roc_auc"),
+                }
+                for v, w, m in zip(votes, weights, members, strict=True)
+            ],
+            "excluded": excluded,
+            "weighting": method,
+            "feature_version": FEATURE_VERSION,
+            "as_of": day.isoformat(),
+            "synthetic": any(bool(m.entry.raw.get("synthetic")) for m in members),
+        }
+
+    def _record(self, symbol: str, as_of: date, votes: list[Vote]) -> str:
+        request_id = uuid.uuid4().hex
+        self.prediction_log.record(request_id, self.clock.now().isoformat(), symbol, as_of, votes)
+        return request_id
+
+    # ---- inventory and interpretation --------------------------------------------------------
+
+    @rpc
+    async def list_available_models(self) -> dict:
+        """Every model in the manifest: symbol, name, version, source, validation figures, loaded."""
+        manifest = self._current_manifest()
+        models = [{**self._describe(e), "loaded": e.key in self._loaded} for e in manifest.entries]
+        return {
+            "models": models,
+            "count": len(models),
+            "source": manifest.raw.get("source"),
+            "synthetic": bool(manifest.raw.get("synthetic")),
+            "warning": manifest.raw.get("warning"),
+            "feature_version": FEATURE_VERSION,
+            "feature_names": list(FEATURE_NAMES),
+            "generated_at": manifest.raw.get("generated_at"),
+        }
+
+    @rpc
+    async def get_feature_importance(self, model_name: str, symbol: str) -> dict:
+        """Permutation importance (out of sample, from training) and the model's native importances."""
+        loaded = await self._model(model_name, self._symbol(symbol))
+        permutation = loaded.entry.raw.get("importance") or {}
+        values = permutation.get("values") or {}
+        native = native_importances(loaded.model, FEATURE_NAMES)
+        ranked = sorted(FEATURE_NAMES, key=lambda f: values.get(f, 0.0), reverse=True)
+        return {
+            "symbol": loaded.entry.symbol,
+            "model_name": model_name,
+            "version": loaded.entry.version,
+            "feature_version": FEATURE_VERSION,
+            "method": permutation.get("method", "permutation"),
+            "importances": [{"feature": f, "importance": values.get(f)} for f in ranked],
+            "native": None
+            if native is None
+            else {
+                "method": "impurity decrease"
+                if hasattr(_final_estimator(loaded.model), "feature_importances_")
+                else "|coefficient| on standardised features",
+                "values": native,
+            },
+        }
+
+    @staticmethod
+    def _describe(entry: ModelEntry) -> dict:
+        raw = entry.raw
+        return {
+            "symbol": entry.symbol,
+            "model_name": entry.model_name,
+            "version": entry.version,
+            "file": entry.file,
+            "sha256": entry.sha256,
+            "source": entry.source,
+            "synthetic": bool(raw.get("synthetic")),
+            "trained_at": entry.trained_at,
+            "feature_version": entry.feature_version,
+            "data": raw.get("data"),
+            "validation": {
+                k: entry.metrics.get(k) for k in ("accuracy", "roc_auc", "roc_auc_se", "brier", "n_test")
+            },
+        }
+
+    # ---- performance ----------------------------------------------------------------------------
+
+    @rpc
+    async def get_model_performance(self, symbol: str | None = None) -> dict:
+        """Walk-forward validation figures next to live accuracy of served predictions, per model."""
+        manifest = self._current_manifest()
+        symbols = (
+            [self._symbol(symbol)]
+            if symbol is not None
+            else list(dict.fromkeys(e.symbol for e in manifest.entries))
+        )
+        if symbol is not None and not manifest.for_symbol(symbols[0]):
+            raise NotFound(f"no models for {symbols[0]}", data={"symbol": symbols[0]})
+        await self._resolve_outcomes(symbols, force=True)
+        return {
+            "as_of": self.clock.now().isoformat(),
+            "outcome_resolution": self._resolution_note,
+            "symbols": [self._performance(manifest, name) for name in symbols],
+        }
+
+    def _performance(self, manifest: Manifest, symbol: str) -> dict:
+        live = self.prediction_log.live(symbol)
+        entries = manifest.for_symbol(symbol)
+        models = [
+            {
+                "model_name": e.model_name,
+                "version": e.version,
+                "validation": {
+                    k: e.metrics.get(k)
+                    for k in ("accuracy", "roc_auc", "roc_auc_se", "brier", "n_test", "mean_fold_roc_auc")
+                },
+                "beats_baselines_roc_auc": e.raw.get("beats_baselines_roc_auc"),
+                "live": _live_view(live.get((e.model_name, e.version))),
+            }
+            for e in entries
+        ]
+        version = _ensemble_version(e.version for e in entries)
+        return {
+            "symbol": symbol,
+            "source": entries[0].source if entries else None,
+            "baselines": entries[0].raw.get("baselines") if entries else None,
+            "walk_forward": entries[0].raw.get("walk_forward") if entries else None,
+            "models": models,
+            "ensemble": {"version": version, "live": _live_view(live.get((ENSEMBLE, version)))},
+        }
+
+    @rpc
+    async def record_outcome(self, symbol: str, as_of: str, outcome: Literal["up", "down"]) -> dict:
+        """Set the known next-day direction after `as_of` for a symbol's pending predictions."""
+        name, day = self._symbol(symbol), self._as_of(as_of)
+        resolved = self.prediction_log.resolve(name, day, outcome, self.clock.now().isoformat())
+        self.counters["outcomes_resolved"] += resolved
+        return {"symbol": name, "as_of": day.isoformat(), "outcome": outcome, "resolved": resolved}
+
+    @on_event("market_data_updated")
+    async def on_market_data_updated(self, event: Event) -> None:
+        """New bars may settle pending outcomes: look them up (rate-limited per symbol)."""
+        symbol = event.data.get("symbol")
+        # Events may arrive while on_start is still opening the log: nothing is pending then.
+        if isinstance(symbol, str) and self.prediction_log is not None:
+            await self._resolve_outcomes([symbol], force=False)
+
+    async def _resolve_outcomes(self, symbols: list[str], force: bool) -> None:
+        """Fill outcomes from market-data's bars for every pending as_of whose next session is out."""
+        visible = latest_session(self.clock.now(), asx_calendar.is_trading_day)
+        pending = self.prediction_log.pending()
+        due = {s: [d for d in pending.get(s, []) if d < visible] for s in symbols}
+        due = {s: days for s, days in due.items() if days and (force or self._resolution_due(s))}
+        if not due:
+            if force:
+                self._resolution_note = "no pending outcome is due yet (the next session's bar is not out)"
+            return
+        results = await asyncio.gather(*(self._resolve_symbol(s, days, visible) for s, days in due.items()))
+        self._resolution_note = "; ".join(results)
+
+    def _resolution_due(self, symbol: str) -> bool:
+        last = self._last_resolution.get(symbol)
+        return last is None or time.monotonic() - last >= self.resolve_every_s
+
+    async def _resolve_symbol(self, symbol: str, days: list[date], visible: date) -> str:
+        self._last_resolution[symbol] = time.monotonic()
+        span = min(max((visible - days[0]).days + 10, 10), 250)
+        try:
+            history = await self.call_service(
+                MARKET_DATA, "get_price_history", timeout=self.lookup_timeout_s, symbol=symbol, days=span
+            )
+        except RpcError as exc:
+            return f"{symbol}: market-data unavailable ({exc.message}); {len(days)} day(s) still pending"
+        bars = [bar_from_dict(b) for b in history.get("bars", [])]
+        now_iso, resolved = self.clock.now().isoformat(), 0
+        for day in days:
+            outcome = outcome_after(day, bars)
+            if outcome is not None:
+                resolved += self.prediction_log.resolve(symbol, day, outcome, now_iso)
+        self.counters["outcomes_resolved"] += resolved
+        return f"{symbol}: {resolved} vote(s) resolved from market-data ({history.get('source')})"
+
+
+def _final_estimator(model: Any) -> Any:
+    return model.steps[-1][1] if hasattr(model, "steps") else model
+
+
+def _ensemble_version(member_versions) -> str:
+    """The ensemble changes whenever any member does: a hash of the members' versions."""
+    joined = ",".join(sorted(member_versions))
+    return "ens-" + hashlib.sha256(joined.encode()).hexdigest()[:12]
+
+
+def _live_view(stats: dict | None) -> dict:
+    if stats is None:
+        return {"served": 0, "days": 0, "pending": 0, "resolved": 0, "accuracy": None, "brier": None}
+    return stats
 
 
 if __name__ == "__main__":

@@ -94,3 +94,27 @@ def native_importances(model: Any, feature_names: tuple[str, ...]) -> dict[str, 
     else:
         return None
     return {name: float(v) for name, v in zip(feature_names, values, strict=True)}
+
+
+def ensemble_weights(validation_aucs: list[float | None]) -> tuple[list[float], str]:
+    """Weights (summing to 1) from each member's walk-forward ROC AUC, and how they were chosen.
+
+    A member's weight is its skill over a coin flip, max(AUC - 0.5, 0): a model that ranked no
+    better than chance out of sample gets no say. If no member beat chance, every member gets
+    the same weight (and the method says so) rather than the ensemble having no vote at all.
+    """
+    if not validation_aucs:
+        raise ValueError("an ensemble needs at least one member")
+    skill = [max((auc or 0.5) - 0.5, 0.0) for auc in validation_aucs]
+    total = sum(skill)
+    if total <= 0:
+        equal = 1.0 / len(validation_aucs)
+        return [equal] * len(
+            validation_aucs
+        ), "equal weights: no member beat chance (ROC AUC 0.5) in validation"
+    return [s / total for s in skill], "validation skill: max(walk-forward ROC AUC - 0.5, 0), normalised"
+
+
+def direction_of(probability: float) -> str:
+    """'up' when P(up) > 0.5; exactly 0.5 is 'down', as a flat day is 'not up' in training."""
+    return "up" if probability > 0.5 else "down"
