@@ -46,7 +46,10 @@ CREATE TABLE IF NOT EXISTS trades (
     timestamp TEXT NOT NULL,
     prediction_id TEXT UNIQUE,
     reason TEXT NOT NULL,
-    assumptions TEXT NOT NULL
+    assumptions TEXT NOT NULL,
+    closes_position INTEGER NOT NULL CHECK (closes_position IN (0, 1)),
+    -- outbox flag: set once trade_executed (and position_closed) were handed to the event bus
+    published INTEGER NOT NULL DEFAULT 0 CHECK (published IN (0, 1))
 );
 CREATE INDEX IF NOT EXISTS trades_symbol ON trades (symbol, trade_id);
 CREATE INDEX IF NOT EXISTS trades_timestamp ON trades (timestamp);
@@ -112,6 +115,7 @@ class TradeRecord:
     prediction_id: str | None
     reason: str
     assumptions: Mapping[str, object]
+    closes_position: bool
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -129,6 +133,7 @@ class TradeRecord:
             "prediction_id": self.prediction_id,
             "reason": self.reason,
             "assumptions": dict(self.assumptions),
+            "closes_position": self.closes_position,
         }
 
 
@@ -225,8 +230,8 @@ class TradeStore:
             result = self._load().apply(fill, now)
             cursor = db.execute(
                 "INSERT INTO trades (symbol, action, quantity, price, gross, commission, slippage,"
-                " realized_pnl, net_pnl, timestamp, prediction_id, reason, assumptions)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " realized_pnl, net_pnl, timestamp, prediction_id, reason, assumptions, closes_position)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     fill.symbol,
                     str(fill.action),
@@ -241,6 +246,7 @@ class TradeStore:
                     prediction_id,
                     reason,
                     json.dumps(assumptions, sort_keys=True),
+                    int(fill.symbol not in result.portfolio.positions),
                 ),
             )
             trade_id = cursor.lastrowid
@@ -312,7 +318,7 @@ class TradeStore:
 
     _TRADE_COLUMNS = (
         "trade_id, symbol, action, quantity, price, gross, commission, slippage, realized_pnl,"
-        " net_pnl, timestamp, prediction_id, reason, assumptions"
+        " net_pnl, timestamp, prediction_id, reason, assumptions, closes_position"
     )
 
     def _trade(self, trade_id: int) -> TradeRecord:
@@ -339,6 +345,18 @@ class TradeStore:
             args.append(limit)
         with self._lock:
             return [_trade_from_row(row) for row in self._db.execute(sql, args)]
+
+    def unpublished_trades(self) -> list[TradeRecord]:
+        """Trades whose events were not handed to the bus (the process died first), oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {self._TRADE_COLUMNS} FROM trades WHERE published = 0 ORDER BY trade_id"
+            ).fetchall()
+        return [_trade_from_row(row) for row in rows]
+
+    def mark_published(self, trade_id: int) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE trades SET published = 1 WHERE trade_id = ?", (trade_id,))
 
     def trade_count(self) -> int:
         with self._lock:
@@ -430,6 +448,7 @@ def _trade_from_row(row: tuple) -> TradeRecord:
         pid,
         reason,
         raw,
+        closes,
     ) = row
     return TradeRecord(
         trade_id=trade_id,
@@ -446,6 +465,7 @@ def _trade_from_row(row: tuple) -> TradeRecord:
         prediction_id=pid,
         reason=reason,
         assumptions=MappingProxyType(json.loads(raw)),
+        closes_position=bool(closes),
     )
 
 

@@ -58,6 +58,7 @@ def test_a_trade_updates_book_and_ledger_together(store):
         "prediction_id": "p-1",
         "reason": "test",
         "assumptions": None,
+        "closes_position": False,
     }
     assert trade.assumptions == ASSUMPTIONS
     assert book == store.load_portfolio()
@@ -72,6 +73,15 @@ def test_sell_realises_and_closes(store):
     assert trade.net_pnl == D("100.00") - D("11.00") - D("11.10")
     assert book.positions == {}
     assert store.load_portfolio().positions == {}
+    assert trade.closes_position is True
+
+
+def test_outbox_lists_trades_until_marked_published(store):
+    first, _ = record(store, Action.BUY, 10, "100")
+    second, _ = record(store, Action.BUY, 5, "100")
+    assert [t.trade_id for t in store.unpublished_trades()] == [first.trade_id, second.trade_id]
+    store.mark_published(first.trade_id)
+    assert [t.trade_id for t in store.unpublished_trades()] == [second.trade_id]
 
 
 def test_the_book_survives_reopening(tmp_path):
