@@ -15,6 +15,7 @@ import asyncio
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -41,7 +42,7 @@ class CacheEntry:
 
     history: providers.History
     fetched_mono: float
-    visible_date: object  # the last bar date servable when fetched; a later one means refetch
+    visible_date: date  # the last bar date servable when fetched; a later one means refetch
     fetched_at: str
     error: str | None = None  # the last refresh failed: serving this entry stale
     retry_mono: float = 0.0
@@ -62,25 +63,50 @@ def _price_summary(history: providers.History) -> dict:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Knobs:
+    """This service's own settings (TRADING_MARKET_DATA_*), validated once at start."""
+
+    cache_s: float
+    retry_s: float
+    history_bars: int
+    recent_bars: int
+    refresh_concurrency: int
+    probe_timeout_s: float
+    yf_timeout_s: float
+    yf_attempts: int
+    technical: indicators.TechnicalParams
+
+    @classmethod
+    def from_settings(cls, env) -> "Knobs":
+        cache_s = env.env_float("TRADING_MARKET_DATA_CACHE_S", 300.0, low=0.0, high=86400.0)
+        return cls(
+            cache_s=cache_s,
+            # After a failed fetch, wait this long before trying the source again (never past the TTL).
+            retry_s=min(cache_s, env.env_float("TRADING_MARKET_DATA_RETRY_S", 30.0, low=0.0, high=3600.0)),
+            history_bars=env.env_int("TRADING_MARKET_DATA_HISTORY_BARS", 1300, low=30, high=20000),
+            recent_bars=env.env_int("TRADING_MARKET_DATA_RECENT_BARS", 30, low=1, high=500),
+            refresh_concurrency=env.env_int("TRADING_MARKET_DATA_REFRESH_CONCURRENCY", 8, low=1, high=256),
+            probe_timeout_s=env.env_float("TRADING_MARKET_DATA_PROBE_TIMEOUT_S", 3.0, low=0.1, high=60.0),
+            yf_timeout_s=env.env_float("TRADING_MARKET_DATA_YF_TIMEOUT_S", 10.0, low=0.1, high=120.0),
+            yf_attempts=env.env_int("TRADING_MARKET_DATA_YF_ATTEMPTS", 3, low=1, high=10),
+            technical=indicators.TechnicalParams(
+                rsi_period=env.env_int("TRADING_MARKET_DATA_RSI_PERIOD", 14, low=2, high=200),
+                bollinger_period=env.env_int("TRADING_MARKET_DATA_BOLLINGER_PERIOD", 20, low=2, high=200),
+            ),
+        )
+
+
 class MarketDataService(BaseService):
     name = "market-data"
 
     async def on_start(self) -> None:
         env = self.settings
-        self.cache_s = env.env_float("TRADING_MARKET_DATA_CACHE_S", 300.0, low=0.0, high=86400.0)
-        self.history_bars = env.env_int("TRADING_MARKET_DATA_HISTORY_BARS", 1300, low=30, high=20000)
-        self.recent_bars = env.env_int("TRADING_MARKET_DATA_RECENT_BARS", 30, low=1, high=500)
-        self.refresh_concurrency = env.env_int("TRADING_MARKET_DATA_REFRESH_CONCURRENCY", 8, low=1, high=256)
-        self.retry_s = min(
-            self.cache_s, env.env_float("TRADING_MARKET_DATA_RETRY_S", 30.0, low=0.0, high=3600.0)
-        )
-        self.tech_params = indicators.TechnicalParams(
-            rsi_period=env.env_int("TRADING_MARKET_DATA_RSI_PERIOD", 14, low=2, high=200),
-            bollinger_period=env.env_int("TRADING_MARKET_DATA_BOLLINGER_PERIOD", 20, low=2, high=200),
-        )
+        self.knobs = Knobs.from_settings(env)
         self.context_params = market_context.ContextParams()
         self.index = providers.normalise_symbol(env.market_index)
         self.cache: dict[str, CacheEntry] = {}
+        self.failures: dict[str, tuple[float, providers.MarketDataError]] = {}  # no data to fall back on
         self.inflight: dict[str, asyncio.Task] = {}
         self.counters = {"fetches": 0, "fetch_errors": 0, "cache_hits": 0, "events_published": 0}
         choice = await providers.choose_source(
@@ -89,18 +115,15 @@ class MarketDataService(BaseService):
             self.clock.now(),
             is_trading_day=asx_calendar.is_trading_day,
             probe_symbol=self.index,
-            probe_timeout_s=env.env_float("TRADING_MARKET_DATA_PROBE_TIMEOUT_S", 3.0, low=0.1, high=60.0),
+            probe_timeout_s=self.knobs.probe_timeout_s,
             yfinance_factory=self._yfinance_factory,
         )
         self.source, self.source_reason = choice.source, choice.reason
         self.log.info("market data source: %s (%s)", self.source.name, self.source_reason)
 
     def _yfinance_factory(self, is_trading_day=None, **kwargs) -> providers.YFinanceSource:
-        env = self.settings
-        kwargs.setdefault(
-            "timeout_s", env.env_float("TRADING_MARKET_DATA_YF_TIMEOUT_S", 10.0, low=0.1, high=120.0)
-        )
-        kwargs.setdefault("attempts", env.env_int("TRADING_MARKET_DATA_YF_ATTEMPTS", 3, low=1, high=10))
+        kwargs.setdefault("timeout_s", self.knobs.yf_timeout_s)
+        kwargs.setdefault("attempts", self.knobs.yf_attempts)
         return providers.YFinanceSource(is_trading_day, **kwargs)
 
     async def health_details(self) -> dict:
@@ -109,7 +132,7 @@ class MarketDataService(BaseService):
             "source": self.source.name,
             "source_reason": self.source_reason,
             "cache_size": len(self.cache),
-            "cache_ttl_s": self.cache_s,
+            "cache_ttl_s": self.knobs.cache_s,
             "stale_symbols": stale,
             **self.counters,
         }
@@ -141,7 +164,7 @@ class MarketDataService(BaseService):
             return False  # a newer bar has closed since (matters when replaying at speed)
         if entry.error:
             return now_mono < entry.retry_mono
-        return now_mono - entry.fetched_mono < self.cache_s
+        return now_mono - entry.fetched_mono < self.knobs.cache_s
 
     async def _entry(self, symbol: str, force: bool = False) -> tuple[CacheEntry, bool]:
         """(entry, cached): the cached entry when fresh, else one shared fetch for all waiters."""
@@ -149,13 +172,22 @@ class MarketDataService(BaseService):
         if entry is not None and not force and self._is_fresh(entry, time.monotonic()):
             self.counters["cache_hits"] += 1
             return entry, True
+        failure = self.failures.get(symbol)
+        if failure is not None and not force and time.monotonic() < failure[0]:
+            # It failed moments ago and there is nothing to fall back on: do not hammer the source.
+            raise self._rpc_error(symbol, failure[1])
         task = self.inflight.get(symbol)
         if task is None:
             task = asyncio.create_task(self._refresh(symbol))
             self.inflight[symbol] = task
-            task.add_done_callback(lambda _t, s=symbol: self.inflight.pop(s, None))
+            task.add_done_callback(lambda done, s=symbol: self._fetch_done(s, done))
         # shield: one caller giving up (timeout, disconnect) must not cancel the others' fetch
         return await asyncio.shield(task), False
+
+    def _fetch_done(self, symbol: str, task: asyncio.Task) -> None:
+        self.inflight.pop(symbol, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here too: every waiter may have given up already
 
     async def _refresh(self, symbol: str) -> CacheEntry:
         now = self.clock.now()
@@ -169,10 +201,11 @@ class MarketDataService(BaseService):
         except providers.MarketDataError as exc:
             return self._refresh_failed(symbol, exc)
         trimmed = providers.History(
-            symbol, history.source, history.bars[-self.history_bars :], history.cleaning
+            symbol, history.source, history.bars[-self.knobs.history_bars :], history.cleaning
         )
         entry = CacheEntry(trimmed, time.monotonic(), last_visible_date(now), now.isoformat())
         self.cache[symbol] = entry
+        self.failures.pop(symbol, None)
         await self._publish_update(symbol, entry)
         return entry
 
@@ -181,9 +214,10 @@ class MarketDataService(BaseService):
         old = self.cache.get(symbol)
         self.log.warning("refresh of %s failed: %s%s", symbol, exc, " (serving stale data)" if old else "")
         if old is None:
+            self.failures[symbol] = (time.monotonic() + self.knobs.retry_s, exc)
             raise self._rpc_error(symbol, exc)
         old.error = str(exc)
-        old.retry_mono = time.monotonic() + self.retry_s
+        old.retry_mono = time.monotonic() + self.knobs.retry_s
         return old
 
     def _rpc_error(self, symbol: str, exc: providers.MarketDataError) -> RpcError:
@@ -206,7 +240,7 @@ class MarketDataService(BaseService):
             bars = entry.history.bars
             closes = [b.close for b in bars]
             volumes = [float(b.volume) for b in bars]
-            entry.derived["technical"] = indicators.technical_summary(closes, volumes, self.tech_params)
+            entry.derived["technical"] = indicators.technical_summary(closes, volumes, self.knobs.technical)
         return entry.derived["technical"]
 
     def _context(self, entry: CacheEntry) -> dict:
@@ -261,7 +295,7 @@ class MarketDataService(BaseService):
         return {
             **self._envelope(name, entry, cached),
             **_price_summary(entry.history),
-            "bars": [bar_to_dict(b) for b in entry.history.bars[-self.recent_bars :]],
+            "bars": [bar_to_dict(b) for b in entry.history.bars[-self.knobs.recent_bars :]],
             "technical": self._technical(entry),
             "market_context": context,
             "quality": self._quality(name, entry),
@@ -270,8 +304,8 @@ class MarketDataService(BaseService):
     @rpc
     async def get_price_history(self, symbol: str, days: int = 250) -> dict:
         """The last `days` daily bars (trading days), oldest first."""
-        if not 1 <= days <= self.history_bars:
-            raise InvalidParams("days", f"must be between 1 and {self.history_bars}, got {days}")
+        if not 1 <= days <= self.knobs.history_bars:
+            raise InvalidParams("days", f"must be between 1 and {self.knobs.history_bars}, got {days}")
         name = self._symbol(symbol)
         entry, cached = await self._entry(name)
         return {
@@ -295,7 +329,7 @@ class MarketDataService(BaseService):
     async def refresh_all_data(self) -> dict:
         """Refetch every symbol and the index now; per-symbol success or error."""
         symbols = [*self.settings.symbols, self.index]
-        gate = asyncio.Semaphore(self.refresh_concurrency)
+        gate = asyncio.Semaphore(self.knobs.refresh_concurrency)
 
         async def one(symbol: str) -> dict:
             async with gate:

@@ -148,8 +148,12 @@ async def test_refresh_with_one_symbol_failing(suite, client):
         assert result["results"]["NAB.AX"]["ok"] is False and result["results"]["NAB.AX"]["code"] == -32006
         assert "NAB.AX.csv" in result["results"]["NAB.AX"]["error"]
         assert result["results"]["CBA.AX"]["date"] == "2024-06-14"
-        with pytest.raises(NotFound):
-            await client.call_service("market-data", "get_market_data", symbol="NAB.AX")
+        fetches = health(service)["fetches"]
+        for _ in range(3):
+            with pytest.raises(NotFound):
+                await client.call_service("market-data", "get_market_data", symbol="NAB.AX")
+        # Within the retry window a symbol with no data is not fetched again on every request.
+        assert health(service)["fetches"] == fetches
         assert health(service)["source"] == "csv"
     finally:
         assert service.stop() == 0
