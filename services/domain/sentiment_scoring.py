@@ -376,8 +376,9 @@ def summarise(
     items: Iterable[NewsItem], now: datetime, half_life_h: float = RECENCY_HALF_LIFE_H
 ) -> SentimentSummary:
     """Weighted sentiment over a symbol's articles. Articles without any signal are counted in
-    news_count but neither pull the score toward 0 nor add confidence."""
-    scored = [_score_item(item, now, half_life_h) for item in items]
+    news_count but neither pull the score toward 0 nor add confidence. Articles dated after
+    `now` are invisible: a replay at an earlier suite time must not see the future."""
+    scored = [_score_item(item, now, half_life_h) for item in items if item.published_at <= now]
     signal = [s for s in scored if s.article.has_signal and s.weight > 0]
     weights = [s.weight for s in signal]
     scores = [s.article.score for s in signal]

@@ -241,7 +241,7 @@ def _int(value: Any, default: int) -> int:
 # --- the client ----------------------------------------------------------------------------------
 
 
-def format_published_after(instant: datetime) -> str:
+def format_published_after(instant: datetime) -> str:  # also used for published_before
     """MarketAux's `Y-m-d\\TH:i:s` in UTC (all its dates are UTC)."""
     return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
@@ -293,6 +293,7 @@ class MarketauxClient:
         symbols: Sequence[str] = (),
         *,
         published_after: datetime | None = None,
+        published_before: datetime | None = None,
         language: str = "en",
         limit: int = 3,
         filter_entities: bool = True,
@@ -312,6 +313,8 @@ class MarketauxClient:
             params["countries"] = ",".join(countries)
         if published_after is not None:
             params["published_after"] = format_published_after(published_after)
+        if published_before is not None:
+            params["published_before"] = format_published_after(published_before)
         return parse_news(await self._get_json(NEWS_PATH, params))
 
     async def _get_json(self, path: str, params: dict[str, str | int]) -> Any:

@@ -385,8 +385,11 @@ class SentimentService(BaseService):
         return result_of(fresh[key], "marketaux", fresh[key].fetched_at)
 
     def _fallback(self, key: str, reason: str, now: datetime) -> dict:
+        reading = self.readings.get(key)
+        if reading is not None and reading.fetched_at > now:
+            reading = None  # fetched "later" than a replay clock's now: unknowable at this time
         return result_of(
-            self.readings.get(key),
+            reading,
             "fallback",
             now,
             reason=reason,
@@ -405,15 +408,16 @@ class SentimentService(BaseService):
 
     async def _fetch(self, batch: tuple[str, ...]) -> dict[str, Reading]:
         now = self.clock.now()
-        since = now - timedelta(hours=self.lookback_h)
+        # published_before: under a replay clock the API must not hand us news from the future.
+        window = {"published_after": now - timedelta(hours=self.lookback_h), "published_before": now}
         try:
             if batch == (MARKET_KEY,):
                 page = await self.marketaux.fetch_news(
-                    countries=[self.market_country], published_after=since, limit=self.news_limit
+                    countries=[self.market_country], limit=self.news_limit, **window
                 )
                 items = {MARKET_KEY: [market_news_item(a) for a in page.articles]}
             else:
-                page = await self.marketaux.fetch_news(batch, published_after=since, limit=self.news_limit)
+                page = await self.marketaux.fetch_news(batch, limit=self.news_limit, **window)
                 items = {s: [i for a in page.articles if (i := news_item_for(a, s))] for s in batch}
         except MarketauxError as exc:
             self._record_failure(batch, fallback_reason(exc), now)

@@ -94,7 +94,11 @@ async def test_batched_fetch_cache_aggregates_and_events(
         assert len(fake.news_requests) == 1
         params = fake.news_requests[0]["params"]
         assert params["symbols"] == ",".join(BIG4) and params["filter_entities"] == "true"
-        assert params["language"] == "en" and params["limit"] == "20" and "published_after" in params
+        assert params["language"] == "en" and params["limit"] == "20"
+        window = datetime.fromisoformat(params["published_before"] + "+00:00") - datetime.fromisoformat(
+            params["published_after"] + "+00:00"
+        )
+        assert window == timedelta(hours=72)  # TRADING_SENTIMENT_LOOKBACK_H's default
 
         again = await call(client, "analyze_sentiment", symbol="CBA.AX")
         assert again["source"] == "cache" and again["score"] == cba["score"]
@@ -196,6 +200,20 @@ async def test_fallback_survives_restart(suite: SuiteDirs, fake: FakeMarketaux, 
         assert len(fake.news_requests) == 2  # 402 is not retried
     finally:
         second.stop()
+
+
+async def test_replay_clock_never_sees_later_news(suite: SuiteDirs, fake: FakeMarketaux, client) -> None:
+    start = datetime.now(UTC) - timedelta(days=2)  # every article of the fake is "in the future"
+    proc = service(suite, fake, TRADING_CLOCK_START=start.isoformat()).start()
+    try:
+        result = await call(client, "analyze_sentiment", symbol="CBA.AX")
+        assert result["source"] == "marketaux"
+        assert (result["score"], result["confidence"], result["news_count"]) == (0.0, 0.0, 0)
+        before = datetime.fromisoformat(fake.news_requests[0]["params"]["published_before"] + "+00:00")
+        assert abs((before - start).total_seconds()) < 60
+        assert abs((datetime.fromisoformat(result["as_of"]) - start).total_seconds()) < 60
+    finally:
+        proc.stop()
 
 
 async def test_without_token_answers_neutral_fallback(suite: SuiteDirs, fake: FakeMarketaux, client) -> None:

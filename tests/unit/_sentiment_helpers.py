@@ -161,6 +161,7 @@ class FakeMarketaux:
     def _news(self, query: dict[str, str]) -> dict[str, Any]:
         wanted = {s for s in query.get("symbols", "").split(",") if s}
         after = query.get("published_after")
+        before = query.get("published_before")
         languages = set(query.get("language", "").split(",")) - {""}
         countries = set(query.get("countries", "").split(",")) - {""}
         matched = []
@@ -173,6 +174,8 @@ class FakeMarketaux:
             if countries and not countries & {e["country"] for e in item["entities"]}:
                 continue
             if after and item["published_at"][: len(after)] < after:
+                continue
+            if before and item["published_at"][: len(before)] > before:
                 continue
             if query.get("filter_entities") == "true":
                 item = {**item, "entities": [e for e in item["entities"] if e["symbol"] in wanted]}
@@ -224,7 +227,8 @@ def _error(status: int) -> dict[str, Any]:
 
 
 def _valid_params(query: dict[str, str]) -> bool:
-    if "published_after" in query and not _DATE_RE.match(query["published_after"]):
-        return False
+    for name in ("published_after", "published_before"):
+        if name in query and not _DATE_RE.match(query[name]):
+            return False
     limit = query.get("limit", "3")
     return limit.isdigit() and 1 <= int(limit) <= 100

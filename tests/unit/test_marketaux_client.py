@@ -67,7 +67,9 @@ def client_for(
 async def test_batches_symbols_in_one_request_with_documented_params(server: FakeMarketaux) -> None:
     client, _ = client_for(server)
     async with client:
-        page = await client.fetch_news(BIG4, published_after=NOW - timedelta(days=1), limit=10)
+        page = await client.fetch_news(
+            BIG4, published_after=NOW - timedelta(days=1), published_before=NOW, limit=10
+        )
     assert len(server.news_requests) == 1
     params = server.news_requests[0]["params"]
     assert params == {
@@ -76,6 +78,7 @@ async def test_batches_symbols_in_one_request_with_documented_params(server: Fak
         "language": "en",
         "limit": "10",
         "published_after": "2026-11-23T01:00:00",
+        "published_before": "2026-11-24T01:00:00",
         "api_token": TOKEN,
     }
     assert [a.uuid for a in page.articles] == ["a1", "a2", "a3"]  # old and French ones filtered out

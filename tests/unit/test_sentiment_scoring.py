@@ -200,6 +200,12 @@ def test_summary_counts_neutral_news_without_diluting_score() -> None:
     assert s.items[0].item.uuid == "a"  # most influential first
 
 
+def test_summary_ignores_news_dated_after_now() -> None:
+    # A replay at an earlier suite time must not see articles published later.
+    s = ss.summarise([_item("past", "CBA beats forecasts"), _item("future", "CBA misses", age_h=-2)], NOW)
+    assert s.news_count == 1 and [i.item.uuid for i in s.items] == ["past"] and s.score > 0
+
+
 def test_summary_of_nothing_is_neutral_with_zero_confidence() -> None:
     s = ss.summarise([], NOW)
     assert (s.score, s.confidence, s.news_count) == (0.0, 0.0, 0)
