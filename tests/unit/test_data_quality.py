@@ -1,6 +1,7 @@
 """Quality score: freshness against a trading calendar, gaps, cleaned rows, stale prices."""
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -125,3 +126,16 @@ def test_cleaner_report_feeds_the_score():
     assert [b.date.day for b in bars] == [10, 13, 14]
     assert result["gaps"] == 2 and result["cleaned_rows"] == 2
     assert result["score"] == pytest.approx(1.0 - 0.1 - 0.04)
+
+
+def test_real_cba_export_scores_its_filler_rows():
+    shared = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "asx" / "CBA.AX.csv"
+    if not shared.exists():
+        pytest.skip("shared ASX data (../shared/data/asx) not present")
+    rows = [line.split(",") for line in shared.read_text().splitlines()[1:]]
+    now = sydney(2015, 9, 14, 17)  # Monday after the close, before any later row is visible
+    bars, report = clean_daily_rows((r for r in rows if r[0] <= "2015-09-14"), asx_trading_day)
+    result = assess_quality(bars, now, asx_trading_day, report)
+    # Yahoo's zero-volume fillers on 12-14 Aug and 11 Sep 2015: four rows cleaned, four sessions missing.
+    assert (result["gaps"], result["cleaned_rows"], result["sessions_behind"]) == (4, 4, 0)
+    assert result["score"] == pytest.approx(1.0 - 4 * 0.05 - 4 * 0.02)
