@@ -75,7 +75,9 @@ def normalise_symbol(symbol: object) -> str:
     return symbol.strip().upper()
 
 
-def _visible_history(symbol: str, source: str, bars: Sequence[Bar], report: CleaningReport, now: datetime):
+def _visible_history(
+    symbol: str, source: str, bars: Sequence[Bar], report: CleaningReport, now: datetime
+) -> History:
     cutoff = last_visible_date(now)
     return History(symbol, source, tuple(visible_bars(bars, now)), report.until(cutoff))
 
@@ -128,7 +130,11 @@ class CsvSource:
         stamp = (stat.st_mtime_ns, stat.st_size)
         cached = self._parsed.get(symbol)
         if cached is None or cached[0] != stamp:
-            bars, report = clean_daily_rows(read_yahoo_csv(path), self.is_trading_day)
+            try:
+                rows = read_yahoo_csv(path)
+            except (OSError, UnicodeDecodeError, csv.Error) as exc:
+                raise MarketDataError(f"{path.name} is unreadable: {exc}") from exc
+            bars, report = clean_daily_rows(rows, self.is_trading_day)
             cached = (stamp, bars, report)
             self._parsed[symbol] = cached
             if report.dropped_count:

@@ -157,6 +157,12 @@ async def test_unknown_symbol_and_bad_header(tmp_path):
         await source.fetch("BAD.AX", syd(2024, 6, 12))
 
 
+async def test_binary_file_is_a_clear_error(tmp_path):
+    (tmp_path / "BIN.AX.csv").write_bytes(b"Date,Open,High,Low,Close,Adj Close,Volume\n\xff\xfe\x00garbage")
+    with pytest.raises(providers.MarketDataError, match="unreadable"):
+        await providers.CsvSource(tmp_path).fetch("BIN.AX", syd(2024, 6, 12))
+
+
 async def test_changed_file_is_read_again(tmp_path):
     write(tmp_path, "A.AX.csv", HEADER + "2024-06-07,10,11,9,10,10,5\n")
     source = providers.CsvSource(tmp_path)
