@@ -328,7 +328,7 @@ class MarketDataService(BaseService):
     @rpc
     async def refresh_all_data(self) -> dict:
         """Refetch every symbol and the index now; per-symbol success or error."""
-        symbols = [*self.settings.symbols, self.index]
+        symbols = list(dict.fromkeys([*self.settings.symbols, self.index]))  # the index may be listed too
         gate = asyncio.Semaphore(self.knobs.refresh_concurrency)
 
         async def one(symbol: str) -> dict:
