@@ -367,3 +367,49 @@ def _error_for(method: str, path: str, response: httpx.Response) -> IgError:
     else:
         kind = IgRequestError
     return kind(message, error_code=code, status=status)
+
+
+def default_epic(symbol: str) -> str:
+    """IG epic for an ASX share CFD, in the form third-party ASX projects use (not official)."""
+    return f"AA.D.{symbol.split('.')[0].upper()}.CASH.IP"
+
+
+def net_ig_sizes(ig_positions: list[Mapping[str, Any]]) -> dict[str, float]:
+    """Net size per epic from GET /positions (BUY positive, SELL negative; v1 or v2 fields)."""
+    net: dict[str, float] = {}
+    for item in ig_positions:
+        position, market = item.get("position") or {}, item.get("market") or {}
+        size = position.get("size", position.get("dealSize")) or 0
+        signed = float(size) if position.get("direction") == "BUY" else -float(size)
+        epic = market.get("epic") or position.get("epic") or "?"
+        net[epic] = net.get(epic, 0.0) + signed
+    return net
+
+
+def reconcile(
+    paper_quantities: Mapping[str, int], ig_positions: list[Mapping[str, Any]], epics: Mapping[str, str]
+) -> dict[str, Any]:
+    """How the IG account's positions differ from the paper book, symbol by symbol."""
+    net = net_ig_sizes(ig_positions)
+    symbol_of = {epic: symbol for symbol, epic in epics.items()}
+    symbols = sorted(set(paper_quantities) | {symbol_of[e] for e in net if e in symbol_of})
+    rows = []
+    for symbol in symbols:
+        epic = epics.get(symbol, default_epic(symbol))
+        paper, ig = paper_quantities.get(symbol, 0), net.get(epic, 0.0)
+        rows.append(
+            {
+                "symbol": symbol,
+                "epic": epic,
+                "paper_quantity": paper,
+                "ig_size": ig,
+                "difference": ig - paper,
+                "matches": ig == paper,
+            }
+        )
+    unmapped = [{"epic": epic, "size": size} for epic, size in sorted(net.items()) if epic not in symbol_of]
+    return {
+        "positions": rows,
+        "unmapped_ig_positions": unmapped,
+        "in_sync": all(r["matches"] for r in rows) and not unmapped,
+    }

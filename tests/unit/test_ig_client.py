@@ -14,6 +14,8 @@ from ig_client import (
     IgServerError,
     IgTokenInvalid,
     IgUnavailable,
+    default_epic,
+    reconcile,
 )
 
 from tests.unit._ig_helpers import ACCOUNT_ID, API_KEY, PASSWORD, USERNAME, FakeIg
@@ -240,3 +242,41 @@ def test_credentials_validate():
         IgCredentials("k", "u", "p", acc_type="PAPER")
     with pytest.raises(ValueError, match="password"):
         IgCredentials("k", "u", "")
+
+
+def ig_position(epic: str, direction: str, size: float, *, v1: bool = False) -> dict:
+    field = "dealSize" if v1 else "size"
+    return {"position": {field: size, "direction": direction}, "market": {"epic": epic}}
+
+
+@pytest.mark.parametrize(
+    ("paper", "ig_positions", "in_sync", "differences"),
+    [
+        ({}, [], True, {}),
+        ({"CBA.AX": 10}, [ig_position("AA.D.CBA.CASH.IP", "BUY", 10)], True, {"CBA.AX": 0}),
+        ({"CBA.AX": 10}, [], False, {"CBA.AX": -10}),  # paper holds, IG does not
+        # Two IG deals on one epic net out; v1's dealSize is read too.
+        (
+            {"CBA.AX": 4},
+            [ig_position("AA.D.CBA.CASH.IP", "BUY", 10), ig_position("AA.D.CBA.CASH.IP", "SELL", 6, v1=True)],
+            True,
+            {"CBA.AX": 0},
+        ),
+        ({}, [ig_position("AA.D.WBC.CASH.IP", "BUY", 5)], False, {"WBC.AX": 5}),  # only on IG
+        ({}, [ig_position("IX.D.ASX.IFT.IP", "BUY", 1)], False, {}),  # an epic we do not map
+    ],
+)
+def test_reconcile(paper, ig_positions, in_sync, differences):
+    epics = {s: default_epic(s) for s in ("CBA.AX", "WBC.AX")}
+    report = reconcile(paper, ig_positions, epics)
+    assert report["in_sync"] is in_sync
+    assert {r["symbol"]: r["difference"] for r in report["positions"]} == differences
+
+
+def test_unmapped_ig_positions_are_listed():
+    report = reconcile({}, [ig_position("IX.D.ASX.IFT.IP", "SELL", 2)], {"CBA.AX": default_epic("CBA.AX")})
+    assert report["unmapped_ig_positions"] == [{"epic": "IX.D.ASX.IFT.IP", "size": -2.0}]
+
+
+def test_default_epic():
+    assert default_epic("cba.ax") == "AA.D.CBA.CASH.IP"
