@@ -198,10 +198,13 @@ class SchedulerService(BaseService):
             self.store.close()
 
     async def health_details(self) -> dict:
+        now = self.clock.now()
+        today = asx_calendar.to_sydney(now).date().isoformat()
         details: dict = {
             "tasks": len(self._tasks),
             "running": sorted(t.spec.name for t in self._tasks.values() if t.is_running),
-            "market_phase": str(asx_calendar.phase_at(self.clock.now())),
+            "failed_today": self.store.count_on(today, ("failed", "blocked")) if self.store else 0,
+            "market_phase": str(asx_calendar.phase_at(now)),
         }
         upcoming = [t for t in self._tasks.values() if t.next is not None]
         if upcoming:

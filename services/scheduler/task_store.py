@@ -219,6 +219,15 @@ class TaskStore:
         ).fetchone()
         return row["status"] if row else None
 
+    def count_on(self, run_date: str, statuses: tuple[str, ...]) -> int:
+        """Runs of any task on Sydney date `run_date` that ended in one of `statuses`."""
+        marks = ",".join("?" * len(statuses))
+        row = self._db.execute(
+            f"SELECT count(*) FROM runs WHERE run_date=? AND status IN ({marks})",
+            (run_date, *statuses),
+        ).fetchone()
+        return row[0]
+
     def history(self, task_id: str, limit: int) -> list[RunRow]:
         rows = self._db.execute(
             "SELECT * FROM runs WHERE task_id=? ORDER BY run_id DESC LIMIT ?", (task_id, limit)

@@ -278,6 +278,7 @@ async def test_a_service_that_is_down_is_a_failed_run_not_a_crash(harness_factor
     assert run["status"] == "failed" and run["error"].startswith("dependency_unavailable")
     health = await h.call("health")
     assert health["status"] == "healthy" and proc.process.poll() is None
+    assert health["failed_today"] == 1 and health["running"] == []
 
 
 async def test_a_run_that_overruns_its_timeout_is_cancelled_and_failed(harness_factory) -> None:
@@ -314,6 +315,23 @@ async def test_a_task_whose_dependency_failed_today_is_blocked(harness_factory) 
     # The operator re-runs the dependency; once it succeeds, the dependent runs.
     assert (await h.call("execute_task", task_id=refresh["task_id"]))["status"] == "succeeded"
     assert (await h.call("execute_task", task_id=dependent["task_id"]))["status"] == "succeeded"
+
+
+async def test_a_scheduled_task_is_blocked_when_its_dependency_failed_earlier(harness_factory) -> None:
+    h = await harness_factory("2025-06-10T09:27:30+10:00", speed=30.0)
+    await h.start()
+    h.fake.failures_left = 100
+    once = {"max_attempts": 1}
+    await h.call("schedule_task", config=task("refresh", {"type": "daily", "at": "09:30"}, retry=once))
+    context = {"name": "context", "service": "market-data", "method": "get_market_context"}
+    config = {**context, "schedule": {"type": "daily", "at": "09:31"}, "depends_on": ["refresh"]}
+    dependent = await h.call("schedule_task", config=config)
+    async with EventWatcher(h.suite.env["TRADING_REDIS_URL"], "task_failed") as events:
+        event = await events.wait_for("task_failed", lambda e: e["data"]["name"] == "context", 15)
+    assert event["data"]["status"] == "blocked" and event["data"]["slot"] == "2025-06-10T09:31"
+    assert h.fake.called("get_market_context") == []
+    (listed,) = [t for t in await h.call("list_tasks") if t["task_id"] == dependent["task_id"]]
+    assert listed["last_status"] == "blocked" and listed["next_run"] == "2025-06-11T09:31:00+10:00"
 
 
 async def test_a_task_waits_for_a_running_dependency(harness_factory) -> None:
