@@ -192,6 +192,7 @@ def prediction_document(
         "inputs": {
             "market_data": {
                 "as_of": market.get("as_of"),
+                "date": market.get("date"),
                 "source": market.get("source"),
                 "price": number(market, "price"),
                 "stale": market.get("stale"),
@@ -237,11 +238,20 @@ def _ensemble_summary(result: dict | None) -> dict | None:
         for m in result.get("members") or []
         if isinstance(m, dict)
     ]
+    keep = (
+        "direction",
+        "probability",
+        "confidence",
+        "version",
+        "feature_version",
+        "as_of",
+        "synthetic",
+        "excluded",
+    )
+    # ml-model's own id for this vote: the key to its live-accuracy record.
     return {
-        "direction": result.get("direction"),
-        "probability": result.get("probability"),
-        "confidence": result.get("confidence"),
-        "feature_version": result.get("feature_version"),
+        **{k: result.get(k) for k in keep if k in result},
+        "ml_prediction_id": result.get("prediction_id"),
         "members": members,
     }
 
@@ -572,7 +582,14 @@ class PredictionService(BaseService):
         bars = [bar_from_dict(b) for b in history.get("bars") or []]
         index_bars = [bar_from_dict(b) for b in index.get("bars") or []]
         values = features.build_latest_features(bars, index_bars, sentiment_score)
-        result = await self._call(ML_MODEL, "get_ensemble_prediction", features=values, symbol=symbol)
+        # as_of: the bar the features describe, so ml-model can score the vote once the next close is known.
+        result = await self._call(
+            ML_MODEL,
+            "get_ensemble_prediction",
+            features=values,
+            symbol=symbol,
+            as_of=bars[-1].date.isoformat(),
+        )
         return result, values
 
     def _index_history(self) -> asyncio.Future:
