@@ -14,7 +14,7 @@ import providers
 import pytest
 
 from services.base.base_service import BaseService
-from services.base.rpc import InvalidParams, NotFound
+from services.base.rpc import DependencyUnavailable, InvalidParams, NotFound
 from services.domain.asx_calendar import is_trading_day
 from tests.support import EventWatcher, ServiceProcess, async_wait_until, rpc_call_sync
 
@@ -234,5 +234,20 @@ async def test_auto_falls_back_and_says_which_source(suite, client, with_files, 
         assert reply["source"] == chosen
         log_text = (suite.log_dir / "market-data.log").read_text()
         assert f"market data source: {chosen}" in log_text
+    finally:
+        assert service.stop() == 0
+
+
+async def test_yfinance_unreachable_is_a_dependency_error(suite, client):
+    env = {"TRADING_MARKET_DATA_SOURCE": "yfinance", "TRADING_MARKET_DATA_YF_ATTEMPTS": "2", **OFFLINE}
+    service = ServiceProcess("market-data", suite, extra_env=env).start()
+    try:
+        assert health(service)["source"] == "yfinance"
+        with pytest.raises(DependencyUnavailable) as failed:
+            await client.call_service("market-data", "get_market_data", symbol="CBA.AX")
+        assert failed.value.code == -32001
+        assert "Yahoo request for CBA.AX failed" in failed.value.message
+        assert failed.value.data["source"] == "yfinance"
+        assert health(service)["fetch_errors"] == 1  # one fetch (with its retries), then the retry window
     finally:
         assert service.stop() == 0
