@@ -1,19 +1,683 @@
-"""paper-trading service process.
+"""paper-trading service: a virtual ASX portfolio that follows the prediction service's signals.
 
-Skeleton: answers the built-in methods (health, metrics, shutdown, list_methods) until its issue
-fills in the domain API.
+The shell is thin: every order goes through the one risk gate (`services.domain.risk`), fills
+at the latest market-data price with slippage against the trader, and is recorded by
+`TradeStore` in one SQLite transaction together with the prediction it acted on. Then it
+publishes `trade_executed` (and `position_closed` when a position ends) from a durable outbox:
+a trade whose events were not handed to the bus before a crash is published at the next start.
+
+- `prediction_generated` (durable): BUY opens or adds as much as the rules allow, SELL closes,
+  HOLD does nothing; each prediction id is acted on at most once, even when delivered twice or
+  when the process dies mid-way (the stream redelivers, the ledger says it was done).
+- `market_data_updated`: marks the book to the new price, records the day's equity and closes a
+  position on its stop-loss or take-profit.
+- IG Markets: `sync_with_ig_markets` compares the demo account with the paper book; mirroring
+  paper trades to IG is opt-in (TRADING_PAPER_TRADING_IG_MIRROR=true).
 """
 
+from __future__ import annotations
+
+import asyncio
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from decimal import Decimal
 from pathlib import Path
+from typing import Any, Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from services.base.base_service import BaseService, run_service  # noqa: E402
+import ig_client
+from trade_store import DayRecord, Mark, TradeRecord, TradeStore
+
+from services.base.base_service import (
+    BaseService,
+    DependencyUnavailable,
+    Event,
+    InvalidParams,
+    NotConfigured,
+    ServiceError,
+    on_event,
+    rpc,
+    run_service,
+)
+from services.base.config import Settings
+from services.base.rpc import MarketClosed, RiskRejected
+from services.domain import asx_calendar, performance, risk
+from services.domain.portfolio import (
+    ZERO,
+    Action,
+    Fill,
+    Valuation,
+    fill_price,
+    to_decimal,
+    to_money,
+    trade_value,
+    value,
+)
+
+DB_NAME = "paper_trading.db"
+PERIOD_DAYS = {"day": 1, "week": 7, "month": 30}
+SIGNALS = ("BUY", "SELL", "HOLD")
+MAX_HISTORY = 1000
+
+
+def market_is_open(now: datetime) -> bool:
+    """ASX continuous trading (10:00 to the close, Sydney time, trading days only)."""
+    return asx_calendar.phase_at(now) is asx_calendar.Phase.OPEN
+
+
+@dataclass(frozen=True)
+class TradingConfig:
+    starting_capital: Decimal
+    slippage_bps: Decimal
+    rules: risk.RiskRules
+    follow_signals: bool
+    signal_max_age_s: float
+    quote_timeout_s: float
+    ig_mirror: bool
+    epics: dict[str, str]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TradingConfig:
+        def knob(name: str, default: float, low: float, high: float) -> Decimal:
+            return to_decimal(settings.env_float(f"TRADING_PAPER_TRADING_{name}", default, low, high))
+
+        rules = risk.RiskRules(
+            position_size_pct=knob("POSITION_SIZE_PCT", 0.05, 0.0001, 1.0),
+            max_position_value=knob("MAX_POSITION_VALUE", 10_000, 1, 1e9),
+            max_exposure_pct=knob("MAX_EXPOSURE_PCT", 0.80, 0.0001, 1.0),
+            max_daily_loss=knob("MAX_DAILY_LOSS", 5_000, 1, 1e9),
+            commission_fixed=knob("COMMISSION_FIXED", 10, 0, 1e6),
+            commission_rate=knob("COMMISSION_RATE", 0.001, 0, 0.5),
+            stop_loss_pct=knob("STOP_LOSS_PCT", 0.05, 0.0001, 1.0),
+            take_profit_pct=knob("TAKE_PROFIT_PCT", 0.10, 0.0001, 100.0),
+        )
+        return cls(
+            starting_capital=knob("STARTING_CAPITAL", 100_000, 1, 1e12),
+            slippage_bps=knob("SLIPPAGE_BPS", 5, 0, 1000),
+            rules=rules,
+            follow_signals=settings.env_bool("TRADING_PAPER_TRADING_FOLLOW_SIGNALS", True),
+            signal_max_age_s=settings.env_float("TRADING_PAPER_TRADING_SIGNAL_MAX_AGE_S", 3600.0, 1.0, 1e7),
+            quote_timeout_s=settings.env_float("TRADING_PAPER_TRADING_QUOTE_TIMEOUT_S", 10.0, 0.1, 300.0),
+            ig_mirror=settings.env_bool("TRADING_PAPER_TRADING_IG_MIRROR", False),
+            epics=parse_epics(settings.env_str("TRADING_PAPER_TRADING_IG_EPICS", ""), settings.symbols),
+        )
+
+
+def parse_epics(text: str, symbols: tuple[str, ...]) -> dict[str, str]:
+    """`CBA.AX=AA.D.CBA.CASH.IP,...` over the default epic of each symbol."""
+    epics = {s: ig_client.default_epic(s) for s in symbols}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        symbol, sep, epic = item.partition("=")
+        if not sep or not symbol.strip() or not epic.strip():
+            raise ValueError(f"TRADING_PAPER_TRADING_IG_EPICS: {item!r} is not SYMBOL=EPIC")
+        epics[symbol.strip().upper()] = epic.strip()
+    return epics
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    symbol: str
+    price: Decimal
+    as_of: str
+    source: str
+    stale: bool
+
+    @classmethod
+    def from_market_data(cls, symbol: str, data: dict[str, Any]) -> Quote:
+        price = data.get("price")
+        if isinstance(price, bool) or not isinstance(price, int | float) or price <= 0:
+            raise ServiceError(f"market-data gave no usable price for {symbol}: {price!r}")
+        return cls(
+            symbol,
+            to_decimal(price),
+            str(data.get("as_of")),
+            str(data.get("source")),
+            bool(data.get("stale")),
+        )
 
 
 class PaperTradingService(BaseService):
     name = "paper-trading"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        # Event handlers start before on_start finishes; they wait for the book to be open.
+        self._open = asyncio.Event()
+        self._background: set[asyncio.Task] = set()
+        self.is_market_open: Callable[[datetime], bool] = market_is_open
+
+    async def on_start(self) -> None:
+        self.config = TradingConfig.from_settings(self.settings)
+        self.store = TradeStore(
+            self.settings.data_dir / DB_NAME, self.config.starting_capital, self.clock.now()
+        )
+        self.book = self.store.load_portfolio()
+        self.marks: dict[str, Mark] = self.store.marks()
+        self.day: DayRecord | None = None
+        self.trade_lock = asyncio.Lock()
+        self.ig_credentials = ig_client.IgCredentials.from_lookup(self._ig_setting, self.settings.ig_base_url)
+        self._ig: ig_client.IgClient | None = None
+        self.counters = dict.fromkeys(
+            ("trades", "rejections", "predictions_traded", "predictions_skipped", "duplicates", "exits"), 0
+        )
+        self.counters |= {"ig_mirrored": 0, "ig_mirror_failures": 0}
+        self._open.set()
+        await self._publish_outbox()
+
+    async def on_stop(self) -> None:
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=5.0)
+        if self._ig is not None:
+            await self._ig.aclose()
+        self.store.close()
+
+    async def health_details(self) -> dict:
+        valuation = self._valuation()
+        return {
+            "equity": float(valuation.equity),
+            "cash": float(valuation.cash),
+            "open_positions": len(self.book.positions),
+            "trading_halted": bool(self.day and self.day.halted),
+            "follow_signals": self.config.follow_signals,
+            "ig_configured": self.ig_credentials is not None,
+            "ig_mirror": self.config.ig_mirror,
+            **self.counters,
+        }
+
+    def _ig_setting(self, name: str) -> str | None:
+        return self.settings.secret(name) or self.settings.environ.get(name)
+
+    # ---- RPC ------------------------------------------------------------------------------
+
+    @rpc
+    async def execute_trade(self, symbol: str, action: str, quantity: int) -> dict:
+        """Buy or sell whole shares at the latest price after the risk gate (-32003 rule, -32004 closed)."""
+        symbol = self._symbol(symbol)
+        side = action.strip().upper() if isinstance(action, str) else ""
+        if side not in ("BUY", "SELL"):
+            raise InvalidParams("action", f"must be BUY or SELL, got {action!r}")
+        if not 0 < quantity <= 10_000_000:
+            raise InvalidParams("quantity", f"must be a whole number of shares from 1, got {quantity}")
+        async with self.trade_lock:
+            record = await self._execute(symbol, Action(side), quantity, reason="manual")
+        return record.as_dict()
+
+    @rpc
+    async def get_positions(self) -> dict:
+        """Open positions with average cost, market value, unrealised P&L and exit levels."""
+        rules = self.config.rules
+        positions = []
+        for symbol, position in sorted(self.book.positions.items()):
+            mark = self._mark(symbol)
+            unrealized = position.unrealized_pnl(mark.price)
+            positions.append(
+                {
+                    "symbol": symbol,
+                    "quantity": position.quantity,
+                    "avg_cost": float(position.avg_cost),
+                    "cost_basis": float(position.cost_basis),
+                    "market_price": float(mark.price),
+                    "price_as_of": mark.as_of,
+                    "price_source": mark.source,
+                    "market_value": float(position.market_value(mark.price)),
+                    "unrealized_pnl": float(unrealized),
+                    "unrealized_pnl_pct": float(unrealized / position.cost_basis * 100),
+                    "stop_loss_price": float(position.avg_cost * (1 - rules.stop_loss_pct)),
+                    "take_profit_price": float(position.avg_cost * (1 + rules.take_profit_pct)),
+                    "opened_at": position.opened_at.isoformat(),
+                }
+            )
+        return {"positions": positions, "count": len(positions), "as_of": self.clock.now().isoformat()}
+
+    @rpc
+    async def get_portfolio_status(self) -> dict:
+        """Cash, equity, exposure, realised/unrealised/day P&L and whether new buys are halted."""
+        now = self.clock.now()
+        valuation = self._valuation()
+        day = await self._trading_day(now)
+        halted = self.day is not None and self.day.halted
+        return {
+            "cash": float(valuation.cash),
+            "equity": float(valuation.equity),
+            "positions_value": float(valuation.positions_value),
+            "exposure_pct": float(valuation.exposure * 100),
+            "realized_pnl": float(self.book.realized_pnl),
+            "unrealized_pnl": float(valuation.unrealized_pnl),
+            "day_pnl": float(day.day_pnl),
+            "trading_halted": halted,
+            "halt_reason": self.day.halt_reason if halted and self.day else None,
+            "starting_capital": float(self.book.starting_capital),
+            "commissions_paid": float(self.book.commissions_paid),
+            "total_return": performance.total_return(self.book.starting_capital, valuation.equity),
+            "open_positions": len(self.book.positions),
+            "market_open": self.is_market_open(now),
+            "as_of": now.isoformat(),
+        }
+
+    @rpc
+    async def get_trading_performance(self, period: Literal["day", "week", "month", "all"] = "all") -> dict:
+        """Return, P&L, win rate, average win/loss, profit factor, Sharpe, max drawdown, trades, commissions."""
+        now = self.clock.now()
+        await self._snapshot_equity(now)
+        since = self._period_start(period, now)
+        trades = await asyncio.to_thread(self.store.trades, since=since)
+        curve = self._equity_curve(since)
+        return performance_report(period, trades, curve, self._valuation(), since)
+
+    @rpc
+    async def get_trade_history(self, limit: int = 50, symbol: str | None = None) -> dict:
+        """The latest trades, newest first, optionally for one symbol."""
+        if not 1 <= limit <= MAX_HISTORY:
+            raise InvalidParams("limit", f"must be between 1 and {MAX_HISTORY}, got {limit}")
+        symbol = self._symbol(symbol) if symbol is not None else None
+        trades = await asyncio.to_thread(self.store.trades, limit=limit, symbol=symbol)
+        return {"trades": [t.as_dict() for t in trades], "count": len(trades)}
+
+    @rpc
+    async def sync_with_ig_markets(self) -> dict:
+        """Log in to IG, read the account's balance and positions, report differences from the paper book."""
+        ig = self._ig_client()
+        try:
+            session_account = await ig.account()
+            ig_positions = await ig.positions()
+        except ig_client.IgError as exc:
+            raise _rpc_error_for_ig(exc) from None
+        valuation = self._valuation()
+        balance = session_account.get("balance") or {}
+        report = ig_client.reconcile(
+            {s: p.quantity for s, p in self.book.positions.items()}, ig_positions, self.config.epics
+        )
+        ig_equity = (balance.get("balance") or 0) + (balance.get("profitLoss") or 0)
+        return {
+            "account_id": session_account.get("accountId"),
+            "account_type": session_account.get("accountType"),
+            "currency": session_account.get("currency"),
+            "ig_balance": balance,
+            "paper": {"cash": float(valuation.cash), "equity": float(valuation.equity)},
+            "cash_difference": (balance.get("balance") or 0) - float(valuation.cash),
+            "equity_difference": ig_equity - float(valuation.equity),
+            **report,
+            "mirror_enabled": self.config.ig_mirror,
+            "synced_at": self.clock.now().isoformat(),
+        }
+
+    # ---- events ---------------------------------------------------------------------------
+
+    @on_event("prediction_generated", durable=True)
+    async def on_prediction(self, event: Event) -> None:
+        """Act on a prediction at most once; a failure here leaves it unacknowledged for redelivery."""
+        await self._open.wait()
+        if not self.config.follow_signals:
+            return
+        prediction_id = event.data.get("prediction_id")
+        if not isinstance(prediction_id, str) or not prediction_id:
+            self.log.warning(
+                "prediction_generated without prediction_id ignored", extra={"event_id": event.id}
+            )
+            return
+        async with self.trade_lock:
+            if self.store.prediction_outcome(prediction_id) is not None:
+                self.counters["duplicates"] += 1
+                return
+            outcome, detail = await self._act_on(prediction_id, event.data)
+            if outcome != "traded":
+                self.store.record_prediction_outcome(prediction_id, outcome, detail, self.clock.now())
+                self.counters["predictions_skipped"] += 1
+        self.log.info(
+            "prediction %s: %s",
+            prediction_id,
+            outcome,
+            extra={"prediction_id": prediction_id, "detail": detail},
+        )
+
+    @on_event("market_data_updated")
+    async def on_market_data(self, event: Event) -> None:
+        """Mark to the new price; close the position at its stop-loss or take-profit."""
+        await self._open.wait()
+        symbol, price = event.data.get("symbol"), event.data.get("price")
+        if symbol not in self.settings.symbols:
+            return
+        try:
+            quote = Quote.from_market_data(symbol, event.data)
+        except ServiceError:
+            self.log.warning("market_data_updated for %s without a usable price: %r", symbol, price)
+            return
+        async with self.trade_lock:
+            self._save_mark(quote)
+            await self._snapshot_equity(self.clock.now())
+            position = self.book.positions.get(symbol)
+            reason = position and risk.exit_reason(position, quote.price, self.config.rules)
+            if position is None or reason is None:
+                return
+            try:
+                await self._execute(symbol, Action.SELL, position.quantity, reason=str(reason), quote=quote)
+                self.counters["exits"] += 1
+            except (MarketClosed, RiskRejected) as exc:
+                # Not lost: the next market_data_updated checks the levels again.
+                self.log.warning("%s exit for %s not executed: %s", reason, symbol, exc.message)
+
+    # ---- the trade path (callers hold trade_lock) -----------------------------------------
+
+    async def _act_on(self, prediction_id: str, data: dict[str, Any]) -> tuple[str, str]:
+        """Trade on a prediction, or say why not: (outcome, detail)."""
+        symbol, signal = data.get("symbol"), data.get("signal")
+        if symbol not in self.settings.symbols:
+            return "skipped", f"symbol {symbol!r} is not in the trading universe"
+        if signal not in SIGNALS:
+            return "rejected", f"unknown signal {signal!r}"
+        if signal == "HOLD":
+            return "skipped", "HOLD: nothing to do"
+        now = self.clock.now()
+        age_s = _age_s(data.get("created_at"), now)
+        if age_s is None or age_s > self.config.signal_max_age_s:
+            return "skipped", f"prediction too old or undated to act on (age {age_s} s)"
+        if not self.is_market_open(now):
+            return "rejected", f"market_hours: the market is closed at {now.isoformat()}"
+        quote = await self._quote(symbol)  # DependencyUnavailable: unacknowledged, redelivered
+        side = Action.BUY if signal == "BUY" else Action.SELL
+        price = fill_price(quote.price, side, self.config.slippage_bps)
+        order = risk.order_for_signal(signal, symbol, price, self.book, self._prices(), self.config.rules)
+        if order is None:
+            return (
+                "skipped",
+                f"{signal}: nothing the rules allow to buy" if side is Action.BUY else "SELL: nothing held",
+            )
+        try:
+            reason = f"signal {signal} (confidence {data.get('confidence')})"
+            await self._execute(
+                symbol, side, order.quantity, reason=reason, prediction_id=prediction_id, quote=quote
+            )
+        except (RiskRejected, MarketClosed) as exc:
+            return "rejected", exc.message
+        self.counters["predictions_traded"] += 1
+        return "traded", reason
+
+    async def _execute(
+        self,
+        symbol: str,
+        action: Action,
+        quantity: int,
+        *,
+        reason: str,
+        prediction_id: str | None = None,
+        quote: Quote | None = None,
+    ) -> TradeRecord:
+        now = self.clock.now()
+        if not self.is_market_open(now):
+            raise MarketClosed(
+                f"the market is closed at {asx_calendar.to_sydney(now).isoformat()}",
+                data={"rule": "market_hours", "next_open": asx_calendar.next_open(now).isoformat()},
+            )
+        quote = quote or await self._quote(symbol)
+        price = fill_price(quote.price, action, self.config.slippage_bps)
+        order = risk.Order(symbol, action, quantity, price)
+        day = await self._trading_day(now)
+        rejection = risk.check_order(
+            order,
+            self.book,
+            self._prices(),
+            self.config.rules,
+            day=day,
+            now=now,
+            is_market_open=self.is_market_open,
+        )
+        if rejection is not None:
+            await self._reject(rejection, order)
+        gross = trade_value(quantity, price)
+        fill = Fill(symbol, action, quantity, price, risk.commission(gross, self.config.rules))
+        record, self.book = await asyncio.to_thread(
+            self.store.record_fill,
+            fill,
+            now=now,
+            slippage=to_money(abs(price - quote.price) * quantity),
+            reason=reason,
+            assumptions=self._assumptions(quote, price, now),
+            prediction_id=prediction_id,
+        )
+        self.counters["trades"] += 1
+        await self._publish_trade(record)
+        await self._snapshot_equity(now)
+        self._mirror(record)
+        return record
+
+    def _assumptions(self, quote: Quote, price: Decimal, now: datetime) -> dict[str, Any]:
+        return {
+            "price_source": quote.source,
+            "price_as_of": quote.as_of,
+            "quote_price": float(quote.price),
+            "quote_stale": quote.stale,
+            "slippage_bps": float(self.config.slippage_bps),
+            "fill_price": float(price),
+            "commission_formula": self.config.rules.commission_formula(),
+            "filled_at": now.isoformat(),
+        }
+
+    async def _reject(self, rejection: risk.Rejection, order: risk.Order) -> None:
+        if rejection.rule is risk.Rule.MARKET_HOURS:
+            raise MarketClosed(rejection.detail, data={"rule": "market_hours"})
+        self.counters["rejections"] += 1
+        details = rejection.as_dict() | {
+            "symbol": order.symbol,
+            "action": str(order.action),
+            "quantity": order.quantity,
+        }
+        await self.publish("risk_limit_hit", details)
+        raise RiskRejected(
+            f"rejected by rule {rejection.rule}: {rejection.detail}", detail=rejection.detail, data=details
+        )
+
+    async def _quote(self, symbol: str) -> Quote:
+        data = await self.call_service(
+            "market-data", "get_market_data", timeout=self.config.quote_timeout_s, symbol=symbol
+        )
+        quote = Quote.from_market_data(symbol, data)
+        self._save_mark(quote)
+        return quote
+
+    # ---- marks, days, equity --------------------------------------------------------------
+
+    def _save_mark(self, quote: Quote) -> None:
+        self.store.save_mark(quote.symbol, quote.price, quote.as_of, quote.source)
+        self.marks[quote.symbol] = Mark(quote.price, quote.as_of, quote.source)
+
+    def _mark(self, symbol: str) -> Mark:
+        # Every buy saves its quote as a mark, so a held symbol without one means a lost marks
+        # table; valuing it at cost is the honest fallback, and says so in its source.
+        return self.marks.get(symbol) or Mark(
+            self.book.positions[symbol].avg_cost, "", "cost (no price seen)"
+        )
+
+    def _prices(self) -> dict[str, Decimal]:
+        return {s: self._mark(s).price for s in self.book.positions} | {
+            s: m.price for s, m in self.marks.items()
+        }
+
+    def _valuation(self) -> Valuation:
+        return value(self.book, self._prices())
+
+    async def _trading_day(self, now: datetime) -> risk.TradingDay:
+        """Today's P&L against the equity first seen today, and whether the daily-loss halt tripped."""
+        today = asx_calendar.to_sydney(now).date()
+        if self.day is None or self.day.day != today:
+            self.day = self.store.open_trading_day(today, self._valuation().equity)
+        return risk.TradingDay(self._valuation().equity - self.day.start_equity, self.day.halted)
+
+    async def _snapshot_equity(self, now: datetime) -> None:
+        """Record today's equity (the last one of a day is its close) and trip the daily-loss halt."""
+        valuation = self._valuation()
+        day = await self._trading_day(now)
+        assert self.day is not None
+        self.store.record_equity(
+            self.day.day, valuation.equity, valuation.cash, valuation.positions_value, now
+        )
+        if day.halted or not risk.daily_loss_hit(day.day_pnl, self.config.rules):
+            return
+        reason = f"daily loss ${-day.day_pnl} reached the ${self.config.rules.max_daily_loss} limit"
+        if self.store.halt_day(self.day.day, reason):
+            self.day = self.store.open_trading_day(self.day.day, valuation.equity)
+            next_open = asx_calendar.session_open(asx_calendar.next_trading_day(self.day.day))
+            await self.publish(
+                "risk_limit_hit",
+                {
+                    "rule": str(risk.Rule.MAX_DAILY_LOSS),
+                    "detail": f"new buys halted until the next trading day: {reason}",
+                    "limit": float(self.config.rules.max_daily_loss),
+                    "attempted": float(-day.day_pnl),
+                    "excess": float(-day.day_pnl - self.config.rules.max_daily_loss),
+                    "halted_until": next_open.isoformat(),
+                },
+            )
+
+    def _period_start(self, period: str, now: datetime) -> datetime | None:
+        days = PERIOD_DAYS.get(period)
+        if days is None:
+            return None
+        first_day = asx_calendar.to_sydney(now).date() - timedelta(days=days - 1)
+        return datetime.combine(first_day, time(0), asx_calendar.SYDNEY)
+
+    def _equity_curve(self, since: datetime | None) -> list[Decimal]:
+        """Equity at the start of the period, then each day's close within it."""
+        snapshots = self.store.equity_curve()
+        if since is None:
+            return [self.book.starting_capital] + [e for _, e in snapshots]
+        first_day = since.date()
+        before = [e for d, e in snapshots if d < first_day]
+        base = before[-1] if before else self.book.starting_capital
+        return [base] + [e for d, e in snapshots if d >= first_day]
+
+    # ---- publishing -----------------------------------------------------------------------
+
+    async def _publish_trade(self, record: TradeRecord) -> None:
+        """Hand the trade's events to the bus; marked done only once Redis has them."""
+        await self.publish("trade_executed", record.as_dict())
+        if record.closes_position:
+            await self.publish(
+                "position_closed",
+                {
+                    "symbol": record.symbol,
+                    "quantity": record.quantity,
+                    "price": float(record.price),
+                    "reason": record.reason,
+                    "trade_id": record.trade_id,
+                    "prediction_id": record.prediction_id,
+                    "realized_pnl": float(record.realized_pnl),
+                    "net_pnl": float(record.net_pnl),
+                    "timestamp": record.timestamp,
+                },
+            )
+        # While Redis is away durable events wait in the bus's memory; if we died then, the
+        # trade stays unpublished here and goes out again at the next start.
+        if self.bus is not None and self.bus.outbox_size == 0:
+            self.store.mark_published(record.trade_id)
+
+    async def _publish_outbox(self) -> None:
+        for record in self.store.unpublished_trades():
+            self.log.info("publishing events of trade %d left over from before a restart", record.trade_id)
+            await self._publish_trade(record)
+
+    # ---- IG Markets -----------------------------------------------------------------------
+
+    def _ig_client(self) -> ig_client.IgClient:
+        if self.ig_credentials is None:
+            raise NotConfigured(
+                "IG Markets is not configured",
+                detail="set IG_API_KEY, IG_USERNAME and IG_PASSWORD (environment or TRADING_SECRETS_FILE)",
+            )
+        if self._ig is None:
+            self._ig = ig_client.IgClient(self.ig_credentials)
+        return self._ig
+
+    def _mirror(self, record: TradeRecord) -> None:
+        """Copy a paper fill to the IG demo account, in the background, when opted in."""
+        if not self.config.ig_mirror or self.ig_credentials is None:
+            return
+        task = asyncio.create_task(self._mirror_now(record))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _mirror_now(self, record: TradeRecord) -> None:
+        try:
+            confirmation = await self._ig_client().open_position(
+                epic=self.config.epics.get(record.symbol, ig_client.default_epic(record.symbol)),
+                direction=str(record.action),
+                size=record.quantity,
+                deal_reference=f"PT-{record.trade_id}-{record.timestamp[:10]}",
+            )
+        except ig_client.IgError as exc:
+            self.counters["ig_mirror_failures"] += 1
+            self.log.warning("IG mirror of trade %d failed: %s", record.trade_id, exc)
+            return
+        self.counters["ig_mirrored"] += 1
+        self.log.info("IG mirror of trade %d: %s", record.trade_id, confirmation.deal_id)
+
+    # ---- params ---------------------------------------------------------------------------
+
+    def _symbol(self, symbol: str) -> str:
+        name = symbol.strip().upper()
+        if name not in self.settings.symbols:
+            raise InvalidParams(
+                "symbol", f"unknown symbol {symbol!r}; trading {', '.join(self.settings.symbols)}"
+            )
+        return name
+
+
+def performance_report(
+    period: str, trades: list[TradeRecord], curve: list[Decimal], valuation: Valuation, since: datetime | None
+) -> dict[str, Any]:
+    """The numbers behind get_trading_performance, from the period's trades and equity closes."""
+    closed = [t.net_pnl for t in trades if t.action is Action.SELL]
+    returns = performance.daily_returns(curve)
+    summary = performance.summarise_trades(closed)
+    return {
+        "period": period,
+        "since": since.isoformat() if since else None,
+        "total_return": performance.total_return(curve[0], valuation.equity),
+        "realized_pnl": float(sum((t.realized_pnl for t in trades), ZERO)),
+        "unrealized_pnl": float(valuation.unrealized_pnl),
+        "win_rate": summary["win_rate"],
+        "average_win": summary["average_win"],
+        "average_loss": summary["average_loss"],
+        "profit_factor": summary["profit_factor"],
+        "sharpe_ratio": performance.sharpe_ratio(returns),
+        "max_drawdown": performance.max_drawdown(curve),
+        "number_of_trades": len(trades),
+        "closed_trades": summary["number_of_trades"],
+        "winning_trades": summary["winning_trades"],
+        "losing_trades": summary["losing_trades"],
+        "commissions_paid": float(sum((t.commission for t in trades), ZERO)),
+        "equity": float(valuation.equity),
+        "trading_days": len(curve) - 1,
+    }
+
+
+def _age_s(created_at: Any, now: datetime) -> float | None:
+    if not isinstance(created_at, str):
+        return None
+    try:
+        created = datetime.fromisoformat(created_at)
+    except ValueError:
+        return None
+    if created.tzinfo is None:
+        return None
+    return (now - created).total_seconds()
+
+
+def _rpc_error_for_ig(exc: ig_client.IgError) -> Exception:
+    data = {"error_code": exc.error_code, "service": "ig-markets"}
+    if isinstance(exc, ig_client.IgAuthError):
+        return NotConfigured(f"IG refused the configured credentials: {exc}", data=data)
+    if isinstance(
+        exc,
+        ig_client.IgUnavailable
+        | ig_client.IgServerError
+        | ig_client.IgRateLimited
+        | ig_client.IgTokenInvalid,
+    ):
+        return DependencyUnavailable(f"IG Markets unavailable: {exc}", data=data)
+    return ServiceError(f"IG Markets refused the request: {exc}", data=data)
 
 
 if __name__ == "__main__":
