@@ -44,6 +44,9 @@ from services.domain import schedule as sch
 KNOWN_SERVICES = frozenset(
     {"market-data", "sentiment", "ml-model", "prediction", "scheduler", "paper-trading"}
 )
+# What a task may call on the scheduler itself: never its control methods (a task that runs
+# execute_task, cancel_task or shutdown on its own scheduler is a loop or a foot-gun).
+SELF_METHODS = frozenset({"backup_databases", "get_market_status"})
 # call_service() takes these as its own keywords, so they cannot be passed through as params.
 RESERVED_PARAMS = frozenset({"service", "method", "timeout", "retries"})
 # A slot whose wake-up is late by at most this much real time still counts as on time
@@ -320,8 +323,9 @@ class SchedulerService(BaseService):
     def _validate_call(self, call: sch.Call, where: str) -> None:
         if call.service not in KNOWN_SERVICES:
             raise InvalidParams(f"{where}.service", f"unknown service {call.service!r}")
-        if call.service == self.name and call.method not in self._methods:
-            raise InvalidParams(f"{where}.method", f"the scheduler has no method {call.method!r}")
+        if call.service == self.name and call.method not in SELF_METHODS:
+            allowed = ", ".join(sorted(SELF_METHODS))
+            raise InvalidParams(f"{where}.method", f"a task may call only {allowed} on the scheduler")
         if clash := RESERVED_PARAMS & set(call.params):
             raise InvalidParams(f"{where}.params", f"reserved parameter name {sorted(clash)[0]!r}")
 

@@ -174,6 +174,7 @@ INVALID_CONFIGS = [
     ({**task("x"), "params": {"timeout": 3}}, "config.params"),  # clashes with the RPC client
     (task("x", depends_on=["missing"]), "config.depends_on"),
     ({**task("x"), "method": "no_such_method", "service": "scheduler"}, "config.method"),
+    ({**task("x"), "method": "shutdown", "service": "scheduler"}, "config.method"),  # control
     (task("x", retry={"max_attempts": 99}), "config.retry.max_attempts"),
     ({"name": "x"}, "config.service"),
 ]
