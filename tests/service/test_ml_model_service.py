@@ -1,0 +1,294 @@
+"""The ml-model service over its real socket on a private redis-server, with real model files
+trained by the real training script (on synthetic bars, once per module) and a real SQLite log.
+
+Covers: starting without models, the ensemble and its arithmetic, feature validation errors,
+a tampered model file, live performance from recorded and from market-data-resolved outcomes.
+"""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import train_models
+from ml_prediction_log import outcome_after
+from model_catalog import MODEL_NAMES, ensemble_weights, probability_up
+from model_store import load_manifest, load_verified_model
+from providers import SyntheticSource
+
+from services.base.base_service import BaseService
+from services.base.rpc import InvalidParams, NotConfigured, NotFound, ServiceError
+from services.domain import asx_calendar
+from services.domain.bars import latest_session
+from services.domain.features import FEATURE_NAMES, build_latest_features
+from tests.support import ServiceProcess, SuiteDirs, short_tempdir
+
+SYMBOLS = ["CBA.AX", "WBC.AX"]
+
+
+@pytest.fixture(scope="module")
+def trained_models():
+    """Models for two banks from the real training CLI (synthetic bars: fast and offline)."""
+    out = short_tempdir("ml-")
+    assert train_models.main(["--synthetic", "--symbols", *SYMBOLS, "--years", "1.5", "--out", str(out)]) == 0
+    yield out
+    shutil.rmtree(out, ignore_errors=True)
+
+
+@pytest.fixture
+def models(suite: SuiteDirs, trained_models: Path) -> Path:
+    shutil.copytree(trained_models, suite.models_dir, dirs_exist_ok=True)
+    return suite.models_dir
+
+
+@pytest.fixture
+async def client():
+    caller = BaseService("tests")
+    yield caller
+    await caller.close_clients()
+
+
+@pytest.fixture
+def ml_service(suite: SuiteDirs):
+    started: list[ServiceProcess] = []
+
+    def start(name: str = "ml-model") -> ServiceProcess:
+        process = ServiceProcess(name, suite).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in reversed(started):
+        process.stop()
+
+
+async def _bars(symbol: str):
+    # The same source and calendar the market-data service uses with TRADING_MARKET_DATA_SOURCE=synthetic.
+    history = await SyntheticSource(asx_calendar.is_trading_day).fetch(symbol, datetime.now(UTC))
+    return list(history.bars)
+
+
+async def _features(symbol: str = "CBA.AX", sentiment: float = 0.2) -> dict[str, float]:
+    return build_latest_features((await _bars(symbol))[-300:], (await _bars("^AXJO"))[-300:], sentiment)
+
+
+def _past_session(sessions_back: int) -> date:
+    day = latest_session(datetime.now(UTC), asx_calendar.is_trading_day)
+    for _ in range(sessions_back):
+        day = asx_calendar.previous_trading_day(day)
+    return day
+
+
+async def test_without_a_manifest_it_starts_degraded_and_says_how_to_train(suite, ml_service, client) -> None:
+    process = ml_service()
+    health = process.wait_healthy()
+    assert health["status"] == "degraded"
+    assert "train_models.py" in health["warnings"][0]
+    calls = [
+        ("list_available_models", {}),
+        ("get_ensemble_prediction", {"features": (await _features()), "symbol": "CBA.AX"}),
+        ("predict", {"model_name": "random_forest", "features": (await _features()), "symbol": "CBA.AX"}),
+        ("load_model", {"model_name": "random_forest", "symbol": "CBA.AX"}),
+        ("get_model_performance", {"symbol": "CBA.AX"}),
+    ]
+    for method, params in calls:
+        with pytest.raises(NotConfigured, match="train_models.py") as caught:
+            await client.call_service("ml-model", method, **params)
+        assert caught.value.code == -32002 and caught.value.data["command"].startswith("python ")
+
+
+async def test_ensemble_over_the_socket(models, ml_service, client) -> None:
+    ml_service()
+    features = await _features()
+    result = await client.call_service(
+        "ml-model", "get_ensemble_prediction", features=features, symbol="CBA.AX"
+    )
+    members = result["members"]
+    assert [m["model_name"] for m in members] == list(MODEL_NAMES) and result["excluded"] == []
+    manifest = load_manifest(models)
+    expected_weights, _ = ensemble_weights(
+        [manifest.find(n, "CBA.AX").metrics["roc_auc"] for n in MODEL_NAMES]
+    )
+    assert [m["weight"] for m in members] == pytest.approx(expected_weights, abs=1e-6)
+    combined = sum(m["weight"] * m["probability"] for m in members)
+    assert result["probability"] == pytest.approx(combined, abs=1e-5)
+    assert result["direction"] == ("up" if result["probability"] > 0.5 else "down")
+    assert result["confidence"] == pytest.approx(abs(2 * result["probability"] - 1), abs=1e-6)
+    assert result["synthetic"] is True and result["feature_version"] == train_models.FEATURE_VERSION
+    # Each member's probability is what the same model gives locally on the features in
+    # FEATURE_NAMES order, even when the request lists them in another order.
+    shuffled = dict(reversed(list(features.items())))
+    again = await client.call_service(
+        "ml-model", "get_ensemble_prediction", features=shuffled, symbol="CBA.AX"
+    )
+    row = np.array([[features[name] for name in FEATURE_NAMES]])
+    for member, repeat in zip(members, again["members"], strict=True):
+        local = load_verified_model(models, manifest.find(member["model_name"], "CBA.AX"))
+        assert member["probability"] == pytest.approx(float(probability_up(local, row)[0]), abs=1e-6)
+        assert repeat["probability"] == member["probability"]
+        single = await client.call_service(
+            "ml-model", "predict", model_name=member["model_name"], features=features, symbol="CBA.AX"
+        )
+        assert single["probability"] == member["probability"] and single["version"] == member["version"]
+        assert single["confidence"] == pytest.approx(
+            abs(2 * single["probability"] - 1), abs=3e-6
+        )  # both rounded
+    svm = await client.call_service("ml-model", "load_model", model_name="linear_svm", symbol="CBA.AX")
+    assert svm["probability_source"].startswith("decision_function")
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"drop": "rsi_14"}, "missing features: rsi_14"),
+        ({"add": ("rsi", 50.0)}, "unexpected features: rsi"),
+        ({"set": ("rsi_14", 700.0)}, "rsi_14=700 is outside"),
+        ({"set": ("return_1d", "0.01")}, "return_1d must be a number"),
+        # JSON has no NaN: a client's NaN arrives as null, still named.
+        ({"set": ("volatility_20d", None)}, "volatility_20d must be a number"),
+    ],
+)
+async def test_feature_validation_names_the_bad_features(
+    models, ml_service, client, change, fragment
+) -> None:
+    ml_service()
+    features = await _features()
+    if "drop" in change:
+        del features[change["drop"]]
+    if "add" in change:
+        features[change["add"][0]] = change["add"][1]
+    if "set" in change:
+        features[change["set"][0]] = change["set"][1]
+    for method, extra in (("get_ensemble_prediction", {}), ("predict", {"model_name": "random_forest"})):
+        with pytest.raises(InvalidParams) as caught:
+            await client.call_service("ml-model", method, features=features, symbol="CBA.AX", **extra)
+        assert caught.value.code == -32602 and caught.value.data["param"] == "features"
+        assert any(fragment in p for p in caught.value.data["problems"]), caught.value.data
+        assert caught.value.data["expected"] == list(FEATURE_NAMES)
+
+
+async def test_unknown_models_symbols_and_bad_params(models, ml_service, client) -> None:
+    ml_service()
+    features = await _features()
+    with pytest.raises(NotFound, match="available"):
+        await client.call_service("ml-model", "predict", model_name="svm", features=features, symbol="CBA.AX")
+    with pytest.raises(NotFound, match="trained symbols"):
+        await client.call_service("ml-model", "load_model", model_name="random_forest", symbol="BHP.AX")
+    with pytest.raises(NotFound):
+        await client.call_service("ml-model", "get_ensemble_prediction", features=features, symbol="BHP.AX")
+    with pytest.raises(InvalidParams, match="features"):  # a bare list: no names to check
+        await client.call_service("ml-model", "get_ensemble_prediction", features=[0.0] * 16, symbol="CBA.AX")
+    with pytest.raises(InvalidParams, match="as_of"):
+        await client.call_service(
+            "ml-model", "get_ensemble_prediction", features=features, symbol="CBA.AX", as_of="2999-01-01"
+        )
+
+
+class _TouchOnUnpickle:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+async def test_a_tampered_model_file_is_refused_and_the_rest_still_vote(
+    suite, models, ml_service, client
+) -> None:
+    marker = suite.root / "pickle-code-ran"
+    (models / "CBA.AX__random_forest.joblib").write_bytes(pickle.dumps(_TouchOnUnpickle(marker)))
+    ml_service()
+    with pytest.raises(ServiceError, match="does not match the manifest") as caught:
+        await client.call_service("ml-model", "load_model", model_name="random_forest", symbol="CBA.AX")
+    assert caught.value.data["reason"] == "integrity_check_failed"
+    result = await client.call_service(
+        "ml-model", "get_ensemble_prediction", features=(await _features()), symbol="CBA.AX"
+    )
+    assert [e["model_name"] for e in result["excluded"]] == ["random_forest"]
+    assert "random_forest" not in [m["model_name"] for m in result["members"]]
+    assert sum(m["weight"] for m in result["members"]) == pytest.approx(1.0, abs=1e-5)
+    assert not marker.exists(), "the tampered pickle ran inside the service"
+
+
+async def test_inventory_and_feature_importance(models, ml_service, client) -> None:
+    ml_service()
+    inventory = await client.call_service("ml-model", "list_available_models")
+    assert inventory["count"] == len(SYMBOLS) * len(MODEL_NAMES)
+    assert inventory["synthetic"] is True and "SYNTHETIC" in inventory["warning"]
+    assert {(m["symbol"], m["model_name"]) for m in inventory["models"]} == {
+        (s, n) for s in SYMBOLS for n in MODEL_NAMES
+    }
+    for name, native_method in [
+        ("random_forest", "impurity decrease"),
+        ("logistic_regression", "|coefficient| on standardised features"),
+        ("linear_svm", "|coefficient| on standardised features"),
+        ("hist_gradient_boosting", None),  # sklearn's HGB has no native importances
+    ]:
+        result = await client.call_service(
+            "ml-model", "get_feature_importance", model_name=name, symbol="WBC.AX"
+        )
+        assert sorted(i["feature"] for i in result["importances"]) == sorted(FEATURE_NAMES)
+        values = [i["importance"] for i in result["importances"]]
+        assert values == sorted(values, reverse=True)
+        assert (result["native"] or {}).get("method") == native_method
+    loaded = await client.call_service("ml-model", "list_available_models")
+    assert sum(m["loaded"] for m in loaded["models"]) == 4
+
+
+async def test_live_accuracy_from_recorded_outcomes_survives_a_restart(models, ml_service, client) -> None:
+    process = ml_service()
+    features, day = (await _features()), _past_session(5).isoformat()
+    first = await client.call_service(
+        "ml-model", "get_ensemble_prediction", features=features, symbol="CBA.AX", as_of=day
+    )
+    # Asked again the same day: served twice, but counted once in live accuracy.
+    await client.call_service(
+        "ml-model", "get_ensemble_prediction", features=features, symbol="CBA.AX", as_of=day
+    )
+    await client.call_service(
+        "ml-model", "predict", model_name="random_forest", features=features, symbol="CBA.AX", as_of=day
+    )
+    recorded = await client.call_service(
+        "ml-model", "record_outcome", symbol="CBA.AX", as_of=day, outcome="up"
+    )
+    assert recorded["resolved"] == 2 * (len(MODEL_NAMES) + 1) + 1
+    process.stop()
+    await client.close_clients()  # its connection died with the old process
+    ml_service()  # a new process reads the same SQLite file
+    report = (await client.call_service("ml-model", "get_model_performance", symbol="CBA.AX"))["symbols"][0]
+    by_name = {m["model_name"]: m for m in report["models"]}
+    for member in first["members"]:
+        live = by_name[member["model_name"]]["live"]
+        assert live["served"] == (3 if member["model_name"] == "random_forest" else 2)
+        assert (live["days"], live["resolved"], live["pending"]) == (1, 1, 0)
+        assert live["accuracy"] == (1.0 if member["vote"] == "up" else 0.0)
+        assert live["brier"] == pytest.approx((member["probability"] - 1.0) ** 2, abs=1e-4)
+        assert by_name[member["model_name"]]["validation"]["n_test"] > 100
+    assert report["ensemble"]["version"] == first["version"]
+    assert report["ensemble"]["live"]["accuracy"] == (1.0 if first["direction"] == "up" else 0.0)
+    assert set(report["baselines"]) == {"always_up", "yesterday_direction"}
+
+
+async def test_outcomes_are_resolved_from_market_data(models, ml_service, client) -> None:
+    ml_service()
+    features = await _features("WBC.AX")
+    day = _past_session(3)
+    served = await client.call_service(
+        "ml-model", "get_ensemble_prediction", features=features, symbol="WBC.AX", as_of=day.isoformat()
+    )
+    # market-data not running: the outcome stays pending and the report says why.
+    report = await client.call_service("ml-model", "get_model_performance", symbol="WBC.AX")
+    assert "market-data unavailable" in report["outcome_resolution"]
+    assert report["symbols"][0]["ensemble"]["live"]["pending"] == 1
+    ml_service("market-data")
+    report = await client.call_service("ml-model", "get_model_performance", symbol="WBC.AX")
+    assert "resolved from market-data (synthetic)" in report["outcome_resolution"]
+    truth = outcome_after(day, await _bars("WBC.AX"))
+    assert truth in ("up", "down")
+    live = report["symbols"][0]["ensemble"]["live"]
+    assert (live["resolved"], live["pending"]) == (1, 0)
+    assert live["accuracy"] == (1.0 if served["direction"] == truth else 0.0)
