@@ -96,7 +96,7 @@ async def test_without_a_manifest_it_starts_degraded_and_says_how_to_train(suite
         ("get_model_performance", {"symbol": "CBA.AX"}),
     ]
     for method, params in calls:
-        with pytest.raises(NotConfigured, match="train_models.py") as caught:
+        with pytest.raises(NotConfigured, match=r"train_models\.py") as caught:
             await client.call_service("ml-model", method, **params)
         assert caught.value.code == -32002 and caught.value.data["command"].startswith("python ")
 
