@@ -137,6 +137,11 @@ def phase_at(now: datetime) -> Phase:
     return Phase.POST_MARKET
 
 
+def is_market_open(now: datetime) -> bool:
+    """True during normal (continuous) trading: 10:00 to the session close on trading days."""
+    return phase_at(now) is Phase.OPEN
+
+
 def next_open(now: datetime) -> datetime:
     """The first session open strictly after `now` (so while open, tomorrow's)."""
     local = to_sydney(now)

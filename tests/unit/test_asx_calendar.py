@@ -133,6 +133,7 @@ def test_early_close_years_where_christmas_eve_is_a_weekend_follow_the_asx_calen
 def test_phase_boundaries(local: str, phase: str) -> None:
     now = datetime.fromisoformat(local).replace(tzinfo=cal.SYDNEY)
     assert cal.market_status(now)["phase"] == phase
+    assert cal.is_market_open(now) == (phase == "open")
 
 
 @pytest.mark.parametrize(
