@@ -104,7 +104,11 @@ def default_tasks(symbols: tuple[str, ...]) -> list[dict]:
             # Post-market: the day's trading performance and the models' track record.
             "name": "evening_analysis",
             "calls": [
-                {"service": "paper-trading", "method": "get_trading_performance"},
+                {
+                    "service": "paper-trading",
+                    "method": "get_trading_performance",
+                    "params": {"period": "day"},
+                },
                 {"service": "ml-model", "method": "get_model_performance"},
             ],
             "schedule": _daily("17:00"),
