@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 
 from services.domain import indicators
@@ -220,7 +220,9 @@ def _align_index(
     }
 
 
-def _binary(left: Sequence[float | None], right: Sequence[float | None], op) -> Column:
+def _binary(
+    left: Sequence[float | None], right: Sequence[float | None], op: Callable[[float, float], float]
+) -> Column:
     """Element-wise op; None where either side is None or the op is undefined (a zero divisor)."""
     out: Column = []
     for a, b in zip(left, right, strict=True):

@@ -1,6 +1,5 @@
 """The shared feature builder: fixed names, no look-ahead, as-of index join, validation."""
 
-import csv
 import dataclasses
 import math
 import subprocess
@@ -11,7 +10,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from providers import read_yahoo_csv
 
+from services.domain import asx_calendar
 from services.domain.bars import Bar, clean_daily_rows
 from services.domain.features import (
     FEATURE_NAMES,
@@ -211,9 +212,8 @@ def test_feature_module_stays_light() -> None:
 
 
 def _read_csv(path: Path) -> list[Bar]:
-    with path.open(newline="") as handle:
-        rows = list(csv.reader(handle))[1:]
-    return clean_daily_rows(rows)[0]
+    # Through the market-data csv provider's reader and the shared cleaner: what training reads.
+    return clean_daily_rows(read_yahoo_csv(path), asx_calendar.is_trading_day)[0]
 
 
 @pytest.mark.skipif(not ASX_DATA.is_dir(), reason="shared ASX data (../shared/data/asx) not present")
