@@ -401,6 +401,20 @@ async def test_a_missed_slot_runs_once_after_restart_when_still_meaningful(harne
     assert len(h.fake.called("refresh_all_data")) == 1
 
 
+async def test_sigterm_during_a_run_exits_cleanly_and_records_the_run_failed(harness_factory) -> None:
+    h = await harness_factory("2025-06-10T12:00:00+10:00")
+    proc = await h.start()
+    created = await h.call("schedule_task", config=task("long"))
+    h.fake.delay_s = 30.0
+    await h.call("execute_task", task_id=created["task_id"], wait=False)
+    await async_wait_until(lambda: h.fake.calls, 5, what="the run to start")
+    await h.stop(proc)  # asserts exit status 0
+    await h.start()
+    (run,) = await h.history(created["task_id"])
+    assert run["status"] == "failed" and run["error"] == "cancelled: scheduler stopping"
+    assert run["finished_at"] is not None
+
+
 async def test_cancel_task(harness_factory) -> None:
     h = await harness_factory("2025-06-10T12:00:00+10:00")
     await h.start()

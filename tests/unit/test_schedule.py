@@ -357,3 +357,38 @@ def test_slot_key_is_sydney_wall_time() -> None:
     assert sch.slot_key(date(2025, 6, 10), time(9, 30)) == "2025-06-10T09:30"
     slot = sch.next_slot(sch.parse_schedule(DAILY_0930), datetime(2025, 6, 9, 22, 0, tzinfo=UTC))
     assert slot is not None and slot.at - datetime(2025, 6, 9, 23, 30, tzinfo=UTC) == timedelta(0)
+
+
+def _field(values: set[int]) -> str:
+    return ",".join(str(v) for v in sorted(values))
+
+
+@given(
+    minutes=st.sets(st.integers(0, 59), min_size=1, max_size=4),
+    hours=st.sets(st.integers(0, 23), min_size=1, max_size=3),
+    days_of_month=st.none() | st.sets(st.integers(1, 28), min_size=1, max_size=3),
+    days_of_week=st.none() | st.sets(st.integers(0, 6), min_size=1, max_size=3),
+    start=st.datetimes(min_value=datetime(2025, 5, 1), max_value=datetime(2025, 8, 1)),
+)
+def test_cron_next_slot_matches_a_minute_by_minute_scan(
+    minutes, hours, days_of_month, days_of_week, start
+) -> None:
+    # May-September has no DST change in Sydney, so wall minutes and instants map one to one.
+    dom_text = "*" if days_of_month is None else _field(days_of_month)
+    dow_text = "*" if days_of_week is None else _field(days_of_week)
+    text = f"{_field(minutes)} {_field(hours)} {dom_text} * {dow_text}"
+    schedule = sch.parse_schedule({"type": "cron", "cron": text, "days": "all"})
+
+    def day_matches(d: date) -> bool:  # Vixie cron's rule, written out independently
+        dom_ok = days_of_month is None or d.day in days_of_month
+        dow_ok = days_of_week is None or (d.isoweekday() % 7) in days_of_week
+        if days_of_month is not None and days_of_week is not None:
+            return dom_ok or dow_ok
+        return dom_ok and dow_ok
+
+    now = start.replace(tzinfo=SYDNEY)
+    wall = start.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    while not (wall.minute in minutes and wall.hour in hours and day_matches(wall.date())):
+        wall += timedelta(minutes=1)
+    slot = sch.next_slot(schedule, now)
+    assert slot is not None and slot.at == wall.replace(tzinfo=SYDNEY)
