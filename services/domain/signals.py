@@ -14,7 +14,8 @@ How a decision is made
        divided by the price so banks at $30 and $100 compare (needs the price);
      - Bollinger %B: ``(0.5 - %B) * 2`` clamped: below the lower band -> +1, above the upper -> -1;
      then scaled by the volume ratio (heavy volume confirms a move, thin volume weakens it);
-   * sentiment: the news score (-1..1);
+   * sentiment: the news score (-1..1), its weight scaled by its confidence (a score from no
+     news says nothing, so it must not pull the composite toward zero);
    * model: ``2 * P(up) - 1`` from the ensemble.
 
 2. The *composite* is the weighted mean of the components that are present (weights from the
@@ -53,12 +54,12 @@ Signal = Literal["BUY", "HOLD", "SELL"]
 MarketRegime = Literal["bull", "bear", "sideways"]
 MARKET_REGIMES: tuple[str, ...] = ("bull", "bear", "sideways")
 SENTIMENT_FALLBACK_SOURCE = "fallback"
-ENV_PREFIX = "TRADING_SIGNAL_"
+ENV_PREFIX = "TRADING_PREDICTION_SIGNAL_"
 
 
 @dataclass(frozen=True, slots=True)
 class SignalConfig:
-    """Thresholds and weights; every field can be set as ``TRADING_SIGNAL_<FIELD>`` (upper case)."""
+    """Thresholds and weights; every field can be set as ``TRADING_PREDICTION_SIGNAL_<FIELD>`` (upper case)."""
 
     weight_technical: float = 0.35
     weight_sentiment: float = 0.15
@@ -107,7 +108,7 @@ class SignalConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> SignalConfig:
-        """Build from ``TRADING_SIGNAL_*`` variables; unknown or malformed values raise ValueError."""
+        """Build from ``TRADING_PREDICTION_SIGNAL_*`` variables; unknown or malformed values raise ValueError."""
         known = {f.name for f in fields(cls)}
         values: dict[str, float] = {}
         for key, raw in environ.items():
@@ -295,7 +296,9 @@ def _components(inputs: SignalInputs, config: SignalConfig) -> tuple[list[Compon
     if s is None:
         missing.append("sentiment")
     else:
-        weight = config.weight_sentiment
+        # Scaled by its own confidence: "neutral, zero confidence" (no news) carries no weight
+        # rather than dragging the composite toward zero as if it were evidence of calm.
+        weight = config.weight_sentiment * s.confidence
         if s.source == SENTIMENT_FALLBACK_SOURCE:
             weight *= config.fallback_sentiment_weight
         comps.append(Component("sentiment", s.score, weight, s.confidence))

@@ -83,9 +83,9 @@ class PredictionSettings:
         try:
             signal = SignalConfig.from_env(s.environ)
             rate = buy_rate.BuyRateConfig(
-                window_size=s.env_int("TRADING_BUY_RATE_WINDOW", 50, low=1, high=100_000),
-                threshold=s.env_float("TRADING_BUY_RATE_THRESHOLD", 0.70, low=0.0, high=0.999),
-                min_samples=s.env_int("TRADING_BUY_RATE_MIN_SAMPLES", 10, low=1, high=100_000),
+                window_size=s.env_int("TRADING_PREDICTION_BUY_RATE_WINDOW", 50, low=1, high=100_000),
+                threshold=s.env_float("TRADING_PREDICTION_BUY_RATE_THRESHOLD", 0.70, low=0.0, high=0.999),
+                min_samples=s.env_int("TRADING_PREDICTION_BUY_RATE_MIN_SAMPLES", 10, low=1, high=100_000),
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None

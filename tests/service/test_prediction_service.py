@@ -423,7 +423,10 @@ async def test_buy_rate_alert_fires_exactly_when_crossing(stack, suite):
     stack.universe(candidates)
     stack.start_dependencies("market-data", "sentiment")
     # A low BUY bar so the deterministic synthetic symbols split into BUY and HOLD.
-    env = {"TRADING_SIGNAL_BUY_THRESHOLD": "0.02", "TRADING_SIGNAL_SELL_THRESHOLD": "0.98"}
+    env = {
+        "TRADING_PREDICTION_SIGNAL_BUY_THRESHOLD": "0.02",
+        "TRADING_PREDICTION_SIGNAL_SELL_THRESHOLD": "0.98",
+    }
     discovery = stack.start_prediction(**env)
     signals = await find_signals(stack, candidates)
     buy = next((s for s, v in signals.items() if v == "BUY"), None)
@@ -435,9 +438,9 @@ async def test_buy_rate_alert_fires_exactly_when_crossing(stack, suite):
     # A fresh service (own database, so an empty window): window 10, alert above 70%, from 4.
     env.update(
         TRADING_DATA_DIR=str(suite.root / "data2"),
-        TRADING_BUY_RATE_WINDOW="10",
-        TRADING_BUY_RATE_THRESHOLD="0.7",
-        TRADING_BUY_RATE_MIN_SAMPLES="4",
+        TRADING_PREDICTION_BUY_RATE_WINDOW="10",
+        TRADING_PREDICTION_BUY_RATE_THRESHOLD="0.7",
+        TRADING_PREDICTION_BUY_RATE_MIN_SAMPLES="4",
     )
     await stack.client.close_clients()
     stack.start_prediction(**env)

@@ -172,7 +172,18 @@ def test_fallback_sentiment_lowers_confidence():
     assert fallback.confidence < real.confidence
     assert any("fallback" in r for r in fallback.reasons)
     sentiment = {c.name: c for c in fallback.components}["sentiment"]
-    assert sentiment.weight == pytest.approx(CFG.weight_sentiment * CFG.fallback_sentiment_weight)
+    # weight x its confidence (0.6) x the fallback discount
+    assert sentiment.weight == pytest.approx(CFG.weight_sentiment * 0.6 * CFG.fallback_sentiment_weight)
+
+
+def test_zero_confidence_sentiment_does_not_pull_the_score_toward_neutral():
+    base = full_inputs()
+    silent = SignalInputs(
+        base.technical, base.market, base.data_quality, SentimentReading(0.0, 0.0, "marketaux"), base.ensemble
+    )
+    absent = SignalInputs(base.technical, base.market, base.data_quality, None, base.ensemble)
+    assert decide(silent, CFG).score == pytest.approx(decide(absent, CFG).score)
+    assert decide(silent, CFG).missing == ()  # it answered; it just had nothing to say
 
 
 def test_missing_model_is_reported_and_shrinks_confidence():
@@ -237,17 +248,23 @@ def test_out_of_range_inputs_are_refused(bad, message):
 ENV_TABLE = [
     # (environment, expected field values or an error fragment)
     ({}, {"buy_threshold": 0.20, "weight_model": 0.50}),
-    ({"TRADING_SIGNAL_BUY_THRESHOLD": "0.3", "OTHER": "x"}, {"buy_threshold": 0.3}),
-    ({"TRADING_SIGNAL_WEIGHT_MODEL": "0", "TRADING_SIGNAL_BEAR_BUY_EXTRA": "0.1"}, {"weight_model": 0.0}),
-    ({"TRADING_SIGNAL_BUY_THRESHOLD": "abc"}, "must be a number"),
-    ({"TRADING_SIGNAL_BUY_THRESHOLD": "1.2"}, "buy_threshold must be in"),
-    ({"TRADING_SIGNAL_BUY_THRESOLD": "0.3"}, "not a signal setting"),  # typo must not pass silently
-    ({"TRADING_SIGNAL_MIN_QUALITY": "nan"}, "finite"),
+    ({"TRADING_PREDICTION_SIGNAL_BUY_THRESHOLD": "0.3", "OTHER": "x"}, {"buy_threshold": 0.3}),
+    (
+        {"TRADING_PREDICTION_SIGNAL_WEIGHT_MODEL": "0", "TRADING_PREDICTION_SIGNAL_BEAR_BUY_EXTRA": "0.1"},
+        {"weight_model": 0.0},
+    ),
+    ({"TRADING_PREDICTION_SIGNAL_BUY_THRESHOLD": "abc"}, "must be a number"),
+    ({"TRADING_PREDICTION_SIGNAL_BUY_THRESHOLD": "1.2"}, "buy_threshold must be in"),
+    (
+        {"TRADING_PREDICTION_SIGNAL_BUY_THRESOLD": "0.3"},
+        "not a signal setting",
+    ),  # typo must not pass silently
+    ({"TRADING_PREDICTION_SIGNAL_MIN_QUALITY": "nan"}, "finite"),
     (
         {
-            "TRADING_SIGNAL_WEIGHT_MODEL": "0",
-            "TRADING_SIGNAL_WEIGHT_TECHNICAL": "0",
-            "TRADING_SIGNAL_WEIGHT_SENTIMENT": "0",
+            "TRADING_PREDICTION_SIGNAL_WEIGHT_MODEL": "0",
+            "TRADING_PREDICTION_SIGNAL_WEIGHT_TECHNICAL": "0",
+            "TRADING_PREDICTION_SIGNAL_WEIGHT_SENTIMENT": "0",
         },
         "must not all be zero",
     ),
