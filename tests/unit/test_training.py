@@ -170,3 +170,27 @@ def test_cli_trains_the_big4_on_real_data_quickly(tmp_path: Path, capsys) -> Non
     out = capsys.readouterr().out
     # One verdict per bank, whichever way it goes: the honest answer is printed, not assumed.
     assert all(f"-> {symbol}: " in out for symbol in BIG4)
+
+
+@pytest.mark.skipif(not ASX_DATA.is_dir(), reason="shared ASX data (../shared/data/asx) not present")
+def test_training_in_a_replay_never_sees_bars_after_the_suite_clock(tmp_path: Path, monkeypatch) -> None:
+    # A replay starting 2018-06-01 must train as if that were today: the CSVs run to 2020, but
+    # no bar after the clock's now may reach the features or the labels.
+    from services.base import clock, config
+
+    monkeypatch.setenv("TRADING_CLOCK_START", "2018-06-01T09:00:00+10:00")
+    # get_clock() exports TRADING_CLOCK_EPOCH for child processes: registered here so it is undone.
+    monkeypatch.delenv("TRADING_CLOCK_EPOCH", raising=False)
+    config.reset_settings()
+    clock.set_clock(None)
+    try:
+        code = train_models.main(["--data-dir", str(ASX_DATA), "--symbols", "CBA.AX", "--out", str(tmp_path)])
+    finally:
+        monkeypatch.undo()
+        config.reset_settings()
+        clock.set_clock(None)
+    assert code == 0
+    item = json.loads((tmp_path / "manifest.json").read_text())["models"][0]
+    assert item["data"]["label_end"] == "2018-05-31"  # the last close visible at 09:00 on 1 June
+    assert item["data"]["last_date"] == "2018-05-30"  # its label needs the 31st's close
+    assert item["trained_at"].startswith("2018-05-31T23:00")  # suite time, not the wall clock
