@@ -127,7 +127,7 @@ class BaseService:
             self.name = name
         self.settings = settings or get_settings()
         self.clock: SuiteClock = get_clock()
-        self.status = "stopped"
+        self.lifecycle = "stopped"
         self.started_at: float | None = None
         self.log = logging.getLogger(self.name)
         self.bus: EventBus | None = None
@@ -177,7 +177,7 @@ class BaseService:
     async def health(self) -> dict:
         """Status, uptime, memory, CPU, Redis state and the service's own figures."""
         details: dict = {}
-        status = self.status
+        status = self.lifecycle
         if status == "running":
             status = "healthy"
             if self.bus is not None and not self.bus.connected:
@@ -281,10 +281,11 @@ class BaseService:
         return client
 
     async def call_service(
-        self, service: str, method: str, timeout: float = 10.0, *, retries: int = 3, **params: Any
+        self, service: str, method: str, /, timeout: float = 10.0, *, retries: int = 3, **params: Any
     ) -> Any:
         """Call `method` on `service`; raises the remote error as its typed exception.
 
+        `service` and `method` are positional-only, so a remote param may be named `service`.
         Retries with exponential backoff only when the request could not be sent (nothing
         listening); a request that was sent is never repeated, so a call that moves money is not
         duplicated. Raises DependencyUnavailable or RpcTimeout (-32005) after `timeout` seconds.
@@ -366,7 +367,7 @@ class BaseService:
             if socket_is_live(path):
                 raise ServiceAlreadyRunning(f"{self.name} is already running on {path}")
             path.unlink()  # stale socket left by a process that died
-        self.status = "starting"
+        self.lifecycle = "starting"
         self.started_at = time.monotonic()
         self._proc()
         self._server = RpcServer(path, self.dispatch, self.settings.rpc_max_frame_bytes)
@@ -382,7 +383,7 @@ class BaseService:
         except Exception:
             await self._teardown()
             raise
-        self.status = "running"
+        self.lifecycle = "running"
         self._ready.set()
         self.log.info(
             "%s started",
@@ -394,7 +395,7 @@ class BaseService:
         """Graceful stop: refuse new connections, drain in-flight requests, close."""
         if self._server is None:
             return
-        self.status = "stopping"
+        self.lifecycle = "stopping"
         await self._server.stop_accepting()
         if not await self._server.drain(self.shutdown_grace_s):
             self.log.warning("grace period over: cancelling %d in-flight requests", self._server.inflight)
@@ -412,7 +413,7 @@ class BaseService:
             await self._server.close()
             self._server = None
         await self.close_clients()
-        self.status = "stopped"
+        self.lifecycle = "stopped"
 
     async def serve(self) -> None:
         """Start, serve until a signal or `shutdown`, then stop."""

@@ -45,7 +45,7 @@ EVENT_TYPES = frozenset(
         "service_status_changed",
     }
 )
-STREAM_MAXLEN = 100_000
+STREAM_MAXLEN = 10_000  # per event type; keeps the managed Redis small
 OUTBOX_MAX = 10_000
 
 

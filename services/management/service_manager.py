@@ -1,0 +1,540 @@
+#!/usr/bin/env python3
+"""service_manager.py: start, stop and watch the trading suite.
+
+    python services/management/service_manager.py COMMAND [options]
+
+Each command is one small function below; its docstring is its help. Errors are one line on
+stderr with a non-zero exit: 2 for usage errors, 1 for failures, 3 for "not running" (status).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import orjson
+
+from services.base.base_service import BaseService, socket_is_live
+from services.base.config import ConfigError, get_settings
+from services.base.rpc import RpcError
+from services.domain.supervision import start_order, stop_order
+
+MANAGER = "manager"
+UP = ("healthy", "degraded")
+
+
+class CliError(Exception):
+    """A failure to report in one line; `code` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+# ---- small helpers ---------------------------------------------------------------------------
+
+
+def rpc(service: str, method: str, /, timeout: float = 10.0, **params):
+    """One call from the CLI (a fresh client each time: the CLI is short-lived)."""
+
+    async def go():
+        client = BaseService("cli")
+        try:
+            return await client.call_service(service, method, timeout=timeout, retries=0, **params)
+        finally:
+            await client.close_clients()
+
+    return asyncio.run(go())
+
+
+def manager_socket() -> Path:
+    return get_settings().socket_dir / f"{MANAGER}.sock"
+
+
+def supervisor_running() -> bool:
+    return socket_is_live(manager_socket())
+
+
+def require_supervisor() -> None:
+    if not supervisor_running():
+        raise CliError("the supervisor is not running; start it with: service_manager.py start", 3)
+
+
+def color(text: str, state: str | None) -> str:
+    if not sys.stdout.isatty() or os.environ.get("NO_COLOR"):
+        return text
+    code = {
+        "running": "32", "healthy": "32", "starting": "33", "degraded": "33", "backoff": "33",
+        "stopping": "33", "fatal": "31", "unhealthy": "31", "down": "31", "stopped": "90",
+    }.get(state or "", "0")  # fmt: skip
+    return f"\033[{code}m{text}\033[0m"
+
+
+def human_bytes(value) -> str:
+    if not isinstance(value, (int, float)):
+        return "-"
+    return f"{value / (1024 * 1024):.1f}M"
+
+
+def human_seconds(value) -> str:
+    if not isinstance(value, (int, float)):
+        return "-"
+    value = int(value)
+    if value < 60:
+        return f"{value}s"
+    if value < 3600:
+        return f"{value // 60}m{value % 60:02d}s"
+    if value < 86400:
+        return f"{value // 3600}h{value % 3600 // 60:02d}m"
+    return f"{value // 86400}d{value % 86400 // 3600:02d}h"
+
+
+def table(headers: list[str], rows: list[list[str]], states: list[str | None] | None = None) -> str:
+    """A plain aligned table; a row's state colours its second column when on a terminal."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for index, row in enumerate(rows):
+        cells = [c.ljust(w) for c, w in zip(row, widths, strict=True)]
+        if states and states[index] and len(cells) > 1:
+            cells[1] = color(cells[1], states[index])
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def status_table(status: dict) -> str:
+    sup = status["supervisor"]
+    redis = sup["redis"]
+    overall = status.get("overall", "down")
+    light = {"healthy": "🟢", "degraded": "🟡"}.get(overall, "🔴")
+    head = (
+        f"{light} suite {color(overall, overall)}   supervisor pid {sup['pid']} up {human_seconds(sup['uptime'])}"
+        f"   redis {'managed' if redis['managed'] else 'external'} {redis['state']}"
+        f"{' pid ' + str(redis['pid']) if redis.get('pid') else ''}"
+    )
+    rows, states = [], []
+    for s in status["services"]:
+        rows.append(
+            [
+                s["name"],
+                s["state"],
+                str(s["pid"] or "-"),
+                human_seconds(s["uptime"]),
+                str(s["restarts"]),
+                s["health"] or "-",
+                human_bytes(s.get("memory_usage")),
+                s.get("reason") or "",
+            ]
+        )
+        states.append(s["state"])
+    body = table(["SERVICE", "STATE", "PID", "UPTIME", "RESTARTS", "HEALTH", "MEMORY", "NOTE"], rows, states)
+    return f"{head}\n{body}"
+
+
+def wait_for(services: list[str], timeout_s: float) -> dict:
+    """Poll the supervisor until `services` are up, one is fatal, or the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = rpc(MANAGER, "status")
+        by_name = {s["name"]: s for s in status["services"]}
+        wanted = [by_name[n] for n in services]
+        if all(s["state"] == "running" and s["health"] in UP for s in wanted):
+            return status
+        if any(s["state"] == "fatal" for s in wanted) or time.monotonic() > deadline:
+            return status
+        time.sleep(0.1)
+
+
+def spawn_daemon() -> None:
+    """Start the supervisor in the background and wait until it answers."""
+    settings = get_settings()
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.log_dir / "manager.stdout.log", "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "daemon"],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 20
+    while not supervisor_running():
+        if proc.poll() is not None and not supervisor_running():
+            # Lost the race to another `start`: that supervisor will answer in a moment.
+            if time.monotonic() > deadline:
+                raise CliError(
+                    f"the supervisor exited ({proc.returncode}); see {settings.log_dir}/manager.stdout.log"
+                )
+        if time.monotonic() > deadline:
+            raise CliError(f"the supervisor did not come up; see {settings.log_dir}/manager.log")
+        time.sleep(0.05)
+
+
+def check_names(names: list[str]) -> list[str]:
+    unknown = [n for n in names if n not in start_order()]
+    if unknown:
+        raise CliError(f"unknown service: {', '.join(unknown)} (known: {', '.join(start_order())})", 2)
+    return names
+
+
+# ---- commands ----------------------------------------------------------------------------------
+
+
+def cmd_start(args) -> int:
+    """Start the supervisor if needed, then the services in dependency order; return when all are
+    healthy (exit 0) or not (exit 1). --foreground keeps the supervisor in this process."""
+    names = check_names(args.services)
+    if args.foreground:
+        return run_foreground(names)
+    if not supervisor_running():
+        spawn_daemon()
+    rpc(MANAGER, "start_services", services=names or None)
+    wanted = names or start_order()
+    from services.domain.supervision import with_dependencies
+
+    wanted = [n for n in start_order() if n in with_dependencies(wanted)]
+    status = wait_for(wanted, args.timeout)
+    print(status_table(status))
+    by_name = {s["name"]: s for s in status["services"]}
+    bad = [n for n in wanted if not (by_name[n]["state"] == "running" and by_name[n]["health"] in UP)]
+    if bad:
+        print(f"not healthy: {', '.join(bad)}; see: service_manager.py logs {bad[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_foreground(names: list[str]) -> int:
+    from services.management.supervisor import LockHeld, Supervisor
+
+    if supervisor_running():
+        raise CliError("a supervisor is already running; stop it first with: service_manager.py stop")
+    supervisor = Supervisor(autostart=names, notify=True)
+    try:
+        supervisor.run()
+    except LockHeld as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
+def cmd_daemon(args) -> int:
+    """(internal) Run the supervisor; `start` launches this in the background."""
+    from services.management.supervisor import LockHeld, Supervisor
+
+    os.environ["TRADING_SUPERVISED"] = "1"  # stderr goes to manager.stdout.log: warnings only
+    try:
+        Supervisor(autostart=None).run()
+    except LockHeld as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
+def cmd_stop(args) -> int:
+    """Stop services in reverse dependency order; with no names, the supervisor and Redis too."""
+    names = check_names(args.services)
+    if supervisor_running():
+        if names:
+            result = rpc(MANAGER, "stop_services", services=names, timeout=300)
+            print(f"stopped: {', '.join(result['stopped'])}")
+            return 0
+        pid = rpc(MANAGER, "health")["pid"]
+        rpc(MANAGER, "shutdown")
+        deadline = time.monotonic() + 300
+        while manager_socket().exists() or _pid_alive(pid):
+            if time.monotonic() > deadline:
+                raise CliError("the supervisor did not stop within 300s")
+            time.sleep(0.05)
+        print("stopped: supervisor, services and redis")
+        return 0
+    leftovers = stop_leftovers(names or stop_order(), include_redis=not names)
+    print(f"supervisor not running; stopped leftovers: {', '.join(leftovers) or 'none'}")
+    return 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_leftovers(names: list[str], include_redis: bool) -> list[str]:
+    """Services (and a managed Redis) still running without a supervisor: stop them by pid."""
+    stopped = []
+    settings = get_settings()
+    for name in names:
+        path = settings.socket_dir / f"{name}.sock"
+        if not socket_is_live(path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            continue
+        try:
+            pid = rpc(name, "health", timeout=3)["pid"]
+            rpc(name, "shutdown", timeout=3)
+        except RpcError:
+            continue
+        _wait_gone(pid, 15)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        stopped.append(name)
+    if include_redis and settings.redis_managed and socket_is_live(settings.socket_dir / "redis.sock"):
+        _shutdown_redis(settings.socket_dir / "redis.sock")
+        stopped.append("redis")
+    return stopped
+
+
+def _wait_gone(pid: int, timeout_s: float) -> None:
+    for signum in (None, signal.SIGTERM, signal.SIGKILL):
+        if signum is not None and _pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+        deadline = time.monotonic() + timeout_s
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not _pid_alive(pid):
+            return
+
+
+def _shutdown_redis(path: Path) -> None:
+    import socket as socketlib
+
+    with contextlib.suppress(OSError), socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(str(path))
+        s.sendall(b"SHUTDOWN\r\n")
+        s.recv(64)
+    deadline = time.monotonic() + 10
+    while socket_is_live(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def cmd_status(args) -> int:
+    """State (running, starting, backoff, fatal, stopped), pid, uptime, restarts and health of
+    each service. Exit 0 when everything runs, 3 when not."""
+    if not supervisor_running():
+        if args.json:
+            print(orjson.dumps({"supervisor": None, "services": []}).decode())
+        else:
+            print("supervisor: not running")
+        return 3
+    status = rpc(MANAGER, "status")
+    print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode() if args.json else status_table(status))
+    return 0 if all(s["state"] == "running" for s in status["services"]) else 3
+
+
+def cmd_health(args) -> int:
+    """Call every service's `health`. Exit 0 when all are healthy, 1 when not."""
+    results = {}
+    for name in start_order():
+        try:
+            results[name] = rpc(name, "health", timeout=3)
+        except RpcError as exc:
+            results[name] = {"service": name, "status": "down", "error": exc.message}
+    if args.json:
+        print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+    else:
+        rows, states = [], []
+        for name, h in results.items():
+            extra = h.get("error") or "; ".join(h.get("warnings", []))
+            rows.append(
+                [
+                    name,
+                    h["status"],
+                    h.get("redis", "-"),
+                    human_seconds(h.get("uptime")),
+                    human_bytes(h.get("memory_usage")),
+                    f"{h['cpu_usage']:.1f}%" if isinstance(h.get("cpu_usage"), (int, float)) else "-",
+                    str(h.get("pid", "-")),
+                    extra,
+                ]
+            )
+            states.append(h["status"])
+        print(table(["SERVICE", "STATUS", "REDIS", "UPTIME", "MEMORY", "CPU", "PID", "NOTE"], rows, states))
+    return 0 if all(h["status"] == "healthy" for h in results.values()) else 1
+
+
+def cmd_restart(args) -> int:
+    """Restart one service (clearing a fatal state), or all of them; exit 0 once healthy."""
+    check_names([args.service] if args.service else [])
+    require_supervisor()
+    result = rpc(MANAGER, "restart_service", service=args.service, timeout=300)
+    status = wait_for(result["restarting"], args.timeout)
+    print(status_table(status))
+    by_name = {s["name"]: s for s in status["services"]}
+    ok = all(by_name[n]["state"] == "running" and by_name[n]["health"] in UP for n in result["restarting"])
+    return 0 if ok else 1
+
+
+def format_log_line(raw: str) -> str:
+    try:
+        entry = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.rstrip("\n")
+    if not isinstance(entry, dict):
+        return raw.rstrip("\n")
+    known = {"ts", "level", "service", "logger", "msg", "exc", "error"}
+    extras = " ".join(f"{k}={v}" for k, v in entry.items() if k not in known)
+    text = f"{entry.get('ts', '')} {entry.get('level', ''):<7} {entry.get('service', ''):<13} {entry.get('msg', '')}"
+    if extras:
+        text += f"  [{extras}]"
+    for key in ("exc", "error"):
+        if entry.get(key):
+            text += "\n    " + str(entry[key]).replace("\n", "\n    ")
+    return text
+
+
+def log_files(service: str | None) -> list[Path]:
+    log_dir = get_settings().log_dir
+    names = [service] if service else [*start_order(), MANAGER]
+    return [log_dir / f"{n}.log" for n in names if (log_dir / f"{n}.log").exists()]
+
+
+def tail_lines(path: Path, count: int) -> list[str]:
+    """The last `count` lines without reading a large file whole."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size, block, data = f.tell(), 65536, b""
+        while size > 0 and data.count(b"\n") <= count:
+            step = min(block, size)
+            size -= step
+            f.seek(size)
+            data = f.read(step) + data
+    return data.decode(errors="replace").splitlines()[-count:]
+
+
+def cmd_logs(args) -> int:
+    """The last N log lines of one service (or all, merged by time), readable; -f follows."""
+    if args.service and args.service != MANAGER:
+        check_names([args.service])
+    files = log_files(args.service)
+    if not files and not args.follow:
+        raise CliError(f"no logs yet in {get_settings().log_dir}")
+    lines = []
+    for path in files:
+        lines.extend(tail_lines(path, args.lines))
+    lines.sort(key=lambda line: line[7:31] if line.startswith('{"ts":"') else "")
+    for line in lines[-args.lines :]:
+        print(format_log_line(line))
+    if args.follow:
+        follow(lambda: log_files(args.service))
+    return 0
+
+
+def follow(files: Callable[[], list[Path]]) -> None:
+    """Print new lines as they are written; survives rotation (a new file under the same name)."""
+    positions: dict[Path, tuple[int, int]] = {}
+    for path in files():
+        stat = path.stat()
+        positions[path] = (stat.st_ino, stat.st_size)
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            for path in files():
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:
+                    continue
+                inode, offset = positions.get(path, (stat.st_ino, 0))
+                if inode != stat.st_ino or stat.st_size < offset:
+                    offset = 0  # rotated or truncated
+                if stat.st_size > offset:
+                    with open(path, "rb") as f:
+                        f.seek(offset)
+                        chunk = f.read()
+                    complete = chunk[: chunk.rfind(b"\n") + 1]
+                    for line in complete.decode(errors="replace").splitlines():
+                        print(format_log_line(line), flush=True)
+                    offset += len(complete)
+                positions[path] = (stat.st_ino, offset)
+            time.sleep(0.25)
+
+
+def cmd_dashboard(args) -> int:
+    """Live terminal dashboard; --once prints one plain-text frame and exits."""
+    try:
+        from services.management.dashboard import run_dashboard
+    except ImportError:
+        run_dashboard = None
+    if run_dashboard is not None:
+        return run_dashboard(once=args.once)
+    require_supervisor()
+    print(status_table(rpc(MANAGER, "status")))
+    return 0
+
+
+# ---- argument parsing --------------------------------------------------------------------------
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
+        print(f"service_manager.py: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="service_manager.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
+
+    def add(name: str, func, hidden: bool = False) -> Parser:
+        doc = (func.__doc__ or "").strip()
+        p = sub.add_parser(name, help=argparse.SUPPRESS if hidden else doc.splitlines()[0], description=doc)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("start", cmd_start)
+    p.add_argument("services", nargs="*", metavar="SERVICE")
+    p.add_argument("--foreground", action="store_true", help="run the supervisor in this process (systemd)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for health (default 120)")
+    p = add("stop", cmd_stop)
+    p.add_argument("services", nargs="*", metavar="SERVICE")
+    p = add("status", cmd_status)
+    p.add_argument("--json", action="store_true")
+    p = add("health", cmd_health)
+    p.add_argument("--json", action="store_true")
+    p = add("dashboard", cmd_dashboard)
+    p.add_argument("--once", action="store_true", help="print one plain-text frame and exit")
+    p = add("restart", cmd_restart)
+    p.add_argument("service", nargs="?", metavar="SERVICE")
+    p.add_argument("--timeout", type=float, default=120.0)
+    p = add("logs", cmd_logs)
+    p.add_argument("service", nargs="?", metavar="SERVICE")
+    p.add_argument("-n", "--lines", type=int, default=50)
+    p.add_argument("-f", "--follow", action="store_true")
+    add("daemon", cmd_daemon, hidden=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        get_settings()
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"service_manager.py: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except CliError as exc:
+        print(f"service_manager.py: {exc}", file=sys.stderr)
+        return exc.code
+    except RpcError as exc:
+        print(f"service_manager.py: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,604 @@
+"""The supervisor daemon: runs Redis and the services, restarts what dies, gives up on crash loops.
+
+It is itself a BaseService named "manager" on `<socket dir>/manager.sock`, so the CLI talks to it
+with the same JSON-RPC as everything else. Decisions (order, backoff, crash loops) come from
+services.domain.supervision; this module does the processes, sockets and signals.
+
+One supervisor at a time: it holds an exclusive flock on `<socket dir>/manager.lock` for its whole
+life (the kernel drops it if the process is killed). When it starts and finds services or a
+Redis left running by a supervisor that was killed, it adopts them instead of starting copies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from services.base.base_service import BaseService, InvalidParams, socket_is_live
+from services.base.rpc import RpcError, rpc
+from services.domain.supervision import (
+    DEPENDENCIES,
+    ENTRY_FILES,
+    FailureHistory,
+    RestartPolicy,
+    dependents_of,
+    overall_status,
+    start_levels,
+    start_order,
+    stop_order,
+    with_dependencies,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+UP = ("healthy", "degraded")  # answering health: a dependency that is degraded still serves
+
+
+class LockHeld(RuntimeError):
+    """Another supervisor holds the lock: talk to it through manager.sock instead."""
+
+
+def acquire_lock(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise LockHeld(f"another supervisor holds {path}") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd about readiness/watchdog: one datagram to $NOTIFY_SOCKET (no library needed)."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # abstract namespace
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(address)
+        sock.sendall(message.encode())
+
+
+class ProcessHandle:
+    """A running process: our child (asyncio subprocess) or one adopted by pid."""
+
+    def __init__(self, pid: int, proc: asyncio.subprocess.Process | None = None):
+        self.pid = pid
+        self.proc = proc
+
+    @property
+    def adopted(self) -> bool:
+        return self.proc is None
+
+    def alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.returncode is None
+        try:
+            return psutil.Process(self.pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    async def wait(self) -> int | None:
+        if self.proc is not None:
+            return await self.proc.wait()
+        while self.alive():
+            await asyncio.sleep(0.1)
+        return None  # not our child: its exit code is not ours to read
+
+    def signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signum)
+
+    async def wait_for_exit(self, timeout_s: float) -> bool:
+        try:
+            await asyncio.wait_for(self.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+
+class ServiceRunner:
+    def __init__(self, name: str, entry: Path, deps: tuple[str, ...], policy: RestartPolicy):
+        self.name = name
+        self.entry = entry
+        self.deps = deps
+        self.state = "stopped"
+        self.handle: ProcessHandle | None = None
+        self.history = FailureHistory(policy)
+        self.restarts = 0
+        self.started_at: float | None = None
+        self.last_exit: int | None = None
+        self.reason: str | None = None
+        self.health: dict | None = None
+        self.health_failures = 0
+        self.up = asyncio.Event()
+        self.task: asyncio.Task | None = None
+
+    def snapshot(self, now: float) -> dict:
+        running = self.state == "running" and self.started_at is not None
+        return {
+            "name": self.name,
+            "state": self.state,
+            "pid": self.handle.pid if self.handle and self.handle.alive() else None,
+            "uptime": round(now - self.started_at, 1) if running else None,
+            "restarts": self.restarts,
+            "health": (self.health or {}).get("status") if self.state == "running" else None,
+            "memory_usage": (self.health or {}).get("memory_usage"),
+            "cpu_usage": (self.health or {}).get("cpu_usage"),
+            "depends_on": list(self.deps),
+            "last_exit": self.last_exit,
+            "reason": self.reason,
+            "adopted": bool(self.handle and self.handle.adopted),
+        }
+
+
+class Supervisor(BaseService):
+    name = "manager"
+
+    def __init__(self, autostart: list[str] | None = None, notify: bool = False):
+        super().__init__()
+        s = self.settings
+        self.policy = RestartPolicy(
+            backoff_base_s=s.env_float("TRADING_MANAGER_BACKOFF_BASE_S", 0.5, low=0.0),
+            backoff_max_s=s.env_float("TRADING_MANAGER_BACKOFF_MAX_S", 30.0, low=0.0),
+            stable_s=s.env_float("TRADING_MANAGER_STABLE_S", 60.0, low=0.0),
+            max_failures=s.env_int("TRADING_MANAGER_MAX_FAILURES", 5, low=1),
+            window_s=s.env_float("TRADING_MANAGER_FAILURE_WINDOW_S", 300.0, low=1.0),
+        )
+        self.health_interval_s = s.env_float("TRADING_MANAGER_HEALTH_INTERVAL_S", 5.0, low=0.05)
+        self.health_timeout_s = s.env_float("TRADING_MANAGER_HEALTH_TIMEOUT_S", 3.0, low=0.05)
+        self.hang_checks = s.env_int("TRADING_MANAGER_HANG_CHECKS", 3, low=1)
+        self.start_timeout_s = s.env_float("TRADING_MANAGER_START_TIMEOUT_S", 60.0, low=1.0)
+        self.stop_grace_s = s.env_float("TRADING_MANAGER_STOP_GRACE_S", 10.0, low=0.1)
+        self.autostart = autostart
+        self.notify = notify
+        self.lock_fd: int | None = None
+        self.redis: ProcessHandle | None = None
+        self.redis_task: asyncio.Task | None = None
+        self.runners = {
+            name: ServiceRunner(name, self._entry(name), deps, self.policy)
+            for name, deps in DEPENDENCIES.items()
+        }
+        self.events_log: list[dict] = []
+        self._watchdog_task: asyncio.Task | None = None
+
+    def _entry(self, name: str) -> Path:
+        # Tests and debugging can point a service at another file (e.g. one that crashes).
+        override = self.settings.env_str(f"TRADING_MANAGER_ENTRY_{name.upper().replace('-', '_')}", "")
+        path = Path(override) if override else REPO / ENTRY_FILES[name]
+        return path if path.is_absolute() else REPO / path
+
+    # ---- life ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.lock_fd = acquire_lock(self.settings.socket_dir / "manager.lock")
+        try:
+            if self.settings.redis_managed:
+                await self._start_redis()
+            await super().start()
+        except BaseException:
+            os.close(self.lock_fd)
+            raise
+
+    async def on_start(self) -> None:
+        await self._adopt_leftovers()
+        if self.settings.redis_managed:
+            self.redis_task = asyncio.create_task(self._watch_redis())
+        if self.autostart is not None:
+            await self.start_services(self.autostart or None)
+        if self.notify:
+            self._watchdog_task = asyncio.create_task(self._notify_when_ready())
+
+    async def on_stop(self) -> None:
+        sd_notify("STOPPING=1")
+        if self._watchdog_task is not None:
+            self._watchdog_task.cancel()
+        await self._stop_many(stop_order())
+        if self.redis_task is not None:
+            self.redis_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.redis_task
+
+    async def _teardown(self) -> None:
+        await super()._teardown()
+        if self.settings.redis_managed:
+            await self._stop_redis()
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
+
+    async def health_details(self) -> dict:
+        states = {n: r.state for n, r in self.runners.items() if r.state != "stopped"}
+        healths = {n: (r.health or {}).get("status") for n, r in self.runners.items()}
+        fatal = [n for n, r in self.runners.items() if r.state == "fatal"]
+        details = {"suite": overall_status(states, healths), "services": states}
+        if fatal:
+            details["warnings"] = [f"{n} is fatal: {self.runners[n].reason}" for n in fatal]
+        return details
+
+    # ---- Redis ------------------------------------------------------------------------------
+
+    @property
+    def redis_path(self) -> Path:
+        return self.settings.socket_dir / "redis.sock"
+
+    async def _redis_command(self, *args: str, timeout_s: float = 2.0):
+        import redis.asyncio as aioredis
+
+        client = aioredis.from_url(
+            f"unix://{self.redis_path}", socket_connect_timeout=timeout_s, socket_timeout=timeout_s
+        )
+        try:
+            return await client.execute_command(*args)
+        finally:
+            await client.aclose()
+
+    async def _start_redis(self) -> None:
+        if socket_is_live(self.redis_path):
+            info = await self._redis_command("INFO", "server")
+            pid = int(info.get("process_id", 0)) if isinstance(info, dict) else 0
+            self.redis = ProcessHandle(pid)
+            self.log.info("adopted the running redis-server (pid %s)", pid)
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.redis_path.unlink()
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError(
+                "redis-server is not installed: run python3 setup_microservices.py --install-deps"
+            )
+        redis_dir = self.settings.data_dir / "redis"
+        redis_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.log_dir.mkdir(parents=True, exist_ok=True)
+        proc = await asyncio.create_subprocess_exec(
+            binary,
+            "--port", "0",
+            "--unixsocket", str(self.redis_path),
+            "--unixsocketperm", "700",
+            "--dir", str(redis_dir),
+            # Durable event streams survive a Redis crash: append-only file, fsync every second.
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--maxmemory", self.settings.env_str("TRADING_REDIS_MAXMEMORY", "64mb"),
+            "--maxmemory-policy", "noeviction",
+            "--logfile", str(self.settings.log_dir / "redis.log"),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        self.redis = ProcessHandle(proc.pid, proc)
+        deadline = time.monotonic() + 10
+        while not socket_is_live(self.redis_path):
+            if proc.returncode is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start; see {self.settings.log_dir / 'redis.log'}")
+            await asyncio.sleep(0.02)
+
+    async def _watch_redis(self) -> None:
+        """Restart a managed Redis that died; the services reconnect by themselves."""
+        delay = 0.2
+        while True:
+            if self.redis is not None:
+                await self.redis.wait()
+            self.log.error("redis-server exited; restarting")
+            await asyncio.sleep(delay)
+            try:
+                await self._start_redis()
+                delay = 0.2
+            except Exception:
+                self.log.exception("redis-server restart failed")
+                delay = min(delay * 2, 10.0)
+
+    async def _stop_redis(self) -> None:
+        if self.redis is None or not self.redis.alive():
+            return
+        with contextlib.suppress(Exception):
+            await self._redis_command("SHUTDOWN")  # flushes the append-only file, then exits
+        if not await self.redis.wait_for_exit(5.0):
+            self.redis.signal(signal.SIGKILL)
+            await self.redis.wait_for_exit(2.0)
+        with contextlib.suppress(FileNotFoundError):
+            self.redis_path.unlink()
+
+    # ---- services: spawning, watching, stopping ---------------------------------------------
+
+    async def _adopt_leftovers(self) -> None:
+        """Services still serving from a supervisor that was killed: adopt, never start copies."""
+        for name, runner in self.runners.items():
+            path = self.socket_path(name)
+            if not socket_is_live(path):
+                continue
+            try:
+                health = await self.call_service(name, "health", timeout=self.health_timeout_s, retries=0)
+            except RpcError:
+                health = None
+            pid = (health or {}).get("pid")
+            if not pid:
+                continue
+            runner.handle = ProcessHandle(int(pid))
+            runner.health = health
+            runner.started_at = time.monotonic()
+            self.log.info("adopted %s (pid %s) left by a previous supervisor", name, pid)
+            runner.task = asyncio.create_task(self._keep_running(runner, adopted=True))
+
+    async def _spawn(self, runner: ServiceRunner) -> ProcessHandle:
+        log_dir = self.settings.log_dir
+        log_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "TRADING_SUPERVISED": "1",
+            "TRADING_SERVICE_NAME": runner.name,
+            "PYTHONUNBUFFERED": "1",
+            **self.clock.env(),
+        }
+        with open(log_dir / f"{runner.name}.stdout.log", "ab") as out:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(runner.entry),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                cwd=str(REPO),
+                env=env,
+                start_new_session=True,  # survives a killed supervisor, to be adopted by the next
+            )
+        return ProcessHandle(proc.pid, proc)
+
+    async def _set_state(self, runner: ServiceRunner, state: str, reason: str | None = None) -> None:
+        previous, runner.state = runner.state, state
+        runner.reason = reason
+        if previous == state:
+            return
+        entry = {
+            "service": runner.name,
+            "state": state,
+            "previous": previous,
+            "pid": runner.handle.pid if runner.handle else None,
+            "restarts": runner.restarts,
+            "reason": reason,
+            "at": self.clock.now().isoformat(),
+        }
+        self.events_log.append(entry)
+        del self.events_log[:-200]
+        log_level = self.log.error if state == "fatal" else self.log.info
+        log_level(
+            "%s: %s -> %s%s", runner.name, previous, state, f" ({reason})" if reason else "", extra=entry
+        )
+        if self.bus is not None:
+            with contextlib.suppress(Exception):
+                await self.publish("service_status_changed", entry)
+
+    async def _wait_dependencies(self, runner: ServiceRunner) -> None:
+        waiting = [d for d in runner.deps if not self.runners[d].up.is_set()]
+        if waiting:
+            runner.reason = f"waiting for {', '.join(waiting)}"
+        for dep in runner.deps:
+            await self.runners[dep].up.wait()
+        runner.reason = None
+
+    async def _wait_healthy(self, runner: ServiceRunner) -> str | None:
+        """None when healthy; otherwise why the start failed."""
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if runner.handle is None or not runner.handle.alive():
+                code = runner.handle.proc.returncode if runner.handle and runner.handle.proc else None
+                runner.last_exit = code
+                return f"exited during start-up (code {code})"
+            try:
+                health = await self.call_service(
+                    runner.name, "health", timeout=self.health_timeout_s, retries=0
+                )
+            except RpcError:
+                health = None
+            if health and health.get("status") in UP:
+                runner.health = health
+                return None
+            await asyncio.sleep(0.02)
+        return f"not healthy within {self.start_timeout_s:g}s"
+
+    async def _keep_running(self, runner: ServiceRunner, adopted: bool = False) -> None:
+        """Start the service after its dependencies, watch it, restart it, or give up (fatal)."""
+        while True:
+            if not adopted:
+                await self._set_state(runner, "starting")
+                await self._wait_dependencies(runner)
+                runner.handle = await self._spawn(runner)
+                failure = await self._wait_healthy(runner)
+                if failure is not None:
+                    if runner.handle.alive():
+                        runner.handle.signal(signal.SIGKILL)
+                        await runner.handle.wait_for_exit(5)
+                    if await self._after_failure(runner, None, failure):
+                        return
+                    continue
+                runner.started_at = time.monotonic()
+            adopted = False
+            runner.health_failures = 0
+            runner.up.set()
+            await self._set_state(runner, "running")
+            code = await self._watch(runner)
+            runner.up.clear()
+            runner.last_exit = code
+            ran_for = time.monotonic() - (runner.started_at or time.monotonic())
+            if await self._after_failure(runner, ran_for, f"exited unexpectedly (code {code})"):
+                return
+
+    async def _after_failure(self, runner: ServiceRunner, ran_for_s: float | None, reason: str) -> bool:
+        """Record a failure; True when the service is now fatal (no more restarts)."""
+        now = time.monotonic()
+        runner.history.record_failure(now, ran_for_s)
+        self._clean_socket(runner.name)
+        if runner.history.is_crash_loop(now):
+            await self._set_state(
+                runner,
+                "fatal",
+                f"{reason}; {len(runner.history.times)} failures within {self.policy.window_s:g}s",
+            )
+            return True
+        delay = runner.history.next_delay_s()
+        runner.restarts += 1
+        await self._set_state(runner, "backoff", f"{reason}; restarting in {delay:g}s")
+        await asyncio.sleep(delay)
+        return False
+
+    async def _watch(self, runner: ServiceRunner) -> int | None:
+        """Until the process exits; kills it when its health check keeps timing out (a hang)."""
+        handle = runner.handle
+        assert handle is not None
+        exit_task = asyncio.ensure_future(handle.wait())
+        try:
+            while True:
+                done, _ = await asyncio.wait({exit_task}, timeout=self.health_interval_s)
+                if done:
+                    return exit_task.result()
+                try:
+                    runner.health = await self.call_service(
+                        runner.name, "health", timeout=self.health_timeout_s, retries=0
+                    )
+                    runner.health_failures = 0
+                except RpcError as exc:
+                    runner.health_failures += 1
+                    self.log.warning(
+                        "%s health check failed (%d/%d): %s",
+                        runner.name,
+                        runner.health_failures,
+                        self.hang_checks,
+                        exc,
+                    )
+                    if runner.health_failures >= self.hang_checks and handle.alive():
+                        self.log.error("%s is hung: killing pid %s", runner.name, handle.pid)
+                        handle.signal(signal.SIGKILL)
+        finally:
+            exit_task.cancel()
+
+    def _clean_socket(self, name: str) -> None:
+        path = self.socket_path(name)
+        if path.exists() and not socket_is_live(path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def _launch(self, runner: ServiceRunner) -> None:
+        if runner.task is not None and not runner.task.done():
+            return
+        runner.history.reset()
+        runner.task = asyncio.create_task(self._keep_running(runner), name=f"run-{runner.name}")
+
+    async def _stop_one(self, runner: ServiceRunner) -> None:
+        """`shutdown` RPC, then SIGTERM after the grace period, then SIGKILL."""
+        if runner.task is not None:
+            runner.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner.task
+            runner.task = None
+        runner.up.clear()
+        handle = runner.handle
+        if handle is not None and handle.alive():
+            await self._set_state(runner, "stopping")
+            with contextlib.suppress(RpcError):
+                await self.call_service(runner.name, "shutdown", timeout=2.0, retries=0)
+            if not await handle.wait_for_exit(self.stop_grace_s):
+                handle.signal(signal.SIGTERM)
+                if not await handle.wait_for_exit(self.stop_grace_s):
+                    self.log.warning("%s ignored SIGTERM: killing", runner.name)
+                    handle.signal(signal.SIGKILL)
+                    await handle.wait_for_exit(5.0)
+        self._clean_socket(runner.name)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path(runner.name).unlink()
+        runner.health = None
+        await self._set_state(runner, "stopped")
+
+    async def _stop_many(self, names: list[str]) -> None:
+        """Stop in reverse dependency order; services of one level stop together."""
+        wanted = set(names)
+        for level in reversed(start_levels()):
+            batch = [n for n in level if n in wanted]
+            if batch:
+                await asyncio.gather(*(self._stop_one(self.runners[n]) for n in batch))
+
+    async def _notify_when_ready(self) -> None:
+        for name in with_dependencies(self.autostart or list(self.runners)):
+            await self.runners[name].up.wait()
+        sd_notify("READY=1")
+        watchdog_us = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        while watchdog_us:
+            sd_notify("WATCHDOG=1")
+            await asyncio.sleep(watchdog_us / 2e6)
+
+    # ---- RPC API ------------------------------------------------------------------------------
+
+    def _names(self, services: list[str] | None) -> list[str]:
+        if not services:
+            return start_order()
+        unknown = [s for s in services if s not in self.runners]
+        if unknown:
+            raise InvalidParams(
+                "services", f"unknown service(s): {', '.join(unknown)}; known: {', '.join(start_order())}"
+            )
+        return services
+
+    @rpc
+    async def status(self) -> dict:
+        """Every service's state, pid, uptime, restarts and last health."""
+        now = time.monotonic()
+        services = [self.runners[n].snapshot(now) for n in start_order()]
+        redis_alive = self.redis.alive() if self.redis else None
+        return {
+            "supervisor": {
+                "pid": os.getpid(),
+                "uptime": round(now - (self.started_at or now), 1),
+                "redis": {
+                    "managed": self.settings.redis_managed,
+                    "url": self.settings.redis_url,
+                    "pid": self.redis.pid if self.redis else None,
+                    "state": "running" if redis_alive or not self.settings.redis_managed else "stopped",
+                },
+                "suite_time": self.clock.now().isoformat(),
+            },
+            "services": services,
+            "overall": overall_status(
+                {s["name"]: s["state"] for s in services}, {s["name"]: s["health"] for s in services}
+            ),
+            "recent_events": self.events_log[-20:],
+        }
+
+    @rpc
+    async def start_services(self, services: list[str] | None = None) -> dict:
+        """Start services (and what they depend on) in dependency order; returns at once."""
+        names = with_dependencies(self._names(services))
+        for name in start_order():
+            if name in names:
+                self._launch(self.runners[name])
+        return {"starting": [n for n in start_order() if n in names]}
+
+    @rpc
+    async def stop_services(self, services: list[str] | None = None) -> dict:
+        """Stop services (and what depends on them) in reverse dependency order."""
+        names = set(self._names(services))
+        names |= dependents_of(names)
+        order = [n for n in stop_order() if n in names]
+        await self._stop_many(order)
+        return {"stopped": order}
+
+    @rpc
+    async def restart_service(self, service: str | None = None) -> dict:
+        """Restart one service (clearing fatal), or all of them in dependency order."""
+        names = self._names([service] if service else None)
+        await self._stop_many(names)
+        for name in names:
+            self._launch(self.runners[name])
+        return {"restarting": names}

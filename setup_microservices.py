@@ -1,0 +1,265 @@
+#!/usr/bin/env python3
+"""Set up the trading suite on this machine, then (with --full) run its test suite.
+
+    python3 setup_microservices.py --full        everything below, then the tests
+    python3 setup_microservices.py --create-dirs --install-deps --init-db --models --test
+
+Each step is idempotent and quick when already done. Runs with the system python3 and the
+standard library only: it creates `.venv/` and runs everything else inside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent
+VENV = REPO / ".venv"
+REQUIREMENTS = REPO / "requirements.txt"
+STAMP = VENV / ".requirements.sha256"
+
+
+class SetupError(RuntimeError):
+    """A step cannot be completed here; the message says what to run instead."""
+
+
+def say(message: str) -> None:
+    print(f"[setup] {message}", flush=True)
+
+
+def in_virtualenv() -> bool:
+    return sys.prefix != sys.base_prefix
+
+
+def venv_python() -> Path:
+    return Path(sys.executable) if in_virtualenv() else VENV / "bin" / "python"
+
+
+def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=True, **kwargs)
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def apt_install(*packages: str) -> None:
+    if not is_root() or shutil.which("apt-get") is None:
+        raise SetupError(f"missing {' '.join(packages)}: run `sudo apt-get install -y {' '.join(packages)}`")
+    say(f"installing {' '.join(packages)} with apt-get")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    run(["apt-get", "update", "-qq"], env=env)
+    run(["apt-get", "install", "-y", "-qq", *packages], env=env)
+
+
+# ---- steps ----------------------------------------------------------------------------------
+
+
+def settings_dirs() -> dict[str, Path]:
+    """The directories the suite writes to, from the same variables the services read."""
+    data = Path(os.environ.get("TRADING_DATA_DIR", REPO / "data"))
+    log_default = Path("/var/log/trading")
+    try:
+        log_default.mkdir(parents=True, exist_ok=True)
+        log_ok = os.access(log_default, os.W_OK)
+    except OSError:
+        log_ok = False
+    return {
+        "sockets": Path(os.environ.get("TRADING_SOCKET_DIR", "/tmp/trading_sockets")),
+        "logs": Path(os.environ.get("TRADING_LOG_DIR", log_default if log_ok else REPO / "logs")),
+        "data": data,
+        "market data": Path(os.environ.get("TRADING_MARKET_DATA_DIR", data / "market")),
+        "backups": data / "backups",
+        "models": Path(os.environ.get("TRADING_MODELS_DIR", REPO / "models")),
+    }
+
+
+def create_dirs() -> None:
+    for label, path in settings_dirs().items():
+        path.mkdir(parents=True, exist_ok=True)
+        if label == "sockets":
+            os.chmod(path, 0o700)
+    say("directories ready")
+
+
+def ensure_venv() -> None:
+    if in_virtualenv() or (VENV / "bin" / "python").exists():
+        return
+    say(f"creating the virtual environment in {VENV}")
+    try:
+        run([sys.executable, "-m", "venv", str(VENV)])
+    except subprocess.CalledProcessError:
+        # Debian splits venv/ensurepip into its own package.
+        shutil.rmtree(VENV, ignore_errors=True)
+        version = f"python{sys.version_info.major}.{sys.version_info.minor}-venv"
+        apt_install(version)
+        run([sys.executable, "-m", "venv", str(VENV)])
+
+
+def install_deps() -> None:
+    ensure_venv()
+    digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
+    stamp = STAMP if not in_virtualenv() else Path(sys.prefix) / ".requirements.sha256"
+    if stamp.exists() and stamp.read_text().strip() == digest:
+        say("requirements already installed")
+    else:
+        say("installing requirements.txt (first run takes a few minutes)")
+        python = str(venv_python())
+        run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--upgrade", "pip"])
+        run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", str(REQUIREMENTS)])
+        stamp.write_text(digest + "\n")
+    ensure_redis()
+
+
+def ensure_redis() -> None:
+    if shutil.which("redis-server"):
+        return
+    apt_install("redis-server")
+    if not shutil.which("redis-server"):
+        raise SetupError("redis-server is still missing: run `sudo apt-get install -y redis-server`")
+
+
+def init_db() -> None:
+    """Create every service's SQLite database with its schema (the services also do this at start)."""
+    create_dirs()
+    run([str(venv_python()), str(REPO / "services" / "base" / "databases.py")], cwd=REPO)
+
+
+def ensure_models() -> None:
+    """Train the default models when `models/` has none (real CSVs if present, else synthetic)."""
+    models = settings_dirs()["models"]
+    if (models / "manifest.json").exists():
+        say("models present")
+        return
+    trainer = REPO / "services" / "ml-model" / "train_models.py"
+    if not trainer.exists():
+        say("no training pipeline yet: skipping models")
+        return
+    market = settings_dirs()["market data"]
+    cmd = [str(venv_python()), str(trainer), "--out", str(models)]
+    if any(market.glob("*.csv")):
+        cmd += ["--data-dir", str(market)]
+    else:
+        cmd += ["--synthetic"]
+    say("training the default models: " + " ".join(cmd[1:]))
+    run(cmd, cwd=REPO)
+
+
+def run_tests(extra: list[str]) -> int:
+    say("running the test suite")
+    cmd = [str(venv_python()), "-m", "pytest", *extra]
+    return subprocess.call(cmd, cwd=REPO)
+
+
+# ---- systemd --------------------------------------------------------------------------------
+
+
+def systemd_unit() -> str:
+    user = getpass.getuser()
+    return f"""[Unit]
+Description=ASX trading research suite (supervisor and services)
+Documentation=file://{REPO}/README.md
+After=network-online.target
+Wants=network-online.target
+# Give up after 5 failed starts in 10 minutes instead of looping forever.
+StartLimitIntervalSec=600
+StartLimitBurst=5
+
+[Service]
+Type=notify
+NotifyAccess=main
+User={user}
+WorkingDirectory={REPO}
+ExecStart={REPO}/start_microservices.sh --foreground
+ExecStop={VENV}/bin/python {REPO}/services/management/service_manager.py stop
+Restart=on-failure
+RestartSec=5
+TimeoutStartSec=300
+TimeoutStopSec=90
+WatchdogSec=60
+KillMode=mixed
+Environment=PYTHONUNBUFFERED=1
+
+[Install]
+WantedBy={"multi-user.target" if is_root() else "default.target"}
+"""
+
+
+def install_systemd() -> Path:
+    if is_root():
+        target = Path("/etc/systemd/system/trading-suite.service")
+    else:
+        target = Path.home() / ".config" / "systemd" / "user" / "trading-suite.service"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(systemd_unit())
+    scope = "" if is_root() else " --user"
+    say(f"wrote {target}")
+    say(f"enable it with: systemctl{scope} daemon-reload && systemctl{scope} enable --now trading-suite")
+    return target
+
+
+# ---- main -----------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--full", action="store_true", help="every set-up step, then the test suite")
+    parser.add_argument(
+        "--create-dirs", action="store_true", help="create the data, log, socket and model dirs"
+    )
+    parser.add_argument(
+        "--install-deps", action="store_true", help="virtual environment, requirements, redis-server"
+    )
+    parser.add_argument("--init-db", action="store_true", help="create the SQLite databases")
+    parser.add_argument(
+        "--models", action="store_true", help="train the default models when models/ has none"
+    )
+    parser.add_argument("--test", action="store_true", help="run the test suite")
+    parser.add_argument("--install-systemd", action="store_true", help="write the systemd unit")
+    parser.add_argument("--print-systemd", action="store_true", help="print the systemd unit")
+    parser.add_argument("pytest_args", nargs="*", help="extra arguments for pytest (after --)")
+    args = parser.parse_args(argv)
+    steps = [args.create_dirs, args.install_deps, args.init_db, args.models, args.test]
+    if not (args.full or any(steps) or args.install_systemd or args.print_systemd):
+        parser.print_usage(sys.stderr)
+        print("setup_microservices.py: error: choose --full or at least one step", file=sys.stderr)
+        return 2
+    try:
+        if args.print_systemd:
+            print(systemd_unit(), end="")
+        if args.full or args.create_dirs:
+            create_dirs()
+        if args.full or args.install_deps:
+            install_deps()
+        if args.full or args.init_db:
+            init_db()
+        if args.full or args.models:
+            ensure_models()
+        if args.install_systemd:
+            install_systemd()
+        if args.full or args.test:
+            code = run_tests(args.pytest_args)
+            say("tests passed" if code == 0 else f"tests failed (exit {code})")
+            return code
+    except SetupError as exc:
+        print(f"setup_microservices.py: {exc}", file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as exc:
+        print(
+            f"setup_microservices.py: step failed: {' '.join(map(str, exc.cmd))} (exit {exc.returncode})",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""The service manager with real processes: the supervisor daemon, the real services, a managed
+redis-server, all in temporary directories. Timers are shrunk through configuration."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import orjson
+import psutil
+import pytest
+
+from services.domain.supervision import DEPENDENCIES, start_order
+from tests.support import REPO, SuiteDirs, make_suite_env, rpc_call_sync, short_tempdir, wait_until
+
+pytestmark = pytest.mark.slow
+
+FAST_TIMERS = {
+    "TRADING_MANAGER_HEALTH_INTERVAL_S": "0.25",
+    "TRADING_MANAGER_HEALTH_TIMEOUT_S": "0.5",
+    "TRADING_MANAGER_HANG_CHECKS": "3",
+    "TRADING_MANAGER_STOP_GRACE_S": "3",
+    "TRADING_MANAGER_BACKOFF_BASE_S": "0.1",
+    "TRADING_MANAGER_BACKOFF_MAX_S": "0.5",
+    "TRADING_MANAGER_START_TIMEOUT_S": "30",
+}
+
+
+def cli(dirs: SuiteDirs, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "services/management/service_manager.py"), *args],
+        env=dirs.env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
+def status(dirs: SuiteDirs) -> dict:
+    return rpc_call_sync(dirs.socket("manager"), "status")
+
+
+def by_name(dirs: SuiteDirs) -> dict[str, dict]:
+    return {s["name"]: s for s in status(dirs)["services"]}
+
+
+def suite_processes(dirs: SuiteDirs) -> list[psutil.Process]:
+    """Every live process started for this suite (found by its socket directory)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            env = proc.info["environ"] or {}
+            cmd = " ".join(proc.info["cmdline"] or [])
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if env.get("TRADING_SOCKET_DIR") == str(dirs.socket_dir) or str(dirs.socket_dir) in cmd:
+            found.append(proc)
+    return found
+
+
+def service_pids(dirs: SuiteDirs) -> dict[str, list[int]]:
+    """Service name -> pids of processes running its entry file (to count copies)."""
+    pids: dict[str, list[int]] = {name: [] for name in DEPENDENCIES}
+    for proc in suite_processes(dirs):
+        cmd = " ".join(proc.cmdline())
+        for name in DEPENDENCIES:
+            if f"/{name}/" in cmd:
+                pids[name].append(proc.pid)
+    return pids
+
+
+def make_dirs(**env: str) -> SuiteDirs:
+    return make_suite_env(short_tempdir("tm-"), None, **FAST_TIMERS, **env)
+
+
+def teardown(dirs: SuiteDirs) -> None:
+    cli(dirs, "stop", timeout=120)
+    for proc in suite_processes(dirs):
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def running_suite():
+    dirs = make_dirs(TRADING_MANAGER_MAX_FAILURES="100")
+    result = cli(dirs, "start")
+    assert result.returncode == 0, result.stdout + result.stderr
+    yield dirs
+    teardown(dirs)
+
+
+def test_start_brings_everything_up_in_dependency_order(running_suite):
+    services = by_name(running_suite)
+    assert all(s["state"] == "running" for s in services.values())
+    assert all(s["health"] in ("healthy", "degraded") for s in services.values())
+    # The order of "running" transitions in the supervisor's log: dependencies first.
+    became_running = []
+    for line in (running_suite.log_dir / "manager.log").read_text().splitlines():
+        entry = orjson.loads(line)
+        if entry.get("state") == "running" and entry.get("previous") == "starting":
+            became_running.append(entry["service"])
+    for service, deps in DEPENDENCIES.items():
+        for dep in deps:
+            assert became_running.index(dep) < became_running.index(service), (dep, service, became_running)
+    # Every service's health is reachable over its own socket, Redis included.
+    for name in start_order():
+        assert rpc_call_sync(running_suite.socket(name), "health")["redis"] == "connected"
+
+
+def test_start_twice_starts_no_second_copy(running_suite):
+    before = {n: s["pid"] for n, s in by_name(running_suite).items()}
+    again = cli(running_suite, "start")
+    assert again.returncode == 0, again.stderr
+    assert {n: s["pid"] for n, s in by_name(running_suite).items()} == before
+    assert all(len(p) == 1 for p in service_pids(running_suite).values()), service_pids(running_suite)
+
+
+def test_status_and_health_commands(running_suite):
+    table = cli(running_suite, "status")
+    assert table.returncode == 0
+    for name in start_order():
+        assert name in table.stdout
+    data = orjson.loads(cli(running_suite, "status", "--json").stdout)
+    assert {s["name"] for s in data["services"]} == set(DEPENDENCIES)
+    health = cli(running_suite, "health", "--json")
+    replies = orjson.loads(health.stdout)
+    assert set(replies) == set(DEPENDENCIES)
+    assert health.returncode == (0 if all(h["status"] == "healthy" for h in replies.values()) else 1)
+    logs = cli(running_suite, "logs", "sentiment", "-n", "5")
+    assert logs.returncode == 0 and 0 < len(logs.stdout.strip().splitlines()) <= 5 + 5
+    assert "sentiment" in logs.stdout and not logs.stdout.lstrip().startswith("{")  # readable, not raw JSON
+
+
+def test_sigkill_twenty_times_comes_back_each_time(running_suite):
+    restarts_before = by_name(running_suite)["sentiment"]["restarts"]
+    for n in range(20):
+        pid = by_name(running_suite)["sentiment"]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        wait_until(
+            lambda pid=pid: (
+                (s := by_name(running_suite)["sentiment"])["state"] == "running"
+                and s["pid"] not in (None, pid)
+                and s["health"] in ("healthy", "degraded")
+            ),
+            30,
+            what=f"sentiment back after kill {n + 1}",
+        )
+    assert by_name(running_suite)["sentiment"]["restarts"] == restarts_before + 20
+    assert len(service_pids(running_suite)["sentiment"]) == 1
+
+
+def test_sigstop_hang_is_killed_and_restarted(running_suite):
+    pid = by_name(running_suite)["market-data"]["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_until(
+            lambda: (s := by_name(running_suite)["market-data"])["state"] == "running" and s["pid"] != pid,
+            30,
+            what="hung market-data to be replaced",
+        )
+    finally:
+        if psutil.pid_exists(pid):
+            os.kill(pid, signal.SIGCONT)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_restart_and_usage_errors(running_suite):
+    pid = by_name(running_suite)["scheduler"]["pid"]
+    result = cli(running_suite, "restart", "scheduler")
+    assert result.returncode == 0, result.stderr
+    assert by_name(running_suite)["scheduler"]["pid"] != pid
+    for args in (["restart", "nosuch"], ["frobnicate"], ["logs", "-n", "x"], ["start", "nosuch"]):
+        bad = cli(running_suite, *args)
+        assert bad.returncode == 2, (args, bad.stderr)
+        assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+def test_supervisor_killed_then_start_adopts_without_copies():
+    dirs = make_dirs()
+    try:
+        assert cli(dirs, "start").returncode == 0
+        before = {n: s["pid"] for n, s in by_name(dirs).items()}
+        manager_pid = rpc_call_sync(dirs.socket("manager"), "health")["pid"]
+        os.kill(manager_pid, signal.SIGKILL)
+        wait_until(lambda: not psutil.pid_exists(manager_pid), 10, what="supervisor gone")
+        result = cli(dirs, "start")
+        assert result.returncode == 0, result.stdout + result.stderr
+        after = by_name(dirs)
+        assert {n: s["pid"] for n, s in after.items()} == before  # adopted, not restarted
+        assert all(s["adopted"] for s in after.values())
+        assert all(len(p) == 1 for p in service_pids(dirs).values())
+        # An adopted service that dies is still restarted.
+        os.kill(before["sentiment"], signal.SIGKILL)
+        wait_until(
+            lambda: (
+                (s := by_name(dirs)["sentiment"])["state"] == "running" and s["pid"] != before["sentiment"]
+            ),
+            30,
+            what="adopted sentiment restarted",
+        )
+        stop = cli(dirs, "stop")
+        assert stop.returncode == 0, stop.stderr
+        wait_until(lambda: not suite_processes(dirs), 15, what="no processes left")
+        assert [p.name for p in dirs.socket_dir.iterdir() if p.suffix == ".sock"] == []
+        assert cli(dirs, "status").returncode == 3
+    finally:
+        teardown(dirs)
+
+
+def test_exit_at_startup_ends_fatal_and_stays_quiet():
+    dirs = make_dirs(
+        TRADING_MANAGER_ENTRY_SENTIMENT="tests/system/_exit_at_start.py",
+        TRADING_MANAGER_MAX_FAILURES="3",
+    )
+    try:
+        result = cli(dirs, "start", "sentiment", "--timeout", "30")
+        assert result.returncode == 1
+        assert "not healthy: sentiment" in result.stderr
+        wait_until(lambda: by_name(dirs)["sentiment"]["state"] == "fatal", 20, what="fatal")
+        fatal = by_name(dirs)["sentiment"]
+        assert fatal["restarts"] == 2  # three tries in all, then fatal
+        assert "failures within" in fatal["reason"]
+        time.sleep(1.5)  # the quiet period: nothing more happens
+        assert by_name(dirs)["sentiment"]["restarts"] == 2 and by_name(dirs)["sentiment"]["state"] == "fatal"
+        events = [e for e in status(dirs)["recent_events"] if e["service"] == "sentiment"]
+        assert events[-1]["state"] == "fatal"
+        assert cli(dirs, "status").returncode == 3
+    finally:
+        teardown(dirs)
+
+
+def test_crash_after_start_loop_ends_fatal_and_restart_clears_it():
+    dirs = make_dirs(
+        TRADING_MANAGER_ENTRY_MARKET_DATA="tests/system/_crash_after_start.py",
+        TRADING_MANAGER_MAX_FAILURES="3",
+    )
+    try:
+        cli(dirs, "start", "market-data", "--timeout", "5")
+        wait_until(lambda: by_name(dirs)["market-data"]["state"] == "fatal", 30, what="fatal")
+        log = (dirs.log_dir / "manager.log").read_text()
+        assert log.count('"state":"running","previous":"starting"') >= 3  # it did start each time
+        restarts = by_name(dirs)["market-data"]["restarts"]
+        time.sleep(1.5)
+        assert by_name(dirs)["market-data"]["restarts"] == restarts
+        # A person runs restart: the service gets fresh tries.
+        cli(dirs, "restart", "market-data", "--timeout", "3")
+        wait_until(lambda: by_name(dirs)["market-data"]["restarts"] > restarts, 20, what="fresh tries")
+    finally:
+        teardown(dirs)
