@@ -25,7 +25,7 @@ from services.base.rpc import InvalidParams, NotConfigured, NotFound, ServiceErr
 from services.domain import asx_calendar
 from services.domain.bars import latest_session
 from services.domain.features import FEATURE_NAMES, build_latest_features
-from tests.support import ServiceProcess, SuiteDirs, short_tempdir
+from tests.support import ServiceProcess, SuiteDirs, async_wait_until, short_tempdir
 
 SYMBOLS = ["CBA.AX", "WBC.AX"]
 
@@ -237,6 +237,11 @@ async def test_inventory_and_feature_importance(models, ml_service, client) -> N
         assert (result["native"] or {}).get("method") == native_method
     loaded = await client.call_service("ml-model", "list_available_models")
     assert sum(m["loaded"] for m in loaded["models"]) == 4
+    health = await client.call_service("ml-model", "health")
+    assert (health["status"], health["models_available"], health["models_loaded"]) == ("healthy", 8, 4)
+    assert "SYNTHETIC" in health["warnings"][0]  # said, though not degraded: the models do work
+    everything = await client.call_service("ml-model", "get_model_performance")
+    assert [s["symbol"] for s in everything["symbols"]] == SYMBOLS
 
 
 async def test_live_accuracy_from_recorded_outcomes_survives_a_restart(models, ml_service, client) -> None:
@@ -292,3 +297,20 @@ async def test_outcomes_are_resolved_from_market_data(models, ml_service, client
     live = report["symbols"][0]["ensemble"]["live"]
     assert (live["resolved"], live["pending"]) == (1, 0)
     assert live["accuracy"] == (1.0 if served["direction"] == truth else 0.0)
+
+
+async def test_a_market_data_update_settles_pending_outcomes(models, ml_service, client) -> None:
+    ml_service()
+    ml_service("market-data")
+    day = _past_session(2).isoformat()
+    await client.call_service(
+        "ml-model", "get_ensemble_prediction", features=await _features(), symbol="CBA.AX", as_of=day
+    )
+    assert (await client.call_service("ml-model", "health"))["pending_outcomes"] == 1
+    # Any fetch makes market-data publish market_data_updated; ml-model reacts by looking up bars.
+    await client.call_service("market-data", "refresh_all_data", timeout=30.0)
+
+    async def settled() -> bool:
+        return (await client.call_service("ml-model", "health"))["pending_outcomes"] == 0
+
+    await async_wait_until(settled, timeout_s=15.0, what="the pending outcome to be resolved")
