@@ -1,0 +1,417 @@
+"""The paper-trading service over its real Unix socket, with a real redis-server, the real
+market-data service (CSV source with prices this test writes) and a local IG stand-in.
+
+The suite clock starts on Monday 17 June 2024 at 11:00 Sydney (the market is open; Friday's
+close, 100.00 for every bank, is the latest price). Price moves arrive the way market-data
+sends them: as `market_data_updated` events on the bus; predictions as durable
+`prediction_generated` events, as the prediction service publishes them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from datetime import date
+from decimal import Decimal as D
+from pathlib import Path
+
+import providers
+import pytest
+from trade_store import TradeStore
+
+from services.base.base_service import BaseService
+from services.base.clock import SuiteClock
+from services.base.events import EventBus
+from services.base.rpc import InvalidParams, MarketClosed, NotConfigured, RiskRejected
+from services.domain.asx_calendar import is_trading_day
+from tests.support import EventWatcher, ServiceProcess, SuiteDirs, async_wait_until, rpc_call_sync
+from tests.unit._ig_helpers import API_KEY, PASSWORD, USERNAME, FakeIg
+
+BANKS = ("CBA.AX", "WBC.AX", "ANZ.AX", "NAB.AX")
+HEADER = "Date,Open,High,Low,Close,Adj Close,Volume\n"
+MONDAY_11AM = "2024-06-17T11:00:00+10:00"
+SATURDAY_NOON = "2024-06-15T12:00:00+10:00"
+EVENTS = ("trade_executed", "position_closed", "risk_limit_hit")
+
+
+def write_prices(directory: Path, symbol: str, last_close: float, until: date = date(2024, 6, 14)) -> None:
+    """A year of closes wobbling around `last_close`, ending exactly on it."""
+    sessions = providers.trading_sessions(date(2023, 6, 1), until, is_trading_day)
+    rows = []
+    for i, day in enumerate(sessions):
+        close = last_close if i == len(sessions) - 1 else last_close + (0.5 if i % 2 else -0.5)
+        rows.append(f"{day},{close},{close + 1},{close - 1},{close},{close},1000000")
+    (directory / providers.csv_file_name(symbol)).write_text(HEADER + "\n".join(rows) + "\n")
+
+
+class Stack:
+    """market-data (CSV) and paper-trading processes for one suite."""
+
+    def __init__(self, suite: SuiteDirs, clock_start: str = MONDAY_11AM, **paper_env: str):
+        self.suite = suite
+        market_dir = suite.data_dir / "market"
+        market_dir.mkdir(parents=True, exist_ok=True)
+        for symbol in BANKS:
+            write_prices(market_dir, symbol, 100.0)
+        write_prices(market_dir, "^AXJO", 7800.0)
+        self.env = {
+            "TRADING_MARKET_DATA_SOURCE": "csv",
+            "TRADING_MARKET_DATA_DIR": str(market_dir),
+            "TRADING_CLOCK_START": clock_start,
+        }
+        self.market = ServiceProcess("market-data", suite, extra_env=self.env)
+        self.paper = self.paper_process(**paper_env)
+
+    def paper_process(self, **paper_env: str) -> ServiceProcess:
+        return ServiceProcess("paper-trading", self.suite, extra_env={**self.env, **paper_env})
+
+    def start(self) -> Stack:
+        self.market.start()
+        self.paper.start()
+        return self
+
+    def stop(self) -> None:
+        for process in (self.paper, self.market):
+            process.stop()
+
+    def now(self) -> str:
+        return rpc_call_sync(self.paper.socket, "health")["now"]
+
+    @property
+    def db(self) -> Path:
+        return self.suite.data_dir / "paper_trading.db"
+
+
+@pytest.fixture
+def stack(suite):
+    running = Stack(suite).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+async def client():
+    caller = BaseService("tests")
+    yield caller
+    await caller.close_clients()
+
+
+async def publish(suite: SuiteDirs, source: str, event_type: str, *payloads: dict) -> None:
+    """Publish as `source` does: same bus, same envelope (durable types go to their stream)."""
+    bus = EventBus(suite.env["TRADING_REDIS_URL"], source, SuiteClock())
+    await bus.start()
+    try:
+        assert await bus.wait_connected(5)
+        for data in payloads:
+            await bus.publish(event_type, data)
+    finally:
+        await bus.close()
+
+
+def prediction(stack: Stack, symbol: str, signal: str, prediction_id: str | None = None) -> dict:
+    return {
+        "prediction_id": prediction_id or uuid.uuid4().hex,
+        "symbol": symbol,
+        "signal": signal,
+        "confidence": 0.7,
+        "created_at": stack.now(),
+        "price": 100.0,
+        "inputs": {},
+    }
+
+
+def price_move(symbol: str, price: float) -> dict:
+    return {"symbol": symbol, "source": "csv", "price": price, "as_of": "2024-06-17T11:30:00+10:00"}
+
+
+def outcomes(db: Path) -> dict[str, str]:
+    """Prediction outcomes, read from the live WAL database (readers never block the writer)."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return dict(conn.execute("SELECT prediction_id, outcome FROM predictions"))
+
+
+# ---- manual trades --------------------------------------------------------------------------
+
+
+async def test_a_buy_fills_at_the_market_price_with_slippage_and_its_assumptions(stack, suite, client):
+    async with EventWatcher(suite.env["TRADING_REDIS_URL"], *EVENTS) as watcher:
+        trade = await client.call_service(
+            "paper-trading", "execute_trade", symbol="cba.ax", action="buy", quantity=10
+        )
+        event = await watcher.wait_for("trade_executed", lambda e: e["data"]["trade_id"] == trade["trade_id"])
+    # 100.00 + 5 bps = 100.05; commission $10 + 0.1% of $1,000.50 = $11.00.
+    assert (trade["symbol"], trade["action"], trade["quantity"]) == ("CBA.AX", "BUY", 10)
+    assert (trade["price"], trade["commission"], trade["slippage"]) == (100.05, 11.0, 0.5)
+    assert trade["prediction_id"] is None and trade["reason"] == "manual"
+    assumptions = trade["assumptions"]
+    assert assumptions["price_source"] == "csv" and assumptions["price_as_of"].startswith("2024-06-14")
+    assert (assumptions["quote_price"], assumptions["slippage_bps"]) == (100.0, 5.0)
+    assert assumptions["commission_formula"] == "$10 + 0.1% of trade value"
+    assert event["data"] == trade
+
+    status = await client.call_service("paper-trading", "get_portfolio_status")
+    assert status["cash"] == 100_000 - 1000.50 - 11.0
+    assert status["positions_value"] == 1000.0  # marked at the quote, 100.00
+    assert status["equity"] == pytest.approx(status["cash"] + 1000.0)
+    assert status["unrealized_pnl"] == -0.5
+    assert status["exposure_pct"] == pytest.approx(1000 / status["equity"] * 100, abs=1e-4)
+    assert status["trading_halted"] is False and status["day_pnl"] == pytest.approx(-11.5)
+
+    positions = (await client.call_service("paper-trading", "get_positions"))["positions"]
+    assert [(p["symbol"], p["quantity"], p["avg_cost"]) for p in positions] == [("CBA.AX", 10, 100.05)]
+    assert positions[0]["stop_loss_price"] == pytest.approx(95.0475)
+    history = await client.call_service("paper-trading", "get_trade_history", limit=5, symbol="CBA.AX")
+    assert [t["trade_id"] for t in history["trades"]] == [trade["trade_id"]]
+
+
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [
+        ({"symbol": "XYZ.AX", "action": "BUY", "quantity": 1}, "symbol"),
+        ({"symbol": "CBA.AX", "action": "SHORT", "quantity": 1}, "action"),
+        ({"symbol": "CBA.AX", "action": "BUY", "quantity": 0}, "quantity"),
+        ({"symbol": "CBA.AX", "action": "BUY", "quantity": 1.5}, "quantity"),  # whole shares only
+        ({"symbol": "CBA.AX", "action": "BUY"}, "quantity"),
+    ],
+)
+async def test_execute_trade_validates_params(stack, client, params, param):
+    with pytest.raises(InvalidParams) as raised:
+        await client.call_service("paper-trading", "execute_trade", **params)
+    assert raised.value.data["param"] == param
+
+
+async def test_rejections_name_the_rule_and_by_how_much(stack, suite, client):
+    async with EventWatcher(suite.env["TRADING_REDIS_URL"], *EVENTS) as watcher:
+        with pytest.raises(RiskRejected) as raised:
+            # 60 x 100.05 = 6,003.00 against 5% of 100,000 = 5,000.00.
+            await client.call_service(
+                "paper-trading", "execute_trade", symbol="WBC.AX", action="BUY", quantity=60
+            )
+        hit = await watcher.wait_for("risk_limit_hit")
+    assert raised.value.code == -32003
+    assert (raised.value.data["rule"], raised.value.data["excess"]) == ("position_size", 1003.0)
+    assert hit["data"]["rule"] == "position_size" and hit["data"]["symbol"] == "WBC.AX"
+    with pytest.raises(RiskRejected) as raised:
+        await client.call_service(
+            "paper-trading", "execute_trade", symbol="WBC.AX", action="SELL", quantity=1
+        )
+    assert raised.value.data["rule"] == "no_short_selling"
+    history = await client.call_service("paper-trading", "get_trade_history")
+    assert history["trades"] == []
+
+
+async def test_no_orders_outside_market_hours(suite, client):
+    closed = Stack(suite, clock_start=SATURDAY_NOON).start()
+    try:
+        with pytest.raises(MarketClosed) as raised:
+            await client.call_service(
+                "paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=1
+            )
+        assert raised.value.code == -32004
+        assert raised.value.data["next_open"].startswith("2024-06-17T10:00:00+10:00")
+    finally:
+        closed.stop()
+
+
+async def test_a_round_trip_shows_in_performance(stack, client):
+    await client.call_service("paper-trading", "execute_trade", symbol="ANZ.AX", action="BUY", quantity=20)
+    await client.call_service("paper-trading", "execute_trade", symbol="ANZ.AX", action="SELL", quantity=20)
+    report = await client.call_service("paper-trading", "get_trading_performance", period="day")
+    # Bought at 100.05, sold at 99.95: -2.00 gross, -2.00 - 12.00 - 12.00 net of both commissions.
+    assert (report["number_of_trades"], report["closed_trades"]) == (2, 1)
+    assert report["realized_pnl"] == -2.0
+    assert (report["win_rate"], report["average_loss"], report["profit_factor"]) == (0.0, -26.0, 0.0)
+    assert report["commissions_paid"] == 24.0
+    assert report["total_return"] == pytest.approx(-26.0 / 100_000)
+    assert report["max_drawdown"] == pytest.approx(26.0 / 100_000)
+    assert report["sharpe_ratio"] is None  # one day of returns has no spread
+    with pytest.raises(InvalidParams):
+        await client.call_service("paper-trading", "get_trading_performance", period="year")
+
+
+# ---- market data: stops, targets, daily loss ------------------------------------------------
+
+
+async def test_stop_loss_and_take_profit_close_on_market_data(stack, suite, client):
+    for symbol in ("CBA.AX", "NAB.AX"):
+        await client.call_service("paper-trading", "execute_trade", symbol=symbol, action="BUY", quantity=10)
+    async with EventWatcher(suite.env["TRADING_REDIS_URL"], *EVENTS) as watcher:
+        # avg cost 100.05: the stop is at 95.0475, the target at 110.055.
+        await publish(
+            suite,
+            "market-data",
+            "market_data_updated",
+            price_move("CBA.AX", 95.1),
+            price_move("NAB.AX", 110.0),
+        )
+        await publish(
+            suite,
+            "market-data",
+            "market_data_updated",
+            price_move("CBA.AX", 95.0),
+            price_move("NAB.AX", 110.1),
+        )
+        stop = await watcher.wait_for("position_closed", lambda e: e["data"]["symbol"] == "CBA.AX")
+        target = await watcher.wait_for("position_closed", lambda e: e["data"]["symbol"] == "NAB.AX")
+    assert (stop["data"]["reason"], stop["data"]["quantity"]) == ("stop_loss", 10)
+    assert stop["data"]["price"] == pytest.approx(95.0 * (1 - 0.0005))
+    assert target["data"]["reason"] == "take_profit"
+    assert len(watcher.of_type("position_closed")) == 2  # the first moves (95.1, 110.0) closed nothing
+    assert (await client.call_service("paper-trading", "get_positions"))["positions"] == []
+
+
+async def test_daily_loss_halts_new_buys_until_the_next_day(suite, client):
+    halting = Stack(
+        suite, TRADING_PAPER_TRADING_MAX_DAILY_LOSS="100", TRADING_PAPER_TRADING_STOP_LOSS_PCT="0.5"
+    )
+    halting.start()
+    try:
+        await client.call_service(
+            "paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=40
+        )
+        async with EventWatcher(suite.env["TRADING_REDIS_URL"], *EVENTS) as watcher:
+            # 40 shares down $2.50 each: -100 plus the $14.00 commission, past the $100 limit.
+            await publish(suite, "market-data", "market_data_updated", price_move("CBA.AX", 97.5))
+            hit = await watcher.wait_for("risk_limit_hit", lambda e: e["data"]["rule"] == "max_daily_loss")
+        assert hit["data"]["halted_until"].startswith("2024-06-18T10:00:00+10:00")
+        status = await client.call_service("paper-trading", "get_portfolio_status")
+        assert status["trading_halted"] is True and "daily loss" in status["halt_reason"]
+        with pytest.raises(RiskRejected) as raised:
+            await client.call_service(
+                "paper-trading", "execute_trade", symbol="WBC.AX", action="BUY", quantity=1
+            )
+        assert raised.value.data["rule"] == "max_daily_loss"
+        # Reducing risk stays allowed while halted.
+        sold = await client.call_service(
+            "paper-trading", "execute_trade", symbol="CBA.AX", action="SELL", quantity=40
+        )
+        assert sold["action"] == "SELL"
+    finally:
+        halting.stop()
+
+
+# ---- following predictions ------------------------------------------------------------------
+
+
+async def test_predictions_are_followed_once_each(stack, suite, client):
+    buy = prediction(stack, "WBC.AX", "BUY")
+    hold = prediction(stack, "ANZ.AX", "HOLD")
+    async with EventWatcher(suite.env["TRADING_REDIS_URL"], *EVENTS) as watcher:
+        # The BUY is delivered twice (a publisher retry): one trade only.
+        await publish(suite, "prediction", "prediction_generated", buy, hold, buy)
+        await async_wait_until(lambda: len(outcomes(stack.db)) == 2, 15, what="both predictions processed")
+        sell = prediction(stack, "WBC.AX", "SELL")
+        await publish(suite, "prediction", "prediction_generated", sell)
+        closed = await watcher.wait_for(
+            "position_closed", lambda e: e["data"]["prediction_id"] == sell["prediction_id"]
+        )
+    assert outcomes(stack.db) == {
+        buy["prediction_id"]: "traded",
+        hold["prediction_id"]: "skipped",
+        sell["prediction_id"]: "traded",
+    }
+    trades = (await client.call_service("paper-trading", "get_trade_history"))["trades"]
+    assert [(t["action"], t["prediction_id"]) for t in trades] == [
+        ("SELL", sell["prediction_id"]),
+        ("BUY", buy["prediction_id"]),
+    ]
+    # Sized by the rules: 5% of 100,000 at 100.05 is 49 whole shares.
+    assert trades[1]["quantity"] == 49 and trades[0]["quantity"] == 49
+    assert closed["data"]["reason"].startswith("signal SELL")
+    assert len(watcher.of_type("trade_executed")) == 2
+
+
+# ---- IG Markets -----------------------------------------------------------------------------
+
+
+async def test_sync_without_credentials_is_not_configured(stack, client):
+    with pytest.raises(NotConfigured) as raised:
+        await client.call_service("paper-trading", "sync_with_ig_markets")
+    assert raised.value.code == -32002
+    assert "IG_API_KEY" in raised.value.data["detail"]
+
+
+async def test_sync_reports_differences_and_mirrors_when_opted_in(suite, client):
+    with FakeIg() as ig:
+        ig_env = {
+            "IG_API_KEY": API_KEY,
+            "IG_USERNAME": USERNAME,
+            "IG_PASSWORD": PASSWORD,
+            "IG_BASE_URL": ig.url,
+            "TRADING_PAPER_TRADING_IG_MIRROR": "true",
+        }
+        ig.state.positions["AA.D.NAB.CASH.IP"] = {"direction": "BUY", "size": 7.0, "level": 99.0}
+        mirrored = Stack(suite, **ig_env).start()
+        try:
+            await client.call_service(
+                "paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=10
+            )
+            await async_wait_until(lambda: "AA.D.CBA.CASH.IP" in ig.state.positions, 15, what="mirrored deal")
+            report = await client.call_service("paper-trading", "sync_with_ig_markets")
+        finally:
+            mirrored.stop()
+        logs = (suite.log_dir / "paper-trading.log").read_text() + mirrored.paper.output()
+    assert report["account_id"] == "ABC123" and report["ig_balance"]["balance"] == 25_000.0
+    rows = {r["symbol"]: r for r in report["positions"]}
+    assert (rows["CBA.AX"]["paper_quantity"], rows["CBA.AX"]["ig_size"], rows["CBA.AX"]["matches"]) == (
+        10,
+        10.0,
+        True,
+    )
+    assert (rows["NAB.AX"]["paper_quantity"], rows["NAB.AX"]["difference"]) == (0, 7.0)
+    assert report["in_sync"] is False and report["mirror_enabled"] is True
+    assert report["cash_difference"] == pytest.approx(25_000 - (100_000 - 1000.50 - 11.0))
+    for secret in (API_KEY, PASSWORD):
+        assert secret not in logs
+
+
+# ---- durability: SIGKILL mid-stream, then restart --------------------------------------------
+
+
+@pytest.mark.slow
+async def test_sigkill_while_trading_then_restart_loses_nothing_and_doubles_nothing(stack, suite, client):
+    import signal
+
+    # Small trades (0.2% of the portfolio: one share) so every BUY fills and the caps never bind.
+    stack.paper.stop()
+    stack.paper = stack.paper_process(TRADING_PAPER_TRADING_POSITION_SIZE_PCT="0.002").start()
+    # Each symbol in turn sees BUY, BUY, SELL, HOLD.
+    signals = [("BUY", "BUY", "SELL", "HOLD")[(i // 4) % 4] for i in range(240)]
+    batch = [prediction(stack, BANKS[i % 4], s) for i, s in enumerate(signals)]
+    # Every tenth prediction is delivered a second time, as a retrying publisher would.
+    deliveries = batch + batch[::10]
+    expected = {p["prediction_id"] for p in batch}
+    async with EventWatcher(suite.env["TRADING_REDIS_URL"], "trade_executed") as watcher:
+        await publish(suite, "prediction", "prediction_generated", *deliveries)
+        done_at_kill = await async_wait_until(lambda: (n := len(outcomes(stack.db))) >= 30 and n, 30)
+        stack.paper.signal(signal.SIGKILL)
+        stack.paper.wait_exit()
+        assert done_at_kill < len(expected), "the kill should land mid-stream"
+        stack.paper = stack.paper_process(TRADING_PAPER_TRADING_POSITION_SIZE_PCT="0.002").start()
+        await async_wait_until(
+            lambda: set(outcomes(stack.db)) == expected, 60, what="every prediction processed"
+        )
+        stack.paper.stop()
+
+        store = TradeStore(stack.db, D("100000"), SuiteClock().now())
+        try:
+            trades = store.trades()
+            ids = [t.prediction_id for t in trades]
+            assert len(ids) == len(set(ids)), "a prediction was traded twice"
+            assert store.replay_ledger() == store.load_portfolio()
+            assert store.unpublished_trades() == []
+            traded = {pid for pid, outcome in outcomes(stack.db).items() if outcome == "traded"}
+            assert set(ids) == traded
+            assert len(trades) > 30
+        finally:
+            store.close()
+        # Every trade's event went out (a trade committed just before the kill is published at
+        # restart, so an event may appear twice, never not at all).
+        await async_wait_until(
+            lambda: (
+                {e["data"]["trade_id"] for e in watcher.of_type("trade_executed")}
+                >= {t.trade_id for t in trades}
+            ),
+            10,
+            what="trade_executed for every trade",
+        )
