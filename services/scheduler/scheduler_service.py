@@ -370,7 +370,10 @@ class SchedulerService(BaseService):
             self._wake.clear()
             now = self.clock.now()
             for task in list(self._tasks.values()):
-                self._fire_if_due(task, now)
+                try:
+                    self._fire_if_due(task, now)
+                except Exception:  # e.g. a locked database: one task's slot, not the whole loop
+                    self.log.exception("could not start %s", task.spec.name)
             await self._nap(now)
 
     async def _nap(self, now: datetime) -> None:
