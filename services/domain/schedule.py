@@ -512,6 +512,8 @@ def _parse_call(raw: object, where: str) -> Call:
     prefix = f"{where}." if where else ""
     if not isinstance(raw, Mapping):
         raise ScheduleError(where or "config", "must be an object")
+    if where and (unknown := set(raw) - {"service", "method", "params"}):
+        raise ScheduleError(f"{prefix}{sorted(unknown)[0]}", "unknown field")
     service, method = raw.get("service"), raw.get("method")
     if not isinstance(service, str) or not _NAME.match(service):
         raise ScheduleError(f"{prefix}service", "must be a service name")

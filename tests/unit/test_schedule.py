@@ -306,6 +306,7 @@ INVALID_TASKS = [
     ({**VALID_TASK, "calls": []}, "calls"),  # both forms given
     ({"name": "x", "calls": [{"service": "a", "method": "b", "params": 3}]}, "calls[0].params"),
     ({"name": "x", "calls": []}, "calls"),
+    ({"name": "x", "calls": [{"service": "a", "method": "b", "param": {}}]}, "calls[0].param"),  # typo
     ([], "config"),
 ]
 
