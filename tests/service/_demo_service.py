@@ -41,6 +41,11 @@ class DemoService(BaseService):
         """A notification target."""
 
     @rpc
+    async def echo(self, data: dict) -> dict:
+        """Return `data` (benchmarks)."""
+        return data
+
+    @rpc
     async def get_data(self) -> list:
         """The specification's get_data."""
         return ["hello", 5]
