@@ -11,9 +11,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
 
-from _demo_service import DemoService  # noqa: E402
+from _demo_service import DemoService
 
-from services.base.rpc import RpcServer  # noqa: E402
+from services.base.rpc import RpcServer
 
 
 async def main(port: int) -> None:

@@ -79,7 +79,9 @@ class EchoClient:
     async def call(self) -> None:
         future = asyncio.get_running_loop().create_future()
         self.waiters.put_nowait(future)
-        self.writer.write(orjson.dumps({"jsonrpc": "2.0", "method": "echo", "params": {"data": PAYLOAD}, "id": 1}) + b"\n")
+        self.writer.write(
+            orjson.dumps({"jsonrpc": "2.0", "method": "echo", "params": {"data": PAYLOAD}, "id": 1}) + b"\n"
+        )
         await self.writer.drain()
         await future
 
@@ -92,7 +94,9 @@ async def run(calls: int, sock_dir: Path, http_port: int) -> dict[str, dict]:
     echo = EchoClient(sock_dir / "echo.sock")
     await echo.connect()
     # HTTP/1.1 cannot multiplex: 16 requests in flight need 16 keep-alive connections.
-    http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", limits=httpx.Limits(max_connections=IN_FLIGHT))
+    http = httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{http_port}", limits=httpx.Limits(max_connections=IN_FLIGHT)
+    )
     body = orjson.dumps({"jsonrpc": "2.0", "method": "echo", "params": {"data": PAYLOAD}, "id": 1})
 
     async def rpc_call():
@@ -123,9 +127,13 @@ def main() -> int:
     root = short_tempdir("tb-")
     redis = RedisServer(root / "redis").start()
     dirs = make_suite_env(root / "suite", redis.url)
-    service = ServiceProcess("demo", dirs, entry="tests/service/_demo_service.py", extra_env={"DEMO_NAME": "demo"})
+    service = ServiceProcess(
+        "demo", dirs, entry="tests/service/_demo_service.py", extra_env={"DEMO_NAME": "demo"}
+    )
     service.start()
-    echo = subprocess.Popen([sys.executable, str(REPO / "tests/benchmarks/_echo_server.py"), str(dirs.socket("echo"))])
+    echo = subprocess.Popen(
+        [sys.executable, str(REPO / "tests/benchmarks/_echo_server.py"), str(dirs.socket("echo"))]
+    )
     port = free_port()
     http = subprocess.Popen(
         [sys.executable, str(REPO / "tests/benchmarks/_http_rpc_server.py"), str(port)], env=dirs.env
