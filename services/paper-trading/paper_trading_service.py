@@ -180,12 +180,16 @@ class PaperTradingService(BaseService):
             "equity": float(valuation.equity),
             "cash": float(valuation.cash),
             "open_positions": len(self.book.positions),
-            "trading_halted": bool(self.day and self.day.halted),
+            "trading_halted": self._halted_today(),
             "follow_signals": self.config.follow_signals,
             "ig_configured": self.ig_credentials is not None,
             "ig_mirror": self.config.ig_mirror,
             **self.counters,
         }
+
+    def _halted_today(self) -> bool:
+        today = asx_calendar.to_sydney(self.clock.now()).date()
+        return self.day is not None and self.day.day == today and self.day.halted
 
     def _ig_setting(self, name: str) -> str | None:
         return self.settings.secret(name) or self.settings.environ.get(name)
@@ -236,8 +240,9 @@ class PaperTradingService(BaseService):
     async def get_portfolio_status(self) -> dict:
         """Cash, equity, exposure, realised/unrealised/day P&L and whether new buys are halted."""
         now = self.clock.now()
-        valuation = self._valuation()
-        day = await self._trading_day(now)
+        async with self.trade_lock:  # a consistent view, never half a trade
+            day = self._day_state(now)
+            valuation = self._valuation()
         halted = self.day is not None and self.day.halted
         return {
             "cash": float(valuation.cash),
@@ -261,11 +266,13 @@ class PaperTradingService(BaseService):
     async def get_trading_performance(self, period: Literal["day", "week", "month", "all"] = "all") -> dict:
         """Return, P&L, win rate, average win/loss, profit factor, Sharpe, max drawdown, trades, commissions."""
         now = self.clock.now()
-        await self._snapshot_equity(now)
         since = self._period_start(period, now)
-        trades = await asyncio.to_thread(self.store.trades, since=since)
-        curve = self._equity_curve(since)
-        return performance_report(period, trades, curve, self._valuation(), since)
+        async with self.trade_lock:
+            await self._snapshot_equity(now)  # today's point is the equity now
+            trades = await asyncio.to_thread(self.store.trades, since=since)
+            curve = self._equity_curve(since)
+            valuation = self._valuation()
+        return performance_report(period, trades, curve, valuation, since)
 
     @rpc
     async def get_trade_history(self, limit: int = 50, symbol: str | None = None) -> dict:
@@ -414,7 +421,7 @@ class PaperTradingService(BaseService):
         quote = quote or await self._quote(symbol)
         price = fill_price(quote.price, action, self.config.slippage_bps)
         order = risk.Order(symbol, action, quantity, price)
-        day = await self._trading_day(now)
+        day = self._day_state(now)
         rejection = risk.check_order(
             order,
             self.book,
@@ -480,6 +487,8 @@ class PaperTradingService(BaseService):
     # ---- marks, days, equity --------------------------------------------------------------
 
     def _save_mark(self, quote: Quote) -> None:
+        # Open today's record first, so the day starts from the equity before this price moved.
+        self._day_state(self.clock.now())
         self.store.save_mark(quote.symbol, quote.price, quote.as_of, quote.source)
         self.marks[quote.symbol] = Mark(quote.price, quote.as_of, quote.source)
 
@@ -498,7 +507,7 @@ class PaperTradingService(BaseService):
     def _valuation(self) -> Valuation:
         return value(self.book, self._prices())
 
-    async def _trading_day(self, now: datetime) -> risk.TradingDay:
+    def _day_state(self, now: datetime) -> risk.TradingDay:
         """Today's P&L against the equity first seen today, and whether the daily-loss halt tripped."""
         today = asx_calendar.to_sydney(now).date()
         if self.day is None or self.day.day != today:
@@ -508,7 +517,7 @@ class PaperTradingService(BaseService):
     async def _snapshot_equity(self, now: datetime) -> None:
         """Record today's equity (the last one of a day is its close) and trip the daily-loss halt."""
         valuation = self._valuation()
-        day = await self._trading_day(now)
+        day = self._day_state(now)
         assert self.day is not None
         self.store.record_equity(
             self.day.day, valuation.equity, valuation.cash, valuation.positions_value, now
