@@ -299,6 +299,33 @@ class Gathered:
     missing: dict[str, str] = field(default_factory=dict)
 
 
+def read_inputs(g: Gathered) -> tuple[SignalInputs, dict[str, str]]:
+    """The combiner's inputs, and every input that is missing with the reason. Pure."""
+    missing = dict(g.missing)
+    sentiment = ensemble = None
+    if g.sentiment is not None:
+        try:
+            sentiment = sentiment_reading(g.sentiment)
+        except ValueError as exc:
+            missing["sentiment"] = f"unusable sentiment result: {exc}"
+    if g.ensemble is not None:
+        try:
+            ensemble = ensemble_reading(g.ensemble)
+        except ValueError as exc:
+            missing["model"] = f"unusable ensemble result: {exc}"
+    technical = technical_from_market(g.market)
+    context = context_from_market(g.market)
+    if context is None:
+        ctx = g.market.get("market_context")
+        reason = ctx.get("error") if isinstance(ctx, dict) else None
+        missing["market_context"] = reason or "market-data gave no usable market context"
+    quality = quality_from_market(g.market)
+    if quality is None:
+        missing["data_quality"] = "market-data gave no quality score"
+    inputs = SignalInputs(technical, context, quality, sentiment, ensemble)
+    return inputs, missing
+
+
 class PredictionService(BaseService):
     name = "prediction"
 
@@ -504,8 +531,10 @@ class PredictionService(BaseService):
         async with self._limit:
             gathered = await self._gather(symbol)
         cfg = self.config.signal
-        inputs, missing = self._inputs(gathered)
+        inputs, missing = read_inputs(gathered)
         decision = decide(inputs, cfg)
+        for name in decision.missing:  # e.g. technical: no RSI, MACD (with a price) or Bollinger
+            missing.setdefault(name, "market-data gave no usable reading")
         prediction = prediction_document(
             symbol=symbol,
             now_iso=self.clock.now().isoformat(),
@@ -524,28 +553,6 @@ class PredictionService(BaseService):
         await self._record_buy_rate(prediction)
         await self.publish("prediction_generated", prediction)
         return prediction
-
-    def _inputs(self, g: Gathered) -> tuple[SignalInputs, dict[str, str]]:
-        missing = dict(g.missing)
-        sentiment = ensemble = None
-        if g.sentiment is not None:
-            try:
-                sentiment = sentiment_reading(g.sentiment)
-            except ValueError as exc:
-                missing["sentiment"] = f"unusable sentiment result: {exc}"
-        if g.ensemble is not None:
-            try:
-                ensemble = ensemble_reading(g.ensemble)
-            except ValueError as exc:
-                missing["model"] = f"unusable ensemble result: {exc}"
-        inputs = SignalInputs(
-            technical=technical_from_market(g.market),
-            market=context_from_market(g.market),
-            data_quality=quality_from_market(g.market),
-            sentiment=sentiment,
-            ensemble=ensemble,
-        )
-        return inputs, missing
 
     async def _gather(self, symbol: str) -> Gathered:
         market_t = asyncio.create_task(self._call(MARKET_DATA, "get_market_data", symbol=symbol))

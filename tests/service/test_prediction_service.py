@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from prediction_service import needs_refresh, normalise_symbols, technical_from_market
+from prediction_service import Gathered, needs_refresh, normalise_symbols, read_inputs, technical_from_market
 
 from services.base.base_service import BaseService
 from services.base.clock import SuiteClock
@@ -64,6 +64,51 @@ def test_technical_readings_follow_the_contract_names_and_never_default():
         101.5,
     )
     assert technical_from_market({}).rsi is None
+
+
+MARKET = {
+    "price": 100.0,
+    "technical": {"rsi": 45.0},
+    "market_context": {"context": "bear", "strength": 0.4},
+    "quality": {"score": 0.9, "reasons": []},
+}
+
+
+@pytest.mark.parametrize(
+    ("gathered", "missing", "why"),
+    [
+        (
+            Gathered(
+                MARKET, {"score": 0.1, "confidence": 0.5, "source": "cache"}, None, None, {"model": "x"}
+            ),
+            {"model"},
+            "what the gathering step found missing is carried through",
+        ),
+        (
+            Gathered(MARKET, {"score": "high", "confidence": 0.5}),
+            {"sentiment"},
+            "a non-number is not a score",
+        ),
+        (Gathered(MARKET, None, {"probability": 1.7, "confidence": 0.1}), {"model"}, "P(up) outside 0..1"),
+        (
+            Gathered({**MARKET, "market_context": {"context": None, "error": "index feed down"}}),
+            {"market_context"},
+            "the context's own error is kept as the reason",
+        ),
+        (Gathered({**MARKET, "quality": {"score": 3}}), {"data_quality"}, "a score outside 0..1 is no score"),
+        (
+            Gathered({**MARKET, "market_context": {"context": "boom", "strength": 0.5}}),
+            {"market_context"},
+            "a regime outside bull/bear/sideways is not guessed at",
+        ),
+    ],
+)
+def test_read_inputs_reports_what_is_missing(gathered, missing, why):
+    inputs, got = read_inputs(gathered)
+    assert set(got) == missing, why
+    assert inputs.technical.rsi == 45.0
+    if "market_context" in missing and "error" in gathered.market["market_context"]:
+        assert got["market_context"] == "index feed down"
 
 
 @pytest.mark.parametrize(
