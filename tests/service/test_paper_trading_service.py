@@ -15,6 +15,7 @@ from datetime import date
 from decimal import Decimal as D
 from pathlib import Path
 
+import orjson
 import providers
 import pytest
 from trade_store import TradeStore
@@ -415,3 +416,45 @@ async def test_sigkill_while_trading_then_restart_loses_nothing_and_doubles_noth
             10,
             what="trade_executed for every trade",
         )
+
+
+async def test_trade_events_survive_redis_down_and_a_crash(stack, suite, redis_server, client):
+    import signal
+
+    import redis.asyncio as aioredis
+
+    redis_server.kill()
+    # The trade commits; its durable events can only wait in the process's memory.
+    trade = await client.call_service(
+        "paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=3
+    )
+    stack.paper.signal(signal.SIGKILL)
+    stack.paper.wait_exit()
+    redis_server.start()
+    stack.paper = stack.paper_process().start()
+    # At start the service republishes what the dead process never handed over.
+    bus = aioredis.from_url(suite.env["TRADING_REDIS_URL"])
+    try:
+
+        async def published_ids() -> set[int]:
+            entries = await bus.xrange("trading:stream:trade_executed")
+            return {orjson.loads(fields[b"event"])["data"]["trade_id"] for _, fields in entries}
+
+        await async_wait_until(lambda: published_ids(), 15, what="trade_executed in the stream")
+        assert await published_ids() == {trade["trade_id"]}
+    finally:
+        await bus.aclose()
+    history = await client.call_service("paper-trading", "get_trade_history")
+    assert [t["trade_id"] for t in history["trades"]] == [trade["trade_id"]]
+
+
+def test_epics_default_per_symbol_and_can_be_overridden():
+    from paper_trading_service import parse_epics
+
+    assert parse_epics("", ("CBA.AX",)) == {"CBA.AX": "AA.D.CBA.CASH.IP"}
+    assert parse_epics(" cba.ax = IX.D.CBA.X ,", ("CBA.AX", "WBC.AX")) == {
+        "CBA.AX": "IX.D.CBA.X",
+        "WBC.AX": "AA.D.WBC.CASH.IP",
+    }
+    with pytest.raises(ValueError, match="SYMBOL=EPIC"):
+        parse_epics("CBA.AX", ("CBA.AX",))
