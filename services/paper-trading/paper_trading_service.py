@@ -18,8 +18,9 @@ a trade whose events were not handed to the bus before a crash is published at t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from decimal import Decimal
@@ -146,6 +147,7 @@ class PaperTradingService(BaseService):
         super().__init__(*args, **kwargs)
         # Event handlers start before on_start finishes; they wait for the book to be open.
         self._open = asyncio.Event()
+        self._closed = False
         self._background: set[asyncio.Task] = set()
         self.is_market_open: Callable[[datetime], bool] = market_is_open
 
@@ -172,7 +174,18 @@ class PaperTradingService(BaseService):
             await asyncio.wait(set(self._background), timeout=5.0)
         if self._ig is not None:
             await self._ig.aclose()
-        self.store.close()
+        # Event handlers may still be running: close the book between trades, never inside one.
+        async with self.trade_lock:
+            self._closed = True
+            self.store.close()
+
+    @contextlib.asynccontextmanager
+    async def _trading(self) -> AsyncIterator[None]:
+        """The trade lock, refused once the book is closed (a durable event then stays unacked)."""
+        async with self.trade_lock:
+            if self._closed:
+                raise ServiceError("paper-trading is stopping")
+            yield
 
     async def health_details(self) -> dict:
         valuation = self._valuation()
@@ -205,7 +218,7 @@ class PaperTradingService(BaseService):
             raise InvalidParams("action", f"must be BUY or SELL, got {action!r}")
         if not 0 < quantity <= 10_000_000:
             raise InvalidParams("quantity", f"must be a whole number of shares from 1, got {quantity}")
-        async with self.trade_lock:
+        async with self._trading():
             record = await self._execute(symbol, Action(side), quantity, reason="manual")
         return record.as_dict()
 
@@ -240,7 +253,7 @@ class PaperTradingService(BaseService):
     async def get_portfolio_status(self) -> dict:
         """Cash, equity, exposure, realised/unrealised/day P&L and whether new buys are halted."""
         now = self.clock.now()
-        async with self.trade_lock:  # a consistent view, never half a trade
+        async with self._trading():  # a consistent view, never half a trade
             day = self._day_state(now)
             valuation = self._valuation()
         halted = self.day is not None and self.day.halted
@@ -267,7 +280,7 @@ class PaperTradingService(BaseService):
         """Return, P&L, win rate, average win/loss, profit factor, Sharpe, max drawdown, trades, commissions."""
         now = self.clock.now()
         since = self._period_start(period, now)
-        async with self.trade_lock:
+        async with self._trading():
             await self._snapshot_equity(now)  # today's point is the equity now
             trades = await asyncio.to_thread(self.store.trades, since=since)
             curve = self._equity_curve(since)
@@ -325,7 +338,7 @@ class PaperTradingService(BaseService):
                 "prediction_generated without prediction_id ignored", extra={"event_id": event.id}
             )
             return
-        async with self.trade_lock:
+        async with self._trading():
             if self.store.prediction_outcome(prediction_id) is not None:
                 self.counters["duplicates"] += 1
                 return
@@ -352,11 +365,11 @@ class PaperTradingService(BaseService):
         except ServiceError:
             self.log.warning("market_data_updated for %s without a usable price: %r", symbol, price)
             return
-        async with self.trade_lock:
+        async with self._trading():
             self._save_mark(quote)
             await self._snapshot_equity(self.clock.now())
             position = self.book.positions.get(symbol)
-            reason = position and risk.exit_reason(position, quote.price, self.config.rules)
+            reason = risk.exit_reason(position, quote.price, self.config.rules) if position else None
             if position is None or reason is None:
                 return
             try:
