@@ -267,19 +267,21 @@ def needs_refresh(cached: dict | None, event_data: dict) -> bool:
     )
 
 
+def normalise_symbol(raw: str, param: str = "symbol") -> str:
+    """Upper-cased and checked. Raises InvalidParams naming `param`."""
+    symbol = raw.strip().upper()
+    if not SYMBOL_RE.match(symbol):
+        raise InvalidParams(param, f"{raw!r} is not a ticker symbol (e.g. CBA.AX)")
+    return symbol
+
+
 def normalise_symbols(symbols: list[str]) -> list[str]:
-    """Upper-case, de-duplicated in order, each checked. Raises InvalidParams."""
+    """Each checked, de-duplicated in order. Raises InvalidParams."""
     if not symbols:
         raise InvalidParams("symbols", "must name at least one symbol")
     if len(symbols) > MAX_BATCH:
         raise InvalidParams("symbols", f"at most {MAX_BATCH} symbols per batch, got {len(symbols)}")
-    seen: dict[str, None] = {}
-    for i, raw in enumerate(symbols):
-        symbol = raw.strip().upper()
-        if not SYMBOL_RE.match(symbol):
-            raise InvalidParams(f"symbols[{i}]", f"{raw!r} is not a ticker symbol (e.g. CBA.AX)")
-        seen[symbol] = None
-    return list(seen)
+    return list(dict.fromkeys(normalise_symbol(raw, f"symbols[{i}]") for i, raw in enumerate(symbols)))
 
 
 def error_entry(exc: RpcError) -> dict:
@@ -401,17 +403,10 @@ class PredictionService(BaseService):
                 errors[symbol] = error_entry(
                     RpcTimeout(f"{symbol}: not ready within {budget:.1f}s; retry later")
                 )
-            elif isinstance(task.exception(), RpcError):
-                errors[symbol] = error_entry(task.exception())  # type: ignore[arg-type]
-            elif task.exception() is not None:
-                self.log.error("prediction for %s failed", symbol, exc_info=task.exception())
-                errors[symbol] = {
-                    "code": -32603,
-                    "message": "internal error",
-                    "data": {"type": "internal_error"},
-                }
-            else:
+            elif task.exception() is None:
                 predictions[symbol] = task.result()
+            else:
+                errors[symbol] = self._error_of(symbol, task.exception())
         return {
             "predictions": predictions,
             "errors": errors,
@@ -420,12 +415,18 @@ class PredictionService(BaseService):
             "buy_rate": buy_rate.buy_rate(self.buy_state.signals),
         }
 
+    def _error_of(self, symbol: str, exc: BaseException) -> dict:
+        if isinstance(exc, RpcError):
+            return error_entry(exc)
+        self.log.error("prediction for %s failed", symbol, exc_info=exc)  # a bug: keep its traceback
+        return {"code": -32603, "message": "internal error", "data": {"type": "internal_error"}}
+
     @rpc
     async def generate_single_prediction(
         self, symbol: str, force_refresh: bool = False, timeout_s: float | None = None
     ) -> dict:
         """One symbol's prediction (cached until new market data unless force_refresh)."""
-        (symbol,) = normalise_symbols([symbol])
+        symbol = normalise_symbol(symbol)
         budget = self._budget(timeout_s)
         task = asyncio.ensure_future(self._prediction_for(symbol, force_refresh))
         done, _ = await asyncio.wait([task], timeout=budget)
@@ -469,7 +470,7 @@ class PredictionService(BaseService):
         if not 1 <= limit <= 1000:
             raise InvalidParams("limit", f"must be in 1..1000, got {limit}")
         if symbol is not None:
-            (symbol,) = normalise_symbols([symbol])
+            symbol = normalise_symbol(symbol)
         rows = self.store.recent(limit, symbol) if self.store else []
         return {"predictions": rows, "count": len(rows)}
 
@@ -505,6 +506,8 @@ class PredictionService(BaseService):
             await self._prediction_for(symbol, force_refresh=True)
         except RpcError as exc:
             self.log.warning("refresh of %s after market_data_updated failed: %s", symbol, exc.message)
+        except Exception:
+            self.log.exception("refresh of %s after market_data_updated failed", symbol)
 
     # ---- the work -------------------------------------------------------------------------
 

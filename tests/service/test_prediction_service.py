@@ -311,6 +311,8 @@ async def test_invalid_params_and_not_found(stack):
         ("generate_predictions", {"symbols": "CBA.AX"}, -32602, "symbols"),
         ("generate_predictions", {"symbols": ["CBA.AX"], "timeout_s": 0}, -32602, "timeout_s"),
         ("generate_single_prediction", {}, -32602, "symbol"),
+        ("generate_single_prediction", {"symbol": "CBA;DROP"}, -32602, "symbol"),
+        ("get_recent_predictions", {"symbol": "a b"}, -32602, "symbol"),
         ("get_recent_predictions", {"limit": 0}, -32602, "limit"),
         ("get_prediction", {"prediction_id": "nope"}, -32006, None),
     ]
