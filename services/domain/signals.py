@@ -8,12 +8,13 @@ How a decision is made
 1. Each *directional component* gives a score in -1..+1 (positive = bullish):
 
    * technical: the mean of the readings present among
-     - RSI: ``(50 - rsi) / 20`` clamped, i.e. 30 (oversold) -> +1, 70 (overbought) -> -1
+     - RSI: ``(50 - rsi) / rsi_span`` clamped (span 20), i.e. 30 (oversold) -> +1, 70 (overbought) -> -1
        (mean reversion, the classic reading of RSI on daily bars);
      - MACD histogram: ``tanh(histogram / price / macd_scale)``: positive momentum is bullish;
        divided by the price so banks at $30 and $100 compare (needs the price);
      - Bollinger %B: ``(0.5 - %B) * 2`` clamped: below the lower band -> +1, above the upper -> -1;
-     then scaled by the volume ratio (heavy volume confirms a move, thin volume weakens it);
+     then scaled by the volume ratio: x(1 + volume_max_boost) at or above ``volume_high``
+     (heavy volume confirms a move), x(1 - volume_max_boost) at or below ``volume_low``;
    * sentiment: the news score (-1..1), its weight scaled by its confidence (a score from no
      news says nothing, so it must not pull the composite toward zero);
    * model: ``2 * P(up) - 1`` from the ensemble.
@@ -34,13 +35,15 @@ How a decision is made
    * evidence: the components' own confidences (share of technical readings present, sentiment
      confidence, ensemble confidence), weighted like the composite;
    * coverage: share of the configured weight that the present components carry (no model ->
-     the model's weight is missing -> confidence shrinks in proportion; fallback sentiment
-     carries only part of its weight);
+     the model's weight is missing -> confidence shrinks in proportion; sentiment carries its
+     weight x its confidence, and a fallback only part of that);
    * quality factor: ``min(1, quality / min_quality)``, or ``missing_quality_factor`` when the
      market data gave no quality score;
    * fallback factor: ``fallback_sentiment_factor`` when sentiment came from the fallback;
    * context factor: ``missing_context_factor`` when the market context is unknown (the
      thresholds could not be adjusted).
+
+Every number named here is a `SignalConfig` field, settable as ``TRADING_PREDICTION_SIGNAL_<FIELD>``.
 """
 
 from __future__ import annotations
