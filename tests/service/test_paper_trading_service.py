@@ -181,6 +181,20 @@ async def test_execute_trade_validates_params(stack, client, params, param):
     assert raised.value.data["param"] == param
 
 
+@pytest.mark.parametrize(
+    ("method", "params", "param"),
+    [
+        ("get_trade_history", {"limit": 0}, "limit"),
+        ("get_trade_history", {"symbol": "BHP.AX"}, "symbol"),
+        ("get_trading_performance", {"period": "year"}, "period"),
+    ],
+)
+async def test_queries_validate_params(stack, client, method, params, param):
+    with pytest.raises(InvalidParams) as raised:
+        await client.call_service("paper-trading", method, **params)
+    assert raised.value.data["param"] == param
+
+
 async def test_rejections_name_the_rule_and_by_how_much(stack, suite, client):
     async with EventWatcher(suite.env["TRADING_REDIS_URL"], *EVENTS) as watcher:
         with pytest.raises(RiskRejected) as raised:
@@ -210,6 +224,12 @@ async def test_no_orders_outside_market_hours(suite, client):
             )
         assert raised.value.code == -32004
         assert raised.value.data["next_open"].startswith("2024-06-17T10:00:00+10:00")
+        # A signal on a closed market is answered once, with the reason, and never traded later.
+        signal = prediction(closed, "CBA.AX", "BUY")
+        await publish(suite, "prediction", "prediction_generated", signal)
+        await async_wait_until(lambda: outcomes(closed.db), 15, what="the prediction processed")
+        assert outcomes(closed.db) == {signal["prediction_id"]: "rejected"}
+        assert (await client.call_service("paper-trading", "get_trade_history"))["trades"] == []
     finally:
         closed.stop()
 
@@ -226,8 +246,6 @@ async def test_a_round_trip_shows_in_performance(stack, client):
     assert report["total_return"] == pytest.approx(-26.0 / 100_000)
     assert report["max_drawdown"] == pytest.approx(26.0 / 100_000)
     assert report["sharpe_ratio"] is None  # one day of returns has no spread
-    with pytest.raises(InvalidParams):
-        await client.call_service("paper-trading", "get_trading_performance", period="year")
 
 
 # ---- market data: stops, targets, daily loss ------------------------------------------------
