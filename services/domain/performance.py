@@ -94,3 +94,17 @@ def summarise_trades(pnls: Sequence[Number]) -> dict[str, float | int | None]:
         "profit_factor": profit_factor(pnls),
         "net_pnl": sum(float(p) for p in pnls),
     }
+
+
+def equity_report(
+    equity_curve: Sequence[Number], periods_per_year: int = 252
+) -> dict[str, float | int | None]:
+    """Return, Sharpe and drawdown of a curve of daily closes whose first point is the base."""
+    if not equity_curve:
+        raise ValueError("the equity curve needs at least its starting point")
+    return {
+        "total_return": total_return(equity_curve[0], equity_curve[-1]),
+        "sharpe_ratio": sharpe_ratio(daily_returns(equity_curve), periods_per_year),
+        "max_drawdown": max_drawdown(equity_curve),
+        "trading_days": len(equity_curve) - 1,
+    }

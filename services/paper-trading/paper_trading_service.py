@@ -650,28 +650,23 @@ def performance_report(
     period: str, trades: list[TradeRecord], curve: list[Decimal], valuation: Valuation, since: datetime | None
 ) -> dict[str, Any]:
     """The numbers behind get_trading_performance, from the period's trades and equity closes."""
-    closed = [t.net_pnl for t in trades if t.action is Action.SELL]
-    returns = performance.daily_returns(curve)
-    summary = performance.summarise_trades(closed)
+    summary = performance.summarise_trades([t.net_pnl for t in trades if t.action is Action.SELL])
     return {
         "period": period,
         "since": since.isoformat() if since else None,
-        "total_return": performance.total_return(curve[0], valuation.equity),
+        **performance.equity_report(curve),
         "realized_pnl": float(sum((t.realized_pnl for t in trades), ZERO)),
         "unrealized_pnl": float(valuation.unrealized_pnl),
         "win_rate": summary["win_rate"],
         "average_win": summary["average_win"],
         "average_loss": summary["average_loss"],
         "profit_factor": summary["profit_factor"],
-        "sharpe_ratio": performance.sharpe_ratio(returns),
-        "max_drawdown": performance.max_drawdown(curve),
         "number_of_trades": len(trades),
         "closed_trades": summary["number_of_trades"],
         "winning_trades": summary["winning_trades"],
         "losing_trades": summary["losing_trades"],
         "commissions_paid": float(sum((t.commission for t in trades), ZERO)),
         "equity": float(valuation.equity),
-        "trading_days": len(curve) - 1,
     }
 
 

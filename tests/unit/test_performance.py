@@ -9,6 +9,7 @@ from services.domain.performance import (
     average_loss,
     average_win,
     daily_returns,
+    equity_report,
     max_drawdown,
     profit_factor,
     sharpe_ratio,
@@ -127,3 +128,24 @@ def test_summarise_trades():
         "profit_factor": 3.0,
         "net_pnl": 100.0,
     }
+
+
+def test_equity_report():
+    curve = [100_000, 101_000, 99_990, 102_000]
+    report = equity_report(curve)
+    returns = [0.01, 99_990 / 101_000 - 1, 102_000 / 99_990 - 1]
+    assert report["total_return"] == pytest.approx(0.02)
+    assert report["max_drawdown"] == pytest.approx(1010 / 101_000)  # 101,000 -> 99,990
+    assert report["sharpe_ratio"] == pytest.approx(sharpe_ratio(returns))
+    assert report["trading_days"] == 3
+
+
+def test_equity_report_of_a_single_point_has_no_sharpe():
+    assert equity_report([D("100000")]) == {
+        "total_return": 0.0,
+        "sharpe_ratio": None,
+        "max_drawdown": 0.0,
+        "trading_days": 0,
+    }
+    with pytest.raises(ValueError):
+        equity_report([])
