@@ -18,12 +18,14 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
+import redis.asyncio as aioredis
 from prediction_service import Gathered, needs_refresh, normalise_symbols, read_inputs, technical_from_market
 
 from services.base.base_service import BaseService
 from services.base.clock import SuiteClock
-from services.base.events import EventBus
+from services.base.events import STREAM_PREFIX, EventBus
 from services.base.rpc import DependencyUnavailable, InvalidParams, NotFound, RpcError
 from services.domain import buy_rate
 from services.domain.features import FEATURE_NAMES
@@ -266,6 +268,15 @@ async def test_batch_with_real_dependencies_is_traceable_cached_and_published(st
         await async_wait_until(lambda: len(watcher.of_type("prediction_generated")) >= 8, 10)
         assert len(watcher.of_type("prediction_generated")) == 8
 
+    # Durable: also on the stream, where a consumer that was down finds them later.
+    redis = aioredis.from_url(suite.env["TRADING_REDIS_URL"])
+    try:
+        entries = await redis.xrange(STREAM_PREFIX + "prediction_generated")
+    finally:
+        await redis.aclose()
+    streamed = {orjson.loads(fields[b"event"])["data"]["prediction_id"] for _, fields in entries}
+    assert streamed == {p["prediction_id"] for r in (first, forced) for p in r["predictions"].values()}
+
     health = await stack.call("health")
     signals = [p["signal"] for r in (first, forced) for p in r["predictions"].values()]
     assert health["prediction_count"] == 8
@@ -360,6 +371,28 @@ async def test_market_data_updated_refreshes_only_on_new_data(stack, suite):
         assert [e["data"]["symbol"] for e in watcher.of_type("prediction_generated")] == ["CBA.AX"]
     cached = await stack.call("generate_single_prediction", symbol="CBA.AX")
     assert cached["cached"] and cached["prediction_id"] == event["data"]["prediction_id"]
+
+
+@pytest.mark.slow
+async def test_concurrent_requests_for_one_symbol_share_one_computation(stack, suite):
+    stack.start_dependencies("market-data", "sentiment")
+    stack.start_prediction()
+    async with EventWatcher(suite.env["TRADING_REDIS_URL"], "prediction_generated") as watcher:
+        replies = await asyncio.gather(
+            *(
+                stack.call("generate_single_prediction", symbol="WBC.AX", force_refresh=True)
+                for _ in range(6)
+            ),
+            stack.call("generate_predictions", symbols=["WBC.AX", "wbc.ax"]),
+        )
+        ids = {r["prediction_id"] for r in replies[:-1]} | {
+            replies[-1]["predictions"]["WBC.AX"]["prediction_id"]
+        }
+        assert len(ids) == 1, "seven callers, one computation"
+        await watcher.wait_for("prediction_generated")
+        await asyncio.sleep(0.5)  # a second computation would have published by now
+        assert len(watcher.of_type("prediction_generated")) == 1
+    assert (await stack.call("health"))["prediction_count"] == 1
 
 
 # ---- degradation -----------------------------------------------------------------------------------
