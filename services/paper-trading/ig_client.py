@@ -297,29 +297,31 @@ class IgClient:
     # -- transport -------------------------------------------------------------------------
 
     async def _call(self, method: str, path: str, *, version: int, json: Any = None) -> dict[str, Any]:
-        """An authenticated call: one re-login on an invalid token, backoff on rate limits."""
-        tokens = await self._ensure_session()
+        """An authenticated call: one re-login on an invalid token, backoff on rate limits (login included)."""
+        tokens: dict[str, str] | None = None
+        stale: dict[str, str] | None = None
         relogged = False
-        for attempt in range(self._rate_limit_retries + 1):
+        backoffs = 0
+        while True:
             try:
+                tokens = await self._ensure_session(stale)
                 response = await self._send(method, path, version=version, json=json, tokens=tokens)
                 return response.json() if response.content else {}
             except IgTokenInvalid:
                 if relogged:
-                    raise
-                relogged = True
+                    raise  # a fresh login's token refused too: not something another login fixes
+                relogged, stale = True, tokens
                 log.info("IG token invalid; logging in again", extra={"ig_path": path})
-                tokens = await self._ensure_session(stale=tokens)
             except IgRateLimited as exc:
-                if attempt == self._rate_limit_retries:
+                if backoffs == self._rate_limit_retries:
                     raise
-                delay = min(self._backoff_s * 2**attempt, self._max_backoff_s)
+                delay = min(self._backoff_s * 2**backoffs, self._max_backoff_s)
+                backoffs += 1
                 log.warning(
                     "IG allowance exceeded; backing off",
                     extra={"ig_path": path, "ig_error": exc.error_code, "delay_s": delay},
                 )
                 await self._sleep(delay)
-        raise AssertionError("unreachable: the loop returns or raises")
 
     async def _send(
         self, method: str, path: str, *, version: int, json: Any, tokens: dict[str, str] | None

@@ -29,6 +29,7 @@ class IgState:
     balance: float = 25_000.0
     tokens: set[tuple[str, str]] = field(default_factory=set)
     rate_limited: int = 0  # answer this many calls with an exceeded-allowance error
+    login_rate_limited: int = 0  # answer this many logins with the API key's allowance exceeded
     server_errors: int = 0  # answer this many calls with HTTP 500
     reject_all_tokens: bool = False  # every token is invalid, even a fresh one
     confirm_not_ready: int = 0  # answer this many confirms with 404 deal-not-found
@@ -117,6 +118,9 @@ class _IgHandler(BaseHTTPRequestHandler):
         if self.headers.get("X-IG-API-KEY") != API_KEY:
             return 403, {"errorCode": "error.security.api-key-invalid"}, {}
         if method == "POST" and path == "/session":
+            if self.ig.login_rate_limited:
+                self.ig.login_rate_limited -= 1
+                return 403, {"errorCode": "error.public-api.exceeded-api-key-allowance"}, {}
             return self._login(body)
         tokens = (self.headers.get("CST"), self.headers.get("X-SECURITY-TOKEN"))
         if self.ig.reject_all_tokens or tokens not in self.ig.tokens:

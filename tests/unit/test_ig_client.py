@@ -130,6 +130,13 @@ async def test_rate_limits_that_persist_raise_after_the_retries(ig, client):
     assert client.sleeps.delays == [2.0, 4.0, 8.0]  # 3 retries, then give up
 
 
+async def test_a_rate_limited_login_backs_off_too(ig, client):
+    ig.state.login_rate_limited = 1
+    assert len(await client.accounts()) == 2
+    assert client.sleeps.delays == [2.0]
+    assert ig.paths() == ["POST /session", "POST /session", "GET /accounts"]
+
+
 async def test_server_errors_are_typed(ig, client):
     await client.accounts()
     ig.state.server_errors = 1
