@@ -23,7 +23,7 @@ from trade_store import TradeStore
 from services.base.base_service import BaseService
 from services.base.clock import SuiteClock
 from services.base.events import EventBus
-from services.base.rpc import InvalidParams, MarketClosed, NotConfigured, RiskRejected
+from services.base.rpc import DependencyUnavailable, InvalidParams, MarketClosed, NotConfigured, RiskRejected
 from services.domain.asx_calendar import is_trading_day
 from tests.support import EventWatcher, ServiceProcess, SuiteDirs, async_wait_until, rpc_call_sync
 from tests.unit._ig_helpers import API_KEY, PASSWORD, USERNAME, FakeIg
@@ -476,3 +476,19 @@ def test_epics_default_per_symbol_and_can_be_overridden():
     }
     with pytest.raises(ValueError, match="SYMBOL=EPIC"):
         parse_epics("CBA.AX", ("CBA.AX",))
+
+
+async def test_a_stale_prediction_is_not_acted_on(stack, suite):
+    old = prediction(stack, "CBA.AX", "BUY") | {"created_at": "2024-06-17T08:00:00+10:00"}  # 3 h old
+    undated = prediction(stack, "WBC.AX", "BUY") | {"created_at": None}
+    await publish(suite, "prediction", "prediction_generated", old, undated)
+    await async_wait_until(lambda: len(outcomes(stack.db)) == 2, 15, what="both predictions processed")
+    assert set(outcomes(stack.db).values()) == {"skipped"}
+
+
+async def test_without_market_data_a_trade_fails_typed_and_writes_nothing(stack, client):
+    stack.market.stop()
+    with pytest.raises(DependencyUnavailable) as raised:
+        await client.call_service("paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=1)
+    assert raised.value.code == -32001 and "market-data" in raised.value.message
+    assert (await client.call_service("paper-trading", "get_trade_history"))["trades"] == []
