@@ -28,6 +28,7 @@ from services.base.config import ConfigError, Settings, get_settings
 from services.base.events import Event, EventBus, on_event
 from services.base.logs import setup_logging
 from services.base.rpc import (
+    ConnectionLost,
     DependencyUnavailable,
     InternalError,
     InvalidParams,
@@ -293,26 +294,23 @@ class BaseService:
         client = self._client(service)
         try:
             async with asyncio.timeout(timeout):
-                delay = 0.05
-                for attempt in range(retries + 1):
+                delay, attempt = 0.05, 0
+                while True:
                     try:
-                        await client.connect()
-                    except OSError as exc:
+                        return await client.call(method, params)
+                    except ConnectionLost as exc:
+                        raise DependencyUnavailable(
+                            f"{service} dropped the connection during {method}: {exc}",
+                            data={"service": service},
+                        ) from None
+                    except OSError as exc:  # not sent: nothing listening on the socket
                         if attempt >= retries:
                             raise DependencyUnavailable(
-                                f"{service} is unavailable: {exc.strerror or exc}",
-                                data={"service": service},
+                                f"{service} is unavailable: {exc.strerror or exc}", data={"service": service}
                             ) from None
+                        attempt += 1
                         await asyncio.sleep(delay)
                         delay = min(delay * 2, 1.0)
-                        continue
-                    break
-                try:
-                    return await client.call(method, params)
-                except ConnectionError as exc:
-                    raise DependencyUnavailable(
-                        f"{service} dropped the connection during {method}: {exc}", data={"service": service}
-                    ) from None
         except TimeoutError:
             raise RpcTimeout(
                 f"{service}.{method} did not answer within {timeout:g}s", data={"service": service}

@@ -582,7 +582,13 @@ class RpcClient:
 
     @property
     def connected(self) -> bool:
-        return self._writer is not None and not self._writer.is_closing()
+        # at_eof: the peer closed (e.g. the service restarted) even if our reader has not run yet.
+        return (
+            self._writer is not None
+            and not self._writer.is_closing()
+            and self._reader is not None
+            and not self._reader.at_eof()
+        )
 
     async def connect(self) -> None:
         """Open the connection if needed. Raises OSError when nothing listens."""
@@ -591,6 +597,9 @@ class RpcClient:
         async with self._connect_lock:
             if self.connected:
                 return
+            if self._reader_task is not None:
+                self._reader_task.cancel()
+                self._fail_pending()
             reader, writer = await asyncio.open_unix_connection(
                 str(self.path), limit=max(self.max_frame_bytes, 1 << 16) * 4
             )
@@ -625,22 +634,33 @@ class RpcClient:
                 future.set_exception(ConnectionLost(f"connection to {self.path.name} lost"))
 
     async def call(self, method: str, params: Any = None) -> Any:
-        """Send one request and wait for its reply. Raises OSError (not sent), ConnectionLost
-        (sent, outcome unknown) or the remote RpcError."""
-        await self.connect()
-        request_id = next(self._ids)
-        future = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
-        frame = {"jsonrpc": "2.0", "method": method, "id": request_id}
+        """Send one request and wait for its reply. Raises OSError when it could not be sent
+        (nothing listening), ConnectionLost when it was sent but the connection dropped before
+        the reply (it may or may not have run), or the remote RpcError."""
+        frame = {"jsonrpc": "2.0", "method": method, "id": 0}
         if params is not None:
             frame["params"] = params
-        writer = self._writer
-        if writer is None:
-            self._pending.pop(request_id, None)
-            raise ConnectionRefusedError(f"connection to {self.path.name} closed")
+        for last_try in (False, True):
+            await self.connect()
+            request_id = frame["id"] = next(self._ids)
+            future = asyncio.get_running_loop().create_future()
+            self._pending[request_id] = future
+            try:
+                writer = self._writer
+                if writer is None:
+                    raise ConnectionResetError("connection closed")
+                writer.write(dumps(frame) + b"\n")
+                await writer.drain()
+            except (ConnectionError, OSError) as exc:
+                # The write itself failed: the peer was already gone (e.g. it restarted while this
+                # cached connection sat idle), so nothing was delivered. Reconnect once and resend.
+                self._pending.pop(request_id, None)
+                self._fail_pending()
+                if last_try:
+                    raise ConnectionRefusedError(f"cannot send to {self.path.name}: {exc}") from None
+                continue
+            break
         try:
-            writer.write(dumps(frame) + b"\n")
-            await writer.drain()
             reply = await future
         finally:
             self._pending.pop(request_id, None)

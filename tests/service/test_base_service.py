@@ -366,3 +366,20 @@ async def test_unstarted_base_service_can_call(demo_service):
     service = BaseService("test")
     assert await service.call_service("demo", "subtract", minuend=10, subtrahend=4) == 6
     await service.close_clients()
+
+
+async def test_client_reconnects_after_the_service_restarts(suite):
+    first = demo(suite).start()
+    client = BaseService("tests")
+    try:
+        assert await client.call_service("demo", "subtract", minuend=2, subtrahend=1) == 1
+        first.signal(signal.SIGKILL)
+        first.wait_exit()
+        second = demo(suite).start()
+        try:
+            # The cached connection is dead; the next call must open a new one, not fail.
+            assert await client.call_service("demo", "subtract", minuend=5, subtrahend=1) == 4
+        finally:
+            second.stop()
+    finally:
+        await client.close_clients()
