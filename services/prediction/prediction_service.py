@@ -366,6 +366,7 @@ class PredictionService(BaseService):
             "current_buy_rate": rate,
             "buy_rate_threshold": self.config.buy_rate.threshold,
             "buy_rate_samples": len(self.buy_state.signals),
+            "buy_rate_alerting": self.buy_state.alerting,
             "dependencies": dict(self.dependency_state),
         }
         warnings = []

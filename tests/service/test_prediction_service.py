@@ -544,6 +544,7 @@ async def test_buy_rate_alert_fires_exactly_when_crossing(stack, suite):
     health = await stack.call("health")
     assert health["current_buy_rate"] == pytest.approx(1.0)
     assert any("buy rate" in w for w in health["warnings"])
+    assert health["buy_rate_alerting"] is True
     rate = await stack.call("get_buy_rate")
     assert rate["alerting"] is True and rate["samples"] == 10
 
