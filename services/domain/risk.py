@@ -41,21 +41,21 @@ class ExitReason(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class RiskRules:
-    position_size_pct: Decimal = Decimal("0.05")  # of portfolio value, per trade
+    position_size_fraction: Decimal = Decimal("0.05")  # of portfolio value, per trade
     max_position_value: Decimal = Decimal("10000")  # per symbol, after the trade
-    max_exposure_pct: Decimal = Decimal("0.80")  # positions value / portfolio value
+    max_exposure_fraction: Decimal = Decimal("0.80")  # positions value / portfolio value
     max_daily_loss: Decimal = Decimal("5000")  # halts new buys until the next trading day
     commission_fixed: Decimal = Decimal("10")
     commission_rate: Decimal = Decimal("0.001")  # of trade value
-    stop_loss_pct: Decimal = Decimal("0.05")
-    take_profit_pct: Decimal = Decimal("0.10")
+    stop_loss_fraction: Decimal = Decimal("0.05")
+    take_profit_fraction: Decimal = Decimal("0.10")
 
     def __post_init__(self) -> None:
-        for name in ("position_size_pct", "max_exposure_pct", "stop_loss_pct"):
+        for name in ("position_size_fraction", "max_exposure_fraction", "stop_loss_fraction"):
             fraction = getattr(self, name)
             if not ZERO < fraction <= 1:
                 raise ValueError(f"{name} must be in (0, 1], got {fraction}")
-        for name in ("max_position_value", "max_daily_loss", "take_profit_pct"):
+        for name in ("max_position_value", "max_daily_loss", "take_profit_fraction"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.commission_fixed < 0 or self.commission_rate < 0:
@@ -185,12 +185,12 @@ def _position_size(
     order: Order, portfolio: Portfolio, marks: Mapping[str, Decimal], rules: RiskRules, day: TradingDay
 ) -> Rejection | None:
     gross = trade_value(order.quantity, order.price)
-    limit = to_money(rules.position_size_pct * value(portfolio, marks).equity)
+    limit = to_money(rules.position_size_fraction * value(portfolio, marks).equity)
     if gross <= limit:
         return None
     return Rejection(
         Rule.POSITION_SIZE,
-        f"trade value ${gross} exceeds {_pct(rules.position_size_pct)} of portfolio value "
+        f"trade value ${gross} exceeds {_pct(rules.position_size_fraction)} of portfolio value "
         f"(${limit}) by ${gross - limit}",
         limit,
         gross,
@@ -219,12 +219,12 @@ def _max_exposure(
     gross = trade_value(order.quantity, order.price)
     # Buying moves cash into shares; only the commission leaves the portfolio.
     positions_after = before.positions_value + gross
-    limit = to_money(rules.max_exposure_pct * (before.equity - commission(gross, rules)))
+    limit = to_money(rules.max_exposure_fraction * (before.equity - commission(gross, rules)))
     if positions_after <= limit:
         return None
     return Rejection(
         Rule.MAX_EXPOSURE,
-        f"positions would be worth ${positions_after}, over {_pct(rules.max_exposure_pct)} of "
+        f"positions would be worth ${positions_after}, over {_pct(rules.max_exposure_fraction)} of "
         f"portfolio value (${limit}) by ${positions_after - limit}",
         limit,
         positions_after,
@@ -263,10 +263,10 @@ def size_buy(
     before = value(portfolio, marks)
     rate = rules.commission_rate
     caps = (
-        rules.position_size_pct * before.equity / price,
+        rules.position_size_fraction * before.equity / price,
         (rules.max_position_value - trade_value(portfolio.quantity(symbol), price)) / price,
-        (rules.max_exposure_pct * (before.equity - rules.commission_fixed) - before.positions_value)
-        / (price * (1 + rules.max_exposure_pct * rate)),
+        (rules.max_exposure_fraction * (before.equity - rules.commission_fixed) - before.positions_value)
+        / (price * (1 + rules.max_exposure_fraction * rate)),
         (portfolio.cash - rules.commission_fixed) / (price * (1 + rate)),
     )
     quantity = max(int(min(caps).to_integral_value(ROUND_FLOOR)), 0)
@@ -281,9 +281,9 @@ def size_buy(
 
 def exit_reason(position: Position, price: Decimal, rules: RiskRules) -> ExitReason | None:
     """Stop-loss / take-profit against the average cost; touching the level triggers it."""
-    if price <= position.avg_cost * (1 - rules.stop_loss_pct):
+    if price <= position.avg_cost * (1 - rules.stop_loss_fraction):
         return ExitReason.STOP_LOSS
-    if price >= position.avg_cost * (1 + rules.take_profit_pct):
+    if price >= position.avg_cost * (1 + rules.take_profit_fraction):
         return ExitReason.TAKE_PROFIT
     return None
 

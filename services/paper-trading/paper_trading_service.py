@@ -85,15 +85,19 @@ class TradingConfig:
         def knob(name: str, default: float, low: float, high: float) -> Decimal:
             return to_decimal(settings.env_float(f"TRADING_PAPER_TRADING_{name}", default, low, high))
 
+        def percent(name: str, default: float, low: float, high: float) -> Decimal:
+            # _PCT knobs are percentages, as the rules are stated ("5%"); the domain uses fractions.
+            return knob(name, default, low, high) / 100
+
         rules = risk.RiskRules(
-            position_size_pct=knob("POSITION_SIZE_PCT", 0.05, 0.0001, 1.0),
+            position_size_fraction=percent("POSITION_SIZE_PCT", 5, 0.01, 100),
             max_position_value=knob("MAX_POSITION_VALUE", 10_000, 1, 1e9),
-            max_exposure_pct=knob("MAX_EXPOSURE_PCT", 0.80, 0.0001, 1.0),
+            max_exposure_fraction=percent("MAX_EXPOSURE_PCT", 80, 0.01, 100),
             max_daily_loss=knob("MAX_DAILY_LOSS", 5_000, 1, 1e9),
             commission_fixed=knob("COMMISSION_FIXED", 10, 0, 1e6),
-            commission_rate=knob("COMMISSION_RATE", 0.001, 0, 0.5),
-            stop_loss_pct=knob("STOP_LOSS_PCT", 0.05, 0.0001, 1.0),
-            take_profit_pct=knob("TAKE_PROFIT_PCT", 0.10, 0.0001, 100.0),
+            commission_rate=percent("COMMISSION_PCT", 0.1, 0, 50),
+            stop_loss_fraction=percent("STOP_LOSS_PCT", 5, 0.01, 100),
+            take_profit_fraction=percent("TAKE_PROFIT_PCT", 10, 0.01, 10_000),
         )
         return cls(
             starting_capital=knob("STARTING_CAPITAL", 100_000, 1, 1e12),
@@ -242,8 +246,8 @@ class PaperTradingService(BaseService):
                     "market_value": float(position.market_value(mark.price)),
                     "unrealized_pnl": float(unrealized),
                     "unrealized_pnl_pct": float(unrealized / position.cost_basis * 100),
-                    "stop_loss_price": float(position.avg_cost * (1 - rules.stop_loss_pct)),
-                    "take_profit_price": float(position.avg_cost * (1 + rules.take_profit_pct)),
+                    "stop_loss_price": float(position.avg_cost * (1 - rules.stop_loss_fraction)),
+                    "take_profit_price": float(position.avg_cost * (1 + rules.take_profit_fraction)),
                     "opened_at": position.opened_at.isoformat(),
                 }
             )

@@ -281,7 +281,7 @@ async def test_stop_loss_and_take_profit_close_on_market_data(stack, suite, clie
 
 async def test_daily_loss_halts_new_buys_until_the_next_day(suite, client):
     halting = Stack(
-        suite, TRADING_PAPER_TRADING_MAX_DAILY_LOSS="100", TRADING_PAPER_TRADING_STOP_LOSS_PCT="0.5"
+        suite, TRADING_PAPER_TRADING_MAX_DAILY_LOSS="100", TRADING_PAPER_TRADING_STOP_LOSS_PCT="50"
     )
     halting.start()
     try:
@@ -393,7 +393,7 @@ async def test_sigkill_while_trading_then_restart_loses_nothing_and_doubles_noth
 
     # Small trades (0.2% of the portfolio: one share) so every BUY fills and the caps never bind.
     stack.paper.stop()
-    stack.paper = stack.paper_process(TRADING_PAPER_TRADING_POSITION_SIZE_PCT="0.002").start()
+    stack.paper = stack.paper_process(TRADING_PAPER_TRADING_POSITION_SIZE_PCT="0.2").start()
     # Each symbol in turn sees BUY, BUY, SELL, HOLD.
     signals = [("BUY", "BUY", "SELL", "HOLD")[(i // 4) % 4] for i in range(240)]
     batch = [prediction(stack, BANKS[i % 4], s) for i, s in enumerate(signals)]
@@ -406,7 +406,7 @@ async def test_sigkill_while_trading_then_restart_loses_nothing_and_doubles_noth
         stack.paper.signal(signal.SIGKILL)
         stack.paper.wait_exit()
         assert done_at_kill < len(expected), "the kill should land mid-stream"
-        stack.paper = stack.paper_process(TRADING_PAPER_TRADING_POSITION_SIZE_PCT="0.002").start()
+        stack.paper = stack.paper_process(TRADING_PAPER_TRADING_POSITION_SIZE_PCT="0.2").start()
         await async_wait_until(
             lambda: set(outcomes(stack.db)) == expected, 60, what="every prediction processed"
         )

@@ -79,7 +79,8 @@ class PaperBook(RuleBasedStateMachine):
         if order.action is Action.BUY:
             # A buy never takes exposure over the cap (price moves may, later).
             assert (
-                value(after, {**self.marks, order.symbol: price}).exposure <= self.risk_rules.max_exposure_pct
+                value(after, {**self.marks, order.symbol: price}).exposure
+                <= self.risk_rules.max_exposure_fraction
             )
         return True
 
@@ -133,7 +134,7 @@ class PaperBook(RuleBasedStateMachine):
 class LooseLimitsBook(PaperBook):
     # With the seed limits four symbols cap exposure at 40%, so the 80% cap never binds; these
     # limits let a few buys reach it.
-    risk_rules = RiskRules(position_size_pct=D("0.30"), max_position_value=D("60000"))
+    risk_rules = RiskRules(position_size_fraction=D("0.30"), max_position_value=D("60000"))
 
 
 PaperBook.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)

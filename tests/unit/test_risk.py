@@ -127,7 +127,9 @@ def test_max_exposure_rejection_counts_the_commission():
 # With a 100% exposure cap cash binds: 1,011 buys exactly 10 shares at $100 plus $11.
 @pytest.mark.parametrize(("qty", "expected"), [(9, None), (10, None), (11, Rule.INSUFFICIENT_CASH)])
 def test_cash_must_cover_the_trade_and_its_commission(qty, expected):
-    rules = replace(RULES, max_exposure_pct=D("1"), position_size_pct=D("1"), max_position_value=D("1e9"))
+    rules = replace(
+        RULES, max_exposure_fraction=D("1"), position_size_fraction=D("1"), max_position_value=D("1e9")
+    )
     assert rule_of(gate(book("1011", A=(500, "50000")), Action.BUY, qty, rules=rules)) == expected
 
 
@@ -255,8 +257,8 @@ def test_stop_loss_and_take_profit_against_average_cost(price, expected):
 @pytest.mark.parametrize(
     "field_value",
     [
-        {"position_size_pct": D("0")},
-        {"max_exposure_pct": D("1.01")},
+        {"position_size_fraction": D("0")},
+        {"max_exposure_fraction": D("1.01")},
         {"max_position_value": D("0")},
         {"max_daily_loss": D("-1")},
         {"commission_rate": D("-0.001")},
