@@ -99,3 +99,39 @@ def _from_env(env: dict) -> dict:
         "speed": float(env["TRADING_CLOCK_SPEED"]),
         "epoch": float(env["TRADING_CLOCK_EPOCH"]),
     }
+
+
+def test_control_file_jumps_every_reader(tmp_path):
+    from services.base.clock import write_clock_file
+
+    path = tmp_path / "clock.json"
+    day_one = datetime(2019, 3, 4, 23, 15, tzinfo=UTC)  # 10:15 Sydney
+    write_clock_file(path, day_one, speed=1.0)
+    a, b = SuiteClock(control_file=path), SuiteClock(control_file=path)
+    assert abs((a.now() - day_one).total_seconds()) < 1
+    day_two = datetime(2019, 3, 5, 23, 15, tzinfo=UTC)
+    write_clock_file(path, day_two, speed=10.0)
+    for clock in (a, b):
+        assert abs((clock.now() - day_two).total_seconds()) < 5
+        assert clock.speed == 10.0
+    assert a.env() == {"TRADING_CLOCK_FILE": str(path)}
+
+
+async def test_sleep_until_notices_a_jump(tmp_path):
+    import asyncio
+
+    from services.base.clock import write_clock_file
+
+    path = tmp_path / "clock.json"
+    start = datetime(2019, 3, 4, 23, 0, tzinfo=UTC)
+    write_clock_file(path, start, speed=1.0)
+    clock = SuiteClock(control_file=path)
+    target = datetime(2019, 3, 5, 0, 0, tzinfo=UTC)  # an hour away at speed 1
+
+    async def jump():
+        await asyncio.sleep(0.1)
+        write_clock_file(path, target, speed=1.0)
+
+    started = time.monotonic()
+    await asyncio.gather(clock.sleep_until(target), jump())
+    assert time.monotonic() - started < 2
