@@ -43,7 +43,7 @@ from services.base.base_service import (
     rpc,
     run_service,
 )
-from services.base.config import Settings
+from services.base.config import ConfigError, Settings
 from services.base.rpc import MarketClosed, RiskRejected
 from services.domain import asx_calendar, performance, risk
 from services.domain.portfolio import (
@@ -117,7 +117,7 @@ def parse_epics(text: str, symbols: tuple[str, ...]) -> dict[str, str]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         symbol, sep, epic = item.partition("=")
         if not sep or not symbol.strip() or not epic.strip():
-            raise ValueError(f"TRADING_PAPER_TRADING_IG_EPICS: {item!r} is not SYMBOL=EPIC")
+            raise ConfigError(f"TRADING_PAPER_TRADING_IG_EPICS: {item!r} is not SYMBOL=EPIC")
         epics[symbol.strip().upper()] = epic.strip()
     return epics
 
@@ -154,9 +154,10 @@ class PaperTradingService(BaseService):
         self._closed = False
         self._background: set[asyncio.Task] = set()
         self.is_market_open: Callable[[datetime], bool] = market_is_open
+        # Read here, not in on_start, so a bad setting exits 2 with its reason before anything runs.
+        self.config = TradingConfig.from_settings(self.settings)
 
     async def on_start(self) -> None:
-        self.config = TradingConfig.from_settings(self.settings)
         self.store = TradeStore(
             self.settings.data_dir / DB_NAME, self.config.starting_capital, self.clock.now()
         )

@@ -22,6 +22,7 @@ from trade_store import TradeStore
 
 from services.base.base_service import BaseService
 from services.base.clock import SuiteClock
+from services.base.config import ConfigError
 from services.base.events import EventBus
 from services.base.rpc import DependencyUnavailable, InvalidParams, MarketClosed, NotConfigured, RiskRejected
 from services.domain.asx_calendar import is_trading_day
@@ -474,8 +475,22 @@ def test_epics_default_per_symbol_and_can_be_overridden():
         "CBA.AX": "IX.D.CBA.X",
         "WBC.AX": "AA.D.WBC.CASH.IP",
     }
-    with pytest.raises(ValueError, match="SYMBOL=EPIC"):
+    with pytest.raises(ConfigError, match="SYMBOL=EPIC"):
         parse_epics("CBA.AX", ("CBA.AX",))
+
+
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [
+        ({"TRADING_PAPER_TRADING_MAX_EXPOSURE_PCT": "120"}, "TRADING_PAPER_TRADING_MAX_EXPOSURE_PCT"),
+        ({"TRADING_PAPER_TRADING_IG_EPICS": "CBA.AX"}, "SYMBOL=EPIC"),
+        ({"TRADING_PAPER_TRADING_IG_MIRROR": "maybe"}, "not a boolean"),
+    ],
+)
+def test_bad_settings_exit_2_with_the_reason(suite, env, reason):
+    process = ServiceProcess("paper-trading", suite, extra_env=env).start(wait=False)
+    assert process.wait_exit() == 2
+    assert reason in process.output()
 
 
 async def test_a_stale_prediction_is_not_acted_on(stack, suite):
