@@ -14,7 +14,7 @@ import math
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from services.domain.supervision import DEPENDENCIES, overall_status, start_order
@@ -201,10 +201,7 @@ def _time(d: Any, key: str) -> datetime | None:
 
 def clean(text: str) -> str:
     """Printable text only: a reply must not smuggle escape codes or line breaks into a frame."""
-    return "".join(
-        " " if ch in "\t\n\r" else "?" if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co") else ch
-        for ch in text
-    )
+    return "".join(" " if ch in "\t\n\r" else ch if ch.isprintable() else "?" for ch in text)
 
 
 def why(reply: Any) -> str:
@@ -353,10 +350,7 @@ def _overall(rows: Sequence[ServiceRow], supervised: bool, redis_down: bool) -> 
 def _supervisor_line(supervisor: dict, redis_state: str, problem: str | None) -> str:
     if problem is not None:
         return f"supervisor not running ({problem}) · redis {redis_state}"
-    uptime = _num(supervisor, "uptime")
-    redis = _obj(supervisor.get("redis"))
-    kind = "managed" if redis.get("managed") is True else "external"
-    return f"supervisor up {human_seconds(uptime)} · redis {kind} {redis_state}"
+    return f"supervisor up {human_seconds(_num(supervisor, 'uptime'))} · redis {redis_state}"
 
 
 def _market(reply: Any) -> MarketView | None:
@@ -469,7 +463,8 @@ def _tasks(reply: Any) -> tuple[tuple[TaskRow, ...], tuple[TaskRow, ...]]:
 
 
 def _with_alerts(view: DashboardView, status: dict, snapshot: Snapshot) -> DashboardView:
-    alerts = [*_current_alerts(view, snapshot), *_event_alerts(status, snapshot.events)]
+    tz = view.now.tzinfo if view.now else None
+    alerts = [*_current_alerts(view, snapshot), *_event_alerts(status, snapshot.events, tz)]
     seen: set[str] = set()
     unique = []
     for alert in alerts:
@@ -505,16 +500,16 @@ def _current_alerts(view: DashboardView, snapshot: Snapshot) -> list[Alert]:
     return alerts
 
 
-def _event_alerts(status: dict, events: Sequence[Any]) -> list[Alert]:
+def _event_alerts(status: dict, events: Sequence[Any], tz: tzinfo | None) -> list[Alert]:
     """Recent happenings, newest first: the supervisor's state changes and live Redis events."""
     timed: list[tuple[str, Alert]] = []
     for entry in _seq(status.get("recent_events")):
-        alert = _state_change_alert(_obj(entry))
+        alert = _state_change_alert(_obj(entry), tz)
         if alert is not None:
             timed.append((_text(entry, "at") or "", alert))
     for envelope in events:
         envelope = _obj(envelope)
-        alert = _live_event_alert(_text(envelope, "type") or "", _obj(envelope.get("data")), envelope)
+        alert = _live_event_alert(_text(envelope, "type") or "", _obj(envelope.get("data")), envelope, tz)
         if alert is not None:
             timed.append((_text(envelope, "timestamp") or "", alert))
     timed.sort(key=lambda pair: _sort_key(pair[0]), reverse=True)
@@ -528,9 +523,9 @@ def _sort_key(iso: str) -> float:
         return -math.inf
 
 
-def _state_change_alert(entry: dict) -> Alert | None:
+def _state_change_alert(entry: dict, tz: tzinfo | None) -> Alert | None:
     state, service = _text(entry, "state"), _text(entry, "service") or "?"
-    at = _clock_of(_text(entry, "at"))
+    at = _clock_of(_text(entry, "at"), tz)
     reason = _text(entry, "reason")
     if state == "fatal":
         return Alert("bad", f"{service} became fatal: {reason or '?'}", at)
@@ -539,8 +534,8 @@ def _state_change_alert(entry: dict) -> Alert | None:
     return None
 
 
-def _live_event_alert(kind: str, data: dict, envelope: dict) -> Alert | None:
-    at = _clock_of(_text(envelope, "timestamp"))
+def _live_event_alert(kind: str, data: dict, envelope: dict, tz: tzinfo | None) -> Alert | None:
+    at = _clock_of(_text(envelope, "timestamp"), tz)
     if kind == "risk_limit_hit":
         where = f" ({_text(data, 'symbol')})" if _text(data, "symbol") else ""
         return Alert(
@@ -552,17 +547,21 @@ def _live_event_alert(kind: str, data: dict, envelope: dict) -> Alert | None:
         error = _text(data, "error") or _text(data, "status") or "failed"
         return Alert("warn", f"task {_text(data, 'name') or '?'} failed: {error}", at)
     if kind == "service_status_changed":
-        return _state_change_alert(data | {"at": _text(envelope, "timestamp")})
+        return _state_change_alert(data | {"at": _text(envelope, "timestamp")}, tz)
     return None
 
 
-def _clock_of(iso: str | None) -> str | None:
+def _clock_of(iso: str | None, tz: tzinfo | None) -> str | None:
+    """HH:MM in the dashboard's zone (the market's), whatever zone the event was stamped in."""
     if iso is None:
         return None
     try:
-        return datetime.fromisoformat(iso).strftime("%H:%M")
+        moment = datetime.fromisoformat(iso)
     except ValueError:
         return None
+    if tz is not None and moment.tzinfo is not None:
+        moment = moment.astimezone(tz)
+    return moment.strftime("%H:%M")
 
 
 # ---- formatting --------------------------------------------------------------------------------------
@@ -811,7 +810,7 @@ def render_lines(
     """The frame as lines no wider than `width` columns (two columns side by side from 80)."""
     width = max(width, 40)
     business_left = symbol_lines(view)
-    business_right = portfolio_lines(view, room=max(len(business_left) - 2, 3)) + sentiment_lines(view)
+    business_right = portfolio_lines(view, room=max(len(business_left) - 2, 5)) + sentiment_lines(view)
     if width >= 76:
         business = side_by_side(business_left, business_right, width)
     else:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import sys
 from collections import deque
@@ -403,7 +404,10 @@ def run_dashboard(once: bool) -> int:
     timeout_s = settings.env_float("TRADING_DASHBOARD_RPC_TIMEOUT_S", 1.0, low=0.05, high=30.0)
     if once:
         view = asyncio.run(one_frame(settings, timeout_s))
-        print(render_text(view, once_width()))
+        try:
+            print(render_text(view, once_width()), flush=True)
+        except BrokenPipeError:  # `dashboard --once | head`: the reader has all it wanted
+            sys.stdout = open(os.devnull, "w")  # the exit flush stays quiet
         return 0
     if not sys.stdout.isatty():
         print(

@@ -1,0 +1,368 @@
+"""The dashboard's pure view-model, from replies recorded on a live suite and variations of them:
+all healthy, one fatal, Redis down, market closed, no supervisor, services answering garbage."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rich.cells import cell_len
+
+from services.domain import asx_calendar
+from services.domain.dashboard_view import (
+    Snapshot,
+    Unavailable,
+    build_view,
+    render_lines,
+    render_text,
+)
+from tests.unit._dashboard_replies import recorded
+
+SYDNEY = ZoneInfo("Australia/Sydney")
+NOW = datetime(2026, 11, 24, 16, 1, 28, tzinfo=SYDNEY)  # when the replies were recorded
+SYMBOLS = ("CBA.AX", "WBC.AX", "ANZ.AX", "NAB.AX")
+
+
+def snapshot_of(replies: dict, **changes) -> Snapshot:
+    fields = {
+        "status": replies["status"],
+        "health": replies["health"],
+        "market_status": replies["market_status"],
+        "market_data": replies["market_data"],
+        "predictions": replies["predictions"],
+        "buy_rate": replies["buy_rate"],
+        "portfolio": replies["portfolio"],
+        "positions": replies["positions"],
+        "big4": replies["big4"],
+        "tasks": replies["tasks"],
+        "symbols": SYMBOLS,
+    }
+    return Snapshot(**(fields | changes))
+
+
+def all_healthy() -> dict:
+    """The recording had no trained models (ml-model degraded): as it is once they are trained."""
+    replies = recorded()
+    replies["health"]["ml-model"]["status"] = "healthy"
+    del replies["health"]["ml-model"]["warnings"]
+    for service in replies["status"]["services"]:
+        service["health"] = "healthy"
+    return replies
+
+
+def one_fatal(name: str = "paper-trading") -> dict:
+    replies = all_healthy()
+    reason = "exited during start-up (code 1); 3 failures within 300s"
+    for service in replies["status"]["services"]:
+        if service["name"] == name:
+            service.update(state="fatal", pid=None, uptime=None, health=None, restarts=2, reason=reason)
+    replies["status"]["overall"] = "down"
+    replies["status"]["recent_events"].append(
+        {
+            "service": name,
+            "state": "fatal",
+            "previous": "starting",
+            "pid": None,
+            "restarts": 2,
+            "reason": reason,
+            "at": "2026-11-24T05:01:20+00:00",
+        }
+    )
+    replies["health"][name] = Unavailable(f"{name} is unavailable: No such file or directory")
+    replies["portfolio"] = replies["positions"] = Unavailable(f"{name} is unavailable: Connection refused")
+    return replies
+
+
+def redis_down() -> dict:
+    replies = all_healthy()
+    replies["status"]["supervisor"]["redis"].update(state="stopped", pid=None)
+    for health in replies["health"].values():
+        health.update(redis="disconnected", status="degraded")
+    return replies
+
+
+def lines_of(view, width: int = 80, **kwargs) -> list[str]:
+    return [line.text for line in render_lines(view, width, **kwargs)]
+
+
+def assert_fits(text: str, width: int = 80) -> None:
+    for line in text.splitlines():
+        assert cell_len(line) <= width, line  # rich's measure, not the module's own
+        assert "\x1b" not in line and "\r" not in line
+
+
+# ---- the scenarios ------------------------------------------------------------------------------
+
+
+def test_all_healthy_is_green_with_every_figure():
+    view = build_view(snapshot_of(all_healthy()), NOW)
+    assert (view.overall, view.light) == ("healthy", "🟢")
+    assert [r.name for r in view.services] == [
+        "market-data", "ml-model", "sentiment", "prediction", "paper-trading", "scheduler"
+    ]  # fmt: skip
+    assert {r.level for r in view.services} == {"ok"}
+    by_name = {r.name: r for r in view.services}
+    assert by_name["prediction"].deps == "ok" and by_name["market-data"].deps == "-"
+    assert by_name["prediction"].pid == 874 and by_name["prediction"].memory_bytes == 37691392
+    assert view.market.phase == "post_market" and view.market.next_open.hour == 10
+    cba = view.symbols[0]
+    # Price and change (a percentage) from market-data; signal and confidence from the prediction.
+    assert (cba.symbol, cba.price, cba.signal) == ("CBA.AX", 139.674, "SELL")
+    assert cba.change_pct == pytest.approx(-0.2619, abs=1e-4)
+    assert cba.confidence == pytest.approx(0.14954)
+    assert view.symbols[1].price == 28.7189  # no market-data reply for WBC: the prediction's price
+    assert view.buy_rate.rate == 0.0 and not view.buy_rate.alerting
+    assert (view.portfolio.equity, view.portfolio.cash, view.portfolio.day_pnl) == (100000.0, 100000.0, 0.0)
+    assert [t.name for t in view.next_tasks][:2] == ["evening_analysis", "paper_trading_sync"]
+    assert view.failed_tasks == () and view.missing == {}
+    assert [a.text for a in view.alerts] == [
+        "market-data: synthetic data: seeded random walks, not real prices"
+    ]
+    text = render_text(view)
+    assert_fits(text)
+    for expected in ("🟢 HEALTHY", "post-market · opens Wed 10:00 (in 17h58m)", "CBA.AX", "SELL",
+                     "equity $100,000.00", "day P&L +$0.00", "BIG 4 SENTIMENT +0.00", "evening_analysis 17:00"):  # fmt: skip
+        assert expected in text, expected
+
+
+def test_one_fatal_service_is_red_with_its_reason_first():
+    view = build_view(snapshot_of(one_fatal()), NOW)
+    assert (view.overall, view.light) == ("down", "🔴")
+    row = {r.name: r for r in view.services}["paper-trading"]
+    assert (row.state, row.health, row.pid, row.level) == ("fatal", "-", None, "bad")
+    assert view.alerts[0].level == "bad" and view.alerts[0].text.startswith("paper-trading is fatal: exited")
+    assert any(a.text.startswith("paper-trading became fatal") and a.at == "16:01" for a in view.alerts)
+    assert view.portfolio is None and "Connection refused" in view.missing["portfolio"]
+    text = render_text(view)
+    assert_fits(text)
+    assert "paper-trading fatal" in text and "PORTFOLIO unknown" in text
+
+
+def test_redis_down_is_red_and_every_service_lacks_it():
+    view = build_view(snapshot_of(redis_down()), NOW)
+    assert view.overall == "down" and view.redis_down
+    assert all(r.deps.startswith("down: redis") for r in view.services)
+    assert view.alerts[0].text.startswith("redis is down")
+    assert "redis stopped" in render_text(view).splitlines()[0]
+
+
+def test_without_the_supervisor_answering_services_show_running_and_the_rest_down():
+    replies = all_healthy()
+    replies["health"]["sentiment"] = Unavailable("sentiment is unavailable: Connection refused")
+    view = build_view(snapshot_of(replies, status=Unavailable("manager is unavailable: No such file")), NOW)
+    states = {r.name: (r.state, r.level) for r in view.services}
+    assert states["sentiment"] == ("down", "bad") and states["prediction"][0] == "running"
+    assert states["prediction"][1] == "warn"  # it runs, but a dependency is down
+    assert {r.name: r.deps for r in view.services}["prediction"] == "down: sentiment"
+    assert view.overall == "down" and view.alerts[0].text.startswith("supervisor not running")
+    assert view.supervisor.startswith("supervisor not running (manager is unavailable: No such file)")
+    assert render_text(view).startswith("🔴 DOWN")
+
+
+@pytest.mark.parametrize(
+    ("moment", "expected"),
+    [
+        (
+            datetime(2026, 11, 28, 11, 0, tzinfo=SYDNEY),
+            "MARKET closed · opens Mon 10:00 (in 1d23h)",
+        ),  # Saturday
+        # Christmas is a Friday and Boxing Day (Saturday) is observed on Monday 28th.
+        (datetime(2026, 12, 25, 12, 0, tzinfo=SYDNEY), "MARKET closed (Christmas Day) · opens Tue 10:00"),
+        (datetime(2026, 11, 24, 9, 0, tzinfo=SYDNEY), "MARKET pre-market · opens 10:00 (in 1h00m)"),
+        (datetime(2026, 11, 24, 11, 30, tzinfo=SYDNEY), "MARKET open · closes 16:00 (in 4h30m)"),
+    ],
+)
+def test_market_line_for_each_phase(moment, expected):
+    # The scheduler's reply is asx_calendar.market_status: record it at each moment.
+    view = build_view(snapshot_of(all_healthy(), market_status=asx_calendar.market_status(moment)), moment)
+    assert next(line for line in lines_of(view) if line.startswith("MARKET")).startswith(expected)
+
+
+def test_market_unknown_when_the_scheduler_did_not_answer():
+    view = build_view(
+        snapshot_of(all_healthy(), market_status=Unavailable("scheduler.get_market_status timed out"))
+    )
+    assert view.market is None
+    assert "MARKET unknown (scheduler.get_market_status timed out)" in render_text(view)
+
+
+@pytest.mark.parametrize(
+    ("reply", "alerting"),
+    [
+        ({"buy_rate": 0.75, "samples": 20, "min_samples": 10, "threshold": 0.7, "alerting": True}, True),
+        # Over the line with enough samples: an alert even if the flag lags behind.
+        ({"buy_rate": 0.75, "samples": 20, "min_samples": 10, "threshold": 0.7, "alerting": False}, True),
+        # Too few samples to judge: 4 BUYs of 5 is no alert yet.
+        ({"buy_rate": 0.8, "samples": 5, "min_samples": 10, "threshold": 0.7, "alerting": False}, False),
+        # Hysteresis: the service still alerts just under the line until it falls further.
+        ({"buy_rate": 0.68, "samples": 20, "min_samples": 10, "threshold": 0.7, "alerting": True}, True),
+        ({"buy_rate": 0.70, "samples": 20, "min_samples": 10, "threshold": 0.7, "alerting": False}, False),
+        ({"buy_rate": None, "samples": 0, "threshold": 0.7, "alerting": False}, False),
+        ({"buy_rate": 0.9, "samples": 50}, True),  # no threshold in the reply: the 70% default
+    ],
+)
+def test_buy_rate_alert(reply, alerting):
+    view = build_view(snapshot_of(all_healthy(), buy_rate=reply), NOW)
+    assert view.buy_rate.alerting is alerting
+    assert any(a.text.startswith("buy rate") for a in view.alerts) is alerting
+    assert ("ALERT >" in render_text(view)) is alerting
+
+
+@pytest.mark.parametrize(
+    ("changes", "service", "deps", "level"),
+    [
+        ({"market-data": ("backoff", None)}, "prediction", "down: market-data", "warn"),
+        ({"prediction": ("starting", None)}, "scheduler", "down: prediction", "warn"),
+        ({"prediction": ("running", "unhealthy")}, "paper-trading", "down: prediction", "warn"),
+        ({"ml-model": ("running", "degraded")}, "prediction", "ok", "ok"),  # degraded still serves
+        ({"market-data": ("stopped", None)}, "market-data", "-", "bad"),
+    ],
+)
+def test_dependency_status(changes, service, deps, level):
+    replies = all_healthy()
+    for entry in replies["status"]["services"]:
+        if entry["name"] in changes:
+            entry["state"], entry["health"] = changes[entry["name"]]
+            if entry["health"] is not None:
+                replies["health"][entry["name"]]["status"] = entry["health"]
+    row = {r.name: r for r in build_view(snapshot_of(replies), NOW).services}[service]
+    assert (row.deps, row.level) == (deps, level)
+
+
+def test_live_events_become_alerts_newest_first():
+    events = [
+        {"type": "risk_limit_hit", "timestamp": "2026-11-24T05:00:00+00:00",
+         "data": {"rule": "max_position", "detail": "position would be 12% of equity", "symbol": "CBA.AX"}},
+        {"type": "market_data_updated", "timestamp": "2026-11-24T05:00:30+00:00", "data": {"symbol": "CBA.AX"}},
+        {"type": "buy_rate_alert", "timestamp": "2026-11-24T05:01:00+00:00", "data": {"rate": 0.8}},
+        {"type": "task_failed", "timestamp": "2026-11-24T04:59:00+00:00",
+         "data": {"name": "morning_analysis", "error": "prediction is unavailable"}},
+    ]  # fmt: skip
+    view = build_view(snapshot_of(all_healthy(), events=events), NOW)
+    timed = [(a.at, a.text) for a in view.alerts if a.at]
+    assert timed == [
+        ("16:01", "buy rate alert: 80% of recent predictions are BUY"),
+        ("16:00", "risk limit max_position (CBA.AX): position would be 12% of equity"),
+        ("15:59", "task morning_analysis failed: prediction is unavailable"),
+    ]
+
+
+def test_failed_tasks_newest_first_and_halted_trading():
+    replies = all_healthy()
+    replies["tasks"][0].update(last_status="failed", last_run="2026-11-24T15:00:00+11:00", last_error="boom")
+    replies["tasks"][1].update(last_status="blocked", last_run="2026-11-24T15:30:00+11:00", last_error=None)
+    replies["tasks"][2].update(last_status="succeeded", last_run="2026-11-24T15:45:00+11:00")
+    replies["portfolio"].update(trading_halted=True, halt_reason="daily loss $2100 reached the $2000 limit")
+    view = build_view(snapshot_of(replies), NOW)
+    assert [(t.name, t.error) for t in view.failed_tasks] == [
+        ("paper_trading_sync", "blocked"),
+        ("evening_analysis", "boom"),
+    ]
+    assert "trading halted: daily loss $2100 reached the $2000 limit" in [a.text for a in view.alerts]
+    text = render_text(view)
+    assert "FAILED paper_trading_sync Tue 15:30: blocked" in text and "HALTED" in text
+
+
+def test_positions_fill_the_room_and_the_rest_is_counted():
+    replies = all_healthy()
+    replies["positions"]["positions"] = [
+        {"symbol": s, "quantity": 100, "market_value": 3000.0, "unrealized_pnl": -12.5} for s in SYMBOLS * 3
+    ]
+    replies["portfolio"]["open_positions"] = 12
+    text = render_text(build_view(snapshot_of(replies), NOW))
+    assert " CBA.AX      100 $3,000.00 -$12.50" in text and "more positions" in text
+    assert_fits(text)
+
+
+def test_selected_row_and_narrow_terminals():
+    view = build_view(snapshot_of(all_healthy()), NOW)
+    lines = render_lines(view, 80, selected=3)
+    assert [line.text.split()[0] for line in lines if line.selected] == ["prediction"]
+    for width in (40, 60, 79, 120):
+        assert_fits("\n".join(lines_of(view, width)), width)
+    assert "│" not in "\n".join(lines_of(view, 60))  # too narrow for two columns: stacked
+
+
+# ---- bad replies never crash the view ----------------------------------------------------------------
+
+GARBAGE_ROWS = [
+    {"status": "oops"},
+    {"status": {"supervisor": [], "services": "x", "recent_events": {"a": 1}}},
+    {"status": {"supervisor": {"redis": "up"}, "services": [1, None, {"name": 5}, {"name": "prediction"}]}},
+    {"health": {"market-data": [1, 2], "prediction": {"status": 3, "pid": "x", "warnings": "not a list"}}},
+    {"health": {"sentiment": {"memory_usage": -1e308, "cpu_usage": True, "uptime": "long"}}},
+    {"market_status": {"phase": "open", "next_close": "not a time", "next_open": "2026-11-24T10:00:00"}},
+    {
+        "predictions": {
+            "predictions": [{"symbol": 3}, "x", {"symbol": "CBA.AX", "signal": 1, "confidence": "hi"}]
+        }
+    },
+    {"market_data": {"CBA.AX": {"price": "1e6", "change_pct": None}}},
+    {"portfolio": {"equity": "lots"}, "positions": {"positions": [{"symbol": None}, 7]}},
+    {"portfolio": {"equity": 1.0, "open_positions": 2.5}, "positions": "none"},
+    {"big4": {"score": True, "banks": [1]}},
+    {"big4": {"score": 0.1, "banks": {"CBA.AX": "x", "WBC.AX": {"score": "up"}}}},
+    {"tasks": {"not": "a list"}},
+    {"tasks": [{"name": "x", "next_run": "garbage", "last_status": "failed", "last_run": 5}]},
+    {"events": [None, "x", {"type": "risk_limit_hit", "data": "x", "timestamp": 3}]},
+    {"buy_rate": {"buy_rate": "high", "samples": "many", "threshold": None}},
+    # Escape codes and line breaks inside strings must not reach the terminal.
+    {"tasks": [{"name": "\x1b[31mevil\x1b[0m", "next_run": "2026-11-24T17:00:00+11:00"}]},
+    {"health": {"ml-model": {"status": "healthy", "warnings": ["line1\nline2\x07\x1b]0;title\x07"]}}},
+]
+
+
+@pytest.mark.parametrize("garbage", GARBAGE_ROWS)
+def test_garbage_replies_never_crash_and_never_leak_escapes(garbage):
+    replies = all_healthy()
+    changes = {k: (replies[k] | v if k == "health" else v) for k, v in garbage.items()}
+    view = build_view(snapshot_of(replies, **changes), NOW)
+    text = render_text(view)
+    assert_fits(text)
+    assert not any(ch in text for ch in "\x07\x1b\x00")
+    assert len(view.services) == 6
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+REPLY = JSON | st.builds(Unavailable, st.text(max_size=40))
+KEYS = st.sampled_from(["status", "health", "market_status", "market_data", "predictions", "buy_rate",
+                        "portfolio", "positions", "big4", "tasks", "events"])  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), width=st.integers(40, 160))
+def test_any_reply_anywhere_renders_within_the_width(data, width):
+    """Invariant: replace any reply (or any value nested inside one) with anything JSON can carry."""
+    replies = all_healthy()
+    changes = {}
+    for key in data.draw(st.lists(KEYS, max_size=4, unique=True)):
+        if key in ("health", "market_data"):
+            changes[key] = data.draw(
+                st.dictionaries(st.sampled_from(["market-data", "prediction", "CBA.AX"]), REPLY)
+            )
+        elif key == "events":
+            changes[key] = data.draw(st.lists(JSON, max_size=3))
+        else:
+            changes[key] = data.draw(REPLY)
+    target = replies["status"]["services"][data.draw(st.integers(0, 5))]
+    target[data.draw(st.sampled_from(sorted(target)))] = data.draw(JSON)
+    view = build_view(snapshot_of(replies, **changes), NOW if data.draw(st.booleans()) else None)
+    lines = render_lines(view, width, selected=data.draw(st.integers(0, 5)))
+    assert all(cell_len(line.text) <= width for line in lines)
+    assert all(ch.isprintable() for line in lines for ch in line.text)
+
+
+def test_nothing_yet_is_a_frame_too():
+    """Before the first reply the dashboard still draws: everything is waiting."""
+    view = build_view(Snapshot(), None)
+    assert view.overall == "down"
+    assert "waiting for the first reply" in render_text(view)
