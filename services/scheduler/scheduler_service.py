@@ -91,7 +91,10 @@ def default_tasks(symbols: tuple[str, ...]) -> list[dict]:
                 {
                     "service": "prediction",
                     "method": "generate_predictions",
-                    "params": {"symbols": list(symbols), "force_refresh": True},
+                    # Not forced: a refresh that brought new bars already recomputed those symbols
+                    # (market_data_updated); forcing would publish a second prediction for the same
+                    # data and the paper trader would act on both.
+                    "params": {"symbols": list(symbols), "force_refresh": False},
                 },
             ],
             "schedule": {"type": "interval", "every_minutes": 15, "start": "10:15", "end": "close"},
