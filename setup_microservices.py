@@ -207,10 +207,14 @@ def install_systemd() -> Path:
 # ---- main -----------------------------------------------------------------------------------
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        print(f"setup_microservices.py: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = OneLineErrors(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="every set-up step, then the test suite")
     parser.add_argument(
         "--create-dirs", action="store_true", help="create the data, log, socket and model dirs"
@@ -229,8 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     steps = [args.create_dirs, args.install_deps, args.init_db, args.models, args.test]
     if not (args.full or any(steps) or args.install_systemd or args.print_systemd):
-        parser.print_usage(sys.stderr)
-        print("setup_microservices.py: error: choose --full or at least one step", file=sys.stderr)
+        print("setup_microservices.py: choose --full or at least one step (see --help)", file=sys.stderr)
         return 2
     try:
         if args.print_systemd:

@@ -25,11 +25,24 @@ def _plain(folder: str, module: str, cls: str, filename: str) -> Callable[[Setti
     return open_store
 
 
+def _paper_trading(settings: Settings):
+    from decimal import Decimal
+
+    from services.base.clock import get_clock
+
+    sys.path.insert(0, str(REPO / "services" / "paper-trading"))
+    from trade_store import TradeStore
+
+    capital = Decimal(str(settings.env_float("TRADING_PAPER_TRADING_STARTING_CAPITAL", 100000.0, low=1.0)))
+    return TradeStore(settings.data_dir / "paper_trading.db", capital, get_clock().now())
+
+
 DATABASES: dict[str, Callable[[Settings], object]] = {
     "sentiment.db": _plain("sentiment", "sentiment_service", "SentimentReadingStore", "sentiment.db"),
     "ml_model.db": _plain("ml-model", "ml_prediction_log", "PredictionLog", "ml_model.db"),
     "predictions.db": _plain("prediction", "prediction_store", "PredictionStore", "predictions.db"),
     "scheduler.db": _plain("scheduler", "task_store", "TaskStore", "scheduler.db"),
+    "paper_trading.db": _paper_trading,
 }
 
 

@@ -1,0 +1,140 @@
+"""setup_microservices.py steps, the systemd unit, and the supervisor's sd_notify in --foreground."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.support import REPO, make_suite_env, short_tempdir, wait_until
+
+SETUP = str(REPO / "setup_microservices.py")
+
+
+def run_setup(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, SETUP, *args],
+        env=env or os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_no_step_is_a_one_line_usage_error():
+    result = run_setup()
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    bad = run_setup("--frobnicate")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_create_dirs_and_init_db_are_idempotent():
+    root = short_tempdir("su-")
+    try:
+        dirs = make_suite_env(root, None)
+        env = {
+            **dirs.env,
+            "TRADING_SOCKET_DIR": str(root / "fresh" / "sock"),
+            "TRADING_DATA_DIR": str(root / "d"),
+        }
+        for _ in range(2):
+            result = run_setup("--create-dirs", "--init-db", env=env)
+            assert result.returncode == 0, result.stderr
+        assert stat.S_IMODE(os.stat(root / "fresh" / "sock").st_mode) == 0o700
+        for name in ("sentiment.db", "ml_model.db", "predictions.db", "scheduler.db", "paper_trading.db"):
+            with sqlite3.connect(root / "d" / name) as db:
+                tables = db.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
+            assert tables > 0, name
+            assert sqlite3.connect(root / "d" / name).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert (root / "d" / "market").is_dir() and (root / "d" / "backups").is_dir()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_install_deps_is_quick_when_done():
+    """The second run finds the requirements stamp matching and reinstalls nothing."""
+    assert run_setup("--install-deps", timeout=900).returncode == 0
+    started = time.monotonic()
+    result = run_setup("--install-deps")
+    assert result.returncode == 0, result.stderr
+    assert "requirements already installed" in result.stdout
+    assert time.monotonic() - started < 20
+
+
+def test_systemd_unit():
+    unit = run_setup("--print-systemd").stdout
+    for line in (
+        "Type=notify",
+        "Restart=on-failure",
+        f"ExecStart={REPO}/start_microservices.sh --foreground",
+        "StartLimitBurst=5",
+        "WatchdogSec=",
+        f"User={__import__('getpass').getuser()}",
+    ):
+        assert line in unit
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed here")
+    root = short_tempdir("sd-")
+    try:
+        path = root / "trading-suite.service"
+        path.write_text(unit)
+        verify = subprocess.run(
+            ["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=60
+        )
+        assert verify.returncode == 0, verify.stderr
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_foreground_supervisor_notifies_systemd():
+    """`start --foreground` sends READY=1 once its services are up and STOPPING=1 on SIGTERM."""
+    root = short_tempdir("fg-")
+    notify_path = root / "notify.sock"
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(notify_path))
+    receiver.settimeout(0.2)
+    dirs = make_suite_env(root / "suite", None)
+    env = {**dirs.env, "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "400000"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "services/management/service_manager.py"),
+            "start",
+            "--foreground",
+            "sentiment",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    messages: list[str] = []
+
+    def got(text: str) -> bool:
+        try:
+            messages.append(receiver.recv(256).decode())
+        except TimeoutError:
+            pass
+        return any(text in m for m in messages)
+
+    try:
+        wait_until(lambda: got("READY=1"), 60, 0, what="READY=1")
+        assert (dirs.socket_dir / "sentiment.sock").exists()
+        wait_until(lambda: got("WATCHDOG=1"), 5, 0, what="watchdog pings")
+        proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: got("STOPPING=1"), 30, 0, what="STOPPING=1")
+        assert proc.wait(60) == 0
+        assert not any(p.suffix == ".sock" for p in dirs.socket_dir.iterdir())
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        receiver.close()
+        shutil.rmtree(root, ignore_errors=True)
