@@ -318,8 +318,8 @@ def _service_row(
     deps_text = f"down: {','.join(missing)}" if missing else ("ok" if deps else "-")
     warnings = [clean(w) for w in _seq(own.get("warnings")) if isinstance(w, str)]
     note = _text(managed, "reason") or (warnings[0] if warnings else "")
-    if isinstance(reply, Unavailable) and state == "running":
-        note = note or clean(reply.reason)
+    if isinstance(reply, Unavailable) and state in ("running", "down"):
+        note = note or clean(reply.reason)  # why it does not answer; the supervisor's reason wins
     if state in BAD_STATES or health in BAD_HEALTH or health == "garbage":
         level = "bad"
     elif state != "running" or health != "healthy" or missing:

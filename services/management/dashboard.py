@@ -65,7 +65,7 @@ class Collector:
         self.timeout_s = timeout_s
         self.client = BaseService("dashboard", settings)
 
-    async def call(self, service: str, method: str, timeout_s: float | None = None, **params: Any) -> Any:
+    async def call(self, service: str, method: str, /, timeout_s: float | None = None, **params: Any) -> Any:
         """The result, or Unavailable with the reason: a bad reply must never reach the UI as an error."""
         try:
             return await self.client.call_service(
@@ -299,9 +299,10 @@ class DashboardApp(App[int]):
 
     def on_mount(self) -> None:
         self.redraw()
-        self.run_worker(self.poll(), name="poll", group="poll")
+        # exit_on_error=False: a failing worker costs its own job, never the dashboard.
+        self.run_worker(self.poll(), name="poll", group="poll", exit_on_error=False)
         if self.feed is not None:
-            self.run_worker(self.feed.run(), name="events", group="events")
+            self.run_worker(self.feed.run(), name="events", group="events", exit_on_error=False)
 
     async def poll(self) -> None:
         while True:
@@ -354,7 +355,7 @@ class DashboardApp(App[int]):
             if yes:
                 self.message = f"restarting {service}…"
                 self.redraw()
-                self.run_worker(self.restart(service), group="restart")
+                self.run_worker(self.restart(service), group="restart", exit_on_error=False)
             else:
                 self.message = f"restart of {service} cancelled"
                 self.redraw()
