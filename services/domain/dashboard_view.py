@@ -433,7 +433,7 @@ def _sentiment(reply: Any) -> SentimentView | None:
         return None
     banks = tuple(
         (clean(symbol), _num(result, "score"))
-        for symbol, result in sorted(_obj(reply.get("banks")).items())
+        for symbol, result in _obj(reply.get("banks")).items()  # the universe's order
         if isinstance(symbol, str)
     )
     return SentimentView(
@@ -759,7 +759,7 @@ def sentiment_lines(view: DashboardView) -> list[Line]:
         return [Line(f"BIG 4 SENTIMENT unknown ({view.missing.get('sentiment', '?')})", "warn")]
     source = f" {s.source}" if s.source else ""
     banks = " ".join(
-        f"{sym.split('.')[0]} {'-' if score is None else f'{score:+.2f}'}" for sym, score in s.banks
+        f"{sym.split('.')[0]}{' -' if score is None else f'{score:+.2f}'}" for sym, score in s.banks
     )
     score = "-" if s.score is None else f"{s.score:+.2f}"
     tag = "text" if s.score is None or abs(s.score) < 0.2 else ("ok" if s.score > 0 else "bad")
@@ -784,7 +784,7 @@ def alert_lines(view: DashboardView, limit: int) -> list[Line]:
         return [Line("ALERTS none", "ok")]
     lines = [Line(f"ALERTS {len(view.alerts)}", "head")]
     for alert in view.alerts[:limit]:
-        lines.append(Line(f"{alert.at or '  -  '} {alert.text}", alert.level))
+        lines.append(Line(f"{alert.at or 'now':<5} {alert.text}", alert.level))
     if len(view.alerts) > limit:
         lines.append(Line(f"… {len(view.alerts) - limit} more"))
     return lines

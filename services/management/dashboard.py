@@ -33,7 +33,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Log, Static
 
 from services.base.base_service import BaseService
-from services.base.clock import get_clock
+from services.base.clock import SuiteClock
 from services.base.config import Settings, get_settings
 from services.base.events import CHANNEL_PREFIX
 from services.domain import asx_calendar
@@ -64,6 +64,7 @@ class Collector:
         self.settings = settings
         self.timeout_s = timeout_s
         self.client = BaseService("dashboard", settings)
+        self.clock = SuiteClock(settings.clock_start, settings.clock_speed, settings.clock_epoch)
 
     async def call(self, service: str, method: str, /, timeout_s: float | None = None, **params: Any) -> Any:
         """The result, or Unavailable with the reason: a bad reply must never reach the UI as an error."""
@@ -118,7 +119,7 @@ class Collector:
                 moment = datetime.fromisoformat(text)
                 if moment.tzinfo is not None:
                     return moment
-        return get_clock().now()
+        return self.clock.now()
 
     async def view(self, events: list[dict]) -> DashboardView:
         snapshot = await self.snapshot(events)

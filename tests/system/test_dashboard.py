@@ -129,6 +129,29 @@ async def test_logs_of_the_selected_service_and_back(running_suite):
         assert app.selected_service == "sentiment"
 
 
+async def test_live_events_from_redis_become_alerts(running_suite):
+    import redis.asyncio as aioredis
+
+    app = make_app(running_suite)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.rounds >= 1 and app.feed.connected, what="the event feed")
+        envelope = {
+            "id": "e1", "type": "risk_limit_hit", "source": "paper-trading", "seq": 1,
+            "timestamp": "2026-11-24T05:00:00+00:00",
+            "data": {"rule": "max_position", "detail": "position would be 12% of equity", "symbol": "CBA.AX"},
+        }  # fmt: skip
+        client = aioredis.from_url(app.collector.settings.redis_url)
+        try:
+            # Published on the platform's channel, as paper-trading's bus would.
+            await client.publish("trading:events:risk_limit_hit", orjson.dumps(envelope))
+            await client.publish("trading:events:risk_limit_hit", b"\x00 not an envelope")
+        finally:
+            await client.aclose()
+        expected = "16:00 risk limit max_position (CBA.AX): position would be 12% of equity"
+        await until(pilot, lambda: expected in "\n".join(screen_lines(app)), what="the alert line")
+        assert app.is_running  # the malformed message was dropped, not fatal
+
+
 async def test_quit_key_ends_the_app(running_suite):
     app = make_app(running_suite)
     async with app.run_test(size=SIZE) as pilot:

@@ -3,7 +3,10 @@ all healthy, one fatal, Redis down, market closed, no supervisor, services answe
 
 from __future__ import annotations
 
+import ast
+import sys
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -11,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.cells import cell_len
 
-from services.domain import asx_calendar
+from services.domain import asx_calendar, dashboard_view
 from services.domain.dashboard_view import (
     Snapshot,
     Unavailable,
@@ -366,3 +369,11 @@ def test_nothing_yet_is_a_frame_too():
     view = build_view(Snapshot(), None)
     assert view.overall == "down"
     assert "waiting for the first reply" in render_text(view)
+
+
+def test_the_view_module_imports_only_the_stdlib_and_pure_domain_modules():
+    tree = ast.parse(Path(dashboard_view.__file__).read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    outside = {n for n in names if n.split(".")[0] not in sys.stdlib_module_names}
+    assert outside <= {"__future__", "services.domain.supervision"}, outside
