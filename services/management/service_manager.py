@@ -474,6 +474,41 @@ def cmd_dashboard(args) -> int:
     return 0
 
 
+def cmd_replay(args) -> int:
+    """Replay a past period through a fresh, private suite on historical CSV data and print the
+    report (equity, return vs buy-and-hold, Sharpe, drawdown, trades); writes equity.png,
+    trades.csv and report.json into --out."""
+    from datetime import date
+
+    from services.management.replay import ReplayDriver, ReplayError, ReplayOptions, default_out
+
+    try:
+        first, last = date.fromisoformat(args.from_date), date.fromisoformat(args.to_date)
+    except ValueError as exc:
+        raise CliError(f"--from/--to must be YYYY-MM-DD dates: {exc}", 2) from None
+    if not 0 < args.speed <= 300:
+        raise CliError("--speed must be in (0, 300]", 2)
+    settings = get_settings()
+    data_dir = args.data_dir or settings.data_dir / "market"
+    options = ReplayOptions(
+        first=first,
+        last=last,
+        data_dir=data_dir,
+        out=args.out or default_out(settings.data_dir, first, last),
+        speed=args.speed,
+        models_dir=settings.models_dir,
+        train_years=args.train_years,
+        keep_dir=args.keep,
+    )
+    try:
+        result = ReplayDriver(options, progress=lambda m: print(m, file=sys.stderr, flush=True)).run()
+    except ReplayError as exc:
+        raise CliError(str(exc)) from None
+    print(result.text)
+    print(f"\nwritten: {result.out / 'equity.png'}, {result.out / 'trades.csv'}, {result.out / 'report.json'}")
+    return 0
+
+
 # ---- argument parsing --------------------------------------------------------------------------
 
 
@@ -514,6 +549,14 @@ def build_parser() -> Parser:
     p.add_argument("service", nargs="?", metavar="SERVICE")
     p.add_argument("-n", "--lines", type=int, default=50)
     p.add_argument("-f", "--follow", action="store_true")
+    p = add("replay", cmd_replay)
+    p.add_argument("--from", dest="from_date", required=True, metavar="DATE", help="first day, YYYY-MM-DD")
+    p.add_argument("--to", dest="to_date", required=True, metavar="DATE", help="last day, YYYY-MM-DD")
+    p.add_argument("--speed", type=float, default=1.0, help="suite clock speed within a step (default 1)")
+    p.add_argument("--data-dir", type=Path, help="CSV files (default: <TRADING_DATA_DIR>/market)")
+    p.add_argument("--out", type=Path, help="output folder (default: <TRADING_DATA_DIR>/replays/FROM_TO)")
+    p.add_argument("--train-years", type=float, default=5.0, help="years of history to train on (default 5)")
+    p.add_argument("--keep", action="store_true", help="keep the replay suite's temporary directory")
     add("daemon", cmd_daemon, hidden=True)
     return parser
 

@@ -1,0 +1,628 @@
+"""Replay a past period through the real suite, day after day, and report how it traded.
+
+    service_manager.py replay --from 2019-06-03 --to 2019-06-28 [--speed X] [--data-dir DIR] [--out DIR]
+
+The driver starts its OWN suite (supervisor, managed Redis, every service) in a fresh temporary
+directory, so the live suite and its portfolio are never touched and the paper portfolio starts
+fresh. Market data comes from the CSV files of --data-dir through the market-data csv provider;
+the suite clock is a control file (TRADING_CLOCK_FILE) that the driver moves from step to step.
+
+Models: a replay must never trade on models that saw the replay period (look-ahead). The models of
+TRADING_MODELS_DIR are reused when every one was trained on labels ending before --from;
+otherwise train_models.py trains fresh ones with the suite clock at --from 00:00, so it sees only
+bars that were final by then.
+
+Each trading day D runs the live code path, with the idle time in between skipped:
+  09:45  the scheduler's market_data_refresh task (as the default schedule runs it); the
+         prediction service re-predicts on the new data while the market is closed, so those
+         predictions are rejected by paper-trading, exactly as they are live;
+  10:15  the scheduler's market_monitoring task: refresh, then generate_predictions; every
+         prediction_generated event reaches paper-trading through its durable stream and it
+         trades within its risk rules (stop-loss and take-profit on market_data_updated);
+  16:15  a refresh once D's bar is final (16:10): positions are marked to D's close and the
+         day's equity is read from paper-trading.
+Daily bars only become visible at 16:10, so orders on day D fill at D-1's close plus slippage.
+
+Interruptions: before each step the driver waits until the supervisor reports every service
+healthy; a step whose calls failed because a service was restarting is completed for the symbols
+it missed, and a step during which any service restarted is followed by one more refresh, so
+stop-loss checks that a dead paper-trading missed are made at the same prices. paper-trading acts
+on each prediction id at most once and its stream redelivers what it had not acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from datetime import time as clock_time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+for _folder in (REPO, REPO / "services" / "market-data", REPO / "services" / "scheduler"):
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
+
+from services.base.base_service import BaseService  # noqa: E402
+from services.base.clock import SYDNEY, write_clock_file  # noqa: E402
+from services.base.config import Settings  # noqa: E402
+from services.base.rpc import DependencyUnavailable, RpcError  # noqa: E402
+from services.domain import asx_calendar, replay_report  # noqa: E402
+
+REFRESH_AT = clock_time(9, 45)
+TRADE_AT = clock_time(10, 15)
+MARK_AT = clock_time(16, 15)  # after 16:10, when the day's bar becomes final
+PREDICTION_STREAM = "trading:stream:prediction_generated"
+TRADER = "paper-trading"
+TASK_NAMES = ("market_data_refresh", "market_monitoring")
+# Variables of the caller's environment that must not reach the replay suite: its own
+# directories, clock and Redis are set below, and live news or a live broker account have no
+# place in a replay of the past (sentiment falls back to neutral, IG stays unconfigured).
+DROPPED_PREFIXES = ("MARKETAUX_", "IG_")
+DROPPED = frozenset(
+    {
+        "TRADING_SOCKET_DIR", "TRADING_LOG_DIR", "TRADING_DATA_DIR", "TRADING_MODELS_DIR",
+        "TRADING_REDIS_URL", "TRADING_MARKET_DATA_SOURCE", "TRADING_MARKET_DATA_DIR",
+        "TRADING_CLOCK_START", "TRADING_CLOCK_SPEED", "TRADING_CLOCK_EPOCH", "TRADING_CLOCK_FILE",
+        "TRADING_SECRETS_FILE", "TRADING_PAPER_TRADING_IG_MIRROR", "TRADING_SCHEDULER_DEFAULTS",
+    }
+)  # fmt: skip
+TRADE_COLUMNS = (
+    "trade_id", "timestamp", "symbol", "action", "quantity", "price", "gross", "commission",
+    "slippage", "realized_pnl", "net_pnl", "prediction_id", "reason", "closes_position",
+)  # fmt: skip
+
+
+class ReplayError(Exception):
+    """The replay cannot run or cannot go on; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    first: date
+    last: date
+    data_dir: Path  # the CSV files
+    out: Path
+    speed: float = 1.0
+    models_dir: Path | None = None  # reused only when trained before `first`
+    train_years: float = 5.0
+    step_timeout_s: float = 120.0
+    keep_dir: bool = False
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ReplayResult:
+    report: dict
+    text: str
+    out: Path
+    curve: list[tuple[date | None, float]]
+    trades: list[dict]
+    predictions: list[dict]
+    notes: list[str]
+    seconds: float
+
+
+def at(day: date, moment: clock_time) -> datetime:
+    return datetime.combine(day, moment, tzinfo=SYDNEY)
+
+
+def replay_days(first: date, last: date) -> list[date]:
+    """The ASX trading days to replay; refuses an empty or reversed period."""
+    if first > last:
+        raise ReplayError(f"--from {first} is after --to {last}")
+    days = asx_calendar.trading_days_between(first, last)
+    if not days:
+        raise ReplayError(f"no ASX trading day between {first} and {last}")
+    return days
+
+
+def models_trained_before(models_dir: Path | None, first: date, symbols: tuple[str, ...]) -> bool:
+    """True when the manifest covers every symbol with labels that all end before `first`."""
+    if models_dir is None:
+        return False
+    try:
+        manifest = json.loads((models_dir / "manifest.json").read_text())
+        entries = manifest["models"]
+        ends = {e["symbol"]: date.fromisoformat(e["data"]["label_end"]) for e in entries}
+        latest = max(date.fromisoformat(e["data"]["label_end"]) for e in entries)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return set(symbols) <= set(ends) and latest < first
+
+
+def suite_env(root: Path, options: ReplayOptions, base: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in base.items() if k not in DROPPED and not k.startswith(DROPPED_PREFIXES)}
+    env.update(
+        {
+            "TRADING_SOCKET_DIR": str(root / "sock"),
+            "TRADING_LOG_DIR": str(root / "logs"),
+            "TRADING_DATA_DIR": str(root / "data"),
+            "TRADING_MODELS_DIR": str(root / "models"),
+            "TRADING_MARKET_DATA_SOURCE": "csv",
+            "TRADING_MARKET_DATA_DIR": str(options.data_dir.resolve()),
+            "TRADING_CLOCK_FILE": str(root / "clock.json"),
+            # The driver runs the default tasks itself, one step a day: a schedule loop firing
+            # the same tasks after a clock jump would run them twice.
+            "TRADING_SCHEDULER_DEFAULTS": "false",
+            "PYTHONPATH": str(REPO),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(options.extra_env)
+    return env
+
+
+def check_data(data_dir: Path, symbols: tuple[str, ...], index: str) -> None:
+    from providers import csv_file_name
+
+    missing = [csv_file_name(s) for s in (*symbols, index) if not (data_dir / csv_file_name(s)).is_file()]
+    if missing:
+        raise ReplayError(f"{data_dir} lacks {', '.join(missing)} (Yahoo-format daily CSV files)")
+
+
+# ---- the suite ---------------------------------------------------------------------------------
+
+
+def manager_cli(env: dict[str, str], *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "services/management/service_manager.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        cwd=REPO,
+    )
+
+
+def train_models(env: dict[str, str], options: ReplayOptions, models_dir: Path) -> None:
+    """Train on data final before --from: the clock stands at --from 00:00 while it reads."""
+    train_env = {k: v for k, v in env.items() if k != "TRADING_CLOCK_FILE"}
+    train_env["TRADING_CLOCK_START"] = at(options.first, clock_time(0, 0)).isoformat()
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "services/ml-model/train_models.py"),
+            "--data-dir",
+            str(options.data_dir),
+            "--out",
+            str(models_dir),
+            "--years",
+            repr(options.train_years),
+        ],
+        env=train_env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        cwd=REPO,
+    )
+    if result.returncode != 0:
+        raise ReplayError(f"training the models failed: {result.stderr.strip()[-500:]}")
+
+
+# ---- the driver ----------------------------------------------------------------------------------
+
+
+class ReplayDriver:
+    def __init__(self, options: ReplayOptions, progress: Callable[[str], None] = lambda _m: None):
+        self.options = options
+        self.progress = progress
+        self.root = Path(tempfile.mkdtemp(prefix="rp-", dir="/tmp"))  # short: socket path limit
+        for sub in ("sock", "logs", "data", "models"):
+            (self.root / sub).mkdir()
+        self.env = suite_env(self.root, options, dict(os.environ))
+        self.settings = Settings.from_env(self.env)
+        self.symbols = self.settings.symbols
+        self.clock_file = self.root / "clock.json"
+        self.client = BaseService("replay", settings=self.settings)
+        self.redis = None
+        self.task_ids: dict[str, str] = {}
+        self.curve: list[tuple[date | None, float]] = []
+        self.step_predictions: list[dict] = []
+        self.notes: list[str] = []
+        self.restarts: dict[str, int] = {}
+
+    # ---- life
+
+    def run(self) -> ReplayResult:
+        started = time.monotonic()
+        days = replay_days(self.options.first, self.options.last)
+        check_data(self.options.data_dir, self.symbols, self.settings.market_index)
+        try:
+            self._prepare_models()
+            self._start_suite(days[0])
+            result = asyncio.run(self._replay(days, started))
+        except BaseException:
+            self.progress(f"replay failed; its suite's logs are kept in {self.root / 'logs'}")
+            self._stop_suite()
+            raise
+        self._stop_suite()
+        if not self.options.keep_dir:
+            shutil.rmtree(self.root, ignore_errors=True)
+        return result
+
+    def _prepare_models(self) -> None:
+        models = self.root / "models"
+        source = self.options.models_dir
+        if models_trained_before(source, self.options.first, self.symbols):
+            shutil.copytree(source, models, dirs_exist_ok=True)
+            self.notes.append(f"models reused from {source} (trained on labels ending before --from)")
+            return
+        self.progress(f"training models on data before {self.options.first} ...")
+        train_models(self.env, self.options, models)
+        self.notes.append(
+            f"models trained for this replay on up to {self.options.train_years:g} years before --from"
+        )
+
+    def _start_suite(self, first_day: date) -> None:
+        prime = at(asx_calendar.previous_trading_day(first_day), MARK_AT)
+        write_clock_file(self.clock_file, prime, self.options.speed)
+        self.progress(f"starting the replay suite in {self.root} ...")
+        result = manager_cli(self.env, "start", "--timeout", "120")
+        if result.returncode != 0:
+            raise ReplayError(
+                f"the replay suite did not start: {(result.stderr or result.stdout).strip()[-800:]}"
+            )
+
+    def _stop_suite(self) -> None:
+        if (self.root / "sock" / "manager.sock").exists():
+            manager_cli(self.env, "stop", timeout_s=300)
+
+    async def _replay(self, days: list[date], started: float) -> ReplayResult:
+        import redis.asyncio as aioredis
+
+        self.redis = aioredis.from_url(self.settings.redis_url)
+        try:
+            await self._set_up_tasks()
+            self.curve.append((None, await self._equity()))
+            await self._closed_step(asx_calendar.previous_trading_day(days[0]), MARK_AT)
+            for number, day in enumerate(days, start=1):
+                await self._trading_day(day)
+                self.progress(f"day {number}/{len(days)} {day}: equity {self.curve[-1][1]:,.2f}")
+            trades = await self._trades()
+            return await self._result(days, trades, started)
+        finally:
+            await self.client.close_clients()
+            await self.redis.aclose()
+
+    # ---- one day
+
+    async def _trading_day(self, day: date) -> None:
+        await self._closed_step(day, REFRESH_AT)
+        await self._trading_step(day)
+        await self._closed_step(day, MARK_AT)
+        self.curve.append((day, await self._equity()))
+
+    async def _closed_step(self, day: date, moment: clock_time) -> None:
+        """A refresh while the market is closed, until every symbol's prediction is on its data."""
+        self._jump(at(day, moment))
+        for _ in range(5):
+            before = await self._wait_healthy()
+            await self._run_task("market_data_refresh")
+            await self._settle(force_after_s=self.options.step_timeout_s / 4)
+            if not await self._restarted_since(before):
+                return
+            # A service restarted meanwhile (e.g. paper-trading missed the marks): once more,
+            # with everything up, on the same data.
+        raise ReplayError(f"services kept restarting during the {moment} step of {day}")
+
+    async def _trading_step(self, day: date) -> None:
+        """The monitoring task: predictions that paper-trading follows within its rules."""
+        start = at(day, TRADE_AT)
+        self._jump(start)
+        before = await self._wait_healthy()
+        try:
+            await self._run_task("market_monitoring")
+        except RpcError as exc:
+            self.progress(f"{day} monitoring failed ({exc.message}); completing the step")
+        made = await self._predictions_since(start)
+        for _ in range(5):
+            missing = [s for s in self.symbols if s not in made]
+            if not missing:
+                break
+            await self._wait_healthy()
+            await self._call("market-data", "refresh_all_data")
+            await self._call("prediction", "generate_predictions", symbols=missing, force_refresh=True)
+            made = await self._predictions_since(start)
+        else:
+            self.notes.append(f"{day}: no prediction for {', '.join(missing)} after 5 attempts")
+        if await self._restarted_since(before):
+            await self._wait_healthy()
+            await self._call("market-data", "refresh_all_data")  # exits a dead trader missed
+        await self._wait_traded()
+        self._check_clock(day)
+        self.step_predictions.extend(made[s] for s in self.symbols if s in made)
+
+    # ---- the clock, health and tasks
+
+    def _jump(self, moment: datetime) -> None:
+        write_clock_file(self.clock_file, moment, self.options.speed)
+
+    def _check_clock(self, day: date) -> None:
+        now = datetime.fromtimestamp(_clock_now(self.clock_file), SYDNEY)
+        if now >= asx_calendar.session_close(day):
+            raise ReplayError(f"the suite clock ran past the close of {day} during the step: lower --speed")
+
+    async def _status(self) -> list[dict]:
+        return (await self.client.call_service("manager", "status", timeout=10))["services"]
+
+    async def _wait_healthy(self) -> dict[str, int]:
+        """Wait until every service runs and answers healthy; return the restart counters."""
+        deadline = time.monotonic() + self.options.step_timeout_s
+        while True:
+            services = await self._status()
+            if all(s["state"] == "running" and s["health"] in ("healthy", "degraded") for s in services):
+                return {s["name"]: s["restarts"] for s in services}
+            if any(s["state"] == "fatal" for s in services) or time.monotonic() > deadline:
+                bad = [f"{s['name']} {s['state']}" for s in services if s["state"] != "running"]
+                raise ReplayError(f"the replay suite is not healthy: {', '.join(bad) or 'health failing'}")
+            await asyncio.sleep(0.05)
+
+    async def _restarted_since(self, before: dict[str, int]) -> bool:
+        return any(s["restarts"] != before.get(s["name"]) for s in await self._status())
+
+    async def _call(self, service: str, method: str, **params: Any) -> Any:
+        """One call, retried while the service is restarting (nothing sent, nothing doubled)."""
+        deadline = time.monotonic() + self.options.step_timeout_s
+        while True:
+            try:
+                return await self.client.call_service(
+                    service, method, timeout=self.options.step_timeout_s, **params
+                )
+            except DependencyUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                await self._wait_healthy()
+
+    async def _set_up_tasks(self) -> None:
+        """The default schedule's refresh and monitoring tasks, run by the driver (no schedule)."""
+        from scheduler_service import default_tasks
+
+        existing = {t["name"]: t["task_id"] for t in await self._call("scheduler", "list_tasks")}
+        for config in default_tasks(self.symbols):
+            if config["name"] not in TASK_NAMES:
+                continue
+            manual = {k: v for k, v in config.items() if k not in ("schedule", "catch_up_grace_s")}
+            if config["name"] in existing:
+                self.task_ids[config["name"]] = existing[config["name"]]
+                continue
+            reply = await self._call("scheduler", "schedule_task", config=manual)
+            self.task_ids[config["name"]] = reply["task_id"]
+
+    async def _run_task(self, name: str) -> dict:
+        """Run a scheduler task now; a run that failed because a service restarted is run again."""
+        for _ in range(5):
+            run = await self._call("scheduler", "execute_task", task_id=self.task_ids[name])
+            if run["status"] == "succeeded":
+                return run
+            self.progress(f"task {name} {run['status']}: {run.get('error')}; retrying")
+            await self._wait_healthy()
+        raise ReplayError(f"task {name} kept failing: {run.get('error')}")
+
+    # ---- waiting for the suite to finish a step
+
+    async def _settle(self, force_after_s: float) -> None:
+        """Every symbol's latest prediction made on the data market-data now serves, and acted on.
+
+        The prediction service re-predicts by itself when market_data_updated brings new data;
+        if that did not happen in time (e.g. it was restarting), a forced prediction stands in.
+        The market is closed here, so these predictions are rejected, never traded.
+        """
+        deadline = time.monotonic() + self.options.step_timeout_s
+        forced = time.monotonic() + force_after_s
+        while True:
+            stale = await self._stale_symbols()
+            if not stale and await self._trader_caught_up():
+                return
+            if time.monotonic() > deadline:
+                raise ReplayError(f"predictions did not settle for {', '.join(stale) or 'paper-trading'}")
+            if stale and time.monotonic() > forced:
+                for symbol in stale:
+                    await self._call(
+                        "prediction", "generate_single_prediction", symbol=symbol, force_refresh=True
+                    )
+                forced = time.monotonic() + force_after_s
+            await asyncio.sleep(0.03)
+
+    async def _stale_symbols(self) -> list[str]:
+        latest = await self._latest_predictions()
+        stale = []
+        for symbol in self.symbols:
+            served = await self._call("market-data", "get_price_history", symbol=symbol, days=1)
+            made_on = (latest.get(symbol) or {}).get("inputs", {}).get("market_data", {}).get("as_of")
+            if made_on != served["as_of"]:
+                stale.append(symbol)
+        return stale
+
+    async def _latest_predictions(self) -> dict[str, dict]:
+        rows = (await self._call("prediction", "get_recent_predictions", limit=4 * len(self.symbols) + 8))[
+            "predictions"
+        ]
+        latest: dict[str, dict] = {}
+        for row in rows:  # newest first
+            latest.setdefault(row["symbol"], row)
+        return latest
+
+    async def _predictions_since(self, start: datetime) -> dict[str, dict]:
+        """Each symbol's first prediction made at or after `start` (the step's own)."""
+        rows = (await self._call("prediction", "get_recent_predictions", limit=8 * len(self.symbols) + 8))[
+            "predictions"
+        ]
+        mine: dict[str, dict] = {}
+        for row in reversed(rows):  # oldest first
+            if datetime.fromisoformat(row["created_at"]) >= start:
+                mine.setdefault(row["symbol"], row)
+        return mine
+
+    async def _wait_traded(self) -> None:
+        deadline = time.monotonic() + self.options.step_timeout_s
+        while not await self._trader_caught_up():
+            if time.monotonic() > deadline:
+                raise ReplayError("paper-trading did not process the step's predictions in time")
+            await asyncio.sleep(0.03)
+        # The trade lock is fair: a status read queues behind any handler still holding it.
+        await self._call(TRADER, "get_portfolio_status")
+
+    async def _trader_caught_up(self) -> bool:
+        """paper-trading's consumer group has read and acknowledged every prediction."""
+        import redis.exceptions
+
+        try:
+            stream = await self.redis.xinfo_stream(PREDICTION_STREAM)
+            groups = await self.redis.xinfo_groups(PREDICTION_STREAM)
+        except redis.exceptions.ResponseError:
+            return True  # no stream yet: nothing was predicted
+        group = next((g for g in groups if _text(g["name"]) == TRADER), None)
+        if group is None:
+            return stream["length"] == 0
+        return group["pending"] == 0 and _text(group["last-delivered-id"]) == _text(
+            stream["last-generated-id"]
+        )
+
+    # ---- results
+
+    async def _equity(self) -> float:
+        status = await self._call(TRADER, "get_portfolio_status")
+        return float(status["equity"])
+
+    async def _trades(self) -> list[dict]:
+        trades: dict[int, dict] = {}
+        for symbol in self.symbols:
+            reply = await self._call(TRADER, "get_trade_history", limit=1000, symbol=symbol)
+            if reply["count"] >= 1000:
+                self.notes.append(f"{symbol}: only the latest 1000 trades are in trades.csv")
+            trades.update({t["trade_id"]: t for t in reply["trades"]})
+        return [trades[k] for k in sorted(trades)]
+
+    async def _result(self, days: list[date], trades: list[dict], started: float) -> ReplayResult:
+        prices = await load_prices(
+            self.options.data_dir, (*self.symbols, self.settings.market_index), days[-1]
+        )
+        index = self.settings.market_index
+        report = replay_report.build_report(
+            first_day=days[0],
+            last_day=days[-1],
+            entry_day=asx_calendar.previous_trading_day(days[0]),
+            curve=self.curve,
+            trades=trades,
+            predictions=[scored(p) for p in self.step_predictions],
+            closes={s: prices[s][0] for s in self.symbols},
+            adj_closes={s: prices[s][1] for s in self.symbols},
+            index_closes=prices[index][0],
+            index_symbol=index,
+        )
+        seconds = time.monotonic() - started
+        report["run"] = {"seconds": round(seconds, 1), "days_per_minute": round(len(days) / seconds * 60, 2)}
+        notes = [
+            "orders fill at the previous close plus slippage: a day's bar is final only at 16:10",
+            "sentiment: no historical news in a replay, so the neutral fallback is used",
+            *self.notes,
+        ]
+        result = ReplayResult(
+            report, replay_report.format_report(report, notes), self.options.out, self.curve, trades,
+            self.step_predictions, notes, seconds,
+        )  # fmt: skip
+        write_outputs(result, prices, days, index)
+        return result
+
+
+def scored(prediction: dict) -> replay_report.ScoredPrediction:
+    inputs = prediction.get("inputs") or {}
+    as_of = (inputs.get("market_data") or {}).get("as_of")
+    model = inputs.get("model") or {}
+    return replay_report.ScoredPrediction(
+        symbol=prediction["symbol"],
+        bar_date=datetime.fromisoformat(as_of).astimezone(SYDNEY).date(),
+        signal=prediction["signal"],
+        direction=model.get("direction"),
+    )
+
+
+async def load_prices(data_dir: Path, symbols: tuple[str, ...], last: date) -> dict[str, tuple[list, list]]:
+    """(closes, adj closes) per symbol from the CSV files, cleaned as market-data cleans them."""
+    from providers import CsvSource
+
+    source = CsvSource(data_dir, asx_calendar.is_trading_day)
+    now = at(last, clock_time(23, 59))
+    out = {}
+    for symbol in symbols:
+        bars = (await source.fetch(symbol, now)).bars
+        out[symbol] = ([(b.date, b.close) for b in bars], [(b.date, b.adj_close) for b in bars])
+    return out
+
+
+def _clock_now(clock_file: Path) -> float:
+    state = json.loads(clock_file.read_text())
+    start = datetime.fromisoformat(state["start"]).timestamp()
+    return start + (time.time() - float(state["epoch"])) * float(state["speed"])
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# ---- outputs -------------------------------------------------------------------------------------
+
+
+def write_outputs(result: ReplayResult, prices: dict, days: list[date], index: str) -> None:
+    out = result.out
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "trades.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(TRADE_COLUMNS)
+        for trade in result.trades:
+            writer.writerow([trade.get(c) for c in TRADE_COLUMNS])
+    with open(out / "equity.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(("date", "equity"))
+        for day, equity in result.curve:
+            writer.writerow((day.isoformat() if day else "start", f"{equity:.2f}"))
+    (out / "report.json").write_text(json.dumps({**result.report, "notes": result.notes}, indent=2) + "\n")
+    (out / "report.txt").write_text(result.text + "\n")
+    plot_equity(out / "equity.png", result, prices, days, index)
+
+
+def plot_equity(path: Path, result: ReplayResult, prices: dict, days: list[date], index: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: files only
+    import matplotlib.pyplot as plt
+
+    capital = result.curve[0][1]
+    entry = asx_calendar.previous_trading_day(days[0])
+    symbols = [s for s in prices if s != index]
+    x = [entry, *days]
+    universe = [
+        capital * (1 + (replay_report.buy_and_hold_return({s: prices[s][0] for s in symbols}, entry, d) or 0))
+        for d in x
+    ]
+    bench = [
+        capital * (1 + (replay_report.buy_and_hold_return({index: prices[index][0]}, entry, d) or 0))
+        for d in x
+    ]
+    fig, ax = plt.subplots(figsize=(10, 5), dpi=100)
+    ax.plot(x, [v for _, v in result.curve], label="paper portfolio", linewidth=2)
+    ax.plot(x, universe, label="buy-and-hold universe (equal weight)", linestyle="--")
+    ax.plot(x, bench, label=f"buy-and-hold {index}", linestyle=":")
+    ax.set_title(f"Replay {days[0]} .. {days[-1]}")
+    ax.set_ylabel("equity (AUD)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def default_out(data_dir: Path, first: date, last: date) -> Path:
+    return data_dir / "replays" / f"{first.isoformat()}_{last.isoformat()}"
