@@ -22,10 +22,10 @@ from services.domain.supervision import DEPENDENCIES, overall_status, start_orde
 UP = ("healthy", "degraded")
 LIGHTS = {"healthy": "🟢", "degraded": "🟡", "down": "🔴"}
 BAD_STATES = ("fatal", "stopped", "backoff", "down")
-BAD_HEALTH = ("unhealthy", "no answer", "down")
+BAD_HEALTH = ("unhealthy", "no answer", "garbage", "down")
 FAILED_RUNS = ("failed", "blocked")
 DEFAULT_BUY_RATE_THRESHOLD = 0.7
-HELP = "↑↓/jk select  r restart  l logs  q quit"
+HELP = "↑↓/jk select  r restart  l logs  PgUp/PgDn scroll  q quit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +150,8 @@ class DashboardView:
     portfolio: PortfolioView | None
     sentiment: SentimentView | None
     next_tasks: tuple[TaskRow, ...]
-    failed_tasks: tuple[TaskRow, ...]
+    failed_tasks: tuple[TaskRow, ...]  # tasks whose last run failed, newest first
+    failed_today: int | None  # runs failed or blocked today, from the scheduler's health
     alerts: tuple[Alert, ...]
     missing: Mapping[str, str]  # section -> why it has no data
 
@@ -223,40 +224,44 @@ def build_view(snapshot: Snapshot, now: datetime | None = None) -> DashboardView
     redis_state = _redis_state(supervisor, snapshot.health)
     redis_down = redis_state in ("stopped", "disconnected")
     rows = _service_rows(status, snapshot.health, redis_down)
-    missing: dict[str, str] = {}
-    if not supervisor:
-        missing["supervisor"] = why(snapshot.status) if not status else "unexpected reply"
-    parts = {
-        "market": (_market(snapshot.market_status), snapshot.market_status),
-        "buy_rate": (_buy_rate(snapshot.buy_rate), snapshot.buy_rate),
-        "portfolio": (_portfolio(snapshot.portfolio, snapshot.positions), snapshot.portfolio),
-        "sentiment": (_sentiment(snapshot.big4), snapshot.big4),
-    }
-    for name, (value, reply) in parts.items():
-        if value is None:
-            missing[name] = why(reply)
     next_tasks, failed_tasks = _tasks(snapshot.tasks)
+    view = DashboardView(
+        overall=_overall(rows, bool(supervisor), redis_down),
+        supervisor=_supervisor_line(supervisor, redis_state, snapshot.status),
+        redis_down=redis_down,
+        now=now,
+        services=rows,
+        market=_market(snapshot.market_status),
+        symbols=_symbol_rows(snapshot),
+        buy_rate=_buy_rate(snapshot.buy_rate),
+        portfolio=_portfolio(snapshot.portfolio, snapshot.positions),
+        sentiment=_sentiment(snapshot.big4),
+        next_tasks=next_tasks,
+        failed_tasks=failed_tasks,
+        failed_today=_int(snapshot.health.get("scheduler"), "failed_today"),
+        alerts=(),
+        missing={},
+    )
+    view = replace(view, missing=_missing(view, snapshot))
+    return replace(view, alerts=_alerts(view, status, snapshot))
+
+
+def _missing(view: DashboardView, snapshot: Snapshot) -> dict[str, str]:
+    """Each section that has no data, with the reason (shown in its place)."""
+    replies = {
+        "market": snapshot.market_status,
+        "buy_rate": snapshot.buy_rate,
+        "portfolio": snapshot.portfolio,
+        "sentiment": snapshot.big4,
+    }
+    missing = {name: why(reply) for name, reply in replies.items() if getattr(view, name) is None}
+    if not _obj(_obj(snapshot.status).get("supervisor")):
+        missing["supervisor"] = why(snapshot.status)
     if not isinstance(snapshot.tasks, list):
         missing["tasks"] = why(snapshot.tasks)
     if not isinstance(_obj(snapshot.predictions).get("predictions"), list):
         missing["predictions"] = why(snapshot.predictions)
-    view = DashboardView(
-        overall=_overall(rows, bool(supervisor), redis_down),
-        supervisor=_supervisor_line(supervisor, redis_state, missing.get("supervisor")),
-        redis_down=redis_down,
-        now=now,
-        services=rows,
-        market=parts["market"][0],
-        symbols=_symbol_rows(snapshot),
-        buy_rate=parts["buy_rate"][0],
-        portfolio=parts["portfolio"][0],
-        sentiment=parts["sentiment"][0],
-        next_tasks=next_tasks,
-        failed_tasks=failed_tasks,
-        alerts=(),
-        missing=missing,
-    )
-    return _with_alerts(view, status, snapshot)
+    return missing
 
 
 def _redis_state(supervisor: dict, health: Mapping[str, Any]) -> str:
@@ -320,12 +325,6 @@ def _service_row(
     note = _text(managed, "reason") or (warnings[0] if warnings else "")
     if isinstance(reply, Unavailable) and state in ("running", "down"):
         note = note or clean(reply.reason)  # why it does not answer; the supervisor's reason wins
-    if state in BAD_STATES or health in BAD_HEALTH or health == "garbage":
-        level = "bad"
-    elif state != "running" or health != "healthy" or missing:
-        level = "warn"
-    else:
-        level = "ok"
     return ServiceRow(
         name=name,
         state=state,
@@ -337,8 +336,16 @@ def _service_row(
         cpu_pct=_num(own, "cpu_usage") if _num(own, "cpu_usage") is not None else _num(managed, "cpu_usage"),
         deps=deps_text,
         note=note,
-        level=level,
+        level=_level(state, health, bool(missing)),
     )
+
+
+def _level(state: str, health: str, dependency_down: bool) -> str:
+    if state in BAD_STATES or health in BAD_HEALTH:
+        return "bad"
+    if state != "running" or health != "healthy" or dependency_down:
+        return "warn"
+    return "ok"
 
 
 def _overall(rows: Sequence[ServiceRow], supervised: bool, redis_down: bool) -> str:
@@ -347,9 +354,9 @@ def _overall(rows: Sequence[ServiceRow], supervised: bool, redis_down: bool) -> 
     return overall_status({r.name: r.state for r in rows}, {r.name: r.health for r in rows})
 
 
-def _supervisor_line(supervisor: dict, redis_state: str, problem: str | None) -> str:
-    if problem is not None:
-        return f"supervisor not running ({problem}) · redis {redis_state}"
+def _supervisor_line(supervisor: dict, redis_state: str, reply: Any) -> str:
+    if not supervisor:
+        return f"supervisor not running ({why(reply)}) · redis {redis_state}"
     return f"supervisor up {human_seconds(_num(supervisor, 'uptime'))} · redis {redis_state}"
 
 
@@ -462,7 +469,8 @@ def _tasks(reply: Any) -> tuple[tuple[TaskRow, ...], tuple[TaskRow, ...]]:
 # ---- alerts ------------------------------------------------------------------------------------------
 
 
-def _with_alerts(view: DashboardView, status: dict, snapshot: Snapshot) -> DashboardView:
+def _alerts(view: DashboardView, status: dict, snapshot: Snapshot) -> tuple[Alert, ...]:
+    """Now-conditions first (worst first), then recent happenings, newest first; no repeats."""
     tz = view.now.tzinfo if view.now else None
     alerts = [*_current_alerts(view, snapshot), *_event_alerts(status, snapshot.events, tz)]
     seen: set[str] = set()
@@ -471,7 +479,7 @@ def _with_alerts(view: DashboardView, status: dict, snapshot: Snapshot) -> Dashb
         if alert.text not in seen:
             seen.add(alert.text)
             unique.append(alert)
-    return replace(view, alerts=tuple(unique))
+    return tuple(unique)
 
 
 def _current_alerts(view: DashboardView, snapshot: Snapshot) -> list[Alert]:
@@ -484,7 +492,7 @@ def _current_alerts(view: DashboardView, snapshot: Snapshot) -> list[Alert]:
     for row in view.services:
         if row.state == "fatal":
             alerts.append(
-                Alert("bad", f"{row.name} is fatal: {row.note or 'gave up restarting'} (r restarts)")
+                Alert("bad", f"{row.name} is fatal: {row.note or 'gave up restarting'} (r to restart)")
             )
         elif row.state in ("down", "backoff", "stopped"):
             alerts.append(Alert("bad", f"{row.name} is {row.state}{': ' + row.note if row.note else ''}"))
@@ -771,8 +779,9 @@ def task_lines(view: DashboardView) -> list[Line]:
         return [Line(f"TASKS unknown ({view.missing['tasks']})", "warn")]
     upcoming = " · ".join(f"{t.name} {when(t.at, view.now)}" for t in view.next_tasks[:3])
     lines = [Line(f"NEXT {upcoming or 'nothing scheduled'}")]
+    today = f" · {view.failed_today} failed runs today" if view.failed_today else ""
     if not view.failed_tasks:
-        return [*lines, Line("FAILED none", "ok")]
+        return [*lines, Line(f"FAILED none{today}", "warn" if today else "ok")]
     for task in view.failed_tasks[:2]:
         at = task.at.strftime("%a %H:%M") if task.at else "?"
         lines.append(Line(f"FAILED {task.name} {at}: {task.error or '?'}", "bad"))

@@ -76,7 +76,9 @@ async def test_frame_shows_the_suite_and_the_help_line_at_80x24(running_suite):
         text = "\n".join(lines)
         for expected in ("MARKET", "SYMBOL", "CBA.AX", "PORTFOLIO equity $", "BUY RATE", "BIG 4", "NEXT"):
             assert expected in text, expected
-        assert lines[-1].startswith("↑↓/jk select  r restart  l logs  q quit")  # always visible
+        assert lines[-1].startswith(
+            "↑↓/jk select  r restart  l logs  PgUp/PgDn scroll  q quit"
+        )  # always visible
         # Each refresh redraws the same rows in place: the layout does not jump between frames.
         rounds = app.rounds
         await until(pilot, lambda: app.rounds > rounds + 1, what="two more refreshes")

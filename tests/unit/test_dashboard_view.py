@@ -259,7 +259,9 @@ def test_failed_tasks_newest_first_and_halted_trading():
     replies["tasks"][1].update(last_status="blocked", last_run="2026-11-24T15:30:00+11:00", last_error=None)
     replies["tasks"][2].update(last_status="succeeded", last_run="2026-11-24T15:45:00+11:00")
     replies["portfolio"].update(trading_halted=True, halt_reason="daily loss $2100 reached the $2000 limit")
+    replies["health"]["scheduler"]["failed_today"] = 3
     view = build_view(snapshot_of(replies), NOW)
+    assert view.failed_today == 3
     assert [(t.name, t.error) for t in view.failed_tasks] == [
         ("paper_trading_sync", "blocked"),
         ("evening_analysis", "boom"),
@@ -267,6 +269,8 @@ def test_failed_tasks_newest_first_and_halted_trading():
     assert "trading halted: daily loss $2100 reached the $2000 limit" in [a.text for a in view.alerts]
     text = render_text(view)
     assert "FAILED paper_trading_sync Tue 15:30: blocked" in text and "HALTED" in text
+    replies["tasks"][0]["last_status"] = replies["tasks"][1]["last_status"] = "succeeded"
+    assert "FAILED none · 3 failed runs today" in render_text(build_view(snapshot_of(replies), NOW))
 
 
 def test_positions_fill_the_room_and_the_rest_is_counted():
