@@ -306,7 +306,9 @@ class DashboardApp(App[int]):
             self.run_worker(self.feed.run(), name="events", group="events", exit_on_error=False)
 
     async def poll(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             try:
                 view = await self.collector.view(list(self.feed.events) if self.feed else [])
             except Exception as exc:  # a bug in a view path must cost one frame, not the dashboard
@@ -317,7 +319,8 @@ class DashboardApp(App[int]):
                 if self.message == "connecting…":
                     self.message = ""
             self.redraw()
-            await asyncio.sleep(self.refresh_s)
+            # Every refresh_s from the start of a round: a slow round does not stretch the period.
+            await asyncio.sleep(max(self.refresh_s - (loop.time() - started), 0.05))
 
     async def on_unmount(self) -> None:
         await self.collector.close()
@@ -347,7 +350,10 @@ class DashboardApp(App[int]):
 
     def action_page(self, direction: int) -> None:
         body = self.query_one("#body", VerticalScroll)
-        body.scroll_page_down() if direction > 0 else body.scroll_page_up()
+        if direction > 0:
+            body.scroll_page_down()
+        else:
+            body.scroll_page_up()
 
     def action_restart(self) -> None:
         service = self.selected_service
