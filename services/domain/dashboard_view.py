@@ -11,6 +11,7 @@ and no reply, however malformed, can raise out of these functions.
 from __future__ import annotations
 
 import math
+import textwrap
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -227,7 +228,7 @@ def build_view(snapshot: Snapshot, now: datetime | None = None) -> DashboardView
     next_tasks, failed_tasks = _tasks(snapshot.tasks)
     view = DashboardView(
         overall=_overall(rows, bool(supervisor), redis_down),
-        supervisor=_supervisor_line(supervisor, redis_state, snapshot.status),
+        supervisor=_supervisor_line(supervisor, redis_state),
         redis_down=redis_down,
         now=now,
         services=rows,
@@ -354,9 +355,9 @@ def _overall(rows: Sequence[ServiceRow], supervised: bool, redis_down: bool) -> 
     return overall_status({r.name: r.state for r in rows}, {r.name: r.health for r in rows})
 
 
-def _supervisor_line(supervisor: dict, redis_state: str, reply: Any) -> str:
+def _supervisor_line(supervisor: dict, redis_state: str) -> str:
     if not supervisor:
-        return f"supervisor not running ({why(reply)}) · redis {redis_state}"
+        return f"supervisor not running · redis {redis_state}"  # why: in the alerts
     return f"supervisor up {human_seconds(_num(supervisor, 'uptime'))} · redis {redis_state}"
 
 
@@ -486,7 +487,8 @@ def _current_alerts(view: DashboardView, snapshot: Snapshot) -> list[Alert]:
     """What is wrong right now (no timestamp): the worst first."""
     alerts = []
     if "supervisor" in view.missing:
-        alerts.append(Alert("bad", "supervisor not running: service_manager.py start"))
+        why_not = view.missing["supervisor"]
+        alerts.append(Alert("bad", f"supervisor not running ({why_not}): service_manager.py start"))
     if view.redis_down:
         alerts.append(Alert("bad", "redis is down: no events are delivered"))
     for row in view.services:
@@ -788,12 +790,20 @@ def task_lines(view: DashboardView) -> list[Line]:
     return lines
 
 
-def alert_lines(view: DashboardView, limit: int) -> list[Line]:
+def alert_lines(view: DashboardView, limit: int, width: int) -> list[Line]:
+    """The newest `limit` alerts, each wrapped onto at most two lines (the reason is the point)."""
     if not view.alerts:
         return [Line("ALERTS none", "ok")]
     lines = [Line(f"ALERTS {len(view.alerts)}", "head")]
     for alert in view.alerts[:limit]:
-        lines.append(Line(f"{alert.at or 'now':<5} {alert.text}", alert.level))
+        parts = textwrap.wrap(
+            f"{alert.at or 'now':<5} {alert.text}",
+            width,
+            subsequent_indent=" " * 6,
+            max_lines=2,
+            placeholder=" …",
+        )
+        lines.extend(Line(part, alert.level) for part in parts)
     if len(view.alerts) > limit:
         lines.append(Line(f"… {len(view.alerts) - limit} more"))
     return lines
@@ -830,7 +840,7 @@ def render_lines(
         market_line(view),
         *business,
         *task_lines(view),
-        *alert_lines(view, alerts),
+        *alert_lines(view, alerts, width),
     ]
     return [Line(fit(line.text, width).rstrip(), line.tag, line.selected) for line in lines]
 

@@ -142,6 +142,8 @@ def test_one_fatal_service_is_red_with_its_reason_first():
     text = render_text(view)
     assert_fits(text)
     assert "paper-trading fatal" in text and "PORTFOLIO unknown" in text
+    # A long alert wraps onto a second, indented line instead of losing its reason.
+    assert "3 failures within\n      300s (r to restart)\n" in text, text
 
 
 def test_redis_down_is_red_and_every_service_lacks_it():
@@ -161,7 +163,10 @@ def test_without_the_supervisor_answering_services_show_running_and_the_rest_dow
     assert states["prediction"][1] == "warn"  # it runs, but a dependency is down
     assert {r.name: r.deps for r in view.services}["prediction"] == "down: sentiment"
     assert view.overall == "down" and view.alerts[0].text.startswith("supervisor not running")
-    assert view.supervisor.startswith("supervisor not running (manager is unavailable: No such file)")
+    assert view.supervisor == "supervisor not running · redis connected"  # the services say so
+    assert view.alerts[0].text == (
+        "supervisor not running (manager is unavailable: No such file): service_manager.py start"
+    )
     assert render_text(view).startswith("🔴 DOWN")
 
 
