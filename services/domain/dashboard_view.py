@@ -326,19 +326,26 @@ def _service_row(
     note = _text(managed, "reason") or (warnings[0] if warnings else "")
     if isinstance(reply, Unavailable) and state in ("running", "down"):
         note = note or clean(reply.reason)  # why it does not answer; the supervisor's reason wins
+    # The service's own reply is fresher than the supervisor's copy of its last health check; a
+    # process that is not running has no memory or CPU, whatever its last check said.
+    figures = (own, managed) if state == "running" else ({}, {})
     return ServiceRow(
         name=name,
         state=state,
         health=health,
         pid=_int(managed, "pid") or _int(own, "pid"),
-        uptime_s=_num(managed, "uptime") if _num(managed, "uptime") is not None else _num(own, "uptime"),
+        uptime_s=_first(figures[::-1], "uptime"),
         restarts=_int(managed, "restarts"),
-        memory_bytes=_num(own, "memory_usage") or _num(managed, "memory_usage"),
-        cpu_pct=_num(own, "cpu_usage") if _num(own, "cpu_usage") is not None else _num(managed, "cpu_usage"),
+        memory_bytes=_first(figures, "memory_usage"),
+        cpu_pct=_first(figures, "cpu_usage"),
         deps=deps_text,
         note=note,
         level=_level(state, health, bool(missing)),
     )
+
+
+def _first(replies: Sequence[dict], key: str) -> float | None:
+    return next((v for r in replies if (v := _num(r, key)) is not None), None)
 
 
 def _level(state: str, health: str, dependency_down: bool) -> str:
@@ -669,16 +676,19 @@ SERVICE_COLUMNS = (("SERVICE", 13, "<"), ("STATE", 8, "<"), ("HEALTH", 9, "<"), 
 
 
 def service_lines(view: DashboardView, width: int, selected: int | None) -> list[Line]:
-    fixed = sum(w for _, w, _ in SERVICE_COLUMNS) + len(SERVICE_COLUMNS)
-    deps_width = max(width - fixed, 4)
-    head = columns([*SERVICE_COLUMNS, ("DEPS", deps_width, "<")])
-    lines = [Line(head, "head")]
+    """The services table; from 100 columns a NOTE column (the supervisor's reason, a warning)."""
+    rest = max(width - sum(w for _, w, _ in SERVICE_COLUMNS) - len(SERVICE_COLUMNS), 4)
+    deps_width = 20 if rest >= 40 else rest
+    extra = [("DEPS", deps_width, "<")] + ([("NOTE", rest - deps_width - 1, "<")] if rest >= 40 else [])
+    lines = [Line(columns([*SERVICE_COLUMNS, *extra]), "head")]
     for index, row in enumerate(view.services):
         cpu = "-" if row.cpu_pct is None else f"{row.cpu_pct:.1f}%"
         cells = [row.name, row.state, row.health, str(row.pid or "-"), human_seconds(row.uptime_s),
-                 "-" if row.restarts is None else str(row.restarts), human_bytes(row.memory_bytes), cpu]  # fmt: skip
-        text = columns([(c, w, a) for c, (_, w, a) in zip(cells, SERVICE_COLUMNS, strict=True)])
-        lines.append(Line(f"{text} {fit(row.deps, deps_width)}", row.level, index == selected))
+                 "-" if row.restarts is None else str(row.restarts), human_bytes(row.memory_bytes), cpu,
+                 row.deps, row.note]  # fmt: skip
+        layout = [*SERVICE_COLUMNS, *extra]
+        text = columns([(c, w, a) for c, (_, w, a) in zip(cells, layout, strict=False)])
+        lines.append(Line(text, row.level, index == selected))
     return lines
 
 

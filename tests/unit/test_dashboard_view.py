@@ -136,6 +136,7 @@ def test_one_fatal_service_is_red_with_its_reason_first():
     assert (view.overall, view.light) == ("down", "🔴")
     row = {r.name: r for r in view.services}["paper-trading"]
     assert (row.state, row.health, row.pid, row.level) == ("fatal", "-", None, "bad")
+    assert (row.memory_bytes, row.cpu_pct, row.uptime_s) == (None, None, None)  # no process: no figures
     assert view.alerts[0].level == "bad" and view.alerts[0].text.startswith("paper-trading is fatal: exited")
     assert any(a.text.startswith("paper-trading became fatal") and a.at == "16:01" for a in view.alerts)
     assert view.portfolio is None and "Connection refused" in view.missing["portfolio"]
@@ -296,6 +297,9 @@ def test_selected_row_and_narrow_terminals():
     for width in (40, 60, 79, 120):
         assert_fits("\n".join(lines_of(view, width)), width)
     assert "│" not in "\n".join(lines_of(view, 60))  # too narrow for two columns: stacked
+    wide = lines_of(view, 120)  # room for a NOTE column: the warning shows in the table too
+    assert wide[1].split()[-2:] == ["DEPS", "NOTE"] and "synthetic data" in wide[2]
+    assert "NOTE" not in lines_of(view, 80)[1]
 
 
 # ---- bad replies never crash the view ----------------------------------------------------------------
