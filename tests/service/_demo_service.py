@@ -92,6 +92,8 @@ class DemoService(BaseService):
     async def on_durable(self, event: Event) -> None:
         if self.fail_durable and event.data.get("poison"):
             raise ValueError("poison event")
+        if event.data.get("slow") and os.environ.get("DEMO_SLOW_DURABLE") == "1":
+            await asyncio.sleep(60)  # killed here: the entry stays pending, unacknowledged
         self.durable_seen.append({"id": event.id, "data": event.data})
 
 

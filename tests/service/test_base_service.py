@@ -383,3 +383,42 @@ async def test_client_reconnects_after_the_service_restarts(suite):
             second.stop()
     finally:
         await client.close_clients()
+
+
+async def test_pending_durable_entry_is_redelivered_after_a_crash(suite, redis_server):
+    """Read but not acknowledged (the consumer died in its handler): delivered again on restart."""
+    import redis.asyncio as aioredis
+
+    publisher = demo(suite, "demo-a").start()
+    consumer = demo(suite, "demo-b", DEMO_SLOW_DURABLE="1").start()
+    client = BaseService("tests")
+    r = aioredis.from_url(redis_server.url)
+    try:
+        await client.call_service(
+            "demo-a", "emit", event_type="demo_durable", data={"slow": True}, durable=True
+        )
+
+        async def pending():
+            info = await r.xpending("trading:stream:demo_durable", "demo-b")
+            return info["pending"] == 1
+
+        await async_wait_until(pending, 10, what="the entry to be read and pending")
+        consumer.signal(signal.SIGKILL)
+        consumer.wait_exit()
+        consumer = demo(suite, "demo-b").start()  # this time the handler completes
+
+        async def delivered():
+            got = (await client.call_service("demo-b", "received"))["durable"]
+            return [e["data"] for e in got] == [{"slow": True}]
+
+        await async_wait_until(delivered, 10, what="re-delivery after the restart")
+        await async_wait_until(lambda: _not_pending(r), 5, what="acknowledged")
+    finally:
+        await r.aclose()
+        await client.close_clients()
+        publisher.stop()
+        consumer.stop()
+
+
+async def _not_pending(r) -> bool:
+    return (await r.xpending("trading:stream:demo_durable", "demo-b"))["pending"] == 0
