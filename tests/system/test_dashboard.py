@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import time
 
 import orjson
@@ -31,6 +32,7 @@ def running_suite():
     assert result.returncode == 0, result.stdout + result.stderr
     yield dirs
     teardown(dirs)
+    shutil.rmtree(dirs.root, ignore_errors=True)
 
 
 def make_app(dirs, refresh_s: float = 0.3) -> DashboardApp:
@@ -186,6 +188,14 @@ async def test_a_stopped_service_shows_down_and_the_light_turns_red(running_suit
 # ---- --once, as scripts see it -------------------------------------------------------------------------
 
 
+@pytest.fixture
+def empty_suite():
+    """Directories and environment with nothing running in them."""
+    dirs = make_suite_env(short_tempdir("tdn-"), None)
+    yield dirs
+    shutil.rmtree(dirs.root, ignore_errors=True)
+
+
 def assert_plain_80(text: str) -> None:
     assert "\x1b" not in text  # no escape codes: stdout is a pipe here
     assert all(cell_len(line) <= 80 for line in text.splitlines()), text
@@ -202,9 +212,8 @@ def test_once_prints_one_plain_frame(running_suite):
     assert "MARKET" in result.stdout and "PORTFOLIO equity $" in result.stdout
 
 
-def test_once_without_a_suite_shows_everything_down():
-    dirs = make_suite_env(short_tempdir("tdn-"), None)
-    result = cli(dirs, "dashboard", "--once", timeout=60)
+def test_once_without_a_suite_shows_everything_down(empty_suite):
+    result = cli(empty_suite, "dashboard", "--once", timeout=60)
     assert result.returncode == 0, result.stderr
     assert_plain_80(result.stdout)
     lines = result.stdout.splitlines()
@@ -215,9 +224,8 @@ def test_once_without_a_suite_shows_everything_down():
     assert any(line.startswith("MARKET ") and "unknown" not in line for line in lines)
 
 
-def test_live_mode_needs_a_terminal():
-    dirs = make_suite_env(short_tempdir("tdn-"), None)
-    result = cli(dirs, "dashboard", timeout=60)
+def test_live_mode_needs_a_terminal(empty_suite):
+    result = cli(empty_suite, "dashboard", timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "service_manager.py: the live dashboard needs a terminal; use: dashboard --once"
@@ -243,8 +251,8 @@ async def serve_badly(path, answer) -> asyncio.AbstractServer:
     return await asyncio.start_unix_server(handle, path=str(path))
 
 
-async def test_garbage_and_silent_services_cost_one_short_timeout():
-    dirs = make_suite_env(short_tempdir("tdg-"), None)
+async def test_garbage_and_silent_services_cost_one_short_timeout(empty_suite):
+    dirs = empty_suite
     settings = Settings.from_env(dirs.env)
     servers = [
         # Valid JSON-RPC, nonsense results: a number for health, a string for everything else.
