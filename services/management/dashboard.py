@@ -18,7 +18,6 @@ import os
 import shutil
 import sys
 from collections import deque
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -390,9 +389,9 @@ class DashboardApp(App[int]):
 # ---- entry point ---------------------------------------------------------------------------------------
 
 
-def once_width(isatty: Callable[[], bool] = sys.stdout.isatty) -> int:
+def once_width() -> int:
     """80 columns for scripts and pipes; the terminal's width (at least 80) on a terminal."""
-    if not isatty():
+    if not sys.stdout.isatty():
         return 80
     return max(shutil.get_terminal_size((80, 24)).columns, 80)
 
