@@ -186,12 +186,12 @@ def format_report(report: dict, notes: Sequence[str] = ()) -> str:
         f"  excess return     {_pct(bench['excess_vs_universe'])} vs universe"
         f"   {_pct(bench['excess_vs_index'])} vs index",
         f"  Sharpe ratio      {_num(eq['sharpe_ratio'])} (daily closes, annualised, risk-free 0)",
-        f"  max drawdown      {_pct(eq['max_drawdown'])}",
+        f"  max drawdown      {_share(eq['max_drawdown'])}",
         "",
         "Trading",
         f"  trades            {tr['trades']} ({tr['buys']} buys, {tr['sells']} sells;"
         f" {tr['linked_to_predictions']} from predictions)",
-        f"  win rate          {_pct(tr['win_rate'])} of {tr['closed_trades']} closed trades"
+        f"  win rate          {_share(tr['win_rate'])} of {tr['closed_trades']} closed trades"
         f" ({tr['winning_trades']} won, {tr['losing_trades']} lost)",
         f"  profit factor     {_num(tr['profit_factor'])}",
         f"  realised P&L      {_money(tr['realized_pnl'])} before commissions",
@@ -200,10 +200,17 @@ def format_report(report: dict, notes: Sequence[str] = ()) -> str:
         "Signals and model",
         f"  predictions       {sig['total']} (BUY {sig['counts']['BUY']}, HOLD {sig['counts']['HOLD']},"
         f" SELL {sig['counts']['SELL']})",
-        f"  buy rate          {_pct(sig['buy_rate'])}",
-        f"  model accuracy    {_pct(model['accuracy'])} ({model['correct']}/{model['scored']}"
+        f"  buy rate          {_share(sig['buy_rate'])}",
+        f"  model accuracy    {_share(model['accuracy'])} ({model['correct']}/{model['scored']}"
         " directions right, next close vs last close)",
     ]
+    if "run" in report:
+        run = report["run"]
+        lines += [
+            "",
+            f"Run: {run['seconds']:.1f} s in all; the {eq['trading_days']} days took {run['day_loop_seconds']:.1f} s"
+            f" ({run['days_per_minute']:.1f} trading days per minute)",
+        ]
     if notes:
         lines += ["", "Notes", *(f"  - {n}" for n in notes)]
     return "\n".join(lines)
@@ -219,6 +226,10 @@ def _iso(day: date | None) -> str | None:
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:+.2f}%"
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.2f}%"
 
 
 def _num(value: float | None) -> str:

@@ -1,0 +1,256 @@
+"""Replay of a short past period through the real suite, checked against its own trade log.
+
+Runs on the real ASX CSVs of ../shared/data/asx when present, else on synthetic CSVs written in
+the same format. The first replay runs in-process (so the test can read paper-trading's own
+trade log and performance before the replay suite stops); the second runs through the CLI with
+paper-trading killed in the middle of a trading step and market-data killed before another,
+and must give the same trades.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from services.domain import asx_calendar
+from services.management.replay import ReplayDriver, ReplayOptions
+from tests.support import REPO, rpc_call_sync, wait_until
+from tests.system._replay_helpers import (
+    INDEX,
+    SYMBOLS,
+    TRADING_KNOBS,
+    market_csv_dir,
+    models_trained_before,
+)
+
+pytestmark = pytest.mark.slow
+
+FIRST, LAST = date(2019, 6, 3), date(2019, 6, 13)  # 8 trading days: 10 June 2019 was a holiday
+FAST_MANAGER = {"TRADING_MANAGER_HEALTH_INTERVAL_S": "0.5", "TRADING_MANAGER_BACKOFF_BASE_S": "0.2"}
+
+
+class CapturingDriver(ReplayDriver):
+    """Reads paper-trading's trade log and performance just before the replay suite stops."""
+
+    trade_log: dict | None = None
+    performance: dict | None = None
+
+    def _stop_suite(self) -> None:
+        trader = self.root / "sock" / "paper-trading.sock"
+        if trader.exists():
+            self.trade_log = rpc_call_sync(trader, "get_trade_history", {"limit": 1000})
+            self.performance = rpc_call_sync(trader, "get_trading_performance", {"period": "all"})
+        super()._stop_suite()
+
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory):
+    out = tmp_path_factory.mktemp("replay")
+    options = ReplayOptions(
+        first=FIRST,
+        last=LAST,
+        data_dir=market_csv_dir(),
+        out=out,
+        models_dir=models_trained_before(FIRST),
+        extra_env={**TRADING_KNOBS, **FAST_MANAGER},
+    )
+    driver = CapturingDriver(options)
+    result = driver.run()
+    return driver, result
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def closes(symbol: str) -> dict[date, float]:
+    """Closes straight from the CSV file (an independent reading, not the provider's)."""
+    rows = read_csv(market_csv_dir() / f"{symbol.lstrip('^')}.csv")
+    return {date.fromisoformat(r["Date"]): float(r["Close"]) for r in rows if r["Close"] not in ("", "null")}
+
+
+def test_replay_walks_every_trading_day_and_writes_its_files(replayed):
+    _, result = replayed
+    days = asx_calendar.trading_days_between(FIRST, LAST)
+    assert [d for d, _ in result.curve[1:]] == days
+    assert result.report["equity"]["trading_days"] == len(days) == 8
+    equity_rows = read_csv(result.out / "equity.csv")
+    assert [r["date"] for r in equity_rows] == ["start", *(d.isoformat() for d in days)]
+    assert (result.out / "equity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (result.out / "report.txt").read_text().strip() == result.text
+    # One step prediction per symbol per day, each made on the previous close (no look-ahead).
+    assert len(result.predictions) == len(days) * len(SYMBOLS)
+    for prediction in result.predictions:
+        made = date.fromisoformat(prediction["created_at"][:10])
+        seen = date.fromisoformat(prediction["inputs"]["market_data"]["as_of"][:10])
+        assert seen == asx_calendar.previous_trading_day(made), prediction["prediction_id"]
+
+
+def test_report_figures_match_the_trade_log(replayed):
+    driver, result = replayed
+    log = sorted(driver.trade_log["trades"], key=lambda t: t["trade_id"])
+    rows = read_csv(result.out / "trades.csv")
+    assert len(rows) == len(log) == result.report["trading"]["trades"]
+    assert [int(r["trade_id"]) for r in rows] == [t["trade_id"] for t in log]
+    for row, trade in zip(rows, log, strict=True):
+        assert (row["symbol"], row["action"], int(row["quantity"])) == (
+            trade["symbol"],
+            trade["action"],
+            trade["quantity"],
+        )
+        assert float(row["price"]) == trade["price"] and float(row["commission"]) == trade["commission"]
+        assert (row["prediction_id"] or None) == trade["prediction_id"]
+    trading = result.report["trading"]
+    buys = [t for t in log if t["action"] == "BUY"]
+    sells = [t for t in log if t["action"] == "SELL"]
+    assert buys, "the test period should trade: the knobs in TRADING_KNOBS make it"
+    assert (trading["buys"], trading["sells"]) == (len(buys), len(sells))
+    assert trading["commissions"] == pytest.approx(sum(t["commission"] for t in log))
+    assert trading["commissions"] == pytest.approx(driver.performance["commissions_paid"])
+    wins = sum(1 for t in sells if t["net_pnl"] > 0)
+    assert trading["win_rate"] == (pytest.approx(wins / len(sells)) if sells else None)
+    assert trading["win_rate"] == driver.performance["win_rate"]
+    equity = result.report["equity"]
+    assert equity["final_equity"] == pytest.approx(driver.performance["equity"], abs=0.01)
+    assert equity["total_return"] == pytest.approx(driver.performance["total_return"], abs=1e-9)
+    assert equity["max_drawdown"] == pytest.approx(driver.performance["max_drawdown"], abs=1e-9)
+
+
+def test_every_trade_follows_its_prediction_or_an_exit_rule(replayed):
+    _, result = replayed
+    predictions = {p["prediction_id"]: p for p in result.predictions}
+    linked = [t for t in result.trades if t["prediction_id"]]
+    assert len({t["prediction_id"] for t in linked}) == len(linked)  # each prediction traded at most once
+    for trade in result.trades:
+        if trade["prediction_id"] is None:
+            assert trade["action"] == "SELL" and trade["reason"] in ("stop_loss", "take_profit"), trade
+            continue
+        prediction = predictions[trade["prediction_id"]]
+        assert prediction["signal"] == trade["action"] and prediction["symbol"] == trade["symbol"]
+        # Filled at the close the prediction saw, plus slippage against the trader.
+        seen = prediction["inputs"]["market_data"]["price"]
+        assert trade["price"] > seen if trade["action"] == "BUY" else trade["price"] < seen
+        assert trade["timestamp"][:10] == prediction["created_at"][:10]
+
+
+def test_buy_and_hold_figures_from_the_csv_files(replayed):
+    _, result = replayed
+    entry = asx_calendar.previous_trading_day(FIRST)
+    singles = [closes(s)[LAST] / closes(s)[entry] - 1 for s in SYMBOLS]
+    bench = result.report["benchmarks"]
+    assert bench["universe_buy_and_hold"] == pytest.approx(sum(singles) / len(singles))
+    assert bench["index_buy_and_hold"] == pytest.approx(closes(INDEX)[LAST] / closes(INDEX)[entry] - 1)
+    signals = result.report["signals"]
+    assert signals["total"] == len(result.predictions)
+    assert signals["buy_rate"] == pytest.approx(signals["counts"]["BUY"] / signals["total"])
+
+
+def test_usage_errors_exit_2_with_one_line():
+    for args in (["--from", "2019-06-13", "--to", "2019-06-03"], ["--from", "June", "--to", "2019-06-03"]):
+        result = subprocess.run(
+            [sys.executable, str(REPO / "services/management/service_manager.py"), "replay", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+            env={**os.environ, "TRADING_DATA_DIR": str(market_csv_dir())},
+        )
+        assert result.returncode in (1, 2), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def trade_signature(rows: list[dict]) -> list[tuple]:
+    """What must not change when a service is killed: everything but ids and fill seconds."""
+    return [
+        (
+            r["timestamp"][:10],
+            r["symbol"],
+            r["action"],
+            r["quantity"],
+            r["price"],
+            r["commission"],
+            r["reason"],
+        )
+        for r in rows
+    ]
+
+
+def test_killing_services_mid_replay_gives_the_same_trades(replayed, tmp_path):
+    _, uninterrupted = replayed
+    out = tmp_path / "killed"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TRADING_")},
+        **TRADING_KNOBS,
+        **FAST_MANAGER,
+        "TRADING_DATA_DIR": str(tmp_path / "data"),
+        "TRADING_MODELS_DIR": str(models_trained_before(FIRST)),
+    }
+    command = [
+        sys.executable,
+        str(REPO / "services/management/service_manager.py"),
+        "replay",
+        "--from", FIRST.isoformat(), "--to", LAST.isoformat(),
+        "--data-dir", str(market_csv_dir()), "--out", str(out),
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
+    )
+    try:
+        root = Path(
+            wait_for_line(proc, "starting the replay suite in ").split(" in ", 1)[1].removesuffix(" ...\n")
+        )
+        # paper-trading dies while the 4th day's trading step runs (10:15 on 6 June 2019) ...
+        kill_when(root, "2019-06-06T10:15", "paper-trading")
+        # ... and market-data as the 6th day's pre-open refresh starts.
+        kill_when(root, "2019-06-11T09:45", "market-data")
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "Replay 2019-06-03 .. 2019-06-13" in stdout
+    assert trade_signature(read_csv(out / "trades.csv")) == trade_signature(
+        read_csv(uninterrupted.out / "trades.csv")
+    )
+    assert read_csv(out / "equity.csv") == read_csv(uninterrupted.out / "equity.csv")
+
+
+def wait_for_line(proc: subprocess.Popen, prefix: str, timeout_s: float = 600) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if line.startswith(prefix):
+            return line
+        if not line and proc.poll() is not None:
+            raise AssertionError(f"the replay exited ({proc.returncode}) before printing {prefix!r}")
+    raise AssertionError(f"no {prefix!r} line within {timeout_s}s")
+
+
+def kill_when(root: Path, clock_prefix: str, service: str) -> None:
+    """SIGKILL `service` once the replay's clock file has jumped to `clock_prefix`, then wait
+    until the supervisor has it running again under a new pid."""
+    clock_file = root / "clock.json"
+    wait_until(
+        lambda: clock_file.exists() and clock_prefix in clock_file.read_text(), 300, 0.005, what=clock_prefix
+    )
+    manager = root / "sock" / "manager.sock"
+    pid = next(s["pid"] for s in rpc_call_sync(manager, "status")["services"] if s["name"] == service)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(
+        lambda: any(
+            s["name"] == service and s["state"] == "running" and s["pid"] not in (None, pid)
+            for s in rpc_call_sync(manager, "status")["services"]
+        ),
+        60,
+        0.05,
+        what=f"{service} restarted",
+    )
