@@ -1,9 +1,17 @@
 """ml-model service: per-bank scikit-learn models behind JSON-RPC, with live performance tracking.
 
 Models come only from `<models dir>/manifest.json` written by
-`python services/ml-model/train_models.py`; each file's SHA-256 is checked before it is
-unpickled (see model_store: pickles run code). With no manifest the service still starts,
-reports `degraded`, and answers model methods with -32002 naming the training command.
+`python services/ml-model/train_models.py`. With no manifest the service still starts, reports
+`degraded`, and answers model methods with -32002 naming the training command.
+
+This process never imports scikit-learn, scipy, pandas, numpy or joblib (together ~130 MB of
+PSS; health lists any that are loaded under `heavy_modules_loaded`). At start, and whenever a
+model is first needed, it checks each model file's SHA-256 against the manifest (model_store:
+pickles run code) and then uses the file's inference form (model_inference: plain arrays,
+evaluated in pure Python, equal to scikit-learn's output): the cached
+`<models dir>/.inference/<sha256>.json` when its recorded source SHA-256 matches, else one made
+by a short-lived child, `python services/ml-model/model_converter.py FILE SHA256 ...`, which
+checks the hash again, unpickles and converts; the service then caches what it returns.
 
 Every served vote (each model's and the ensemble's) is stored in `<data dir>/ml_model.db`.
 Its outcome is the direction of the next trading day's adj close after the bar the features
@@ -16,9 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import os
 import sys
 import time
 import uuid
+from asyncio.subprocess import PIPE
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -26,15 +37,8 @@ from typing import Any, Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import numpy as np
 from ml_prediction_log import ENSEMBLE, PredictionLog, Vote, outcome_after
-from model_catalog import (
-    confidence_of,
-    direction_of,
-    ensemble_weights,
-    native_importances,
-    probability_up,
-)
+from model_inference import InferenceFormError, InferenceModel, from_form, read_cached, write_cached
 from model_store import (
     TRAINING_COMMAND,
     Manifest,
@@ -43,8 +47,9 @@ from model_store import (
     ModelNotFound,
     ModelsNotTrained,
     load_manifest,
-    load_verified_model,
+    verify_model_file,
 )
+from model_voting import confidence_of, direction_of, ensemble_weights
 
 from services.base.base_service import (
     BaseService,
@@ -68,19 +73,17 @@ from services.domain.features import (
 )
 
 MARKET_DATA = "market-data"
+CONVERTER = Path(__file__).resolve().with_name("model_converter.py")
+# Big modules that must stay out of this process (the converter child imports them instead).
+HEAVY_MODULES = ("sklearn", "scipy", "pandas", "numpy", "joblib")
 
 
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
     entry: ModelEntry
-    model: Any
+    model: InferenceModel
     load_ms: float
-
-    @property
-    def probability_source(self) -> str:
-        if hasattr(self.model, "predict_proba"):
-            return "predict_proba"
-        return "decision_function mapped by the logistic 1/(1+e^-d)"
+    form_origin: str  # "cache" or "converter"
 
 
 class MlModelService(BaseService):
@@ -95,11 +98,16 @@ class MlModelService(BaseService):
         self.resolve_every_s = self.settings.env_float(
             "TRADING_ML_MODEL_RESOLVE_INTERVAL_S", 30.0, low=0.0, high=86400.0
         )
+        self.convert_timeout_s = self.settings.env_float(
+            "TRADING_ML_MODEL_CONVERT_TIMEOUT_S", 120.0, low=1.0, high=3600.0
+        )
         self.prediction_log: PredictionLog | None = None
         self._manifest: Manifest | None = None
         self._manifest_stamp: tuple[int, int] | None = None
         self._loaded: dict[tuple[str, str], LoadedModel] = {}
+        self._refused: dict[tuple[str, str], str] = {}
         self._load_lock = asyncio.Lock()
+        self._warm_task: asyncio.Task | None = None
         self._last_resolution: dict[str, float] = {}
         self._resolution_note = "no outcome lookup yet"
         self.counters = {"predictions_served": 0, "ensembles_served": 0, "outcomes_resolved": 0}
@@ -114,14 +122,21 @@ class MlModelService(BaseService):
         self.log.info(
             "manifest loaded", extra={"models": len(manifest.entries), "source": manifest.raw.get("source")}
         )
+        # Check and load every model now, so a bad file shows in the log and health at once;
+        # in the background, because a missing form means a converter run of a few seconds.
+        self._warm_task = asyncio.create_task(self._warm(manifest))
 
     async def on_stop(self) -> None:
+        if self._warm_task is not None:
+            self._warm_task.cancel()
+            await asyncio.gather(self._warm_task, return_exceptions=True)
         if self.prediction_log is not None:
             self.prediction_log.close()
 
     async def health_details(self) -> dict:
         details: dict[str, Any] = {
             "models_loaded": len(self._loaded),
+            "heavy_modules_loaded": [name for name in HEAVY_MODULES if name in sys.modules],
             "feature_version": FEATURE_VERSION,
             "predictions_served": self.counters["predictions_served"],
             "pending_outcomes": sum(len(days) for days in self.prediction_log.pending().values()),
@@ -131,8 +146,16 @@ class MlModelService(BaseService):
         except NotConfigured as exc:
             return {**details, "models_available": 0, "status": "degraded", "warnings": [exc.message]}
         details.update(models_available=len(manifest.entries), model_source=manifest.raw.get("source"))
+        warnings = []
         if manifest.raw.get("synthetic"):
-            details["warnings"] = [str(manifest.raw.get("warning", "models were trained on synthetic data"))]
+            warnings.append(str(manifest.raw.get("warning", "models were trained on synthetic data")))
+        if self._refused:
+            details["status"] = "degraded"  # those models are out of every ensemble
+            warnings += [
+                f"{symbol} {name} refused: {reason}" for (name, symbol), reason in self._refused.items()
+            ]
+        if warnings:
+            details["warnings"] = warnings
         return details
 
     # ---- the manifest and model files -----------------------------------------------------------
@@ -152,6 +175,7 @@ class MlModelService(BaseService):
                 raise NotConfigured(str(exc), data={"command": TRAINING_COMMAND}) from None
             self._manifest, self._manifest_stamp = manifest, stamp
             self._loaded.clear()
+            self._refused.clear()
         return self._manifest
 
     def _entry(self, model_name: str, symbol: str) -> ModelEntry:
@@ -171,26 +195,132 @@ class MlModelService(BaseService):
 
     async def _model(self, model_name: str, symbol: str) -> LoadedModel:
         entry = self._entry(model_name, symbol)
-        async with self._load_lock:
-            loaded = self._loaded.get(entry.key)
-            if loaded is not None and loaded.entry.sha256 == entry.sha256:
-                return loaded
-            started = time.perf_counter()
+        result = (await self._load([entry]))[entry.key]
+        if isinstance(result, RpcError):
+            raise result
+        return result
+
+    async def _warm(self, manifest: Manifest) -> None:
+        started, entries = time.perf_counter(), []
+        for entry in manifest.entries:
             try:
-                model = await asyncio.to_thread(load_verified_model, self.models_dir, entry)
-            except ModelIntegrityError as exc:
-                self.log.error("refused model file", extra={"file": entry.file, "reason": str(exc)})
-                raise ServiceError(
-                    str(exc), data={"reason": "integrity_check_failed", "file": entry.file}
-                ) from None
-            loaded = LoadedModel(entry, model, round((time.perf_counter() - started) * 1000, 2))
-            self._loaded[entry.key] = loaded
-            return loaded
+                entries.append(self._entry(entry.model_name, entry.symbol))
+            except RpcError as exc:
+                self.log.warning("model not servable", extra={"file": entry.file, "reason": exc.message})
+        try:
+            results = await self._load(entries)
+        except Exception:  # a background task: nobody else would see this
+            self.log.exception("loading models at start failed")
+            return
+        loaded = [r for r in results.values() if isinstance(r, LoadedModel)]
+        self.log.info(
+            "models loaded",
+            extra={
+                "loaded": len(loaded),
+                "refused": len(results) - len(loaded),
+                "converted": sum(m.form_origin == "converter" for m in loaded),
+                "ms": round((time.perf_counter() - started) * 1000, 1),
+            },
+        )
+
+    async def _load(self, entries: list[ModelEntry]) -> dict[tuple[str, str], LoadedModel | RpcError]:
+        """Each entry's model, hash-checked, or the typed error that keeps it out (never raised)."""
+        async with self._load_lock:
+            results: dict[tuple[str, str], LoadedModel | RpcError] = {}
+            missing: list[ModelEntry] = []
+            started = time.perf_counter()
+            for entry in entries:
+                loaded = self._loaded.get(entry.key)
+                if loaded is not None and loaded.entry.sha256 == entry.sha256:
+                    results[entry.key] = loaded
+                    continue
+                try:
+                    cached = await asyncio.to_thread(self._verified_cached_form, entry)
+                except ModelIntegrityError as exc:
+                    results[entry.key] = self._refuse(entry, "integrity_check_failed", str(exc))
+                    continue
+                if cached is None:
+                    missing.append(entry)
+                else:
+                    results[entry.key] = self._install(entry, cached, started, "cache")
+            if missing:
+                results.update(await self._load_converted(missing, started))
+            return results
+
+    def _verified_cached_form(self, entry: ModelEntry) -> InferenceModel | None:
+        """Check the model file's hash (always: a tampered file is refused even when its form is
+        cached), then the cached form if one is usable. Blocking: run it in a thread."""
+        verify_model_file(self.models_dir, entry.file, entry.sha256)
+        try:
+            return read_cached(self.models_dir, entry.sha256, len(FEATURE_NAMES))
+        except InferenceFormError as exc:
+            self.log.warning("ignoring cached inference form", extra={"file": entry.file, "reason": str(exc)})
+            return None
+
+    async def _load_converted(self, entries: list[ModelEntry], started: float) -> dict:
+        try:
+            outputs = await self._run_converter(entries)
+        except ServiceError as exc:
+            return {e.key: self._refuse(e, "conversion_failed", exc.message) for e in entries}
+        results: dict[tuple[str, str], LoadedModel | RpcError] = {}
+        for entry in entries:
+            output = outputs.get(entry.sha256) or {"reason": "conversion_failed", "error": "no result"}
+            if "form" not in output:
+                results[entry.key] = self._refuse(entry, str(output.get("reason")), str(output.get("error")))
+                continue
+            try:
+                model = from_form(output["form"], entry.sha256, len(FEATURE_NAMES))
+            except InferenceFormError as exc:
+                results[entry.key] = self._refuse(entry, "conversion_failed", str(exc))
+                continue
+            try:
+                await asyncio.to_thread(write_cached, self.models_dir, output["form"])
+            except OSError as exc:  # a read-only models folder: serve anyway, convert again next start
+                self.log.warning(
+                    "cannot cache inference form", extra={"file": entry.file, "reason": str(exc)}
+                )
+            results[entry.key] = self._install(entry, model, started, "converter")
+        return results
+
+    async def _run_converter(self, entries: list[ModelEntry]) -> dict[str, dict]:
+        """Run model_converter.py on the (already hash-checked) files: {sha256: its result}."""
+        args = [str(part) for e in entries for part in (self.models_dir / e.file, e.sha256)]
+        # Unpickling and copying arrays gains nothing from BLAS/OpenMP thread pools.
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, str(CONVERTER), *args, stdout=PIPE, stderr=PIPE, env=env
+        )
+        try:
+            out, err = await asyncio.wait_for(process.communicate(), self.convert_timeout_s)
+        except TimeoutError:
+            raise ServiceError(f"the model converter took over {self.convert_timeout_s}s") from None
+        finally:
+            if process.returncode is None:  # timed out or cancelled: leave no child behind
+                process.kill()
+                await process.wait()
+        if process.returncode != 0:
+            tail = err.decode(errors="replace").strip()[-500:]
+            raise ServiceError(f"the model converter exited with {process.returncode}: {tail}")
+        try:
+            return {r["sha256"]: r for r in json.loads(out)["results"]}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ServiceError(f"the model converter printed no usable result: {exc!r}") from None
+
+    def _install(self, entry: ModelEntry, model: InferenceModel, started: float, origin: str) -> LoadedModel:
+        loaded = LoadedModel(entry, model, round((time.perf_counter() - started) * 1000, 2), origin)
+        self._loaded[entry.key] = loaded
+        self._refused.pop(entry.key, None)
+        return loaded
+
+    def _refuse(self, entry: ModelEntry, reason: str, message: str) -> ServiceError:
+        self.log.error("refused model file", extra={"file": entry.file, "reason": reason, "detail": message})
+        self._refused[entry.key] = reason
+        return ServiceError(message, data={"reason": reason, "file": entry.file})
 
     # ---- params -------------------------------------------------------------------------------
 
     @staticmethod
-    def _features(features: dict) -> np.ndarray:
+    def _features(features: dict) -> list[float]:
         try:
             values = validate_features(features)
         except FeatureValidationError as exc:
@@ -199,7 +329,7 @@ class MlModelService(BaseService):
                 problems=exc.problems, expected=list(FEATURE_NAMES), feature_version=FEATURE_VERSION
             )
             raise error from None
-        return np.array([values], dtype=float)
+        return values
 
     @staticmethod
     def _symbol(symbol: str) -> str:
@@ -231,7 +361,9 @@ class MlModelService(BaseService):
             **self._describe(loaded.entry),
             "loaded": True,
             "load_ms": loaded.load_ms,
-            "probability_source": loaded.probability_source,
+            "probability_source": loaded.model.probability_source,
+            "estimator": loaded.model.estimator,
+            "inference_form": loaded.form_origin,
         }
 
     @rpc
@@ -239,7 +371,7 @@ class MlModelService(BaseService):
         """One model's direction, P(up), confidence |2p-1| and version for validated features."""
         row, name, day = self._features(features), self._symbol(symbol), self._as_of(as_of)
         loaded = await self._model(model_name, name)
-        probability = float((await asyncio.to_thread(probability_up, loaded.model, row))[0])
+        probability = loaded.model.probability_up(row)
         vote = Vote(model_name, loaded.entry.version, probability, direction_of(probability))
         request_id = self._record(name, day, [vote])
         self.counters["predictions_served"] += 1
@@ -251,7 +383,7 @@ class MlModelService(BaseService):
             "direction": vote.direction,
             "probability": round(probability, 6),
             "confidence": round(confidence_of(probability), 6),
-            "probability_source": loaded.probability_source,
+            "probability_source": loaded.model.probability_source,
             "feature_version": FEATURE_VERSION,
             "as_of": day.isoformat(),
             "synthetic": bool(loaded.entry.raw.get("synthetic")),
@@ -264,17 +396,11 @@ class MlModelService(BaseService):
         entries = self._current_manifest().for_symbol(name)
         if not entries:
             raise NotFound(f"no models for {name}; train them with {TRAINING_COMMAND}", data={"symbol": name})
-        members, excluded = [], []
-        for entry in entries:
-            try:
-                members.append(await self._model(entry.model_name, name))
-            except RpcError as exc:  # one bad file must not silence the others
-                excluded.append({"model_name": entry.model_name, "reason": exc.message})
+        members, excluded = await self._members(entries)
         if not members:
             raise ServiceError(f"no usable model for {name}", data={"excluded": excluded})
-        probabilities = await asyncio.to_thread(
-            lambda: [float(probability_up(m.model, row)[0]) for m in members]
-        )
+        # Pure Python, well under a millisecond for every model together: no thread hop.
+        probabilities = [m.model.probability_up(row) for m in members]
         weights, method = ensemble_weights([m.entry.metrics.get("roc_auc") for m in members])
         probability = sum(w * p for w, p in zip(weights, probabilities, strict=True))
         votes = [
@@ -311,6 +437,25 @@ class MlModelService(BaseService):
             "synthetic": any(bool(m.entry.raw.get("synthetic")) for m in members),
         }
 
+    async def _members(self, entries: list[ModelEntry]) -> tuple[list[LoadedModel], list[dict]]:
+        """The loadable models among `entries`, and why each other one is left out."""
+        servable, reasons = [], {}
+        for entry in entries:
+            try:
+                servable.append(self._entry(entry.model_name, entry.symbol))
+            except RpcError as exc:  # one bad model must not silence the others
+                reasons[entry.key] = exc.message
+        loaded = await self._load(servable)
+        members = []
+        for entry in entries:
+            result = loaded.get(entry.key)
+            if isinstance(result, LoadedModel):
+                members.append(result)
+            else:
+                reasons.setdefault(entry.key, getattr(result, "message", "not loaded"))
+        excluded = [{"model_name": key[0], "reason": reason} for key, reason in reasons.items()]
+        return members, excluded
+
     def _record(self, symbol: str, as_of: date, votes: list[Vote]) -> str:
         request_id = uuid.uuid4().hex
         self.prediction_log.record(request_id, self.clock.now().isoformat(), symbol, as_of, votes)
@@ -340,7 +485,7 @@ class MlModelService(BaseService):
         loaded = await self._model(model_name, self._symbol(symbol))
         permutation = loaded.entry.raw.get("importance") or {}
         values = permutation.get("values") or {}
-        native = native_importances(loaded.model, FEATURE_NAMES)
+        native = loaded.model.native_importance
         ranked = sorted(FEATURE_NAMES, key=lambda f: values.get(f, 0.0), reverse=True)
         return {
             "symbol": loaded.entry.symbol,
@@ -352,10 +497,8 @@ class MlModelService(BaseService):
             "native": None
             if native is None
             else {
-                "method": "impurity decrease"
-                if hasattr(_final_estimator(loaded.model), "feature_importances_")
-                else "|coefficient| on standardised features",
-                "values": native,
+                "method": native["method"],
+                "values": dict(zip(FEATURE_NAMES, native["values"], strict=True)),
             },
         }
 
@@ -474,10 +617,6 @@ class MlModelService(BaseService):
                 resolved += self.prediction_log.resolve(symbol, day, outcome, now_iso)
         self.counters["outcomes_resolved"] += resolved
         return f"{symbol}: {resolved} vote(s) resolved from market-data ({history.get('source')})"
-
-
-def _final_estimator(model: Any) -> Any:
-    return model.steps[-1][1] if hasattr(model, "steps") else model
 
 
 def _ensemble_version(member_versions) -> str:

@@ -1,13 +1,18 @@
-"""The models directory: its manifest, and loading model files only after their hash checks out.
+"""The models directory: its manifest, and the hash check every model file passes before use.
 
 SECURITY: model files are pickles (joblib). Unpickling runs arbitrary code chosen by whoever
-wrote the file, so a model file is as dangerous as a script. This module therefore:
+wrote the file, so a model file is as dangerous as a script. Therefore:
 
-- loads only files named in `manifest.json` (a bare file name inside the models directory;
+- only files named in `manifest.json` are used (a bare file name inside the models directory;
   anything with a path separator or `..` is refused), never "whatever is in the folder";
-- reads the file's bytes once, checks their SHA-256 against the manifest, and unpickles those
-  same bytes from memory, so the file cannot be swapped between the check and the load;
-- refuses a mismatch with ModelIntegrityError before a single byte is unpickled.
+- `verified_model_bytes` reads a file's bytes once and checks their SHA-256 against the
+  manifest; the unpickler (model_converter.load_verified_model) unpickles those same bytes from
+  memory, so the file cannot be swapped between the check and the load;
+- a mismatch is refused with ModelIntegrityError before a single byte is unpickled.
+
+The long-running ml-model service never unpickles at all: it checks the hash here and hands the
+file to a short-lived converter process (model_converter), which checks it again before
+unpickling. This module imports neither joblib nor numpy, so the service stays light.
 
 The hash protects against accidental corruption and against tampering with the model file
 alone; whoever can rewrite the manifest too can run code as this service, so the directory
@@ -17,15 +22,12 @@ must be writable only by the account that trains the models.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import joblib
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA_VERSION = 1
@@ -131,20 +133,33 @@ def load_manifest(models_dir: Path) -> Manifest:
     return Manifest(models_dir=models_dir, entries=entries, raw=raw)
 
 
-def load_verified_model(models_dir: Path, entry: ModelEntry) -> Any:
-    """Unpickle the entry's file only if its bytes hash to the manifest's SHA-256."""
-    path = _safe_model_path(models_dir, entry.file)
+def verified_model_bytes(models_dir: Path, file_name: str, sha256: str) -> bytes:
+    """The file's bytes, only if they hash to `sha256` (the manifest's); else ModelIntegrityError."""
+    path = safe_model_path(models_dir, file_name)
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ModelIntegrityError(f"model file {entry.file} for {entry.key} is unreadable: {exc}") from None
-    actual = sha256_bytes(data)
-    if actual != entry.sha256:
+        raise ModelIntegrityError(f"model file {file_name} is unreadable: {exc}") from None
+    _check_hash(file_name, sha256_bytes(data), sha256)
+    return data
+
+
+def verify_model_file(models_dir: Path, file_name: str, sha256: str) -> None:
+    """Check the file's SHA-256 in chunks, keeping no copy: for a process that will not unpickle it."""
+    path = safe_model_path(models_dir, file_name)
+    try:
+        actual = sha256_file(path)
+    except OSError as exc:
+        raise ModelIntegrityError(f"model file {file_name} is unreadable: {exc}") from None
+    _check_hash(file_name, actual, sha256)
+
+
+def _check_hash(file_name: str, actual: str, expected: str) -> None:
+    if actual != expected:
         raise ModelIntegrityError(
-            f"refusing to load {entry.file}: SHA-256 {actual[:16]}… does not match the manifest's "
-            f"{entry.sha256[:16]}… (file changed or tampered with); retrain: {TRAINING_COMMAND}"
+            f"refusing to load {file_name}: SHA-256 {actual[:16]}… does not match the manifest's "
+            f"{expected[:16]}… (file changed or tampered with); retrain: {TRAINING_COMMAND}"
         )
-    return joblib.load(io.BytesIO(data))
 
 
 def write_manifest(models_dir: Path, top_level: dict[str, Any], models: Iterable[dict[str, Any]]) -> Path:
@@ -157,17 +172,7 @@ def write_manifest(models_dir: Path, top_level: dict[str, Any], models: Iterable
     return path
 
 
-def dump_model(models_dir: Path, file_name: str, model: Any) -> str:
-    """Write one model file and return the SHA-256 of exactly the bytes written."""
-    path = _safe_model_path(models_dir, file_name)
-    buffer = io.BytesIO()
-    joblib.dump(model, buffer)
-    data = buffer.getvalue()
-    path.write_bytes(data)
-    return sha256_bytes(data)
-
-
-def _safe_model_path(models_dir: Path, file_name: str) -> Path:
+def safe_model_path(models_dir: Path, file_name: str) -> Path:
     # A manifest entry like "../../etc/x" or "/tmp/evil" must not point outside the directory.
     if not file_name or file_name != Path(file_name).name or file_name in (".", ".."):
         raise ModelIntegrityError(

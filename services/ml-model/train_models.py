@@ -15,7 +15,9 @@ prediction. Two naive baselines are scored on the same test days:
 - always_up: direction up every day; probability = the training window's share of up days;
 - yesterday_direction: tomorrow moves like today; probability = the training window's share of
   up days after a day in the same direction (ROC AUC uses the 0/1 persistence score itself).
-The final model of each kind is then refit on all rows and saved with joblib.
+The final model of each kind is then refit on all rows and saved with joblib, and its
+inference form (model_inference: what the ml-model service evaluates) is cached in
+<out>/.inference/; forms of models no longer in the manifest are deleted.
 
 Reads bars through the market-data csv provider (<DIR>/<SYMBOL>.csv, index AXJO.csv) or its
 synthetic provider; nothing dated after the suite clock's now is used.
@@ -42,7 +44,9 @@ for _extra in (REPO_ROOT, REPO_ROOT / "services" / "market-data"):
 
 import numpy as np  # noqa: E402
 from model_catalog import MODEL_NAMES, make_model, probability_up  # noqa: E402
-from model_store import dump_model, write_manifest  # noqa: E402
+from model_converter import dump_model, to_inference_form  # noqa: E402
+from model_inference import prune_cache, write_cached  # noqa: E402
+from model_store import write_manifest  # noqa: E402
 from providers import CsvSource, MarketDataError, SyntheticSource, csv_file_name  # noqa: E402
 from sklearn.inspection import permutation_importance  # noqa: E402
 from sklearn.metrics import brier_score_loss, roc_auc_score  # noqa: E402
@@ -206,6 +210,8 @@ def train_symbol(
         final.fit(dataset.features, dataset.labels)
         file_name = f"{symbol}__{name}.joblib"
         sha = dump_model(context["out"], file_name, final)
+        # The serving process never unpickles: cache the form it evaluates (model_inference).
+        write_cached(context["out"], to_inference_form(final, sha))
         entries.append(
             _manifest_entry(symbol, name, file_name, sha, dataset, splits, evaluation, baselines, context)
         )
@@ -380,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
     }
     manifest = write_manifest(out, top, entries)
+    prune_cache(out, {entry["sha256"] for entry in entries})
     print(metrics_table(entries))
     print(
         f"\n{len(entries)} models from {detail}, written to {manifest} in {time.monotonic() - started:.1f}s"

@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 import train_models
 from ml_prediction_log import outcome_after
-from model_catalog import MODEL_NAMES, ensemble_weights, probability_up
-from model_store import load_manifest, load_verified_model
+from model_catalog import MODEL_NAMES, probability_up
+from model_converter import load_verified_model
+from model_store import load_manifest
+from model_voting import ensemble_weights
 from providers import SyntheticSource
 
 from services.base.base_service import BaseService
@@ -74,6 +76,13 @@ async def _bars(symbol: str):
 
 async def _features(symbol: str = "CBA.AX", sentiment: float = 0.2) -> dict[str, float]:
     return build_latest_features((await _bars(symbol))[-300:], (await _bars("^AXJO"))[-300:], sentiment)
+
+
+def _health_field(client: BaseService, field: str, expected):
+    async def check() -> bool:
+        return (await client.call_service("ml-model", "health")).get(field) == expected
+
+    return check
 
 
 def _past_session(sessions_back: int) -> date:
@@ -235,10 +244,14 @@ async def test_inventory_and_feature_importance(models, ml_service, client) -> N
         values = [i["importance"] for i in result["importances"]]
         assert values == sorted(values, reverse=True)
         assert (result["native"] or {}).get("method") == native_method
+    # Every model is hash-checked and loaded at start, not only the four asked about.
+    await async_wait_until(
+        _health_field(client, "models_loaded", 8), timeout_s=30.0, what="all models to be loaded"
+    )
     loaded = await client.call_service("ml-model", "list_available_models")
-    assert sum(m["loaded"] for m in loaded["models"]) == 4
+    assert sum(m["loaded"] for m in loaded["models"]) == 8
     health = await client.call_service("ml-model", "health")
-    assert (health["status"], health["models_available"], health["models_loaded"]) == ("healthy", 8, 4)
+    assert (health["status"], health["models_available"], health["models_loaded"]) == ("healthy", 8, 8)
     assert "SYNTHETIC" in health["warnings"][0]  # said, though not degraded: the models do work
     everything = await client.call_service("ml-model", "get_model_performance")
     assert [s["symbol"] for s in everything["symbols"]] == SYMBOLS

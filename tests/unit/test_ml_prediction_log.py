@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from ml_prediction_log import PredictionLog, ResolvedVote, Vote, live_metrics, outcome_after
-from model_catalog import confidence_of, decision_to_probability, direction_of, ensemble_weights
+from model_voting import confidence_of, decision_to_probability, direction_of, ensemble_weights
 
 from services.domain.bars import Bar
 

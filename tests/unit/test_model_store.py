@@ -5,14 +5,14 @@ import pickle
 from pathlib import Path
 
 import pytest
+from model_converter import dump_model, load_verified_model
 from model_store import (
     ModelIntegrityError,
     ModelNotFound,
     ModelsNotTrained,
-    dump_model,
     load_manifest,
-    load_verified_model,
     sha256_file,
+    verify_model_file,
     write_manifest,
 )
 
@@ -41,6 +41,14 @@ def _entry(file: str, sha256: str, model_name: str = "random_forest", symbol: st
     }
 
 
+def _verify_only(models_dir: Path, entry) -> None:
+    verify_model_file(models_dir, entry.file, entry.sha256)
+
+
+# The converter's unpickling loader and the service's hash-only check refuse the same files.
+CHECKS = pytest.mark.parametrize("check", [load_verified_model, _verify_only], ids=["unpickle", "verify"])
+
+
 def _store_with_model(models_dir: Path, model: object = None) -> None:
     sha = dump_model(models_dir, "CBA.AX__random_forest.joblib", model or {"weights": [1, 2, 3]})
     write_manifest(models_dir, {"source": "synthetic"}, [_entry("CBA.AX__random_forest.joblib", sha)])
@@ -52,16 +60,18 @@ def test_round_trip_loads_the_same_object(tmp_path: Path) -> None:
     entry = manifest.find("random_forest", "CBA.AX")
     assert entry.sha256 == sha256_file(tmp_path / entry.file)
     assert entry.version == entry.sha256[:12]
+    verify_model_file(tmp_path, entry.file, entry.sha256)  # passes: no exception
     assert load_verified_model(tmp_path, entry) == {"weights": [1, 2, 3]}
 
 
-def test_tampered_file_is_refused_before_unpickling(tmp_path: Path) -> None:
+@CHECKS
+def test_tampered_file_is_refused_before_unpickling(tmp_path: Path, check) -> None:
     _store_with_model(tmp_path)
     marker = tmp_path / "code-ran"
     (tmp_path / "CBA.AX__random_forest.joblib").write_bytes(pickle.dumps(_TouchOnUnpickle(marker)))
     entry = load_manifest(tmp_path).find("random_forest", "CBA.AX")
     with pytest.raises(ModelIntegrityError, match="does not match the manifest"):
-        load_verified_model(tmp_path, entry)
+        check(tmp_path, entry)
     assert not marker.exists(), "the tampered pickle was executed"
 
 
@@ -75,6 +85,7 @@ def test_the_payload_really_runs_code_when_trusted(tmp_path: Path) -> None:
     assert marker.exists()
 
 
+@CHECKS
 @pytest.mark.parametrize(
     "file_name",
     [
@@ -84,18 +95,19 @@ def test_the_payload_really_runs_code_when_trusted(tmp_path: Path) -> None:
         "..",
     ],
 )
-def test_file_names_outside_the_directory_are_refused(tmp_path: Path, file_name: str) -> None:
+def test_file_names_outside_the_directory_are_refused(tmp_path: Path, file_name: str, check) -> None:
     write_manifest(tmp_path, {}, [_entry(file_name, "0" * 64)])
     entry = load_manifest(tmp_path).entries[0]
     with pytest.raises(ModelIntegrityError, match="plain name"):
-        load_verified_model(tmp_path, entry)
+        check(tmp_path, entry)
 
 
-def test_missing_model_file_is_an_integrity_error(tmp_path: Path) -> None:
+@CHECKS
+def test_missing_model_file_is_an_integrity_error(tmp_path: Path, check) -> None:
     _store_with_model(tmp_path)
     (tmp_path / "CBA.AX__random_forest.joblib").unlink()
     with pytest.raises(ModelIntegrityError, match="unreadable"):
-        load_verified_model(tmp_path, load_manifest(tmp_path).entries[0])
+        check(tmp_path, load_manifest(tmp_path).entries[0])
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import train_models
-from model_store import load_manifest, load_verified_model, sha256_file
+from model_converter import load_verified_model
+from model_inference import INFERENCE_DIR, read_cached
+from model_store import load_manifest, sha256_file
 
 from services.domain.bars import Bar
 from services.domain.features import FEATURE_NAMES, FEATURE_VERSION
@@ -134,10 +136,18 @@ def _check_manifest(out: Path, symbols: list[str], source: str) -> dict:
         assert set(item["importance"]["values"]) == set(FEATURE_NAMES)
         model = load_verified_model(out, entry)
         assert list(model.classes_) == [0, 1]
+        # The form the service evaluates was cached from this very model at training time.
+        form = read_cached(out, entry.sha256, len(FEATURE_NAMES))
+        assert form is not None and form.source_sha256 == entry.sha256
+    # Only the current models' forms: retraining prunes the rest.
+    assert {p.stem for p in (out / INFERENCE_DIR).iterdir()} == {e.sha256 for e in manifest.entries}
     return raw
 
 
 def test_cli_trains_on_synthetic_bars_and_says_so_loudly(tmp_path: Path, capsys) -> None:
+    stale = tmp_path / INFERENCE_DIR / f"{'0' * 64}.json"  # a form left by an earlier training run
+    stale.parent.mkdir()
+    stale.write_text("{}")
     code = train_models.main(["--synthetic", "--symbols", "CBA.AX", "--years", "1.5", "--out", str(tmp_path)])
     assert code == 0
     raw = _check_manifest(tmp_path, ["CBA.AX"], "synthetic")
