@@ -88,7 +88,7 @@ class ForestScorer:
     trees: tuple[Tree, ...]
 
     def __call__(self, row: Sequence[float]) -> float:
-        row32 = [_to_float32(x) for x in row]
+        row32 = [round_to_float32(x) for x in row]
         total = 0.0
         for tree in self.trees:
             total += tree.leaf_value(row32)
@@ -252,7 +252,7 @@ def _finite(value: Any, name: str) -> float:
     return number
 
 
-def _to_float32(value: float) -> float:
+def round_to_float32(value: float) -> float:
     """Round to the nearest float32, as numpy's astype(float32) does (inf beyond its range)."""
     try:
         return struct.unpack("f", struct.pack("f", value))[0]
