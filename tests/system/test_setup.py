@@ -138,3 +138,32 @@ def test_foreground_supervisor_notifies_systemd():
             proc.kill()
         receiver.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_start_script_sets_up_then_starts_and_prints_status():
+    """./start_microservices.sh on empty directories: set-up (dirs, databases, default models),
+    then the whole suite up, then the status and where to look next."""
+    root = short_tempdir("ss-")
+    dirs = make_suite_env(root, None)
+    # One symbol keeps the default-model training short; the path is the same as for four.
+    env = {**dirs.env, "TRADING_MODELS_DIR": str(root / "models"), "TRADING_SYMBOLS": "CBA.AX"}
+    try:
+        result = subprocess.run(
+            [str(REPO / "start_microservices.sh")], env=env, capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert "Next:" in result.stdout and "dashboard" in result.stdout
+        for name in ("market-data", "sentiment", "ml-model", "prediction", "scheduler", "paper-trading"):
+            assert name in result.stdout
+        assert (root / "models" / "manifest.json").exists()  # default models were trained (synthetic)
+        assert (dirs.data_dir / "paper_trading.db").exists()
+    finally:
+        stop = subprocess.run(
+            [sys.executable, str(REPO / "services/management/service_manager.py"), "stop"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert stop.returncode == 0, stop.stderr
+        shutil.rmtree(root, ignore_errors=True)
