@@ -2,11 +2,16 @@
 trained by the real training script (on synthetic bars, once per module) and a real SQLite log.
 
 Covers: starting without models, the ensemble and its arithmetic, feature validation errors,
-a tampered model file, live performance from recorded and from market-data-resolved outcomes.
+a tampered model file, live performance from recorded and from market-data-resolved outcomes,
+and a serving process that never loads scikit-learn, scipy, pandas or numpy yet answers exactly
+what scikit-learn does, whether its inference forms were cached by training, made by the
+converter child, or found stale and remade.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
 import shutil
 from datetime import UTC, date, datetime
@@ -18,7 +23,8 @@ import train_models
 from ml_prediction_log import outcome_after
 from model_catalog import MODEL_NAMES, probability_up
 from model_converter import load_verified_model
-from model_store import load_manifest
+from model_inference import INFERENCE_DIR, cache_path, read_cached
+from model_store import Manifest, load_manifest
 from model_voting import ensemble_weights
 from providers import SyntheticSource
 
@@ -209,6 +215,9 @@ async def test_a_tampered_model_file_is_refused_and_the_rest_still_vote(
     suite, models, ml_service, client
 ) -> None:
     marker = suite.root / "pickle-code-ran"
+    # Training cached this model's inference form: the file is refused all the same.
+    entry = load_manifest(models).find("random_forest", "CBA.AX")
+    assert cache_path(models, entry.sha256).exists()
     (models / "CBA.AX__random_forest.joblib").write_bytes(pickle.dumps(_TouchOnUnpickle(marker)))
     ml_service()
     with pytest.raises(ServiceError, match="does not match the manifest") as caught:
@@ -221,6 +230,9 @@ async def test_a_tampered_model_file_is_refused_and_the_rest_still_vote(
     assert "random_forest" not in [m["model_name"] for m in result["members"]]
     assert sum(m["weight"] for m in result["members"]) == pytest.approx(1.0, abs=1e-5)
     assert not marker.exists(), "the tampered pickle ran inside the service"
+    health = await client.call_service("ml-model", "health")
+    assert health["status"] == "degraded"
+    assert any("CBA.AX random_forest refused: integrity_check_failed" in w for w in health["warnings"])
 
 
 async def test_inventory_and_feature_importance(models, ml_service, client) -> None:
@@ -327,3 +339,66 @@ async def test_a_market_data_update_settles_pending_outcomes(models, ml_service,
         return (await client.call_service("ml-model", "health"))["pending_outcomes"] == 0
 
     await async_wait_until(settled, timeout_s=15.0, what="the pending outcome to be resolved")
+
+
+HEAVY = ("sklearn", "scipy", "pandas", "numpy")
+
+
+def _heavy_libraries_mapped(pid: int) -> set[str]:
+    """Which heavy packages have files (their compiled extensions, bundled BLAS) mapped into pid."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return {name for name in HEAVY if f"/{name}/" in maps or f"/{name}.libs/" in maps}
+
+
+def _break_cache(models: Path, manifest: Manifest) -> None:
+    """Every cached form made unusable, each in a different way the service must notice."""
+    shas = [e.sha256 for e in manifest.entries]
+    originals = {sha: cache_path(models, sha).read_text() for sha in shas}
+    for i, sha in enumerate(shas):
+        path = cache_path(models, sha)
+        if i % 3 == 0:
+            path.write_text('{"format": 1, "kind": "forest", "tre')  # torn write
+        elif i % 3 == 1:  # another model's form under this name: its recorded source differs
+            path.write_text(originals[shas[i - 1]])
+        else:
+            path.write_text(json.dumps({**json.loads(originals[sha]), "format": 0}))  # an older format
+
+
+@pytest.mark.parametrize("cache", ["from training", "missing", "stale"])
+async def test_the_service_never_loads_sklearn_and_answers_as_sklearn_does(
+    models, ml_service, client, cache
+) -> None:
+    # Control: this test process has them loaded, so the /proc check can see them.
+    assert {"sklearn", "scipy", "numpy"} <= _heavy_libraries_mapped(os.getpid())
+    manifest = load_manifest(models)
+    if cache == "missing":
+        shutil.rmtree(models / INFERENCE_DIR)
+    elif cache == "stale":
+        _break_cache(models, manifest)
+    process = ml_service()
+    await async_wait_until(
+        _health_field(client, "models_loaded", len(manifest.entries)),
+        timeout_s=60.0,
+        what="all models loaded",
+    )
+    for symbol in SYMBOLS:
+        features = await _features(symbol)
+        row = np.array([[features[name] for name in FEATURE_NAMES]])
+        result = await client.call_service(
+            "ml-model", "get_ensemble_prediction", features=features, symbol=symbol
+        )
+        assert len(result["members"]) == len(MODEL_NAMES)
+        for member in result["members"]:
+            model = load_verified_model(models, manifest.find(member["model_name"], symbol))
+            assert member["probability"] == round(float(probability_up(model, row)[0]), 6), member
+    origin = "cache" if cache == "from training" else "converter"
+    for entry in manifest.entries:
+        loaded = await client.call_service(
+            "ml-model", "load_model", model_name=entry.model_name, symbol=entry.symbol
+        )
+        assert loaded["inference_form"] == origin
+        # Whatever the service found, a good form for this very file is cached now.
+        assert read_cached(models, entry.sha256, len(FEATURE_NAMES)).source_sha256 == entry.sha256
+    assert _heavy_libraries_mapped(process.pid) == set()
+    health = await client.call_service("ml-model", "health")
+    assert health["heavy_modules_loaded"] == [] and health["status"] == "healthy"
