@@ -375,8 +375,10 @@ class Supervisor(BaseService):
         self.events_log.append(entry)
         del self.events_log[:-200]
         log_level = self.log.error if state == "fatal" else self.log.info
+        # "service" in a log line is the process that wrote it (the manager): name the subject apart.
+        fields = {("target" if k == "service" else k): v for k, v in entry.items()}
         log_level(
-            "%s: %s -> %s%s", runner.name, previous, state, f" ({reason})" if reason else "", extra=entry
+            "%s: %s -> %s%s", runner.name, previous, state, f" ({reason})" if reason else "", extra=fields
         )
         if self.bus is not None:
             with contextlib.suppress(Exception):

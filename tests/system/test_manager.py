@@ -101,7 +101,7 @@ def test_start_brings_everything_up_in_dependency_order(running_suite):
     for line in (running_suite.log_dir / "manager.log").read_text().splitlines():
         entry = orjson.loads(line)
         if entry.get("state") == "running" and entry.get("previous") == "starting":
-            became_running.append(entry["service"])
+            became_running.append(entry["target"])
     for service, deps in DEPENDENCIES.items():
         for dep in deps:
             assert became_running.index(dep) < became_running.index(service), (dep, service, became_running)
