@@ -585,7 +585,7 @@ def _clock_of(iso: str | None, tz: tzinfo | None) -> str | None:
 
 
 def human_seconds(value: float | None) -> str:
-    if value is None or value < 0:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
         return "-"
     value = int(value)
     if value < 60:
@@ -598,7 +598,9 @@ def human_seconds(value: float | None) -> str:
 
 
 def human_bytes(value: float | None) -> str:
-    return "-" if value is None else f"{value / (1024 * 1024):.1f}M"
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
+        return "-"
+    return f"{value / (1024 * 1024):.1f}M"
 
 
 def pct(fraction: float | None, decimals: int = 1) -> str:

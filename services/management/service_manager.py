@@ -27,6 +27,7 @@ import orjson
 from services.base.base_service import BaseService, socket_is_live
 from services.base.config import ConfigError, get_settings
 from services.base.rpc import RpcError
+from services.domain.dashboard_view import human_bytes, human_seconds
 from services.domain.supervision import start_order, stop_order
 
 MANAGER = "manager"
@@ -78,25 +79,6 @@ def color(text: str, state: str | None) -> str:
         "stopping": "33", "fatal": "31", "unhealthy": "31", "down": "31", "stopped": "90",
     }.get(state or "", "0")  # fmt: skip
     return f"\033[{code}m{text}\033[0m"
-
-
-def human_bytes(value) -> str:
-    if not isinstance(value, (int, float)):
-        return "-"
-    return f"{value / (1024 * 1024):.1f}M"
-
-
-def human_seconds(value) -> str:
-    if not isinstance(value, (int, float)):
-        return "-"
-    value = int(value)
-    if value < 60:
-        return f"{value}s"
-    if value < 3600:
-        return f"{value // 60}m{value % 60:02d}s"
-    if value < 86400:
-        return f"{value // 3600}h{value % 3600 // 60:02d}m"
-    return f"{value // 86400}d{value % 86400 // 3600:02d}h"
 
 
 def table(headers: list[str], rows: list[list[str]], states: list[str | None] | None = None) -> str:
@@ -505,7 +487,9 @@ def cmd_replay(args) -> int:
     except ReplayError as exc:
         raise CliError(str(exc)) from None
     print(result.text)
-    print(f"\nwritten: {result.out / 'equity.png'}, {result.out / 'trades.csv'}, {result.out / 'report.json'}")
+    print(
+        f"\nwritten: {result.out / 'equity.png'}, {result.out / 'trades.csv'}, {result.out / 'report.json'}"
+    )
     return 0
 
 
