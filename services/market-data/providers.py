@@ -18,6 +18,8 @@ import logging
 import math
 import random
 import re
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -348,6 +350,24 @@ class YFinanceSource:
 
 # --- auto ---------------------------------------------------------------------------------------
 
+YAHOO_PROBE_URL = "https://query2.finance.yahoo.com/v8/finance/chart/%5EAXJO?range=1d&interval=1d"
+
+
+def yahoo_unreachable(timeout_s: float) -> str | None:
+    """Why Yahoo cannot be reached (None when it answers at all), without importing yfinance.
+
+    Run before the real yfinance probe so that an offline machine never loads yfinance and pandas
+    (tens of MB) just to learn it is offline. Any HTTP answer, even an error status, means reachable.
+    Honours HTTPS_PROXY like yfinance does.
+    """
+    try:
+        with urllib.request.urlopen(YAHOO_PROBE_URL, timeout=timeout_s):
+            return None
+    except urllib.error.HTTPError:
+        return None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return f"Yahoo unreachable: {getattr(exc, 'reason', exc)}"
+
 
 @dataclass(frozen=True, slots=True)
 class SourceChoice:
@@ -364,6 +384,7 @@ async def choose_source(
     probe_symbol: str = "^AXJO",
     probe_timeout_s: float = 5.0,
     yfinance_factory: Callable[..., YFinanceSource] = YFinanceSource,
+    reachability: Callable[[float], str | None] = yahoo_unreachable,
 ) -> SourceChoice:
     """The source for `requested` (one of SOURCE_NAMES); `auto` probes yfinance, then csv, then synthetic."""
     calendar = is_trading_day or weekday_calendar
@@ -375,14 +396,18 @@ async def choose_source(
         return SourceChoice(SyntheticSource(calendar), "configured: synthetic (not real prices)")
     if requested != "auto":
         raise ValueError(f"unknown market data source {requested!r}; expected one of {SOURCE_NAMES}")
-    probe = yfinance_factory(is_trading_day, timeout_s=probe_timeout_s, attempts=1, history_days=14)
-    try:
-        await probe.fetch(probe_symbol, now)
-        return SourceChoice(
-            yfinance_factory(is_trading_day), f"auto: yfinance probe of {probe_symbol} succeeded"
-        )
-    except MarketDataError as exc:
-        why = f"yfinance probe failed ({exc})"
+    why = await asyncio.to_thread(reachability, probe_timeout_s)
+    if why is not None:
+        why = f"yfinance probe failed ({why})"
+    else:
+        probe = yfinance_factory(is_trading_day, timeout_s=probe_timeout_s, attempts=1, history_days=14)
+        try:
+            await probe.fetch(probe_symbol, now)
+            return SourceChoice(
+                yfinance_factory(is_trading_day), f"auto: yfinance probe of {probe_symbol} succeeded"
+            )
+        except MarketDataError as exc:
+            why = f"yfinance probe failed ({exc})"
     csv_source = CsvSource(csv_dir, is_trading_day)
     if csv_source.has_files():
         return SourceChoice(csv_source, f"auto: {why}; using csv files in {csv_dir}")

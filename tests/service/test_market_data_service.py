@@ -217,8 +217,8 @@ async def test_replay_inside_the_real_csv_range_serves_no_future_bars(suite, cli
         assert service.stop() == 0
 
 
-# Yahoo made unreachable on purpose: curl (under yfinance) honours the proxy variables, and nothing
-# listens on port 9, so the auto probe fails at once whatever network the test machine has.
+# Yahoo made unreachable on purpose: urllib (the reachability check) and curl (under yfinance) honour
+# the proxy variables, and nothing listens on port 9, so the probe fails at once on any network.
 OFFLINE = {"HTTPS_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
 
 
@@ -234,6 +234,9 @@ async def test_auto_falls_back_and_says_which_source(suite, client, with_files, 
         assert reply["source"] == chosen
         log_text = (suite.log_dir / "market-data.log").read_text()
         assert f"market data source: {chosen}" in log_text
+        # Offline, `auto` learns it without loading yfinance: pandas and numpy stay out of memory.
+        loaded = Path(f"/proc/{service.pid}/maps").read_text()
+        assert "pandas" not in loaded and "numpy" not in loaded
     finally:
         assert service.stop() == 0
 

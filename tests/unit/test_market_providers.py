@@ -413,11 +413,39 @@ async def test_auto_choice(fake_yf, tmp_path, probe, csv_files, chosen):
         syd(2024, 6, 12),
         is_trading_day=is_trading_day,
         yfinance_factory=probe_factory(outcome),
+        reachability=lambda timeout_s: None,  # Yahoo "answers": the yfinance probe decides
     )
     assert choice.source.name == chosen
     assert choice.reason.startswith("auto:")
     if chosen != "yfinance":
         assert "offline" in choice.reason
+
+
+@pytest.mark.parametrize(("csv_files", "chosen"), [(True, "csv"), (False, "synthetic")])
+async def test_auto_offline_never_builds_the_yfinance_probe(tmp_path, csv_files, chosen):
+    """Unreachable Yahoo is detected without yfinance (and pandas) being imported at all."""
+    if csv_files:
+        write(tmp_path, "CBA.AX.csv", HEADER + "2024-06-07,10,11,9,10,10,5\n")
+
+    def no_yfinance(*args, **kwargs):
+        raise AssertionError("the yfinance probe must not run when Yahoo is unreachable")
+
+    choice = await providers.choose_source(
+        "auto",
+        tmp_path,
+        syd(2024, 6, 12),
+        is_trading_day=is_trading_day,
+        yfinance_factory=no_yfinance,
+        reachability=lambda timeout_s: "Yahoo unreachable: no route",
+    )
+    assert choice.source.name == chosen
+    assert "Yahoo unreachable: no route" in choice.reason
+
+
+def test_yahoo_reachability_through_a_dead_proxy_is_a_reason(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    assert providers.yahoo_unreachable(2.0).startswith("Yahoo unreachable")
 
 
 @pytest.mark.parametrize("name", ["csv", "synthetic", "yfinance"])
