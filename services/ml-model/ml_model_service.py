@@ -259,31 +259,39 @@ class MlModelService(BaseService):
 
     async def _load_converted(self, entries: list[ModelEntry], started: float) -> dict:
         try:
-            outputs = await self._run_converter(entries)
+            lines = await self._run_converter(entries)
         except ServiceError as exc:
             return {e.key: self._refuse(e, "conversion_failed", exc.message) for e in entries}
         results: dict[tuple[str, str], LoadedModel | RpcError] = {}
-        for entry in entries:
-            output = outputs.get(entry.sha256) or {"reason": "conversion_failed", "error": "no result"}
-            if "form" not in output:
-                results[entry.key] = self._refuse(entry, str(output.get("reason")), str(output.get("error")))
-                continue
-            try:
-                model = from_form(output["form"], entry.sha256, len(FEATURE_NAMES))
-            except InferenceFormError as exc:
-                results[entry.key] = self._refuse(entry, "conversion_failed", str(exc))
-                continue
-            try:
-                await asyncio.to_thread(write_cached, self.models_dir, output["form"])
-            except OSError as exc:  # a read-only models folder: serve anyway, convert again next start
-                self.log.warning(
-                    "cannot cache inference form", extra={"file": entry.file, "reason": str(exc)}
-                )
-            results[entry.key] = self._install(entry, model, started, "converter")
+        for entry, line in zip(entries, lines, strict=False):
+            results[entry.key] = await self._from_converter_line(entry, line, started)
+        for entry in entries[len(lines) :]:
+            results[entry.key] = self._refuse(
+                entry, "conversion_failed", "the model converter gave no result"
+            )
         return results
 
-    async def _run_converter(self, entries: list[ModelEntry]) -> dict[str, dict]:
-        """Run model_converter.py on the (already hash-checked) files: {sha256: its result}."""
+    async def _from_converter_line(
+        self, entry: ModelEntry, line: bytes, started: float
+    ) -> LoadedModel | RpcError:
+        # One model's line at a time: parsing them all at once would leave a larger heap behind.
+        try:
+            output = json.loads(line)
+            if output["sha256"] != entry.sha256:
+                raise ValueError(f"result for {output['sha256'][:16]}…, expected {entry.sha256[:16]}…")
+            if "form" not in output:
+                return self._refuse(entry, str(output["reason"]), str(output["error"]))
+            model = from_form(output["form"], entry.sha256, len(FEATURE_NAMES))
+        except (ValueError, KeyError, TypeError) as exc:  # InferenceFormError is a ValueError
+            return self._refuse(entry, "conversion_failed", f"unusable converter result: {exc}")
+        try:
+            await asyncio.to_thread(write_cached, self.models_dir, output["form"])
+        except OSError as exc:  # a read-only models folder: serve anyway, convert again next start
+            self.log.warning("cannot cache inference form", extra={"file": entry.file, "reason": str(exc)})
+        return self._install(entry, model, started, "converter")
+
+    async def _run_converter(self, entries: list[ModelEntry]) -> list[bytes]:
+        """Run model_converter.py on the (already hash-checked) files: one JSON line per file."""
         args = [str(part) for e in entries for part in (self.models_dir / e.file, e.sha256)]
         # Unpickling and copying arrays gains nothing from BLAS/OpenMP thread pools.
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -301,10 +309,7 @@ class MlModelService(BaseService):
         if process.returncode != 0:
             tail = err.decode(errors="replace").strip()[-500:]
             raise ServiceError(f"the model converter exited with {process.returncode}: {tail}")
-        try:
-            return {r["sha256"]: r for r in json.loads(out)["results"]}
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ServiceError(f"the model converter printed no usable result: {exc!r}") from None
+        return out.splitlines()
 
     def _install(self, entry: ModelEntry, model: InferenceModel, started: float, origin: str) -> LoadedModel:
         loaded = LoadedModel(entry, model, round((time.perf_counter() - started) * 1000, 2), origin)

@@ -7,9 +7,10 @@ pandas, numpy and joblib) is imported here, never in the long-running service; t
 evaluates the forms in pure Python (model_inference, which documents the maths). For each pair
 the file's bytes are read once and their SHA-256 checked against SHA256 (the manifest's, already
 checked once by the service) BEFORE unpickling (pickles run code: see model_store); the same
-bytes are then unpickled and converted. The output on stdout is one JSON document:
+bytes are then unpickled and converted. The output on stdout is one JSON line per pair, in
+order, so the service can parse one model at a time rather than all of them at once:
 
-    {"results": [{"sha256": ..., "form": {...}} or {"sha256": ..., "reason": ..., "error": ...}]}
+    {"sha256": ..., "form": {...}}   or   {"sha256": ..., "reason": ..., "error": ...}
 
 reason is "integrity_check_failed", "unsupported_model" or "unpickling_failed". Exit status 0
 when every pair was processed (whatever the results), 2 on bad usage.
@@ -197,9 +198,8 @@ def main(argv: list[str]) -> int:
     if not argv or len(argv) % 2:
         print(__doc__.split("\n\n")[1], file=sys.stderr)
         return 2
-    pairs = list(zip(argv[::2], argv[1::2], strict=True))
-    results = [convert_file(Path(file), sha) for file, sha in pairs]
-    sys.stdout.write(json.dumps({"results": results}, separators=(",", ":")))
+    for file, sha in zip(argv[::2], argv[1::2], strict=True):
+        sys.stdout.write(json.dumps(convert_file(Path(file), sha), separators=(",", ":")) + "\n")
     return 0
 
 

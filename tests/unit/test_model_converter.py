@@ -59,7 +59,7 @@ def test_the_cli_converts_good_files_and_reports_each_bad_one(tmp_path: Path) ->
         args += [str(tmp_path / f"{name}.joblib"), sha]
     run = subprocess.run([sys.executable, str(CONVERTER), *args], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    results = json.loads(run.stdout)["results"]  # the pickle's print went to stderr, not here
+    results = [json.loads(line) for line in run.stdout.splitlines()]  # the pickle's print went to stderr
     assert [r["sha256"] for r in results] == [good, tampered, noisy, garbage]
     assert results[0]["form"] == json.loads(json.dumps(to_inference_form(model, good)))
     assert [r.get("reason") for r in results[1:]] == [
