@@ -22,8 +22,7 @@ from enum import StrEnum
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-import holidays
-from holidays.constants import HALF_DAY, PUBLIC
+from services.domain import asx_holiday_table
 
 SYDNEY = ZoneInfo("Australia/Sydney")
 
@@ -46,14 +45,57 @@ class Phase(StrEnum):
     CLOSED = "closed"
 
 
+def library_holidays(year: int, category: str) -> dict[date, str]:
+    """The `holidays` library's XASX calendar for one year ("public" or "half_day").
+
+    Importing `holidays` loads every country it knows (~19 MB per process), so the services read
+    the table generated from it (asx_holiday_table.py, checked against the library by a test) and
+    fall back to the library only for years outside that table.
+    """
+    import holidays
+    from holidays.constants import HALF_DAY, PUBLIC
+
+    chosen = {"public": PUBLIC, "half_day": HALF_DAY}[category]
+    return dict(holidays.financial_holidays("XASX", years=year, categories=(chosen,)))
+
+
+def _from_table(year: int, table: dict[str, str], category: str) -> dict[date, str]:
+    if asx_holiday_table.FIRST_YEAR <= year <= asx_holiday_table.LAST_YEAR:
+        prefix = f"{year:04d}-"
+        return {date.fromisoformat(k): v for k, v in table.items() if k.startswith(prefix)}
+    return library_holidays(year, category)
+
+
 @lru_cache(maxsize=64)
 def _public_holidays(year: int) -> dict[date, str]:
-    return dict(holidays.financial_holidays("XASX", years=year, categories=(PUBLIC,)))
+    return _from_table(year, asx_holiday_table.PUBLIC, "public")
 
 
 @lru_cache(maxsize=64)
 def _early_closes(year: int) -> dict[date, str]:
-    return dict(holidays.financial_holidays("XASX", years=year, categories=(HALF_DAY,)))
+    return _from_table(year, asx_holiday_table.HALF_DAY, "half_day")
+
+
+def holiday_table_source(first_year: int, last_year: int) -> str:
+    """The Python source of asx_holiday_table.py, generated from the library."""
+    import holidays
+
+    def entries(category: str) -> str:
+        rows = []
+        for year in range(first_year, last_year + 1):
+            for day, name in sorted(library_holidays(year, category).items()):
+                rows.append(f"    {day.isoformat()!r}: {name!r},")
+        return "\n".join(rows)
+
+    return (
+        '"""ASX holidays and early closes, generated from the `holidays` library (do not edit).\n\n'
+        "Regenerate with: python -m services.domain.asx_calendar (tests/unit/test_asx_calendar.py\n"
+        'checks this table against the installed library, so a library update that changes it fails).\n"""\n\n'
+        f"GENERATED_FROM = {f'holidays {holidays.__version__}: financial_holidays(XASX)'!r}\n"
+        f"FIRST_YEAR = {first_year}\nLAST_YEAR = {last_year}\n\n"
+        f"PUBLIC: dict[str, str] = {{\n{entries('public')}\n}}\n\n"
+        f"HALF_DAY: dict[str, str] = {{\n{entries('half_day')}\n}}\n"
+    )
 
 
 def to_sydney(moment: datetime) -> datetime:
@@ -173,3 +215,11 @@ def market_status(now: datetime) -> dict:
         "next_open": next_open(local).isoformat(),
         "next_close": next_close(local).isoformat(),
     }
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    target = Path(__file__).with_name("asx_holiday_table.py")
+    target.write_text(holiday_table_source(2000, 2040))
+    print(f"wrote {target}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time as time_module
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -257,3 +258,49 @@ def test_next_open_and_close_invariants(naive: datetime) -> None:
     # While the market is open the next close comes before the next open; otherwise after.
     assert (closing < opening) == (cal.phase_at(now) == cal.Phase.OPEN)
     assert (opening - now) < timedelta(days=6)
+
+
+# --- the generated table --------------------------------------------------------------------------
+
+
+def test_generated_table_matches_the_library_every_year():
+    """The services read asx_holiday_table.py; the `holidays` library stays the source of truth."""
+    from services.domain import asx_calendar, asx_holiday_table
+
+    for year in range(asx_holiday_table.FIRST_YEAR, asx_holiday_table.LAST_YEAR + 1):
+        for category, table in (
+            ("public", asx_holiday_table.PUBLIC),
+            ("half_day", asx_holiday_table.HALF_DAY),
+        ):
+            expected = {
+                d.isoformat(): name for d, name in asx_calendar.library_holidays(year, category).items()
+            }
+            actual = {k: v for k, v in table.items() if k.startswith(f"{year:04d}-")}
+            assert actual == expected, (year, category)
+
+
+def test_years_outside_the_table_come_from_the_library():
+    from services.domain import asx_calendar
+
+    assert asx_calendar.holiday_name(date(1999, 12, 27)) == asx_calendar.library_holidays(1999, "public").get(
+        date(1999, 12, 27)
+    )
+    assert not asx_calendar.is_trading_day(date(2045, 12, 25))
+
+
+def test_the_calendar_does_not_import_the_holidays_library():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from services.domain import asx_calendar as c; from datetime import date; "
+        "c.is_trading_day(date(2026, 4, 3)); print('holidays' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert out.stdout.strip() == "False"
