@@ -22,9 +22,9 @@ import pytest
 import train_models
 from ml_prediction_log import outcome_after
 from model_catalog import MODEL_NAMES, probability_up
-from model_converter import load_verified_model
+from model_converter import dump_model, load_verified_model
 from model_inference import INFERENCE_DIR, cache_path, read_cached
-from model_store import Manifest, load_manifest
+from model_store import Manifest, load_manifest, write_manifest
 from model_voting import ensemble_weights
 from providers import SyntheticSource
 
@@ -339,6 +339,34 @@ async def test_a_market_data_update_settles_pending_outcomes(models, ml_service,
         return (await client.call_service("ml-model", "health"))["pending_outcomes"] == 0
 
     await async_wait_until(settled, timeout_s=15.0, what="the pending outcome to be resolved")
+
+
+async def test_a_model_the_converter_cannot_convert_is_left_out_with_its_reason(
+    models, ml_service, client
+) -> None:
+    # A file that matches its (rewritten) manifest hash but holds no estimator: it passes the
+    # integrity check, so only the converter child can find out, and must say what it found.
+    manifest = load_manifest(models)
+    sha = dump_model(models, "CBA.AX__linear_svm.joblib", {"weights": [1, 2, 3]})
+    entries = [
+        {**e.raw, "sha256": sha} if e.key == ("linear_svm", "CBA.AX") else e.raw for e in manifest.entries
+    ]
+    write_manifest(
+        models, {k: v for k, v in manifest.raw.items() if k not in ("models", "schema_version")}, entries
+    )
+    ml_service()
+    with pytest.raises(ServiceError, match="expected classes") as caught:
+        await client.call_service("ml-model", "load_model", model_name="linear_svm", symbol="CBA.AX")
+    assert caught.value.data["reason"] == "unsupported_model"
+    result = await client.call_service(
+        "ml-model", "get_ensemble_prediction", features=(await _features()), symbol="CBA.AX"
+    )
+    assert [e["model_name"] for e in result["excluded"]] == ["linear_svm"]
+    assert len(result["members"]) == len(MODEL_NAMES) - 1
+    assert not cache_path(models, sha).exists()  # nothing cached for it: it is retried next time
+    health = await client.call_service("ml-model", "health")
+    assert health["status"] == "degraded"
+    assert any("linear_svm refused: unsupported_model" in w for w in health["warnings"])
 
 
 HEAVY = ("sklearn", "scipy", "pandas", "numpy")
