@@ -493,23 +493,22 @@ class RpcServer:
         if conn_task is not None:
             self._conn_tasks.add(conn_task)
         self._connections.add(writer)
-        lock = asyncio.Lock()
         try:
             while True:
                 try:
                     line = await reader.readuntil(b"\n")
                 except asyncio.IncompleteReadError as exc:
                     if exc.partial.strip():
-                        await self._handle_frame(exc.partial, writer, lock)
+                        await self._handle_frame(exc.partial, writer)
                     break
                 except asyncio.LimitOverrunError:
                     # Refused before buffering it whole: answer once, then hang up on this peer.
                     too_big = InvalidRequest(f"frame exceeds {self.max_frame_bytes} bytes")
-                    await self._write(writer, lock, dumps(error_response(too_big)))
+                    await self._write(writer, dumps(error_response(too_big)))
                     break
                 if not line.strip():
                     continue
-                task = asyncio.create_task(self._handle_frame(line, writer, lock))
+                task = asyncio.create_task(self._handle_frame(line, writer))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
         except (ConnectionResetError, BrokenPipeError):
@@ -521,18 +520,19 @@ class RpcServer:
             if conn_task is not None:
                 self._conn_tasks.discard(conn_task)
 
-    async def _write(self, writer: asyncio.StreamWriter, lock: asyncio.Lock, payload: bytes) -> None:
+    async def _write(self, writer: asyncio.StreamWriter, payload: bytes) -> None:
         if writer.is_closing():
             return
-        async with lock:
-            writer.write(payload + b"\n")
-            with contextlib.suppress(ConnectionError):
-                await writer.drain()
+        # One write() call per reply keeps replies whole without a lock; concurrent drain() calls
+        # are safe (asyncio keeps a queue of drain waiters since 3.10).
+        writer.write(payload + b"\n")
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
 
-    async def _handle_frame(self, frame: bytes, writer: asyncio.StreamWriter, lock: asyncio.Lock) -> None:
+    async def _handle_frame(self, frame: bytes, writer: asyncio.StreamWriter) -> None:
         reply = await self.handle_frame(frame)
         if reply is not None:
-            await self._write(writer, lock, reply)
+            await self._write(writer, reply)
 
     async def handle_frame(self, frame: bytes) -> bytes | None:
         """One frame in, the encoded reply out (None when nothing is to be sent)."""
