@@ -18,7 +18,9 @@ Each trading day D runs the live code path, with the idle time in between skippe
          predictions are rejected by paper-trading, exactly as they are live;
   10:15  the scheduler's market_monitoring task: refresh, then generate_predictions; every
          prediction_generated event reaches paper-trading through its durable stream and it
-         trades within its risk rules (stop-loss and take-profit on market_data_updated);
+         trades within its risk rules (stop-loss and take-profit on market_data_updated). A
+         symbol the task made no prediction for in the session (it served the pre-open one from
+         its cache) gets one forced prediction, so each symbol has exactly one to trade on;
   16:15  a refresh once D's bar is final (16:10): positions are marked to D's close and the
          day's equity is read from paper-trading.
 Daily bars only become visible at 16:10, so orders on day D fill at D-1's close plus slippage.
@@ -326,26 +328,46 @@ class ReplayDriver:
         self._jump(start)
         before = await self._wait_healthy()
         try:
-            await self._run_task("market_monitoring")
+            # Run once, never re-run: a second forced run would publish a second prediction.
+            run = await self.client.call_service(
+                "scheduler",
+                "execute_task",
+                timeout=self.options.step_timeout_s,
+                task_id=self.task_ids["market_monitoring"],
+            )
+            if run["status"] != "succeeded":
+                self.progress(f"{day}: market_monitoring {run['status']}: {run.get('error')}")
         except RpcError as exc:
-            self.progress(f"{day} monitoring failed ({exc.message}); completing the step")
+            self.progress(f"{day}: market_monitoring failed ({exc.message}); completing the step")
+        made = await self._complete_step(day, start)
+        if (await self._restart_counts()).get(TRADER) != before.get(TRADER):
+            # paper-trading was down for part of the step: the market_data_updated events that
+            # check stop-loss and take-profit went unheard. The same prices again, now.
+            await self._wait_healthy()
+            await self._call("market-data", "refresh_all_data")
+        await self._wait_traded()
+        self._check_clock(day)
+        self.step_predictions.extend(made[s] for s in self.symbols if s in made)
+
+    async def _complete_step(self, day: date, start: datetime) -> dict[str, dict]:
+        """Each symbol's one prediction made in the session, forcing those the task did not make.
+
+        The monitoring task does not force predictions, so when the bar has not changed since
+        one was made before the open (at the 09:45 refresh, when paper-trading rejects it as out
+        of hours) it serves that one from the cache and publishes nothing. Those symbols, and any
+        the task missed because a service was restarting, get one forced prediction here; a
+        symbol that has one is never predicted twice.
+        """
         made = await self._predictions_since(start)
         for _ in range(5):
             missing = [s for s in self.symbols if s not in made]
             if not missing:
-                break
+                return made
             await self._wait_healthy()
-            await self._call("market-data", "refresh_all_data")
             await self._call("prediction", "generate_predictions", symbols=missing, force_refresh=True)
             made = await self._predictions_since(start)
-        else:
-            self.notes.append(f"{day}: no prediction for {', '.join(missing)} after 5 attempts")
-        if await self._restarted_since(before):
-            await self._wait_healthy()
-            await self._call("market-data", "refresh_all_data")  # exits a dead trader missed
-        await self._wait_traded()
-        self._check_clock(day)
-        self.step_predictions.extend(made[s] for s in self.symbols if s in made)
+        self.notes.append(f"{day}: no prediction for {', '.join(missing)} after 5 attempts")
+        return made
 
     # ---- the clock, health and tasks
 
@@ -372,8 +394,11 @@ class ReplayDriver:
                 raise ReplayError(f"the replay suite is not healthy: {', '.join(bad) or 'health failing'}")
             await asyncio.sleep(0.05)
 
+    async def _restart_counts(self) -> dict[str, int]:
+        return {s["name"]: s["restarts"] for s in await self._status()}
+
     async def _restarted_since(self, before: dict[str, int]) -> bool:
-        return any(s["restarts"] != before.get(s["name"]) for s in await self._status())
+        return await self._restart_counts() != before
 
     async def _call(self, service: str, method: str, **params: Any) -> Any:
         """One call, retried while the service is restarting (nothing sent, nothing doubled)."""
