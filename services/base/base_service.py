@@ -406,7 +406,11 @@ class BaseService:
 
     async def _teardown(self) -> None:
         if self.bus is not None:
-            await self.bus.close()
+            try:
+                # Bounded: a Redis command cut off mid-read must not keep the process from exiting.
+                await asyncio.wait_for(self.bus.close(), 3.0)
+            except TimeoutError:
+                self.log.warning("event bus did not close within 3s; exiting anyway")
         if self._server is not None:
             await self._server.close()
             self._server = None

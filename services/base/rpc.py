@@ -191,8 +191,14 @@ def _type_name(tp: Any) -> str:
     }.get(tp, getattr(tp, "__name__", str(tp)))
 
 
+# Plain JSON types checked by exact type first: the common case costs one dict lookup per param.
+_EXACT_JSON = {str: str, int: int, bool: bool, dict: dict, list: list}
+
+
 def coerce(value: Any, tp: Any, where: str) -> Any:
     """Check `value` against the annotation `tp`; return it (ints widen to float). Raises ValueError."""
+    if type(tp) is type and _EXACT_JSON.get(tp) is type(value):
+        return value
     if tp is Any or tp is inspect.Parameter.empty or tp is object:
         return value
     origin = typing.get_origin(tp)
@@ -476,11 +482,13 @@ class RpcServer:
         for task in list(self._inflight):
             task.cancel()
         for writer in list(self._connections):
-            writer.close()
-        for task in list(self._conn_tasks):
-            task.cancel()
+            writer.close()  # each connection's reader sees EOF and its loop ends by itself
         if self._conn_tasks:
-            await asyncio.wait(set(self._conn_tasks), timeout=1.0)
+            _, pending = await asyncio.wait(set(self._conn_tasks), timeout=1.0)
+            # Cancel only stragglers: asyncio 3.11 logs "Exception in callback" for every
+            # cancelled connection task (its done-callback calls task.exception()).
+            for task in pending:
+                task.cancel()
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
