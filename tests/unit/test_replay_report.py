@@ -191,6 +191,9 @@ def test_build_and_format_report():
         "accuracy": 1.0,
     }  # B has no 06-04 row: next is 06-07 up
     text = format_report(report, notes=["orders fill at the previous close"])
+    assert "-$1,234.50" in format_report(
+        {**report, "trading": {**report["trading"], "realized_pnl": -1234.5}}
+    )
     for fragment in ("+3.00%", "+15.00%", "+1.00%", "$103,000.00", "buy rate", "50.00%", "orders fill"):
         assert fragment in text, fragment
 
