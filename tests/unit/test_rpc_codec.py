@@ -273,3 +273,71 @@ def test_rpc_decorator_marks_without_wrapping():
     assert r.rpc(method) is method and method.__rpc__ is True
     with pytest.raises(TypeError):
         r.rpc(lambda self: 1)
+
+
+# --- eager start: a request's first step runs inline, only waiting ones become tasks -------------
+
+
+def _start(coro):
+    """What RpcServer._start_request does, returning the task (None when done inline)."""
+    try:
+        yielded = coro.send(None)
+    except StopIteration as stop:
+        return ("done", stop.value)
+    return ("task", asyncio.ensure_future(r._resume(coro, yielded)))
+
+
+async def test_eager_start_finishes_inline_when_nothing_waits():
+    async def quick():
+        return 42
+
+    assert _start(quick()) == ("done", 42)
+
+
+async def test_resumed_coroutine_sees_results_failures_and_bare_yields():
+    loop = asyncio.get_running_loop()
+    ok, bad = loop.create_future(), loop.create_future()
+    seen = []
+
+    async def handler():
+        seen.append(await ok)
+        try:
+            await bad
+        except ValueError as exc:
+            seen.append(str(exc))
+        await asyncio.sleep(0)  # a bare yield
+        await asyncio.sleep(0.01)
+        return "finished"
+
+    kind, task = _start(handler())
+    assert kind == "task"
+    ok.set_result("value")
+    await asyncio.sleep(0)
+    bad.set_exception(ValueError("boom"))
+    assert await task == "finished"
+    assert seen == ["value", "boom"]
+
+
+async def test_cancelling_the_task_reaches_the_coroutine_where_it_waits():
+    cleaned = []
+
+    async def handler(waiter):
+        try:
+            await waiter
+        finally:
+            cleaned.append("future")
+
+    async def spinner():
+        try:
+            while True:
+                await asyncio.sleep(0)
+        finally:
+            cleaned.append("bare")
+
+    for coro in (handler(asyncio.get_running_loop().create_future()), spinner()):
+        _, task = _start(coro)
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert cleaned == ["future", "bare"]
