@@ -265,7 +265,7 @@ class ReplayDriver:
         self.progress(f"training models on data before {self.options.first} ...")
         train_models(self.env, self.options, models)
         self.notes.append(
-            f"models trained for this replay on up to {self.options.train_years:g} years before --from"
+            f"models trained for this replay on up to {self.options.train_years:g} year(s) before --from"
         )
 
     def _start_suite(self, first_day: date) -> None:

@@ -3,8 +3,8 @@
 Runs on the real ASX CSVs of ../shared/data/asx when present, else on synthetic CSVs written in
 the same format. The first replay runs in-process (so the test can read paper-trading's own
 trade log and performance before the replay suite stops); the second runs through the CLI with
-paper-trading killed in the middle of a trading step and market-data killed before another,
-and must give the same trades.
+a service SIGKILLed at five points (see KILLS; the supervisor restarts each) and must give the
+same trades and the same equity curve.
 """
 
 from __future__ import annotations
@@ -34,6 +34,15 @@ from tests.system._replay_helpers import (
 pytestmark = pytest.mark.slow
 
 FIRST, LAST = date(2019, 6, 3), date(2019, 6, 13)  # 8 trading days: 10 June 2019 was a holiday
+# Which service dies when (the driver's clock jumps): paper-trading in the middle of a trading
+# step, the others as closed-market steps begin (a refresh, its predictions, the close's marks).
+KILLS = (
+    ("2019-06-05T16:15", "scheduler"),
+    ("2019-06-06T10:15", "paper-trading"),
+    ("2019-06-07T09:45", "prediction"),
+    ("2019-06-11T09:45", "market-data"),
+    ("2019-06-12T16:15", "ml-model"),
+)
 FAST_MANAGER = {"TRADING_MANAGER_HEALTH_INTERVAL_S": "0.5", "TRADING_MANAGER_BACKOFF_BASE_S": "0.2"}
 
 
@@ -208,10 +217,8 @@ def test_killing_services_mid_replay_gives_the_same_trades(replayed, tmp_path):
         root = Path(
             wait_for_line(proc, "starting the replay suite in ").split(" in ", 1)[1].removesuffix(" ...\n")
         )
-        # paper-trading dies while the 4th day's trading step runs (10:15 on 6 June 2019) ...
-        kill_when(root, "2019-06-06T10:15", "paper-trading")
-        # ... and market-data as the 6th day's pre-open refresh starts.
-        kill_when(root, "2019-06-11T09:45", "market-data")
+        for clock_prefix, service in KILLS:
+            kill_when(root, clock_prefix, service)
         stdout, stderr = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
