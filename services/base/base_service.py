@@ -371,7 +371,12 @@ class BaseService:
         self._server = RpcServer(path, self.dispatch, self.settings.rpc_max_frame_bytes)
         await self._server.start()
         handlers = self._event_handlers()
-        self.bus = EventBus(self.settings.redis_url, self.name, self.clock)
+        self.bus = EventBus(
+            self.settings.redis_url,
+            self.name,
+            self.clock,
+            max_deliveries=self.settings.env_int("TRADING_EVENTS_MAX_DELIVERIES", 8, low=1, high=100),
+        )
         for event_type, durable, handler in handlers:
             self.bus.subscribe(event_type, handler, durable)
         await self.bus.start()

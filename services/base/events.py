@@ -77,6 +77,12 @@ class Event:
 Handler = Callable[[Event], Awaitable[None]]
 
 
+def retry_delay_s(failures: int) -> float:
+    """Wait before a failed durable entry is tried again: 0.2 s doubling to 5 s. With the default
+    8 deliveries an entry is retried for about 16 s, long enough for a dependency to restart."""
+    return min(0.2 * 2 ** (failures - 1), 5.0)
+
+
 def on_event(event_type: str, durable: bool = False) -> Callable:
     """Mark an async method as the handler of `event_type` (durable: consumed from the stream)."""
 
@@ -96,7 +102,7 @@ class EventBus:
         service: str,
         clock: SuiteClock,
         *,
-        max_deliveries: int = 5,
+        max_deliveries: int = 8,
         heartbeat_s: float = 5.0,
         on_state_change: Callable[[bool], None] | None = None,
     ):
@@ -315,15 +321,14 @@ class EventBus:
                     # Our own pending entries first: delivered before a crash or a failed handler.
                     reply = await self._redis.xreadgroup(group, consumer, {stream: "0"}, count=100)
                     entries = reply[0][1] if reply else []
-                    if entries:
-                        if not await self._deliver(stream, group, event_type, entries, handler):
-                            await asyncio.sleep(0.2)
-                        continue
-                    reply = await self._redis.xreadgroup(
-                        group, consumer, {stream: ">"}, count=100, block=1000
-                    )
-                    entries = reply[0][1] if reply else []
-                    await self._deliver(stream, group, event_type, entries, handler)
+                    if not entries:
+                        reply = await self._redis.xreadgroup(
+                            group, consumer, {stream: ">"}, count=100, block=1000
+                        )
+                        entries = reply[0][1] if reply else []
+                    failures = await self._deliver(stream, group, event_type, entries, handler)
+                    if failures:
+                        await asyncio.sleep(retry_delay_s(failures))
             except asyncio.CancelledError:
                 raise
             except redis.exceptions.ResponseError as exc:
@@ -337,9 +342,9 @@ class EventBus:
 
     async def _deliver(
         self, stream: str, group: str, event_type: str, entries: list, handler: Handler
-    ) -> bool:
-        """Run the handler on each entry in order; True when every entry was settled."""
-        settled = True
+    ) -> int:
+        """Run the handler on each entry in order; 0 when every entry was settled, else how many
+        times the entry it stopped on has failed (it stays pending and is retried first)."""
         for entry_id, fields in entries:
             raw = fields.get(b"event") if fields else None
             try:
@@ -360,14 +365,12 @@ class EventBus:
                 )
                 if count >= self.max_deliveries:
                     await self._dead_letter(stream, group, event_type, entry_id, fields, repr(exc))
-                else:
-                    settled = False
-                    break  # keep order: retry this entry before any later one
-                continue
+                    continue
+                return count  # keep order: retry this entry before any later one
             self.counters["received"] += 1
             self._failures.pop(entry_id, None)
             await self._redis.xack(stream, group, entry_id)
-        return settled
+        return 0
 
     async def _dead_letter(self, stream, group, event_type, entry_id, fields, error: str) -> None:
         payload = dict(fields or {})

@@ -316,7 +316,7 @@ async def test_failing_durable_handler_goes_to_dead_letter(suite, redis_server):
     import redis.asyncio as aioredis
 
     publisher = demo(suite, "demo-a").start()
-    consumer = demo(suite, "demo-b", DEMO_FAIL_DURABLE="1").start()
+    consumer = demo(suite, "demo-b", DEMO_FAIL_DURABLE="1", TRADING_EVENTS_MAX_DELIVERIES="3").start()
     client = BaseService("tests")
     r = aioredis.from_url(redis_server.url)
     try:
