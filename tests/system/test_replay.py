@@ -31,7 +31,8 @@ from tests.system._replay_helpers import (
     models_trained_before,
 )
 
-pytestmark = pytest.mark.slow
+# The first session on a machine trains the models (minutes on a busy 2-core box).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 FIRST, LAST = date(2019, 6, 3), date(2019, 6, 13)  # 8 trading days: 10 June 2019 was a holiday
 # Which service dies when (the driver's clock jumps): paper-trading in the middle of a trading
