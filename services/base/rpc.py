@@ -527,16 +527,10 @@ class RpcServer:
                 self._conn_tasks.discard(conn_task)
 
     def _start_request(self, coro) -> None:
-        """Run a request's first step at once; only a request that must wait becomes a task.
-
-        Most calls finish without waiting on anything, and a task would cost a loop turn and
-        several microseconds each (asyncio 3.12's eager tasks do the same thing built in).
-        """
-        try:
-            yielded = coro.send(None)
-        except StopIteration:
-            return
-        task = asyncio.create_task(_resume(coro, yielded))
+        # Each request is its own task, so a slow one never holds up the others on the connection.
+        # (Running the first step inline would save a loop turn, but libraries that pin state to
+        # the current task, such as anyio cancel scopes and asyncio.timeout, would then break.)
+        task = asyncio.create_task(coro)
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
@@ -579,34 +573,6 @@ class RpcServer:
         except RpcError as exc:
             return None if notification else error_response(exc, request_id)
         return None if notification else result_response(result, request_id)
-
-
-async def _resume(coro, yielded: Any) -> Any:
-    """Drive a coroutine whose first step already ran, as `await coro` would have.
-
-    Under asyncio a coroutine yields either None (a bare yield: give the loop one turn) or the
-    Future it waits on. Once that future is done the coroutine reads its outcome itself
-    (Future.__await__ calls result()), so a failure or a cancellation reaches it where it waits.
-    """
-    while True:
-        error = None
-        try:
-            if yielded is None:
-                await asyncio.sleep(0)
-            else:
-                # What a Task does with a yielded future: clear the flag the coroutine's own
-                # `await` set, or awaiting it again here is refused as "await wasn't used".
-                yielded._asyncio_future_blocking = False
-                await yielded
-        except BaseException as exc:
-            # Cancelled during a bare yield: throw it into the coroutine. A waited-on future's own
-            # failure or cancellation the coroutine reads itself, through result().
-            if yielded is None:
-                error = exc
-        try:
-            yielded = coro.send(None) if error is None else coro.throw(error)
-        except StopIteration as stop:
-            return stop.value
 
 
 # --------------------------------------------------------------------------------------------

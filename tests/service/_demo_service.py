@@ -57,6 +57,16 @@ class DemoService(BaseService):
         return seconds
 
     @rpc
+    async def bounded_sleep(self, seconds: float, limit_s: float) -> str:
+        """Sleep under asyncio.timeout (state pinned to the current task must survive dispatch)."""
+        try:
+            async with asyncio.timeout(limit_s):
+                await asyncio.sleep(seconds)
+        except TimeoutError:
+            return "timed out"
+        return "slept"
+
+    @rpc
     async def pick(self, side: Literal["BUY", "SELL"], tags: list[str] | None = None) -> dict:
         """Typed params: a Literal and an optional list of strings."""
         if side == "SELL" and tags == ["bad"]:

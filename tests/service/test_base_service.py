@@ -209,7 +209,7 @@ def test_sigterm_lets_in_flight_requests_finish(demo_service):
         s.connect(str(demo_service.socket))
         s.sendall(b'{"jsonrpc":"2.0","method":"sleep","params":[1.0],"id":1}\n')
         wait_until(
-            lambda: rpc_call_sync(demo_service.socket, "metrics")["inflight"] >= 1, 5, what="in flight"
+            lambda: rpc_call_sync(demo_service.socket, "metrics")["inflight"] >= 2, 5, what="in flight"
         )
         demo_service.signal(signal.SIGTERM)
         reply = orjson.loads(s.recv(4096))
@@ -223,7 +223,7 @@ def test_second_signal_exits_at_once(demo_service):
         s.connect(str(demo_service.socket))
         s.sendall(b'{"jsonrpc":"2.0","method":"sleep","params":[30],"id":1}\n')
         wait_until(
-            lambda: rpc_call_sync(demo_service.socket, "metrics")["inflight"] >= 1, 5, what="in flight"
+            lambda: rpc_call_sync(demo_service.socket, "metrics")["inflight"] >= 2, 5, what="in flight"
         )
         demo_service.signal(signal.SIGTERM)
         time.sleep(0.1)  # let the first signal be handled before the second one arrives
@@ -422,3 +422,10 @@ async def test_pending_durable_entry_is_redelivered_after_a_crash(suite, redis_s
 
 async def _not_pending(r) -> bool:
     return (await r.xpending("trading:stream:demo_durable", "demo-b"))["pending"] == 0
+
+
+def test_task_pinned_state_survives_dispatch(demo_service):
+    """asyncio.timeout (like anyio's cancel scopes in httpx) must enter and exit in one task."""
+    assert rpc_call_sync(demo_service.socket, "bounded_sleep", {"seconds": 0.01, "limit_s": 2}) == "slept"
+    assert rpc_call_sync(demo_service.socket, "bounded_sleep", {"seconds": 2, "limit_s": 0.05}) == "timed out"
+    assert rpc_call_sync(demo_service.socket, "subtract", [3, 1]) == 2  # and the service is fine
