@@ -58,13 +58,14 @@ for _folder in (REPO, REPO / "services" / "market-data", REPO / "services" / "sc
 from services.base.base_service import BaseService  # noqa: E402
 from services.base.clock import SYDNEY, write_clock_file  # noqa: E402
 from services.base.config import Settings  # noqa: E402
+from services.base.events import STREAM_PREFIX  # noqa: E402
 from services.base.rpc import DependencyUnavailable, RpcError  # noqa: E402
 from services.domain import asx_calendar, replay_report  # noqa: E402
 
 REFRESH_AT = clock_time(9, 45)
 TRADE_AT = clock_time(10, 15)
 MARK_AT = clock_time(16, 15)  # after 16:10, when the day's bar becomes final
-PREDICTION_STREAM = "trading:stream:prediction_generated"
+PREDICTION_STREAM = STREAM_PREFIX + "prediction_generated"
 TRADER = "paper-trading"
 TASK_NAMES = ("market_data_refresh", "market_monitoring")
 # Variables of the caller's environment that must not reach the replay suite: its own
@@ -503,7 +504,8 @@ class ReplayDriver:
         await self._call(TRADER, "get_portfolio_status")
 
     async def _trader_caught_up(self) -> bool:
-        """paper-trading's consumer group has read and acknowledged every prediction."""
+        """paper-trading's consumer group (named after the service, services.base.events) has read
+        and acknowledged every prediction."""
         import redis.exceptions
 
         try:

@@ -1,0 +1,109 @@
+"""The replay driver's plain decisions: which days, which models, which environment."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from services.management.replay import (
+    ReplayError,
+    ReplayOptions,
+    default_out,
+    models_trained_before,
+    replay_days,
+    suite_env,
+)
+
+D = date.fromisoformat
+BIG4 = ("CBA.AX", "WBC.AX", "ANZ.AX", "NAB.AX")
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "expected"),
+    [
+        ("2019-06-03", "2019-06-03", ["2019-06-03"]),
+        # 8 June is a Saturday, 10 June 2019 the Queen's Birthday holiday: neither is replayed
+        ("2019-06-07", "2019-06-11", ["2019-06-07", "2019-06-11"]),
+        ("2019-12-24", "2019-12-27", ["2019-12-24", "2019-12-27"]),  # Christmas and Boxing Day
+        ("2019-06-08", "2019-06-09", None),  # a weekend: nothing to replay
+        ("2019-06-11", "2019-06-07", None),  # reversed
+    ],
+)
+def test_replay_days(first, last, expected):
+    if expected is None:
+        with pytest.raises(ReplayError):
+            replay_days(D(first), D(last))
+    else:
+        assert replay_days(D(first), D(last)) == [D(d) for d in expected]
+
+
+def write_manifest(folder: Path, label_ends: dict[str, str]) -> Path:
+    models = [{"symbol": s, "model_name": "m", "data": {"label_end": end}} for s, end in label_ends.items()]
+    (folder / "manifest.json").write_text(json.dumps({"models": models}))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("label_ends", "reusable"),
+    [
+        (dict.fromkeys(BIG4, "2019-05-31"), True),
+        # a label that ends on --from itself saw that day's close: look-ahead
+        ({**dict.fromkeys(BIG4, "2019-05-31"), "NAB.AX": "2019-06-03"}, False),
+        (dict.fromkeys(BIG4, "2020-05-19"), False),  # trained on the replay period
+        (dict.fromkeys(BIG4[:3], "2019-05-31"), False),  # NAB has no model
+    ],
+)
+def test_models_are_reused_only_when_trained_before_the_period(tmp_path, label_ends, reusable):
+    assert models_trained_before(write_manifest(tmp_path, label_ends), D("2019-06-03"), BIG4) is reusable
+
+
+@pytest.mark.parametrize(
+    "content", [None, "{not json", '{"models": [{"symbol": "CBA.AX"}]}', '{"models": []}']
+)
+def test_missing_or_broken_manifest_means_train(tmp_path, content):
+    if content is not None:
+        (tmp_path / "manifest.json").write_text(content)
+    assert models_trained_before(tmp_path, D("2019-06-03"), BIG4) is False
+    assert models_trained_before(None, D("2019-06-03"), BIG4) is False
+
+
+def test_suite_env_isolates_the_replay_from_the_live_suite(tmp_path):
+    live = {
+        "PATH": "/usr/bin",
+        "TRADING_SOCKET_DIR": "/tmp/trading_sockets",
+        "TRADING_REDIS_URL": "redis://live:6379/0",
+        "TRADING_CLOCK_START": "2025-01-02T10:00:00+11:00",
+        "TRADING_CLOCK_SPEED": "60",
+        "TRADING_SECRETS_FILE": "/home/trader/.secrets",
+        "MARKETAUX_API_TOKEN": "token",
+        "IG_API_KEY": "key",
+        "TRADING_PAPER_TRADING_IG_MIRROR": "true",
+        "TRADING_SYMBOLS": "CBA.AX,NAB.AX",  # the trader's universe and knobs carry over
+        "TRADING_PAPER_TRADING_SLIPPAGE_BPS": "7",
+    }
+    options = ReplayOptions(
+        first=D("2019-06-03"), last=D("2019-06-07"), data_dir=tmp_path / "csv", out=tmp_path / "out",
+        extra_env={"TRADING_PAPER_TRADING_SLIPPAGE_BPS": "9"},
+    )  # fmt: skip
+    env = suite_env(tmp_path / "root", options, live)
+    for gone in ("TRADING_REDIS_URL", "TRADING_CLOCK_START", "TRADING_CLOCK_SPEED", "TRADING_SECRETS_FILE",
+                 "MARKETAUX_API_TOKEN", "IG_API_KEY", "TRADING_PAPER_TRADING_IG_MIRROR"):  # fmt: skip
+        assert gone not in env, gone
+    assert env["TRADING_SOCKET_DIR"] == str(tmp_path / "root" / "sock")
+    assert env["TRADING_DATA_DIR"] == str(tmp_path / "root" / "data")
+    assert env["TRADING_CLOCK_FILE"] == str(tmp_path / "root" / "clock.json")
+    assert env["TRADING_MARKET_DATA_SOURCE"] == "csv"
+    assert env["TRADING_MARKET_DATA_DIR"] == str((tmp_path / "csv").resolve())
+    assert env["TRADING_SCHEDULER_DEFAULTS"] == "false"
+    assert env["TRADING_SYMBOLS"] == "CBA.AX,NAB.AX"
+    assert env["TRADING_PAPER_TRADING_SLIPPAGE_BPS"] == "9"
+
+
+def test_default_out_is_under_the_data_directory(tmp_path):
+    assert (
+        default_out(tmp_path, D("2019-06-03"), D("2019-06-07"))
+        == tmp_path / "replays" / "2019-06-03_2019-06-07"
+    )
