@@ -365,7 +365,17 @@ class ReplayDriver:
             if not missing:
                 return made
             await self._wait_healthy()
-            await self._call("prediction", "generate_predictions", symbols=missing, force_refresh=True)
+            try:
+                # Never re-sent after a failure: symbols done before it died must not be doubled.
+                await self.client.call_service(
+                    "prediction",
+                    "generate_predictions",
+                    timeout=self.options.step_timeout_s,
+                    symbols=missing,
+                    force_refresh=True,
+                )
+            except RpcError as exc:
+                self.progress(f"{day}: forced predictions failed ({exc.message}); checking what was made")
             made = await self._predictions_since(start)
         self.notes.append(f"{day}: no prediction for {', '.join(missing)} after 5 attempts")
         return made

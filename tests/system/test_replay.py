@@ -3,8 +3,8 @@
 Runs on the real ASX CSVs of ../shared/data/asx when present, else on synthetic CSVs written in
 the same format. The first replay runs in-process (so the test can read paper-trading's own
 trade log and performance before the replay suite stops); the second runs through the CLI with
-a service SIGKILLed at five points (see KILLS; the supervisor restarts each) and must give the
-same trades and the same equity curve.
+a service SIGKILLed at five points, two of them in the middle of a trading step (see KILLS; the
+supervisor restarts each), and must give the same trades and the same equity curve.
 """
 
 from __future__ import annotations
@@ -15,11 +15,15 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
+import orjson
 import pytest
 
+from services.base.base_service import socket_is_live
+from services.base.clock import SYDNEY
+from services.base.events import CHANNEL_PREFIX
 from services.domain import asx_calendar
 from services.management.replay import ReplayDriver, ReplayOptions
 from tests.support import REPO, rpc_call_sync, wait_until
@@ -35,14 +39,16 @@ from tests.system._replay_helpers import (
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 FIRST, LAST = date(2019, 6, 3), date(2019, 6, 13)  # 8 trading days: 10 June 2019 was a holiday
-# Which service dies when (the driver's clock jumps): paper-trading in the middle of a trading
-# step, the others as closed-market steps begin (a refresh, its predictions, the close's marks).
+# Which service dies when. "clock": as the driver's clock jumps to that Sydney time (a step
+# begins). "prediction": the instant the first prediction of that step is published, so
+# paper-trading dies while it trades the step, and prediction while the rest of its batch is
+# still being computed.
 KILLS = (
-    ("2019-06-05T16:15", "scheduler"),
-    ("2019-06-06T10:15", "paper-trading"),
-    ("2019-06-07T09:45", "prediction"),
-    ("2019-06-11T09:45", "market-data"),
-    ("2019-06-12T16:15", "ml-model"),
+    ("clock", "2019-06-05T16:15", "scheduler"),
+    ("prediction", "2019-06-06T10:15", "paper-trading"),
+    ("prediction", "2019-06-07T10:15", "prediction"),
+    ("clock", "2019-06-11T09:45", "market-data"),
+    ("clock", "2019-06-12T16:15", "ml-model"),
 )
 FAST_MANAGER = {"TRADING_MANAGER_HEALTH_INTERVAL_S": "0.5", "TRADING_MANAGER_BACKOFF_BASE_S": "0.2"}
 
@@ -218,8 +224,7 @@ def test_killing_services_mid_replay_gives_the_same_trades(replayed, tmp_path):
         root = Path(
             wait_for_line(proc, "starting the replay suite in ").split(" in ", 1)[1].removesuffix(" ...\n")
         )
-        for clock_prefix, service in KILLS:
-            kill_when(root, clock_prefix, service)
+        run_kills(root)
         stdout, stderr = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
@@ -243,14 +248,39 @@ def wait_for_line(proc: subprocess.Popen, prefix: str, timeout_s: float = 600) -
     raise AssertionError(f"no {prefix!r} line within {timeout_s}s")
 
 
-def kill_when(root: Path, clock_prefix: str, service: str) -> None:
-    """SIGKILL `service` once the replay's clock file has jumped to `clock_prefix`, then wait
-    until the supervisor has it running again under a new pid."""
-    clock_file = root / "clock.json"
-    wait_until(
-        lambda: clock_file.exists() and clock_prefix in clock_file.read_text(), 300, 0.005, what=clock_prefix
+def run_kills(root: Path) -> None:
+    """SIGKILL each service of KILLS at its moment, then wait until the supervisor has it running
+    again under a new pid; the replay goes on meanwhile."""
+    import redis
+
+    wait_until(lambda: socket_is_live(root / "sock" / "redis.sock"), 120, 0.01, what="the replay's redis")
+    pubsub = redis.Redis(unix_socket_path=str(root / "sock" / "redis.sock")).pubsub(
+        ignore_subscribe_messages=True
     )
-    manager = root / "sock" / "manager.sock"
+    pubsub.subscribe(CHANNEL_PREFIX + "prediction_generated")
+    clock_file = root / "clock.json"
+    deadline = time.monotonic() + 300
+    try:
+        for kind, moment, service in KILLS:
+            while not (
+                clock_file.exists() and moment in clock_file.read_text()
+                if kind == "clock"
+                else published_at(pubsub.get_message(timeout=0.01), moment)
+            ):
+                assert time.monotonic() < deadline, f"never reached {kind} {moment}"
+            kill_and_wait(root / "sock" / "manager.sock", service)
+    finally:
+        pubsub.close()
+
+
+def published_at(message: dict | None, moment: str) -> bool:
+    if not message:
+        return False
+    created = orjson.loads(message["data"])["data"]["created_at"]
+    return datetime.fromisoformat(created).astimezone(SYDNEY).isoformat().startswith(moment)
+
+
+def kill_and_wait(manager: Path, service: str) -> None:
     pid = next(s["pid"] for s in rpc_call_sync(manager, "status")["services"] if s["name"] == service)
     os.kill(pid, signal.SIGKILL)
     wait_until(
