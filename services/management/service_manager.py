@@ -457,9 +457,11 @@ def cmd_dashboard(args) -> int:
 
 
 def cmd_replay(args) -> int:
-    """Replay a past period through a fresh, private suite on historical CSV data and print the
-    report (equity, return vs buy-and-hold, Sharpe, drawdown, trades); writes equity.png,
-    trades.csv and report.json into --out."""
+    """Replay past days on historical CSV data through a private suite and print the report.
+
+    The report: equity curve, return against buy-and-hold of the universe and the index, Sharpe,
+    maximum drawdown, win rate, trades, commissions, buy rate, model accuracy. equity.png,
+    trades.csv, equity.csv and report.json go into --out. The live suite is never touched."""
     from datetime import date
 
     from services.management.replay import ReplayDriver, ReplayError, ReplayOptions, default_out
