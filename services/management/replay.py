@@ -236,7 +236,6 @@ class ReplayDriver:
         self.curve: list[tuple[date | None, float]] = []
         self.step_predictions: list[dict] = []
         self.notes: list[str] = []
-        self.restarts: dict[str, int] = {}
 
     # ---- life
 

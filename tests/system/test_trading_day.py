@@ -13,6 +13,7 @@ replay test covers them over several days.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from datetime import date, datetime, time
@@ -70,6 +71,7 @@ def day_suite():
         yield dirs
     finally:
         cli(dirs, "stop", timeout=120)
+        shutil.rmtree(dirs.root, ignore_errors=True)
 
 
 def call(dirs, service: str, method: str, **params):
