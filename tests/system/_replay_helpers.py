@@ -11,6 +11,7 @@ import contextlib
 import csv
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -101,6 +102,7 @@ def models_trained_before(first: date, years: float = 2.0) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(OSError):  # another session finished the same training first
         os.rename(work / "models", out)
+    shutil.rmtree(work, ignore_errors=True)
     return out
 
 
