@@ -13,23 +13,30 @@ otherwise train_models.py trains fresh ones with the suite clock at --from 00:00
 bars that were final by then.
 
 Each trading day D runs the live code path, with the idle time in between skipped:
-  09:45  the scheduler's market_data_refresh task (as the default schedule runs it); the
-         prediction service re-predicts on the new data while the market is closed, so those
-         predictions are rejected by paper-trading, exactly as they are live;
+  09:45  the scheduler's market_data_refresh task, as the default schedule runs it
+         (market_monitoring depends on it having run today);
   10:15  the scheduler's market_monitoring task: refresh, then generate_predictions; every
          prediction_generated event reaches paper-trading through its durable stream and it
          trades within its risk rules (stop-loss and take-profit on market_data_updated). A
-         symbol the task made no prediction for in the session (it served the pre-open one from
-         its cache) gets one forced prediction, so each symbol has exactly one to trade on;
-  16:15  a refresh once D's bar is final (16:10): positions are marked to D's close and the
-         day's equity is read from paper-trading.
+         symbol the task made no prediction for in the session (it served one made before the
+         open from its cache) gets one forced prediction, so each symbol has exactly one;
+  16:15  a refresh once D's bar is final (16:10): positions are marked to D's close, the day's
+         equity is read from paper-trading, and the prediction service re-predicts on the new
+         bar (the market is closed, so paper-trading rejects those, as it does live).
 Daily bars only become visible at 16:10, so orders on day D fill at D-1's close plus slippage.
+After every step the driver waits until each symbol's latest prediction is made on the data
+market-data serves and paper-trading's consumer group has acknowledged every prediction.
 
 Interruptions: before each step the driver waits until the supervisor reports every service
-healthy; a step whose calls failed because a service was restarting is completed for the symbols
-it missed, and a step during which any service restarted is followed by one more refresh, so
-stop-loss checks that a dead paper-trading missed are made at the same prices. paper-trading acts
-on each prediction id at most once and its stream redelivers what it had not acknowledged.
+healthy. A closed-market step during which a service restarted runs again (same data, so
+nothing new is predicted or traded). In a trading step the monitoring task runs once and is
+never re-run; symbols without a prediction afterwards (a service was restarting) get one forced
+prediction, and a batch that failed is never re-sent (symbols done before it died would be
+doubled). When paper-trading restarted during the step, one more refresh repeats the
+market_data_updated events it missed, so stop-loss and take-profit are checked at the same
+prices. paper-trading acts on each prediction id at most once and its stream redelivers what it
+had not acknowledged. Not covered: a model or sentiment call that fails because ml-model or
+sentiment is restarting at that very moment gives a degraded prediction, which is traded.
 """
 
 from __future__ import annotations
