@@ -470,6 +470,8 @@ def cmd_replay(args) -> int:
         first, last = date.fromisoformat(args.from_date), date.fromisoformat(args.to_date)
     except ValueError as exc:
         raise CliError(f"--from/--to must be YYYY-MM-DD dates: {exc}", 2) from None
+    if first > last:
+        raise CliError(f"--from {first} is after --to {last}", 2)
     if not 0 < args.speed <= 300:
         raise CliError("--speed must be in (0, 300]", 2)
     settings = get_settings()
