@@ -91,10 +91,11 @@ def default_tasks(symbols: tuple[str, ...]) -> list[dict]:
                 {
                     "service": "prediction",
                     "method": "generate_predictions",
-                    # Not forced: a refresh that brought new bars already recomputed those symbols
-                    # (market_data_updated); forcing would publish a second prediction for the same
-                    # data and the paper trader would act on both.
-                    "params": {"symbols": list(symbols), "force_refresh": False},
+                    # Forced: the day's new bar arrives before the open (09:45 refresh), so a cached
+                    # prediction was made, and refused by the paper trader, while the market was
+                    # closed. During the session no new daily bar arrives (bars appear at 16:10), so
+                    # each run gives one fresh signal per symbol; the risk rules cap repeated buys.
+                    "params": {"symbols": list(symbols), "force_refresh": True},
                 },
             ],
             "schedule": {"type": "interval", "every_minutes": 15, "start": "10:15", "end": "close"},
