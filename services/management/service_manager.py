@@ -512,9 +512,10 @@ def build_parser() -> Parser:
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
 
-    def add(name: str, func, hidden: bool = False) -> Parser:
+    def add(name: str, func) -> Parser:
         doc = (func.__doc__ or "").strip()
-        p = sub.add_parser(name, help=argparse.SUPPRESS if hidden else doc.splitlines()[0], description=doc)
+        first_sentence = " ".join(doc.split()).split(". ")[0].rstrip(".")
+        p = sub.add_parser(name, help=first_sentence, description=doc)
         p.set_defaults(func=func)
         return p
 
@@ -545,7 +546,9 @@ def build_parser() -> Parser:
     p.add_argument("--out", type=Path, help="output folder (default: <TRADING_DATA_DIR>/replays/FROM_TO)")
     p.add_argument("--train-years", type=float, default=5.0, help="years of history to train on (default 5)")
     p.add_argument("--keep", action="store_true", help="keep the replay suite's temporary directory")
-    add("daemon", cmd_daemon, hidden=True)
+    add("daemon", cmd_daemon)
+    # argparse prints a suppressed subcommand as "==SUPPRESS==": drop it from the listing.
+    sub._choices_actions = [a for a in sub._choices_actions if a.dest != "daemon"]
     return parser
 
 
