@@ -23,17 +23,12 @@ from typing import Any
 
 import orjson
 
+from services.domain.supervision import ENTRY_FILES
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_ASX = REPO.parent / "shared" / "data" / "asx"
 
-SERVICE_ENTRIES = {
-    "market-data": "services/market-data/market_data_service.py",
-    "sentiment": "services/sentiment/sentiment_service.py",
-    "ml-model": "services/ml-model/ml_model_service.py",
-    "prediction": "services/prediction/prediction_service.py",
-    "scheduler": "services/scheduler/scheduler_service.py",
-    "paper-trading": "services/paper-trading/paper_trading_service.py",
-}
+SERVICE_ENTRIES = ENTRY_FILES  # the contract's process table, defined once
 
 
 def wait_until(
