@@ -3,6 +3,7 @@ redis-server, all in temporary directories. Timers are shrunk through configurat
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -13,8 +14,17 @@ import orjson
 import psutil
 import pytest
 
+from services.base.base_service import socket_is_live
 from services.domain.supervision import DEPENDENCIES, start_order
-from tests.support import REPO, SuiteDirs, make_suite_env, rpc_call_sync, short_tempdir, wait_until
+from tests.support import (
+    REPO,
+    EventWatcher,
+    SuiteDirs,
+    make_suite_env,
+    rpc_call_sync,
+    short_tempdir,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -238,7 +248,24 @@ def test_crash_after_start_loop_ends_fatal_and_restart_clears_it():
         TRADING_MANAGER_MAX_FAILURES="3",
     )
     try:
-        cli(dirs, "start", "market-data", "--timeout", "5")
+        starter = subprocess.Popen(
+            [sys.executable, str(REPO / "services/management/service_manager.py"), "start", "market-data"],
+            env=dirs.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        # The supervisor's Redis comes up first: listen there for the fatal state change.
+        wait_until(lambda: socket_is_live(dirs.socket("redis")), 20, what="managed redis")
+
+        async def fatal_event() -> dict:
+            async with EventWatcher(f"unix://{dirs.socket('redis')}", "service_status_changed") as watcher:
+                return await watcher.wait_for(
+                    "service_status_changed", lambda e: e["data"]["state"] == "fatal", timeout_s=30
+                )
+
+        event = asyncio.run(fatal_event())
+        assert event["source"] == "manager" and event["data"]["service"] == "market-data"
+        starter.wait(60)  # it came up healthy each time before dying, so `start` may say 0 or 1
         wait_until(lambda: by_name(dirs)["market-data"]["state"] == "fatal", 30, what="fatal")
         log = (dirs.log_dir / "manager.log").read_text()
         assert log.count('"state":"running","previous":"starting"') >= 3  # it did start each time
