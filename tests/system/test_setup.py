@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import orjson
 import pytest
 
 from tests.support import REPO, make_suite_env, short_tempdir, wait_until
@@ -147,6 +148,7 @@ def test_start_script_sets_up_then_starts_and_prints_status():
     dirs = make_suite_env(root, None)
     # One symbol keeps the default-model training short; the path is the same as for four.
     env = {**dirs.env, "TRADING_MODELS_DIR": str(root / "models"), "TRADING_SYMBOLS": "CBA.AX"}
+    del env["TRADING_MARKET_DATA_SOURCE"]  # the embedded default: auto
     try:
         result = subprocess.run(
             [str(REPO / "start_microservices.sh")], env=env, capture_output=True, text=True, timeout=600
@@ -156,6 +158,18 @@ def test_start_script_sets_up_then_starts_and_prints_status():
         for name in ("market-data", "sentiment", "ml-model", "prediction", "scheduler", "paper-trading"):
             assert name in result.stdout
         assert (root / "models" / "manifest.json").exists()  # default models were trained (synthetic)
+        health = orjson.loads(
+            subprocess.run(
+                [sys.executable, str(REPO / "services/management/service_manager.py"), "health", "--json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout
+        )
+        # Whatever auto chose here (no internet: csv or synthetic), it says so, never pretending.
+        assert health["market-data"]["source"] in ("yfinance", "csv", "synthetic")
+        assert health["market-data"]["source_reason"].startswith("auto:")
         assert (dirs.data_dir / "paper_trading.db").exists()
     finally:
         stop = subprocess.run(
