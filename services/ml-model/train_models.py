@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import sys
 import time
@@ -46,7 +47,7 @@ import numpy as np  # noqa: E402
 from model_catalog import MODEL_NAMES, make_model, probability_up  # noqa: E402
 from model_converter import dump_model, to_inference_form  # noqa: E402
 from model_inference import prune_cache, write_cached  # noqa: E402
-from model_store import write_manifest  # noqa: E402
+from model_store import MANIFEST_NAME, write_manifest  # noqa: E402
 from providers import CsvSource, MarketDataError, SyntheticSource, csv_file_name  # noqa: E402
 from sklearn.inspection import permutation_importance  # noqa: E402
 from sklearn.metrics import brier_score_loss, roc_auc_score  # noqa: E402
@@ -340,6 +341,25 @@ def _recent(bars: list[Bar], years: float) -> list[Bar]:
     return [bar for bar in bars if bar.date >= cutoff]
 
 
+def kept_entries(out: Path, retrained: list[str], source: str) -> list[dict]:
+    """Models of other symbols that a retrain of only `retrained` keeps from the existing manifest.
+
+    Kept only when they were built the same way (same feature version, same kind of data), so a
+    manifest never mixes synthetic and real models or two feature layouts.
+    """
+    try:
+        old = json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if old.get("feature_version") != FEATURE_VERSION or old.get("source") != source:
+        return []
+    return [
+        entry
+        for entry in old.get("models", [])
+        if entry.get("symbol") not in retrained and (out / str(entry.get("file", ""))).is_file()
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     started = time.monotonic()
@@ -371,6 +391,12 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"train_models: {symbol}: {exc}", file=sys.stderr)
             return 1
+    kept = kept_entries(out, symbols, source.name) if args.symbols else []
+    if kept:
+        print(
+            f"keeping {len(kept)} models of {', '.join(sorted({e['symbol'] for e in kept}))} from the manifest"
+        )
+        symbols = [*symbols, *sorted({e["symbol"] for e in kept} - set(symbols))]
     top = {
         "generated_at": context["trained_at"],
         "source": source.name,
@@ -385,8 +411,8 @@ def main(argv: list[str] | None = None) -> int:
             ["python", "services/ml-model/train_models.py", *(argv if argv is not None else sys.argv[1:])]
         ),
     }
-    manifest = write_manifest(out, top, entries)
-    prune_cache(out, {entry["sha256"] for entry in entries})
+    manifest = write_manifest(out, top, [*entries, *kept])
+    prune_cache(out, {entry["sha256"] for entry in [*entries, *kept]})
     print(metrics_table(entries))
     print(
         f"\n{len(entries)} models from {detail}, written to {manifest} in {time.monotonic() - started:.1f}s"

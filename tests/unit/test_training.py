@@ -158,6 +158,25 @@ def test_cli_trains_on_synthetic_bars_and_says_so_loudly(tmp_path: Path, capsys)
     assert "baseline: always_up" in captured.out and "baseline: yesterday_direction" in captured.out
 
 
+def test_retraining_some_symbols_keeps_the_others(tmp_path: Path) -> None:
+    assert (
+        train_models.main(["--synthetic", "--symbols", "CBA.AX", "--years", "1.5", "--out", str(tmp_path)])
+        == 0
+    )
+    first = json.loads((tmp_path / "manifest.json").read_text())
+    cba = {m["sha256"] for m in first["models"]}
+    assert (
+        train_models.main(["--synthetic", "--symbols", "WBC.AX", "--years", "1.5", "--out", str(tmp_path)])
+        == 0
+    )
+    merged = json.loads((tmp_path / "manifest.json").read_text())
+    assert {m["symbol"] for m in merged["models"]} == {"CBA.AX", "WBC.AX"}
+    assert cba <= {m["sha256"] for m in merged["models"]}  # CBA's models kept as they were
+    assert set(merged["symbols"]) == {"CBA.AX", "WBC.AX"}
+    for entry in merged["models"]:
+        assert (tmp_path / entry["file"]).is_file()
+
+
 def test_cli_refuses_a_data_dir_without_csvs(tmp_path: Path, capsys) -> None:
     assert train_models.main(["--data-dir", str(tmp_path), "--out", str(tmp_path / "m")]) == 2
     assert "no CSV files" in capsys.readouterr().err
