@@ -352,6 +352,10 @@ class SentimentService(BaseService):
         cleaned = symbol.strip().upper()
         if not _SYMBOL_RE.match(cleaned):
             raise InvalidParams("symbol", f"{symbol!r} is not a symbol like CBA.AX")
+        if cleaned not in self.settings.symbols:
+            # Outside the universe there is no batch to share: each would spend a MarketAux request.
+            universe = ", ".join(self.settings.symbols)
+            raise InvalidParams("symbol", f"unknown symbol {cleaned!r}; the universe is {universe}")
         return cleaned
 
     def _marketaux_state(self) -> str:
