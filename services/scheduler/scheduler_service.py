@@ -237,6 +237,7 @@ class SchedulerService(BaseService):
     async def schedule_task(self, config: dict) -> dict:
         """Validate and add a task (service, method, params, schedule, ...); returns its task_id."""
         spec = self._validate(config)
+        await self._check_methods_exist(spec, config)
         now = self.clock.now()
         task_id = f"task-{uuid.uuid4().hex[:12]}"
         try:
@@ -336,6 +337,23 @@ class SchedulerService(BaseService):
             raise InvalidParams(f"{where}.method", f"a task may call only {allowed} on the scheduler")
         if clash := RESERVED_PARAMS & set(call.params):
             raise InvalidParams(f"{where}.params", f"reserved parameter name {sorted(clash)[0]!r}")
+
+    async def _check_methods_exist(self, spec: sch.TaskSpec, config: dict) -> None:
+        """A method its service lacks would fail at every run: refuse it now. A service that is
+        down cannot be asked, so its calls are accepted and checked when they run."""
+        for i, call in enumerate(spec.calls):
+            if call.service == self.name:
+                continue
+            try:
+                listing = await self.call_service(call.service, "list_methods", timeout=2.0, retries=0)
+            except RpcError:
+                continue
+            methods = {m["name"]: {p["name"] for p in m["params"]} for m in listing}
+            where = f"config.calls[{i}]" if "calls" in config else "config"
+            if call.method not in methods:
+                raise InvalidParams(f"{where}.method", f"{call.service} has no method {call.method!r}")
+            if unknown := sorted(set(call.params) - methods[call.method]):
+                raise InvalidParams(f"{where}.params", f"{call.method} has no parameter {unknown[0]!r}")
 
     def _live(self, task_id: str) -> LiveTask:
         task = self._tasks.get(task_id)
