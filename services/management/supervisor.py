@@ -543,13 +543,16 @@ class Supervisor(BaseService):
 
     # ---- RPC API ------------------------------------------------------------------------------
 
-    def _names(self, services: list[str] | None) -> list[str]:
-        if not services:
+    def _names(self, services: list[str] | None, param: str = "services") -> list[str]:
+        # Only null means "all": an empty list or name must not stop or restart the whole suite.
+        if services is None:
             return start_order()
+        if not services:
+            raise InvalidParams(param, "must name at least one service (omit it for all)")
         unknown = [s for s in services if s not in self.runners]
         if unknown:
             raise InvalidParams(
-                "services", f"unknown service(s): {', '.join(unknown)}; known: {', '.join(start_order())}"
+                param, f"unknown service(s): {', '.join(unknown)}; known: {', '.join(start_order())}"
             )
         return services
 
@@ -599,7 +602,7 @@ class Supervisor(BaseService):
     @rpc
     async def restart_service(self, service: str | None = None) -> dict:
         """Restart one service (clearing fatal), or all of them in dependency order."""
-        names = self._names([service] if service else None)
+        names = self._names(None if service is None else [service], "service")
         await self._stop_many(names)
         for name in names:
             self._launch(self.runners[name])
