@@ -576,6 +576,8 @@ class MlModelService(BaseService):
     async def record_outcome(self, symbol: str, as_of: str, outcome: Literal["up", "down"]) -> dict:
         """Set the known next-day direction after `as_of` for a symbol's pending predictions."""
         name, day = self._symbol(symbol), self._as_of(as_of)
+        if not self._current_manifest().for_symbol(name):  # no models: nothing was ever served for it
+            raise NotFound(f"no models for {name}", data={"symbol": name})
         resolved = self.prediction_log.resolve(name, day, outcome, self.clock.now().isoformat())
         self.counters["outcomes_resolved"] += resolved
         return {"symbol": name, "as_of": day.isoformat(), "outcome": outcome, "resolved": resolved}
