@@ -494,6 +494,7 @@ def test_missing_wrong_type_and_unknown_params_name_the_param(suite, before, met
             name = spec["name"]
             if spec["required"]:
                 cases.append(({k: v for k, v in base.items() if k != name}, name))
+                cases.append(({**base, name: None}, name))  # null is not a value for a required param
             cases.append(({**base, name: wrong_value(spec["type"])}, name))
         for params_sent, param in cases:
             checked += 1
