@@ -49,6 +49,9 @@ KNOWN_SERVICES = frozenset(
 SELF_METHODS = frozenset({"backup_databases", "get_market_status"})
 # call_service() takes these as its own keywords, so they cannot be passed through as params.
 RESERVED_PARAMS = frozenset({"service", "method", "timeout", "retries"})
+# Years `get_market_status` answers for: the search for the next open runs past year 9999 (an
+# error), and before 1900 Sydney kept local mean time, so a session would be at no real offset.
+MARKET_STATUS_YEARS = (1900, 2100)
 # A slot whose wake-up is late by at most this much real time still counts as on time
 # (event-loop latency is real time; at replay speed S it is S times as many suite seconds).
 ON_TIME_REAL_S = 5.0
@@ -231,6 +234,9 @@ class SchedulerService(BaseService):
     async def get_market_status(self, at: str | None = None) -> dict:
         """ASX phase, trading day, holiday, early close, next open/close (now, or at ISO `at`)."""
         moment = self.clock.now() if at is None else _parse_instant("at", at)
+        if not MARKET_STATUS_YEARS[0] <= moment.year <= MARKET_STATUS_YEARS[1]:
+            first, last = MARKET_STATUS_YEARS
+            raise InvalidParams("at", f"must be within the years {first}..{last}, got {moment.year}")
         return asx_calendar.market_status(moment)
 
     @rpc

@@ -278,6 +278,9 @@ DOMAIN_CASES: list[tuple[str, str, dict, int, str | None]] = [
     ("scheduler", "get_market_status", {"at": "tomorrow"}, INVALID_PARAMS, "at"),
     ("scheduler", "get_market_status", {"at": "2026-13-01T10:00:00+10:00"}, INVALID_PARAMS, "at"),
     ("scheduler", "get_market_status", {"at": "2025-06-10T10:30:00"}, INVALID_PARAMS, "at"),  # no offset
+    # the next open after the last day of year 9999 cannot be represented
+    ("scheduler", "get_market_status", {"at": "9999-12-31T23:59:59+00:00"}, INVALID_PARAMS, "at"),
+    ("scheduler", "get_market_status", {"at": "0001-01-01T00:00:00+00:00"}, INVALID_PARAMS, "at"),
     ("scheduler", "schedule_task", {"config": {}}, INVALID_PARAMS, "config.name"),
     ("scheduler", "schedule_task", _task(name="bad name!"), INVALID_PARAMS, "config.name"),
     (
