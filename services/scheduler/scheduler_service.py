@@ -354,12 +354,16 @@ class SchedulerService(BaseService):
                 listing = await self.call_service(call.service, "list_methods", timeout=2.0, retries=0)
             except RpcError:
                 continue
-            methods = {m["name"]: {p["name"] for p in m["params"]} for m in listing}
+            methods = {m["name"]: m["params"] for m in listing}
             where = f"config.calls[{i}]" if "calls" in config else "config"
             if call.method not in methods:
                 raise InvalidParams(f"{where}.method", f"{call.service} has no method {call.method!r}")
-            if unknown := sorted(set(call.params) - methods[call.method]):
+            names = {p["name"] for p in methods[call.method]}
+            if unknown := sorted(set(call.params) - names):
                 raise InvalidParams(f"{where}.params", f"{call.method} has no parameter {unknown[0]!r}")
+            required = [p["name"] for p in methods[call.method] if p["required"]]
+            if missing := [name for name in required if name not in call.params]:
+                raise InvalidParams(f"{where}.params", f"{call.method} needs parameter {missing[0]!r}")
 
     def _live(self, task_id: str) -> LiveTask:
         task = self._tasks.get(task_id)
