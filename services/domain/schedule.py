@@ -393,7 +393,7 @@ class RunStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     BLOCKED = "blocked"
-    SKIPPED = "skipped"  # its slot came while the previous run was still going
+    SKIPPED = "skipped"  # its slot came while the previous run was still going, or not configured
 
 
 class DependencyDecision(StrEnum):

@@ -38,6 +38,7 @@ from services.base.base_service import (
     rpc,
     run_service,
 )
+from services.base.rpc import MarketClosed, MethodNotFound, NotConfigured, RiskRejected
 from services.domain import asx_calendar
 from services.domain import schedule as sch
 
@@ -145,6 +146,21 @@ def _daily(at: str, days: str = "trading") -> dict:
 
 class RunFailed(Exception):
     """Every attempt of a run failed; the message is the last attempt's error."""
+
+
+class RunSkipped(Exception):
+    """The called service is not configured for this (e.g. no IG credentials): nothing to run."""
+
+
+# Errors a retry cannot mend: the same call would get the same answer.
+NOT_RETRYABLE = {
+    NotConfigured.code,
+    MethodNotFound.code,
+    InvalidParams.code,
+    RiskRejected.code,
+    MarketClosed.code,
+    NotFound.code,
+}
 
 
 @dataclass
@@ -457,6 +473,8 @@ class SchedulerService(BaseService):
             error = f"timed out after {task.spec.timeout_s:g}s: cancelled"
         except RunFailed as exc:
             error = str(exc)
+        except RunSkipped as exc:
+            status, error = sch.RunStatus.SKIPPED, str(exc)
         except asyncio.CancelledError as exc:
             reason = exc.args[0] if exc.args else "cancelled"
             await self._finish(task, run_id, sch.RunStatus.FAILED, state, f"cancelled: {reason}", None)
@@ -470,6 +488,10 @@ class SchedulerService(BaseService):
                 return await self._perform(task.spec)
             except RpcError as exc:
                 state.last_error = f"{exc.data.get('type', 'error')}: {exc.message}"
+                if exc.code == NotConfigured.code:
+                    raise RunSkipped(state.last_error) from None
+                if exc.code in NOT_RETRYABLE:
+                    raise RunFailed(state.last_error) from None
             except Exception as exc:  # a bug or an OS error: logged with its traceback, retried
                 self.log.exception("task %s raised", task.spec.name)
                 state.last_error = f"{type(exc).__name__}: {exc}"
@@ -512,7 +534,8 @@ class SchedulerService(BaseService):
             run_id, str(status), state.attempts, self.clock.now_sydney().isoformat(), error, result
         )
         run = self.store.get_run(run_id)
-        event = "task_completed" if status == sch.RunStatus.SUCCEEDED else "task_failed"
+        # A skipped run (not configured, or its slot overlapped the previous run) is no failure.
+        event = "task_failed" if status in (sch.RunStatus.FAILED, sch.RunStatus.BLOCKED) else "task_completed"
         payload = run.to_dict() | {"name": task.spec.name}
         payload.pop("result")
         with contextlib.suppress(Exception):  # an unreachable Redis must not lose the record

@@ -22,7 +22,7 @@ import pytest
 from services.base.base_service import BaseService, DependencyUnavailable, rpc
 from services.base.clock import SuiteClock
 from services.base.config import Settings
-from services.base.rpc import InvalidParams, NotFound
+from services.base.rpc import InvalidParams, NotConfigured, NotFound
 from tests.support import EventWatcher, ServiceProcess, SuiteDirs, async_wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -63,6 +63,12 @@ class FakeMarketData(BaseService):
             self.failures_left -= 1
             raise DependencyUnavailable("yahoo is down")
         return {"refreshed": 4}
+
+    @rpc
+    async def sync_feed(self) -> dict:
+        """Like an IG sync without credentials: always -32002 not configured."""
+        self._record("sync_feed")
+        raise NotConfigured("not configured: feed credentials are not set")
 
     @rpc
     async def get_market_context(self) -> dict:
@@ -268,6 +274,21 @@ async def test_exhausted_retries_record_a_failure_and_publish_task_failed(harnes
     assert event["data"]["task_id"] == created["task_id"] and event["data"]["status"] == "failed"
     listed = (await h.call("list_tasks"))[0]
     assert listed["last_status"] == "failed" and listed["last_run"] == run["started_at"]
+
+
+async def test_not_configured_is_skipped_at_once_not_retried_or_failed(harness_factory) -> None:
+    h = await harness_factory("2025-06-10T12:00:00+10:00")
+    await h.start()
+    config = {"name": "sync", "service": "market-data", "method": "sync_feed", "retry": FAST_RETRY}
+    created = await h.call("schedule_task", config=config)
+    async with EventWatcher(h.suite.env["TRADING_REDIS_URL"], "task_completed", "task_failed") as events:
+        run = await h.call("execute_task", task_id=created["task_id"])
+        await events.wait_for("task_completed")
+        assert events.of_type("task_failed") == []
+    assert run["status"] == "skipped" and run["attempts"] == 1
+    assert "not configured" in run["error"]
+    assert len(h.fake.called("sync_feed")) == 1  # a retry cannot mend missing credentials
+    assert (await h.call("health"))["failed_today"] == 0
 
 
 async def test_a_service_that_is_down_is_a_failed_run_not_a_crash(harness_factory) -> None:
