@@ -76,6 +76,9 @@ MARKET_DATA = "market-data"
 CONVERTER = Path(__file__).resolve().with_name("model_converter.py")
 # Big modules that must stay out of this process (the converter child imports them instead).
 HEAVY_MODULES = ("sklearn", "scipy", "pandas", "numpy", "joblib")
+# A bar date before the ASX calendar's table is a typo (0001-01-01), not a session: its predictions
+# and outcomes would only pollute the live accuracy figures.
+EARLIEST_AS_OF = date(2000, 1, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +357,8 @@ class MlModelService(BaseService):
             raise InvalidParams("as_of", f"expected a date YYYY-MM-DD, got {as_of!r}") from None
         if day > visible:
             raise InvalidParams("as_of", f"{day} is after the latest visible session {visible}")
+        if day < EARLIEST_AS_OF:
+            raise InvalidParams("as_of", f"{day} is before {EARLIEST_AS_OF}, the start of the ASX calendar")
         return day
 
     # ---- predictions --------------------------------------------------------------------------

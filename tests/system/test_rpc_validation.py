@@ -166,6 +166,20 @@ DOMAIN_CASES: list[tuple[str, str, dict, int, str | None]] = [
         INVALID_PARAMS,
         "as_of",
     ),
+    (
+        "ml-model",
+        "get_ensemble_prediction",
+        {"features": FEATURES, "symbol": TRAINED, "as_of": "0001-01-01"},
+        INVALID_PARAMS,
+        "as_of",
+    ),
+    (
+        "ml-model",
+        "record_outcome",
+        {"symbol": TRAINED, "as_of": "0001-01-01", "outcome": "up"},
+        INVALID_PARAMS,
+        "as_of",
+    ),
     ("ml-model", "load_model", {"model_name": "nope", "symbol": TRAINED}, NOT_FOUND, None),
     ("ml-model", "load_model", {"model_name": "random_forest", "symbol": "ZZZ.AX"}, NOT_FOUND, None),
     ("ml-model", "get_feature_importance", {"model_name": "nope", "symbol": TRAINED}, NOT_FOUND, None),
@@ -326,6 +340,13 @@ DOMAIN_CASES: list[tuple[str, str, dict, int, str | None]] = [
     (
         "scheduler",
         "schedule_task",
+        _task(calls=[{"service": "market-data", "method": "get_market_data", "params": {}}]),  # no symbol
+        INVALID_PARAMS,
+        "config.calls[0].params",
+    ),
+    (
+        "scheduler",
+        "schedule_task",
         _task(calls=[{"service": "market-data", "method": "health", "params": [1]}]),
         INVALID_PARAMS,
         "config.calls[0].params",
@@ -433,7 +454,7 @@ def cli(dirs: SuiteDirs, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def suite() -> SuiteDirs:
+def running_suite() -> SuiteDirs:
     dirs = make_suite_env(short_tempdir("rv-"), None, TRADING_MARKET_DATA_SOURCE="synthetic")
     # 1.5 years of synthetic bars train in seconds; the rows need a manifest, not good models.
     train_args = ["--symbols", TRAINED, "--years", "1.5", "--out", str(dirs.models_dir)]
@@ -460,20 +481,20 @@ def suite() -> SuiteDirs:
 
 
 @pytest.fixture(scope="module")
-def before(suite: SuiteDirs) -> dict:
+def before(running_suite: SuiteDirs) -> dict:
     """What must not change: each service's pid, the task list, the paper book."""
     return {
-        "pids": {name: rpc_call_sync(suite.socket(name), "health")["pid"] for name in SERVICES},
-        "tasks": sorted(t["task_id"] for t in rpc_call_sync(suite.socket("scheduler"), "list_tasks")),
-        "portfolio": rpc_call_sync(suite.socket("paper-trading"), "get_portfolio_status")["cash"],
+        "pids": {name: rpc_call_sync(running_suite.socket(name), "health")["pid"] for name in SERVICES},
+        "tasks": sorted(t["task_id"] for t in rpc_call_sync(running_suite.socket("scheduler"), "list_tasks")),
+        "portfolio": rpc_call_sync(running_suite.socket("paper-trading"), "get_portfolio_status")["cash"],
     }
 
 
 @pytest.fixture(scope="module")
-def methods(suite: SuiteDirs) -> dict[tuple[str, str], list[dict]]:
+def methods(running_suite: SuiteDirs) -> dict[tuple[str, str], list[dict]]:
     found = {}
     for service in SERVICES:
-        for method in rpc_call_sync(suite.socket(service), "list_methods"):
+        for method in rpc_call_sync(running_suite.socket(service), "list_methods"):
             if method["name"] not in BUILTIN_METHODS:
                 found[(service, method["name"])] = method["params"]
     return found
@@ -485,7 +506,9 @@ def test_every_domain_method_is_covered(before, methods) -> None:
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_missing_wrong_type_and_unknown_params_name_the_param(suite, before, methods, service) -> None:
+def test_missing_wrong_type_and_unknown_params_name_the_param(
+    running_suite, before, methods, service
+) -> None:
     failures, checked = [], 0
     for (owner, method), params in methods.items():
         if owner != service:
@@ -501,7 +524,7 @@ def test_missing_wrong_type_and_unknown_params_name_the_param(suite, before, met
             cases.append(({**base, name: wrong_value(spec["type"])}, name))
         for params_sent, param in cases:
             checked += 1
-            if issue := problem(call(suite, service, method, params_sent), INVALID_PARAMS, param):
+            if issue := problem(call(running_suite, service, method, params_sent), INVALID_PARAMS, param):
                 failures.append(f"{method}({params_sent}): {issue}")
     assert checked, f"no domain methods found on {service}"
     assert not failures, "\n".join(failures)
@@ -512,26 +535,29 @@ def test_missing_wrong_type_and_unknown_params_name_the_param(suite, before, met
     DOMAIN_CASES,
     ids=[f"{s}.{m}-{p or c}-{i}" for i, (s, m, _, c, p) in enumerate(DOMAIN_CASES)],
 )
-def test_domain_checks_refuse_bad_values(suite, before, service, method, params, code, param) -> None:
-    issue = problem(call(suite, service, method, params), code, param)
+def test_domain_checks_refuse_bad_values(running_suite, before, service, method, params, code, param) -> None:
+    issue = problem(call(running_suite, service, method, params), code, param)
     assert issue is None, issue
 
 
-def test_nothing_was_recorded_and_every_service_survived(suite, before) -> None:
+def test_nothing_was_recorded_and_every_service_survived(running_suite, before) -> None:
     """Runs last (file order): after every bad call above."""
     for name in SERVICES:
-        health = rpc_call_sync(suite.socket(name), "health")
+        health = rpc_call_sync(running_suite.socket(name), "health")
         assert health["status"] in ("healthy", "degraded"), (name, health)
         assert health["pid"] == before["pids"][name], f"{name} restarted"
-    trades = rpc_call_sync(suite.socket("paper-trading"), "get_trade_history")
+    trades = rpc_call_sync(running_suite.socket("paper-trading"), "get_trade_history")
     assert trades["count"] == 0, trades
-    assert rpc_call_sync(suite.socket("paper-trading"), "get_positions")["positions"] == []
-    assert rpc_call_sync(suite.socket("paper-trading"), "get_portfolio_status")["cash"] == before["portfolio"]
-    tasks = sorted(t["task_id"] for t in rpc_call_sync(suite.socket("scheduler"), "list_tasks"))
+    assert rpc_call_sync(running_suite.socket("paper-trading"), "get_positions")["positions"] == []
+    assert (
+        rpc_call_sync(running_suite.socket("paper-trading"), "get_portfolio_status")["cash"]
+        == before["portfolio"]
+    )
+    tasks = sorted(t["task_id"] for t in rpc_call_sync(running_suite.socket("scheduler"), "list_tasks"))
     assert tasks == before["tasks"], "a refused config still created a task"
     unhandled = [
         f"{log.name}: {line[:200]}"
-        for log in Path(suite.log_dir).glob("*.log")
+        for log in Path(running_suite.log_dir).glob("*.log")
         for line in log.read_text(errors="replace").splitlines()
         if "unhandled error" in line
     ]
