@@ -161,22 +161,24 @@ def run_tests(extra: list[str]) -> int:
 # ---- systemd --------------------------------------------------------------------------------
 
 
-def systemd_unit() -> str:
-    user = getpass.getuser()
+def systemd_unit(system: bool | None = None) -> str:
+    """The unit: a system unit when run as root (User= the installing user, even under sudo),
+    else a user unit (no User=, and no network-online.target, which user managers cannot see)."""
+    system = is_root() if system is None else system
+    user = os.environ.get("SUDO_USER") or getpass.getuser()
+    network = "After=network-online.target\nWants=network-online.target\n" if system else ""
+    user_line = f"User={user}\n" if system else ""
     return f"""[Unit]
 Description=ASX trading research suite (supervisor and services)
 Documentation=file://{REPO}/README.md
-After=network-online.target
-Wants=network-online.target
-# Give up after 5 failed starts in 10 minutes instead of looping forever.
+{network}# Give up after 5 failed starts in 10 minutes instead of looping forever.
 StartLimitIntervalSec=600
 StartLimitBurst=5
 
 [Service]
 Type=notify
 NotifyAccess=main
-User={user}
-WorkingDirectory={REPO}
+{user_line}WorkingDirectory={REPO}
 ExecStart={REPO}/start_microservices.sh --foreground
 ExecStop={VENV}/bin/python {REPO}/services/management/service_manager.py stop
 Restart=on-failure
@@ -188,7 +190,7 @@ KillMode=mixed
 Environment=PYTHONUNBUFFERED=1
 
 [Install]
-WantedBy={"multi-user.target" if is_root() else "default.target"}
+WantedBy={"multi-user.target" if system else "default.target"}
 """
 
 

@@ -17,12 +17,12 @@ fi
 
 code=0
 "$PY" services/management/service_manager.py start "$@" || code=$?
-cat <<'TXT'
+cat <<TXT
 
 Next:
-  python services/management/service_manager.py dashboard     live view (q to quit)
-  python services/management/service_manager.py status        services and restarts
-  python services/management/service_manager.py logs -f       follow every service's log
-  python services/management/service_manager.py stop          stop everything
+  $PY services/management/service_manager.py dashboard     live view (q to quit)
+  $PY services/management/service_manager.py status        services and restarts
+  $PY services/management/service_manager.py logs -f       follow every service's log
+  $PY services/management/service_manager.py stop          stop everything
 TXT
 exit "$code"

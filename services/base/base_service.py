@@ -449,6 +449,9 @@ class BaseService:
         except ServiceAlreadyRunning as exc:
             print(f"{self.name}: {exc}", file=sys.stderr)
             sys.exit(1)
+        except ConfigError as exc:  # a service's own knob, read in on_start
+            print(f"{self.name}: configuration error: {exc}", file=sys.stderr)
+            sys.exit(2)
         except KeyboardInterrupt:
             sys.exit(130)
         sys.exit(0)

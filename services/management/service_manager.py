@@ -447,13 +447,11 @@ def cmd_dashboard(args) -> int:
     """Live terminal dashboard; --once prints one plain-text frame and exits."""
     try:
         from services.management.dashboard import run_dashboard
-    except ImportError:
-        run_dashboard = None
-    if run_dashboard is not None:
-        return run_dashboard(once=args.once)
-    require_supervisor()
-    print(status_table(rpc(MANAGER, "status")))
-    return 0
+    except ImportError as exc:
+        raise CliError(
+            f"the dashboard cannot start: {exc} (run: python3 setup_microservices.py --install-deps)"
+        ) from None
+    return run_dashboard(once=args.once)
 
 
 def cmd_replay(args) -> int:
@@ -461,7 +459,8 @@ def cmd_replay(args) -> int:
 
     The report: equity curve, return against buy-and-hold of the universe and the index, Sharpe,
     maximum drawdown, win rate, trades, commissions, buy rate, model accuracy. equity.png,
-    trades.csv, equity.csv and report.json go into --out. The live suite is never touched."""
+    equity.csv, trades.csv, report.json and report.txt go into --out. The live suite is never
+    touched."""
     from datetime import date
 
     from services.management.replay import ReplayDriver, ReplayError, ReplayOptions, default_out
@@ -491,9 +490,7 @@ def cmd_replay(args) -> int:
     except ReplayError as exc:
         raise CliError(str(exc)) from None
     print(result.text)
-    print(
-        f"\nwritten: {result.out / 'equity.png'}, {result.out / 'trades.csv'}, {result.out / 'report.json'}"
-    )
+    print(f"\nwritten to {result.out}: equity.png, equity.csv, trades.csv, report.json, report.txt")
     return 0
 
 

@@ -43,6 +43,14 @@ REPO = Path(__file__).resolve().parents[2]
 UP = ("healthy", "degraded")  # answering health: a dependency that is degraded still serves
 
 
+def _age_s(pid: int) -> float:
+    """How long a process has been running (0 when it cannot be read)."""
+    try:
+        return max(0.0, time.time() - psutil.Process(pid).create_time())
+    except psutil.Error:
+        return 0.0
+
+
 class LockHeld(RuntimeError):
     """Another supervisor holds the lock: talk to it through manager.sock instead."""
 
@@ -331,7 +339,7 @@ class Supervisor(BaseService):
                 continue
             runner.handle = ProcessHandle(int(pid))
             runner.health = health
-            runner.started_at = time.monotonic()
+            runner.started_at = time.monotonic() - _age_s(int(pid))  # its uptime, not ours
             self.log.info("adopted %s (pid %s) left by a previous supervisor", name, pid)
             runner.task = asyncio.create_task(self._keep_running(runner, adopted=True))
 

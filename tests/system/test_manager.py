@@ -192,6 +192,7 @@ def test_supervisor_killed_then_start_adopts_without_copies():
     dirs = make_dirs()
     try:
         assert cli(dirs, "start").returncode == 0
+        time.sleep(1.0)  # let the services age a little: an adopted one keeps its own uptime
         before = {n: s["pid"] for n, s in by_name(dirs).items()}
         manager_pid = rpc_call_sync(dirs.socket("manager"), "health")["pid"]
         os.kill(manager_pid, signal.SIGKILL)
@@ -201,6 +202,7 @@ def test_supervisor_killed_then_start_adopts_without_copies():
         after = by_name(dirs)
         assert {n: s["pid"] for n, s in after.items()} == before  # adopted, not restarted
         assert all(s["adopted"] for s in after.values())
+        assert all(s["uptime"] >= 1.0 for s in after.values())  # counted from process start
         assert all(len(p) == 1 for p in service_pids(dirs).values())
         # An adopted service that dies is still restarted.
         os.kill(before["sentiment"], signal.SIGKILL)

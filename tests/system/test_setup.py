@@ -96,6 +96,39 @@ def test_systemd_unit():
         shutil.rmtree(root, ignore_errors=True)
 
 
+def test_user_unit_and_sudo_user(monkeypatch):
+    sys.path.insert(0, str(REPO))
+    import setup_microservices
+
+    user_unit = setup_microservices.systemd_unit(system=False)
+    assert "User=" not in user_unit and "network-online" not in user_unit
+    assert "WantedBy=default.target" in user_unit
+    monkeypatch.setenv("SUDO_USER", "trader")
+    system_unit = setup_microservices.systemd_unit(system=True)
+    assert "User=trader" in system_unit and "WantedBy=multi-user.target" in system_unit
+
+
+def test_a_bad_service_knob_is_one_line_and_exit_2():
+    """A service's own setting, read in on_start, fails like the contract's: one line, exit 2."""
+    root = short_tempdir("bk-")
+    try:
+        dirs = make_suite_env(root, None, TRADING_MARKET_DATA_CACHE_S="abc")
+        result = subprocess.run(
+            [sys.executable, str(REPO / "services/market-data/market_data_service.py")],
+            env=dirs.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            "market-data: configuration error: TRADING_MARKET_DATA_CACHE_S: 'abc' is not a number"
+        ]
+        assert not (dirs.socket_dir / "market-data.sock").exists()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def test_foreground_supervisor_notifies_systemd():
     """`start --foreground` sends READY=1 once its services are up and STOPPING=1 on SIGTERM."""
     root = short_tempdir("fg-")
