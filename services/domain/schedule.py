@@ -137,7 +137,20 @@ def parse_schedule(raw: object) -> Schedule:
     parsers = {"daily": _parse_daily, "interval": _parse_interval, "cron": _parse_cron_rule}
     if kind not in parsers:
         raise ScheduleError("schedule.type", "must be 'daily', 'interval' or 'cron'")
+    unknown = sorted(set(raw) - _SCHEDULE_FIELDS[kind])
+    if unknown:  # e.g. every_s for every_minutes: say so rather than "every_minutes missing"
+        allowed = ", ".join(sorted(_SCHEDULE_FIELDS[kind]))
+        raise ScheduleError(
+            f"schedule.{unknown[0]}", f"unknown field for a {kind} schedule (allowed: {allowed})"
+        )
     return Schedule(rule=parsers[kind](raw), days=Days(days_raw))
+
+
+_SCHEDULE_FIELDS = {
+    "daily": {"type", "days", "at"},
+    "interval": {"type", "days", "every_minutes", "start", "end"},
+    "cron": {"type", "days", "cron"},
+}
 
 
 def _parse_daily(raw: Mapping) -> DailyAt:

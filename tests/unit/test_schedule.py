@@ -167,6 +167,8 @@ INVALID_SCHEDULES = [
     ({"type": "cron", "cron": "* * 0 * *"}, "schedule.cron.day_of_month"),
     ({"type": "cron", "cron": "* * * foo *"}, "schedule.cron.month"),
     ({"type": "cron", "cron": 5}, "schedule.cron"),
+    ({"type": "interval", "every_s": 60}, "schedule.every_s"),  # unknown, not "every_minutes missing"
+    ({"type": "daily", "at": "09:30", "every_minutes": 5}, "schedule.every_minutes"),  # another type's
 ]
 
 
