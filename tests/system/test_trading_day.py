@@ -112,9 +112,11 @@ def test_the_default_schedule_ran_the_day(finished_day):
     for run in done:
         slot = datetime.fromisoformat(run["slot"])  # slot keys are Sydney wall times
         assert time(10, 15) <= slot.time() < time(16, 0) and slot.minute % 15 == 0, run["slot"]
-    # No IG credentials: the sync is recorded as failed with -32002's reason, not faked.
+    # No IG credentials: the sync is recorded as skipped with -32002's reason (not faked, not
+    # retried, and not counted as a failure of the day).
     sync = runs_today(finished_day, tasks["paper_trading_sync"])
-    assert sync[-1]["status"] == "failed" and "not configured" in sync[-1]["error"].lower(), sync
+    assert sync[-1]["status"] == "skipped" and "not configured" in sync[-1]["error"].lower(), sync
+    assert sync[-1]["attempts"] == 1
 
 
 def test_predictions_in_the_session_are_made_on_the_previous_close(finished_day):
