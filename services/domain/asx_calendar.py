@@ -184,22 +184,23 @@ def is_market_open(now: datetime) -> bool:
     return phase_at(now) is Phase.OPEN
 
 
-def next_open(now: datetime) -> datetime:
-    """The first session open strictly after `now` (so while open, tomorrow's)."""
+def _next_edge(now: datetime, edge) -> datetime:
+    """Today's `edge` (session_open or session_close) if still ahead, else the next session's."""
     local = to_sydney(now)
     d = local.date()
-    if is_trading_day(d) and local < session_open(d):
-        return session_open(d)
-    return session_open(next_trading_day(d))
+    if is_trading_day(d) and local < edge(d):
+        return edge(d)
+    return edge(next_trading_day(d))
+
+
+def next_open(now: datetime) -> datetime:
+    """The first session open strictly after `now` (so while open, tomorrow's)."""
+    return _next_edge(now, session_open)
 
 
 def next_close(now: datetime) -> datetime:
     """The close of the current session if open, else of the next session."""
-    local = to_sydney(now)
-    d = local.date()
-    if is_trading_day(d) and local < session_close(d):
-        return session_close(d)
-    return session_close(next_trading_day(d))
+    return _next_edge(now, session_close)
 
 
 def market_status(now: datetime) -> dict:
