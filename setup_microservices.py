@@ -22,6 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent
 VENV = REPO / ".venv"
 REQUIREMENTS = REPO / "requirements.txt"
+PYPROJECT = REPO / "pyproject.toml"
 STAMP = VENV / ".requirements.sha256"
 
 
@@ -104,7 +105,7 @@ def ensure_venv() -> None:
 
 def install_deps() -> None:
     ensure_venv()
-    digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
+    digest = hashlib.sha256(REQUIREMENTS.read_bytes() + PYPROJECT.read_bytes()).hexdigest()
     stamp = STAMP if not in_virtualenv() else Path(sys.prefix) / ".requirements.sha256"
     if stamp.exists() and stamp.read_text().strip() == digest:
         say("requirements already installed")
@@ -113,6 +114,20 @@ def install_deps() -> None:
         python = str(venv_python())
         run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--upgrade", "pip"])
         run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", str(REQUIREMENTS)])
+        # The import root: the repository itself, editable, so `services.*` imports from anywhere.
+        run(
+            [
+                python,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "-e",
+                str(REPO),
+            ]
+        )
         stamp.write_text(digest + "\n")
     ensure_redis()
 
@@ -128,7 +143,7 @@ def ensure_redis() -> None:
 def init_db() -> None:
     """Create every service's SQLite database with its schema (the services also do this at start)."""
     create_dirs()
-    run([str(venv_python()), str(REPO / "services" / "base" / "databases.py")], cwd=REPO)
+    run([str(venv_python()), str(REPO / "services" / "management" / "databases.py")], cwd=REPO)
 
 
 def ensure_models() -> None:

@@ -1,25 +1,15 @@
-"""Shared fixtures: a private redis-server, a suite's directories and environment, a client.
-
-Service folders have hyphens (market-data), so they are not packages: their modules are imported
-by bare name, which is why module names stay unique across services.
-"""
+"""Shared fixtures: a private redis-server, a suite's directories and environment, a client."""
 
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-for service_dir in sorted((REPO / "services").iterdir()):
-    if service_dir.is_dir() and service_dir.name not in ("base", "domain", "__pycache__"):
-        sys.path.insert(0, str(service_dir))
+from tests.support import SHARED_ASX, RedisServer, SuiteDirs, make_suite_env, short_tempdir
 
-from tests.support import SHARED_ASX, RedisServer, SuiteDirs, make_suite_env, short_tempdir  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture

@@ -57,17 +57,14 @@ from datetime import time as clock_time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-for _folder in (REPO, REPO / "services" / "market-data", REPO / "services" / "scheduler"):
-    if str(_folder) not in sys.path:
-        sys.path.insert(0, str(_folder))
+from services.base.base_service import BaseService
+from services.base.clock import SYDNEY, write_clock_file
+from services.base.config import Settings
+from services.base.events import STREAM_PREFIX
+from services.base.rpc import DependencyUnavailable, RpcError
+from services.domain import asx_calendar, replay_report
 
-from services.base.base_service import BaseService  # noqa: E402
-from services.base.clock import SYDNEY, write_clock_file  # noqa: E402
-from services.base.config import Settings  # noqa: E402
-from services.base.events import STREAM_PREFIX  # noqa: E402
-from services.base.rpc import DependencyUnavailable, RpcError  # noqa: E402
-from services.domain import asx_calendar, replay_report  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 REFRESH_AT = clock_time(9, 45)
 TRADE_AT = clock_time(10, 15)
@@ -174,7 +171,7 @@ def suite_env(root: Path, options: ReplayOptions, base: dict[str, str]) -> dict[
 
 
 def check_data(data_dir: Path, symbols: tuple[str, ...], index: str) -> None:
-    from providers import csv_file_name
+    from services.market_data.providers import csv_file_name
 
     missing = [csv_file_name(s) for s in (*symbols, index) if not (data_dir / csv_file_name(s)).is_file()]
     if missing:
@@ -432,7 +429,7 @@ class ReplayDriver:
 
     async def _set_up_tasks(self) -> None:
         """The default schedule's refresh and monitoring tasks, run by the driver (no schedule)."""
-        from scheduler_service import default_tasks
+        from services.scheduler.scheduler_service import default_tasks
 
         existing = {t["name"]: t["task_id"] for t in await self._call("scheduler", "list_tasks")}
         for config in default_tasks(self.symbols):
@@ -604,7 +601,7 @@ def scored(prediction: dict) -> replay_report.ScoredPrediction:
 
 async def load_prices(data_dir: Path, symbols: tuple[str, ...], last: date) -> dict[str, tuple[list, list]]:
     """(closes, adj closes) per symbol from the CSV files, cleaned as market-data cleans them."""
-    from providers import CsvSource
+    from services.market_data.providers import CsvSource
 
     source = CsvSource(data_dir, asx_calendar.is_trading_day)
     now = at(last, clock_time(23, 59))

@@ -12,15 +12,9 @@ data_quality). Behaviour that callers rely on:
 """
 
 import asyncio
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-import providers
 
 from services.base.base_service import (
     BaseService,
@@ -34,6 +28,7 @@ from services.base.base_service import (
 )
 from services.domain import asx_calendar, data_quality, indicators, market_context
 from services.domain.bars import bar_to_dict, bar_visible_from, last_visible_date
+from services.market_data import providers
 
 
 @dataclass

@@ -35,22 +35,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from ml_prediction_log import ENSEMBLE, PredictionLog, Vote, outcome_after
-from model_inference import InferenceFormError, InferenceModel, from_form, read_cached, write_cached
-from model_store import (
-    TRAINING_COMMAND,
-    Manifest,
-    ModelEntry,
-    ModelIntegrityError,
-    ModelNotFound,
-    ModelsNotTrained,
-    load_manifest,
-    verify_model_file,
-)
-from model_voting import confidence_of, direction_of, ensemble_weights
-
 from services.base.base_service import (
     BaseService,
     Event,
@@ -71,6 +55,25 @@ from services.domain.features import (
     FeatureValidationError,
     validate_features,
 )
+from services.ml_model.ml_prediction_log import ENSEMBLE, PredictionLog, Vote, outcome_after
+from services.ml_model.model_inference import (
+    InferenceFormError,
+    InferenceModel,
+    from_form,
+    read_cached,
+    write_cached,
+)
+from services.ml_model.model_store import (
+    TRAINING_COMMAND,
+    Manifest,
+    ModelEntry,
+    ModelIntegrityError,
+    ModelNotFound,
+    ModelsNotTrained,
+    load_manifest,
+    verify_model_file,
+)
+from services.ml_model.model_voting import confidence_of, direction_of, ensemble_weights
 
 MARKET_DATA = "market-data"
 CONVERTER = Path(__file__).resolve().with_name("model_converter.py")

@@ -15,12 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from model_voting import decision_to_probability
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
+
+from services.ml_model.model_voting import decision_to_probability
 
 MODEL_NAMES = ("logistic_regression", "random_forest", "hist_gradient_boosting", "linear_svm")
 

@@ -31,13 +31,20 @@ from typing import Any
 import joblib
 import numpy as np
 import sklearn
-from model_inference import FORM_VERSION, LEAF
-from model_store import ModelEntry, ModelIntegrityError, safe_model_path, sha256_bytes, verified_model_bytes
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
+
+from services.ml_model.model_inference import FORM_VERSION, LEAF
+from services.ml_model.model_store import (
+    ModelEntry,
+    ModelIntegrityError,
+    safe_model_path,
+    sha256_bytes,
+    verified_model_bytes,
+)
 
 DECISION_MAPPING = "decision_function mapped by the logistic 1/(1+e^-d)"
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model_voting import decision_to_probability
+from services.ml_model.model_voting import decision_to_probability
 
 FORM_VERSION = 1
 INFERENCE_DIR = ".inference"

@@ -36,28 +36,23 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from sklearn.inspection import permutation_importance
+from sklearn.metrics import brier_score_loss, roc_auc_score
+
+from services.base import clock
+from services.base.config import ConfigError, get_settings
+from services.domain import asx_calendar
+from services.domain.bars import Bar
+from services.domain.features import FEATURE_NAMES, FEATURE_VERSION, MIN_BARS, build_feature_rows
+from services.domain.walk_forward import assert_no_lookahead, walk_forward_splits
+from services.market_data.providers import CsvSource, MarketDataError, SyntheticSource, csv_file_name
+from services.ml_model.model_catalog import MODEL_NAMES, make_model, probability_up
+from services.ml_model.model_converter import dump_model, to_inference_form
+from services.ml_model.model_inference import prune_cache, write_cached
+from services.ml_model.model_store import MANIFEST_NAME, write_manifest
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# Run as a script, this folder is on sys.path; the repo (services.*) and the market-data
-# folder (its providers module) must be too.
-for _extra in (REPO_ROOT, REPO_ROOT / "services" / "market-data"):
-    if str(_extra) not in sys.path:
-        sys.path.insert(0, str(_extra))
-
-import numpy as np  # noqa: E402
-from model_catalog import MODEL_NAMES, make_model, probability_up  # noqa: E402
-from model_converter import dump_model, to_inference_form  # noqa: E402
-from model_inference import prune_cache, write_cached  # noqa: E402
-from model_store import MANIFEST_NAME, write_manifest  # noqa: E402
-from providers import CsvSource, MarketDataError, SyntheticSource, csv_file_name  # noqa: E402
-from sklearn.inspection import permutation_importance  # noqa: E402
-from sklearn.metrics import brier_score_loss, roc_auc_score  # noqa: E402
-
-from services.base import clock  # noqa: E402
-from services.base.config import ConfigError, get_settings  # noqa: E402
-from services.domain import asx_calendar  # noqa: E402
-from services.domain.bars import Bar  # noqa: E402
-from services.domain.features import FEATURE_NAMES, FEATURE_VERSION, MIN_BARS, build_feature_rows  # noqa: E402
-from services.domain.walk_forward import assert_no_lookahead, walk_forward_splits  # noqa: E402
 
 HORIZON_DAYS = 1
 EMBARGO = HORIZON_DAYS  # see services.domain.walk_forward: gap >= label horizon

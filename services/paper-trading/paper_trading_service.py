@@ -19,18 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, Literal
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-import ig_client
-from trade_store import DayRecord, Mark, TradeRecord, TradeStore
 
 from services.base.base_service import (
     BaseService,
@@ -57,6 +50,8 @@ from services.domain.portfolio import (
     trade_value,
     value,
 )
+from services.paper_trading import ig_client
+from services.paper_trading.trade_store import DayRecord, Mark, TradeRecord, TradeStore
 
 DB_NAME = "paper_trading.db"
 PERIOD_DAYS = {"day": 1, "week": 7, "month": 30}

@@ -19,17 +19,10 @@ import asyncio
 import contextlib
 import math
 import re
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from prediction_store import PredictionStore
 
 from services.base.base_service import (
     BaseService,
@@ -56,6 +49,7 @@ from services.domain.signals import (
     TechnicalReadings,
     decide,
 )
+from services.prediction.prediction_store import PredictionStore
 
 MARKET_DATA, SENTIMENT, ML_MODEL = "market-data", "sentiment", "ml-model"
 SYMBOL_RE = re.compile(r"^[A-Z0-9^][A-Z0-9.^_-]{0,19}$")

@@ -12,22 +12,9 @@ tasks at the right suite times. Timeouts and retry delays are *real* seconds: th
 import asyncio
 import contextlib
 import random
-import sys
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from task_store import (
-    BackupFailed,
-    DuplicateTaskName,
-    RunRow,
-    TaskRow,
-    TaskStore,
-    backup_databases,
-)
 
 from services.base.base_service import (
     BaseService,
@@ -41,6 +28,14 @@ from services.base.base_service import (
 from services.base.rpc import MarketClosed, MethodNotFound, NotConfigured, RiskRejected
 from services.domain import asx_calendar
 from services.domain import schedule as sch
+from services.scheduler.task_store import (
+    BackupFailed,
+    DuplicateTaskName,
+    RunRow,
+    TaskRow,
+    TaskStore,
+    backup_databases,
+)
 
 KNOWN_SERVICES = frozenset(
     {"market-data", "sentiment", "ml-model", "prediction", "scheduler", "paper-trading"}

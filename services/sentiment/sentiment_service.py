@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sqlite3
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-import orjson
-from marketaux_client import (
+from services.base.base_service import BaseService, InvalidParams, rpc, run_service
+from services.domain import sentiment_scoring as scoring
+from services.sentiment.marketaux_client import (
     MarketauxArticle,
     MarketauxBadResponse,
     MarketauxClient,
@@ -37,9 +33,7 @@ from marketaux_client import (
     MarketauxUnreachable,
     MarketauxUsageLimitReached,
 )
-
-from services.base.base_service import BaseService, InvalidParams, rpc, run_service
-from services.domain import sentiment_scoring as scoring
+from services.sentiment.sentiment_store import Reading, SentimentReadingStore
 
 MARKET_KEY = "market"  # the reading of AU market-wide news, stored beside the symbols
 NOT_CONFIGURED_REASON = "not configured: MARKETAUX_API_TOKEN is not set"
@@ -69,17 +63,6 @@ def fallback_reason(exc: MarketauxError) -> str:
 
 
 # --- readings: what a successful refresh produced for one key ------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Reading:
-    key: str  # a symbol, or MARKET_KEY
-    score: float
-    confidence: float
-    news_count: int
-    signal_count: int
-    articles: list[dict] = field(hash=False)
-    fetched_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,44 +188,6 @@ def aggregate(results: dict[str, dict]) -> dict:
     if reasons:
         out["reason"] = "; ".join(reasons)
     return out
-
-
-# --- persistence: the last good reading per key --------------------------------------------------
-
-
-class SentimentReadingStore:
-    """SQLite table of the last good reading per key, so fallbacks survive a restart."""
-
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS readings (key TEXT PRIMARY KEY, score REAL NOT NULL, "
-            "confidence REAL NOT NULL, news_count INTEGER NOT NULL, signal_count INTEGER NOT NULL, "
-            "articles TEXT NOT NULL, fetched_at TEXT NOT NULL)"
-        )
-
-    def load_all(self) -> dict[str, Reading]:
-        rows = self._db.execute(
-            "SELECT key, score, confidence, news_count, signal_count, articles, fetched_at FROM readings"
-        )
-        return {
-            row[0]: Reading(
-                row[0], row[1], row[2], row[3], row[4], orjson.loads(row[5]), datetime.fromisoformat(row[6])
-            )
-            for row in rows
-        }
-
-    def save(self, reading: Reading) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO readings VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (reading.key, reading.score, reading.confidence, reading.news_count, reading.signal_count,
-             orjson.dumps(reading.articles).decode(), reading.fetched_at.isoformat()),
-        )  # fmt: skip
-
-    def close(self) -> None:
-        self._db.close()
 
 
 # --- the service ----------------------------------------------------------------------------------

@@ -8,12 +8,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
-
-from _demo_service import DemoService
-
 from services.base.rpc import RpcServer
+from tests.service._demo_service import DemoService
 
 
 async def main(port: int) -> None:

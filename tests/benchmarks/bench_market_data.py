@@ -13,16 +13,14 @@ import asyncio
 import os
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+from services.base import clock, config
+from services.base.base_service import BaseService
+from tests.support import RedisServer, ServiceProcess, make_suite_env, rpc_call_sync, short_tempdir
 
-from services.base import clock, config  # noqa: E402
-from services.base.base_service import BaseService  # noqa: E402
-from tests.support import RedisServer, ServiceProcess, make_suite_env, rpc_call_sync, short_tempdir  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 
 def percentile(ordered: list[float], q: float) -> float:

@@ -31,16 +31,15 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
+
+from services.base import clock, config
+from services.base.base_service import BaseService
+from services.base.clock import SuiteClock
+from services.base.events import CHANNEL_PREFIX, EventBus
+from tests.support import RedisServer, ServiceProcess, make_suite_env, rpc_call_sync, short_tempdir
+
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-
-import orjson  # noqa: E402
-
-from services.base import clock, config  # noqa: E402
-from services.base.base_service import BaseService  # noqa: E402
-from services.base.clock import SuiteClock  # noqa: E402
-from services.base.events import CHANNEL_PREFIX, EventBus  # noqa: E402
-from tests.support import RedisServer, ServiceProcess, make_suite_env, rpc_call_sync, short_tempdir  # noqa: E402
 
 BIG4 = ["CBA.AX", "WBC.AX", "ANZ.AX", "NAB.AX"]
 TRAIN_SCRIPT = REPO / "services" / "ml-model" / "train_models.py"

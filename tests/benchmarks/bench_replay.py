@@ -21,12 +21,11 @@ import time
 from datetime import date
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+from services.domain import asx_calendar
+from services.management.replay import ReplayDriver, ReplayOptions
+from tests.system._replay_helpers import market_csv_dir, models_trained_before, using_real_data
 
-from services.domain import asx_calendar  # noqa: E402
-from services.management.replay import ReplayDriver, ReplayOptions  # noqa: E402
-from tests.system._replay_helpers import market_csv_dir, models_trained_before, using_real_data  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 
 def main() -> int:

@@ -19,13 +19,12 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
+
+from services.base.rpc import RpcClient
+from tests.support import RedisServer, ServiceProcess, make_suite_env, short_tempdir, wait_until
+
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-
-import orjson  # noqa: E402
-
-from services.base.rpc import RpcClient  # noqa: E402
-from tests.support import RedisServer, ServiceProcess, make_suite_env, short_tempdir, wait_until  # noqa: E402
 
 PAYLOAD = {"symbol": "CBA.AX", "price": 112.34, "signal": "BUY", "confidence": 0.71, "tags": ["a", "b", "c"]}
 IN_FLIGHT = 16

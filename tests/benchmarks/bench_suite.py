@@ -22,10 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+from tests.support import make_suite_env, rpc_call_sync, short_tempdir, wait_until
 
-from tests.support import make_suite_env, rpc_call_sync, short_tempdir, wait_until  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 
 def cli(env: dict, *args: str) -> subprocess.CompletedProcess:

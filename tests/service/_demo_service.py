@@ -3,11 +3,7 @@ slow method for shutdown tests, and event handlers that record what they receive
 
 import asyncio
 import os
-import sys
-from pathlib import Path
 from typing import Literal
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from services.base.base_service import BaseService, Event, InvalidParams, on_event, rpc, run_service
 from services.base.rpc import NotFound

@@ -10,12 +10,12 @@ import shutil
 from datetime import date
 from pathlib import Path
 
-import providers
 import pytest
 
 from services.base.base_service import BaseService
 from services.base.rpc import DependencyUnavailable, InvalidParams, NotFound
 from services.domain.asx_calendar import is_trading_day
+from services.market_data import providers
 from tests.support import EventWatcher, ServiceProcess, async_wait_until, rpc_call_sync
 
 HEADER = "Date,Open,High,Low,Close,Adj Close,Volume\n"

@@ -19,20 +19,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import train_models
-from ml_prediction_log import outcome_after
-from model_catalog import MODEL_NAMES, probability_up
-from model_converter import dump_model, load_verified_model
-from model_inference import INFERENCE_DIR, cache_path, read_cached
-from model_store import Manifest, load_manifest, write_manifest
-from model_voting import ensemble_weights
-from providers import SyntheticSource
 
 from services.base.base_service import BaseService
 from services.base.rpc import InvalidParams, NotConfigured, NotFound, ServiceError
 from services.domain import asx_calendar
 from services.domain.bars import latest_session
 from services.domain.features import FEATURE_NAMES, build_latest_features
+from services.market_data.providers import SyntheticSource
+from services.ml_model import train_models
+from services.ml_model.ml_prediction_log import outcome_after
+from services.ml_model.model_catalog import MODEL_NAMES, probability_up
+from services.ml_model.model_converter import dump_model, load_verified_model
+from services.ml_model.model_inference import INFERENCE_DIR, cache_path, read_cached
+from services.ml_model.model_store import Manifest, load_manifest, write_manifest
+from services.ml_model.model_voting import ensemble_weights
 from tests.support import ServiceProcess, SuiteDirs, async_wait_until, short_tempdir
 
 SYMBOLS = ["CBA.AX", "WBC.AX"]

@@ -16,9 +16,7 @@ from decimal import Decimal as D
 from pathlib import Path
 
 import orjson
-import providers
 import pytest
-from trade_store import TradeStore
 
 from services.base.base_service import BaseService
 from services.base.clock import SuiteClock
@@ -26,6 +24,8 @@ from services.base.config import ConfigError
 from services.base.events import EventBus
 from services.base.rpc import DependencyUnavailable, InvalidParams, MarketClosed, NotConfigured, RiskRejected
 from services.domain.asx_calendar import is_trading_day
+from services.market_data import providers
+from services.paper_trading.trade_store import TradeStore
 from tests.support import EventWatcher, ServiceProcess, SuiteDirs, async_wait_until, rpc_call_sync
 from tests.unit._ig_helpers import API_KEY, PASSWORD, USERNAME, FakeIg
 
@@ -468,7 +468,7 @@ async def test_trade_events_survive_redis_down_and_a_crash(stack, suite, redis_s
 
 
 def test_epics_default_per_symbol_and_can_be_overridden():
-    from paper_trading_service import parse_epics
+    from services.paper_trading.paper_trading_service import parse_epics
 
     assert parse_epics("", ("CBA.AX",)) == {"CBA.AX": "AA.D.CBA.CASH.IP"}
     assert parse_epics(" cba.ax = IX.D.CBA.X ,", ("CBA.AX", "WBC.AX")) == {

@@ -21,7 +21,6 @@ from pathlib import Path
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from prediction_service import Gathered, needs_refresh, normalise_symbols, read_inputs, technical_from_market
 
 from services.base.base_service import BaseService
 from services.base.clock import SuiteClock
@@ -29,6 +28,13 @@ from services.base.events import STREAM_PREFIX, EventBus
 from services.base.rpc import DependencyUnavailable, InvalidParams, NotFound, RpcError
 from services.domain import buy_rate
 from services.domain.features import FEATURE_NAMES
+from services.prediction.prediction_service import (
+    Gathered,
+    needs_refresh,
+    normalise_symbols,
+    read_inputs,
+    technical_from_market,
+)
 from tests.support import (
     REPO,
     EventWatcher,

@@ -500,7 +500,7 @@ async def test_daily_backup_copies_every_database_checked_and_keeps_seven(harnes
 
 
 def test_store_claims_a_slot_once_even_across_connections(short_tmp: Path) -> None:
-    from task_store import TaskStore
+    from services.scheduler.task_store import TaskStore
 
     first = TaskStore(short_tmp / "scheduler.db")
     first.add_task("t1", "morning", {"name": "morning"}, "user", "2025-06-10T09:00:00+10:00")
@@ -517,7 +517,7 @@ def test_store_claims_a_slot_once_even_across_connections(short_tmp: Path) -> No
 
 
 def test_a_backup_that_fails_integrity_check_is_refused_and_not_kept(short_tmp: Path) -> None:
-    from task_store import BackupFailed, backup_databases
+    from services.scheduler.task_store import BackupFailed, backup_databases
 
     data = short_tmp / "data"
     _make_db(data / "good.db", 10).close()

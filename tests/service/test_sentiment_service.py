@@ -9,7 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
-from marketaux_client import (
+
+from services.base.base_service import BaseService
+from services.base.rpc import InvalidParams
+from services.sentiment.marketaux_client import (
     MarketauxNotConfigured,
     MarketauxRateLimited,
     MarketauxRequestRejected,
@@ -19,10 +22,7 @@ from marketaux_client import (
     MarketauxUsageLimitReached,
     parse_news,
 )
-from sentiment_service import aggregate, body_of, fallback_reason
-
-from services.base.base_service import BaseService
-from services.base.rpc import InvalidParams
+from services.sentiment.sentiment_service import aggregate, body_of, fallback_reason
 from tests.support import EventWatcher, ServiceProcess, SuiteDirs, async_wait_until
 from tests.unit._sentiment_helpers import TOKEN, FakeMarketaux, Scripted, article
 

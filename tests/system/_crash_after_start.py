@@ -2,10 +2,6 @@
 
 import asyncio
 import os
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from services.base.base_service import BaseService, run_service
 

@@ -47,8 +47,7 @@ def market_csv_dir() -> Path:
     """The real ASX CSVs when present, else synthetic ones written in the same format."""
     if using_real_data():
         return SHARED_ASX.resolve()
-    sys.path.insert(0, str(REPO / "services" / "market-data"))
-    from providers import SYNTHETIC_EPOCH, synthetic_bars, trading_sessions
+    from services.market_data.providers import SYNTHETIC_EPOCH, synthetic_bars, trading_sessions
 
     folder = short_tempdir("csv-")
     sessions = trading_sessions(SYNTHETIC_EPOCH, SYNTHETIC_UNTIL, asx_calendar.is_trading_day)

@@ -97,7 +97,6 @@ def test_systemd_unit():
 
 
 def test_user_unit_and_sudo_user(monkeypatch):
-    sys.path.insert(0, str(REPO))
     import setup_microservices
 
     user_unit = setup_microservices.systemd_unit(system=False)

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from providers import read_yahoo_csv
 
 from services.domain import asx_calendar
 from services.domain.bars import Bar, clean_daily_rows
@@ -25,6 +24,7 @@ from services.domain.features import (
     build_latest_features,
     validate_features,
 )
+from services.market_data.providers import read_yahoo_csv
 from tests.unit._ml_helpers import random_walk_bars
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,7 +4,8 @@ import logging
 import socket
 
 import pytest
-from ig_client import (
+
+from services.paper_trading.ig_client import (
     BASE_URLS,
     IgAuthError,
     IgClient,
@@ -17,7 +18,6 @@ from ig_client import (
     default_epic,
     reconcile,
 )
-
 from tests.unit._ig_helpers import ACCOUNT_ID, API_KEY, PASSWORD, USERNAME, FakeIg
 
 SECRETS = (API_KEY, PASSWORD)

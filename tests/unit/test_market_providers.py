@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import ClassVar
 from zoneinfo import ZoneInfo
 
-import providers
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -27,6 +26,7 @@ from services.domain.bars import (
     clean_daily_rows,
     weekday_calendar,
 )
+from services.market_data import providers
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data" / "asx"
@@ -225,7 +225,7 @@ async def test_synthetic_history_does_not_depend_on_when_it_is_asked():
 def test_synthetic_is_identical_across_processes():
     # Python's hash() is salted per process; the seed must not be.
     code = (
-        "import providers; from datetime import date;"
+        "from services.market_data import providers; from datetime import date;"
         "from services.domain.bars import weekday_calendar as c;"
         "s = providers.trading_sessions(providers.SYNTHETIC_EPOCH, date(2016, 1, 1), c);"
         "print(providers.synthetic_bars('WBC.AX', s)[-1])"
@@ -235,7 +235,6 @@ def test_synthetic_is_identical_across_processes():
         env = {
             **os.environ,
             "PYTHONHASHSEED": seed,
-            "PYTHONPATH": f"{REPO}:{REPO / 'services' / 'market-data'}",
         }
         outputs.add(
             subprocess.run(
@@ -249,13 +248,13 @@ def test_synthetic_is_identical_across_processes():
 def test_csv_and_synthetic_do_not_import_pandas_or_yfinance(tmp_path):
     write(tmp_path, "A.AX.csv", HEADER + "2024-06-07,10,11,9,10,10,5\n")
     code = (
-        "import asyncio, sys, providers; from pathlib import Path; from datetime import datetime, UTC;"
+        "import asyncio, sys; from services.market_data import providers; from pathlib import Path; from datetime import datetime, UTC;"
         f"now = datetime(2024, 6, 12, tzinfo=UTC);"
         f"asyncio.run(providers.CsvSource(Path({str(tmp_path)!r})).fetch('A.AX', now));"
         "asyncio.run(providers.SyntheticSource().fetch('A.AX', now));"
         "print(sorted(m for m in ('pandas', 'yfinance', 'numpy') if m in sys.modules))"
     )
-    env = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'services' / 'market-data'}"}
+    env = dict(os.environ)
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     ).stdout

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from marketaux_client import (
+
+from services.sentiment.marketaux_client import (
     MarketauxBadResponse,
     MarketauxClient,
     MarketauxError,
@@ -25,7 +26,6 @@ from marketaux_client import (
     parse_news,
     redact,
 )
-
 from tests.unit._sentiment_helpers import TOKEN, FakeMarketaux, Scripted, article
 
 NOW = datetime(2026, 11, 24, 1, 0, tzinfo=UTC)

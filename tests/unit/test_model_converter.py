@@ -11,15 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_catalog import make_model, probability_up
-from model_converter import UnsupportedModel, dump_model, main, to_inference_form
-from model_inference import from_form
-from model_store import sha256_file
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from sklearn.tree import DecisionTreeClassifier
+
+from services.ml_model.model_catalog import make_model, probability_up
+from services.ml_model.model_converter import UnsupportedModel, dump_model, main, to_inference_form
+from services.ml_model.model_inference import from_form
+from services.ml_model.model_store import sha256_file
 
 CONVERTER = Path(__file__).resolve().parents[2] / "services" / "ml-model" / "model_converter.py"
 

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from model_catalog import MODEL_NAMES, make_model, probability_up
-from model_converter import to_inference_form
-from model_inference import (
+
+from services.ml_model.model_catalog import MODEL_NAMES, make_model, probability_up
+from services.ml_model.model_converter import to_inference_form
+from services.ml_model.model_inference import (
     INFERENCE_DIR,
     InferenceFormError,
     cache_path,

@@ -5,8 +5,9 @@ import pickle
 from pathlib import Path
 
 import pytest
-from model_converter import dump_model, load_verified_model
-from model_store import (
+
+from services.ml_model.model_converter import dump_model, load_verified_model
+from services.ml_model.model_store import (
     ModelIntegrityError,
     ModelNotFound,
     ModelsNotTrained,

@@ -14,11 +14,11 @@ from pathlib import Path
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-from trade_store import DuplicatePrediction, TradeStore
 
 from services.domain.portfolio import Action, Fill, fill_price, to_price, trade_value, value
 from services.domain.risk import Order as RiskOrder
 from services.domain.risk import RiskRules, TradingDay, check_order, commission, order_for_signal
+from services.paper_trading.trade_store import DuplicatePrediction, TradeStore
 
 SYMBOLS = ("CBA.AX", "WBC.AX", "ANZ.AX", "NAB.AX")
 CAPITAL = D("100000")

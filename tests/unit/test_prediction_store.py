@@ -4,7 +4,8 @@ import sqlite3
 import threading
 
 import pytest
-from prediction_store import PredictionStore
+
+from services.prediction.prediction_store import PredictionStore
 
 
 def prediction(n: int, symbol: str = "CBA.AX", signal: str = "BUY", created_at: str | None = None) -> dict:

@@ -11,10 +11,10 @@ from decimal import Decimal as D
 from pathlib import Path
 
 import pytest
-from trade_store import DuplicatePrediction, TradeStore
 
 from services.domain.portfolio import Action, Fill, PortfolioError, trade_value
 from services.domain.risk import RiskRules, commission
+from services.paper_trading.trade_store import DuplicatePrediction, TradeStore
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 3, 2, 0, 30, tzinfo=UTC)
@@ -218,8 +218,7 @@ WRITER = textwrap.dedent(
     import sys
     from datetime import UTC, datetime
     from decimal import Decimal
-    sys.path[:0] = [sys.argv[2], sys.argv[3]]
-    from trade_store import TradeStore
+    from services.paper_trading.trade_store import TradeStore
     from services.domain.portfolio import Action, Fill
     store = TradeStore(sys.argv[1], Decimal("100000"), datetime.now(UTC))
     n = 0
@@ -238,7 +237,7 @@ WRITER = textwrap.dedent(
 def test_sigkill_mid_write_leaves_a_consistent_ledger(tmp_path):
     path = tmp_path / "paper.db"
     child = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(path), str(REPO / "services" / "paper-trading"), str(REPO)],
+        [sys.executable, "-c", WRITER, str(path)],
         stdout=subprocess.PIPE,
         text=True,
     )

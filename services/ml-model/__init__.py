@@ -1,0 +1,1 @@
+"""The ml-model service."""
