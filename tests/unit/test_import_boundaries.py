@@ -18,7 +18,7 @@ the synthetic walk; day_plan: the default trading day), stores live next to thei
 
 Every module is imported by its qualified name (services.market_data.providers), so the old rule
 that module names must be unique across services (tests/conftest.py put every service folder on
-sys.path and imported modules by bare name) is no longer needed: the last two tests check that
+sys.path and imported modules by bare name) is no longer needed: the tests at the end check that
 nothing imports a service module by a bare name and that no service folder is on sys.path.
 """
 
