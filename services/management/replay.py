@@ -4,7 +4,8 @@
 
 The driver starts its OWN suite (supervisor, managed Redis, every service) in a fresh temporary
 directory, so the live suite and its portfolio are never touched and the paper portfolio starts
-fresh. Market data comes from the CSV files of --data-dir through the market-data csv provider;
+fresh. Market data comes from the CSV files of --data-dir (the suite's market-data serves them
+with TRADING_MARKET_DATA_SOURCE=csv; the report reads them through services.domain.price_history);
 the suite clock is a control file (TRADING_CLOCK_FILE) that the driver moves from step to step.
 
 Models: a replay must never trade on models that saw the replay period (look-ahead). The models of
@@ -13,8 +14,8 @@ otherwise train_models.py trains fresh ones with the suite clock at --from 00:00
 bars that were final by then.
 
 Each trading day D runs the live code path, with the idle time in between skipped:
-  09:45  the scheduler's market_data_refresh task, as the default schedule runs it
-         (market_monitoring depends on it having run today);
+  09:45  the scheduler's market_data_refresh task, as the default schedule
+         (services.domain.day_plan) runs it (market_monitoring depends on it having run today);
   10:15  the scheduler's market_monitoring task: refresh, then generate_predictions; every
          prediction_generated event reaches paper-trading through its durable stream and it
          trades within its risk rules (stop-loss and take-profit on market_data_updated). A
@@ -63,6 +64,8 @@ from services.base.config import Settings
 from services.base.events import STREAM_PREFIX
 from services.base.rpc import DependencyUnavailable, RpcError
 from services.domain import asx_calendar, replay_report
+from services.domain.day_plan import default_tasks
+from services.domain.price_history import csv_file_name, history_from_csv
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -171,8 +174,6 @@ def suite_env(root: Path, options: ReplayOptions, base: dict[str, str]) -> dict[
 
 
 def check_data(data_dir: Path, symbols: tuple[str, ...], index: str) -> None:
-    from services.market_data.providers import csv_file_name
-
     missing = [csv_file_name(s) for s in (*symbols, index) if not (data_dir / csv_file_name(s)).is_file()]
     if missing:
         raise ReplayError(f"{data_dir} lacks {', '.join(missing)} (Yahoo-format daily CSV files)")
@@ -429,8 +430,6 @@ class ReplayDriver:
 
     async def _set_up_tasks(self) -> None:
         """The default schedule's refresh and monitoring tasks, run by the driver (no schedule)."""
-        from services.scheduler.scheduler_service import default_tasks
-
         existing = {t["name"]: t["task_id"] for t in await self._call("scheduler", "list_tasks")}
         for config in default_tasks(self.symbols):
             if config["name"] not in TASK_NAMES:
@@ -601,13 +600,14 @@ def scored(prediction: dict) -> replay_report.ScoredPrediction:
 
 async def load_prices(data_dir: Path, symbols: tuple[str, ...], last: date) -> dict[str, tuple[list, list]]:
     """(closes, adj closes) per symbol from the CSV files, cleaned as market-data cleans them."""
-    from services.market_data.providers import CsvSource
+    return await asyncio.to_thread(read_prices, data_dir, symbols, at(last, clock_time(23, 59)))
 
-    source = CsvSource(data_dir, asx_calendar.is_trading_day)
-    now = at(last, clock_time(23, 59))
+
+def read_prices(data_dir: Path, symbols: tuple[str, ...], now: datetime) -> dict[str, tuple[list, list]]:
     out = {}
     for symbol in symbols:
-        bars = (await source.fetch(symbol, now)).bars
+        text = (data_dir / csv_file_name(symbol)).read_bytes().decode("utf-8")
+        bars = history_from_csv(symbol, text, now, asx_calendar.is_trading_day).bars
         out[symbol] = ([(b.date, b.close) for b in bars], [(b.date, b.adj_close) for b in bars])
     return out
 

@@ -28,6 +28,7 @@ from services.base.base_service import (
 )
 from services.domain import asx_calendar, data_quality, indicators, market_context
 from services.domain.bars import bar_to_dict, bar_visible_from, last_visible_date
+from services.domain.price_history import normalise_symbol
 from services.market_data import providers
 
 
@@ -99,7 +100,7 @@ class MarketDataService(BaseService):
         env = self.settings
         self.knobs = Knobs.from_settings(env)
         self.context_params = market_context.ContextParams()
-        self.index = providers.normalise_symbol(env.market_index)
+        self.index = normalise_symbol(env.market_index)
         self.cache: dict[str, CacheEntry] = {}
         self.failures: dict[str, tuple[float, providers.MarketDataError]] = {}  # no data to fall back on
         self.inflight: dict[str, asyncio.Task] = {}
@@ -145,7 +146,7 @@ class MarketDataService(BaseService):
 
     def _symbol(self, symbol: str) -> str:
         try:
-            name = providers.normalise_symbol(symbol)
+            name = normalise_symbol(symbol)
         except ValueError as exc:
             raise InvalidParams("symbol", str(exc)) from None
         if name not in self.settings.symbols and name != self.index:

@@ -4,6 +4,10 @@ Every source answers `await source.fetch(symbol, now) -> History`: cleaned daily
 first, that were final at `now` (a bar appears at its day's 16:10 Sydney close; nothing dated
 after `now` is ever returned), the cleaning report, and the source's name.
 
+This module is the I/O: files, threads, the network. What the sources compute (Yahoo CSV
+parsing, the synthetic walk, History and its errors) is pure and lives in
+services.domain.price_history, which training and the replay use too.
+
 pandas and yfinance are imported only inside the yfinance source, on first use, so a suite
 running on csv or synthetic data never loads them.
 """
@@ -11,16 +15,11 @@ running on csv or synthetic data never loads them.
 from __future__ import annotations
 
 import asyncio
-import csv
-import hashlib
 import importlib
 import logging
-import math
-import random
-import re
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -33,35 +32,24 @@ from services.domain.bars import (
     IsTradingDay,
     clean_daily_rows,
     last_visible_date,
-    visible_bars,
     weekday_calendar,
+)
+from services.domain.price_history import (
+    SYNTHETIC_EPOCH,
+    History,
+    MarketDataError,
+    SourceUnavailableError,
+    UnknownSymbolError,
+    csv_file_name,
+    parse_yahoo_csv,
+    synthetic_bars,
+    trading_sessions,
+    visible_history,
 )
 
 log = logging.getLogger("market-data.providers")
 
 SOURCE_NAMES = ("yfinance", "csv", "synthetic", "auto")
-_SYMBOL_RE = re.compile(r"^\^?[A-Z0-9][A-Z0-9.\-]{0,19}$")
-_YAHOO_COLUMNS = ("Date", "Open", "High", "Low", "Close", "Adj Close", "Volume")
-
-
-class MarketDataError(Exception):
-    """A source could not deliver data for a symbol."""
-
-
-class UnknownSymbolError(MarketDataError):
-    """The source has no such symbol (no file, or Yahoo returned nothing for it)."""
-
-
-class SourceUnavailableError(MarketDataError):
-    """The source failed for a reason that may pass (network, timeout, rate limit)."""
-
-
-@dataclass(frozen=True, slots=True)
-class History:
-    symbol: str
-    source: str
-    bars: tuple[Bar, ...]
-    cleaning: CleaningReport
 
 
 class MarketDataSource(Protocol):
@@ -70,42 +58,7 @@ class MarketDataSource(Protocol):
     async def fetch(self, symbol: str, now: datetime) -> History: ...
 
 
-def normalise_symbol(symbol: object) -> str:
-    """Upper-cased symbol, or ValueError: also what keeps a symbol from naming a path."""
-    if not isinstance(symbol, str) or not _SYMBOL_RE.match(symbol.strip().upper()):
-        raise ValueError(f"not a valid symbol: {symbol!r} (expected e.g. CBA.AX or ^AXJO)")
-    return symbol.strip().upper()
-
-
-def _visible_history(
-    symbol: str, source: str, bars: Sequence[Bar], report: CleaningReport, now: datetime
-) -> History:
-    cutoff = last_visible_date(now)
-    return History(symbol, source, tuple(visible_bars(bars, now)), report.until(cutoff))
-
-
 # --- csv ----------------------------------------------------------------------------------------
-
-
-def csv_file_name(symbol: str) -> str:
-    """`CBA.AX` -> `CBA.AX.csv`; the index `^AXJO` -> `AXJO.csv` (a caret is awkward in file names)."""
-    return f"{symbol.lstrip('^')}.csv"
-
-
-def read_yahoo_csv(path: Path) -> list[list[str]]:
-    """Rows of a Yahoo export as (Date, Open, High, Low, Close, Adj Close, Volume) strings.
-
-    Columns are found by header name; a file without `Adj Close` uses `Close` for it.
-    """
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
-        missing = [c for c in _YAHOO_COLUMNS if c not in header and c != "Adj Close"]
-        if missing:
-            raise MarketDataError(f"{path.name}: missing column(s) {', '.join(missing)}")
-        close_column = "Adj Close" if "Adj Close" in header else "Close"
-        index = [header.index(c if c != "Adj Close" else close_column) for c in _YAHOO_COLUMNS]
-        return [[row[i] if i < len(row) else "" for i in index] for row in reader if any(row)]
 
 
 class CsvSource:
@@ -133,10 +86,10 @@ class CsvSource:
         cached = self._parsed.get(symbol)
         if cached is None or cached[0] != stamp:
             try:
-                rows = read_yahoo_csv(path)
-            except (OSError, UnicodeDecodeError, csv.Error) as exc:
+                text = path.read_bytes().decode("utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
                 raise MarketDataError(f"{path.name} is unreadable: {exc}") from exc
-            bars, report = clean_daily_rows(rows, self.is_trading_day)
+            bars, report = clean_daily_rows(parse_yahoo_csv(text, path.name), self.is_trading_day)
             cached = (stamp, bars, report)
             self._parsed[symbol] = cached
             if report.dropped_count:
@@ -145,86 +98,10 @@ class CsvSource:
 
     async def fetch(self, symbol: str, now: datetime) -> History:
         bars, report = await asyncio.to_thread(self._load, symbol)
-        return _visible_history(symbol, self.name, bars, report, now)
+        return visible_history(symbol, self.name, bars, report, now)
 
 
 # --- synthetic ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SyntheticProfile:
-    level: float  # the price the walk reverts to
-    daily_vol: float  # standard deviation of daily log returns
-    volume: int  # typical daily volume
-
-
-# Levels near the Big 4's recent prices; daily volatility in the 1.2-1.6% range of large
-# Australian banks; the index at ~0.9%/day with Yahoo-style volumes.
-KNOWN_PROFILES = {
-    "CBA.AX": SyntheticProfile(115.0, 0.012, 2_000_000),
-    "WBC.AX": SyntheticProfile(28.0, 0.014, 6_000_000),
-    "ANZ.AX": SyntheticProfile(28.0, 0.014, 5_500_000),
-    "NAB.AX": SyntheticProfile(33.0, 0.013, 5_000_000),
-    "^AXJO": SyntheticProfile(7600.0, 0.009, 700_000_000),
-}
-SYNTHETIC_EPOCH = date(2015, 1, 2)  # every walk starts here, so a date's bar never depends on "now"
-_REVERSION = 0.02  # per-day pull of log price to its level: keeps a decade-long walk plausible
-
-
-def stable_seed(symbol: str) -> int:
-    """A seed that is the same in every process (Python's hash() is salted per process)."""
-    return int.from_bytes(hashlib.sha256(symbol.encode()).digest()[:8], "big")
-
-
-def profile_for(symbol: str) -> SyntheticProfile:
-    if symbol in KNOWN_PROFILES:
-        return KNOWN_PROFILES[symbol]
-    rng = random.Random(stable_seed("profile:" + symbol))
-    return SyntheticProfile(
-        level=round(rng.uniform(20.0, 40.0), 2),
-        daily_vol=rng.uniform(0.012, 0.016),
-        volume=int(rng.uniform(1_000_000, 6_000_000)),
-    )
-
-
-def _synthetic_bar(day: date, prev_close: float, profile: SyntheticProfile, rng: random.Random) -> Bar:
-    sigma = profile.daily_vol
-    pull = _REVERSION * (math.log(profile.level) - math.log(prev_close))
-    ret = pull + rng.gauss(0.0, sigma)
-    open_ = prev_close * math.exp(rng.gauss(0.0, sigma * 0.3))  # overnight gap
-    close = prev_close * math.exp(ret)
-    high = max(open_, close) * math.exp(abs(rng.gauss(0.0, sigma * 0.5)))
-    low = min(open_, close) * math.exp(-abs(rng.gauss(0.0, sigma * 0.5)))
-    # Volume rises on big moves, as real volume does.
-    volume = int(profile.volume * math.exp(rng.gauss(0.0, 0.3)) * (1.0 + abs(ret) / sigma * 0.2))
-    close = round(close, 4)
-    return Bar(day, round(open_, 4), round(high, 4), round(low, 4), close, close, volume)
-
-
-def trading_sessions(start: date, until: date, is_trading_day: IsTradingDay) -> list[date]:
-    days, day = [], start
-    while day <= until:
-        if is_trading_day(day):
-            days.append(day)
-        day += timedelta(days=1)
-    return days
-
-
-def synthetic_bars(symbol: str, sessions: Sequence[date]) -> list[Bar]:
-    """The deterministic walk for `symbol` over `sessions` (trading days from SYNTHETIC_EPOCH on).
-
-    The walk is a pure function of the symbol and the session list, so a date's bar is the same
-    whatever day the suite starts on. adj_close equals close: the walk pays no dividends.
-    """
-    profile = profile_for(symbol)
-    rng = random.Random(stable_seed(symbol))
-    price = profile.level
-    bars: list[Bar] = []
-    for day in sessions:
-        bar = _synthetic_bar(day, price, profile, rng)
-        bars.append(bar)
-        price = bar.close
-    return bars
 
 
 class SyntheticSource:
@@ -345,7 +222,7 @@ class YFinanceSource:
                 )
                 await asyncio.sleep(delay)
         bars, report = clean_daily_rows(rows, self.is_trading_day)
-        return _visible_history(symbol, self.name, bars, report, now)
+        return visible_history(symbol, self.name, bars, report, now)
 
 
 # --- auto ---------------------------------------------------------------------------------------

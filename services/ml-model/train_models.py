@@ -19,14 +19,14 @@ The final model of each kind is then refit on all rows and saved with joblib, an
 inference form (model_inference: what the ml-model service evaluates) is cached in
 <out>/.inference/; forms of models no longer in the manifest are deleted.
 
-Reads bars through the market-data csv provider (<DIR>/<SYMBOL>.csv, index AXJO.csv) or its
-synthetic provider; nothing dated after the suite clock's now is used.
+Reads the CSV files (<DIR>/<SYMBOL>.csv, index AXJO.csv) through the parser and cleaner that
+market-data's csv source uses, or the same synthetic walk (services.domain.price_history);
+nothing dated after the suite clock's now is used.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
 import sys
@@ -43,10 +43,17 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from services.base import clock
 from services.base.config import ConfigError, get_settings
 from services.domain import asx_calendar
-from services.domain.bars import Bar
+from services.domain.bars import Bar, last_visible_date
 from services.domain.features import FEATURE_NAMES, FEATURE_VERSION, MIN_BARS, build_feature_rows
+from services.domain.price_history import (
+    SYNTHETIC_EPOCH,
+    MarketDataError,
+    csv_file_name,
+    history_from_csv,
+    synthetic_bars,
+    trading_sessions,
+)
 from services.domain.walk_forward import assert_no_lookahead, walk_forward_splits
-from services.market_data.providers import CsvSource, MarketDataError, SyntheticSource, csv_file_name
 from services.ml_model.model_catalog import MODEL_NAMES, make_model, probability_up
 from services.ml_model.model_converter import dump_model, to_inference_form
 from services.ml_model.model_inference import prune_cache, write_cached
@@ -310,21 +317,39 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _choose_source(args: argparse.Namespace, default_dir: Path):
-    """csv when asked or when CSVs exist; synthetic when asked or when nothing else exists."""
+def _choose_source(args: argparse.Namespace, default_dir: Path) -> tuple[Path | None, str]:
+    """(CSV folder or None for synthetic, how it was chosen): csv when asked or when CSVs exist;
+    synthetic when asked or when nothing else exists."""
     if args.synthetic:
-        return SyntheticSource(asx_calendar.is_trading_day), "synthetic"
+        return None, "synthetic"
     directory = args.data_dir or default_dir
-    source = CsvSource(directory, asx_calendar.is_trading_day)
-    if source.has_files():
-        return source, f"csv files in {directory}"
+    if directory.is_dir() and any(directory.glob("*.csv")):
+        return directory, f"csv files in {directory}"
     if args.data_dir is not None:
         raise MarketDataError(f"no CSV files in {args.data_dir}")
-    return SyntheticSource(asx_calendar.is_trading_day), f"synthetic (no CSV files in {directory})"
+    return None, f"synthetic (no CSV files in {directory})"
 
 
-async def _fetch_all(source, symbols: list[str], now: datetime) -> dict[str, list[Bar]]:
-    return {symbol: list((await source.fetch(symbol, now)).bars) for symbol in symbols}
+def read_bars(directory: Path | None, symbols: list[str], now: datetime) -> dict[str, list[Bar]]:
+    """Each symbol's cleaned daily bars final at `now`, from `<directory>/<SYMBOL>.csv` or, when
+    `directory` is None, the synthetic walk: what market-data serves from the same files or walk."""
+    if directory is None:
+        sessions = trading_sessions(SYNTHETIC_EPOCH, last_visible_date(now), asx_calendar.is_trading_day)
+        return {symbol: synthetic_bars(symbol, sessions) for symbol in symbols}
+    return {symbol: _csv_bars(directory, symbol, now) for symbol in symbols}
+
+
+def _csv_bars(directory: Path, symbol: str, now: datetime) -> list[Bar]:
+    path = directory / csv_file_name(symbol)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise MarketDataError(
+            f"no CSV file for {symbol} ({path.name}) in the market data directory"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MarketDataError(f"{path.name} is unreadable: {exc}") from exc
+    return list(history_from_csv(symbol, text, now, asx_calendar.is_trading_day).bars)
 
 
 def _recent(bars: list[Bar], years: float) -> list[Bar]:
@@ -361,9 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = get_settings()
         symbols = [s.upper() for s in (args.symbols or settings.symbols)]
-        source, detail = _choose_source(args, settings.market_data_dir)
+        directory, detail = _choose_source(args, settings.market_data_dir)
+        source = "synthetic" if directory is None else "csv"
         now = clock.now()
-        histories = asyncio.run(_fetch_all(source, [*symbols, settings.market_index], now))
+        histories = read_bars(directory, [*symbols, settings.market_index], now)
     except (ConfigError, MarketDataError) as exc:
         print(f"train_models: {exc}", file=sys.stderr)
         if isinstance(exc, MarketDataError) and args.data_dir is not None:
@@ -375,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.out or settings.models_dir
     out.mkdir(parents=True, exist_ok=True)
-    context = {"source": source.name, "seed": args.seed, "out": out, "trained_at": clock.isoformat(now)}
-    if source.name == "synthetic":
+    context = {"source": source, "seed": args.seed, "out": out, "trained_at": clock.isoformat(now)}
+    if source == "synthetic":
         print(f"WARNING: {SYNTHETIC_WARNING}", file=sys.stderr)
     index_bars = _recent(histories[settings.market_index], args.years)
     entries = []
@@ -386,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"train_models: {symbol}: {exc}", file=sys.stderr)
             return 1
-    kept = kept_entries(out, symbols, source.name) if args.symbols else []
+    kept = kept_entries(out, symbols, source) if args.symbols else []
     if kept:
         print(
             f"keeping {len(kept)} models of {', '.join(sorted({e['symbol'] for e in kept}))} from the manifest"
@@ -394,10 +420,10 @@ def main(argv: list[str] | None = None) -> int:
         symbols = [*symbols, *sorted({e["symbol"] for e in kept} - set(symbols))]
     top = {
         "generated_at": context["trained_at"],
-        "source": source.name,
+        "source": source,
         "source_detail": detail,
-        "synthetic": source.name == "synthetic",
-        **({"warning": SYNTHETIC_WARNING} if source.name == "synthetic" else {}),
+        "synthetic": source == "synthetic",
+        **({"warning": SYNTHETIC_WARNING} if source == "synthetic" else {}),
         "feature_version": FEATURE_VERSION,
         "feature_names": list(FEATURE_NAMES),
         "index_symbol": settings.market_index,
@@ -412,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{len(entries)} models from {detail}, written to {manifest} in {time.monotonic() - started:.1f}s"
     )
-    if source.name == "synthetic":
+    if source == "synthetic":
         print(f"WARNING: {SYNTHETIC_WARNING}")
     return 0
 

@@ -2,7 +2,8 @@
 
 The process is a thin shell over pure code: `services.domain.schedule` decides when slots fall
 due, whether a missed slot is still owed, how long to back off and whether dependencies block;
-`services.domain.asx_calendar` answers market questions; `task_store` persists tasks and runs.
+`services.domain.asx_calendar` answers market questions; `services.domain.day_plan` is the default
+trading day it seeds; `task_store` persists tasks and runs.
 
 Time: schedules follow the suite clock (TRADING_CLOCK_START/SPEED), so a sped-up replay fires
 tasks at the right suite times. Timeouts and retry delays are *real* seconds: they bound work
@@ -28,6 +29,7 @@ from services.base.base_service import (
 from services.base.rpc import MarketClosed, MethodNotFound, NotConfigured, RiskRejected
 from services.domain import asx_calendar
 from services.domain import schedule as sch
+from services.domain.day_plan import default_tasks
 from services.scheduler.task_store import (
     BackupFailed,
     DuplicateTaskName,
@@ -53,90 +55,6 @@ MARKET_STATUS_YEARS = (1900, 2100)
 ON_TIME_REAL_S = 5.0
 # The loop re-reads the clock at least this often, so a wrong sleep cannot miss a slot long.
 MAX_NAP_REAL_S = 30.0
-
-
-def default_tasks(symbols: tuple[str, ...]) -> list[dict]:
-    """The seed's default schedule (Sydney time), as task configs."""
-    return [
-        {
-            # Pre-market overview: index context and Big 4 news sentiment.
-            "name": "morning_analysis",
-            "calls": [
-                {"service": "market-data", "method": "get_market_context"},
-                {"service": "sentiment", "method": "get_big4_sentiment"},
-            ],
-            "schedule": _daily("09:30"),
-            "catch_up_grace_s": 1800,  # still useful until the 10:00 open
-        },
-        {
-            "name": "market_data_refresh",
-            "service": "market-data",
-            "method": "refresh_all_data",
-            "schedule": _daily("09:45"),
-            "catch_up_grace_s": 1800,
-        },
-        {
-            "name": "sentiment_analysis",
-            "service": "sentiment",
-            "method": "refresh_sentiment_cache",
-            "schedule": _daily("09:50"),
-            "catch_up_grace_s": 1800,
-        },
-        {
-            # Fresh data, then predictions (the paper trader follows prediction_generated).
-            "name": "market_monitoring",
-            "calls": [
-                {"service": "market-data", "method": "refresh_all_data"},
-                {
-                    "service": "prediction",
-                    "method": "generate_predictions",
-                    # Forced: the day's new bar arrives before the open (09:45 refresh), so a cached
-                    # prediction was made, and refused by the paper trader, while the market was
-                    # closed. During the session no new daily bar arrives (bars appear at 16:10), so
-                    # each run gives one fresh signal per symbol; the risk rules cap repeated buys.
-                    "params": {"symbols": list(symbols), "force_refresh": True},
-                },
-            ],
-            "schedule": {"type": "interval", "every_minutes": 15, "start": "10:15", "end": "close"},
-            # If the morning refresh failed today, predictions would rest on stale data.
-            "depends_on": ["market_data_refresh"],
-            "timeout_s": 600,  # below the 15-minute interval, so runs never pile up
-            "catch_up_grace_s": 300,  # a 15-minute monitoring slot is stale soon after
-        },
-        {
-            # Post-market: the day's trading performance and the models' track record.
-            "name": "evening_analysis",
-            "calls": [
-                {
-                    "service": "paper-trading",
-                    "method": "get_trading_performance",
-                    "params": {"period": "day"},
-                },
-                {"service": "ml-model", "method": "get_model_performance"},
-            ],
-            "schedule": _daily("17:00"),
-            "catch_up_grace_s": 7200,
-        },
-        {
-            "name": "paper_trading_sync",
-            "service": "paper-trading",
-            "method": "sync_with_ig_markets",
-            "schedule": _daily("17:30"),
-            "catch_up_grace_s": 7200,
-        },
-        {
-            "name": "daily_backup",
-            "service": "scheduler",
-            "method": "backup_databases",
-            "schedule": _daily("02:00", days="all"),
-            "timeout_s": 1800,
-            "catch_up_grace_s": 86399,  # a missed nightly backup is always worth running once
-        },
-    ]
-
-
-def _daily(at: str, days: str = "trading") -> dict:
-    return {"type": "daily", "at": at, "days": days}
 
 
 class RunFailed(Exception):

@@ -15,7 +15,7 @@ import pytest
 from services.base.base_service import BaseService
 from services.base.rpc import DependencyUnavailable, InvalidParams, NotFound
 from services.domain.asx_calendar import is_trading_day
-from services.market_data import providers
+from services.domain.price_history import csv_file_name, synthetic_bars, trading_sessions
 from tests.support import EventWatcher, ServiceProcess, async_wait_until, rpc_call_sync
 
 HEADER = "Date,Open,High,Low,Close,Adj Close,Volume\n"
@@ -23,12 +23,12 @@ BANKS = ("CBA.AX", "WBC.AX", "ANZ.AX", "NAB.AX")
 
 
 def write_csv(directory: Path, symbol: str, until: date) -> None:
-    sessions = providers.trading_sessions(date(2023, 1, 3), until, is_trading_day)
+    sessions = trading_sessions(date(2023, 1, 3), until, is_trading_day)
     lines = [
         f"{b.date},{b.open},{b.high},{b.low},{b.close},{b.adj_close},{b.volume}"
-        for b in providers.synthetic_bars(symbol, sessions)
+        for b in synthetic_bars(symbol, sessions)
     ]
-    (directory / providers.csv_file_name(symbol)).write_text(HEADER + "\n".join(lines))
+    (directory / csv_file_name(symbol)).write_text(HEADER + "\n".join(lines))
 
 
 def csv_suite(suite, symbols, until=date(2024, 6, 14), **env) -> ServiceProcess:

@@ -24,7 +24,7 @@ from services.base.config import ConfigError
 from services.base.events import EventBus
 from services.base.rpc import DependencyUnavailable, InvalidParams, MarketClosed, NotConfigured, RiskRejected
 from services.domain.asx_calendar import is_trading_day
-from services.market_data import providers
+from services.domain.price_history import csv_file_name, trading_sessions
 from services.paper_trading.trade_store import TradeStore
 from tests.support import EventWatcher, ServiceProcess, SuiteDirs, async_wait_until, rpc_call_sync
 from tests.unit._ig_helpers import API_KEY, PASSWORD, USERNAME, FakeIg
@@ -38,12 +38,12 @@ EVENTS = ("trade_executed", "position_closed", "risk_limit_hit")
 
 def write_prices(directory: Path, symbol: str, last_close: float, until: date = date(2024, 6, 14)) -> None:
     """A year of closes wobbling around `last_close`, ending exactly on it."""
-    sessions = providers.trading_sessions(date(2023, 6, 1), until, is_trading_day)
+    sessions = trading_sessions(date(2023, 6, 1), until, is_trading_day)
     rows = []
     for i, day in enumerate(sessions):
         close = last_close if i == len(sessions) - 1 else last_close + (0.5 if i % 2 else -0.5)
         rows.append(f"{day},{close},{close + 1},{close - 1},{close},{close},1000000")
-    (directory / providers.csv_file_name(symbol)).write_text(HEADER + "\n".join(rows) + "\n")
+    (directory / csv_file_name(symbol)).write_text(HEADER + "\n".join(rows) + "\n")
 
 
 class Stack:

@@ -1,8 +1,8 @@
 """Shared parts of the end-to-end tests: market CSVs, models trained before a date, signal knobs.
 
-Real ASX CSVs from ../shared/data/asx are used when present; otherwise the market-data synthetic
-provider's walks are written as Yahoo-format CSVs into a temporary folder, so the same tests run
-on a fresh clone without the shared data.
+Real ASX CSVs from ../shared/data/asx are used when present; otherwise the synthetic walks that
+market-data serves (services.domain.price_history) are written as Yahoo-format CSVs into a
+temporary folder, so the same tests run on a fresh clone without the shared data.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from services.base.clock import SYDNEY
 from services.domain import asx_calendar
+from services.domain.price_history import SYNTHETIC_EPOCH, synthetic_bars, trading_sessions
 from tests.support import REPO, SHARED_ASX, short_tempdir
 
 SYMBOLS = ("CBA.AX", "WBC.AX", "ANZ.AX", "NAB.AX")
@@ -47,8 +48,6 @@ def market_csv_dir() -> Path:
     """The real ASX CSVs when present, else synthetic ones written in the same format."""
     if using_real_data():
         return SHARED_ASX.resolve()
-    from services.market_data.providers import SYNTHETIC_EPOCH, synthetic_bars, trading_sessions
-
     folder = short_tempdir("csv-")
     sessions = trading_sessions(SYNTHETIC_EPOCH, SYNTHETIC_UNTIL, asx_calendar.is_trading_day)
     for symbol in (*SYMBOLS, INDEX):
@@ -111,7 +110,6 @@ def _training_key(first: date, years: float) -> str:
         *sorted((REPO / "services" / "ml-model").glob("*.py")),
         *sorted((REPO / "services" / "domain").glob("*.py")),
     ]
-    code.append(REPO / "services" / "market-data" / "providers.py")
     for path in code:
         digest.update(path.name.encode() + path.read_bytes())
     for path in sorted(market_csv_dir().glob("*.csv")):

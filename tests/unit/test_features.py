@@ -24,7 +24,7 @@ from services.domain.features import (
     build_latest_features,
     validate_features,
 )
-from services.market_data.providers import read_yahoo_csv
+from services.domain.price_history import parse_yahoo_csv
 from tests.unit._ml_helpers import random_walk_bars
 
 REPO = Path(__file__).resolve().parents[2]
@@ -212,8 +212,8 @@ def test_feature_module_stays_light() -> None:
 
 
 def _read_csv(path: Path) -> list[Bar]:
-    # Through the market-data csv provider's reader and the shared cleaner: what training reads.
-    return clean_daily_rows(read_yahoo_csv(path), asx_calendar.is_trading_day)[0]
+    # Through the shared parser and cleaner: what training and the market-data csv source read.
+    return clean_daily_rows(parse_yahoo_csv(path.read_text(), path.name), asx_calendar.is_trading_day)[0]
 
 
 @pytest.mark.skipif(not ASX_DATA.is_dir(), reason="shared ASX data (../shared/data/asx) not present")
