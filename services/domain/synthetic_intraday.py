@@ -21,7 +21,6 @@ covers a bridge that never left [min(open, close), max(open, close)].
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 from collections.abc import Sequence
@@ -30,17 +29,13 @@ from itertools import pairwise
 
 from services.domain.bars import Bar
 from services.domain.intraday import PRICE_DECIMALS, IntradayBar, session_day
+from services.domain.price_history import stable_seed
 
 # Spread of the bridge's steps relative to the day's range: ~2 ranges over a whole session
 # before stretching, so the stretch rescales real excursions rather than creating them.
 _STEP_SCALE = 0.5
 _WICK_SCALE = 0.3  # of a step's spread: minute wicks are small next to the day's moves
 _VOLUME_NOISE = 0.35  # lognormal spread of one minute's volume around the profile
-
-
-def stable_seed(text: str) -> int:
-    """A seed that is the same in every process (unlike hash(), which is salted per process)."""
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
 
 
 def synthetic_intraday_bars(
