@@ -28,6 +28,7 @@ from services.base.base_service import (
 from services.base.rpc import MarketClosed, MethodNotFound, NotConfigured, RiskRejected
 from services.domain import asx_calendar
 from services.domain import schedule as sch
+from services.registry import SERVICES
 from services.scheduler.task_store import (
     BackupFailed,
     DuplicateTaskName,
@@ -37,9 +38,7 @@ from services.scheduler.task_store import (
     backup_databases,
 )
 
-KNOWN_SERVICES = frozenset(
-    {"market-data", "sentiment", "ml-model", "prediction", "scheduler", "paper-trading"}
-)
+KNOWN_SERVICES = frozenset(SERVICES)  # what a task may call: the registry's services
 # What a task may call on the scheduler itself: never its control methods (a task that runs
 # execute_task, cancel_task or shutdown on its own scheduler is a loop or a foot-gun).
 SELF_METHODS = frozenset({"backup_databases", "get_market_status"})
