@@ -163,6 +163,14 @@ def databases() -> list[tuple[str, Database]]:
     return [(name, db) for name, s in SERVICES.items() for db in s.databases]
 
 
+def events_with(*extra: EventType) -> Mapping[str, EventType]:
+    """The registry's events plus `extra` ones, for a process outside the suite (a test's demo
+    service sets its BaseService.event_types to this); a registered name cannot be redefined."""
+    if clash := sorted(e.name for e in extra if e.name in EVENTS):
+        raise ValueError(f"registry: {', '.join(clash)} already registered")
+    return _by_name(*EVENTS.values(), *extra)
+
+
 def problems(
     services: Mapping[str, Service] = SERVICES, events: Mapping[str, EventType] = EVENTS
 ) -> list[str]:
