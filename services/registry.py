@@ -80,10 +80,10 @@ Row = TypeVar("Row", Service, EventType)
 
 
 def _by_name(*rows: Row) -> Mapping[str, Row]:
-    table = {row.name: row for row in rows}
-    if len(table) != len(rows):
-        raise ValueError("registry: a name appears twice")
-    return MappingProxyType(table)
+    names = [row.name for row in rows]
+    if twice := sorted({n for n in names if names.count(n) > 1}):
+        raise ValueError(f"registry: {', '.join(twice)} appears twice")
+    return MappingProxyType({row.name: row for row in rows})
 
 
 SERVICES: Mapping[str, Service] = _by_name(
@@ -177,9 +177,11 @@ def problems(
     """What is inconsistent in the tables: unknown names, duplicate files, malformed stores."""
     parties = frozenset(services) | {SUPERVISOR, DASHBOARD}
     found = [
-        f"{s.name} depends on unknown service {d!r}" for s in services.values() for d in s.depends_on
+        f"{s.name} depends on unknown service {d!r}"
+        for s in services.values()
+        for d in s.depends_on
         if d not in services
-    ]  # fmt: skip
+    ]
     found += [
         f"{e.name}: unknown {role} {p!r}"
         for e in events.values()
