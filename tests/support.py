@@ -23,12 +23,12 @@ from typing import Any
 
 import orjson
 
-from services.domain.supervision import ENTRY_FILES
+from services.registry import ENTRY_FILES
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_ASX = REPO.parent / "shared" / "data" / "asx"
 
-SERVICE_ENTRIES = ENTRY_FILES  # the contract's process table, defined once
+SERVICE_ENTRIES = ENTRY_FILES  # the registry's entry files (services/registry.py)
 
 
 def wait_until(

@@ -20,12 +20,20 @@ import socket
 import sys
 import time
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from services.base.clock import SuiteClock, get_clock
 from services.base.config import ConfigError, Settings, get_settings
-from services.base.events import Event, EventBus, on_event
+from services.base.events import (
+    Event,
+    EventBus,
+    UnknownEventType,
+    check_handler,
+    event_type_of,
+    on_event,
+)
 from services.base.logs import setup_logging
 from services.base.rpc import (
     ConnectionLost,
@@ -43,6 +51,7 @@ from services.base.rpc import (
     ServiceError,
     rpc,
 )
+from services.registry import EVENTS, EventType
 
 __all__ = [
     "BaseService",
@@ -56,6 +65,7 @@ __all__ = [
     "RpcTimeout",
     "ServiceAlreadyRunning",
     "ServiceError",
+    "UnknownEventType",
     "on_event",
     "rpc",
 ]
@@ -122,6 +132,15 @@ class BaseService:
     shutdown_grace_s = 10.0
     #: How long a domain call waits for `on_start` to finish before it is refused.
     ready_wait_s = 30.0
+    #: The event types this service may publish and handle: the registry's (services/registry.py).
+    #: Only a process outside the suite (a test's demo service) extends it with its own types.
+    event_types: Mapping[str, EventType] = EVENTS
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse, when the class is defined, a handler of an unregistered event type."""
+        super().__init_subclass__(**kwargs)
+        for event_type, durable in cls._handler_markers().values():
+            check_handler(event_type, durable, cls.event_types)
 
     def __init__(self, name: str | None = None, settings: Settings | None = None):
         if name is not None:
@@ -151,14 +170,21 @@ class BaseService:
                 methods[attr] = MethodSpec.from_function(attr, getattr(self, attr))
         return methods
 
-    def _event_handlers(self) -> list[tuple[str, bool, Any]]:
-        found = []
-        for attr in dir(type(self)):
-            func = getattr(type(self), attr, None)
-            marker = getattr(func, "__event__", None)
+    @classmethod
+    def _handler_markers(cls) -> dict[str, tuple[str, bool]]:
+        """Attribute name -> (event type, durable) of every method marked with @on_event."""
+        found = {}
+        for attr in dir(cls):
+            marker = getattr(getattr(cls, attr, None), "__event__", None)
             if marker is not None:
-                found.append((marker[0], marker[1], getattr(self, attr)))
+                found[attr] = marker
         return found
+
+    def _event_handlers(self) -> list[tuple[str, bool, Any]]:
+        return [
+            (event_type, durable, getattr(self, attr))
+            for attr, (event_type, durable) in self._handler_markers().items()
+        ]
 
     # ---- hooks for subclasses ----------------------------------------------------------------
 
@@ -324,7 +350,9 @@ class BaseService:
     # ---- events ----------------------------------------------------------------------------
 
     async def publish(self, event_type: str, data: dict, durable: bool | None = None) -> Event:
-        """Publish an event on `trading:events:<type>` (durable types also go to their stream)."""
+        """Publish an event on `trading:events:<type>` (durable types also go to their stream).
+        A type that is not registered raises UnknownEventType."""
+        event_type_of(event_type, self.event_types)
         if self.bus is None:
             raise RuntimeError(f"{self.name}: the event bus is not running")
         return await self.bus.publish(event_type, data, durable)
@@ -365,17 +393,20 @@ class BaseService:
             if socket_is_live(path):
                 raise ServiceAlreadyRunning(f"{self.name} is already running on {path}")
             path.unlink()  # stale socket left by a process that died
+        handlers = self._event_handlers()
+        for event_type, durable, _handler in handlers:  # before binding: a bad handler never serves
+            check_handler(event_type, durable, self.event_types)
         self.lifecycle = "starting"
         self.started_at = time.monotonic()
         self._proc()
         self._server = RpcServer(path, self.dispatch, self.settings.rpc_max_frame_bytes)
         await self._server.start()
-        handlers = self._event_handlers()
         self.bus = EventBus(
             self.settings.redis_url,
             self.name,
             self.clock,
             max_deliveries=self.settings.env_int("TRADING_EVENTS_MAX_DELIVERIES", 8, low=1, high=100),
+            event_types=self.event_types,
         )
         for event_type, durable, handler in handlers:
             self.bus.subscribe(event_type, handler, durable)

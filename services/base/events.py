@@ -7,6 +7,8 @@
   restart, and moves an entry that keeps failing to `trading:dead:<type>`.
 - While Redis is away the bus keeps reconnecting with backoff, resubscribes when it is back, and
   holds durable events published meanwhile in an in-memory outbox that it flushes in order.
+- Event types, and which of them are durable, come from the registry (services/registry.py): the
+  bus refuses to publish or subscribe to a type that is not registered.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import itertools
 import logging
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 
 import orjson
 
 from services.base.clock import SuiteClock
+from services.registry import DURABLE_EVENTS, EVENTS, EventType
 
 log = logging.getLogger("events")
 
@@ -30,21 +33,8 @@ CHANNEL_PREFIX = "trading:events:"
 STREAM_PREFIX = "trading:stream:"
 DEAD_PREFIX = "trading:dead:"
 HEARTBEAT_PREFIX = "trading:heartbeat:"
-DURABLE_TYPES = frozenset({"prediction_generated", "trade_executed", "position_closed"})
-EVENT_TYPES = frozenset(
-    {
-        "market_data_updated",
-        "sentiment_updated",
-        "prediction_generated",
-        "buy_rate_alert",
-        "trade_executed",
-        "position_closed",
-        "risk_limit_hit",
-        "task_completed",
-        "task_failed",
-        "service_status_changed",
-    }
-)
+DURABLE_TYPES = DURABLE_EVENTS
+EVENT_TYPES = frozenset(EVENTS)
 STREAM_MAXLEN = 10_000  # per event type; keeps the managed Redis small
 OUTBOX_MAX = 10_000
 
@@ -83,8 +73,36 @@ def retry_delay_s(failures: int) -> float:
     return min(0.2 * 2 ** (failures - 1), 5.0)
 
 
+class UnknownEventType(ValueError):
+    """An event type that is not registered: add it to services/registry.py (EVENTS) first."""
+
+
+def event_type_of(event_type: str, event_types: Mapping[str, EventType] = EVENTS) -> EventType:
+    """The registered type named `event_type`; UnknownEventType when there is none."""
+    found = event_types.get(event_type) if isinstance(event_type, str) else None
+    if found is None:
+        raise UnknownEventType(
+            f"unknown event type {event_type!r}: register it in services/registry.py "
+            f"(known: {', '.join(sorted(event_types))})"
+        )
+    return found
+
+
+def check_handler(event_type: str, durable: bool, event_types: Mapping[str, EventType] = EVENTS) -> None:
+    """Refuse a handler of an unregistered type, or a durable handler of a type that is not kept
+    in a stream (it would never receive anything)."""
+    registered = event_type_of(event_type, event_types)
+    if durable and not registered.durable:
+        raise ValueError(
+            f"{event_type} is not a durable event type (services/registry.py): "
+            "a durable handler would never receive it"
+        )
+
+
 def on_event(event_type: str, durable: bool = False) -> Callable:
-    """Mark an async method as the handler of `event_type` (durable: consumed from the stream)."""
+    """Mark an async method as the handler of `event_type` (durable: consumed from the stream).
+
+    The type must be registered: BaseService checks its handlers when the class is defined."""
 
     def mark(func: Callable) -> Callable:
         func.__event__ = (event_type, durable)
@@ -105,8 +123,10 @@ class EventBus:
         max_deliveries: int = 8,
         heartbeat_s: float = 5.0,
         on_state_change: Callable[[bool], None] | None = None,
+        event_types: Mapping[str, EventType] = EVENTS,
     ):
         self.url = url
+        self.event_types = event_types
         self.service = service
         self.clock = clock
         self.max_deliveries = max_deliveries
@@ -127,6 +147,7 @@ class EventBus:
     # ---- registration ---------------------------------------------------------------------
 
     def subscribe(self, event_type: str, handler: Handler, durable: bool = False) -> None:
+        check_handler(event_type, durable, self.event_types)
         if durable:
             if event_type in self._durable_handlers:
                 raise ValueError(f"{self.service}: a durable handler for {event_type} already exists")
@@ -219,9 +240,11 @@ class EventBus:
         )
 
     async def publish(self, event_type: str, data: dict, durable: bool | None = None) -> Event:
-        """Publish now; a durable event that cannot be sent yet waits in the outbox."""
+        """Publish now; a durable event that cannot be sent yet waits in the outbox.
+        An unregistered `event_type` raises UnknownEventType (nothing is sent)."""
+        registered = event_type_of(event_type, self.event_types)
         event = self.make_event(event_type, data)
-        durable = event_type in DURABLE_TYPES if durable is None else durable
+        durable = registered.durable if durable is None else durable
         payload = event.to_json()
         if durable and self._outbox:
             self._outbox.append((event_type, payload))  # keep order behind what is waiting

@@ -18,9 +18,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
 from typing import Any
 
-from services.domain.supervision import DEPENDENCIES, overall_status, start_order
+from services.domain.supervision import DEPENDENCIES, UP, overall_status, start_order
 
-UP = ("healthy", "degraded")
 LIGHTS = {"healthy": "🟢", "degraded": "🟡", "down": "🔴"}
 BAD_STATES = ("fatal", "stopped", "backoff", "down")
 BAD_HEALTH = ("unhealthy", "no answer", "garbage", "down")

@@ -1,7 +1,8 @@
 """Supervision rules as pure functions: dependency order, restart backoff, crash-loop detection.
 
 The supervisor (services/management/supervisor.py) does the I/O; every decision it takes about
-when to start, restart or give up on a service is made here, with time passed in.
+when to start, restart or give up on a service is made here, with time passed in. The graph
+functions default to the registry's dependencies (services.registry) and take any other mapping.
 """
 
 from __future__ import annotations
@@ -10,24 +11,11 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-#: The contract's process table: service -> the services it depends on (Redis is implicit).
-DEPENDENCIES: dict[str, tuple[str, ...]] = {
-    "market-data": (),
-    "sentiment": (),
-    "ml-model": (),
-    "prediction": ("market-data", "sentiment", "ml-model"),
-    "scheduler": ("prediction",),
-    "paper-trading": ("prediction", "market-data"),
-}
+from services.registry import DEPENDENCIES  # re-exported: the registry's service -> dependencies
 
-ENTRY_FILES: dict[str, str] = {
-    "market-data": "services/market-data/market_data_service.py",
-    "sentiment": "services/sentiment/sentiment_service.py",
-    "ml-model": "services/ml-model/ml_model_service.py",
-    "prediction": "services/prediction/prediction_service.py",
-    "scheduler": "services/scheduler/scheduler_service.py",
-    "paper-trading": "services/paper-trading/paper_trading_service.py",
-}
+#: Health statuses of a service that answers: a dependency that is degraded still serves, so it
+#: counts as up for starting what depends on it, for `start` and for the dashboard.
+UP = ("healthy", "degraded")
 
 
 class DependencyCycle(ValueError):

@@ -48,10 +48,12 @@ from services.domain.dashboard_view import (
 )
 from services.domain.supervision import start_order
 from services.management.service_manager import format_log_line, tail_lines
+from services.registry import DASHBOARD, SUPERVISOR, consumed_by
 
-MANAGER = "manager"
-#: Events worth an alert line; the rest (prices, predictions) show through the RPC figures.
-ALERT_EVENTS = ("risk_limit_hit", "buy_rate_alert", "task_failed", "service_status_changed")
+MANAGER = SUPERVISOR
+#: Events worth an alert line (the registry's events the dashboard consumes); the rest (prices,
+#: predictions) show through the RPC figures.
+ALERT_EVENTS = consumed_by(DASHBOARD)
 MAX_SYMBOLS = 50  # market-data calls per refresh stay bounded for a large universe
 STYLES = {"title": "bold", "head": "bold", "ok": "green", "warn": "yellow", "bad": "bold red", "text": ""}
 

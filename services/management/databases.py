@@ -1,67 +1,53 @@
 """Create every service's SQLite database with its schema (`setup_microservices.py --init-db`).
 
-It runs the very store classes the services open at start, so the schema has one definition.
-Each store creates its tables idempotently; running this twice changes nothing. Management owns
-set-up, so it is the one place that opens other services' stores.
+The databases and their stores come from the registry (services.registry): each store class is
+the very one its service opens at start, so the schema has one definition. Each store creates its
+tables idempotently; running this twice changes nothing. Management owns set-up, so it is the one
+place that opens other services' stores.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 from services.base.clock import get_clock
 from services.base.config import Settings, get_settings
+from services.registry import Database, databases
 
 
-def _sentiment(settings: Settings):
-    from services.sentiment.sentiment_store import SentimentReadingStore
-
-    return SentimentReadingStore(settings.data_dir / "sentiment.db")
-
-
-def _ml_model(settings: Settings):
-    from services.ml_model.ml_prediction_log import PredictionLog
-
-    return PredictionLog(settings.data_dir / "ml_model.db")
-
-
-def _prediction(settings: Settings):
-    from services.prediction.prediction_store import PredictionStore
-
-    return PredictionStore(settings.data_dir / "predictions.db")
-
-
-def _scheduler(settings: Settings):
-    from services.scheduler.task_store import TaskStore
-
-    return TaskStore(settings.data_dir / "scheduler.db")
-
-
-def _paper_trading(settings: Settings):
-    from services.paper_trading.trade_store import TradeStore
-
+def _trade_store_args(settings: Settings) -> tuple:
+    # The ledger records its starting capital when it is created, as paper-trading would.
     capital = Decimal(str(settings.env_float("TRADING_PAPER_TRADING_STARTING_CAPITAL", 100000.0, low=1.0)))
-    return TradeStore(settings.data_dir / "paper_trading.db", capital, get_clock().now())
+    return (capital, get_clock().now())
 
 
-DATABASES: dict[str, Callable[[Settings], object]] = {
-    "sentiment.db": _sentiment,
-    "ml_model.db": _ml_model,
-    "predictions.db": _prediction,
-    "scheduler.db": _scheduler,
-    "paper_trading.db": _paper_trading,
+#: Stores that take more than the database's path: their extra constructor arguments.
+EXTRA_ARGS: dict[str, Callable[[Settings], tuple]] = {
+    "services.paper_trading.trade_store:TradeStore": _trade_store_args,
 }
+
+
+def store_class(database: Database) -> type:
+    """The class named by the registry's "module:Class"."""
+    return getattr(importlib.import_module(database.module), database.class_name)
+
+
+def open_store(database: Database, settings: Settings) -> Any:
+    extra = EXTRA_ARGS.get(database.store, lambda _settings: ())(settings)
+    return store_class(database)(settings.data_dir / database.file, *extra)
 
 
 def main() -> int:
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    for filename, open_store in DATABASES.items():
-        store = open_store(settings)
+    for _service, database in databases():
+        store = open_store(database, settings)
         store.close()
-        print(f"[setup] database ready: {settings.data_dir / filename}", flush=True)
+        print(f"[setup] database ready: {settings.data_dir / database.file}", flush=True)
     return 0
 
 

@@ -66,6 +66,8 @@ from services.base.rpc import DependencyUnavailable, RpcError
 from services.domain import asx_calendar, replay_report
 from services.domain.day_plan import default_tasks
 from services.domain.price_history import csv_file_name, history_from_csv
+from services.domain.supervision import UP
+from services.registry import SERVICES, SUPERVISOR
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -395,14 +397,15 @@ class ReplayDriver:
             raise ReplayError(f"the suite clock ran past the close of {day} during the step: lower --speed")
 
     async def _status(self) -> list[dict]:
-        return (await self.client.call_service("manager", "status", timeout=10))["services"]
+        return (await self.client.call_service(SUPERVISOR, "status", timeout=10))["services"]
 
     async def _wait_healthy(self) -> dict[str, int]:
         """Wait until every service runs and answers healthy; return the restart counters."""
         deadline = time.monotonic() + self.options.step_timeout_s
         while True:
             services = await self._status()
-            if all(s["state"] == "running" and s["health"] in ("healthy", "degraded") for s in services):
+            up = {s["name"] for s in services if s["state"] == "running" and s["health"] in UP}
+            if up >= set(SERVICES):  # every service of the registry
                 return {s["name"]: s["restarts"] for s in services}
             if any(s["state"] == "fatal" for s in services) or time.monotonic() > deadline:
                 bad = [f"{s['name']} {s['state']}" for s in services if s["state"] != "running"]

@@ -27,8 +27,7 @@ import psutil
 from services.base.base_service import BaseService, InvalidParams, socket_is_live
 from services.base.rpc import RpcError, rpc
 from services.domain.supervision import (
-    DEPENDENCIES,
-    ENTRY_FILES,
+    UP,
     FailureHistory,
     RestartPolicy,
     dependents_of,
@@ -38,9 +37,9 @@ from services.domain.supervision import (
     stop_order,
     with_dependencies,
 )
+from services.registry import SERVICES, SUPERVISOR
 
 REPO = Path(__file__).resolve().parents[2]
-UP = ("healthy", "degraded")  # answering health: a dependency that is degraded still serves
 
 
 def _age_s(pid: int) -> float:
@@ -154,7 +153,7 @@ class ServiceRunner:
 
 
 class Supervisor(BaseService):
-    name = "manager"
+    name = SUPERVISOR
 
     def __init__(self, autostart: list[str] | None = None, notify: bool = False):
         super().__init__()
@@ -177,8 +176,8 @@ class Supervisor(BaseService):
         self.redis: ProcessHandle | None = None
         self.redis_task: asyncio.Task | None = None
         self.runners = {
-            name: ServiceRunner(name, self._entry(name), deps, self.policy)
-            for name, deps in DEPENDENCIES.items()
+            name: ServiceRunner(name, self._entry(name), service.depends_on, self.policy)
+            for name, service in SERVICES.items()
         }
         self.events_log: list[dict] = []
         self._watchdog_task: asyncio.Task | None = None
@@ -186,7 +185,7 @@ class Supervisor(BaseService):
     def _entry(self, name: str) -> Path:
         # Tests and debugging can point a service at another file (e.g. one that crashes).
         override = self.settings.env_str(f"TRADING_MANAGER_ENTRY_{name.upper().replace('-', '_')}", "")
-        path = Path(override) if override else REPO / ENTRY_FILES[name]
+        path = Path(override) if override else REPO / SERVICES[name].entry
         return path if path.is_absolute() else REPO / path
 
     # ---- life ---------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from services.base.rpc import MarketClosed, MethodNotFound, NotConfigured, RiskR
 from services.domain import asx_calendar
 from services.domain import schedule as sch
 from services.domain.day_plan import default_tasks
+from services.registry import SERVICES
 from services.scheduler.task_store import (
     BackupFailed,
     DuplicateTaskName,
@@ -39,9 +40,7 @@ from services.scheduler.task_store import (
     backup_databases,
 )
 
-KNOWN_SERVICES = frozenset(
-    {"market-data", "sentiment", "ml-model", "prediction", "scheduler", "paper-trading"}
-)
+KNOWN_SERVICES = frozenset(SERVICES)  # what a task may call: the registry's services
 # What a task may call on the scheduler itself: never its control methods (a task that runs
 # execute_task, cancel_task or shutdown on its own scheduler is a loop or a foot-gun).
 SELF_METHODS = frozenset({"backup_databases", "get_market_status"})

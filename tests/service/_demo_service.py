@@ -7,10 +7,16 @@ from typing import Literal
 
 from services.base.base_service import BaseService, Event, InvalidParams, on_event, rpc, run_service
 from services.base.rpc import NotFound
+from services.registry import EventType, events_with
 
 
 class DemoService(BaseService):
     name = os.environ.get("DEMO_NAME", "demo")
+    # Outside the suite, so its own event types join the registry's (only for this process).
+    event_types = events_with(
+        EventType("demo_plain", publishers=("demo",), consumers=("demo",)),
+        EventType("demo_durable", publishers=("demo",), consumers=("demo",), durable=True),
+    )
 
     def __init__(self):
         super().__init__()

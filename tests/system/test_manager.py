@@ -15,7 +15,8 @@ import psutil
 import pytest
 
 from services.base.base_service import socket_is_live
-from services.domain.supervision import DEPENDENCIES, start_order
+from services.domain.supervision import UP, start_order
+from services.registry import DEPENDENCIES, ENTRY_FILES, SERVICES
 from tests.support import (
     REPO,
     EventWatcher,
@@ -74,11 +75,11 @@ def suite_processes(dirs: SuiteDirs) -> list[psutil.Process]:
 
 def service_pids(dirs: SuiteDirs) -> dict[str, list[int]]:
     """Service name -> pids of processes running its entry file (to count copies)."""
-    pids: dict[str, list[int]] = {name: [] for name in DEPENDENCIES}
+    pids: dict[str, list[int]] = {name: [] for name in ENTRY_FILES}
     for proc in suite_processes(dirs):
         cmd = " ".join(proc.cmdline())
-        for name in DEPENDENCIES:
-            if f"/{name}/" in cmd:
+        for name, entry in ENTRY_FILES.items():
+            if entry in cmd:
                 pids[name].append(proc.pid)
     return pids
 
@@ -105,7 +106,7 @@ def running_suite():
 def test_start_brings_everything_up_in_dependency_order(running_suite):
     services = by_name(running_suite)
     assert all(s["state"] == "running" for s in services.values())
-    assert all(s["health"] in ("healthy", "degraded") for s in services.values())
+    assert all(s["health"] in UP for s in services.values())
     # The order of "running" transitions in the supervisor's log: dependencies first.
     became_running = []
     for line in (running_suite.log_dir / "manager.log").read_text().splitlines():
@@ -134,10 +135,10 @@ def test_status_and_health_commands(running_suite):
     for name in start_order():
         assert name in table.stdout
     data = orjson.loads(cli(running_suite, "status", "--json").stdout)
-    assert {s["name"] for s in data["services"]} == set(DEPENDENCIES)
+    assert {s["name"] for s in data["services"]} == set(SERVICES)
     health = cli(running_suite, "health", "--json")
     replies = orjson.loads(health.stdout)
-    assert set(replies) == set(DEPENDENCIES)
+    assert set(replies) == set(SERVICES)
     assert health.returncode == (0 if all(h["status"] == "healthy" for h in replies.values()) else 1)
     logs = cli(running_suite, "logs", "sentiment", "-n", "5")
     assert logs.returncode == 0 and 0 < len(logs.stdout.strip().splitlines()) <= 5 + 5
@@ -153,7 +154,7 @@ def test_sigkill_twenty_times_comes_back_each_time(running_suite):
             lambda pid=pid: (
                 (s := by_name(running_suite)["sentiment"])["state"] == "running"
                 and s["pid"] not in (None, pid)
-                and s["health"] in ("healthy", "degraded")
+                and s["health"] in UP
             ),
             30,
             what=f"sentiment back after kill {n + 1}",

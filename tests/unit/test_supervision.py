@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from services.domain.supervision import (
-    DEPENDENCIES,
     DependencyCycle,
     FailureHistory,
     RestartPolicy,
@@ -16,6 +15,7 @@ from services.domain.supervision import (
     stop_order,
     with_dependencies,
 )
+from services.registry import DEPENDENCIES
 
 
 def test_contract_dependency_levels():
