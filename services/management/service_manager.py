@@ -25,8 +25,8 @@ import orjson
 from services.base.base_service import BaseService, socket_is_live
 from services.base.config import ConfigError, get_settings
 from services.base.rpc import RpcError
-from services.domain.dashboard_view import human_bytes, human_seconds
 from services.domain.supervision import start_order, stop_order
+from services.management.dashboard_view import human_bytes, human_seconds
 
 MANAGER = "manager"
 UP = ("healthy", "degraded")
