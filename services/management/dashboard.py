@@ -31,9 +31,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Log, Static
 
-from services.base.base_service import BaseService
-from services.base.clock import SuiteClock
-from services.base.config import Settings, get_settings
+from services.base import BaseService, Settings, SuiteClock, get_settings
 from services.base.events import CHANNEL_PREFIX
 from services.domain import asx_calendar
 from services.domain.supervision import start_order

@@ -11,8 +11,7 @@ import sys
 from collections.abc import Callable
 from decimal import Decimal
 
-from services.base.clock import get_clock
-from services.base.config import Settings, get_settings
+from services.base import Settings, get_clock, get_settings
 
 
 def _sentiment(settings: Settings):

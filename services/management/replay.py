@@ -57,11 +57,9 @@ from datetime import time as clock_time
 from pathlib import Path
 from typing import Any
 
-from services.base.base_service import BaseService
-from services.base.clock import SYDNEY, write_clock_file
-from services.base.config import Settings
+from services.base import SYDNEY, BaseService, DependencyUnavailable, RpcError, Settings
+from services.base.clock import write_clock_file
 from services.base.events import STREAM_PREFIX
-from services.base.rpc import DependencyUnavailable, RpcError
 from services.domain import asx_calendar, replay_report
 
 REPO = Path(__file__).resolve().parents[2]

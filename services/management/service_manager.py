@@ -22,9 +22,7 @@ from pathlib import Path
 
 import orjson
 
-from services.base.base_service import BaseService, socket_is_live
-from services.base.config import ConfigError, get_settings
-from services.base.rpc import RpcError
+from services.base import BaseService, ConfigError, RpcError, get_settings, socket_is_live
 from services.domain.supervision import start_order, stop_order
 from services.management.dashboard_view import human_bytes, human_seconds
 

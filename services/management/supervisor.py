@@ -24,8 +24,7 @@ from pathlib import Path
 
 import psutil
 
-from services.base.base_service import BaseService, InvalidParams, socket_is_live
-from services.base.rpc import RpcError, rpc
+from services.base import BaseService, InvalidParams, RpcError, rpc, socket_is_live
 from services.domain.supervision import (
     DEPENDENCIES,
     ENTRY_FILES,

@@ -24,19 +24,20 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.base.base_service import (
+from services.base import (
     BaseService,
+    ConfigError,
     DependencyUnavailable,
     Event,
     InvalidParams,
     NotFound,
     RpcError,
     RpcTimeout,
+    Settings,
     on_event,
     rpc,
     run_service,
 )
-from services.base.config import ConfigError, Settings
 from services.domain import buy_rate, features
 from services.domain.bars import bar_from_dict
 from services.domain.signals import (

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.base.base_service import BaseService, InvalidParams, rpc, run_service
+from services.base import BaseService, InvalidParams, rpc, run_service
 from services.domain import sentiment_scoring as scoring
 from services.sentiment.marketaux_client import (
     MarketauxArticle,
