@@ -27,7 +27,8 @@ class RpcClient:
         self.max_frame_bytes = max_frame_bytes
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._pending: dict[int, asyncio.Future] = {}
+        # By request id; a reply is looked up by the id it carries (any JSON-RPC id).
+        self._pending: dict[int | str | None, asyncio.Future] = {}
         self._ids = itertools.count(1)
         self._reader_task: asyncio.Task | None = None
         self._connect_lock = asyncio.Lock()

@@ -14,7 +14,7 @@ class RpcError(Exception):
     def __init__(self, message: str, *, detail: str | None = None, data: dict | None = None):
         super().__init__(message)
         self.message = message
-        self.data = {"type": self.kind, "detail": detail if detail is not None else message}
+        self.data: dict[str, Any] = {"type": self.kind, "detail": detail if detail is not None else message}
         if data:
             self.data.update(data)
 
@@ -112,13 +112,14 @@ def error_from_wire(error: Any) -> RpcError:
         return ServiceError(f"malformed error object: {error!r}")
     code = error.get("code")
     message = str(error.get("message", "remote error"))
-    data = error.get("data") if isinstance(error.get("data"), dict) else {}
+    raw_data = error.get("data")
+    data: dict[str, Any] = raw_data if isinstance(raw_data, dict) else {}
     cls = ERROR_TYPES.get(code, ServiceError) if isinstance(code, int) else ServiceError
     exc = RpcError.__new__(cls)
     Exception.__init__(exc, message)
     exc.message = message
     exc.data = {"type": cls.kind, "detail": message, **data}
-    if cls is InvalidParams:
+    if isinstance(exc, InvalidParams):
         exc.param = exc.data.get("param", "")
     if cls is ServiceError and isinstance(code, int) and code != ServiceError.code:
         exc.code = code  # keep an unknown server-defined code as sent

@@ -25,7 +25,7 @@ def rpc(func: Callable) -> Callable:
     """Expose an async method over JSON-RPC; params are validated from its signature."""
     if not inspect.iscoroutinefunction(func):
         raise TypeError(f"@rpc method {func.__qualname__} must be async")
-    func.__rpc__ = True
+    vars(func)["__rpc__"] = True  # the function's own attribute (Callable types declare none)
     return func
 
 
