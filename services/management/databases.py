@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from decimal import Decimal
+from typing import Protocol
 
 from services.base import Settings, get_clock, get_settings
 
@@ -45,7 +46,11 @@ def _paper_trading(settings: Settings):
     return TradeStore(settings.data_dir / "paper_trading.db", capital, get_clock().now())
 
 
-DATABASES: dict[str, Callable[[Settings], object]] = {
+class Store(Protocol):
+    def close(self) -> None: ...
+
+
+DATABASES: dict[str, Callable[[Settings], Store]] = {
     "sentiment.db": _sentiment,
     "ml_model.db": _ml_model,
     "predictions.db": _prediction,
