@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Set up the trading suite on this machine, then (with --full) run its test suite.
 
-    python3 setup_microservices.py --full        everything below, then the tests
+    python3 setup_microservices.py --full        everything below, then the check and the tests
     python3 setup_microservices.py --create-dirs --install-deps --init-db --models --test
+    python3 setup_microservices.py --check       lint, format and types only (`make check`)
 
 Each step is idempotent and quick when already done. Runs with the system python3 and the
 standard library only: it creates `.venv/` and runs everything else inside it.
@@ -167,9 +168,37 @@ def ensure_models() -> None:
     run(cmd, cwd=REPO)
 
 
+def venv_tool_python() -> str:
+    """The venv's python, which runs the tools; a clear error before set-up made it."""
+    python = venv_python()
+    if not python.exists():
+        raise SetupError("no virtual environment yet: run `python3 setup_microservices.py --install-deps`")
+    return str(python)
+
+
+def check_commands() -> list[list[str]]:
+    """The check, defined here once: `make check`, the test step and CI all run these."""
+    python = venv_tool_python()
+    return [
+        [python, "-m", "ruff", "check", "."],
+        [python, "-m", "ruff", "format", "--check", "."],
+        [python, "-m", "mypy"],  # the packages and options are in pyproject.toml
+    ]
+
+
+def run_check() -> int:
+    """Run every check command (all of them, so one run shows every problem); 0 when all pass."""
+    failed = 0
+    for cmd in check_commands():
+        say("checking: " + " ".join(cmd[2:]))
+        code = subprocess.call(cmd, cwd=REPO)
+        failed = failed or code
+    return failed
+
+
 def run_tests(extra: list[str]) -> int:
     say("running the test suite")
-    cmd = [str(venv_python()), "-m", "pytest", *extra]
+    cmd = [venv_tool_python(), "-m", "pytest", *extra]
     return subprocess.call(cmd, cwd=REPO)
 
 
@@ -233,7 +262,9 @@ class OneLineErrors(argparse.ArgumentParser):
 
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineErrors(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--full", action="store_true", help="every set-up step, then the test suite")
+    parser.add_argument(
+        "--full", action="store_true", help="every set-up step, then the check and the test suite"
+    )
     parser.add_argument(
         "--create-dirs", action="store_true", help="create the data, log, socket and model dirs"
     )
@@ -244,12 +275,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--models", action="store_true", help="train the default models when models/ has none"
     )
-    parser.add_argument("--test", action="store_true", help="run the test suite")
+    parser.add_argument(
+        "--check", action="store_true", help="ruff check, ruff format --check and mypy (make check)"
+    )
+    parser.add_argument("--test", action="store_true", help="the check, then the test suite (pytest)")
     parser.add_argument("--install-systemd", action="store_true", help="write the systemd unit")
     parser.add_argument("--print-systemd", action="store_true", help="print the systemd unit")
     parser.add_argument("pytest_args", nargs="*", help="extra arguments for pytest (after --)")
     args = parser.parse_args(argv)
-    steps = [args.create_dirs, args.install_deps, args.init_db, args.models, args.test]
+    steps = [args.create_dirs, args.install_deps, args.init_db, args.models, args.check, args.test]
     if not (args.full or any(steps) or args.install_systemd or args.print_systemd):
         print("setup_microservices.py: choose --full or at least one step (see --help)", file=sys.stderr)
         return 2
@@ -266,10 +300,17 @@ def main(argv: list[str] | None = None) -> int:
             ensure_models()
         if args.install_systemd:
             install_systemd()
+        checked = 0
+        if args.full or args.check or args.test:  # the test step is the check, then pytest
+            checked = run_check()
+            say("check passed" if checked == 0 else f"check failed (exit {checked})")
         if args.full or args.test:
+            # The tests run even after a failed check, so one run reports both; either fails it.
             code = run_tests(args.pytest_args)
             say("tests passed" if code == 0 else f"tests failed (exit {code})")
-            return code
+            return checked or code
+        if checked:
+            return checked
     except SetupError as exc:
         print(f"setup_microservices.py: {exc}", file=sys.stderr)
         return 1

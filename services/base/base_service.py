@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.base.clock import SuiteClock, get_clock
 from services.base.config import ConfigError, Settings, get_settings
@@ -52,6 +52,9 @@ from services.base.rpc import (
     rpc,
 )
 from services.registry import EVENTS, EventType
+
+if TYPE_CHECKING:
+    import psutil
 
 __all__ = [
     "BaseService",
@@ -158,7 +161,7 @@ class BaseService:
         self._signals = 0
         self._stats: dict[str, MethodStats] = {}
         self._methods = self._collect_methods()
-        self._process = None
+        self._process: psutil.Process | None = None
 
     # ---- registry ---------------------------------------------------------------------------
 
@@ -275,8 +278,9 @@ class BaseService:
         started = time.perf_counter()
         try:
             kwargs = spec.bind(params)
-            if self._ready is not None and not self._ready.is_set() and method not in BUILTIN_METHODS:
-                await self._wait_ready()
+            ready = self._ready
+            if ready is not None and not ready.is_set() and method not in BUILTIN_METHODS:
+                await self._wait_ready(ready)
             return await spec.func(**kwargs)
         except RpcError:
             stats.errors += 1
@@ -288,9 +292,9 @@ class BaseService:
         finally:
             stats.latencies.append(time.perf_counter() - started)
 
-    async def _wait_ready(self) -> None:
+    async def _wait_ready(self, ready: asyncio.Event) -> None:
         try:
-            await asyncio.wait_for(self._ready.wait(), self.ready_wait_s)
+            await asyncio.wait_for(ready.wait(), self.ready_wait_s)
         except TimeoutError:
             raise ServiceError(f"{self.name} is still starting") from None
 
@@ -359,7 +363,7 @@ class BaseService:
 
     # ---- life -----------------------------------------------------------------------------------
 
-    def _proc(self):
+    def _proc(self) -> psutil.Process | None:
         if self._process is None:
             try:
                 import psutil

@@ -47,6 +47,8 @@ class SuiteClock:
 
     def _reload(self) -> None:
         """Pick up a jump written to the control file (cheap when nothing changed)."""
+        if self.control_file is None:
+            return
         try:
             stat = os.stat(self.control_file)
         except FileNotFoundError:

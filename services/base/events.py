@@ -21,11 +21,15 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import orjson
 
 from services.base.clock import SuiteClock
 from services.registry import DURABLE_EVENTS, EVENTS, EventType
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger("events")
 
@@ -105,7 +109,7 @@ def on_event(event_type: str, durable: bool = False) -> Callable:
     The type must be registered: BaseService checks its handlers when the class is defined."""
 
     def mark(func: Callable) -> Callable:
-        func.__event__ = (event_type, durable)
+        vars(func)["__event__"] = (event_type, durable)  # a function attribute, as @rpc's
         return func
 
     return mark
@@ -138,7 +142,7 @@ class EventBus:
         self._handlers: dict[str, list[Handler]] = {}
         self._durable_handlers: dict[str, Handler] = {}
         self._outbox: deque[tuple[str, bytes]] = deque(maxlen=OUTBOX_MAX)
-        self._redis = None
+        self._redis: Redis | None = None
         self._tasks: list[asyncio.Task] = []
         self._handler_tasks: set[asyncio.Task] = set()
         self._up = asyncio.Event()
@@ -192,6 +196,13 @@ class EventBus:
                 await self._redis.aclose()
             self._redis = None
 
+    @property
+    def _client(self) -> Redis:
+        """The client `start` opened; the loops it starts run only while there is one."""
+        if self._redis is None:
+            raise ConnectionError("event bus not started")
+        return self._redis
+
     def _set_connected(self, up: bool) -> None:
         if up == self.connected:
             return
@@ -210,10 +221,10 @@ class EventBus:
         delay = 0.1
         while True:
             try:
-                await self._redis.ping()
+                await self._client.ping()  # type: ignore[misc]  # redis types ping for sync and async alike
                 self._set_connected(True)
                 await self._flush_outbox()
-                await self._redis.set(
+                await self._client.set(
                     HEARTBEAT_PREFIX + self.service,
                     orjson.dumps({"service": self.service, "at": self.clock.now().isoformat()}),
                     ex=max(3, int(self.heartbeat_s * 3)),
@@ -300,7 +311,7 @@ class EventBus:
         channels = [CHANNEL_PREFIX + t for t in self._handlers]
         delay = 0.1
         while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(*channels)
                 delay = 0.1
@@ -335,17 +346,17 @@ class EventBus:
         while True:
             try:
                 try:
-                    await self._redis.xgroup_create(stream, group, id="0", mkstream=True)
+                    await self._client.xgroup_create(stream, group, id="0", mkstream=True)
                 except redis.exceptions.ResponseError as exc:
                     if "BUSYGROUP" not in str(exc):
                         raise
                 delay = 0.1
                 while True:
                     # Our own pending entries first: delivered before a crash or a failed handler.
-                    reply = await self._redis.xreadgroup(group, consumer, {stream: "0"}, count=100)
+                    reply = await self._client.xreadgroup(group, consumer, {stream: "0"}, count=100)
                     entries = reply[0][1] if reply else []
                     if not entries:
-                        reply = await self._redis.xreadgroup(
+                        reply = await self._client.xreadgroup(
                             group, consumer, {stream: ">"}, count=100, block=1000
                         )
                         entries = reply[0][1] if reply else []
@@ -392,15 +403,15 @@ class EventBus:
                 return count  # keep order: retry this entry before any later one
             self.counters["received"] += 1
             self._failures.pop(entry_id, None)
-            await self._redis.xack(stream, group, entry_id)
+            await self._client.xack(stream, group, entry_id)
         return 0
 
     async def _dead_letter(self, stream, group, event_type, entry_id, fields, error: str) -> None:
         payload = dict(fields or {})
         payload[b"error"] = error.encode()
         payload[b"consumer"] = self.service.encode()
-        await self._redis.xadd(DEAD_PREFIX + event_type, payload, maxlen=STREAM_MAXLEN, approximate=True)
-        await self._redis.xack(stream, group, entry_id)
+        await self._client.xadd(DEAD_PREFIX + event_type, payload, maxlen=STREAM_MAXLEN, approximate=True)
+        await self._client.xack(stream, group, entry_id)
         self._failures.pop(entry_id, None)
         self.counters["dead_lettered"] += 1
         log.error("durable %s entry %s moved to the dead-letter stream: %s", event_type, entry_id, error)

@@ -203,10 +203,11 @@ def _row_to_bar(row: RawRow, tally: _Tally) -> Bar | None:
     except (ValueError, TypeError, IndexError):
         tally.invalid_rows.append(str(row[0]) if row else "")
         return None
-    if len(numbers) < 6 or any(n is None for n in numbers):
+    values = [n for n in numbers if n is not None]
+    if len(values) < 6:  # a short row, or an empty (null) field
         tally.null_rows.append(day)
         return None
-    o, h, lo, c, adj, vol = numbers  # type: ignore[misc]
+    o, h, lo, c, adj, vol = values
     if min(o, h, lo, c) <= 0 or vol < 0 or h < lo:
         tally.invalid_rows.append(day.isoformat())
         return None

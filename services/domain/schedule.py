@@ -14,10 +14,11 @@ on the first Sunday of April) runs once, at its first occurrence.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
+from typing import Any
 
 from services.domain import asx_calendar
 
@@ -83,7 +84,7 @@ class Schedule:
     def to_dict(self) -> dict:
         rule = self.rule
         if isinstance(rule, DailyAt):
-            body = {"type": "daily", "at": rule.at.strftime("%H:%M")}
+            body: dict[str, Any] = {"type": "daily", "at": rule.at.strftime("%H:%M")}
         elif isinstance(rule, Interval):
             end = rule.end.strftime("%H:%M") if rule.end else "close"
             body = {
@@ -134,7 +135,11 @@ def parse_schedule(raw: object) -> Schedule:
     if days_raw not in {d.value for d in Days}:
         raise ScheduleError("schedule.days", "must be 'trading' or 'all'")
     kind = raw.get("type")
-    parsers = {"daily": _parse_daily, "interval": _parse_interval, "cron": _parse_cron_rule}
+    parsers: dict[str, Callable[[Mapping], Rule]] = {
+        "daily": _parse_daily,
+        "interval": _parse_interval,
+        "cron": _parse_cron_rule,
+    }
     if kind not in parsers:
         raise ScheduleError("schedule.type", "must be 'daily', 'interval' or 'cron'")
     unknown = sorted(set(raw) - _SCHEDULE_FIELDS[kind])
@@ -179,7 +184,7 @@ def _parse_cron_rule(raw: Mapping) -> Cron:
 _MONTH_NAMES = {n: i for i, n in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split(), 1)}
 _DOW_NAMES = {n: i for i, n in enumerate("sun mon tue wed thu fri sat".split())}
 # (name, low, high, names) per field, in cron order.
-_CRON_FIELDS = (
+_CRON_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
     ("minute", 0, 59, {}),
     ("hour", 0, 23, {}),
     ("day_of_month", 1, 31, {}),

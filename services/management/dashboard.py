@@ -1,6 +1,6 @@
 """The suite's terminal dashboard: `service_manager.py dashboard [--once]`.
 
-An I/O shell around services.domain.dashboard_view: `Collector` asks the supervisor and the
+An I/O shell around services.management.dashboard_view: `Collector` asks the supervisor and the
 services for what the view needs (every call concurrent and bounded by a short timeout, any
 failure recorded as `Unavailable`), `EventFeed` keeps the latest alert-worthy events from Redis
 pub/sub, and `DashboardApp` (Textual) redraws the pure view every refresh. Nothing here can block
@@ -31,12 +31,11 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Log, Static
 
-from services.base.base_service import BaseService
-from services.base.clock import SuiteClock
-from services.base.config import Settings, get_settings
+from services.base import BaseService, Settings, SuiteClock, get_settings
 from services.base.events import CHANNEL_PREFIX
 from services.domain import asx_calendar
-from services.domain.dashboard_view import (
+from services.domain.supervision import start_order
+from services.management.dashboard_view import (
     HELP,
     DashboardView,
     Line,
@@ -46,7 +45,6 @@ from services.domain.dashboard_view import (
     render_lines,
     render_text,
 )
-from services.domain.supervision import start_order
 from services.management.service_manager import format_log_line, tail_lines
 from services.registry import DASHBOARD, SUPERVISOR, consumed_by
 

@@ -12,10 +12,9 @@ import importlib
 import sys
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Protocol
 
-from services.base.clock import get_clock
-from services.base.config import Settings, get_settings
+from services.base import Settings, get_clock, get_settings
 from services.registry import Database, databases
 
 
@@ -23,6 +22,10 @@ def _trade_store_args(settings: Settings) -> tuple:
     # The ledger records its starting capital when it is created, as paper-trading would.
     capital = Decimal(str(settings.env_float("TRADING_PAPER_TRADING_STARTING_CAPITAL", 100000.0, low=1.0)))
     return (capital, get_clock().now())
+
+
+class Store(Protocol):
+    def close(self) -> None: ...
 
 
 #: Stores that take more than the database's path: their extra constructor arguments.
@@ -36,7 +39,7 @@ def store_class(database: Database) -> type:
     return getattr(importlib.import_module(database.module), database.class_name)
 
 
-def open_store(database: Database, settings: Settings) -> Any:
+def open_store(database: Database, settings: Settings) -> Store:
     extra = EXTRA_ARGS.get(database.store, lambda _settings: ())(settings)
     return store_class(database)(settings.data_dir / database.file, *extra)
 

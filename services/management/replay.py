@@ -56,18 +56,19 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from datetime import time as clock_time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from services.base.base_service import BaseService
-from services.base.clock import SYDNEY, write_clock_file
-from services.base.config import Settings
+from services.base import SYDNEY, BaseService, DependencyUnavailable, RpcError, Settings
+from services.base.clock import write_clock_file
 from services.base.events import STREAM_PREFIX
-from services.base.rpc import DependencyUnavailable, RpcError
 from services.domain import asx_calendar, replay_report
 from services.domain.day_plan import default_tasks
 from services.domain.price_history import csv_file_name, history_from_csv
 from services.domain.supervision import UP
 from services.registry import SERVICES, SUPERVISOR
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -238,7 +239,7 @@ class ReplayDriver:
         self.settings = Settings.from_env(self.env)
         self.clock_file = self.root / "clock.json"
         self.client = BaseService("replay", settings=self.settings)
-        self.redis = None
+        self.redis: Redis | None = None  # open while _replay runs
         self.task_ids: dict[str, str] = {}
         self.curve: list[tuple[date | None, float]] = []
         self.step_predictions: list[dict] = []
@@ -265,7 +266,7 @@ class ReplayDriver:
     def _prepare_models(self) -> None:
         models = self.root / "models"
         source = self.options.models_dir
-        if models_trained_before(source, self.options.first, self.symbols):
+        if source is not None and models_trained_before(source, self.options.first, self.symbols):
             shutil.copytree(source, models, dirs_exist_ok=True)
             self.notes.append(f"models reused from {source} (trained on labels ending before --from)")
             return
@@ -292,7 +293,7 @@ class ReplayDriver:
     async def _replay(self, days: list[date], started: float) -> ReplayResult:
         import redis.asyncio as aioredis
 
-        self.redis = aioredis.from_url(self.settings.redis_url)
+        self.redis = redis = aioredis.from_url(self.settings.redis_url)
         try:
             await self._set_up_tasks()
             self.curve.append((None, await self._equity()))
@@ -306,7 +307,7 @@ class ReplayDriver:
             return await self._result(days, trades, started, loop_s)
         finally:
             await self.client.close_clients()
-            await self.redis.aclose()
+            await redis.aclose()
 
     # ---- one day
 
@@ -523,6 +524,8 @@ class ReplayDriver:
         and acknowledged every prediction."""
         import redis.exceptions
 
+        if self.redis is None:
+            raise ReplayError("the replay is not running: its Redis connection is closed")
         try:
             stream = await self.redis.xinfo_stream(PREDICTION_STREAM)
             groups = await self.redis.xinfo_groups(PREDICTION_STREAM)
@@ -592,6 +595,8 @@ class ReplayDriver:
 def scored(prediction: dict) -> replay_report.ScoredPrediction:
     inputs = prediction.get("inputs") or {}
     as_of = (inputs.get("market_data") or {}).get("as_of")
+    if not isinstance(as_of, str):
+        raise ReplayError(f"prediction {prediction.get('prediction_id')} has no market data as_of")
     model = inputs.get("model") or {}
     return replay_report.ScoredPrediction(
         symbol=prediction["symbol"],
@@ -665,9 +670,10 @@ def plot_equity(path: Path, result: ReplayResult, prices: dict, days: list[date]
         for d in x
     ]
     fig, ax = plt.subplots(figsize=(10, 5), dpi=100)
-    ax.plot(x, [v for _, v in result.curve], label="paper portfolio", linewidth=2)
-    ax.plot(x, universe, label="buy-and-hold universe (equal weight)", linestyle="--")
-    ax.plot(x, bench, label=f"buy-and-hold {index}", linestyle=":")
+    # matplotlib plots dates through its unit converters; its stubs accept only numbers and arrays.
+    ax.plot(x, [v for _, v in result.curve], label="paper portfolio", linewidth=2)  # type: ignore[arg-type]
+    ax.plot(x, universe, label="buy-and-hold universe (equal weight)", linestyle="--")  # type: ignore[arg-type]
+    ax.plot(x, bench, label=f"buy-and-hold {index}", linestyle=":")  # type: ignore[arg-type]
     ax.set_title(f"Replay {days[0]} .. {days[-1]}")
     ax.set_ylabel("equity (AUD)")
     ax.grid(alpha=0.3)

@@ -19,14 +19,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import orjson
 
-from services.base.base_service import BaseService, socket_is_live
-from services.base.config import ConfigError, get_settings
-from services.base.rpc import RpcError
-from services.domain.dashboard_view import human_bytes, human_seconds
+from services.base import BaseService, ConfigError, RpcError, get_settings, socket_is_live
 from services.domain.supervision import UP, start_order, stop_order
+from services.management.dashboard_view import human_bytes, human_seconds
 from services.registry import SUPERVISOR
 
 MANAGER = SUPERVISOR
@@ -496,7 +495,7 @@ def cmd_replay(args) -> int:
 
 
 class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
+    def error(self, message: str) -> NoReturn:  # one line, exit 2 (argparse prints usage too)
         print(f"service_manager.py: {message}", file=sys.stderr)
         sys.exit(2)
 

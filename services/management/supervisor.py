@@ -24,8 +24,7 @@ from pathlib import Path
 
 import psutil
 
-from services.base.base_service import BaseService, InvalidParams, socket_is_live
-from services.base.rpc import RpcError, rpc
+from services.base import BaseService, InvalidParams, RpcError, rpc, socket_is_live
 from services.domain.supervision import (
     UP,
     FailureHistory,
@@ -135,12 +134,12 @@ class ServiceRunner:
         self.task: asyncio.Task | None = None
 
     def snapshot(self, now: float) -> dict:
-        running = self.state == "running" and self.started_at is not None
+        started_at = self.started_at if self.state == "running" else None
         return {
             "name": self.name,
             "state": self.state,
             "pid": self.handle.pid if self.handle and self.handle.alive() else None,
-            "uptime": round(now - self.started_at, 1) if running else None,
+            "uptime": round(now - started_at, 1) if started_at is not None else None,
             "restarts": self.restarts,
             "health": (self.health or {}).get("status") if self.state == "running" else None,
             "memory_usage": (self.health or {}).get("memory_usage"),

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import date
 
-from services.base.base_service import (
+from services.base import (
     BaseService,
     DependencyUnavailable,
     InvalidParams,

@@ -35,7 +35,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from services.base.base_service import (
+from services.base import (
     BaseService,
     Event,
     InvalidParams,

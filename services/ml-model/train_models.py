@@ -40,8 +40,7 @@ import numpy as np
 from sklearn.inspection import permutation_importance
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from services.base import clock
-from services.base.config import ConfigError, get_settings
+from services.base import ConfigError, clock, get_settings
 from services.domain import asx_calendar
 from services.domain.bars import Bar, last_visible_date
 from services.domain.features import FEATURE_NAMES, FEATURE_VERSION, MIN_BARS, build_feature_rows

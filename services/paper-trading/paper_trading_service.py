@@ -25,19 +25,21 @@ from datetime import datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from services.base.base_service import (
+from services.base import (
     BaseService,
+    ConfigError,
     DependencyUnavailable,
     Event,
     InvalidParams,
+    MarketClosed,
     NotConfigured,
+    RiskRejected,
     ServiceError,
+    Settings,
     on_event,
     rpc,
     run_service,
 )
-from services.base.config import ConfigError, Settings
-from services.base.rpc import MarketClosed, RiskRejected
 from services.domain import asx_calendar, performance, risk
 from services.domain.portfolio import (
     ZERO,

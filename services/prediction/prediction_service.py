@@ -24,19 +24,20 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.base.base_service import (
+from services.base import (
     BaseService,
+    ConfigError,
     DependencyUnavailable,
     Event,
     InvalidParams,
     NotFound,
     RpcError,
     RpcTimeout,
+    Settings,
     on_event,
     rpc,
     run_service,
 )
-from services.base.config import ConfigError, Settings
 from services.domain import buy_rate, features
 from services.domain.bars import bar_from_dict
 from services.domain.signals import (
@@ -398,10 +399,10 @@ class PredictionService(BaseService):
                 errors[symbol] = error_entry(
                     RpcTimeout(f"{symbol}: not ready within {budget:.1f}s; retry later")
                 )
-            elif task.exception() is None:
+            elif (exc := task.exception()) is None:
                 predictions[symbol] = task.result()
             else:
-                errors[symbol] = self._error_of(symbol, task.exception())
+                errors[symbol] = self._error_of(symbol, exc)
         return {
             "predictions": predictions,
             "errors": errors,
@@ -520,7 +521,7 @@ class PredictionService(BaseService):
             # Concurrent requests for one symbol share one computation.
             task = asyncio.create_task(self._generate(symbol), name=f"predict-{symbol}")
             self._inflight[symbol] = task
-            task.add_done_callback(lambda _t, s=symbol: self._inflight.pop(s, None))
+            task.add_done_callback(lambda _t: self._inflight.pop(symbol, None))
         # shield: a caller that gives up does not cancel the computation others may share.
         prediction = await asyncio.shield(task)
         return {**prediction, "cached": False}

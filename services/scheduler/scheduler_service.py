@@ -17,16 +17,19 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from services.base.base_service import (
+from services.base import (
     BaseService,
     InvalidParams,
+    MarketClosed,
+    MethodNotFound,
+    NotConfigured,
     NotFound,
+    RiskRejected,
     RpcError,
     ServiceError,
     rpc,
     run_service,
 )
-from services.base.rpc import MarketClosed, MethodNotFound, NotConfigured, RiskRejected
 from services.domain import asx_calendar
 from services.domain import schedule as sch
 from services.domain.day_plan import default_tasks

@@ -162,7 +162,8 @@ def parse_news(body: Any) -> NewsPage:
     the rest of the news."""
     if not isinstance(body, dict) or not isinstance(body.get("data"), list):
         raise MarketauxBadResponse("response has no 'data' list", code="bad_response")
-    meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
+    raw_meta = body.get("meta")
+    meta: dict = raw_meta if isinstance(raw_meta, dict) else {}
     articles = [a for a in (_parse_article(raw) for raw in body["data"]) if a is not None]
     return NewsPage(
         articles=tuple(articles),
@@ -181,7 +182,8 @@ def _parse_article(raw: Any) -> MarketauxArticle | None:
     if not raw.get("uuid") or not isinstance(raw.get("title"), str) or published is None:
         log.warning("skipping malformed MarketAux article", extra={"uuid": str(raw.get("uuid"))})
         return None
-    entities = raw.get("entities") if isinstance(raw.get("entities"), list) else []
+    raw_entities = raw.get("entities")
+    entities: list = raw_entities if isinstance(raw_entities, list) else []
     return MarketauxArticle(
         uuid=str(raw["uuid"]),
         title=raw["title"],

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.base.base_service import BaseService, InvalidParams, rpc, run_service
+from services.base import BaseService, InvalidParams, rpc, run_service
 from services.domain import sentiment_scoring as scoring
 from services.sentiment.marketaux_client import (
     MarketauxArticle,
@@ -358,15 +358,20 @@ class SentimentService(BaseService):
     async def _fetch(self, batch: tuple[str, ...]) -> dict[str, Reading]:
         now = self.clock.now()
         # published_before: under a replay clock the API must not hand us news from the future.
-        window = {"published_after": now - timedelta(hours=self.lookback_h), "published_before": now}
+        since = now - timedelta(hours=self.lookback_h)
         try:
             if batch == (MARKET_KEY,):
                 page = await self.marketaux.fetch_news(
-                    countries=[self.market_country], limit=self.news_limit, **window
+                    countries=[self.market_country],
+                    limit=self.news_limit,
+                    published_after=since,
+                    published_before=now,
                 )
                 items = {MARKET_KEY: [market_news_item(a) for a in page.articles]}
             else:
-                page = await self.marketaux.fetch_news(batch, limit=self.news_limit, **window)
+                page = await self.marketaux.fetch_news(
+                    batch, limit=self.news_limit, published_after=since, published_before=now
+                )
                 items = {s: [i for a in page.articles if (i := news_item_for(a, s))] for s in batch}
         except MarketauxError as exc:
             self._record_failure(batch, fallback_reason(exc), now)

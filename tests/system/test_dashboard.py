@@ -14,9 +14,9 @@ import pytest
 from rich.cells import cell_len
 
 from services.base.config import Settings
-from services.domain.dashboard_view import render_text
 from services.domain.supervision import start_order
 from services.management.dashboard import Collector, ConfirmRestart, DashboardApp, EventFeed, LogView
+from services.management.dashboard_view import render_text
 from tests.support import make_suite_env, short_tempdir
 from tests.system.test_manager import FAST_TIMERS, by_name, cli, teardown
 

@@ -14,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.cells import cell_len
 
-from services.domain import asx_calendar, dashboard_view
-from services.domain.dashboard_view import (
+from services.domain import asx_calendar
+from services.management import dashboard_view
+from services.management.dashboard_view import (
     Snapshot,
     Unavailable,
     build_view,

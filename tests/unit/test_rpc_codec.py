@@ -13,7 +13,24 @@ from typing import Literal
 import orjson
 import pytest
 
-from services.base import rpc as r
+# Named imports, not `from services.base import rpc`: there `rpc` is the decorator (the one way
+# services import it), which shadows the package of the same name.
+from services.base.rpc import (
+    DependencyUnavailable,
+    InvalidParams,
+    MarketClosed,
+    MethodNotFound,
+    MethodSpec,
+    NotConfigured,
+    NotFound,
+    RiskRejected,
+    RpcServer,
+    RpcTimeout,
+    ServiceError,
+    dumps,
+    error_from_wire,
+    rpc,
+)
 
 
 class Side(enum.StrEnum):
@@ -22,27 +39,27 @@ class Side(enum.StrEnum):
 
 
 class Demo:
-    @r.rpc
+    @rpc
     async def subtract(self, minuend: int, subtrahend: int) -> int:
         return minuend - subtrahend
 
-    @r.rpc
+    @rpc
     async def sum(self, a: int, b: int, c: int = 0) -> int:
         return a + b + c
 
-    @r.rpc
+    @rpc
     async def update(self, a: int, b: int, c: int, d: int, e: int) -> None:
         return None
 
-    @r.rpc
+    @rpc
     async def notify_hello(self, n: int) -> None:
         return None
 
-    @r.rpc
+    @rpc
     async def get_data(self) -> list:
         return ["hello", 5]
 
-    @r.rpc
+    @rpc
     async def typed(
         self,
         symbol: str,
@@ -57,20 +74,20 @@ class Demo:
         return {"symbol": symbol, "days": days, "ratio": ratio, "symbols": symbols, "action": action}
 
 
-def make_server() -> r.RpcServer:
+def make_server() -> RpcServer:
     demo = Demo()
     specs = {
-        name: r.MethodSpec.from_function(name, getattr(demo, name))
+        name: MethodSpec.from_function(name, getattr(demo, name))
         for name in ("subtract", "sum", "update", "notify_hello", "get_data", "typed")
     }
 
     async def dispatch(method, params):
         spec = specs.get(method)
         if spec is None:
-            raise r.MethodNotFound("Method not found")
+            raise MethodNotFound("Method not found")
         return await spec.func(**spec.bind(params))
 
-    return r.RpcServer(path=None, dispatch=dispatch)  # type: ignore[arg-type]
+    return RpcServer(path=None, dispatch=dispatch)  # type: ignore[arg-type]
 
 
 def exchange(frame: str):
@@ -212,8 +229,8 @@ def test_hostile_input_gets_the_right_code(frame, code):
     ],
 )
 def test_invalid_params_name_the_parameter(params, param, problem):
-    spec = r.MethodSpec.from_function("typed", Demo().typed)
-    with pytest.raises(r.InvalidParams) as info:
+    spec = MethodSpec.from_function("typed", Demo().typed)
+    with pytest.raises(InvalidParams) as info:
         spec.bind(params)
     assert info.value.param == param
     assert info.value.data["param"] == param
@@ -221,7 +238,7 @@ def test_invalid_params_name_the_parameter(params, param, problem):
 
 
 def test_valid_params_are_coerced():
-    spec = r.MethodSpec.from_function("typed", Demo().typed)
+    spec = MethodSpec.from_function("typed", Demo().typed)
     kwargs = spec.bind({"symbol": "CBA.AX", "ratio": 2, "symbols": ["A"], "action": "SELL"})
     assert kwargs == {"symbol": "CBA.AX", "ratio": 2.0, "symbols": ["A"], "action": Side.SELL}
     assert isinstance(kwargs["ratio"], float)
@@ -229,7 +246,7 @@ def test_valid_params_are_coerced():
 
 
 def test_describe_lists_params_and_doc():
-    described = r.MethodSpec.from_function("typed", Demo().typed).describe()
+    described = MethodSpec.from_function("typed", Demo().typed).describe()
     names = [p["name"] for p in described["params"]]
     assert names == ["symbol", "days", "ratio", "flag", "symbols", "side", "action", "config"]
     assert described["params"][0] == {"name": "symbol", "type": "string", "required": True}
@@ -238,15 +255,15 @@ def test_describe_lists_params_and_doc():
 
 def test_remote_errors_rebuild_as_typed_exceptions():
     for cls in (
-        r.DependencyUnavailable,
-        r.NotConfigured,
-        r.RiskRejected,
-        r.MarketClosed,
-        r.RpcTimeout,
-        r.NotFound,
+        DependencyUnavailable,
+        NotConfigured,
+        RiskRejected,
+        MarketClosed,
+        RpcTimeout,
+        NotFound,
     ):
         wire = cls("boom", detail="why", data={"rule": "x"}).to_wire()
-        rebuilt = r.error_from_wire(orjson.loads(orjson.dumps(wire)))
+        rebuilt = error_from_wire(orjson.loads(orjson.dumps(wire)))
         assert type(rebuilt) is cls
         assert (rebuilt.code, rebuilt.message, rebuilt.detail, rebuilt.data["rule"]) == (
             cls.code,
@@ -254,22 +271,22 @@ def test_remote_errors_rebuild_as_typed_exceptions():
             "why",
             "x",
         )
-    params = r.error_from_wire(r.InvalidParams("symbol", "unknown").to_wire())
-    assert isinstance(params, r.InvalidParams) and params.param == "symbol"
-    odd = r.error_from_wire({"code": -31999, "message": "custom"})
-    assert isinstance(odd, r.ServiceError) and odd.code == -31999
+    params = error_from_wire(InvalidParams("symbol", "unknown").to_wire())
+    assert isinstance(params, InvalidParams) and params.param == "symbol"
+    odd = error_from_wire({"code": -31999, "message": "custom"})
+    assert isinstance(odd, ServiceError) and odd.code == -31999
 
 
 def test_dumps_handles_decimal_and_nan():
     from decimal import Decimal
 
-    assert orjson.loads(r.dumps({"a": Decimal("1.5"), "b": float("nan")})) == {"a": 1.5, "b": None}
+    assert orjson.loads(dumps({"a": Decimal("1.5"), "b": float("nan")})) == {"a": 1.5, "b": None}
 
 
 def test_rpc_decorator_marks_without_wrapping():
     async def method(self):
         return 1
 
-    assert r.rpc(method) is method and method.__rpc__ is True
+    assert rpc(method) is method and method.__rpc__ is True
     with pytest.raises(TypeError):
-        r.rpc(lambda self: 1)
+        rpc(lambda self: 1)

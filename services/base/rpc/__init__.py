@@ -1,0 +1,73 @@
+"""JSON-RPC 2.0 over Unix stream sockets, one module per concern:
+
+    errors   the typed errors (each carries its JSON-RPC code) and their rebuilding from the wire
+    params   `@rpc` and MethodSpec: validating wire params against a method's signature
+    codec    JSON bytes in and out, request checks, response objects (pure)
+    server   RpcServer: one Unix socket, one JSON text per line, many requests in flight
+    client   RpcClient: one multiplexed connection per target socket
+
+Every public name is re-exported here, so `from services.base.rpc import X` is the one way in.
+"""
+
+from __future__ import annotations
+
+from services.base.rpc.client import ConnectionLost, RpcClient
+from services.base.rpc.codec import (
+    check_request,
+    dumps,
+    error_response,
+    loads,
+    request_id_of,
+    result_response,
+)
+from services.base.rpc.errors import (
+    ERROR_TYPES,
+    DependencyUnavailable,
+    InternalError,
+    InvalidParams,
+    InvalidRequest,
+    MarketClosed,
+    MethodNotFound,
+    NotConfigured,
+    NotFound,
+    ParseError,
+    RiskRejected,
+    RpcError,
+    RpcTimeout,
+    ServiceError,
+    error_from_wire,
+)
+from services.base.rpc.params import MethodSpec, ParamSpec, coerce, rpc
+from services.base.rpc.server import Dispatcher, RpcServer
+
+__all__ = [
+    "ERROR_TYPES",
+    "ConnectionLost",
+    "DependencyUnavailable",
+    "Dispatcher",
+    "InternalError",
+    "InvalidParams",
+    "InvalidRequest",
+    "MarketClosed",
+    "MethodNotFound",
+    "MethodSpec",
+    "NotConfigured",
+    "NotFound",
+    "ParamSpec",
+    "ParseError",
+    "RiskRejected",
+    "RpcClient",
+    "RpcError",
+    "RpcServer",
+    "RpcTimeout",
+    "ServiceError",
+    "check_request",
+    "coerce",
+    "dumps",
+    "error_from_wire",
+    "error_response",
+    "loads",
+    "request_id_of",
+    "result_response",
+    "rpc",
+]
