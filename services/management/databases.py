@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from decimal import Decimal
 
 from services.base.clock import get_clock
 from services.base.config import Settings, get_settings
@@ -40,9 +39,12 @@ def _scheduler(settings: Settings):
 
 
 def _paper_trading(settings: Settings):
+    from services.base.knobs import read_knobs
+    from services.paper_trading.paper_trading_knobs import PaperTradingKnobs
     from services.paper_trading.trade_store import TradeStore
 
-    capital = Decimal(str(settings.env_float("TRADING_PAPER_TRADING_STARTING_CAPITAL", 100000.0, low=1.0)))
+    # The service's own knob, so set-up and the service open the ledger with the same capital.
+    capital = read_knobs(PaperTradingKnobs, settings.environ).starting_capital
     return TradeStore(settings.data_dir / "paper_trading.db", capital, get_clock().now())
 
 
