@@ -25,7 +25,8 @@ from typing import Any
 
 from services.base.clock import SuiteClock, get_clock
 from services.base.config import ConfigError, Settings, get_settings
-from services.base.events import Event, EventBus, on_event
+from services.base.events import Event, EventBus, EventBusKnobs, on_event
+from services.base.knobs import read_knobs
 from services.base.logs import setup_logging
 from services.base.rpc import (
     ConnectionLost,
@@ -375,7 +376,7 @@ class BaseService:
             self.settings.redis_url,
             self.name,
             self.clock,
-            max_deliveries=self.settings.env_int("TRADING_EVENTS_MAX_DELIVERIES", 8, low=1, high=100),
+            max_deliveries=read_knobs(EventBusKnobs, self.settings.environ).max_deliveries,
         )
         for event_type, durable, handler in handlers:
             self.bus.subscribe(event_type, handler, durable)
