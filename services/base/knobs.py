@@ -133,7 +133,7 @@ def parse_float(name: str, raw: str, low: float | None = None, high: float | Non
     return value
 
 
-def check_bounds(name: str, text: str, value: float, low: float | None, high: float | None) -> None:
+def check_bounds(name: str, text: str, value: float | Decimal, low: float | None, high: float | None) -> None:
     if value != value:  # NaN compares false with everything, so no bound would catch it
         raise ConfigError(f"{name}: {text!r} is not a number")
     too_low, too_high = low is not None and value < low, high is not None and value > high
@@ -210,6 +210,10 @@ def _fields(cls: type) -> Iterator[tuple[dataclasses.Field, Any]]:
             yield f, hints[f.name]
 
 
+def _is_group(kind: Any) -> bool:
+    return isinstance(kind, type) and dataclasses.is_dataclass(kind)
+
+
 def _env_name(f: dataclasses.Field, prefix: str) -> str:
     return f.metadata.get("env") or f"{prefix}{f.name.upper()}"
 
@@ -219,7 +223,7 @@ def _read(cls: type[K], environ: Mapping[str, str], prefix: str) -> K:
     set_by: dict[str, str] = {}  # field -> the variable that set it
     for f, kind in _fields(cls):
         name = _env_name(f, prefix)
-        if dataclasses.is_dataclass(kind):
+        if _is_group(kind):
             if f.metadata.get("strict"):
                 _refuse_unknown(kind, environ, f"{name}_")
             values[f.name] = _read(kind, environ, f"{name}_")
@@ -281,7 +285,7 @@ def describe(cls: type, prefix: str | None = None) -> list[KnobInfo]:
     rows: list[KnobInfo] = []
     for f, kind in _fields(cls):
         name = _env_name(f, prefix)
-        if dataclasses.is_dataclass(kind):
+        if _is_group(kind):
             rows.extend(describe(kind, f"{name}_"))
             continue
         family = f.metadata.get("family")
