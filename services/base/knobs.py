@@ -197,6 +197,8 @@ def _parse(name: str, raw: str, kind: Any, meta: Mapping[str, Any]) -> Any:
         raise ConfigError(f"{name}: {exc}") from None
     if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
         check_bounds(name, raw.strip(), value, low, high)
+    if isinstance(value, dict):  # the dataclass is frozen: so is what it holds
+        value = MappingProxyType(value)
     return value
 
 

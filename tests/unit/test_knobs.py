@@ -255,6 +255,8 @@ def test_paper_trading_bad_values(env, message):
 def test_epic_overrides_are_upper_cased_symbols():
     knobs = read_knobs(PaperTradingKnobs, {"TRADING_PAPER_TRADING_IG_EPICS": " cba.ax = IX.D.CBA.X ,"})
     assert dict(knobs.ig_epics) == {"CBA.AX": "IX.D.CBA.X"}
+    with pytest.raises(TypeError):
+        knobs.ig_epics["WBC.AX"] = "X"  # type: ignore[index]
 
 
 def test_set_up_opens_the_ledger_with_the_services_starting_capital(tmp_path):
