@@ -29,11 +29,13 @@ from services.base.config import ConfigError, Settings, get_settings
 from services.base.events import (
     Event,
     EventBus,
+    EventBusKnobs,
     UnknownEventType,
     check_handler,
     event_type_of,
     on_event,
 )
+from services.base.knobs import read_knobs
 from services.base.logs import setup_logging
 from services.base.rpc import (
     ConnectionLost,
@@ -409,7 +411,7 @@ class BaseService:
             self.settings.redis_url,
             self.name,
             self.clock,
-            max_deliveries=self.settings.env_int("TRADING_EVENTS_MAX_DELIVERIES", 8, low=1, high=100),
+            max_deliveries=read_knobs(EventBusKnobs, self.settings.environ).max_deliveries,
             event_types=self.event_types,
         )
         for event_type, durable, handler in handlers:

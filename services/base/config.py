@@ -1,8 +1,9 @@
 """One validated settings object, read from the environment once at start.
 
 Every variable of the contract is parsed and checked here, so a typo in the environment stops a
-service at start with one clear line instead of surfacing later as a strange failure. Services read
-their own tuning knobs through the typed `env_*` accessors, which apply the same validation.
+service at start with one clear line instead of surfacing later as a strange failure. A service's
+own tuning knobs (`TRADING_<SERVICE>_<KNOB>`) are a frozen dataclass read by
+`services.base.knobs.read_knobs`, with the same parsers and the same `ConfigError`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+
+from services.base.knobs import ConfigError, parse_bool, parse_float, parse_int
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,10 +32,6 @@ IG_BASE_URLS = {
     "DEMO": "https://demo-api.ig.com/gateway/deal",
     "LIVE": "https://api.ig.com/gateway/deal",
 }
-
-
-class ConfigError(ValueError):
-    """The environment holds a value the suite cannot run with: fix the variable named."""
 
 
 def _default_log_dir() -> Path:
@@ -156,7 +155,8 @@ class Settings:
         )
         return settings
 
-    # Typed accessors for a service's own knobs, validated like the contract's variables.
+    # Typed accessors for one variable, validated like the contract's. A service's knobs are not
+    # read here but declared once in its knob dataclass (services.base.knobs).
     def env_float(
         self, name: str, default: float, low: float | None = None, high: float | None = None
     ) -> float:
@@ -166,14 +166,8 @@ class Settings:
         return _int(self.environ, name, default, low=low, high=high)
 
     def env_bool(self, name: str, default: bool) -> bool:
-        raw = self.environ.get(name, "").strip().lower()
-        if not raw:
-            return default
-        if raw in ("1", "true", "yes", "on"):
-            return True
-        if raw in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{name}: {raw!r} is not a boolean (use true or false)")
+        raw = self.environ.get(name, "")
+        return parse_bool(name, raw) if raw.strip() else default
 
     def env_str(self, name: str, default: str) -> str:
         return self.environ.get(name, default)
@@ -184,29 +178,13 @@ class Settings:
 
 
 def _float(env: Mapping[str, str], name: str, default, low=None, high=None):
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}: {raw!r} is not a number") from None
-    if value != value or (low is not None and value < low) or (high is not None and value > high):
-        raise ConfigError(f"{name}: {raw} is outside {low}..{high}")
-    return value
+    raw = env.get(name, "")
+    return parse_float(name, raw, low, high) if raw.strip() else default
 
 
 def _int(env: Mapping[str, str], name: str, default, low=None, high=None):
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}: {raw!r} is not an integer") from None
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise ConfigError(f"{name}: {raw} is outside {low}..{high}")
-    return value
+    raw = env.get(name, "")
+    return parse_int(name, raw, low, high) if raw.strip() else default
 
 
 _settings: Settings | None = None

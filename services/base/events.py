@@ -21,11 +21,12 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import orjson
 
 from services.base.clock import SuiteClock
+from services.base.knobs import knob
 from services.registry import DURABLE_EVENTS, EVENTS, EventType
 
 if TYPE_CHECKING:
@@ -75,6 +76,17 @@ def retry_delay_s(failures: int) -> float:
     """Wait before a failed durable entry is tried again: 0.2 s doubling to 5 s. With the default
     8 deliveries an entry is retried for about 16 s, long enough for a dependency to restart."""
     return min(0.2 * 2 ** (failures - 1), 5.0)
+
+
+@dataclass(frozen=True, slots=True)
+class EventBusKnobs:
+    """The event bus's knobs (TRADING_EVENTS_*), the same for every service."""
+
+    service: ClassVar[str] = "events"
+
+    max_deliveries: int = knob(
+        8, low=1, high=100, doc="a durable event failing this often goes to trading:dead"
+    )
 
 
 class UnknownEventType(ValueError):

@@ -43,91 +43,77 @@ How a decision is made
    * context factor: ``missing_context_factor`` when the market context is unknown (the
      thresholds could not be adjusted).
 
-Every number named here is a `SignalConfig` field, settable as ``TRADING_PREDICTION_SIGNAL_<FIELD>``.
+Every number named here is a `SignalConfig` field, settable as ``TRADING_PREDICTION_SIGNAL_<FIELD>``
+(read by the prediction service, services/prediction/prediction_knobs.py).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
-from typing import Literal
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
 
 Signal = Literal["BUY", "HOLD", "SELL"]
 MarketRegime = Literal["bull", "bear", "sideways"]
 MARKET_REGIMES: tuple[str, ...] = ("bull", "bear", "sideways")
 SENTIMENT_FALLBACK_SOURCE = "fallback"
-ENV_PREFIX = "TRADING_PREDICTION_SIGNAL_"
+
+
+def _setting(default: float, bounds: str, doc: str) -> Any:
+    """A field with its allowed interval (e.g. ``"[0, 1)"``) and a one-line doc, both listed as knobs."""
+    return field(default=default, metadata={"bounds": bounds, "doc": doc})
+
+
+def _within(value: float, bounds: str) -> bool:
+    low, high = (float(end) for end in bounds[1:-1].split(","))
+    above = value > low if bounds[0] == "(" else value >= low
+    below = value < high if bounds[-1] == ")" else value <= high
+    return above and below
 
 
 @dataclass(frozen=True, slots=True)
 class SignalConfig:
-    """Thresholds and weights; every field can be set as ``TRADING_PREDICTION_SIGNAL_<FIELD>`` (upper case)."""
+    """Thresholds and weights; the prediction service reads each as ``TRADING_PREDICTION_SIGNAL_<FIELD>``."""
 
-    weight_technical: float = 0.35
-    weight_sentiment: float = 0.15
-    weight_model: float = 0.50
-    buy_threshold: float = 0.20
-    sell_threshold: float = 0.20
-    bear_buy_extra: float = 0.20
-    bull_sell_extra: float = 0.20
-    rsi_span: float = 20.0
-    macd_scale: float = 0.005
-    volume_low: float = 0.5
-    volume_high: float = 1.5
-    volume_max_boost: float = 0.2
-    min_quality: float = 0.6
-    missing_quality_factor: float = 0.8
-    fallback_sentiment_weight: float = 0.5
-    fallback_sentiment_factor: float = 0.8
-    missing_context_factor: float = 0.9
+    weight_technical: float = _setting(0.35, "[0, inf)", "weight of the technical component")
+    weight_sentiment: float = _setting(0.15, "[0, inf)", "weight of the news sentiment")
+    weight_model: float = _setting(0.50, "[0, inf)", "weight of the model ensemble")
+    buy_threshold: float = _setting(0.20, "(0, 1)", "BUY when the composite is at or above this")
+    sell_threshold: float = _setting(0.20, "(0, 1)", "SELL when the composite is at or below minus this")
+    bear_buy_extra: float = _setting(
+        0.20, "[0, 1)", "a bear market raises the BUY threshold by this x strength"
+    )
+    bull_sell_extra: float = _setting(
+        0.20, "[0, 1)", "a bull market raises the SELL threshold by this x strength"
+    )
+    rsi_span: float = _setting(20.0, "(0, inf)", "RSI points from 50 that score +-1")
+    macd_scale: float = _setting(0.005, "(0, inf)", "MACD histogram / price that scores tanh(1)")
+    volume_low: float = _setting(
+        0.5, "[0, inf)", "volume ratio at or below which the technical score shrinks"
+    )
+    volume_high: float = _setting(1.5, "[0, inf)", "volume ratio at or above which the technical score grows")
+    volume_max_boost: float = _setting(0.2, "[0, 1)", "how much volume grows or shrinks the technical score")
+    min_quality: float = _setting(0.6, "[0, 1]", "data quality below this lowers the confidence")
+    missing_quality_factor: float = _setting(0.8, "[0, 1]", "confidence factor when no quality score came")
+    fallback_sentiment_weight: float = _setting(
+        0.5, "[0, 1]", "share of its weight a fallback sentiment keeps"
+    )
+    fallback_sentiment_factor: float = _setting(0.8, "[0, 1]", "confidence factor for a fallback sentiment")
+    missing_context_factor: float = _setting(
+        0.9, "[0, 1]", "confidence factor when the market context is unknown"
+    )
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{f.name} must be a finite number >= 0, got {value!r}")
+            if not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"{f.name} must be a finite number, got {value!r}")
+            if not _within(value, f.metadata["bounds"]):
+                raise ValueError(f"{f.name} must be in {f.metadata['bounds']}, got {value!r}")
         if self.weight_technical + self.weight_sentiment + self.weight_model <= 0:
             raise ValueError("the weights must not all be zero")
-        for name in ("buy_threshold", "sell_threshold"):
-            if not 0 < getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)!r}")
-        for name in ("bear_buy_extra", "bull_sell_extra", "volume_max_boost"):
-            if getattr(self, name) >= 1:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
-        for name in (
-            "min_quality",
-            "missing_quality_factor",
-            "fallback_sentiment_weight",
-            "fallback_sentiment_factor",
-            "missing_context_factor",
-        ):
-            if getattr(self, name) > 1:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
-        if self.rsi_span == 0 or self.macd_scale == 0:
-            raise ValueError("rsi_span and macd_scale must be > 0")
         if self.volume_low >= self.volume_high:
             raise ValueError("volume_low must be below volume_high")
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> SignalConfig:
-        """Build from ``TRADING_PREDICTION_SIGNAL_*`` variables; unknown or malformed values raise ValueError."""
-        known = {f.name for f in fields(cls)}
-        values: dict[str, float] = {}
-        for key, raw in environ.items():
-            if not key.startswith(ENV_PREFIX):
-                continue
-            name = key[len(ENV_PREFIX) :].lower()
-            if name not in known:
-                raise ValueError(f"{key} is not a signal setting (known: {sorted(known)})")
-            try:
-                values[name] = float(raw)
-            except ValueError:
-                raise ValueError(f"{key} must be a number, got {raw!r}") from None
-        try:
-            return cls(**values)
-        except ValueError as exc:
-            raise ValueError(f"{ENV_PREFIX}*: {exc}") from None
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)

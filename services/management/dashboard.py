@@ -6,8 +6,7 @@ failure recorded as `Unavailable`), `EventFeed` keeps the latest alert-worthy ev
 pub/sub, and `DashboardApp` (Textual) redraws the pure view every refresh. Nothing here can block
 the UI: the collection runs in a worker and the UI only ever renders the last snapshot.
 
-Configuration: TRADING_DASHBOARD_REFRESH_S (default 1.5), TRADING_DASHBOARD_RPC_TIMEOUT_S
-(default 1.0), TRADING_DASHBOARD_LOG_LINES (lines in the log view, default 200).
+Configuration: TRADING_DASHBOARD_* knobs (services/management/manager_knobs.py, DashboardKnobs).
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ from textual.widgets import Log, Static
 
 from services.base import BaseService, Settings, SuiteClock, get_settings
 from services.base.events import CHANNEL_PREFIX
+from services.base.knobs import read_knobs
 from services.domain import asx_calendar
 from services.domain.supervision import start_order
 from services.management.dashboard_view import (
@@ -45,6 +45,7 @@ from services.management.dashboard_view import (
     render_lines,
     render_text,
 )
+from services.management.manager_knobs import DashboardKnobs
 from services.management.service_manager import format_log_line, tail_lines
 from services.registry import DASHBOARD, SUPERVISOR, consumed_by
 
@@ -407,8 +408,8 @@ async def one_frame(settings: Settings, timeout_s: float) -> DashboardView:
 def run_dashboard(once: bool) -> int:
     """Live dashboard until the user quits; with `once`, print one plain-text frame and return."""
     settings = get_settings()
-    refresh_s = settings.env_float("TRADING_DASHBOARD_REFRESH_S", 1.5, low=0.2, high=60.0)
-    timeout_s = settings.env_float("TRADING_DASHBOARD_RPC_TIMEOUT_S", 1.0, low=0.05, high=30.0)
+    knobs = read_knobs(DashboardKnobs, settings.environ)
+    timeout_s = knobs.rpc_timeout_s
     if once:
         view = asyncio.run(one_frame(settings, timeout_s))
         try:
@@ -421,6 +422,7 @@ def run_dashboard(once: bool) -> int:
             "service_manager.py: the live dashboard needs a terminal; use: dashboard --once", file=sys.stderr
         )
         return 2
-    log_lines = settings.env_int("TRADING_DASHBOARD_LOG_LINES", 200, low=10, high=10_000)
-    app = DashboardApp(Collector(settings, timeout_s), refresh_s, log_lines, EventFeed(settings.redis_url))
+    app = DashboardApp(
+        Collector(settings, timeout_s), knobs.refresh_s, knobs.log_lines, EventFeed(settings.redis_url)
+    )
     return app.run() or 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Protocol
 
 from services.base import Settings, get_clock, get_settings
@@ -19,9 +18,12 @@ from services.registry import Database, databases
 
 
 def _trade_store_args(settings: Settings) -> tuple:
-    # The ledger records its starting capital when it is created, as paper-trading would.
-    capital = Decimal(str(settings.env_float("TRADING_PAPER_TRADING_STARTING_CAPITAL", 100000.0, low=1.0)))
-    return (capital, get_clock().now())
+    # The ledger records its starting capital when it is created, with the service's own knob,
+    # so set-up and the service open the ledger with the same capital.
+    from services.base.knobs import read_knobs
+    from services.paper_trading.paper_trading_knobs import PaperTradingKnobs
+
+    return (read_knobs(PaperTradingKnobs, settings.environ).starting_capital, get_clock().now())
 
 
 class Store(Protocol):

@@ -25,6 +25,7 @@ from pathlib import Path
 import psutil
 
 from services.base import BaseService, InvalidParams, RpcError, rpc, socket_is_live
+from services.base.knobs import read_knobs
 from services.domain.supervision import (
     UP,
     FailureHistory,
@@ -36,6 +37,7 @@ from services.domain.supervision import (
     stop_order,
     with_dependencies,
 )
+from services.management.manager_knobs import SupervisorKnobs
 from services.registry import SERVICES, SUPERVISOR
 
 REPO = Path(__file__).resolve().parents[2]
@@ -156,19 +158,8 @@ class Supervisor(BaseService):
 
     def __init__(self, autostart: list[str] | None = None, notify: bool = False):
         super().__init__()
-        s = self.settings
-        self.policy = RestartPolicy(
-            backoff_base_s=s.env_float("TRADING_MANAGER_BACKOFF_BASE_S", 0.5, low=0.0),
-            backoff_max_s=s.env_float("TRADING_MANAGER_BACKOFF_MAX_S", 30.0, low=0.0),
-            stable_s=s.env_float("TRADING_MANAGER_STABLE_S", 60.0, low=0.0),
-            max_failures=s.env_int("TRADING_MANAGER_MAX_FAILURES", 5, low=1),
-            window_s=s.env_float("TRADING_MANAGER_FAILURE_WINDOW_S", 300.0, low=1.0),
-        )
-        self.health_interval_s = s.env_float("TRADING_MANAGER_HEALTH_INTERVAL_S", 5.0, low=0.05)
-        self.health_timeout_s = s.env_float("TRADING_MANAGER_HEALTH_TIMEOUT_S", 3.0, low=0.05)
-        self.hang_checks = s.env_int("TRADING_MANAGER_HANG_CHECKS", 3, low=1)
-        self.start_timeout_s = s.env_float("TRADING_MANAGER_START_TIMEOUT_S", 60.0, low=1.0)
-        self.stop_grace_s = s.env_float("TRADING_MANAGER_STOP_GRACE_S", 10.0, low=0.1)
+        self.knobs = read_knobs(SupervisorKnobs, self.settings.environ)
+        self.policy = self.knobs.restart_policy()
         self.autostart = autostart
         self.notify = notify
         self.lock_fd: int | None = None
@@ -183,7 +174,7 @@ class Supervisor(BaseService):
 
     def _entry(self, name: str) -> Path:
         # Tests and debugging can point a service at another file (e.g. one that crashes).
-        override = self.settings.env_str(f"TRADING_MANAGER_ENTRY_{name.upper().replace('-', '_')}", "")
+        override = self.knobs.entry_override(name)
         path = Path(override) if override else REPO / SERVICES[name].entry
         return path if path.is_absolute() else REPO / path
 
@@ -279,7 +270,7 @@ class Supervisor(BaseService):
             "--appendonly", "yes",
             "--appendfsync", "everysec",
             "--save", "",
-            "--maxmemory", self.settings.env_str("TRADING_REDIS_MAXMEMORY", "64mb"),
+            "--maxmemory", self.knobs.redis_maxmemory,
             "--maxmemory-policy", "noeviction",
             "--logfile", str(self.settings.log_dir / "redis.log"),
             stdin=asyncio.subprocess.DEVNULL,
@@ -329,7 +320,9 @@ class Supervisor(BaseService):
             if not socket_is_live(path):
                 continue
             try:
-                health = await self.call_service(name, "health", timeout=self.health_timeout_s, retries=0)
+                health = await self.call_service(
+                    name, "health", timeout=self.knobs.health_timeout_s, retries=0
+                )
             except RpcError:
                 health = None
             pid = (health or {}).get("pid")
@@ -400,7 +393,7 @@ class Supervisor(BaseService):
 
     async def _wait_healthy(self, runner: ServiceRunner) -> str | None:
         """None when healthy; otherwise why the start failed."""
-        deadline = time.monotonic() + self.start_timeout_s
+        deadline = time.monotonic() + self.knobs.start_timeout_s
         while time.monotonic() < deadline:
             if runner.handle is None or not runner.handle.alive():
                 code = runner.handle.proc.returncode if runner.handle and runner.handle.proc else None
@@ -408,7 +401,7 @@ class Supervisor(BaseService):
                 return f"exited during start-up (code {code})"
             try:
                 health = await self.call_service(
-                    runner.name, "health", timeout=self.health_timeout_s, retries=0
+                    runner.name, "health", timeout=self.knobs.health_timeout_s, retries=0
                 )
             except RpcError:
                 health = None
@@ -416,7 +409,7 @@ class Supervisor(BaseService):
                 runner.health = health
                 return None
             await asyncio.sleep(0.02)
-        return f"not healthy within {self.start_timeout_s:g}s"
+        return f"not healthy within {self.knobs.start_timeout_s:g}s"
 
     async def _keep_running(self, runner: ServiceRunner, adopted: bool = False) -> None:
         """Start the service after its dependencies, watch it, restart it, or give up (fatal)."""
@@ -470,12 +463,12 @@ class Supervisor(BaseService):
         exit_task = asyncio.ensure_future(handle.wait())
         try:
             while True:
-                done, _ = await asyncio.wait({exit_task}, timeout=self.health_interval_s)
+                done, _ = await asyncio.wait({exit_task}, timeout=self.knobs.health_interval_s)
                 if done:
                     return exit_task.result()
                 try:
                     runner.health = await self.call_service(
-                        runner.name, "health", timeout=self.health_timeout_s, retries=0
+                        runner.name, "health", timeout=self.knobs.health_timeout_s, retries=0
                     )
                     runner.health_failures = 0
                 except RpcError as exc:
@@ -484,10 +477,10 @@ class Supervisor(BaseService):
                         "%s health check failed (%d/%d): %s",
                         runner.name,
                         runner.health_failures,
-                        self.hang_checks,
+                        self.knobs.hang_checks,
                         exc,
                     )
-                    if runner.health_failures >= self.hang_checks and handle.alive():
+                    if runner.health_failures >= self.knobs.hang_checks and handle.alive():
                         self.log.error("%s is hung: killing pid %s", runner.name, handle.pid)
                         handle.signal(signal.SIGKILL)
         finally:
@@ -518,9 +511,9 @@ class Supervisor(BaseService):
             await self._set_state(runner, "stopping")
             with contextlib.suppress(RpcError):
                 await self.call_service(runner.name, "shutdown", timeout=2.0, retries=0)
-            if not await handle.wait_for_exit(self.stop_grace_s):
+            if not await handle.wait_for_exit(self.knobs.stop_grace_s):
                 handle.signal(signal.SIGTERM)
-                if not await handle.wait_for_exit(self.stop_grace_s):
+                if not await handle.wait_for_exit(self.knobs.stop_grace_s):
                     self.log.warning("%s ignored SIGTERM: killing", runner.name)
                     handle.signal(signal.SIGKILL)
                     await handle.wait_for_exit(5.0)

@@ -26,10 +26,12 @@ from services.base import (
     rpc,
     run_service,
 )
+from services.base.knobs import read_knobs
 from services.domain import asx_calendar, data_quality, indicators, market_context
 from services.domain.bars import bar_to_dict, bar_visible_from, last_visible_date
 from services.domain.price_history import normalise_symbol
 from services.market_data import providers
+from services.market_data.market_data_knobs import MarketDataKnobs
 
 
 @dataclass
@@ -59,46 +61,12 @@ def _price_summary(history: providers.History) -> dict:
     }
 
 
-@dataclass(frozen=True, slots=True)
-class Knobs:
-    """This service's own settings (TRADING_MARKET_DATA_*), validated once at start."""
-
-    cache_s: float
-    retry_s: float
-    history_bars: int
-    recent_bars: int
-    refresh_concurrency: int
-    probe_timeout_s: float
-    yf_timeout_s: float
-    yf_attempts: int
-    technical: indicators.TechnicalParams
-
-    @classmethod
-    def from_settings(cls, env) -> "Knobs":
-        cache_s = env.env_float("TRADING_MARKET_DATA_CACHE_S", 300.0, low=0.0, high=86400.0)
-        return cls(
-            cache_s=cache_s,
-            # After a failed fetch, wait this long before trying the source again (never past the TTL).
-            retry_s=min(cache_s, env.env_float("TRADING_MARKET_DATA_RETRY_S", 30.0, low=0.0, high=3600.0)),
-            history_bars=env.env_int("TRADING_MARKET_DATA_HISTORY_BARS", 1300, low=30, high=20000),
-            recent_bars=env.env_int("TRADING_MARKET_DATA_RECENT_BARS", 30, low=1, high=500),
-            refresh_concurrency=env.env_int("TRADING_MARKET_DATA_REFRESH_CONCURRENCY", 8, low=1, high=256),
-            probe_timeout_s=env.env_float("TRADING_MARKET_DATA_PROBE_TIMEOUT_S", 3.0, low=0.1, high=60.0),
-            yf_timeout_s=env.env_float("TRADING_MARKET_DATA_YF_TIMEOUT_S", 10.0, low=0.1, high=120.0),
-            yf_attempts=env.env_int("TRADING_MARKET_DATA_YF_ATTEMPTS", 3, low=1, high=10),
-            technical=indicators.TechnicalParams(
-                rsi_period=env.env_int("TRADING_MARKET_DATA_RSI_PERIOD", 14, low=2, high=200),
-                bollinger_period=env.env_int("TRADING_MARKET_DATA_BOLLINGER_PERIOD", 20, low=2, high=200),
-            ),
-        )
-
-
 class MarketDataService(BaseService):
     name = "market-data"
 
     async def on_start(self) -> None:
         env = self.settings
-        self.knobs = Knobs.from_settings(env)
+        self.knobs = read_knobs(MarketDataKnobs, env.environ)
         self.context_params = market_context.ContextParams()
         self.index = normalise_symbol(env.market_index)
         self.cache: dict[str, CacheEntry] = {}
@@ -210,10 +178,10 @@ class MarketDataService(BaseService):
         old = self.cache.get(symbol)
         self.log.warning("refresh of %s failed: %s%s", symbol, exc, " (serving stale data)" if old else "")
         if old is None:
-            self.failures[symbol] = (time.monotonic() + self.knobs.retry_s, exc)
+            self.failures[symbol] = (time.monotonic() + self.knobs.failure_retry_s, exc)
             raise self._rpc_error(symbol, exc)
         old.error = str(exc)
-        old.retry_mono = time.monotonic() + self.knobs.retry_s
+        old.retry_mono = time.monotonic() + self.knobs.failure_retry_s
         return old
 
     def _rpc_error(self, symbol: str, exc: providers.MarketDataError) -> RpcError:

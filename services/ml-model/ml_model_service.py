@@ -47,6 +47,7 @@ from services.base import (
     rpc,
     run_service,
 )
+from services.base.knobs import read_knobs
 from services.domain import asx_calendar
 from services.domain.bars import bar_from_dict, latest_session
 from services.domain.features import (
@@ -55,6 +56,7 @@ from services.domain.features import (
     FeatureValidationError,
     validate_features,
 )
+from services.ml_model.ml_model_knobs import MlModelKnobs
 from services.ml_model.ml_prediction_log import ENSEMBLE, PredictionLog, Vote, outcome_after
 from services.ml_model.model_inference import (
     InferenceFormError,
@@ -98,15 +100,7 @@ class MlModelService(BaseService):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.models_dir: Path = self.settings.models_dir
-        self.lookup_timeout_s = self.settings.env_float(
-            "TRADING_ML_MODEL_LOOKUP_TIMEOUT_S", 5.0, low=0.1, high=120.0
-        )
-        self.resolve_every_s = self.settings.env_float(
-            "TRADING_ML_MODEL_RESOLVE_INTERVAL_S", 30.0, low=0.0, high=86400.0
-        )
-        self.convert_timeout_s = self.settings.env_float(
-            "TRADING_ML_MODEL_CONVERT_TIMEOUT_S", 120.0, low=1.0, high=3600.0
-        )
+        self.knobs = read_knobs(MlModelKnobs, self.settings.environ)
         self.prediction_log: PredictionLog | None = None
         self._manifest: Manifest | None = None
         self._manifest_stamp: tuple[int, int] | None = None
@@ -305,9 +299,9 @@ class MlModelService(BaseService):
             sys.executable, str(CONVERTER), *args, stdout=PIPE, stderr=PIPE, env=env
         )
         try:
-            out, err = await asyncio.wait_for(process.communicate(), self.convert_timeout_s)
+            out, err = await asyncio.wait_for(process.communicate(), self.knobs.convert_timeout_s)
         except TimeoutError:
-            raise ServiceError(f"the model converter took over {self.convert_timeout_s}s") from None
+            raise ServiceError(f"the model converter took over {self.knobs.convert_timeout_s}s") from None
         finally:
             if process.returncode is None:  # timed out or cancelled: leave no child behind
                 process.kill()
@@ -613,14 +607,18 @@ class MlModelService(BaseService):
 
     def _resolution_due(self, symbol: str) -> bool:
         last = self._last_resolution.get(symbol)
-        return last is None or time.monotonic() - last >= self.resolve_every_s
+        return last is None or time.monotonic() - last >= self.knobs.resolve_interval_s
 
     async def _resolve_symbol(self, symbol: str, days: list[date], visible: date) -> str:
         self._last_resolution[symbol] = time.monotonic()
         span = min(max((visible - days[0]).days + 10, 10), 250)
         try:
             history = await self.call_service(
-                MARKET_DATA, "get_price_history", timeout=self.lookup_timeout_s, symbol=symbol, days=span
+                MARKET_DATA,
+                "get_price_history",
+                timeout=self.knobs.lookup_timeout_s,
+                symbol=symbol,
+                days=span,
             )
         except RpcError as exc:
             return f"{symbol}: market-data unavailable ({exc.message}); {len(days)} day(s) still pending"

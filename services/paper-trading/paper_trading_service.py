@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from decimal import Decimal
@@ -27,7 +27,6 @@ from typing import Any, Literal
 
 from services.base import (
     BaseService,
-    ConfigError,
     DependencyUnavailable,
     Event,
     InvalidParams,
@@ -35,11 +34,11 @@ from services.base import (
     NotConfigured,
     RiskRejected,
     ServiceError,
-    Settings,
     on_event,
     rpc,
     run_service,
 )
+from services.base.knobs import read_knobs
 from services.domain import asx_calendar, performance, risk
 from services.domain.portfolio import (
     ZERO,
@@ -53,6 +52,7 @@ from services.domain.portfolio import (
     value,
 )
 from services.paper_trading import ig_client
+from services.paper_trading.paper_trading_knobs import PaperTradingKnobs
 from services.paper_trading.trade_store import DayRecord, Mark, TradeRecord, TradeStore
 
 DB_NAME = "paper_trading.db"
@@ -66,57 +66,9 @@ def market_is_open(now: datetime) -> bool:
     return asx_calendar.phase_at(now) is asx_calendar.Phase.OPEN
 
 
-@dataclass(frozen=True)
-class TradingConfig:
-    starting_capital: Decimal
-    slippage_bps: Decimal
-    rules: risk.RiskRules
-    follow_signals: bool
-    signal_max_age_s: float
-    quote_timeout_s: float
-    ig_mirror: bool
-    epics: dict[str, str]
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> TradingConfig:
-        def knob(name: str, default: float, low: float, high: float) -> Decimal:
-            return to_decimal(settings.env_float(f"TRADING_PAPER_TRADING_{name}", default, low, high))
-
-        def percent(name: str, default: float, low: float, high: float) -> Decimal:
-            # _PCT knobs are percentages, as the rules are stated ("5%"); the domain uses fractions.
-            return knob(name, default, low, high) / 100
-
-        rules = risk.RiskRules(
-            position_size_fraction=percent("POSITION_SIZE_PCT", 5, 0.01, 100),
-            max_position_value=knob("MAX_POSITION_VALUE", 10_000, 1, 1e9),
-            max_exposure_fraction=percent("MAX_EXPOSURE_PCT", 80, 0.01, 100),
-            max_daily_loss=knob("MAX_DAILY_LOSS", 5_000, 1, 1e9),
-            commission_fixed=knob("COMMISSION_FIXED", 10, 0, 1e6),
-            commission_rate=percent("COMMISSION_PCT", 0.1, 0, 50),
-            stop_loss_fraction=percent("STOP_LOSS_PCT", 5, 0.01, 100),
-            take_profit_fraction=percent("TAKE_PROFIT_PCT", 10, 0.01, 10_000),
-        )
-        return cls(
-            starting_capital=knob("STARTING_CAPITAL", 100_000, 1, 1e12),
-            slippage_bps=knob("SLIPPAGE_BPS", 5, 0, 1000),
-            rules=rules,
-            follow_signals=settings.env_bool("TRADING_PAPER_TRADING_FOLLOW_SIGNALS", True),
-            signal_max_age_s=settings.env_float("TRADING_PAPER_TRADING_SIGNAL_MAX_AGE_S", 3600.0, 1.0, 1e7),
-            quote_timeout_s=settings.env_float("TRADING_PAPER_TRADING_QUOTE_TIMEOUT_S", 10.0, 0.1, 300.0),
-            ig_mirror=settings.env_bool("TRADING_PAPER_TRADING_IG_MIRROR", False),
-            epics=parse_epics(settings.env_str("TRADING_PAPER_TRADING_IG_EPICS", ""), settings.symbols),
-        )
-
-
-def parse_epics(text: str, symbols: tuple[str, ...]) -> dict[str, str]:
-    """`CBA.AX=AA.D.CBA.CASH.IP,...` over the default epic of each symbol."""
-    epics = {s: ig_client.default_epic(s) for s in symbols}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        symbol, sep, epic = item.partition("=")
-        if not sep or not symbol.strip() or not epic.strip():
-            raise ConfigError(f"TRADING_PAPER_TRADING_IG_EPICS: {item!r} is not SYMBOL=EPIC")
-        epics[symbol.strip().upper()] = epic.strip()
-    return epics
+def epics_for(symbols: tuple[str, ...], overrides: Mapping[str, str]) -> dict[str, str]:
+    """The IG epic of each symbol: its default epic unless TRADING_PAPER_TRADING_IG_EPICS names one."""
+    return {s: ig_client.default_epic(s) for s in symbols} | dict(overrides)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,11 +104,13 @@ class PaperTradingService(BaseService):
         self._background: set[asyncio.Task] = set()
         self.is_market_open: Callable[[datetime], bool] = market_is_open
         # Read here, not in on_start, so a bad setting exits 2 with its reason before anything runs.
-        self.config = TradingConfig.from_settings(self.settings)
+        self.knobs = read_knobs(PaperTradingKnobs, self.settings.environ)
+        self.rules = self.knobs.risk_rules()
+        self.epics = epics_for(self.settings.symbols, self.knobs.ig_epics)
 
     async def on_start(self) -> None:
         self.store = TradeStore(
-            self.settings.data_dir / DB_NAME, self.config.starting_capital, self.clock.now()
+            self.settings.data_dir / DB_NAME, self.knobs.starting_capital, self.clock.now()
         )
         self.book = self.store.load_portfolio()
         self.marks: dict[str, Mark] = self.store.marks()
@@ -196,9 +150,9 @@ class PaperTradingService(BaseService):
             "cash": float(valuation.cash),
             "open_positions": len(self.book.positions),
             "trading_halted": self._halted_today(),
-            "follow_signals": self.config.follow_signals,
+            "follow_signals": self.knobs.follow_signals,
             "ig_configured": self.ig_credentials is not None,
-            "ig_mirror": self.config.ig_mirror,
+            "ig_mirror": self.knobs.ig_mirror,
             **self.counters,
         }
 
@@ -227,7 +181,7 @@ class PaperTradingService(BaseService):
     @rpc
     async def get_positions(self) -> dict:
         """Open positions with average cost, market value, unrealised P&L and exit levels."""
-        rules = self.config.rules
+        rules = self.rules
         positions = []
         for symbol, position in sorted(self.book.positions.items()):
             mark = self._mark(symbol)
@@ -310,7 +264,7 @@ class PaperTradingService(BaseService):
         valuation = self._valuation()
         balance = session_account.get("balance") or {}
         report = ig_client.reconcile(
-            {s: p.quantity for s, p in self.book.positions.items()}, ig_positions, self.config.epics
+            {s: p.quantity for s, p in self.book.positions.items()}, ig_positions, self.epics
         )
         ig_equity = (balance.get("balance") or 0) + (balance.get("profitLoss") or 0)
         return {
@@ -322,7 +276,7 @@ class PaperTradingService(BaseService):
             "cash_difference": (balance.get("balance") or 0) - float(valuation.cash),
             "equity_difference": ig_equity - float(valuation.equity),
             **report,
-            "mirror_enabled": self.config.ig_mirror,
+            "mirror_enabled": self.knobs.ig_mirror,
             "synced_at": self.clock.now().isoformat(),
         }
 
@@ -332,7 +286,7 @@ class PaperTradingService(BaseService):
     async def on_prediction(self, event: Event) -> None:
         """Act on a prediction at most once; a failure here leaves it unacknowledged for redelivery."""
         await self._open.wait()
-        if not self.config.follow_signals:
+        if not self.knobs.follow_signals:
             return
         prediction_id = event.data.get("prediction_id")
         if not isinstance(prediction_id, str) or not prediction_id:
@@ -371,7 +325,7 @@ class PaperTradingService(BaseService):
             self._save_mark(quote)
             await self._snapshot_equity(self.clock.now())
             position = self.book.positions.get(symbol)
-            reason = risk.exit_reason(position, quote.price, self.config.rules) if position else None
+            reason = risk.exit_reason(position, quote.price, self.rules) if position else None
             if position is None or reason is None:
                 return
             try:
@@ -394,14 +348,14 @@ class PaperTradingService(BaseService):
             return "skipped", "HOLD: nothing to do"
         now = self.clock.now()
         age_s = _age_s(data.get("created_at"), now)
-        if age_s is None or age_s > self.config.signal_max_age_s:
+        if age_s is None or age_s > self.knobs.signal_max_age_s:
             return "skipped", f"prediction too old or undated to act on (age {age_s} s)"
         if not self.is_market_open(now):
             return "rejected", f"market_hours: the market is closed at {now.isoformat()}"
         quote = await self._quote(symbol)  # DependencyUnavailable: unacknowledged, redelivered
         side = Action.BUY if signal == "BUY" else Action.SELL
-        price = fill_price(quote.price, side, self.config.slippage_bps)
-        order = risk.order_for_signal(signal, symbol, price, self.book, self._prices(), self.config.rules)
+        price = fill_price(quote.price, side, self.knobs.slippage_bps)
+        order = risk.order_for_signal(signal, symbol, price, self.book, self._prices(), self.rules)
         if order is None:
             return (
                 "skipped",
@@ -434,14 +388,14 @@ class PaperTradingService(BaseService):
                 data={"rule": "market_hours", "next_open": asx_calendar.next_open(now).isoformat()},
             )
         quote = quote or await self._quote(symbol)
-        price = fill_price(quote.price, action, self.config.slippage_bps)
+        price = fill_price(quote.price, action, self.knobs.slippage_bps)
         order = risk.Order(symbol, action, quantity, price)
         day = self._day_state(now)
         rejection = risk.check_order(
             order,
             self.book,
             self._prices(),
-            self.config.rules,
+            self.rules,
             day=day,
             now=now,
             is_market_open=self.is_market_open,
@@ -449,7 +403,7 @@ class PaperTradingService(BaseService):
         if rejection is not None:
             await self._reject(rejection, order)
         gross = trade_value(quantity, price)
-        fill = Fill(symbol, action, quantity, price, risk.commission(gross, self.config.rules))
+        fill = Fill(symbol, action, quantity, price, risk.commission(gross, self.rules))
         record, self.book = await asyncio.to_thread(
             self.store.record_fill,
             fill,
@@ -471,9 +425,9 @@ class PaperTradingService(BaseService):
             "price_as_of": quote.as_of,
             "quote_price": float(quote.price),
             "quote_stale": quote.stale,
-            "slippage_bps": float(self.config.slippage_bps),
+            "slippage_bps": float(self.knobs.slippage_bps),
             "fill_price": float(price),
-            "commission_formula": self.config.rules.commission_formula(),
+            "commission_formula": self.rules.commission_formula(),
             "filled_at": now.isoformat(),
         }
 
@@ -493,7 +447,7 @@ class PaperTradingService(BaseService):
 
     async def _quote(self, symbol: str) -> Quote:
         data = await self.call_service(
-            "market-data", "get_market_data", timeout=self.config.quote_timeout_s, symbol=symbol
+            "market-data", "get_market_data", timeout=self.knobs.quote_timeout_s, symbol=symbol
         )
         quote = Quote.from_market_data(symbol, data)
         self._save_mark(quote)
@@ -537,9 +491,9 @@ class PaperTradingService(BaseService):
         self.store.record_equity(
             self.day.day, valuation.equity, valuation.cash, valuation.positions_value, now
         )
-        if day.halted or not risk.daily_loss_hit(day.day_pnl, self.config.rules):
+        if day.halted or not risk.daily_loss_hit(day.day_pnl, self.rules):
             return
-        reason = f"daily loss ${-day.day_pnl} reached the ${self.config.rules.max_daily_loss} limit"
+        reason = f"daily loss ${-day.day_pnl} reached the ${self.rules.max_daily_loss} limit"
         if self.store.halt_day(self.day.day, reason):
             self.day = self.store.open_trading_day(self.day.day, valuation.equity)
             next_open = asx_calendar.session_open(asx_calendar.next_trading_day(self.day.day))
@@ -548,9 +502,9 @@ class PaperTradingService(BaseService):
                 {
                     "rule": str(risk.Rule.MAX_DAILY_LOSS),
                     "detail": f"new buys halted until the next trading day: {reason}",
-                    "limit": float(self.config.rules.max_daily_loss),
+                    "limit": float(self.rules.max_daily_loss),
                     "attempted": float(-day.day_pnl),
-                    "excess": float(-day.day_pnl - self.config.rules.max_daily_loss),
+                    "excess": float(-day.day_pnl - self.rules.max_daily_loss),
                     "halted_until": next_open.isoformat(),
                 },
             )
@@ -616,7 +570,7 @@ class PaperTradingService(BaseService):
 
     def _mirror(self, record: TradeRecord) -> None:
         """Copy a paper fill to the IG demo account, in the background, when opted in."""
-        if not self.config.ig_mirror or self.ig_credentials is None:
+        if not self.knobs.ig_mirror or self.ig_credentials is None:
             return
         task = asyncio.create_task(self._mirror_now(record))
         self._background.add(task)
@@ -625,7 +579,7 @@ class PaperTradingService(BaseService):
     async def _mirror_now(self, record: TradeRecord) -> None:
         try:
             confirmation = await self._ig_client().open_position(
-                epic=self.config.epics.get(record.symbol, ig_client.default_epic(record.symbol)),
+                epic=self.epics.get(record.symbol, ig_client.default_epic(record.symbol)),
                 direction=str(record.action),
                 size=record.quantity,
                 deal_reference=f"PT-{record.trade_id}-{record.timestamp[:10]}",

@@ -26,7 +26,6 @@ from typing import Any
 
 from services.base import (
     BaseService,
-    ConfigError,
     DependencyUnavailable,
     Event,
     InvalidParams,
@@ -38,6 +37,7 @@ from services.base import (
     rpc,
     run_service,
 )
+from services.base.knobs import read_knobs
 from services.domain import buy_rate, features
 from services.domain.bars import bar_from_dict
 from services.domain.signals import (
@@ -50,6 +50,7 @@ from services.domain.signals import (
     TechnicalReadings,
     decide,
 )
+from services.prediction.prediction_knobs import PredictionKnobs
 from services.prediction.prediction_store import PredictionStore
 
 MARKET_DATA, SENTIMENT, ML_MODEL = "market-data", "sentiment", "ml-model"
@@ -57,47 +58,6 @@ SYMBOL_RE = re.compile(r"^[A-Z0-9^][A-Z0-9.^_-]{0,19}$")
 MAX_BATCH = 1000
 # The answer must reach the caller before its own timeout fires: reply this much earlier.
 REPLY_MARGIN_S = 0.5
-
-
-# --------------------------------------------------------------------------------------------
-# Settings
-
-
-@dataclass(frozen=True, slots=True)
-class PredictionSettings:
-    dependency_timeout_s: float
-    default_timeout_s: float
-    max_concurrency: int
-    history_days: int
-    index_ttl_s: float
-    signal: SignalConfig
-    buy_rate: buy_rate.BuyRateConfig
-
-    @classmethod
-    def from_settings(cls, s: Settings) -> PredictionSettings:
-        try:
-            signal = SignalConfig.from_env(s.environ)
-            rate = buy_rate.BuyRateConfig(
-                window_size=s.env_int("TRADING_PREDICTION_BUY_RATE_WINDOW", 50, low=1, high=100_000),
-                threshold=s.env_float("TRADING_PREDICTION_BUY_RATE_THRESHOLD", 0.70, low=0.0, high=0.999),
-                min_samples=s.env_int("TRADING_PREDICTION_BUY_RATE_MIN_SAMPLES", 10, low=1, high=100_000),
-            )
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        return cls(
-            dependency_timeout_s=s.env_float(
-                "TRADING_PREDICTION_DEPENDENCY_TIMEOUT_S", 4.0, low=0.05, high=600
-            ),
-            # The platform client's default timeout is 10 s: answer within it unless told otherwise.
-            default_timeout_s=s.env_float("TRADING_PREDICTION_TIMEOUT_S", 10.0, low=0.5, high=3600),
-            max_concurrency=s.env_int("TRADING_PREDICTION_CONCURRENCY", 16, low=1, high=1024),
-            history_days=s.env_int(
-                "TRADING_PREDICTION_HISTORY_DAYS", features.MIN_BARS + 10, low=features.MIN_BARS, high=20_000
-            ),
-            index_ttl_s=s.env_float("TRADING_PREDICTION_INDEX_TTL_S", 60.0, low=0.0, high=86_400),
-            signal=signal,
-            buy_rate=rate,
-        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -328,7 +288,7 @@ class PredictionService(BaseService):
 
     def __init__(self, name: str | None = None, settings: Settings | None = None):
         super().__init__(name, settings)
-        self.config = PredictionSettings.from_settings(self.settings)
+        self.knobs = read_knobs(PredictionKnobs, self.settings.environ)
         self.store: PredictionStore | None = None
         self.cache: dict[str, dict] = {}
         self.prediction_count = 0
@@ -337,14 +297,14 @@ class PredictionService(BaseService):
         self._inflight: dict[str, asyncio.Task] = {}
         self._background: set[asyncio.Task] = set()
         self._index: tuple[float, asyncio.Task] | None = None
-        self._limit = asyncio.Semaphore(self.config.max_concurrency)
+        self._limit = asyncio.Semaphore(self.knobs.concurrency)
 
     async def on_start(self) -> None:
         self.store = PredictionStore(self.settings.data_dir / "predictions.db")
         self.prediction_count = self.store.count()
         # The buy-rate window survives restarts, and an episode already above is not re-alerted.
-        recent = self.store.recent_signals(self.config.buy_rate.window_size)
-        self.buy_state = buy_rate.replay(recent, self.config.buy_rate)
+        recent = self.store.recent_signals(self.knobs.buy_rate.window_size)
+        self.buy_state = buy_rate.replay(recent, self.knobs.buy_rate)
 
     async def on_stop(self) -> None:
         for task in list(self._background) + list(self._inflight.values()):
@@ -359,7 +319,7 @@ class PredictionService(BaseService):
             "prediction_count": self.prediction_count,
             "cache_size": len(self.cache),
             "current_buy_rate": rate,
-            "buy_rate_threshold": self.config.buy_rate.threshold,
+            "buy_rate_threshold": self.knobs.buy_rate.threshold,
             "buy_rate_samples": len(self.buy_state.signals),
             "buy_rate_alerting": self.buy_state.alerting,
             "dependencies": dict(self.dependency_state),
@@ -368,7 +328,7 @@ class PredictionService(BaseService):
         if self.buy_state.alerting:
             warnings.append(
                 f"buy rate {rate:.0%} over the last {len(self.buy_state.signals)} predictions "
-                f"is above {self.config.buy_rate.threshold:.0%}"
+                f"is above {self.knobs.buy_rate.threshold:.0%}"
             )
         down = {k: v for k, v in self.dependency_state.items() if v != "ok"}
         for dependency, reason in sorted(down.items()):
@@ -434,7 +394,7 @@ class PredictionService(BaseService):
     @rpc
     async def get_buy_rate(self) -> dict:
         """Share of BUY among the most recent predictions, and whether it is above the alert threshold."""
-        cfg = self.config.buy_rate
+        cfg = self.knobs.buy_rate
         return {
             "buy_rate": buy_rate.buy_rate(self.buy_state.signals),
             "samples": len(self.buy_state.signals),
@@ -510,7 +470,7 @@ class PredictionService(BaseService):
     def _budget(self, timeout_s: float | None) -> float:
         if timeout_s is not None and not 0 < timeout_s <= 3600:
             raise InvalidParams("timeout_s", f"must be in (0, 3600], got {timeout_s}")
-        caller = timeout_s if timeout_s is not None else self.config.default_timeout_s
+        caller = timeout_s if timeout_s is not None else self.knobs.timeout_s
         return max(0.05, caller - min(REPLY_MARGIN_S, caller * 0.1))
 
     async def _prediction_for(self, symbol: str, force_refresh: bool) -> dict:
@@ -529,7 +489,7 @@ class PredictionService(BaseService):
     async def _generate(self, symbol: str) -> dict:
         async with self._limit:
             gathered = await self._gather(symbol)
-        cfg = self.config.signal
+        cfg = self.knobs.signal
         inputs, missing = read_inputs(gathered)
         decision = decide(inputs, cfg)
         for name in decision.missing:  # e.g. technical: no RSI, MACD (with a price) or Bollinger
@@ -556,7 +516,7 @@ class PredictionService(BaseService):
     async def _gather(self, symbol: str) -> Gathered:
         market_t = asyncio.create_task(self._call(MARKET_DATA, "get_market_data", symbol=symbol))
         history_t = asyncio.create_task(
-            self._call(MARKET_DATA, "get_price_history", symbol=symbol, days=self.config.history_days)
+            self._call(MARKET_DATA, "get_price_history", symbol=symbol, days=self.knobs.history_days)
         )
         index_t = self._index_history()
         sentiment_t = asyncio.create_task(self._call(SENTIMENT, "analyze_sentiment", symbol=symbol))
@@ -604,7 +564,7 @@ class PredictionService(BaseService):
         cached = self._index
         if cached is not None:
             fetched_at, task = cached
-            fresh = now - fetched_at <= self.config.index_ttl_s
+            fresh = now - fetched_at <= self.knobs.index_ttl_s
             failed = task.done() and (task.cancelled() or task.exception() is not None)
             if fresh and not failed:
                 return task
@@ -613,7 +573,7 @@ class PredictionService(BaseService):
                 MARKET_DATA,
                 "get_price_history",
                 symbol=self.settings.market_index,
-                days=self.config.history_days,
+                days=self.knobs.history_days,
             )
         )
         task.add_done_callback(_consume)
@@ -625,7 +585,7 @@ class PredictionService(BaseService):
             # Four reconnect tries (0.05 s doubling, 0.75 s in all) outlast a supervised restart
             # (~0.2-0.3 s), so a dependency being restarted does not degrade the prediction.
             result = await self.call_service(
-                service, method, timeout=self.config.dependency_timeout_s, retries=4, **params
+                service, method, timeout=self.knobs.dependency_timeout_s, retries=4, **params
             )
         except (DependencyUnavailable, RpcTimeout) as exc:
             self.dependency_state[service] = f"last call failed: {exc.message}"
@@ -637,7 +597,7 @@ class PredictionService(BaseService):
         return result
 
     async def _record_buy_rate(self, prediction: dict) -> None:
-        self.buy_state, crossing = buy_rate.record(self.buy_state, prediction["signal"], self.config.buy_rate)
+        self.buy_state, crossing = buy_rate.record(self.buy_state, prediction["signal"], self.knobs.buy_rate)
         if crossing is None:
             return
         if crossing.direction == "below":

@@ -30,10 +30,12 @@ from services.base import (
     rpc,
     run_service,
 )
+from services.base.knobs import read_knobs
 from services.domain import asx_calendar
 from services.domain import schedule as sch
 from services.domain.day_plan import default_tasks
 from services.registry import SERVICES
+from services.scheduler.scheduler_knobs import SchedulerKnobs
 from services.scheduler.task_store import (
     BackupFailed,
     DuplicateTaskName,
@@ -109,8 +111,7 @@ class SchedulerService(BaseService):
         self._finished = asyncio.Condition()
         self._loop_task: asyncio.Task | None = None
         self._random = random.Random()
-        self.backup_keep = self.settings.env_int("TRADING_SCHEDULER_BACKUP_KEEP", 7, low=1, high=365)
-        self.seed_defaults = self.settings.env_bool("TRADING_SCHEDULER_DEFAULTS", True)
+        self.knobs = read_knobs(SchedulerKnobs, self.settings.environ)
 
     # ------------------------------------------------------------ life
 
@@ -120,7 +121,7 @@ class SchedulerService(BaseService):
         interrupted = self.store.fail_interrupted(self._iso_now(now))
         if interrupted:
             self.log.warning("%d run(s) were interrupted by the last stop", interrupted)
-        if self.seed_defaults:
+        if self.knobs.defaults:
             for config in default_tasks(self.settings.symbols):
                 spec = sch.parse_task_config(config)
                 self.store.ensure_task(spec.name, spec.name, spec.to_dict(), "default", self._iso_now(now))
@@ -236,7 +237,7 @@ class SchedulerService(BaseService):
     @rpc
     async def backup_databases(self, keep: int | None = None) -> dict:
         """Online SQLite backup of every *.db in the data dir into backups/<date>/, checked."""
-        keep = self.backup_keep if keep is None else keep
+        keep = self.knobs.backup_keep if keep is None else keep
         if not 1 <= keep <= 365:
             raise InvalidParams("keep", "must be 1..365")
         day = self.clock.now_sydney().date()

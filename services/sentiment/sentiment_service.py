@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.base import BaseService, InvalidParams, rpc, run_service
+from services.base.knobs import read_knobs
 from services.domain import sentiment_scoring as scoring
 from services.sentiment.marketaux_client import (
     MarketauxArticle,
@@ -33,6 +34,7 @@ from services.sentiment.marketaux_client import (
     MarketauxUnreachable,
     MarketauxUsageLimitReached,
 )
+from services.sentiment.sentiment_knobs import SentimentKnobs
 from services.sentiment.sentiment_store import Reading, SentimentReadingStore
 
 MARKET_KEY = "market"  # the reading of AU market-wide news, stored beside the symbols
@@ -199,26 +201,13 @@ class SentimentService(BaseService):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         env = self.settings
-        self.cache_s = env.env_float("TRADING_SENTIMENT_CACHE_S", 1800.0, low=0.0, high=86400.0)
-        self.failure_retry_s = env.env_float(
-            "TRADING_SENTIMENT_FAILURE_RETRY_S", 300.0, low=0.0, high=86400.0
-        )
-        self.lookback_h = env.env_float("TRADING_SENTIMENT_LOOKBACK_H", 72.0, low=1.0, high=24.0 * 90)
-        self.news_limit = env.env_int("TRADING_SENTIMENT_NEWS_LIMIT", 3, low=1, high=100)
-        self.half_life_h = env.env_float(
-            "TRADING_SENTIMENT_HALF_LIFE_H", scoring.RECENCY_HALF_LIFE_H, low=0.1
-        )
-        self.fallback_half_life_h = env.env_float(
-            "TRADING_SENTIMENT_FALLBACK_HALF_LIFE_H", scoring.FALLBACK_HALF_LIFE_H, low=1e-4
-        )
-        self.top_articles = env.env_int("TRADING_SENTIMENT_TOP_ARTICLES", 5, low=0, high=100)
-        self.market_country = env.env_str("TRADING_SENTIMENT_MARKET_COUNTRY", "au").strip().lower() or "au"
+        self.knobs = knobs = read_knobs(SentimentKnobs, env.environ)
         self.marketaux = MarketauxClient(
             env.secret("MARKETAUX_API_TOKEN"),
             env.marketaux_base_url,
-            timeout_s=env.env_float("TRADING_SENTIMENT_HTTP_TIMEOUT_S", 10.0, low=0.1, high=120.0),
-            attempts=env.env_int("TRADING_SENTIMENT_HTTP_ATTEMPTS", 3, low=1, high=10),
-            backoff_s=env.env_float("TRADING_SENTIMENT_RETRY_BACKOFF_S", 0.5, low=0.0, high=60.0),
+            timeout_s=knobs.http_timeout_s,
+            attempts=knobs.http_attempts,
+            backoff_s=knobs.retry_backoff_s,
         )
         self.readings: dict[str, Reading] = {}
         self.failures: dict[str, Failure] = {}
@@ -277,7 +266,7 @@ class SentimentService(BaseService):
         """Sentiment of market-wide news for TRADING_SENTIMENT_MARKET_COUNTRY, with the Big 4 aggregate."""
         market = await self._result(MARKET_KEY)
         big4 = aggregate(await self._results(self.settings.symbols))
-        return {"scope": "market", "country": self.market_country, **market, "big4": big4}
+        return {"scope": "market", "country": self.knobs.market_country, **market, "big4": big4}
 
     @rpc
     async def refresh_sentiment_cache(self) -> dict:
@@ -307,7 +296,7 @@ class SentimentService(BaseService):
         return "configured" if self.marketaux.configured else "not configured"
 
     def _is_fresh(self, reading: Reading, now: datetime) -> bool:
-        return timedelta(0) <= now - reading.fetched_at < timedelta(seconds=self.cache_s)
+        return timedelta(0) <= now - reading.fetched_at < timedelta(seconds=self.knobs.cache_s)
 
     def _batch_for(self, key: str) -> tuple[str, ...]:
         """The universe is always fetched together: one request (one quota unit) for all."""
@@ -325,7 +314,7 @@ class SentimentService(BaseService):
         if not self.marketaux.configured:
             return self._fallback(key, NOT_CONFIGURED_REASON, now)
         failure = self.failures.get(key)
-        if failure is not None and (now - failure.at).total_seconds() < self.failure_retry_s:
+        if failure is not None and (now - failure.at).total_seconds() < self.knobs.failure_retry_s:
             return self._fallback(key, failure.reason, now)
         try:
             fresh = await self._refresh(self._batch_for(key))
@@ -342,7 +331,7 @@ class SentimentService(BaseService):
             "fallback",
             now,
             reason=reason,
-            fallback_half_life_h=self.fallback_half_life_h,
+            fallback_half_life_h=self.knobs.fallback_half_life_h,
         )
 
     async def _refresh(self, batch: tuple[str, ...]) -> dict[str, Reading]:
@@ -358,19 +347,19 @@ class SentimentService(BaseService):
     async def _fetch(self, batch: tuple[str, ...]) -> dict[str, Reading]:
         now = self.clock.now()
         # published_before: under a replay clock the API must not hand us news from the future.
-        since = now - timedelta(hours=self.lookback_h)
+        since = now - timedelta(hours=self.knobs.lookback_h)
         try:
             if batch == (MARKET_KEY,):
                 page = await self.marketaux.fetch_news(
-                    countries=[self.market_country],
-                    limit=self.news_limit,
+                    countries=[self.knobs.market_country],
+                    limit=self.knobs.news_limit,
                     published_after=since,
                     published_before=now,
                 )
                 items = {MARKET_KEY: [market_news_item(a) for a in page.articles]}
             else:
                 page = await self.marketaux.fetch_news(
-                    batch, limit=self.news_limit, published_after=since, published_before=now
+                    batch, limit=self.knobs.news_limit, published_after=since, published_before=now
                 )
                 items = {s: [i for a in page.articles if (i := news_item_for(a, s))] for s in batch}
         except MarketauxError as exc:
@@ -391,8 +380,8 @@ class SentimentService(BaseService):
     ) -> dict[str, Reading]:
         fresh: dict[str, Reading] = {}
         for key, news in items.items():
-            summary = scoring.summarise(news, now, self.half_life_h)
-            reading = fresh[key] = reading_from(key, summary, now, self.top_articles)
+            summary = scoring.summarise(news, now, self.knobs.half_life_h)
+            reading = fresh[key] = reading_from(key, summary, now, self.knobs.top_articles)
             self.readings[key] = reading
             self.failures.pop(key, None)
             if self.store is not None:

@@ -20,7 +20,6 @@ import pytest
 
 from services.base.base_service import BaseService
 from services.base.clock import SuiteClock
-from services.base.config import ConfigError
 from services.base.events import EventBus
 from services.base.rpc import DependencyUnavailable, InvalidParams, MarketClosed, NotConfigured, RiskRejected
 from services.domain.asx_calendar import is_trading_day
@@ -468,15 +467,16 @@ async def test_trade_events_survive_redis_down_and_a_crash(stack, suite, redis_s
 
 
 def test_epics_default_per_symbol_and_can_be_overridden():
-    from services.paper_trading.paper_trading_service import parse_epics
+    from services.paper_trading.paper_trading_knobs import parse_epic_overrides
+    from services.paper_trading.paper_trading_service import epics_for
 
-    assert parse_epics("", ("CBA.AX",)) == {"CBA.AX": "AA.D.CBA.CASH.IP"}
-    assert parse_epics(" cba.ax = IX.D.CBA.X ,", ("CBA.AX", "WBC.AX")) == {
+    assert epics_for(("CBA.AX",), parse_epic_overrides("")) == {"CBA.AX": "AA.D.CBA.CASH.IP"}
+    assert epics_for(("CBA.AX", "WBC.AX"), parse_epic_overrides(" cba.ax = IX.D.CBA.X ,")) == {
         "CBA.AX": "IX.D.CBA.X",
         "WBC.AX": "AA.D.WBC.CASH.IP",
     }
-    with pytest.raises(ConfigError, match="SYMBOL=EPIC"):
-        parse_epics("CBA.AX", ("CBA.AX",))
+    with pytest.raises(ValueError, match="SYMBOL=EPIC"):
+        parse_epic_overrides("CBA.AX")
 
 
 @pytest.mark.parametrize(

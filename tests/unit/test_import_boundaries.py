@@ -7,7 +7,8 @@ ones inside functions, relative imports resolved, and importlib.import_module(".
   services.base, services.domain, services.registry and its own package, nothing else of services;
 - one exception, stated here: management owns set-up, and services/management/databases.py opens
   each service's store to create its schema, so it alone may import those store modules
-  (STORE_MODULES) and nothing else of another service;
+  (STORE_MODULES, with the knobs the paper-trading ledger is created with) and nothing else of
+  another service;
 - services/domain/ is pure and shared by all: it imports only services.domain and the registry
   (pure data that imports nothing of the suite; no framework, no service; tests/unit/test_domain_purity.py checks it does no I/O);
 - a module at the top of services/ (the import-root bootstrap, the registry) imports only
@@ -42,6 +43,8 @@ STORE_MODULES = frozenset(
         "services.prediction.prediction_store",
         "services.scheduler.task_store",
         "services.paper_trading.trade_store",
+        # the ledger is created with the service's starting capital, read by the service's knobs
+        "services.paper_trading.paper_trading_knobs",
     }
 )
 

@@ -305,36 +305,29 @@ def readme_knobs() -> tuple[set[str], list[re.Pattern]]:
     return names, patterns
 
 
-def code_knobs() -> tuple[set[str], dict[Path, tuple[set[str], set[str]]]]:
-    """Full `TRADING_*` names among the services' string literals (docstrings aside), and per file
-    the name prefixes it builds names from (`f"TRADING_PAPER_TRADING_{name}"`) with its literals."""
+def code_knobs() -> tuple[set[str], list[re.Pattern]]:
+    """Every knob the code reads: the services' knob dataclasses (services.base.knobs.all_knobs,
+    names derived as TRADING_<SERVICE>_<FIELD>, `<FIELD>` families as patterns), plus the
+    contract's variables, which config.py reads by their literal names (docstrings aside)."""
+    from services.base.knobs import all_knobs
+
     full: set[str] = set()
-    built: dict[Path, tuple[set[str], set[str]]] = {}
+    families: list[re.Pattern] = []
+    for row in all_knobs():
+        if "<" in row.env:
+            families.append(re.compile(re.sub(r"<[A-Z]+>", "[A-Z0-9_]+", row.env) + "$"))
+        else:
+            full.add(row.env)
     for path in python_files():
-        literals = string_constants(parse(path), docstrings=False)
-        for literal in literals:
+        for literal in string_constants(parse(path), docstrings=False):
             full.update(n for n in re.findall(r"TRADING_[A-Z0-9_]+", literal) if not n.endswith("_"))
-        prefixes = {lit for lit in literals if re.fullmatch(r"TRADING_[A-Z0-9_]+_", lit)}
-        if prefixes:
-            built[path] = (prefixes, literals)
-    return full, built
+    return full, families
 
 
 def test_every_knob_in_the_readme_is_read_by_the_code():
     names, _ = readme_knobs()
-    full, built = code_knobs()
-
-    def in_code(name: str) -> bool:
-        if name in full:
-            return True
-        # A name built from a prefix and a literal in one file: knob("SLIPPAGE_BPS", ...).
-        return any(
-            name.startswith(p) and name[len(p) :] in literals
-            for prefixes, literals in built.values()
-            for p in prefixes
-        )
-
-    missing = sorted(n for n in names if not in_code(n))
+    full, families = code_knobs()
+    missing = sorted(n for n in names if n not in full and not any(f.match(n) for f in families))
     assert not missing, f"README names knobs the code never reads: {missing}"
 
 
@@ -347,12 +340,14 @@ def test_every_knob_the_code_reads_is_in_the_readme():
     assert not undocumented, f"knobs read by the code but not in README.md: {undocumented}"
 
 
-def test_the_knob_scan_sees_the_shorthands_and_the_built_names():
+def test_the_knob_scan_sees_the_shorthands_and_the_derived_names():
     names, patterns = readme_knobs()
     assert {"TRADING_MARKET_DATA_RETRY_S", "TRADING_PAPER_TRADING_SLIPPAGE_BPS"} <= names
     assert "TRADING_MANAGER_HANG_CHECKS" in names
     assert any(p.match("TRADING_PREDICTION_SIGNAL_BUY_THRESHOLD") for p in patterns)
     assert len(patterns) == 2  # the two families; the naming rule TRADING_<SERVICE>_<KNOB> is none
-    full, built = code_knobs()
+    full, families = code_knobs()
     assert "TRADING_SERVICE_NAME" in full and "TRADING_PAPER_TRADING" not in full
-    assert any("TRADING_PAPER_TRADING_" in prefixes for prefixes, _ in built.values())
+    # derived from the dataclasses, not spelled anywhere in the code
+    assert {"TRADING_PAPER_TRADING_SLIPPAGE_BPS", "TRADING_PREDICTION_SIGNAL_BUY_THRESHOLD"} <= full
+    assert any(f.match("TRADING_MANAGER_ENTRY_MARKET_DATA") for f in families)

@@ -1,4 +1,4 @@
-"""The combining function: market-aware thresholds, degraded inputs, confidence, config from env."""
+"""The combining function: market-aware thresholds, degraded inputs, confidence (env: test_knobs)."""
 
 import math
 
@@ -243,43 +243,6 @@ def test_as_dict_carries_thresholds_components_and_reasons():
 def test_out_of_range_inputs_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):
         bad()
-
-
-ENV_TABLE = [
-    # (environment, expected field values or an error fragment)
-    ({}, {"buy_threshold": 0.20, "weight_model": 0.50}),
-    ({"TRADING_PREDICTION_SIGNAL_BUY_THRESHOLD": "0.3", "OTHER": "x"}, {"buy_threshold": 0.3}),
-    (
-        {"TRADING_PREDICTION_SIGNAL_WEIGHT_MODEL": "0", "TRADING_PREDICTION_SIGNAL_BEAR_BUY_EXTRA": "0.1"},
-        {"weight_model": 0.0},
-    ),
-    ({"TRADING_PREDICTION_SIGNAL_BUY_THRESHOLD": "abc"}, "must be a number"),
-    ({"TRADING_PREDICTION_SIGNAL_BUY_THRESHOLD": "1.2"}, "buy_threshold must be in"),
-    (
-        {"TRADING_PREDICTION_SIGNAL_BUY_THRESOLD": "0.3"},
-        "not a signal setting",
-    ),  # typo must not pass silently
-    ({"TRADING_PREDICTION_SIGNAL_MIN_QUALITY": "nan"}, "finite"),
-    (
-        {
-            "TRADING_PREDICTION_SIGNAL_WEIGHT_MODEL": "0",
-            "TRADING_PREDICTION_SIGNAL_WEIGHT_TECHNICAL": "0",
-            "TRADING_PREDICTION_SIGNAL_WEIGHT_SENTIMENT": "0",
-        },
-        "must not all be zero",
-    ),
-]
-
-
-@pytest.mark.parametrize(("env", "expected"), ENV_TABLE)
-def test_config_from_env(env, expected):
-    if isinstance(expected, str):
-        with pytest.raises(ValueError, match=expected):
-            SignalConfig.from_env(env)
-        return
-    cfg = SignalConfig.from_env(env)
-    for name, value in expected.items():
-        assert getattr(cfg, name) == pytest.approx(value)
 
 
 def test_config_is_frozen():
