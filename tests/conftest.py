@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
-from datetime import date
 from pathlib import Path
 
 import pytest
@@ -31,7 +30,6 @@ BIG4 = ("CBA.AX", "WBC.AX", "ANZ.AX", "NAB.AX")
 # Enough for every test that needs models but not realism: one year of synthetic bars still gives
 # each model more than 100 walk-forward test days.
 SYNTHETIC_TRAINING = Training(years=1.0, symbols=BIG4)
-REPLAY_MODELS_BEFORE = date(2019, 6, 3)  # the first day of the replay and trading-day tests
 # Training is paid once, by the first test that asks for models it cannot find on disk.
 TRAINING_BUDGET_S = 600
 
@@ -101,18 +99,18 @@ def synthetic_models() -> Path:
 
 @pytest.fixture(scope="session")
 def replay_models() -> Path:
-    """The Big 4's models on two years of market CSVs before REPLAY_MODELS_BEFORE: read-only."""
-    from tests.system._replay_helpers import models_trained_before
+    """The Big 4's models on two years of the market CSVs before the replay tests' first day."""
+    from tests.system._replay_helpers import MODELS_BEFORE, models_trained_before
 
-    return models_trained_before(REPLAY_MODELS_BEFORE)
+    return models_trained_before(MODELS_BEFORE)
 
 
 def _training_missing(fixture: str) -> bool:
     if fixture == "synthetic_models":
         return not (SYNTHETIC_TRAINING.cached() / "manifest.json").is_file()
-    from tests.system._replay_helpers import replay_training
+    from tests.system._replay_helpers import MODELS_BEFORE, replay_training
 
-    return not (replay_training(REPLAY_MODELS_BEFORE).cached() / "manifest.json").is_file()
+    return not (replay_training(MODELS_BEFORE).cached() / "manifest.json").is_file()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -19,6 +19,9 @@ from tests.support import SHARED_ASX, Training, short_tempdir, trained_models
 SYMBOLS = ("CBA.AX", "WBC.AX", "ANZ.AX", "NAB.AX")
 INDEX = "^AXJO"
 SYNTHETIC_UNTIL = date(2019, 12, 31)
+# The replay_models fixture's models are trained before this day: the first of the replay and
+# trading-day tests' periods.
+MODELS_BEFORE = date(2019, 6, 3)
 # Low thresholds and no bear-market penalty: with neutral sentiment (no news in a replay) the
 # default thresholds give mostly HOLD; these make the short test periods trade both ways.
 # Tight exits make stop-loss and take-profit happen within a few days.
