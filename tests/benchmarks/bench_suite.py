@@ -17,24 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from tests.support import make_suite_env, rpc_call_sync, short_tempdir, wait_until
+from tests.support import make_suite_env, manager_cli, rpc_call_sync, short_tempdir, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "services/management/service_manager.py"), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def pss_kib(pid: int) -> int:
@@ -64,7 +53,7 @@ def main() -> int:
     env = dirs.env
     try:
         started = time.perf_counter()
-        result = cli(env, "start")
+        result = manager_cli(env, "start", timeout_s=300)
         cold_s = time.perf_counter() - started
         if result.returncode != 0:
             print(result.stdout, result.stderr)
@@ -97,7 +86,7 @@ def main() -> int:
         pids.update({s["name"]: s["pid"] for s in status["services"]})
         memory = {name: pss_kib(pid) for name, pid in pids.items() if pid}
     finally:
-        cli(env, "stop")
+        manager_cli(env, "stop", timeout_s=300)
 
     total_mb = sum(memory.values()) / 1024
     print(f"cold start to all healthy: {cold_s:.2f} s (goal < 3 s, ratio {cold_s / 3:.2f})")

@@ -16,20 +16,27 @@ import pytest
 
 from services.base.base_service import BaseService
 from services.base.rpc import DependencyUnavailable, InternalError, InvalidParams, NotFound, RpcTimeout
-from tests.support import REPO, ServiceProcess, async_wait_until, raw_exchange, rpc_call_sync, wait_until
+from tests.support import (
+    REPO,
+    Processes,
+    ServiceProcess,
+    async_wait_until,
+    raw_exchange,
+    rpc_call_sync,
+    wait_until,
+)
 
 DEMO = "tests/service/_demo_service.py"
 
 
-def demo(suite, name="demo", **env) -> ServiceProcess:
-    return ServiceProcess(name, suite, entry=DEMO, extra_env={"DEMO_NAME": name, **env})
+def demo(processes: Processes, suite, name="demo", **env) -> ServiceProcess:
+    """The demo service as `name` (to start; stopped at teardown by the processes fixture)."""
+    return processes.service(name, suite, entry=DEMO, extra_env={"DEMO_NAME": name, **env})
 
 
 @pytest.fixture
-def demo_service(suite):
-    service = demo(suite).start()
-    yield service
-    service.stop()
+def demo_service(suite, processes):
+    return demo(processes, suite).start()
 
 
 def test_health_and_builtins(demo_service, suite):
@@ -139,56 +146,48 @@ def test_oversized_frame_is_refused_before_it_is_buffered(demo_service):
     assert metrics["inflight"] <= 1
 
 
-async def test_100_concurrent_callers_one_and_many_connections(demo_service):
-    client = BaseService("tests")
-    try:
-        results = await asyncio.gather(
-            *(client.call_service("demo", "sum", a=i, b=1, timeout=10) for i in range(100))
+async def test_100_concurrent_callers_one_and_many_connections(demo_service, client):
+    results = await asyncio.gather(
+        *(client.call_service("demo", "sum", a=i, b=1, timeout=10) for i in range(100))
+    )
+    assert results == [i + 1 for i in range(100)]
+
+    async def own_connection(i):
+        reader, writer = await asyncio.open_unix_connection(str(demo_service.socket))
+        writer.write(
+            orjson.dumps({"jsonrpc": "2.0", "method": "subtract", "params": [i, 1], "id": i}) + b"\n"
         )
-        assert results == [i + 1 for i in range(100)]
+        reply = orjson.loads(await reader.readline())
+        writer.close()
+        return reply["result"]
 
-        async def own_connection(i):
-            reader, writer = await asyncio.open_unix_connection(str(demo_service.socket))
-            writer.write(
-                orjson.dumps({"jsonrpc": "2.0", "method": "subtract", "params": [i, 1], "id": i}) + b"\n"
-            )
-            reply = orjson.loads(await reader.readline())
-            writer.close()
-            return reply["result"]
-
-        assert await asyncio.gather(*(own_connection(i) for i in range(100))) == [i - 1 for i in range(100)]
-    finally:
-        await client.close_clients()
+    assert await asyncio.gather(*(own_connection(i) for i in range(100))) == [i - 1 for i in range(100)]
     metrics = rpc_call_sync(demo_service.socket, "metrics")
     assert metrics["methods"]["sum"]["count"] == 100 and metrics["methods"]["subtract"]["count"] == 100
     assert metrics["methods"]["sum"]["p99_ms"] is not None
 
 
-async def test_call_service_raises_typed_errors(demo_service):
-    client = BaseService("tests")
-    try:
-        with pytest.raises(NotFound, match="no such key: k"):
-            await client.call_service("demo", "missing", key="k")
-        with pytest.raises(InvalidParams) as info:
-            await client.call_service("demo", "pick", side="SELL", tags=["bad"])
-        assert info.value.param == "tags"
-        with pytest.raises(InternalError) as crash:
-            await client.call_service("demo", "crash")
-        assert "secret internals" not in str(crash.value.to_wire())
-        with pytest.raises(RpcTimeout):
-            await client.call_service("demo", "sleep", seconds=2.0, timeout=0.2)
-        started = time.monotonic()
-        with pytest.raises(DependencyUnavailable, match="nobody is unavailable"):
-            await client.call_service("nobody", "health", timeout=5)
-        assert time.monotonic() - started < 2  # bounded retries with backoff, not the whole timeout
-    finally:
-        await client.close_clients()
+async def test_call_service_raises_typed_errors(demo_service, client):
+    with pytest.raises(NotFound, match="no such key: k"):
+        await client.call_service("demo", "missing", key="k")
+    with pytest.raises(InvalidParams) as info:
+        await client.call_service("demo", "pick", side="SELL", tags=["bad"])
+    assert info.value.param == "tags"
+    with pytest.raises(InternalError) as crash:
+        await client.call_service("demo", "crash")
+    assert "secret internals" not in str(crash.value.to_wire())
+    with pytest.raises(RpcTimeout):
+        await client.call_service("demo", "sleep", seconds=2.0, timeout=0.2)
+    started = time.monotonic()
+    with pytest.raises(DependencyUnavailable, match="nobody is unavailable"):
+        await client.call_service("nobody", "health", timeout=5)
+    assert time.monotonic() - started < 2  # bounded retries with backoff, not the whole timeout
     log_text = demo_service.dirs.log_dir.joinpath("demo.log").read_text()
     assert "secret internals" in log_text and "Traceback" in log_text  # logged once, with the traceback
 
 
-def test_live_socket_refuses_a_second_copy_and_stale_socket_is_replaced(demo_service, suite):
-    second = demo(suite)
+def test_live_socket_refuses_a_second_copy_and_stale_socket_is_replaced(demo_service, suite, processes):
+    second = demo(processes, suite)
     second.start(wait=False)
     assert second.wait_exit(20) == 1
     assert "already running" in second.output()
@@ -196,11 +195,8 @@ def test_live_socket_refuses_a_second_copy_and_stale_socket_is_replaced(demo_ser
     demo_service.signal(signal.SIGKILL)
     demo_service.wait_exit()
     assert demo_service.socket.exists()  # a stale socket file left behind
-    third = demo(suite).start()
-    try:
-        assert rpc_call_sync(third.socket, "subtract", [3, 1]) == 2
-    finally:
-        third.stop()
+    third = demo(processes, suite).start()
+    assert rpc_call_sync(third.socket, "subtract", [3, 1]) == 2
 
 
 def test_sigterm_lets_in_flight_requests_finish(demo_service):
@@ -209,7 +205,9 @@ def test_sigterm_lets_in_flight_requests_finish(demo_service):
         s.connect(str(demo_service.socket))
         s.sendall(b'{"jsonrpc":"2.0","method":"sleep","params":[1.0],"id":1}\n')
         wait_until(
-            lambda: rpc_call_sync(demo_service.socket, "metrics")["inflight"] >= 2, 5, what="in flight"
+            lambda: rpc_call_sync(demo_service.socket, "metrics")["inflight"],
+            what="the sleep in flight (with this metrics call)",
+            until=lambda inflight: inflight >= 2,
         )
         demo_service.signal(signal.SIGTERM)
         reply = orjson.loads(s.recv(4096))
@@ -223,10 +221,17 @@ def test_second_signal_exits_at_once(demo_service):
         s.connect(str(demo_service.socket))
         s.sendall(b'{"jsonrpc":"2.0","method":"sleep","params":[30],"id":1}\n')
         wait_until(
-            lambda: rpc_call_sync(demo_service.socket, "metrics")["inflight"] >= 2, 5, what="in flight"
+            lambda: rpc_call_sync(demo_service.socket, "metrics")["inflight"],
+            what="the sleep in flight (with this metrics call)",
+            until=lambda inflight: inflight >= 2,
         )
         demo_service.signal(signal.SIGTERM)
-        time.sleep(0.1)  # let the first signal be handled before the second one arrives
+        # The second signal must reach a service that has handled the first (it logs it).
+        wait_until(
+            lambda: (demo_service.dirs.log_dir / "demo.log").read_text(),
+            what="the first SIGTERM handled",
+            until=lambda log: "signal SIGTERM: shutting down" in log,
+        )
         started = time.monotonic()
         demo_service.signal(signal.SIGTERM)
         assert demo_service.wait_exit(5) != 0
@@ -239,109 +244,82 @@ def test_shutdown_method(demo_service):
     assert not demo_service.socket.exists()
 
 
-async def test_event_round_trip_between_two_processes(suite):
-    publisher, consumer = demo(suite, "demo-a").start(), demo(suite, "demo-b").start()
-    try:
-        client = BaseService("tests")
-        sent = await client.call_service("demo-a", "emit", event_type="demo_plain", data={"n": 1})
+async def test_event_round_trip_between_two_processes(suite, processes, client):
+    demo(processes, suite, "demo-a").start(), demo(processes, suite, "demo-b").start()
+    sent = await client.call_service("demo-a", "emit", event_type="demo_plain", data={"n": 1})
 
-        async def got():
-            return (await client.call_service("demo-b", "received"))["plain"]
+    async def got():
+        return (await client.call_service("demo-b", "received"))["plain"]
 
-        seen = await async_wait_until(got, 10, what="demo-b to receive the event")
-        assert seen[0]["id"] == sent["id"] and seen[0]["source"] == "demo-a" and seen[0]["data"] == {"n": 1}
-        metrics = await client.call_service("demo-a", "metrics")
-        assert metrics["events"]["published"] >= 1
-        await client.close_clients()
-    finally:
-        publisher.stop()
-        consumer.stop()
+    seen = await async_wait_until(got, 30, what="demo-b to receive the event")
+    assert seen[0]["id"] == sent["id"] and seen[0]["source"] == "demo-a" and seen[0]["data"] == {"n": 1}
+    metrics = await client.call_service("demo-a", "metrics")
+    assert metrics["events"]["published"] >= 1
 
 
-async def test_redis_restart_resubscribe_and_durable_delivery_once(suite, redis_server):
-    publisher, consumer = demo(suite, "demo-a").start(), demo(suite, "demo-b").start()
-    client = BaseService("tests")
-    try:
-        # Durable events published while the consumer is down arrive once when it is back.
-        consumer.stop()
-        for n in range(5):
-            await client.call_service(
-                "demo-a", "emit", event_type="demo_durable", data={"n": n}, durable=True
-            )
-        consumer = demo(suite, "demo-b").start()
+async def test_redis_restart_resubscribe_and_durable_delivery_once(suite, redis_server, processes, client):
+    publisher, consumer = demo(processes, suite, "demo-a").start(), demo(processes, suite, "demo-b").start()
+    # Durable events published while the consumer is down arrive once when it is back.
+    consumer.stop()
+    for n in range(5):
+        await client.call_service("demo-a", "emit", event_type="demo_durable", data={"n": n}, durable=True)
+    consumer = demo(processes, suite, "demo-b").start()
 
-        async def durable():
-            got = (await client.call_service("demo-b", "received"))["durable"]
-            return got if len(got) >= 5 else None
+    async def durable():
+        return (await client.call_service("demo-b", "received"))["durable"]
 
-        await async_wait_until(durable, 10, what="durable events")
+    await async_wait_until(durable, 30, what="5 durable events", until=lambda got: len(got) >= 5)
 
-        # Redis goes away: RPC still answers and reports degraded.
-        redis_server.kill()
-        await async_wait_until(
-            lambda: _status(consumer) == "degraded", 10, what="consumer to report degraded"
-        )
-        assert rpc_call_sync(consumer.socket, "subtract", [5, 2]) == 3
-        # A durable event published while Redis is down waits in the publisher's outbox.
-        await client.call_service("demo-a", "emit", event_type="demo_durable", data={"n": 99}, durable=True)
-        redis_server.start()
-        await async_wait_until(lambda: _status(consumer) == "healthy", 15, what="consumer to reconnect")
-        await async_wait_until(lambda: _status(publisher) == "healthy", 15, what="publisher to reconnect")
+    # Redis goes away: RPC still answers and reports degraded.
+    redis_server.kill()
+    await async_wait_until(lambda: _status(consumer), 30, what="consumer degraded", until="degraded".__eq__)
+    assert rpc_call_sync(consumer.socket, "subtract", [5, 2]) == 3
+    # A durable event published while Redis is down waits in the publisher's outbox.
+    await client.call_service("demo-a", "emit", event_type="demo_durable", data={"n": 99}, durable=True)
+    redis_server.start()
+    await async_wait_until(lambda: _status(consumer), 30, what="consumer reconnected", until="healthy".__eq__)
+    await async_wait_until(
+        lambda: _status(publisher), 30, what="publisher reconnected", until="healthy".__eq__
+    )
 
-        async def after_restart():
-            got = await client.call_service("demo-b", "received")
-            return any(e["data"] == {"n": 99} for e in got["durable"])
+    async def after_restart():
+        got = await client.call_service("demo-b", "received")
+        return any(e["data"] == {"n": 99} for e in got["durable"])
 
-        await async_wait_until(after_restart, 15, what="outbox event after the Redis restart")
+    await async_wait_until(after_restart, 30, what="outbox event after the Redis restart")
 
-        async def plain_after_restart():
-            await client.call_service("demo-a", "emit", event_type="demo_plain", data={"after": True})
-            got = await client.call_service("demo-b", "received")
-            return any(e["data"] == {"after": True} for e in got["plain"])
+    async def plain_after_restart():
+        await client.call_service("demo-a", "emit", event_type="demo_plain", data={"after": True})
+        got = await client.call_service("demo-b", "received")
+        return any(e["data"] == {"after": True} for e in got["plain"])
 
-        await async_wait_until(
-            plain_after_restart, 15, interval_s=0.3, what="pub/sub after the Redis restart"
-        )
+    await async_wait_until(plain_after_restart, 30, interval_s=0.3, what="pub/sub after the Redis restart")
 
-        durable_seen = (await client.call_service("demo-b", "received"))["durable"]
-        ns = [e["data"]["n"] for e in durable_seen]
-        assert sorted(ns) == [0, 1, 2, 3, 4, 99]  # each exactly once
-    finally:
-        await client.close_clients()
-        publisher.stop()
-        consumer.stop()
+    durable_seen = (await client.call_service("demo-b", "received"))["durable"]
+    ns = [e["data"]["n"] for e in durable_seen]
+    assert sorted(ns) == [0, 1, 2, 3, 4, 99]  # each exactly once
 
 
-async def test_failing_durable_handler_goes_to_dead_letter(suite, redis_server):
+async def test_failing_durable_handler_goes_to_dead_letter(suite, redis_server, processes, client):
     import redis.asyncio as aioredis
 
-    publisher = demo(suite, "demo-a").start()
-    consumer = demo(suite, "demo-b", DEMO_FAIL_DURABLE="1", TRADING_EVENTS_MAX_DELIVERIES="3").start()
-    client = BaseService("tests")
-    r = aioredis.from_url(redis_server.url)
-    try:
+    demo(processes, suite, "demo-a").start()
+    demo(processes, suite, "demo-b", DEMO_FAIL_DURABLE="1", TRADING_EVENTS_MAX_DELIVERIES="3").start()
+    async with aioredis.from_url(redis_server.url) as r:
         await client.call_service(
             "demo-a", "emit", event_type="demo_durable", data={"poison": True}, durable=True
         )
         await client.call_service("demo-a", "emit", event_type="demo_durable", data={"n": 1}, durable=True)
+        await async_wait_until(
+            lambda: r.xlen("trading:dead:demo_durable"), 30, what="one dead-lettered entry", until=(1).__eq__
+        )
 
-        async def dead():
-            return await r.xlen("trading:dead:demo_durable") == 1
+    async def durable():
+        return [e["data"] for e in (await client.call_service("demo-b", "received"))["durable"]]
 
-        await async_wait_until(dead, 15, what="dead-lettered entry")
-
-        async def healthy_one():
-            got = (await client.call_service("demo-b", "received"))["durable"]
-            return [e["data"] for e in got] == [{"n": 1}]
-
-        await async_wait_until(healthy_one, 10, what="the next event after the poison one")
-        metrics = await client.call_service("demo-b", "metrics")
-        assert metrics["events"]["dead_lettered"] == 1
-    finally:
-        await r.aclose()
-        await client.close_clients()
-        publisher.stop()
-        consumer.stop()
+    await async_wait_until(durable, 30, what="the next event after the poison one", until=[{"n": 1}].__eq__)
+    metrics = await client.call_service("demo-b", "metrics")
+    assert metrics["events"]["dead_lettered"] == 1
 
 
 def _status(service: ServiceProcess) -> str:
@@ -368,60 +346,42 @@ async def test_unstarted_base_service_can_call(demo_service):
     await service.close_clients()
 
 
-async def test_client_reconnects_after_the_service_restarts(suite):
-    first = demo(suite).start()
-    client = BaseService("tests")
-    try:
-        assert await client.call_service("demo", "subtract", minuend=2, subtrahend=1) == 1
-        first.signal(signal.SIGKILL)
-        first.wait_exit()
-        second = demo(suite).start()
-        try:
-            # The cached connection is dead; the next call must open a new one, not fail.
-            assert await client.call_service("demo", "subtract", minuend=5, subtrahend=1) == 4
-        finally:
-            second.stop()
-    finally:
-        await client.close_clients()
+async def test_client_reconnects_after_the_service_restarts(suite, processes, client):
+    first = demo(processes, suite).start()
+    assert await client.call_service("demo", "subtract", minuend=2, subtrahend=1) == 1
+    first.signal(signal.SIGKILL)
+    first.wait_exit()
+    demo(processes, suite).start()
+    # The cached connection is dead; the next call must open a new one, not fail.
+    assert await client.call_service("demo", "subtract", minuend=5, subtrahend=1) == 4
 
 
-async def test_pending_durable_entry_is_redelivered_after_a_crash(suite, redis_server):
+async def test_pending_durable_entry_is_redelivered_after_a_crash(suite, redis_server, processes, client):
     """Read but not acknowledged (the consumer died in its handler): delivered again on restart."""
     import redis.asyncio as aioredis
 
-    publisher = demo(suite, "demo-a").start()
-    consumer = demo(suite, "demo-b", DEMO_SLOW_DURABLE="1").start()
-    client = BaseService("tests")
-    r = aioredis.from_url(redis_server.url)
-    try:
+    demo(processes, suite, "demo-a").start()
+    consumer = demo(processes, suite, "demo-b", DEMO_SLOW_DURABLE="1").start()
+    async with aioredis.from_url(redis_server.url) as r:
         await client.call_service(
             "demo-a", "emit", event_type="demo_durable", data={"slow": True}, durable=True
         )
-
-        async def pending():
-            info = await r.xpending("trading:stream:demo_durable", "demo-b")
-            return info["pending"] == 1
-
-        await async_wait_until(pending, 10, what="the entry to be read and pending")
+        await async_wait_until(lambda: _pending(r), 30, what="the entry read and pending", until=(1).__eq__)
         consumer.signal(signal.SIGKILL)
         consumer.wait_exit()
-        consumer = demo(suite, "demo-b").start()  # this time the handler completes
+        demo(processes, suite, "demo-b").start()  # this time the handler completes
 
-        async def delivered():
-            got = (await client.call_service("demo-b", "received"))["durable"]
-            return [e["data"] for e in got] == [{"slow": True}]
+        async def durable():
+            return [e["data"] for e in (await client.call_service("demo-b", "received"))["durable"]]
 
-        await async_wait_until(delivered, 10, what="re-delivery after the restart")
-        await async_wait_until(lambda: _not_pending(r), 5, what="acknowledged")
-    finally:
-        await r.aclose()
-        await client.close_clients()
-        publisher.stop()
-        consumer.stop()
+        await async_wait_until(
+            durable, 30, what="re-delivery after the restart", until=[{"slow": True}].__eq__
+        )
+        await async_wait_until(lambda: _pending(r), 30, what="acknowledged", until=(0).__eq__)
 
 
-async def _not_pending(r) -> bool:
-    return (await r.xpending("trading:stream:demo_durable", "demo-b"))["pending"] == 0
+async def _pending(r) -> int:
+    return (await r.xpending("trading:stream:demo_durable", "demo-b"))["pending"]
 
 
 def test_task_pinned_state_survives_dispatch(demo_service):

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from services.base.base_service import BaseService
 from services.base.rpc import DependencyUnavailable, InvalidParams, NotFound
 from services.domain.asx_calendar import is_trading_day
 from services.domain.price_history import csv_file_name, synthetic_bars, trading_sessions
@@ -31,7 +30,7 @@ def write_csv(directory: Path, symbol: str, until: date) -> None:
     (directory / csv_file_name(symbol)).write_text(HEADER + "\n".join(lines))
 
 
-def csv_suite(suite, symbols, until=date(2024, 6, 14), **env) -> ServiceProcess:
+def csv_suite(processes, suite, symbols, until=date(2024, 6, 14), **env) -> ServiceProcess:
     market_dir = suite.data_dir / "market"
     market_dir.mkdir(parents=True, exist_ok=True)
     for symbol in symbols:
@@ -42,21 +41,14 @@ def csv_suite(suite, symbols, until=date(2024, 6, 14), **env) -> ServiceProcess:
         "TRADING_CLOCK_START": "2024-06-17T12:00:00+10:00",  # Monday noon: Friday's bar is the latest
         **env,
     }
-    return ServiceProcess("market-data", suite, extra_env=extra)
+    return processes.service("market-data", suite, extra_env=extra)
 
 
 @pytest.fixture
-async def client():
-    caller = BaseService("tests")
-    yield caller
-    await caller.close_clients()
-
-
-@pytest.fixture
-def synthetic_service(suite):
-    service = ServiceProcess("market-data", suite).start()
+def synthetic_service(suite, processes):
+    service = processes.start("market-data", suite)
     yield service
-    assert service.stop() == 0
+    assert service.stop() == 0  # a clean exit (the processes fixture would only make sure)
 
 
 def health(service: ServiceProcess) -> dict:
@@ -104,7 +96,7 @@ async def test_refresh_publishes_one_event_per_symbol(synthetic_service, client,
         assert result["succeeded"] == 5 and result["failed"] == 0
         for symbol in (*BANKS, "^AXJO"):
             event = await watcher.wait_for(
-                "market_data_updated", lambda e, s=symbol: e["data"]["symbol"] == s, 10
+                "market_data_updated", lambda e, s=symbol: e["data"]["symbol"] == s
             )
             assert event["source"] == "market-data"
             assert event["data"]["source"] == "synthetic"
@@ -144,56 +136,52 @@ def test_pandas_and_yfinance_are_not_loaded_for_synthetic(synthetic_service):
     assert "pandas" not in loaded and "numpy" not in loaded
 
 
-async def test_refresh_with_one_symbol_failing(suite, client):
-    service = csv_suite(suite, ("CBA.AX", "WBC.AX", "ANZ.AX", "^AXJO")).start()  # no NAB.AX file
-    try:
-        result = await client.call_service("market-data", "refresh_all_data")
-        assert result["source"] == "csv"
-        assert result["succeeded"] == 4 and result["failed"] == 1
-        assert result["results"]["NAB.AX"]["ok"] is False and result["results"]["NAB.AX"]["code"] == -32006
-        assert "NAB.AX.csv" in result["results"]["NAB.AX"]["error"]
-        assert result["results"]["CBA.AX"]["date"] == "2024-06-14"
-        fetches = health(service)["fetches"]
-        for _ in range(3):
-            with pytest.raises(NotFound):
-                await client.call_service("market-data", "get_market_data", symbol="NAB.AX")
-        # Within the retry window a symbol with no data is not fetched again on every request.
-        assert health(service)["fetches"] == fetches
-        assert health(service)["source"] == "csv"
-    finally:
-        assert service.stop() == 0
+async def test_refresh_with_one_symbol_failing(suite, processes, client):
+    service = csv_suite(processes, suite, ("CBA.AX", "WBC.AX", "ANZ.AX", "^AXJO")).start()  # no NAB.AX
+    result = await client.call_service("market-data", "refresh_all_data")
+    assert result["source"] == "csv"
+    assert result["succeeded"] == 4 and result["failed"] == 1
+    assert result["results"]["NAB.AX"]["ok"] is False and result["results"]["NAB.AX"]["code"] == -32006
+    assert "NAB.AX.csv" in result["results"]["NAB.AX"]["error"]
+    assert result["results"]["CBA.AX"]["date"] == "2024-06-14"
+    fetches = health(service)["fetches"]
+    for _ in range(3):
+        with pytest.raises(NotFound):
+            await client.call_service("market-data", "get_market_data", symbol="NAB.AX")
+    # Within the retry window a symbol with no data is not fetched again on every request.
+    assert health(service)["fetches"] == fetches
+    assert health(service)["source"] == "csv"
+    assert service.stop() == 0
 
 
-async def test_failed_refresh_serves_last_good_data_marked_stale(suite, client):
-    service = csv_suite(suite, ("CBA.AX", "^AXJO"), TRADING_MARKET_DATA_CACHE_S="0.3").start()
-    try:
-        good = await client.call_service("market-data", "get_market_data", symbol="CBA.AX")
-        assert good["stale"] is False
-        (suite.data_dir / "market" / "CBA.AX.csv").write_text("Date,Price\n2024-06-14,1\n")
+async def test_failed_refresh_serves_last_good_data_marked_stale(suite, processes, client):
+    service = csv_suite(processes, suite, ("CBA.AX", "^AXJO"), TRADING_MARKET_DATA_CACHE_S="0.3").start()
+    good = await client.call_service("market-data", "get_market_data", symbol="CBA.AX")
+    assert good["stale"] is False
+    (suite.data_dir / "market" / "CBA.AX.csv").write_text("Date,Price\n2024-06-14,1\n")
 
-        async def stale_reply():
-            reply = await client.call_service("market-data", "get_market_data", symbol="CBA.AX")
-            return reply if reply["stale"] else None
+    async def stale_reply():
+        reply = await client.call_service("market-data", "get_market_data", symbol="CBA.AX")
+        return reply if reply["stale"] else None
 
-        stale = await async_wait_until(stale_reply, 10, 0.1, what="a stale reply after the cache expired")
-        assert stale["price"] == good["price"] and stale["bars"] == good["bars"]
-        assert "missing column" in stale["stale_reason"]
-        assert any("last refresh failed" in r for r in stale["quality"]["reasons"])
-        status = health(service)
-        assert status["status"] == "degraded" and status["stale_symbols"] == ["CBA.AX"]
-        write_csv(suite.data_dir / "market", "CBA.AX", date(2024, 6, 14))  # the source recovers
+    stale = await async_wait_until(stale_reply, 30, 0.1, what="a stale reply after the cache expired")
+    assert stale["price"] == good["price"] and stale["bars"] == good["bars"]
+    assert "missing column" in stale["stale_reason"]
+    assert any("last refresh failed" in r for r in stale["quality"]["reasons"])
+    status = health(service)
+    assert status["status"] == "degraded" and status["stale_symbols"] == ["CBA.AX"]
+    write_csv(suite.data_dir / "market", "CBA.AX", date(2024, 6, 14))  # the source recovers
 
-        async def fresh_reply():
-            reply = await client.call_service("market-data", "get_market_data", symbol="CBA.AX")
-            return reply if not reply["stale"] else None
+    async def fresh_reply():
+        reply = await client.call_service("market-data", "get_market_data", symbol="CBA.AX")
+        return reply if not reply["stale"] else None
 
-        assert (await async_wait_until(fresh_reply, 10, 0.1, what="recovery"))["price"] == good["price"]
-        assert health(service)["stale_symbols"] == []
-    finally:
-        assert service.stop() == 0
+    assert (await async_wait_until(fresh_reply, 30, 0.1, what="recovery"))["price"] == good["price"]
+    assert health(service)["stale_symbols"] == []
+    assert service.stop() == 0
 
 
-async def test_replay_inside_the_real_csv_range_serves_no_future_bars(suite, client, shared_asx):
+async def test_replay_inside_the_real_csv_range_serves_no_future_bars(suite, processes, client, shared_asx):
     market_dir = suite.data_dir / "market"
     market_dir.mkdir(parents=True, exist_ok=True)
     for name in ("CBA.AX.csv", "AXJO.csv"):
@@ -204,22 +192,20 @@ async def test_replay_inside_the_real_csv_range_serves_no_future_bars(suite, cli
         "TRADING_CLOCK_START": "2019-06-14T16:05:00+10:00",  # five minutes before Friday's bar is final
         "TRADING_CLOCK_SPEED": "60",  # one suite minute per real second
     }
-    service = ServiceProcess("market-data", suite, extra_env=env).start()
-    try:
-        before = await client.call_service("market-data", "get_price_history", symbol="CBA.AX", days=5)
-        assert before["bars"][-1]["date"] == "2019-06-13"
+    service = processes.start("market-data", suite, extra_env=env)
+    before = await client.call_service("market-data", "get_price_history", symbol="CBA.AX", days=5)
+    assert before["bars"][-1]["date"] == "2019-06-13"
 
-        async def friday_visible():
-            reply = await client.call_service("market-data", "get_price_history", symbol="CBA.AX", days=5)
-            return reply if reply["bars"][-1]["date"] == "2019-06-14" else None
+    async def friday_visible():
+        reply = await client.call_service("market-data", "get_price_history", symbol="CBA.AX", days=5)
+        return reply if reply["bars"][-1]["date"] == "2019-06-14" else None
 
-        # The cache must not hold Thursday past 16:10 suite time, even within its 300 s TTL.
-        after = await async_wait_until(friday_visible, 20, 0.2, what="Friday's bar at 16:10 suite time")
-        assert after["cached"] is False
-        context = await client.call_service("market-data", "get_market_context")
-        assert context["source"] == "csv" and context["as_of"] <= "2019-06-14T16:10:00+10:00"
-    finally:
-        assert service.stop() == 0
+    # The cache must not hold Thursday past 16:10 suite time, even within its 300 s TTL.
+    after = await async_wait_until(friday_visible, 60, 0.2, what="Friday's bar at 16:10 suite time")
+    assert after["cached"] is False
+    context = await client.call_service("market-data", "get_market_context")
+    assert context["source"] == "csv" and context["as_of"] <= "2019-06-14T16:10:00+10:00"
+    assert service.stop() == 0
 
 
 # Yahoo made unreachable on purpose: urllib (the reachability check) and curl (under yfinance) honour
@@ -228,33 +214,29 @@ OFFLINE = {"HTTPS_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1
 
 
 @pytest.mark.parametrize(("with_files", "chosen"), [(True, "csv"), (False, "synthetic")])
-async def test_auto_falls_back_and_says_which_source(suite, client, with_files, chosen):
+async def test_auto_falls_back_and_says_which_source(suite, processes, client, with_files, chosen):
     symbols = (*BANKS, "^AXJO") if with_files else ()
-    service = csv_suite(suite, symbols, TRADING_MARKET_DATA_SOURCE="auto", **OFFLINE).start()
-    try:
-        status = health(service)
-        assert status["source"] == chosen
-        assert status["source_reason"].startswith("auto: yfinance probe failed")
-        reply = await client.call_service("market-data", "get_market_data", symbol="ANZ.AX")
-        assert reply["source"] == chosen
-        log_text = (suite.log_dir / "market-data.log").read_text()
-        assert f"market data source: {chosen}" in log_text
-        # Offline, `auto` learns it without loading yfinance: pandas and numpy stay out of memory.
-        assert not heavy_libraries_mapped(service.pid)
-    finally:
-        assert service.stop() == 0
+    service = csv_suite(processes, suite, symbols, TRADING_MARKET_DATA_SOURCE="auto", **OFFLINE).start()
+    status = health(service)
+    assert status["source"] == chosen
+    assert status["source_reason"].startswith("auto: yfinance probe failed")
+    reply = await client.call_service("market-data", "get_market_data", symbol="ANZ.AX")
+    assert reply["source"] == chosen
+    log_text = (suite.log_dir / "market-data.log").read_text()
+    assert f"market data source: {chosen}" in log_text
+    # Offline, `auto` learns it without loading yfinance: pandas and numpy stay out of memory.
+    assert not heavy_libraries_mapped(service.pid)
+    assert service.stop() == 0
 
 
-async def test_yfinance_unreachable_is_a_dependency_error(suite, client):
+async def test_yfinance_unreachable_is_a_dependency_error(suite, processes, client):
     env = {"TRADING_MARKET_DATA_SOURCE": "yfinance", "TRADING_MARKET_DATA_YF_ATTEMPTS": "2", **OFFLINE}
-    service = ServiceProcess("market-data", suite, extra_env=env).start()
-    try:
-        assert health(service)["source"] == "yfinance"
-        with pytest.raises(DependencyUnavailable) as failed:
-            await client.call_service("market-data", "get_market_data", symbol="CBA.AX")
-        assert failed.value.code == -32001
-        assert "Yahoo request for CBA.AX failed" in failed.value.message
-        assert failed.value.data["source"] == "yfinance"
-        assert health(service)["fetch_errors"] == 1  # one fetch (with its retries), then the retry window
-    finally:
-        assert service.stop() == 0
+    service = processes.start("market-data", suite, extra_env=env)
+    assert health(service)["source"] == "yfinance"
+    with pytest.raises(DependencyUnavailable) as failed:
+        await client.call_service("market-data", "get_market_data", symbol="CBA.AX")
+    assert failed.value.code == -32001
+    assert "Yahoo request for CBA.AX failed" in failed.value.message
+    assert failed.value.data["source"] == "yfinance"
+    assert health(service)["fetch_errors"] == 1  # one fetch (with its retries), then the retry window
+    assert service.stop() == 0

@@ -18,14 +18,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from services.base.base_service import BaseService
 from services.base.clock import SuiteClock
 from services.base.events import EventBus
 from services.base.rpc import DependencyUnavailable, InvalidParams, MarketClosed, NotConfigured, RiskRejected
 from services.domain.asx_calendar import is_trading_day
 from services.domain.price_history import csv_file_name, trading_sessions
 from services.paper_trading.trade_store import TradeStore
-from tests.support import EventWatcher, ServiceProcess, SuiteDirs, async_wait_until, rpc_call_sync
+from tests.support import EventWatcher, Processes, ServiceProcess, SuiteDirs, async_wait_until, rpc_call_sync
 from tests.unit._ig_helpers import API_KEY, PASSWORD, USERNAME, FakeIg
 
 BANKS = ("CBA.AX", "WBC.AX", "ANZ.AX", "NAB.AX")
@@ -46,10 +45,13 @@ def write_prices(directory: Path, symbol: str, last_close: float, until: date = 
 
 
 class Stack:
-    """market-data (CSV) and paper-trading processes for one suite."""
+    """market-data (CSV) and paper-trading processes for one suite (stopped by `processes`)."""
 
-    def __init__(self, suite: SuiteDirs, clock_start: str = MONDAY_11AM, **paper_env: str):
+    def __init__(
+        self, suite: SuiteDirs, processes: Processes, clock_start: str = MONDAY_11AM, **paper_env: str
+    ):
         self.suite = suite
+        self.processes = processes
         market_dir = suite.data_dir / "market"
         market_dir.mkdir(parents=True, exist_ok=True)
         for symbol in BANKS:
@@ -60,11 +62,11 @@ class Stack:
             "TRADING_MARKET_DATA_DIR": str(market_dir),
             "TRADING_CLOCK_START": clock_start,
         }
-        self.market = ServiceProcess("market-data", suite, extra_env=self.env)
+        self.market = processes.service("market-data", suite, extra_env=self.env)
         self.paper = self.paper_process(**paper_env)
 
     def paper_process(self, **paper_env: str) -> ServiceProcess:
-        return ServiceProcess("paper-trading", self.suite, extra_env={**self.env, **paper_env})
+        return self.processes.service("paper-trading", self.suite, extra_env={**self.env, **paper_env})
 
     def start(self) -> Stack:
         self.market.start()
@@ -84,17 +86,8 @@ class Stack:
 
 
 @pytest.fixture
-def stack(suite):
-    running = Stack(suite).start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-async def client():
-    caller = BaseService("tests")
-    yield caller
-    await caller.close_clients()
+def stack(suite, processes):
+    return Stack(suite, processes).start()
 
 
 async def publish(suite: SuiteDirs, source: str, event_type: str, *payloads: dict) -> None:
@@ -215,23 +208,18 @@ async def test_rejections_name_the_rule_and_by_how_much(stack, suite, client):
     assert history["trades"] == []
 
 
-async def test_no_orders_outside_market_hours(suite, client):
-    closed = Stack(suite, clock_start=SATURDAY_NOON).start()
-    try:
-        with pytest.raises(MarketClosed) as raised:
-            await client.call_service(
-                "paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=1
-            )
-        assert raised.value.code == -32004
-        assert raised.value.data["next_open"].startswith("2024-06-17T10:00:00+10:00")
-        # A signal on a closed market is answered once, with the reason, and never traded later.
-        signal = prediction(closed, "CBA.AX", "BUY")
-        await publish(suite, "prediction", "prediction_generated", signal)
-        await async_wait_until(lambda: outcomes(closed.db), 15, what="the prediction processed")
-        assert outcomes(closed.db) == {signal["prediction_id"]: "rejected"}
-        assert (await client.call_service("paper-trading", "get_trade_history"))["trades"] == []
-    finally:
-        closed.stop()
+async def test_no_orders_outside_market_hours(suite, processes, client):
+    closed = Stack(suite, processes, clock_start=SATURDAY_NOON).start()
+    with pytest.raises(MarketClosed) as raised:
+        await client.call_service("paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=1)
+    assert raised.value.code == -32004
+    assert raised.value.data["next_open"].startswith("2024-06-17T10:00:00+10:00")
+    # A signal on a closed market is answered once, with the reason, and never traded later.
+    signal = prediction(closed, "CBA.AX", "BUY")
+    await publish(suite, "prediction", "prediction_generated", signal)
+    await async_wait_until(lambda: outcomes(closed.db), 30, what="the prediction processed")
+    assert outcomes(closed.db) == {signal["prediction_id"]: "rejected"}
+    assert (await client.call_service("paper-trading", "get_trade_history"))["trades"] == []
 
 
 async def test_a_round_trip_shows_in_performance(stack, client):
@@ -279,34 +267,27 @@ async def test_stop_loss_and_take_profit_close_on_market_data(stack, suite, clie
     assert (await client.call_service("paper-trading", "get_positions"))["positions"] == []
 
 
-async def test_daily_loss_halts_new_buys_until_the_next_day(suite, client):
+async def test_daily_loss_halts_new_buys_until_the_next_day(suite, processes, client):
     halting = Stack(
-        suite, TRADING_PAPER_TRADING_MAX_DAILY_LOSS="100", TRADING_PAPER_TRADING_STOP_LOSS_PCT="50"
+        suite, processes, TRADING_PAPER_TRADING_MAX_DAILY_LOSS="100", TRADING_PAPER_TRADING_STOP_LOSS_PCT="50"
     )
     halting.start()
-    try:
-        await client.call_service(
-            "paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=40
-        )
-        async with EventWatcher(suite.env["TRADING_REDIS_URL"], *EVENTS) as watcher:
-            # 40 shares down $2.50 each: -100 plus the $14.00 commission, past the $100 limit.
-            await publish(suite, "market-data", "market_data_updated", price_move("CBA.AX", 97.5))
-            hit = await watcher.wait_for("risk_limit_hit", lambda e: e["data"]["rule"] == "max_daily_loss")
-        assert hit["data"]["halted_until"].startswith("2024-06-18T10:00:00+10:00")
-        status = await client.call_service("paper-trading", "get_portfolio_status")
-        assert status["trading_halted"] is True and "daily loss" in status["halt_reason"]
-        with pytest.raises(RiskRejected) as raised:
-            await client.call_service(
-                "paper-trading", "execute_trade", symbol="WBC.AX", action="BUY", quantity=1
-            )
-        assert raised.value.data["rule"] == "max_daily_loss"
-        # Reducing risk stays allowed while halted.
-        sold = await client.call_service(
-            "paper-trading", "execute_trade", symbol="CBA.AX", action="SELL", quantity=40
-        )
-        assert sold["action"] == "SELL"
-    finally:
-        halting.stop()
+    await client.call_service("paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=40)
+    async with EventWatcher(suite.env["TRADING_REDIS_URL"], *EVENTS) as watcher:
+        # 40 shares down $2.50 each: -100 plus the $14.00 commission, past the $100 limit.
+        await publish(suite, "market-data", "market_data_updated", price_move("CBA.AX", 97.5))
+        hit = await watcher.wait_for("risk_limit_hit", lambda e: e["data"]["rule"] == "max_daily_loss")
+    assert hit["data"]["halted_until"].startswith("2024-06-18T10:00:00+10:00")
+    status = await client.call_service("paper-trading", "get_portfolio_status")
+    assert status["trading_halted"] is True and "daily loss" in status["halt_reason"]
+    with pytest.raises(RiskRejected) as raised:
+        await client.call_service("paper-trading", "execute_trade", symbol="WBC.AX", action="BUY", quantity=1)
+    assert raised.value.data["rule"] == "max_daily_loss"
+    # Reducing risk stays allowed while halted.
+    sold = await client.call_service(
+        "paper-trading", "execute_trade", symbol="CBA.AX", action="SELL", quantity=40
+    )
+    assert sold["action"] == "SELL"
 
 
 # ---- following predictions ------------------------------------------------------------------
@@ -318,7 +299,12 @@ async def test_predictions_are_followed_once_each(stack, suite, client):
     async with EventWatcher(suite.env["TRADING_REDIS_URL"], *EVENTS) as watcher:
         # The BUY is delivered twice (a publisher retry): one trade only.
         await publish(suite, "prediction", "prediction_generated", buy, hold, buy)
-        await async_wait_until(lambda: len(outcomes(stack.db)) == 2, 15, what="both predictions processed")
+        await async_wait_until(
+            lambda: outcomes(stack.db),
+            30,
+            what="both predictions processed",
+            until=lambda done: len(done) == 2,
+        )
         sell = prediction(stack, "WBC.AX", "SELL")
         await publish(suite, "prediction", "prediction_generated", sell)
         closed = await watcher.wait_for(
@@ -350,7 +336,7 @@ async def test_sync_without_credentials_is_not_configured(stack, client):
     assert "IG_API_KEY" in raised.value.data["detail"]
 
 
-async def test_sync_reports_differences_and_mirrors_when_opted_in(suite, client):
+async def test_sync_reports_differences_and_mirrors_when_opted_in(suite, processes, client):
     with FakeIg() as ig:
         ig_env = {
             "IG_API_KEY": API_KEY,
@@ -360,15 +346,15 @@ async def test_sync_reports_differences_and_mirrors_when_opted_in(suite, client)
             "TRADING_PAPER_TRADING_IG_MIRROR": "true",
         }
         ig.state.positions["AA.D.NAB.CASH.IP"] = {"direction": "BUY", "size": 7.0, "level": 99.0}
-        mirrored = Stack(suite, **ig_env).start()
-        try:
-            await client.call_service(
-                "paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=10
-            )
-            await async_wait_until(lambda: "AA.D.CBA.CASH.IP" in ig.state.positions, 15, what="mirrored deal")
-            report = await client.call_service("paper-trading", "sync_with_ig_markets")
-        finally:
-            mirrored.stop()
+        mirrored = Stack(suite, processes, **ig_env).start()
+        await client.call_service(
+            "paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=10
+        )
+        await async_wait_until(
+            lambda: ig.state.positions, 30, what="the mirrored deal", until=lambda p: "AA.D.CBA.CASH.IP" in p
+        )
+        report = await client.call_service("paper-trading", "sync_with_ig_markets")
+        mirrored.stop()
         logs = (suite.log_dir / "paper-trading.log").read_text() + mirrored.paper.output()
     assert report["account_id"] == "ABC123" and report["ig_balance"]["balance"] == 25_000.0
     rows = {r["symbol"]: r for r in report["positions"]}
@@ -402,13 +388,23 @@ async def test_sigkill_while_trading_then_restart_loses_nothing_and_doubles_noth
     expected = {p["prediction_id"] for p in batch}
     async with EventWatcher(suite.env["TRADING_REDIS_URL"], "trade_executed") as watcher:
         await publish(suite, "prediction", "prediction_generated", *deliveries)
-        done_at_kill = await async_wait_until(lambda: (n := len(outcomes(stack.db))) >= 30 and n, 30)
+        done_at_kill = len(
+            await async_wait_until(
+                lambda: outcomes(stack.db),
+                60,
+                what="30 predictions processed",
+                until=lambda done: len(done) >= 30,
+            )
+        )
         stack.paper.signal(signal.SIGKILL)
         stack.paper.wait_exit()
         assert done_at_kill < len(expected), "the kill should land mid-stream"
         stack.paper = stack.paper_process(TRADING_PAPER_TRADING_POSITION_SIZE_PCT="0.2").start()
         await async_wait_until(
-            lambda: set(outcomes(stack.db)) == expected, 60, what="every prediction processed"
+            lambda: outcomes(stack.db),
+            120,
+            what="every prediction processed",
+            until=lambda done: set(done) == expected,
         )
         stack.paper.stop()
 
@@ -431,7 +427,7 @@ async def test_sigkill_while_trading_then_restart_loses_nothing_and_doubles_noth
                 {e["data"]["trade_id"] for e in watcher.of_type("trade_executed")}
                 >= {t.trade_id for t in trades}
             ),
-            10,
+            30,
             what="trade_executed for every trade",
         )
 
@@ -458,7 +454,7 @@ async def test_trade_events_survive_redis_down_and_a_crash(stack, suite, redis_s
             entries = await bus.xrange("trading:stream:trade_executed")
             return {orjson.loads(fields[b"event"])["data"]["trade_id"] for _, fields in entries}
 
-        await async_wait_until(lambda: published_ids(), 15, what="trade_executed in the stream")
+        await async_wait_until(published_ids, 30, what="trade_executed in the stream")
         assert await published_ids() == {trade["trade_id"]}
     finally:
         await bus.aclose()
@@ -487,8 +483,8 @@ def test_epics_default_per_symbol_and_can_be_overridden():
         ({"TRADING_PAPER_TRADING_IG_MIRROR": "maybe"}, "not a boolean"),
     ],
 )
-def test_bad_settings_exit_2_with_the_reason(suite, env, reason):
-    process = ServiceProcess("paper-trading", suite, extra_env=env).start(wait=False)
+def test_bad_settings_exit_2_with_the_reason(suite, processes, env, reason):
+    process = processes.start("paper-trading", suite, extra_env=env, wait=False)
     assert process.wait_exit() == 2
     assert reason in process.output()
 
@@ -497,7 +493,9 @@ async def test_a_stale_prediction_is_not_acted_on(stack, suite):
     old = prediction(stack, "CBA.AX", "BUY") | {"created_at": "2024-06-17T08:00:00+10:00"}  # 3 h old
     undated = prediction(stack, "WBC.AX", "BUY") | {"created_at": None}
     await publish(suite, "prediction", "prediction_generated", old, undated)
-    await async_wait_until(lambda: len(outcomes(stack.db)) == 2, 15, what="both predictions processed")
+    await async_wait_until(
+        lambda: outcomes(stack.db), 30, what="both predictions processed", until=lambda done: len(done) == 2
+    )
     assert set(outcomes(stack.db).values()) == {"skipped"}
 
 

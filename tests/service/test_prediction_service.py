@@ -10,13 +10,8 @@ exactly on the prediction that crosses the threshold.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import orjson
 import pytest
@@ -36,18 +31,17 @@ from services.prediction.prediction_service import (
     technical_from_market,
 )
 from tests.support import (
-    REPO,
     EventWatcher,
+    Processes,
     ServiceProcess,
     SuiteDirs,
     async_wait_until,
+    install_models,
     rpc_call_sync,
-    short_tempdir,
 )
 
 BIG4 = ["CBA.AX", "WBC.AX", "ANZ.AX", "NAB.AX"]
 DEPENDENCIES = ("market-data", "sentiment", "ml-model")
-TRAIN_SCRIPT = REPO / "services" / "ml-model" / "train_models.py"
 
 
 # ---- pure pieces of the shell (no sockets) ------------------------------------------------------
@@ -155,49 +149,15 @@ KEY_METHOD = {
 }
 
 
-@pytest.fixture(scope="module")
-def trained_models():
-    """The real training pipeline, once per module, on the synthetic bars market-data serves here."""
-    if not TRAIN_SCRIPT.exists():
-        pytest.skip("services/ml-model/train_models.py does not exist yet")
-    out = short_tempdir("tm-")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADING_")}
-    env.update(TRADING_MODELS_DIR=str(out), TRADING_DATA_DIR=str(out), PYTHONPATH=str(REPO))
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(TRAIN_SCRIPT),
-            "--synthetic",
-            "--years",
-            "2",
-            "--symbols",
-            *BIG4,
-            "--out",
-            str(out),
-        ],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
-    yield out
-    shutil.rmtree(out, ignore_errors=True)
-
-
-def install_models(trained: Path, suite: SuiteDirs) -> None:
-    shutil.copytree(trained, suite.models_dir, dirs_exist_ok=True)
-
-
 class Stack:
     """The three dependency processes and the prediction service, in one suite."""
 
-    def __init__(self, suite: SuiteDirs):
+    def __init__(self, suite: SuiteDirs, processes: Processes, client: BaseService):
         self.suite = suite
+        self.processes = processes
         self.deps: dict[str, ServiceProcess] = {}
         self.prediction: ServiceProcess | None = None
-        self.client = BaseService("tests")
+        self.client = client
 
     def universe(self, symbols: list[str]) -> None:
         """market-data serves only the universe: widen it (for every process started after)."""
@@ -205,32 +165,23 @@ class Stack:
 
     def start_dependencies(self, *names: str) -> None:
         for name in names or DEPENDENCIES:
-            process = ServiceProcess(name, self.suite).start()
+            process = self.processes.start(name, self.suite)
             if not _implements(process, KEY_METHOD[name]):
-                process.stop()
                 pytest.skip(f"{name} does not implement {KEY_METHOD[name]} yet")
             self.deps[name] = process
 
     def start_prediction(self, **env: str) -> ServiceProcess:
-        self.prediction = ServiceProcess("prediction", self.suite, extra_env=env).start()
+        self.prediction = self.processes.start("prediction", self.suite, extra_env=env)
         return self.prediction
 
     async def call(self, method: str, timeout: float = 30.0, **params):
         return await self.client.call_service("prediction", method, timeout=timeout, **params)
 
-    async def close(self) -> None:
-        await self.client.close_clients()
-        for process in [self.prediction, *self.deps.values()]:
-            if process is not None and process.process.poll() is None:
-                process.signal(signal.SIGCONT)  # a test may have left it stopped
-                process.stop()
-
 
 @pytest.fixture
-async def stack(suite):
-    s = Stack(suite)
-    yield s
-    await s.close()
+def stack(suite, processes, client) -> Stack:
+    """Whatever it starts, the `processes` fixture stops (resumed first if a test stopped it)."""
+    return Stack(suite, processes, client)
 
 
 def synthetic_symbols(n: int, prefix: str = "SYN") -> list[str]:
@@ -241,8 +192,8 @@ def synthetic_symbols(n: int, prefix: str = "SYN") -> list[str]:
 
 
 @pytest.mark.slow
-async def test_batch_with_real_dependencies_is_traceable_cached_and_published(stack, suite, trained_models):
-    install_models(trained_models, suite)
+async def test_batch_with_real_dependencies_is_traceable_cached_and_published(stack, suite, synthetic_models):
+    install_models(synthetic_models, suite.models_dir)
     stack.start_dependencies()
     stack.start_prediction()
     async with EventWatcher(suite.env["TRADING_REDIS_URL"], "prediction_generated") as watcher:
@@ -271,7 +222,7 @@ async def test_batch_with_real_dependencies_is_traceable_cached_and_published(st
             p["prediction_id"] for p in first["predictions"].values()
         }
         # Cached answers are not new predictions: 8 published, not 12.
-        await async_wait_until(lambda: len(watcher.of_type("prediction_generated")) >= 8, 10)
+        await watcher.settle()  # the publish precedes each reply: all 8 are in by now
         assert len(watcher.of_type("prediction_generated")) == 8
 
     # Durable: also on the stream, where a consumer that was down finds them later.
@@ -419,8 +370,8 @@ async def run_batch_killing(stack: Stack, suite: SuiteDirs, victim: str, symbols
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("victim", "missing_key"), [("sentiment", "sentiment"), ("ml-model", "model")])
-async def test_optional_dependency_killed_mid_batch(stack, suite, trained_models, victim, missing_key):
-    install_models(trained_models, suite)
+async def test_optional_dependency_killed_mid_batch(stack, suite, synthetic_models, victim, missing_key):
+    install_models(synthetic_models, suite.models_dir)
     stack.start_dependencies()
     stack.start_prediction(TRADING_PREDICTION_CONCURRENCY="1")
     # Only the Big 4 have models; one at a time, so the kill lands between symbols.
@@ -461,37 +412,34 @@ async def test_hung_dependency_never_holds_the_caller_past_its_timeout(stack, su
     stack.start_dependencies("market-data", "sentiment")
     stack.start_prediction(TRADING_PREDICTION_DEPENDENCY_TIMEOUT_S="30")
     stack.deps["market-data"].signal(signal.SIGSTOP)  # alive, socket open, never answers
-    try:
-        started = time.monotonic()
-        result = await stack.call("generate_predictions", timeout=5, symbols=BIG4, timeout_s=2.0)
-        elapsed = time.monotonic() - started
-        assert elapsed < 2.0, f"answered after {elapsed:.2f}s, past the caller's 2 s"
-        assert {e["code"] for e in result["errors"].values()} == {-32005}
-        assert set(result["errors"]) == set(BIG4)
-        with pytest.raises(RpcError) as info:
-            await stack.call("generate_single_prediction", timeout=5, symbol="CBA.AX", timeout_s=1.0)
-        assert info.value.code == -32005
-    finally:
-        stack.deps["market-data"].signal(signal.SIGCONT)
-
-    async def all_cached() -> bool:
-        return (await stack.call("health", timeout=5))["cache_size"] == len(BIG4)
-
+    started = time.monotonic()
+    result = await stack.call("generate_predictions", timeout=5, symbols=BIG4, timeout_s=2.0)
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.0, f"answered after {elapsed:.2f}s, past the caller's 2 s"
+    assert {e["code"] for e in result["errors"].values()} == {-32005}
+    assert set(result["errors"]) == set(BIG4)
+    with pytest.raises(RpcError) as info:
+        await stack.call("generate_single_prediction", timeout=5, symbol="CBA.AX", timeout_s=1.0)
+    assert info.value.code == -32005
+    stack.deps["market-data"].signal(signal.SIGCONT)
     # The work went on in the background: once market-data answers, the results land in the cache.
-    await async_wait_until(all_cached, 30, what="the late predictions to be cached")
+    await async_wait_until(
+        lambda: stack.call("health", timeout=10),
+        60,
+        0.1,
+        what="the late predictions to be cached",
+        until=lambda health: health["cache_size"] == len(BIG4),
+    )
 
 
 @pytest.mark.slow
 async def test_dependency_timeout_gives_minus_32001_naming_it(stack, suite):
     stack.start_dependencies("market-data", "sentiment")
     stack.start_prediction(TRADING_PREDICTION_DEPENDENCY_TIMEOUT_S="0.5")
-    stack.deps["market-data"].signal(signal.SIGSTOP)
-    try:
-        with pytest.raises(DependencyUnavailable) as info:
-            await stack.call("generate_single_prediction", timeout=10, symbol="CBA.AX", timeout_s=5)
-        assert info.value.data["dependency"] == "market-data"
-    finally:
-        stack.deps["market-data"].signal(signal.SIGCONT)
+    stack.deps["market-data"].signal(signal.SIGSTOP)  # resumed and stopped at teardown
+    with pytest.raises(DependencyUnavailable) as info:
+        await stack.call("generate_single_prediction", timeout=10, symbol="CBA.AX", timeout_s=5)
+    assert info.value.data["dependency"] == "market-data"
 
 
 # ---- buy-rate alert ---------------------------------------------------------------------------------
@@ -528,24 +476,24 @@ async def test_buy_rate_alert_fires_exactly_when_crossing(stack, suite):
         TRADING_PREDICTION_BUY_RATE_THRESHOLD="0.7",
         TRADING_PREDICTION_BUY_RATE_MIN_SAMPLES="4",
     )
-    await stack.client.close_clients()
+    await stack.client.close_clients()  # its connection died with the first process
     stack.start_prediction(**env)
     async with EventWatcher(suite.env["TRADING_REDIS_URL"], "buy_rate_alert") as watcher:
         # H H H then B x7: 7/10 = 70% is not above; the 11th (B) makes the last ten 8/10 = 80%.
         for symbol in [other] * 3 + [buy] * 7:
             await stack.call("generate_single_prediction", symbol=symbol, force_refresh=True)
-        await asyncio.sleep(0.5)  # an alert would already be on the wire: the publish precedes the reply
+        await watcher.settle()  # an alert would be in by now: the publish precedes the reply
         assert watcher.of_type("buy_rate_alert") == []
         assert (await stack.call("get_buy_rate"))["buy_rate"] == pytest.approx(0.7)
         crossing = await stack.call("generate_single_prediction", symbol=buy, force_refresh=True)
-        alert = await watcher.wait_for("buy_rate_alert", timeout_s=5)
+        alert = await watcher.wait_for("buy_rate_alert")
         assert alert["data"]["prediction_id"] == crossing["prediction_id"]
         assert alert["data"]["rate"] == pytest.approx(0.8)
         assert alert["data"]["threshold"] == 0.7
         # Still above: no second alert for the same episode.
         for _ in range(3):
             await stack.call("generate_single_prediction", symbol=buy, force_refresh=True)
-        await asyncio.sleep(0.5)
+        await watcher.settle()
         assert len(watcher.of_type("buy_rate_alert")) == 1
     health = await stack.call("health")
     assert health["current_buy_rate"] == pytest.approx(1.0)

@@ -23,7 +23,7 @@ from services.base.base_service import BaseService, DependencyUnavailable, rpc
 from services.base.clock import SuiteClock
 from services.base.config import Settings
 from services.base.rpc import InvalidParams, NotConfigured, NotFound
-from tests.support import EventWatcher, ServiceProcess, SuiteDirs, async_wait_until
+from tests.support import EventWatcher, Processes, ServiceProcess, SuiteDirs, async_wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -84,10 +84,11 @@ class Harness:
     clock: SuiteClock
     client: BaseService
     fake: FakeMarketData
+    processes: Processes
     procs: list[ServiceProcess] = field(default_factory=list)
 
     async def start(self) -> ServiceProcess:
-        proc = ServiceProcess("scheduler", self.suite, extra_env=self.env)
+        proc = self.processes.service("scheduler", self.suite, extra_env=self.env)
         self.procs.append(proc)
         # Started in a thread: the fake market-data in this event loop must keep serving.
         await asyncio.to_thread(proc.start)
@@ -110,7 +111,7 @@ def sydney(text: str) -> datetime:
 
 
 @pytest.fixture
-async def harness_factory(suite: SuiteDirs) -> AsyncIterator:
+async def harness_factory(suite: SuiteDirs, processes: Processes) -> AsyncIterator:
     made: list[Harness] = []
 
     async def make(start: str, speed: float = 1.0, defaults: bool = False, **extra: str) -> Harness:
@@ -125,13 +126,13 @@ async def harness_factory(suite: SuiteDirs) -> AsyncIterator:
         }
         fake = FakeMarketData(Settings.from_env({**suite.env, **env}), clock)
         await fake.start()
-        harness = Harness(suite, env, clock, BaseService("tests"), fake)
+        harness = Harness(suite, env, clock, BaseService("tests"), fake, processes)
         made.append(harness)
         return harness
 
     yield make
     for harness in made:
-        for proc in harness.procs:
+        for proc in harness.procs:  # stopped while the fake still answers it (processes: a backstop)
             await asyncio.to_thread(proc.stop)
         await harness.client.close_clients()
         await harness.fake.stop()
@@ -231,7 +232,9 @@ async def test_slots_fire_at_the_right_suite_times_on_a_sped_up_clock(harness_fa
     created = await h.call("schedule_task", config=task("tick", every_minute))
     assert created["next_run"] == "2025-06-10T09:30:00+10:00"
     async with EventWatcher(h.suite.env["TRADING_REDIS_URL"], "task_completed") as events:
-        await async_wait_until(lambda: len(h.fake.calls) >= 3, 15, what="three slots")
+        await async_wait_until(
+            lambda: h.fake.calls, 30, what="three slots", until=lambda calls: len(calls) >= 3
+        )
         await events.wait_for("task_completed", lambda e: e["data"]["slot"] == "2025-06-10T09:32")
     expected = [sydney(f"2025-06-10T09:3{m}:00+10:00") for m in range(3)]
     for call, slot_at in zip(h.fake.calls, expected, strict=False):
@@ -349,7 +352,7 @@ async def test_a_scheduled_task_is_blocked_when_its_dependency_failed_earlier(ha
     config = {**context, "schedule": {"type": "daily", "at": "09:31"}, "depends_on": ["refresh"]}
     dependent = await h.call("schedule_task", config=config)
     async with EventWatcher(h.suite.env["TRADING_REDIS_URL"], "task_failed") as events:
-        event = await events.wait_for("task_failed", lambda e: e["data"]["name"] == "context", 15)
+        event = await events.wait_for("task_failed", lambda e: e["data"]["name"] == "context")
     assert event["data"]["status"] == "blocked" and event["data"]["slot"] == "2025-06-10T09:31"
     assert h.fake.called("get_market_context") == []
     (listed,) = [t for t in await h.call("list_tasks") if t["task_id"] == dependent["task_id"]]
@@ -365,7 +368,7 @@ async def test_a_task_waits_for_a_running_dependency(harness_factory) -> None:
     h.fake.delay_s = 1.0
     started = await h.call("execute_task", task_id=refresh["task_id"], wait=False)
     assert started["status"] == "running"
-    await async_wait_until(lambda: h.fake.called("refresh_all_data"), 5, what="refresh to start")
+    await async_wait_until(lambda: h.fake.called("refresh_all_data"), 30, what="refresh to start")
     run = await h.call("execute_task", task_id=dependent["task_id"])
     assert run["status"] == "succeeded"
     # The dependent ran only after the dependency's call had finished (1 s later).
@@ -383,7 +386,7 @@ async def test_restart_never_reruns_a_slot_and_keeps_user_tasks(harness_factory)
     created = await h.call("schedule_task", config=task("morning", daily, catch_up_grace_s=3600))
     await h.call("cancel_task", task_id="evening_analysis")  # a default the operator removed
     h.fake.delay_s = 60.0  # the run will still be going when the scheduler is killed
-    await async_wait_until(lambda: h.fake.called("refresh_all_data"), 10, what="the 09:30 slot")
+    await async_wait_until(lambda: h.fake.called("refresh_all_data"), 30, what="the 09:30 slot")
     proc.signal(signal.SIGKILL)
     await asyncio.to_thread(proc.wait_exit)
 
@@ -407,11 +410,11 @@ async def test_a_missed_slot_runs_once_after_restart_when_still_meaningful(harne
     stale = await h.call("schedule_task", config={**context, "schedule": daily})  # no catch-up
     await h.stop(proc)  # down over the 09:30 slot
     slot = sydney("2025-06-10T09:30:00+10:00")
-    await async_wait_until(lambda: h.clock.now() > slot + timedelta(seconds=1), 10, what="09:30")
+    await async_wait_until(h.clock.now, 30, what="09:30", until=lambda now: now > slot + timedelta(seconds=1))
     assert h.fake.calls == []
 
     proc = await h.start()
-    await async_wait_until(lambda: h.fake.called("refresh_all_data"), 10, what="the catch-up run")
+    await async_wait_until(lambda: h.fake.called("refresh_all_data"), 30, what="the catch-up run")
     runs = await h.history(owed["task_id"])
     assert [(r["slot"], r["trigger"]) for r in runs] == [("2025-06-10T09:30", "catch_up")]
     assert await h.history(stale["task_id"]) == []
@@ -428,7 +431,7 @@ async def test_sigterm_during_a_run_exits_cleanly_and_records_the_run_failed(har
     created = await h.call("schedule_task", config=task("long"))
     h.fake.delay_s = 30.0
     await h.call("execute_task", task_id=created["task_id"], wait=False)
-    await async_wait_until(lambda: h.fake.calls, 5, what="the run to start")
+    await async_wait_until(lambda: h.fake.calls, 30, what="the run to start")
     await h.stop(proc)  # asserts exit status 0
     await h.start()
     (run,) = await h.history(created["task_id"])
@@ -442,7 +445,7 @@ async def test_cancel_task(harness_factory) -> None:
     created = await h.call("schedule_task", config=task("gone", {"type": "daily", "at": "13:00"}))
     h.fake.delay_s = 30.0
     await h.call("execute_task", task_id=created["task_id"], wait=False)
-    await async_wait_until(lambda: h.fake.calls, 5, what="the run to start")
+    await async_wait_until(lambda: h.fake.calls, 30, what="the run to start")
     result = await h.call("cancel_task", task_id=created["task_id"])
     assert result == {"task_id": created["task_id"], "name": "gone", "cancelled": True, "run_stopped": True}
     assert await h.call("list_tasks") == []

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import time
 
 import orjson
@@ -17,8 +16,8 @@ from services.base.config import Settings
 from services.domain.supervision import start_order
 from services.management.dashboard import Collector, ConfirmRestart, DashboardApp, EventFeed, LogView
 from services.management.dashboard_view import render_text
-from tests.support import make_suite_env, short_tempdir
-from tests.system.test_manager import FAST_TIMERS, by_name, cli, teardown
+from tests.support import Processes, async_wait_until, manager_cli
+from tests.system.test_manager import FAST_TIMERS, by_name
 
 pytestmark = pytest.mark.slow
 
@@ -27,12 +26,9 @@ SIZE = (80, 24)
 
 @pytest.fixture(scope="module")
 def running_suite():
-    dirs = make_suite_env(short_tempdir("td-"), None, **FAST_TIMERS, TRADING_MANAGER_MAX_FAILURES="100")
-    result = cli(dirs, "start")
-    assert result.returncode == 0, result.stdout + result.stderr
-    yield dirs
-    teardown(dirs)
-    shutil.rmtree(dirs.root, ignore_errors=True)
+    with Processes() as processes:
+        dirs = processes.suite_dirs("td-", **FAST_TIMERS, TRADING_MANAGER_MAX_FAILURES="100")
+        yield processes.start_suite(dirs)
 
 
 def make_app(dirs, refresh_s: float = 0.3) -> DashboardApp:
@@ -45,12 +41,9 @@ def screen_lines(app: DashboardApp) -> list[str]:
     return [strip.text.rstrip() for strip in app.screen._compositor.render_strips()]
 
 
-async def until(pilot, predicate, timeout_s: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        await pilot.pause(0.05)
+async def until(pilot, predicate, timeout_s: float = 30.0, what: str = "") -> None:
+    """Poll while the app runs: pilot.pause lets it process its messages between probes."""
+    await async_wait_until(predicate, timeout_s, 0.05, what, sleep=pilot.pause)
 
 
 async def select(pilot, app: DashboardApp, service: str) -> None:
@@ -161,7 +154,7 @@ async def test_quit_key_ends_the_app(running_suite):
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.rounds >= 1, what="the first refresh")
         await pilot.press("q")
-        await until(pilot, lambda: not app.is_running, 5, what="the app to exit")
+        await until(pilot, lambda: not app.is_running, what="the app to exit")
     assert app.return_value == 0
 
 
@@ -169,7 +162,7 @@ async def test_a_stopped_service_shows_down_and_the_light_turns_red(running_suit
     app = make_app(running_suite)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.rounds >= 1, what="the first refresh")
-        stop = await asyncio.to_thread(cli, running_suite, "stop", "paper-trading")
+        stop = await asyncio.to_thread(manager_cli, running_suite, "stop", "paper-trading")
         assert stop.returncode == 0, stop.stderr
         try:
             await until(
@@ -181,7 +174,7 @@ async def test_a_stopped_service_shows_down_and_the_light_turns_red(running_suit
             assert lines[0].startswith("🔴 DOWN"), lines[0]
             assert "PORTFOLIO unknown" in "\n".join(lines)
         finally:
-            start = await asyncio.to_thread(cli, running_suite, "start")
+            start = await asyncio.to_thread(manager_cli, running_suite, "start")
         assert start.returncode == 0, start.stdout + start.stderr
 
 
@@ -189,11 +182,9 @@ async def test_a_stopped_service_shows_down_and_the_light_turns_red(running_suit
 
 
 @pytest.fixture
-def empty_suite():
+def empty_suite(processes):
     """Directories and environment with nothing running in them."""
-    dirs = make_suite_env(short_tempdir("tdn-"), None)
-    yield dirs
-    shutil.rmtree(dirs.root, ignore_errors=True)
+    return processes.suite_dirs("tdn-")
 
 
 def assert_plain_80(text: str) -> None:
@@ -202,7 +193,7 @@ def assert_plain_80(text: str) -> None:
 
 
 def test_once_prints_one_plain_frame(running_suite):
-    result = cli(running_suite, "dashboard", "--once", timeout=60)
+    result = manager_cli(running_suite, "dashboard", "--once", timeout_s=60)
     assert result.returncode == 0, result.stderr
     assert_plain_80(result.stdout)
     lines = result.stdout.splitlines()
@@ -213,7 +204,7 @@ def test_once_prints_one_plain_frame(running_suite):
 
 
 def test_once_without_a_suite_shows_everything_down(empty_suite):
-    result = cli(empty_suite, "dashboard", "--once", timeout=60)
+    result = manager_cli(empty_suite, "dashboard", "--once", timeout_s=60)
     assert result.returncode == 0, result.stderr
     assert_plain_80(result.stdout)
     lines = result.stdout.splitlines()
@@ -225,7 +216,7 @@ def test_once_without_a_suite_shows_everything_down(empty_suite):
 
 
 def test_live_mode_needs_a_terminal(empty_suite):
-    result = cli(empty_suite, "dashboard", timeout=60)
+    result = manager_cli(empty_suite, "dashboard", timeout_s=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "service_manager.py: the live dashboard needs a terminal; use: dashboard --once"

@@ -13,7 +13,6 @@ import csv
 import os
 import signal
 import subprocess
-import sys
 import time
 from datetime import date, datetime
 from pathlib import Path
@@ -26,19 +25,14 @@ from services.base.clock import SYDNEY
 from services.base.events import CHANNEL_PREFIX
 from services.domain import asx_calendar
 from services.management.replay import ReplayDriver, ReplayOptions
-from tests.support import REPO, rpc_call_sync, wait_until
-from tests.system._replay_helpers import (
-    INDEX,
-    SYMBOLS,
-    TRADING_KNOBS,
-    market_csv_dir,
-    models_trained_before,
-)
+from tests.support import SuiteDirs, manager_cli, manager_command, rpc_call_sync, wait_until
+from tests.system._replay_helpers import INDEX, MODELS_BEFORE, SYMBOLS, TRADING_KNOBS, market_csv_dir
 
-# The first session on a machine trains the models (minutes on a busy 2-core box).
+# A replay runs a whole suite; the first test also waits for the models if they must be trained.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 FIRST, LAST = date(2019, 6, 3), date(2019, 6, 13)  # 8 trading days: 10 June 2019 was a holiday
+assert FIRST >= MODELS_BEFORE  # the session's replay models were trained before FIRST
 # Which service dies when. "clock": as the driver's clock jumps to that Sydney time (a step
 # begins). "prediction": the instant the first prediction of that step is published, so
 # paper-trading dies while it trades the step, and prediction while the rest of its batch is
@@ -68,14 +62,14 @@ class CapturingDriver(ReplayDriver):
 
 
 @pytest.fixture(scope="module")
-def replayed(tmp_path_factory):
+def replayed(tmp_path_factory, replay_models):
     out = tmp_path_factory.mktemp("replay")
     options = ReplayOptions(
         first=FIRST,
         last=LAST,
         data_dir=market_csv_dir(),
         out=out,
-        models_dir=models_trained_before(FIRST),
+        models_dir=replay_models,
         extra_env={**TRADING_KNOBS, **FAST_MANAGER},
     )
     driver = CapturingDriver(options)
@@ -178,13 +172,8 @@ def test_usage_errors_exit_2_with_one_line():
         ["--from", "2019-06-03", "--to", "2019-06-13", "--speed", "0"],
         ["--from", "2019-06-03"],  # --to missing
     ):
-        result = subprocess.run(
-            [sys.executable, str(REPO / "services/management/service_manager.py"), "replay", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=REPO,
-            env={**os.environ, "TRADING_DATA_DIR": str(market_csv_dir())},
+        result = manager_cli(
+            {**os.environ, "TRADING_DATA_DIR": str(market_csv_dir())}, "replay", *args, timeout_s=60
         )
         assert result.returncode == 2, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -206,7 +195,7 @@ def trade_signature(rows: list[dict]) -> list[tuple]:
     ]
 
 
-def test_killing_services_mid_replay_gives_the_same_trades(replayed, tmp_path):
+def test_killing_services_mid_replay_gives_the_same_trades(replayed, replay_models, tmp_path, processes):
     _, uninterrupted = replayed
     out = tmp_path / "killed"
     env = {
@@ -214,27 +203,20 @@ def test_killing_services_mid_replay_gives_the_same_trades(replayed, tmp_path):
         **TRADING_KNOBS,
         **FAST_MANAGER,
         "TRADING_DATA_DIR": str(tmp_path / "data"),
-        "TRADING_MODELS_DIR": str(models_trained_before(FIRST)),
+        "TRADING_MODELS_DIR": str(replay_models),
     }
-    command = [
-        sys.executable,
-        str(REPO / "services/management/service_manager.py"),
+    command = manager_command(
         "replay",
         "--from", FIRST.isoformat(), "--to", LAST.isoformat(),
         "--data-dir", str(market_csv_dir()), "--out", str(out),
-    ]  # fmt: skip
-    proc = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
+    )  # fmt: skip
+    proc = processes.popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    root = Path(
+        wait_for_line(proc, "starting the replay suite in ").split(" in ", 1)[1].removesuffix(" ...\n")
     )
-    try:
-        root = Path(
-            wait_for_line(proc, "starting the replay suite in ").split(" in ", 1)[1].removesuffix(" ...\n")
-        )
-        run_kills(root)
-        stdout, stderr = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    processes.suite(SuiteDirs(root))  # its processes killed at teardown if the replay leaves any
+    run_kills(root)
+    stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-3000:]
     assert "Replay 2019-06-03 .. 2019-06-13" in stdout
     assert trade_signature(read_csv(out / "trades.csv")) == trade_signature(
@@ -290,11 +272,10 @@ def kill_and_wait(manager: Path, service: str) -> None:
     pid = next(s["pid"] for s in rpc_call_sync(manager, "status")["services"] if s["name"] == service)
     os.kill(pid, signal.SIGKILL)
     wait_until(
-        lambda: any(
-            s["name"] == service and s["state"] == "running" and s["pid"] not in (None, pid)
-            for s in rpc_call_sync(manager, "status")["services"]
-        ),
+        lambda: next(s for s in rpc_call_sync(manager, "status")["services"] if s["name"] == service),
         60,
         0.05,
         what=f"{service} restarted",
+        until=lambda s: s["state"] == "running" and s["pid"] not in (None, pid),
+        ignoring=(OSError,),  # a status call that timed out on busy cores is asked again
     )

@@ -1,7 +1,7 @@
 """Bad input gets a clear error and loses nothing, on every RPC method of a real suite.
 
 One suite is started once through the manager CLI (real processes, real Redis, synthetic market
-data, models trained for one bank by the real training script). Every domain method found by
+data, models for one bank from the session's run of the real training script). Every domain method found by
 `list_methods` then gets, generated from its own description: each required param missing, each
 param of the wrong JSON type and an unknown extra param; a hand-written table adds the domain
 checks (ranges, unknown names, bad dates, broken task configs, bad feature dicts). Each answer must
@@ -12,21 +12,17 @@ task was recorded and no service logged an unhandled error.
 
 from __future__ import annotations
 
-import shutil
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
-import psutil
 import pytest
 
 from services.base.base_service import BUILTIN_METHODS
 from services.domain.features import FEATURE_NAMES
 from services.domain.supervision import start_order
-from tests.support import REPO, SuiteDirs, make_suite_env, rpc_call_sync, short_tempdir
+from tests.support import Processes, SuiteDirs, install_models, rpc_call_sync
 
 pytestmark = pytest.mark.slow
 
@@ -442,42 +438,13 @@ def problem(reply: dict, code: int, param: str | None) -> str | None:
     return None
 
 
-def cli(dirs: SuiteDirs, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "services/management/service_manager.py"), *args],
-        env=dirs.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
-
-
 @pytest.fixture(scope="module")
-def running_suite() -> SuiteDirs:
-    dirs = make_suite_env(short_tempdir("rv-"), None, TRADING_MARKET_DATA_SOURCE="synthetic")
-    # 1.5 years of synthetic bars train in seconds; the rows need a manifest, not good models.
-    train_args = ["--symbols", TRAINED, "--years", "1.5", "--out", str(dirs.models_dir)]
-    trained = subprocess.run(
-        [sys.executable, str(REPO / "services/ml-model/train_models.py"), "--synthetic", *train_args],
-        env=dirs.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
-    assert trained.returncode == 0, trained.stderr[-2000:]
-    started = cli(dirs, "start")
-    assert started.returncode == 0, started.stdout + started.stderr
-    yield dirs
-    cli(dirs, "stop")
-    for proc in psutil.process_iter(["environ"]):
-        try:
-            if (proc.info["environ"] or {}).get("TRADING_SOCKET_DIR") == str(dirs.socket_dir):
-                proc.kill()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    shutil.rmtree(dirs.root, ignore_errors=True)
+def running_suite(synthetic_models: Path) -> SuiteDirs:
+    with Processes() as processes:
+        dirs = processes.suite_dirs("rv-", TRADING_MARKET_DATA_SOURCE="synthetic")
+        # The rows need a manifest, not good models: one bank's from the session's training.
+        install_models(synthetic_models, dirs.models_dir, [TRAINED])
+        yield processes.start_suite(dirs)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -15,7 +16,7 @@ import time
 import orjson
 import pytest
 
-from tests.support import REPO, make_suite_env, short_tempdir, wait_until
+from tests.support import REPO, make_suite_env, manager_cli, manager_command, wait_until
 
 SETUP = str(REPO / "setup_microservices.py")
 
@@ -38,27 +39,24 @@ def test_no_step_is_a_one_line_usage_error():
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
 
 
-def test_create_dirs_and_init_db_are_idempotent():
-    root = short_tempdir("su-")
-    try:
-        dirs = make_suite_env(root, None)
-        env = {
-            **dirs.env,
-            "TRADING_SOCKET_DIR": str(root / "fresh" / "sock"),
-            "TRADING_DATA_DIR": str(root / "d"),
-        }
-        for _ in range(2):
-            result = run_setup("--create-dirs", "--init-db", env=env)
-            assert result.returncode == 0, result.stderr
-        assert stat.S_IMODE(os.stat(root / "fresh" / "sock").st_mode) == 0o700
-        for name in ("sentiment.db", "ml_model.db", "predictions.db", "scheduler.db", "paper_trading.db"):
-            with sqlite3.connect(root / "d" / name) as db:
-                tables = db.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
-            assert tables > 0, name
-            assert sqlite3.connect(root / "d" / name).execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        assert (root / "d" / "market").is_dir() and (root / "d" / "backups").is_dir()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+def test_create_dirs_and_init_db_are_idempotent(short_tmp):
+    root = short_tmp
+    dirs = make_suite_env(root, None)
+    env = {
+        **dirs.env,
+        "TRADING_SOCKET_DIR": str(root / "fresh" / "sock"),
+        "TRADING_DATA_DIR": str(root / "d"),
+    }
+    for _ in range(2):
+        result = run_setup("--create-dirs", "--init-db", env=env)
+        assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(os.stat(root / "fresh" / "sock").st_mode) == 0o700
+    for name in ("sentiment.db", "ml_model.db", "predictions.db", "scheduler.db", "paper_trading.db"):
+        with sqlite3.connect(root / "d" / name) as db:
+            tables = db.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
+        assert tables > 0, name
+        assert sqlite3.connect(root / "d" / name).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert (root / "d" / "market").is_dir() and (root / "d" / "backups").is_dir()
 
 
 def test_install_deps_is_quick_when_done():
@@ -71,7 +69,7 @@ def test_install_deps_is_quick_when_done():
     assert time.monotonic() - started < 20
 
 
-def test_systemd_unit():
+def test_systemd_unit(short_tmp):
     unit = run_setup("--print-systemd").stdout
     for line in (
         "Type=notify",
@@ -84,16 +82,12 @@ def test_systemd_unit():
         assert line in unit
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed here")
-    root = short_tempdir("sd-")
-    try:
-        path = root / "trading-suite.service"
-        path.write_text(unit)
-        verify = subprocess.run(
-            ["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=60
-        )
-        assert verify.returncode == 0, verify.stderr
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    path = short_tmp / "trading-suite.service"
+    path.write_text(unit)
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert verify.returncode == 0, verify.stderr
 
 
 def test_user_unit_and_sudo_user(monkeypatch):
@@ -107,109 +101,76 @@ def test_user_unit_and_sudo_user(monkeypatch):
     assert "User=trader" in system_unit and "WantedBy=multi-user.target" in system_unit
 
 
-def test_a_bad_service_knob_is_one_line_and_exit_2():
+def test_a_bad_service_knob_is_one_line_and_exit_2(short_tmp):
     """A service's own setting, read in on_start, fails like the contract's: one line, exit 2."""
-    root = short_tempdir("bk-")
-    try:
-        dirs = make_suite_env(root, None, TRADING_MARKET_DATA_CACHE_S="abc")
-        result = subprocess.run(
-            [sys.executable, str(REPO / "services/market-data/market_data_service.py")],
-            env=dirs.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert result.returncode == 2
-        assert result.stderr.strip().splitlines() == [
-            "market-data: configuration error: TRADING_MARKET_DATA_CACHE_S: 'abc' is not a number"
-        ]
-        assert not (dirs.socket_dir / "market-data.sock").exists()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def test_foreground_supervisor_notifies_systemd():
-    """`start --foreground` sends READY=1 once its services are up and STOPPING=1 on SIGTERM."""
-    root = short_tempdir("fg-")
-    notify_path = root / "notify.sock"
-    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    receiver.bind(str(notify_path))
-    receiver.settimeout(0.2)
-    dirs = make_suite_env(root / "suite", None)
-    env = {**dirs.env, "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "400000"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "services/management/service_manager.py"),
-            "start",
-            "--foreground",
-            "sentiment",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    root = short_tmp
+    dirs = make_suite_env(root, None, TRADING_MARKET_DATA_CACHE_S="abc")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "services/market-data/market_data_service.py")],
+        env=dirs.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    messages: list[str] = []
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "market-data: configuration error: TRADING_MARKET_DATA_CACHE_S: 'abc' is not a number"
+    ]
+    assert not (dirs.socket_dir / "market-data.sock").exists()
 
-    def got(text: str) -> bool:
-        try:
-            messages.append(receiver.recv(256).decode())
-        except TimeoutError:
-            pass
-        return any(text in m for m in messages)
 
-    try:
-        wait_until(lambda: got("READY=1"), 60, 0, what="READY=1")
+def test_foreground_supervisor_notifies_systemd(processes):
+    """`start --foreground` sends READY=1 once its services are up and STOPPING=1 on SIGTERM."""
+    dirs = processes.suite(processes.suite_dirs("fg-"))
+    notify_path = dirs.root / "notify.sock"
+    env = {**dirs.env, "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "400000"}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(str(notify_path))
+        receiver.settimeout(0.2)
+        proc = processes.popen(
+            manager_command("start", "--foreground", "sentiment"),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        messages: list[str] = []
+
+        def received() -> list[str]:
+            with contextlib.suppress(TimeoutError):  # the receive itself waits up to 0.2 s
+                messages.append(receiver.recv(256).decode())
+            return messages
+
+        def saying(text: str):
+            return lambda got: any(text in m for m in got)
+
+        wait_until(received, 120, 0, what="READY=1", until=saying("READY=1"))
         assert (dirs.socket_dir / "sentiment.sock").exists()
-        wait_until(lambda: got("WATCHDOG=1"), 5, 0, what="watchdog pings")
+        wait_until(received, 30, 0, what="watchdog pings", until=saying("WATCHDOG=1"))
         proc.send_signal(signal.SIGTERM)
-        wait_until(lambda: got("STOPPING=1"), 30, 0, what="STOPPING=1")
+        wait_until(received, 60, 0, what="STOPPING=1", until=saying("STOPPING=1"))
         assert proc.wait(60) == 0
-        assert not any(p.suffix == ".sock" for p in dirs.socket_dir.iterdir())
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        receiver.close()
-        shutil.rmtree(root, ignore_errors=True)
+    assert not any(p.suffix == ".sock" for p in dirs.socket_dir.iterdir())
 
 
-def test_start_script_sets_up_then_starts_and_prints_status():
+def test_start_script_sets_up_then_starts_and_prints_status(processes):
     """./start_microservices.sh on empty directories: set-up (dirs, databases, default models),
     then the whole suite up, then the status and where to look next."""
-    root = short_tempdir("ss-")
-    dirs = make_suite_env(root, None)
+    dirs = processes.suite(processes.suite_dirs("ss-"))
     # One symbol keeps the default-model training short; the path is the same as for four.
-    env = {**dirs.env, "TRADING_MODELS_DIR": str(root / "models"), "TRADING_SYMBOLS": "CBA.AX"}
-    del env["TRADING_MARKET_DATA_SOURCE"]  # the embedded default: auto
-    try:
-        result = subprocess.run(
-            [str(REPO / "start_microservices.sh")], env=env, capture_output=True, text=True, timeout=600
-        )
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        assert "Next:" in result.stdout and "dashboard" in result.stdout
-        for name in ("market-data", "sentiment", "ml-model", "prediction", "scheduler", "paper-trading"):
-            assert name in result.stdout
-        assert (root / "models" / "manifest.json").exists()  # default models were trained (synthetic)
-        health = orjson.loads(
-            subprocess.run(
-                [sys.executable, str(REPO / "services/management/service_manager.py"), "health", "--json"],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            ).stdout
-        )
-        # Whatever auto chose here (no internet: csv or synthetic), it says so, never pretending.
-        assert health["market-data"]["source"] in ("yfinance", "csv", "synthetic")
-        assert health["market-data"]["source_reason"].startswith("auto:")
-        assert (dirs.data_dir / "paper_trading.db").exists()
-    finally:
-        stop = subprocess.run(
-            [sys.executable, str(REPO / "services/management/service_manager.py"), "stop"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert stop.returncode == 0, stop.stderr
-        shutil.rmtree(root, ignore_errors=True)
+    dirs.env = {**dirs.env, "TRADING_MODELS_DIR": str(dirs.root / "models"), "TRADING_SYMBOLS": "CBA.AX"}
+    del dirs.env["TRADING_MARKET_DATA_SOURCE"]  # the embedded default: auto
+    result = subprocess.run(
+        [str(REPO / "start_microservices.sh")], env=dirs.env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Next:" in result.stdout and "dashboard" in result.stdout
+    for name in ("market-data", "sentiment", "ml-model", "prediction", "scheduler", "paper-trading"):
+        assert name in result.stdout
+    assert (dirs.root / "models" / "manifest.json").exists()  # default models were trained (synthetic)
+    health = orjson.loads(manager_cli(dirs, "health", "--json", timeout_s=60).stdout)
+    # Whatever auto chose here (no internet: csv or synthetic), it says so, never pretending.
+    assert health["market-data"]["source"] in ("yfinance", "csv", "synthetic")
+    assert health["market-data"]["source_reason"].startswith("auto:")
+    assert (dirs.data_dir / "paper_trading.db").exists()
+    stop = manager_cli(dirs, "stop", timeout_s=120)
+    assert stop.returncode == 0, stop.stderr

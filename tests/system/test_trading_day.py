@@ -13,24 +13,16 @@ replay test covers them over several days.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from datetime import date, datetime, time
+from pathlib import Path
 
 import pytest
 
 from services.base.clock import SYDNEY
-from tests.support import REPO, make_suite_env, rpc_call_sync, short_tempdir, wait_until
-from tests.system._replay_helpers import (
-    SYMBOLS,
-    TRADING_KNOBS,
-    market_csv_dir,
-    models_trained_before,
-    using_real_data,
-)
+from tests.support import Processes, install_models, rpc_call_sync, wait_until
+from tests.system._replay_helpers import SYMBOLS, TRADING_KNOBS, market_csv_dir, using_real_data
 
-# The first session on a machine trains the models (minutes on a busy 2-core box).
+# The first test also waits for the models if they must be trained (see tests/conftest.py).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 DAY = date(2019, 6, 5)
@@ -41,37 +33,20 @@ MAX_POSITION_VALUE = 10_000
 MAX_EXPOSURE_PCT = 80
 
 
-def cli(dirs, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "services/management/service_manager.py"), *args],
-        env=dirs.env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-    )
-
-
 @pytest.fixture(scope="module")
-def day_suite():
-    dirs = make_suite_env(
-        short_tempdir("td-"),
-        None,
-        TRADING_MARKET_DATA_SOURCE="csv",
-        TRADING_MARKET_DATA_DIR=str(market_csv_dir()),
-        TRADING_MODELS_DIR=str(models_trained_before(date(2019, 6, 3))),
-        TRADING_CLOCK_START=START.isoformat(),
-        TRADING_CLOCK_SPEED=str(SPEED),
-        TRADING_MANAGER_HEALTH_INTERVAL_S="0.5",
-        **TRADING_KNOBS,
-    )
-    try:
-        started = cli(dirs, "start")
-        assert started.returncode == 0, started.stdout + started.stderr
-        yield dirs
-    finally:
-        cli(dirs, "stop", timeout=120)
-        shutil.rmtree(dirs.root, ignore_errors=True)
+def day_suite(replay_models: Path):
+    with Processes() as processes:
+        dirs = processes.suite_dirs(
+            "td-",
+            TRADING_MARKET_DATA_SOURCE="csv",
+            TRADING_MARKET_DATA_DIR=str(market_csv_dir()),
+            TRADING_CLOCK_START=START.isoformat(),
+            TRADING_CLOCK_SPEED=str(SPEED),
+            TRADING_MANAGER_HEALTH_INTERVAL_S="0.5",
+            **TRADING_KNOBS,
+        )
+        install_models(replay_models, dirs.models_dir)
+        yield processes.start_suite(dirs)
 
 
 def call(dirs, service: str, method: str, **params):
@@ -91,11 +66,14 @@ def runs_today(dirs, task: dict) -> list[dict]:
 def finished_day(day_suite):
     """Wait (real time, with a deadline) until the 17:30 sync of DAY has run."""
 
-    def synced():
-        task = tasks_by_name(day_suite)["paper_trading_sync"]
-        return any(r["finished_at"] for r in runs_today(day_suite, task))
-
-    wait_until(synced, 240, 0.25, what="the 17:30 paper_trading_sync of the day")
+    wait_until(
+        lambda: runs_today(day_suite, tasks_by_name(day_suite)["paper_trading_sync"]),
+        300,
+        0.25,
+        what="the 17:30 paper_trading_sync of the day",
+        until=lambda runs: any(r["finished_at"] for r in runs),
+        ignoring=(OSError,),  # a scheduler call that timed out on busy cores is asked again
+    )
     return day_suite
 
 
