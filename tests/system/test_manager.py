@@ -131,11 +131,7 @@ def test_sigkill_twenty_times_comes_back_each_time(running_suite):
         wait_for_service(
             running_suite,
             "sentiment",
-            lambda s, pid=pid: (
-                s["state"] == "running"
-                and s["pid"] not in (None, pid)
-                and s["health"] in UP
-            ),
+            lambda s, pid=pid: s["state"] == "running" and s["pid"] not in (None, pid) and s["health"] in UP,
             what=f"sentiment back after kill {n + 1}",
         )
     assert by_name(running_suite)["sentiment"]["restarts"] == restarts_before + 20
