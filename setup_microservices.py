@@ -115,22 +115,26 @@ def install_deps() -> None:
         python = str(venv_python())
         run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--upgrade", "pip"])
         run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", str(REQUIREMENTS)])
-        # The import root: the repository itself, editable, so `services.*` imports from anywhere.
-        run(
-            [
-                python,
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "--no-deps",
-                "-e",
-                str(REPO),
-            ]
-        )
+        install_import_root()
         stamp.write_text(digest + "\n")
+    if not import_root_is_here():
+        install_import_root()
     ensure_redis()
+
+
+def import_root_is_here() -> bool:
+    """Whether the venv's python imports `services` from this repository (not another clone)."""
+    probe = [str(venv_python()), "-c", "import services; print(services.__file__)"]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    found = subprocess.run(probe, capture_output=True, text=True, cwd="/", env=env)
+    return found.returncode == 0 and Path(found.stdout.strip()) == REPO / "services" / "__init__.py"
+
+
+def install_import_root() -> None:
+    """The repository itself, editable, so `services.*` imports from anywhere with the venv's python."""
+    say("installing the repository into the virtual environment (editable)")
+    pip = [str(venv_python()), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    run([*pip, "--no-deps", "-e", str(REPO)])
 
 
 def ensure_redis() -> None:
