@@ -40,6 +40,7 @@ from services.base import (
     rpc,
     run_service,
 )
+from services.clients import ig_client
 from services.domain import asx_calendar, performance, risk
 from services.domain.portfolio import (
     ZERO,
@@ -52,7 +53,6 @@ from services.domain.portfolio import (
     trade_value,
     value,
 )
-from services.paper_trading import ig_client
 from services.paper_trading.trade_store import DayRecord, Mark, TradeRecord, TradeStore
 
 DB_NAME = "paper_trading.db"

@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from services.paper_trading.ig_client import (
+from services.clients.ig_client import (
     BASE_URLS,
     IgAuthError,
     IgClient,
