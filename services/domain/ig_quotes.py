@@ -35,10 +35,15 @@ from services.domain.asx_calendar import is_trading_day as asx_is_trading_day
 from services.domain.bars import SYDNEY
 from services.domain.intraday import (
     PRICE_DECIMALS,
+    CloseTimeOf,
     IntradayBar,
     Quote,
+    asx_close_time,
     interval_seconds,
     price_change,
+    session_close_at,
+    session_day,
+    session_open_at,
 )
 
 SOURCE = "ig"
@@ -290,3 +295,33 @@ def bars_from_ig_prices(points: Iterable[Mapping[str, Any]]) -> list[IntradayBar
         if bar is not None:
             by_start[bar.start.astimezone(UTC)] = bar
     return [by_start[start] for start in sorted(by_start)]
+
+
+def bar_starts_between(
+    after: datetime,
+    until: datetime,
+    interval: str,
+    is_trading_day: Callable[[date], bool] = asx_is_trading_day,
+    close_time_of: CloseTimeOf = asx_close_time,
+) -> int:
+    """How many `interval` bars of ASX sessions start in (after, until]: the points to ask IG for
+    to bring bars known up to `after` up to date (IG answers the latest `max` points, and each
+    one served costs historical allowance, so the count leaves out nights, weekends, holidays).
+
+    Bars align to each session's 10:00 open and end at its close (early closes included).
+    """
+    _require_aware(after, "after")
+    _require_aware(until, "until")
+    step = interval_seconds(interval)
+    after_utc, until_utc = after.astimezone(UTC), until.astimezone(UTC)
+    count, day = 0, session_day(after)
+    while day <= session_day(until):
+        if is_trading_day(day):
+            open_ = session_open_at(day).astimezone(UTC)
+            close = session_close_at(day, close_time_of).astimezone(UTC)
+            per_day = math.ceil((close - open_).total_seconds() / step)
+            first = 0 if after_utc < open_ else math.floor((after_utc - open_).total_seconds() / step) + 1
+            last = min(math.floor((until_utc - open_).total_seconds() / step), per_day - 1)
+            count += max(0, last - first + 1)
+        day += timedelta(days=1)
+    return count

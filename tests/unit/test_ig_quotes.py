@@ -10,6 +10,7 @@ from services.domain.ig_quotes import (
     RESOLUTIONS,
     IgPriceFormatError,
     bar_from_ig_price,
+    bar_starts_between,
     bars_from_ig_prices,
     interval_for,
     parse_update_time,
@@ -271,3 +272,33 @@ def test_bars_are_oldest_first_one_per_start():
         ("2026-03-03T10:00:00+11:00", 100.5),
         ("2026-03-03T10:05:00+11:00", 102.0),
     ]
+
+
+# --- how many bars IG can have added since the last one known ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("after", "until", "interval", "count"),
+    [
+        (syd(2026, 3, 3, 10, 0), syd(2026, 3, 3, 10, 30), "5m", 6),  # 10:05 ... 10:30
+        (syd(2026, 3, 3, 10, 0), syd(2026, 3, 3, 10, 34, 59), "5m", 6),  # 10:35 not started yet
+        (syd(2026, 3, 3, 10, 0), syd(2026, 3, 3, 10, 0), "5m", 0),
+        (syd(2026, 3, 3, 9, 0), syd(2026, 3, 3, 10, 0), "5m", 1),  # the open's own bar
+        (syd(2026, 3, 3, 10, 2), syd(2026, 3, 3, 10, 7), "5m", 1),  # `after` inside a bar: the next one
+        # overnight: yesterday's last 5m bar (15:55) to today 10:12 -> 10:00, 10:05, 10:10
+        (syd(2026, 3, 2, 15, 55), syd(2026, 3, 3, 10, 12), "5m", 3),
+        # a whole session: 72 five-minute bars, 6 hours (the last 15:00-16:00), 360 minutes
+        (syd(2026, 3, 2, 16, 0), syd(2026, 3, 3, 17, 0), "5m", 72),
+        (syd(2026, 3, 2, 16, 0), syd(2026, 3, 3, 17, 0), "60m", 6),
+        (syd(2026, 3, 2, 16, 0), syd(2026, 3, 3, 17, 0), "1m", 360),
+        # Friday 15:55 to Monday 10:07: the weekend has no bars
+        (syd(2026, 2, 27, 15, 55), syd(2026, 3, 2, 10, 7), "5m", 2),
+        # Easter: Thursday's close to Tuesday 10:00 (Good Friday and Easter Monday closed)
+        (syd(2026, 4, 2, 15, 55), syd(2026, 4, 7, 10, 0), "5m", 1),
+        # Christmas Eve closes at 14:10: 10:00 ... 14:00, the last bar short (14:00-14:10)
+        (syd(2026, 12, 23, 16, 0), syd(2026, 12, 24, 16, 0), "60m", 5),
+        (syd(2026, 12, 23, 16, 0), syd(2026, 12, 24, 16, 0), "30m", 9),
+    ],
+)
+def test_bar_starts_between(after, until, interval, count):
+    assert bar_starts_between(after, until, interval) == count
