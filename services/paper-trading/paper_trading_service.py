@@ -39,6 +39,7 @@ from services.base import (
     run_service,
 )
 from services.base.knobs import read_knobs
+from services.clients import ig_client
 from services.domain import asx_calendar, performance, risk
 from services.domain.portfolio import (
     ZERO,
@@ -51,7 +52,6 @@ from services.domain.portfolio import (
     trade_value,
     value,
 )
-from services.paper_trading import ig_client
 from services.paper_trading.paper_trading_knobs import PaperTradingKnobs
 from services.paper_trading.trade_store import DayRecord, Mark, TradeRecord, TradeStore
 

@@ -5,6 +5,28 @@ after login, POST /positions/otc body fields), answers errors as {"errorCode": .
 IG's status codes, keeps positions per epic (a SELL without forceOpen nets against a BUY, as CFD
 accounts do), and can be scripted: expire the tokens, exhaust an allowance, reject deals on an
 epic, delay confirms.
+
+Prices: GET /markets/{epic} (Version 3) answers {instrument, dealingRules, snapshot} for the epics
+in `state.markets` (each a snapshot, set with `market_snapshot()`), and GET /prices/{epic}
+(Version 3, query resolution, max, pageSize, pageNumber) the points in `state.price_points`
+(epic, resolution) -> list, made with `price_point()`, oldest first, with IG's metadata:
+allowance (each point served is taken off `allowance_remaining`; at 0 IG's
+exceeded-account-historical-data-allowance error), size and pageData (pageSize 0 = one page).
+
+Where the shapes come from (nothing here is invented beyond the values):
+- /markets/{epic} v3: shared/EXTERNAL-APIS.md, after trading-ig tests/data/markets_epic.json
+  (snapshot: marketStatus, netChange, percentageChange, updateTime "HH:mm:ss", delayTime, bid,
+  offer, high, low, binaryOdds, decimalPlacesFactor, scalingFactor, controlledRiskExtraSpread).
+- /prices/{epic} v3: trading-ig tests/data/historic_prices_num_points.json (prices[{snapshotTime
+  "yyyy/MM/dd HH:mm:ss" local, snapshotTimeUTC "yyyy-MM-ddTHH:mm:ss", openPrice/closePrice/
+  highPrice/lowPrice {bid, ask, lastTraded}, lastTradedVolume}], instrumentType, metadata
+  {allowance {remainingAllowance, totalAllowance, allowanceExpiry (s)}, size, pageData {pageSize,
+  pageNumber, totalPages}}); the query parameters and their defaults (MINUTE, 10 points, pages of
+  20, pageSize 0 = no paging) and the resolution names from IG's reference as transcribed in
+  Fuuzetsu/ig-trading-rest (Prices/Epic/Get/Version3/Request.hs, Types/Resolution.hs), which
+  trading-ig's rest.py (fetch_historical_prices_by_epic) sends the same way.
+- An unknown epic: IG's code for it is not in the shared facts; the fake answers 404 with
+  error.service.marketdata.instrument.epic.unavailable (the client treats any such code alike).
 """
 
 from __future__ import annotations
@@ -13,8 +35,11 @@ import itertools
 import json
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
 
 API_KEY = "ig-test-key-8c2f41d0"
 USERNAME = "demo-trader"
@@ -22,6 +47,88 @@ PASSWORD = "pw-Sup3r-s3cret!"
 ACCOUNT_ID = "ABC123"
 
 REQUIRED_OTC_FIELDS = ("currencyCode", "direction", "epic", "expiry", "forceOpen", "guaranteedStop", "size")
+RESOLUTIONS = (
+    "SECOND",
+    "MINUTE",
+    "MINUTE_2",
+    "MINUTE_3",
+    "MINUTE_5",
+    "MINUTE_10",
+    "MINUTE_15",
+    "MINUTE_30",
+    "HOUR",
+    "HOUR_2",
+    "HOUR_3",
+    "HOUR_4",
+    "DAY",
+    "WEEK",
+    "MONTH",
+)
+HISTORICAL_ALLOWANCE_EXCEEDED = "error.public-api.exceeded-account-historical-data-allowance"
+EPIC_UNAVAILABLE = "error.service.marketdata.instrument.epic.unavailable"
+ACCOUNT_ZONE = ZoneInfo("Australia/Sydney")  # the demo account's local time (snapshotTime, updateTime)
+
+
+def market_snapshot(
+    *,
+    bid: float | None = 100.0,
+    offer: float | None = 100.02,
+    high: float | None = 101.5,
+    low: float | None = 99.2,
+    net_change: float | None = 0.51,
+    percentage_change: float | None = 0.51,
+    update_time: str | None = "11:30:00",
+    delay_time: int | None = 0,
+    market_status: str = "TRADEABLE",
+) -> dict[str, Any]:
+    """A /markets/{epic} v3 `snapshot` (field names and kinds as trading-ig's markets_epic.json)."""
+    return {
+        "marketStatus": market_status,
+        "netChange": net_change,
+        "percentageChange": percentage_change,
+        "updateTime": update_time,
+        "delayTime": delay_time,
+        "bid": bid,
+        "offer": offer,
+        "high": high,
+        "low": low,
+        "binaryOdds": None,
+        "decimalPlacesFactor": 2,
+        "scalingFactor": 1,
+        "controlledRiskExtraSpread": 0,
+    }
+
+
+def price_point(
+    start_utc: datetime,
+    open_: float,
+    high: float,
+    low: float,
+    close: float,
+    *,
+    volume: int | None = 1000,
+    spread: float = 0.02,
+    last_traded: float | None = None,
+) -> dict[str, Any]:
+    """One /prices v3 point: each price is mid -/+ spread/2 as {bid, ask, lastTraded}."""
+    start_utc = start_utc.astimezone(UTC)
+
+    def price(mid: float) -> dict[str, Any]:
+        return {
+            "bid": round(mid - spread / 2, 4),
+            "ask": round(mid + spread / 2, 4),
+            "lastTraded": last_traded,
+        }
+
+    return {
+        "snapshotTime": start_utc.astimezone(ACCOUNT_ZONE).strftime("%Y/%m/%d %H:%M:%S"),
+        "snapshotTimeUTC": start_utc.strftime("%Y-%m-%dT%H:%M:%S"),
+        "openPrice": price(open_),
+        "closePrice": price(close),
+        "highPrice": price(high),
+        "lowPrice": price(low),
+        "lastTradedVolume": volume,
+    }
 
 
 @dataclass
@@ -34,6 +141,14 @@ class IgState:
     reject_all_tokens: bool = False  # every token is invalid, even a fresh one
     confirm_not_ready: int = 0  # answer this many confirms with 404 deal-not-found
     reject_epics: dict[str, str] = field(default_factory=dict)  # epic -> reason
+    markets: dict[str, dict[str, Any]] = field(default_factory=dict)  # epic -> /markets snapshot
+    price_points: dict[tuple[str, str], list[dict[str, Any]]] = field(
+        default_factory=dict
+    )  # (epic, resolution) -> /prices points, oldest first
+    allowance_remaining: int = 10_000  # historical data points left this week
+    allowance_total: int = 10_000
+    allowance_expiry_s: int = 565_788  # seconds to the weekly reset (trading-ig's fixture value)
+    force_page_size: int | None = None  # page /prices answers at this size whatever was asked
     positions: dict[str, dict[str, Any]] = field(
         default_factory=dict
     )  # epic -> {"direction", "size", "level"}
@@ -95,12 +210,14 @@ class _IgHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         body = json.loads(raw) if raw else None
-        path = self.path.removeprefix("/gateway/deal")
+        url = urlsplit(self.path)
+        path = url.path.removeprefix("/gateway/deal")
+        query = {name: values[-1] for name, values in parse_qs(url.query).items()}
         with self.ig.lock:
             self.ig.requests.append(
-                {"method": method, "path": path, "headers": dict(self.headers), "body": body}
+                {"method": method, "path": path, "query": query, "headers": dict(self.headers), "body": body}
             )
-            status, payload, headers = self._route(method, path, body)
+            status, payload, headers = self._route(method, path, body, query)
         data = json.dumps(payload).encode()
         self.send_response(status)
         for name, value in {
@@ -112,7 +229,9 @@ class _IgHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _route(self, method: str, path: str, body: Any) -> tuple[int, Any, dict[str, str]]:
+    def _route(
+        self, method: str, path: str, body: Any, query: dict[str, str]
+    ) -> tuple[int, Any, dict[str, str]]:
         if self.headers.get("X-IG-API-KEY") is None:
             return 400, {"errorCode": "error.security.api-key-missing"}, {}
         if self.headers.get("X-IG-API-KEY") != API_KEY:
@@ -139,6 +258,10 @@ class _IgHandler(BaseHTTPRequestHandler):
             return self._open(body)
         if method == "GET" and path.startswith("/confirms/"):
             return self._confirm(path.removeprefix("/confirms/"))
+        if method == "GET" and path.startswith("/markets/"):
+            return self._market(path.removeprefix("/markets/"))
+        if method == "GET" and path.startswith("/prices/"):
+            return self._prices(path.removeprefix("/prices/"), query)
         return 404, {"errorCode": "error.request.not-found"}, {}
 
     def _version(self) -> str:
@@ -316,3 +439,90 @@ class _IgHandler(BaseHTTPRequestHandler):
         if confirm is None:
             return 404, {"errorCode": "error.confirms.deal-not-found"}, {}
         return 200, confirm, {}
+
+    def _market(self, epic: str) -> tuple[int, Any, dict[str, str]]:
+        if self._version() != "3":
+            return 400, {"errorCode": "invalid.input"}, {}
+        snapshot = self.ig.markets.get(epic)
+        if snapshot is None:
+            return 404, {"errorCode": EPIC_UNAVAILABLE}, {}
+        instrument = {
+            "epic": epic,
+            "expiry": "-",
+            "name": epic.split(".")[2] if epic.count(".") >= 2 else epic,
+            "forceOpenAllowed": True,
+            "stopsLimitsAllowed": True,
+            "lotSize": 1.0,
+            "unit": "SHARES",
+            "type": "SHARES",
+            "controlledRiskAllowed": True,
+            "streamingPricesAvailable": True,
+            "marketId": epic,
+            "currencies": [
+                {
+                    "code": "AUD",
+                    "symbol": "A$",
+                    "baseExchangeRate": 1.0,
+                    "exchangeRate": 1.0,
+                    "isDefault": True,
+                }
+            ],
+            "marginDepositBands": [{"min": 0, "max": None, "margin": 20, "currency": "AUD"}],
+            "marginFactor": 20,
+            "marginFactorUnit": "PERCENTAGE",
+            "openingHours": {"marketTimes": [{"openTime": "10:00", "closeTime": "16:00"}]},
+            "expiryDetails": None,
+            "rolloverDetails": None,
+            "newsCode": None,
+            "chartCode": None,
+            "country": "AU",
+            "valueOfOnePip": None,
+            "onePipMeans": None,
+            "contractSize": None,
+            "specialInfo": [],
+        }
+        rules = {
+            "minStepDistance": {"unit": "POINTS", "value": 1.0},
+            "minDealSize": {"unit": "POINTS", "value": 1.0},
+            "minControlledRiskStopDistance": {"unit": "PERCENTAGE", "value": 10.0},
+            "minNormalStopOrLimitDistance": {"unit": "PERCENTAGE", "value": 1.0},
+            "maxStopOrLimitDistance": {"unit": "PERCENTAGE", "value": 75.0},
+            "controlledRiskSpacing": {"unit": "POINTS", "value": 10.0},
+            "marketOrderPreference": "AVAILABLE_DEFAULT_OFF",
+            "trailingStopsPreference": "AVAILABLE",
+        }
+        return 200, {"instrument": instrument, "dealingRules": rules, "snapshot": snapshot}, {}
+
+    def _prices(self, epic: str, query: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        if self._version() != "3":
+            return 400, {"errorCode": "invalid.input"}, {}
+        resolution = query.get("resolution", "MINUTE")
+        try:
+            wanted = int(query.get("max", 10))
+            page_size = int(query.get("pageSize", 20))
+            page_number = int(query.get("pageNumber", 1))
+        except ValueError:
+            return 400, {"errorCode": "invalid.input"}, {}
+        if resolution not in RESOLUTIONS or wanted < 1 or page_size < 0 or page_number < 1:
+            return 400, {"errorCode": "invalid.input"}, {}
+        if epic not in self.ig.markets and not any(e == epic for e, _ in self.ig.price_points):
+            return 404, {"errorCode": EPIC_UNAVAILABLE}, {}
+        if self.ig.allowance_remaining <= 0:
+            return 403, {"errorCode": HISTORICAL_ALLOWANCE_EXCEEDED}, {}
+        points = self.ig.price_points.get((epic, resolution), [])[-wanted:]
+        if self.ig.force_page_size is not None:
+            page_size = self.ig.force_page_size
+        pages = max(1, -(-len(points) // page_size)) if page_size else 1
+        page = points[(page_number - 1) * page_size : page_number * page_size] if page_size else points
+        page = page[: self.ig.allowance_remaining]
+        self.ig.allowance_remaining -= len(page)
+        metadata = {
+            "allowance": {
+                "remainingAllowance": self.ig.allowance_remaining,
+                "totalAllowance": self.ig.allowance_total,
+                "allowanceExpiry": self.ig.allowance_expiry_s,
+            },
+            "size": len(page),
+            "pageData": {"pageSize": page_size, "pageNumber": page_number, "totalPages": pages},
+        }
+        return 200, {"prices": page, "instrumentType": "SHARES", "metadata": metadata}, {}

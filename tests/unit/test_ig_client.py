@@ -2,23 +2,37 @@
 
 import logging
 import socket
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.paper_trading.ig_client import (
+from services.clients.ig_client import (
     BASE_URLS,
+    HistoricalAllowance,
+    IgAllowanceExhausted,
     IgAuthError,
     IgClient,
     IgCredentials,
     IgDealRejected,
     IgRateLimited,
+    IgRequestError,
     IgServerError,
     IgTokenInvalid,
     IgUnavailable,
     default_epic,
     reconcile,
 )
-from tests.unit._ig_helpers import ACCOUNT_ID, API_KEY, PASSWORD, USERNAME, FakeIg
+from tests.unit._ig_helpers import (
+    ACCOUNT_ID,
+    API_KEY,
+    EPIC_UNAVAILABLE,
+    HISTORICAL_ALLOWANCE_EXCEEDED,
+    PASSWORD,
+    USERNAME,
+    FakeIg,
+    market_snapshot,
+    price_point,
+)
 
 SECRETS = (API_KEY, PASSWORD)
 
@@ -287,3 +301,178 @@ def test_unmapped_ig_positions_are_listed():
 
 def test_default_epic():
     assert default_epic("cba.ax") == "AA.D.CBA.CASH.IP"
+
+
+# -- prices: GET /markets/{epic} and GET /prices/{epic} (Version 3) ----------------------------------
+
+CBA = "AA.D.CBA.CASH.IP"
+
+
+class Monotonic:
+    """A hand-moved monotonic clock for the allowance's expiry."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def five_minute_points(count: int) -> list[dict]:
+    first = datetime(2026, 3, 2, 23, 0, tzinfo=UTC)  # 10:00 Sydney (AEDT) on 3 March
+    return [
+        price_point(first + timedelta(minutes=5 * i), 100 + i, 100.5 + i, 99.5 + i, 100.2 + i)
+        for i in range(count)
+    ]
+
+
+@pytest.fixture
+async def priced(ig):
+    """A client with a hand-moved monotonic clock, and IG holding CBA's snapshot and 5m bars."""
+    ig.state.markets[CBA] = market_snapshot()
+    ig.state.price_points[(CBA, "MINUTE_5")] = five_minute_points(6)
+    sleeps, clock = Sleeps(), Monotonic()
+    async with IgClient(creds(ig), sleep=sleeps, monotonic=clock, allowance_retry_s=900) as ig_client:
+        ig_client.sleeps, ig_client.clock = sleeps, clock
+        yield ig_client
+
+
+async def test_market_reads_the_v3_snapshot_with_the_session_tokens(ig, priced):
+    body = await priced.market(CBA)
+    assert set(body) == {"instrument", "dealingRules", "snapshot"}
+    assert (body["snapshot"]["bid"], body["snapshot"]["offer"], body["snapshot"]["updateTime"]) == (
+        100.0,
+        100.02,
+        "11:30:00",
+    )
+    call = ig.state.requests[-1]
+    assert (call["method"], call["path"], call["headers"]["Version"]) == ("GET", f"/markets/{CBA}", "3")
+    assert (call["headers"]["CST"], call["headers"]["X-SECURITY-TOKEN"]) == ("cst-1", "xst-1")
+
+
+async def test_an_epic_ig_does_not_know_is_a_request_error(priced):
+    with pytest.raises(IgRequestError) as raised:
+        await priced.market("AA.D.NOPE.CASH.IP")
+    assert (raised.value.error_code, raised.value.status) == (EPIC_UNAVAILABLE, 404)
+
+
+async def test_prices_ask_v3_for_the_latest_points_without_paging(ig, priced):
+    body = await priced.prices(CBA, "MINUTE_5", 4)
+    call = ig.state.requests[-1]
+    assert (call["path"], call["headers"]["Version"]) == (f"/prices/{CBA}", "3")
+    assert call["query"] == {"resolution": "MINUTE_5", "max": "4", "pageSize": "0", "pageNumber": "1"}
+    # the latest four of six, oldest first, in IG's own shape
+    assert [p["snapshotTimeUTC"] for p in body["prices"]] == [
+        "2026-03-02T23:10:00",
+        "2026-03-02T23:15:00",
+        "2026-03-02T23:20:00",
+        "2026-03-02T23:25:00",
+    ]
+    assert body["metadata"]["allowance"]["remainingAllowance"] == 10_000 - 4
+    assert priced.historical_allowance == HistoricalAllowance(
+        remaining=9_996, total=10_000, expiry_s=565_788, observed_at=1_000.0
+    )
+
+
+async def test_prices_follow_pages_when_ig_pages_anyway(ig, priced):
+    ig.state.force_page_size = 2
+    body = await priced.prices(CBA, "MINUTE_5", 5)
+    assert [r["query"]["pageNumber"] for r in ig.state.requests if r["path"].startswith("/prices")] == [
+        "1",
+        "2",
+        "3",
+    ]
+    assert [p["openPrice"]["bid"] for p in body["prices"]] == [100.99, 101.99, 102.99, 103.99, 104.99]
+
+
+@pytest.mark.parametrize(
+    ("resolution", "max_points"),
+    [("5m", 10), ("MINUTE_5", 0), ("MINUTE_5", True), ("MINUTE_5", 2.0)],  # our names are not IG's
+)
+async def test_prices_validate_before_sending(ig, priced, resolution, max_points):
+    with pytest.raises(ValueError):
+        await priced.prices(CBA, resolution, max_points)
+    assert ig.state.requests == []
+
+
+async def test_an_expired_token_mid_prices_is_answered_by_one_new_login(ig, priced):
+    await priced.market(CBA)
+    ig.state.expire_tokens()
+    assert len((await priced.prices(CBA, "MINUTE_5", 2))["prices"]) == 2
+    assert priced.logins == 2
+    assert ig.paths()[-3:] == [f"GET /prices/{CBA}", "POST /session", f"GET /prices/{CBA}"]
+
+
+async def test_the_answer_that_uses_up_the_allowance_is_kept_and_the_next_call_refused(ig, priced):
+    ig.state.allowance_remaining = 3
+    assert len((await priced.prices(CBA, "MINUTE_5", 3))["prices"]) == 3  # paid for: returned
+    asked = len(ig.state.requests)
+    priced.clock.now += 100
+    with pytest.raises(IgAllowanceExhausted) as raised:
+        await priced.prices(CBA, "MINUTE_5", 3)
+    assert len(ig.state.requests) == asked  # refused here: IG is not asked again
+    assert isinstance(raised.value, IgRateLimited)  # callers that handle rate limits handle this too
+    assert raised.value.resets_in_s == 565_788 - 100
+    assert raised.value.error_code == HISTORICAL_ALLOWANCE_EXCEEDED
+    assert priced.sleeps.delays == []  # a weekly allowance is not waited out
+    # once the period is over, IG is asked again (and here it has reset the allowance)
+    priced.clock.now += 565_788
+    ig.state.allowance_remaining = 10_000
+    assert len((await priced.prices(CBA, "MINUTE_5", 2))["prices"]) == 2
+
+
+async def test_igs_exceeded_allowance_error_is_raised_at_once_and_held_back_for_a_while(ig, priced):
+    ig.state.allowance_remaining = 0
+    with pytest.raises(IgAllowanceExhausted) as raised:
+        await priced.prices(CBA, "MINUTE_5", 3)
+    assert raised.value.status == 403
+    assert raised.value.resets_in_s == 900  # no answer ever said when: probe again in 15 min
+    assert priced.sleeps.delays == []
+    assert ig.paths().count(f"GET /prices/{CBA}") == 1
+    priced.clock.now += 899
+    with pytest.raises(IgAllowanceExhausted):
+        await priced.prices(CBA, "MINUTE_5", 3)
+    assert ig.paths().count(f"GET /prices/{CBA}") == 1
+    priced.clock.now += 1
+    ig.state.allowance_remaining = 50
+    assert len((await priced.prices(CBA, "MINUTE_5", 3))["prices"]) == 3
+
+
+async def test_an_exceeded_error_after_a_known_allowance_waits_for_its_expiry(ig, priced):
+    await priced.prices(CBA, "MINUTE_5", 1)  # IG states the expiry: 565,788 s
+    ig.state.allowance_remaining = 0  # someone else (another process on this key) used it up
+    priced.clock.now += 788
+    with pytest.raises(IgAllowanceExhausted) as raised:
+        await priced.prices(CBA, "MINUTE_5", 1)
+    assert raised.value.resets_in_s == 565_000
+    assert priced.historical_allowance.remaining == 0
+
+
+async def test_the_snapshot_does_not_draw_on_the_historical_allowance(ig, priced):
+    ig.state.allowance_remaining = 0
+    with pytest.raises(IgAllowanceExhausted):
+        await priced.prices(CBA, "MINUTE_5", 1)
+    assert (await priced.market(CBA))["snapshot"]["marketStatus"] == "TRADEABLE"
+
+
+@pytest.mark.parametrize(
+    ("metadata", "expected"),
+    [
+        (
+            {"allowance": {"remainingAllowance": 9952, "totalAllowance": 10000, "allowanceExpiry": 565788}},
+            HistoricalAllowance(9952, 10000, 565788.0, 5.0),
+        ),  # trading-ig's historic_prices_num_points.json
+        ({}, None),  # no allowance stated: nothing kept, the last one stands
+        ({"allowance": {"remainingAllowance": 1}}, None),  # incomplete
+        ({"allowance": {"remainingAllowance": "x", "totalAllowance": 1, "allowanceExpiry": 1}}, None),
+    ],
+)
+def test_allowance_from_metadata(metadata, expected):
+    assert HistoricalAllowance.from_metadata(metadata, observed_at=5.0) == expected
+
+
+def test_allowance_expiry_arithmetic():
+    allowance = HistoricalAllowance(remaining=0, total=10_000, expiry_s=60, observed_at=100.0)
+    assert (allowance.resets_in_s(130.0), allowance.exhausted(130.0)) == (30.0, True)
+    assert (allowance.resets_in_s(160.0), allowance.exhausted(160.0)) == (0.0, False)  # reset by now
+    assert not HistoricalAllowance(1, 10_000, 60, 100.0).exhausted(130.0)

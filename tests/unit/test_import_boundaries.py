@@ -5,6 +5,10 @@ ones inside functions, relative imports resolved, and importlib.import_module(".
 
 - a module of services/<pkg>/ (a service, management, or the framework in base/) may import
   services.base, services.domain, services.registry and its own package, nothing else of services;
+- services/clients/ holds the outside world's HTTP clients that several services use (IG Markets:
+  paper-trading trades through it, market-data prices through it): every service and management may
+  import it, like services.base; it imports only services.base, services.domain and itself (no
+  service, no registry), and the framework in base/ does not import it (clients sit on top of base);
 - one exception, stated here: management owns set-up, and services/management/databases.py opens
   each service's store to create its schema, so it alone may import those store modules
   (STORE_MODULES, with the knobs the paper-trading ledger is created with) and nothing else of
@@ -35,6 +39,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = REPO / "services"
 SHARED = frozenset({"base", "domain", "registry"})
+# Outside-world clients: shared by the services, above the framework.
+CLIENTS = "clients"
+CLIENTS_MAY_IMPORT = frozenset({"base", "domain", CLIENTS})
 DATABASE_SET_UP = SERVICES / "management" / "databases.py"
 STORE_MODULES = frozenset(
     {
@@ -104,6 +111,10 @@ def allowed(path: Path, target: str) -> bool:
         return package in ("domain", "registry")
     if path.parent == SERVICES:
         return package in ("domain", own)
+    if own == CLIENTS:
+        return package in CLIENTS_MAY_IMPORT
+    if package == CLIENTS:
+        return own != "base"
     if package in SHARED or package == own:
         return True
     return path == DATABASE_SET_UP and any(target == m or target.startswith(m + ".") for m in STORE_MODULES)
@@ -137,6 +148,21 @@ def test_no_service_imports_another_services_modules(path):
         ("services/domain/supervision.py", "services.registry.SERVICES", True),
         ("services/domain/supervision.py", "services.base.events", False),
         ("services/__init__.py", "services.market_data", False),
+        # services/clients: every service may use the shared outside-world clients ...
+        ("services/market-data/market_data_service.py", "services.clients.ig_client.IgClient", True),
+        ("services/paper-trading/paper_trading_service.py", "services.clients.ig_client", True),
+        ("services/management/replay.py", "services.clients.ig_prices", True),
+        # ... which build on the framework and the pure domain only: no service, no registry
+        ("services/clients/ig_prices.py", "services.clients.ig_client.IgClient", True),
+        ("services/clients/ig_prices.py", "services.domain.intraday.Quote", True),
+        ("services/clients/ig_client.py", "services.base.config.ConfigError", True),
+        ("services/clients/ig_client.py", "services.paper_trading.trade_store", False),
+        ("services/clients/ig_prices.py", "services.market_data.providers", False),
+        ("services/clients/ig_prices.py", "services.registry.SERVICES", False),
+        # the framework sits below the clients, the pure domain and the import root apart from them
+        ("services/base/base_service.py", "services.clients.ig_client", False),
+        ("services/domain/intraday.py", "services.clients.ig_client", False),
+        ("services/__init__.py", "services.clients", False),
     ],
 )
 def test_the_rule_itself(file, target, ok):

@@ -7,6 +7,13 @@ token is answered by logging in again once; IG's allowance errors (rate limits) 
 with exponential backoff. A deal is opened with POST /positions/otc, whose answer is only a
 dealReference: the outcome is read from GET /confirms/{dealReference}.
 
+Prices: GET /markets/{epic} (Version 3) answers the market's snapshot (bid, offer, updateTime,
+delayTime, marketStatus, ...), and GET /prices/{epic} (Version 3) its bars. Bars draw on IG's
+historical-data allowance (10,000 points a week on live accounts), which every /prices answer
+reports in `metadata.allowance`: the client keeps the last one (`historical_allowance`) and, while
+it is used up, refuses further /prices calls itself with IgAllowanceExhausted. That allowance
+resets weekly, so its exceeded error is not retried with backoff as the per-minute ones are.
+
 Secrets (API key, password, tokens) never appear in logs, exception messages or reprs.
 """
 
@@ -14,10 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -41,6 +51,30 @@ AUTH_FAILED = frozenset(
     }
 )
 RATE_LIMITED_PREFIX = "error.public-api.exceeded-"
+HISTORICAL_ALLOWANCE_EXCEEDED = "error.public-api.exceeded-account-historical-data-allowance"
+# GET /prices/{epic} v3 `resolution` values (IG's reference, as transcribed in Fuuzetsu/ig-trading-rest
+# src/Web/IG/Types/Resolution.hs; trading-ig's conv_resol maps pandas offsets onto the same names).
+RESOLUTIONS = frozenset(
+    {
+        "SECOND",
+        "MINUTE",
+        "MINUTE_2",
+        "MINUTE_3",
+        "MINUTE_5",
+        "MINUTE_10",
+        "MINUTE_15",
+        "MINUTE_30",
+        "HOUR",
+        "HOUR_2",
+        "HOUR_3",
+        "HOUR_4",
+        "DAY",
+        "WEEK",
+        "MONTH",
+    }
+)
+# Pages followed at most for one /prices call (paging is disabled by pageSize=0, so 1 is usual).
+MAX_PRICE_PAGES = 50
 # IG answers a confirm that is not ready yet with 404; trading-ig retries it a few times.
 CONFIRM_NOT_READY = frozenset({"error.confirms.deal-not-found"})
 
@@ -64,6 +98,25 @@ class IgTokenInvalid(IgError):
 
 class IgRateLimited(IgError):
     """An IG allowance was exhausted and stayed exhausted through the backoff retries."""
+
+
+class IgAllowanceExhausted(IgRateLimited):
+    """IG's historical-price allowance is used up: no bars from IG until it resets.
+
+    `resets_in_s` is how long until then as IG last stated it (None when unknown). Use another
+    price source meanwhile; the snapshot (GET /markets) does not draw on this allowance.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_code: str | None = None,
+        status: int | None = None,
+        resets_in_s: float | None = None,
+    ):
+        super().__init__(message, error_code=error_code, status=status)
+        self.resets_in_s = resets_in_s
 
 
 class IgRequestError(IgError):
@@ -154,6 +207,40 @@ class DealConfirmation:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class HistoricalAllowance:
+    """`metadata.allowance` of a /prices answer: data points left, the period's total, and the
+    seconds until the period ends (when `remaining` is reset), stated at `observed_at` (monotonic s)."""
+
+    remaining: int
+    total: int
+    expiry_s: float
+    observed_at: float
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any], observed_at: float) -> HistoricalAllowance | None:
+        allowance = metadata.get("allowance") if isinstance(metadata, Mapping) else None
+        if not isinstance(allowance, Mapping):
+            return None
+        try:
+            return cls(
+                remaining=int(allowance["remainingAllowance"]),
+                total=int(allowance["totalAllowance"]),
+                expiry_s=float(allowance["allowanceExpiry"]),
+                observed_at=observed_at,
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def resets_in_s(self, at: float) -> float:
+        """Seconds from monotonic time `at` until the allowance period ends (0 once it has)."""
+        return max(0.0, self.observed_at + self.expiry_s - at)
+
+    def exhausted(self, at: float) -> bool:
+        """Nothing left and the period not over yet at monotonic time `at`."""
+        return self.remaining <= 0 and self.resets_in_s(at) > 0
+
+
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -170,7 +257,9 @@ class IgClient:
         max_backoff_s: float = 60.0,
         confirm_attempts: int = 5,
         confirm_delay_s: float = 1.0,
+        allowance_retry_s: float = 900.0,
         sleep: Sleep = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
         transport: httpx.AsyncBaseTransport | None = None,
     ):
         self._creds = credentials
@@ -183,8 +272,13 @@ class IgClient:
         self._confirm_attempts = confirm_attempts
         self._confirm_delay_s = confirm_delay_s
         self._sleep = sleep
+        self._monotonic = monotonic
+        # How long to hold back /prices after IG said the allowance is exceeded without us knowing
+        # when it resets (no earlier answer stated the expiry): one probe per period, not per call.
+        self._allowance_retry_s = allowance_retry_s
         self.session: dict[str, Any] = {}  # the last login's body (account info, no tokens)
         self.logins = 0
+        self.historical_allowance: HistoricalAllowance | None = None  # as the last /prices stated it
 
     def __repr__(self) -> str:
         state = "logged in" if self._tokens else "not logged in"
@@ -242,6 +336,87 @@ class IgClient:
         """GET /positions v2: [{"position": {...}, "market": {...}}]."""
         return (await self._call("GET", "/positions", version=2)).get("positions", [])
 
+    # -- prices ----------------------------------------------------------------------------
+
+    async def market(self, epic: str) -> dict[str, Any]:
+        """GET /markets/{epic} v3: {"instrument": {...}, "dealingRules": {...}, "snapshot": {...}}."""
+        return await self._call("GET", f"/markets/{_path_segment(epic)}", version=3)
+
+    async def prices(self, epic: str, resolution: str, max_points: int) -> dict[str, Any]:
+        """GET /prices/{epic} v3: the latest `max_points` bars at `resolution` (MINUTE, MINUTE_5, ...).
+
+        Answers IG's body: {"prices": [...] (oldest first), "instrumentType", "metadata":
+        {"allowance", "size", "pageData"}}; pages are requested off (pageSize=0) and followed
+        should IG page anyway, their prices joined. Each answer's allowance is kept in
+        `historical_allowance`. Raises IgAllowanceExhausted, without asking IG, while the kept
+        allowance is used up; and when IG says so (its errorCode, or an answer with no prices and
+        nothing remaining). An answer that uses up the last points is still returned.
+        """
+        if resolution not in RESOLUTIONS:
+            raise ValueError(f"resolution must be one of {sorted(RESOLUTIONS)}, got {resolution!r}")
+        if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 1:
+            raise ValueError(f"max_points must be a positive integer, got {max_points!r}")
+        self._refuse_if_allowance_exhausted(epic)
+        path = f"/prices/{_path_segment(epic)}"
+        params: dict[str, str | int] = {"resolution": resolution, "max": max_points, "pageSize": 0}
+        body: dict[str, Any] = {}
+        points: list[Any] = []
+        for page in range(1, MAX_PRICE_PAGES + 1):
+            try:
+                body = await self._call("GET", path, version=3, params=params | {"pageNumber": page})
+            except IgAllowanceExhausted as exc:
+                raise self._allowance_refused(exc) from None
+            self._keep_allowance(body.get("metadata") or {})
+            points += body.get("prices") or []
+            page_data = (body.get("metadata") or {}).get("pageData") or {}
+            if int(page_data.get("totalPages") or 0) <= page:
+                break
+        if not points and self.historical_allowance and self.historical_allowance.remaining <= 0:
+            raise self._allowance_refused(
+                IgAllowanceExhausted(
+                    f"IG GET {path}: no prices, historical allowance used up",
+                    error_code=HISTORICAL_ALLOWANCE_EXCEEDED,
+                )
+            )
+        return body | {"prices": points}
+
+    def _keep_allowance(self, metadata: Mapping[str, Any]) -> None:
+        allowance = HistoricalAllowance.from_metadata(metadata, self._monotonic())
+        if allowance is None:
+            return
+        self.historical_allowance = allowance
+        log.debug(
+            "IG historical allowance",
+            extra={
+                "remaining": allowance.remaining,
+                "total": allowance.total,
+                "expiry_s": allowance.expiry_s,
+            },
+        )
+
+    def _refuse_if_allowance_exhausted(self, epic: str) -> None:
+        allowance, now = self.historical_allowance, self._monotonic()
+        if allowance is not None and allowance.exhausted(now):
+            resets_in_s = allowance.resets_in_s(now)
+            raise IgAllowanceExhausted(
+                f"IG historical-price allowance used up (0 of {allowance.total} left, "
+                f"resets in {math.ceil(resets_in_s)} s); not asking for {epic}",
+                error_code=HISTORICAL_ALLOWANCE_EXCEEDED,
+                resets_in_s=resets_in_s,
+            )
+
+    def _allowance_refused(self, exc: IgAllowanceExhausted) -> IgAllowanceExhausted:
+        """Note the allowance as used up (until the known expiry, else for allowance_retry_s)."""
+        now, known = self._monotonic(), self.historical_allowance
+        resets_in_s = known.resets_in_s(now) if known is not None else 0.0
+        if resets_in_s <= 0:
+            resets_in_s = self._allowance_retry_s
+        total = known.total if known is not None else 0
+        self.historical_allowance = HistoricalAllowance(0, total, resets_in_s, now)
+        log.warning("IG historical-price allowance used up", extra={"resets_in_s": round(resets_in_s)})
+        exc.resets_in_s = resets_in_s
+        return exc
+
     # -- deals -----------------------------------------------------------------------------
 
     async def open_position(
@@ -296,8 +471,17 @@ class IgClient:
 
     # -- transport -------------------------------------------------------------------------
 
-    async def _call(self, method: str, path: str, *, version: int, json: Any = None) -> dict[str, Any]:
-        """An authenticated call: one re-login on an invalid token, backoff on rate limits (login included)."""
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        version: int,
+        json: Any = None,
+        params: Mapping[str, str | int] | None = None,
+    ) -> dict[str, Any]:
+        """An authenticated call: one re-login on an invalid token, backoff on rate limits (login
+        included), except the weekly historical allowance, which no backoff brings back."""
         tokens: dict[str, str] | None = None
         stale: dict[str, str] | None = None
         relogged = False
@@ -305,8 +489,12 @@ class IgClient:
         while True:
             try:
                 tokens = await self._ensure_session(stale)
-                response = await self._send(method, path, version=version, json=json, tokens=tokens)
+                response = await self._send(
+                    method, path, version=version, json=json, tokens=tokens, params=params
+                )
                 return response.json() if response.content else {}
+            except IgAllowanceExhausted:
+                raise
             except IgTokenInvalid:
                 if relogged:
                     raise  # a fresh login's token refused too: not something another login fixes
@@ -324,7 +512,14 @@ class IgClient:
                 await self._sleep(delay)
 
     async def _send(
-        self, method: str, path: str, *, version: int, json: Any, tokens: dict[str, str] | None
+        self,
+        method: str,
+        path: str,
+        *,
+        version: int,
+        json: Any,
+        tokens: dict[str, str] | None,
+        params: Mapping[str, str | int] | None = None,
     ) -> httpx.Response:
         headers = {
             "X-IG-API-KEY": self._creds.api_key,
@@ -334,7 +529,7 @@ class IgClient:
             **(tokens or {}),
         }
         try:
-            response = await self._http.request(method, path, headers=headers, json=json)
+            response = await self._http.request(method, path, headers=headers, json=json, params=params)
         except httpx.TimeoutException:
             raise IgUnavailable(f"IG {method} {path} timed out", error_code="timeout") from None
         except httpx.TransportError as exc:
@@ -362,6 +557,8 @@ def _error_for(method: str, path: str, response: httpx.Response) -> IgError:
         kind: type[IgError] = IgTokenInvalid
     elif code in AUTH_FAILED:
         kind = IgAuthError
+    elif code == HISTORICAL_ALLOWANCE_EXCEEDED:
+        kind = IgAllowanceExhausted
     elif code and code.startswith(RATE_LIMITED_PREFIX):
         kind = IgRateLimited
     elif status >= 500:
@@ -369,6 +566,13 @@ def _error_for(method: str, path: str, response: httpx.Response) -> IgError:
     else:
         kind = IgRequestError
     return kind(message, error_code=code, status=status)
+
+
+def _path_segment(value: str) -> str:
+    """`value` as one path segment (epics are [A-Za-z0-9._], but a stray / must not change the path)."""
+    if not value:
+        raise ValueError("an empty epic")
+    return quote(value, safe="")
 
 
 def default_epic(symbol: str) -> str:
