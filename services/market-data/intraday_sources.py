@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -201,6 +202,7 @@ class SyntheticIntradaySource:
     def __init__(self) -> None:
         self._walks: dict[str, tuple[date, dict[date, tuple[Bar, float | None]]]] = {}
         self._paths: OrderedDict[tuple[str, date], IntradaySeries] = OrderedDict()
+        self._lock = threading.Lock()
 
     def _daily(self, symbol: str, day: date) -> tuple[Bar, float | None]:
         """The day's synthetic daily bar and the previous session's close (the same walk as daily)."""
@@ -216,16 +218,18 @@ class SyntheticIntradaySource:
 
     def _path(self, symbol: str, day: date) -> IntradaySeries:
         key = (symbol, day)
-        series = self._paths.get(key)
-        if series is None:
-            bar, _ = self._daily(symbol, day)
-            minutes = session_minutes(day, asx_calendar.is_early_close(day))
-            series = IntradaySeries(synthetic_intraday_bars(symbol, bar, minutes), "1m")
+        with self._lock:  # symbols are computed in parallel threads; the LRU order is shared
+            series = self._paths.get(key)
+            if series is not None:
+                self._paths.move_to_end(key)
+                return series
+        bar, _ = self._daily(symbol, day)
+        minutes = session_minutes(day, asx_calendar.is_early_close(day))
+        series = IntradaySeries(synthetic_intraday_bars(symbol, bar, minutes), "1m")
+        with self._lock:
             self._paths[key] = series
-            if len(self._paths) > self._PATHS_KEPT:
+            while len(self._paths) > self._PATHS_KEPT:
                 self._paths.popitem(last=False)
-        else:
-            self._paths.move_to_end(key)
         return series
 
     def _quote(self, symbol: str, now: datetime) -> Quote:

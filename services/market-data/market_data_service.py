@@ -312,11 +312,14 @@ class MarketDataService(BaseService):
         source = self.quote_source
         self.counters["quote_refreshes"] += 1
         outcomes: list[Quote | BaseException]
+        batch_failed = False
         try:
             if isinstance(source, intraday_sources.BatchedQuoteSource):
                 await source.prefetch(now)  # the one request for the universe
-        except providers.MarketDataError as exc:
-            outcomes = [exc] * len(symbols)
+        except Exception as exc:  # the batch failed: no symbol has a new quote, for that reason
+            expected = isinstance(exc, providers.MarketDataError)
+            self.log.warning("quote refresh from %s failed: %s", source.name, exc, exc_info=not expected)
+            outcomes, batch_failed = [exc] * len(symbols), True
         else:
             outcomes = await asyncio.gather(*(source.quote(s, now) for s in symbols), return_exceptions=True)
         changed = set()
@@ -325,7 +328,7 @@ class MarketDataService(BaseService):
                 if self.quotes.record(symbol, outcome, self.clock.now()):
                     changed.add(symbol)
             else:
-                self._quote_failed(symbol, outcome)
+                self._quote_failed(symbol, outcome, logged=batch_failed)
         self.quotes.refreshed_at = self.clock.now()
         for symbol in sorted(changed):
             # With the daily bars held (even expired) the event has every field; without them, the
@@ -333,18 +336,20 @@ class MarketDataService(BaseService):
             await self._announce(symbol, self.cache.get(symbol))
         return changed
 
-    def _quote_failed(self, symbol: str, exc: BaseException) -> None:
+    def _quote_failed(self, symbol: str, exc: BaseException, logged: bool = False) -> None:
         if isinstance(exc, NoIntradayData):  # expected: before the open, a holiday, no file
             self.quotes.failed(symbol, str(exc))
             return
         self.counters["quote_failures"] += 1
         if isinstance(exc, providers.MarketDataError):
-            self.log.warning("quote for %s failed: %s", symbol, exc)
+            if not logged:
+                self.log.warning("quote for %s failed: %s", symbol, exc)
             self.quotes.failed(
                 symbol, str(exc), unavailable=isinstance(exc, providers.SourceUnavailableError)
             )
         else:
-            self.log.error("quote for %s failed", symbol, exc_info=exc)
+            if not logged:
+                self.log.error("quote for %s failed", symbol, exc_info=exc)
             self.quotes.failed(symbol, f"internal error ({type(exc).__name__})")
 
     async def _current_quote(self, symbol: str) -> Quote | None:
