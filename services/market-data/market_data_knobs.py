@@ -27,6 +27,9 @@ class MarketDataKnobs:
     probe_timeout_s: float = knob(3.0, low=0.1, high=60.0, doc="auto: how long to ask whether Yahoo answers")
     yf_timeout_s: float = knob(10.0, low=0.1, high=120.0, doc="one yfinance download")
     yf_attempts: int = knob(3, low=1, high=10, doc="yfinance tries per fetch")
+    quote_s: float = knob(
+        60.0, low=1.0, high=3600.0, doc="seconds between quote refreshes while the market is open"
+    )
     rsi_period: int = knob(14, low=2, high=200, doc="RSI bars")
     bollinger_period: int = knob(20, low=2, high=200, doc="Bollinger band bars")
 

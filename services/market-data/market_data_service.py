@@ -9,12 +9,24 @@ data_quality). Behaviour that callers rely on:
 - a failed refresh keeps serving the last good data with `stale: true` and the reason;
 - every successful fetch publishes `market_data_updated` for that symbol;
 - nothing dated after the suite clock's now is ever served (the providers enforce it).
+
+Quotes (intraday_sources.quote_source_for picks the intraday source that goes with the daily one):
+- one refresh fetches the whole universe's quotes (one batched request for yfinance); concurrent
+  callers share it. It runs every TRADING_MARKET_DATA_QUOTE_S (default 60) suite seconds from the
+  open to the close plus the source's delay, on demand when the last one is older than that, and
+  from refresh_all_data;
+- a refresh that changes a symbol's quote (price or time) publishes `market_data_updated` for it
+  once; refresh_all_data holds its events back and publishes one per symbol at its end;
+- no new quote (no data, the source down, a discarded quote) keeps the last good one, served
+  marked stale with the reason; a quote later than now or not positive is discarded and counted.
 """
 
 import asyncio
+import contextlib
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 
 from services.base import (
     BaseService,
@@ -28,10 +40,17 @@ from services.base import (
 )
 from services.base.knobs import read_knobs
 from services.domain import asx_calendar, data_quality, indicators, market_context
-from services.domain.bars import bar_to_dict, bar_visible_from, last_visible_date
+from services.domain.bars import SYDNEY, bar_to_dict, bar_visible_from, last_visible_date
+from services.domain.intraday import INTERVALS, NoIntradayData, Quote
 from services.domain.price_history import normalise_symbol
-from services.market_data import providers
+from services.market_data import intraday_sources, providers
 from services.market_data.market_data_knobs import MarketDataKnobs
+from services.market_data.quote_book import QuoteBook, in_refresh_window, next_quote_refresh, price_view
+
+MAX_INTRADAY_BARS = 1000  # get_intraday_bars' `limit`: a 60m request then spans ~170 sessions
+# Symbols whose market_data_updated is held back while refresh_all_data runs (it publishes one
+# per symbol at its end; its daily refetch and its quote refresh would each announce them).
+_held_events: ContextVar[set[str] | None] = ContextVar("held_events", default=None)
 
 
 @dataclass
@@ -61,6 +80,10 @@ def _price_summary(history: providers.History) -> dict:
     }
 
 
+def _sydney_iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(SYDNEY).isoformat() if moment is not None else None
+
+
 class MarketDataService(BaseService):
     name = "market-data"
 
@@ -84,6 +107,26 @@ class MarketDataService(BaseService):
         )
         self.source, self.source_reason = choice.source, choice.reason
         self.log.info("market data source: %s (%s)", self.source.name, self.source_reason)
+        self.quote_source: intraday_sources.QuoteSource = intraday_sources.quote_source_for(
+            self.source.name,
+            env.market_data_dir,
+            self._universe(),
+            fresh_s=self.knobs.quote_s,
+            timeout_s=self.knobs.yf_timeout_s,
+            attempts=self.knobs.yf_attempts,
+        )
+        self.quotes = QuoteBook()
+        self.counters.update(quote_refreshes=0, quote_failures=0)
+        self._quote_task: asyncio.Task | None = None
+        self._quote_loop = asyncio.create_task(self._refresh_quotes_in_session(), name="quote-loop")
+
+    async def on_stop(self) -> None:
+        self._quote_loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._quote_loop
+
+    def _universe(self) -> list[str]:
+        return list(dict.fromkeys([*self.settings.symbols, self.index]))  # the index may be listed too
 
     def _yfinance_factory(self, is_trading_day=None, **kwargs) -> providers.YFinanceSource:
         kwargs.setdefault("timeout_s", self.knobs.yf_timeout_s)
@@ -99,6 +142,12 @@ class MarketDataService(BaseService):
             "cache_ttl_s": self.knobs.cache_s,
             "stale_symbols": stale,
             **self.counters,
+            "quote_source": self.quote_source.name,
+            "quote_delay_s": self.quote_source.delay_s,
+            "quote_refresh_s": self.knobs.quote_s,
+            "last_quote_refresh": _sydney_iso(self.quotes.refreshed_at),
+            "stale_quotes": self.quotes.stale_symbols(),
+            "quotes_discarded": dict(self.quotes.discarded),
         }
         warnings = []
         if self.source.name == "synthetic":
@@ -106,6 +155,9 @@ class MarketDataService(BaseService):
         if stale:
             details["status"] = "degraded"
             warnings.append(f"serving stale data for {', '.join(stale)}")
+        if self._quote_loop.done():
+            details["status"] = "unhealthy"
+            warnings.append("the quote refresh loop stopped")
         if warnings:
             details["warnings"] = warnings
         return details
@@ -170,7 +222,7 @@ class MarketDataService(BaseService):
         entry = CacheEntry(trimmed, time.monotonic(), last_visible_date(now), now.isoformat())
         self.cache[symbol] = entry
         self.failures.pop(symbol, None)
-        await self._publish_update(symbol, entry)
+        await self._announce(symbol, entry)
         return entry
 
     def _refresh_failed(self, symbol: str, exc: providers.MarketDataError) -> CacheEntry:
@@ -192,10 +244,129 @@ class MarketDataService(BaseService):
             return DependencyUnavailable(str(exc), data=data)
         return ServiceError(str(exc), data=data)
 
-    async def _publish_update(self, symbol: str, entry: CacheEntry) -> None:
-        data = {"symbol": symbol, "source": entry.history.source, **_price_summary(entry.history)}
-        await self.publish("market_data_updated", data)
+    # ---- events ---------------------------------------------------------------------------------
+
+    def _price_fields(self, entry: CacheEntry, quote: Quote | None) -> dict:
+        """The close's `date, as_of, price, change, change_pct`, the price on its basis, the quote."""
+        close = _price_summary(entry.history)
+        view = price_view(close, quote, self.clock.now())
+        return {**close, **view, "quote": quote.to_dict() if quote else None}
+
+    def _event_data(self, symbol: str, entry: CacheEntry | None) -> dict:
+        quote = self.quotes.current(symbol, self.clock.now())
+        if entry is not None:
+            return {"symbol": symbol, "source": entry.history.source, **self._price_fields(entry, quote)}
+        assert quote is not None  # announced for a quote change before any daily bars were fetched
+        return {
+            "symbol": symbol,
+            "source": quote.source,
+            "price": quote.price,
+            "change": quote.change,
+            "change_pct": quote.change_pct,
+            "as_of": quote.quote_time.isoformat(),
+            "price_basis": "quote",
+            "quote": quote.to_dict(),
+        }
+
+    async def _announce(self, symbol: str, entry: CacheEntry | None) -> None:
+        """Publish `market_data_updated` for `symbol` (or hold it while refresh_all_data runs)."""
+        held = _held_events.get()
+        if held is not None:
+            held.add(symbol)
+            return
+        await self.publish("market_data_updated", self._event_data(symbol, entry))
         self.counters["events_published"] += 1
+
+    # ---- quotes -------------------------------------------------------------------------------
+
+    async def _refresh_quotes_in_session(self) -> None:
+        """The quote loop: every quote_s suite seconds from the open to the close + the delay."""
+        due = self.clock.now()
+        while True:
+            await self.clock.sleep_until(due)
+            woke = self.clock.now()
+            if in_refresh_window(due, self.quote_source.delay_s):
+                try:
+                    await self._refresh_quotes()
+                except Exception:
+                    self.log.exception("quote refresh failed")
+            due = next_quote_refresh(woke, self.knobs.quote_s, self.quote_source.delay_s)
+
+    async def _refresh_quotes(self) -> set[str]:
+        """Refresh every quote of the universe now (one shared run); the symbols that changed."""
+        task = self._quote_task
+        if task is None:
+            task = asyncio.create_task(self._run_quote_refresh())
+            self._quote_task = task
+            task.add_done_callback(self._quote_refresh_done)
+        return await asyncio.shield(task)
+
+    def _quote_refresh_done(self, task: asyncio.Task) -> None:
+        self._quote_task = None
+        if not task.cancelled():
+            task.exception()  # retrieved here too: every waiter may have given up already
+
+    async def _run_quote_refresh(self) -> set[str]:
+        now = self.clock.now()
+        symbols = self._universe()
+        source = self.quote_source
+        self.counters["quote_refreshes"] += 1
+        outcomes: list[Quote | BaseException]
+        batch_failed = False
+        try:
+            if isinstance(source, intraday_sources.BatchedQuoteSource):
+                await source.prefetch(now)  # the one request for the universe
+        except Exception as exc:  # the batch failed: no symbol has a new quote, for that reason
+            expected = isinstance(exc, providers.MarketDataError)
+            self.log.warning("quote refresh from %s failed: %s", source.name, exc, exc_info=not expected)
+            outcomes, batch_failed = [exc] * len(symbols), True
+        else:
+            outcomes = await asyncio.gather(*(source.quote(s, now) for s in symbols), return_exceptions=True)
+        changed = set()
+        for symbol, outcome in zip(symbols, outcomes, strict=True):
+            if isinstance(outcome, Quote):
+                if self.quotes.record(symbol, outcome, self.clock.now()):
+                    changed.add(symbol)
+            else:
+                self._quote_failed(symbol, outcome, logged=batch_failed)
+        self.quotes.refreshed_at = self.clock.now()
+        for symbol in sorted(changed):
+            # With the daily bars held (even expired) the event has every field; without them, the
+            # quote's alone: fetching them here would make a refresh one daily download per symbol.
+            await self._announce(symbol, self.cache.get(symbol))
+        return changed
+
+    def _quote_failed(self, symbol: str, exc: BaseException, logged: bool = False) -> None:
+        if isinstance(exc, NoIntradayData):  # expected: before the open, a holiday, no file
+            self.quotes.failed(symbol, str(exc))
+            return
+        self.counters["quote_failures"] += 1
+        if isinstance(exc, providers.MarketDataError):
+            if not logged:
+                self.log.warning("quote for %s failed: %s", symbol, exc)
+            self.quotes.failed(
+                symbol, str(exc), unavailable=isinstance(exc, providers.SourceUnavailableError)
+            )
+        else:
+            if not logged:
+                self.log.error("quote for %s failed", symbol, exc_info=exc)
+            self.quotes.failed(symbol, f"internal error ({type(exc).__name__})")
+
+    async def _current_quote(self, symbol: str) -> Quote | None:
+        """The symbol's quote, refreshed first when the last refresh is quote_s old (or none)."""
+        now = self.clock.now()
+        last = self.quotes.refreshed_at
+        if last is None or not 0 <= (now - last).total_seconds() < self.knobs.quote_s:
+            await self._refresh_quotes()  # a clock set back (a replay) refreshes too
+        return self.quotes.current(symbol, self.clock.now())
+
+    def _no_quote(self, symbol: str) -> RpcError:
+        failure = self.quotes.failure(symbol)
+        reason = failure.reason if failure else "no quote refresh has reached it yet"
+        data = {"symbol": symbol, "source": self.quote_source.name}
+        if failure is not None and failure.unavailable:
+            return DependencyUnavailable(f"no quote for {symbol}: {reason}", data=data)
+        return NotFound(f"no quote for {symbol}: {reason}", data=data)
 
     # ---- derived readings, computed once per cache entry --------------------------------------
 
@@ -249,16 +420,17 @@ class MarketDataService(BaseService):
 
     @rpc
     async def get_market_data(self, symbol: str) -> dict:
-        """Price, change, recent bars, technicals, market context and quality for one symbol."""
+        """Price (the quote's in the session), quote, recent bars, technicals, context, quality."""
         name = self._symbol(symbol)
-        entry, cached = await self._entry(name)
+        entry, cached = await self._entry(name)  # first: without daily bars there is no reply
+        quote = await self._current_quote(name)
         try:
             context = await self._market_context()
         except RpcError as exc:
             context = {"context": None, "error": exc.message}
         return {
             **self._envelope(name, entry, cached),
-            **_price_summary(entry.history),
+            **self._price_fields(entry, quote),
             "bars": [bar_to_dict(b) for b in entry.history.bars[-self.knobs.recent_bars :]],
             "technical": self._technical(entry),
             "market_context": context,
@@ -291,8 +463,20 @@ class MarketDataService(BaseService):
 
     @rpc
     async def refresh_all_data(self) -> dict:
-        """Refetch every symbol and the index now; per-symbol success or error."""
-        symbols = list(dict.fromkeys([*self.settings.symbols, self.index]))  # the index may be listed too
+        """Refetch every symbol and the index, and their quotes, now; per-symbol success or error."""
+        held: set[str] = set()
+        token = _held_events.set(held)
+        try:
+            reply = await self._refresh_all()
+        finally:
+            _held_events.reset(token)
+        for symbol in sorted(held):  # one market_data_updated per symbol, with what is current now
+            await self._announce(symbol, self.cache.get(symbol))
+        return reply
+
+    async def _refresh_all(self) -> dict:
+        symbols = self._universe()
+        await self._refresh_quotes()
         gate = asyncio.Semaphore(self.knobs.refresh_concurrency)
 
         async def one(symbol: str) -> dict:
@@ -308,7 +492,8 @@ class MarketDataService(BaseService):
                     "stale": True,
                     "as_of": self._envelope(symbol, entry, False)["as_of"],
                 }
-            return {"ok": True, **_price_summary(entry.history)}
+            fields = self._price_fields(entry, self.quotes.current(symbol, self.clock.now()))
+            return {"ok": True, **{k: v for k, v in fields.items() if k != "quote"}}
 
         results = dict(zip(symbols, await asyncio.gather(*(one(s) for s in symbols)), strict=True))
         ok = sum(r["ok"] for r in results.values())
@@ -318,6 +503,52 @@ class MarketDataService(BaseService):
             "succeeded": ok,
             "failed": len(results) - ok,
             "results": results,
+            "quote_source": self.quote_source.name,
+            "quotes": {s: self._quote_outcome(s) for s in symbols},
+        }
+
+    def _quote_outcome(self, symbol: str) -> dict:
+        quote = self.quotes.current(symbol, self.clock.now())
+        failure = self.quotes.failure(symbol)
+        return {
+            "ok": failure is None and quote is not None,
+            "price": quote.price if quote else None,
+            "quote_time": quote.quote_time.isoformat() if quote else None,
+            **({"error": failure.reason} if failure else {}),
+        }
+
+    @rpc
+    async def get_quote(self, symbol: str) -> dict:
+        """The latest quote (price, bid/ask, day OHLV, change, quote_time, delay_s, stale)."""
+        name = self._symbol(symbol)
+        quote = await self._current_quote(name)
+        if quote is None:
+            raise self._no_quote(name)
+        return quote.to_dict()
+
+    @rpc
+    async def get_intraday_bars(self, symbol: str, interval: str = "5m", limit: int = 78) -> dict:
+        """The latest `limit` visible intraday bars of `interval` (1m/5m/15m/30m/60m), oldest first."""
+        name = self._symbol(symbol)
+        if interval not in INTERVALS:
+            raise InvalidParams("interval", f"must be one of {', '.join(INTERVALS)}, got {interval!r}")
+        if not 1 <= limit <= MAX_INTRADAY_BARS:
+            raise InvalidParams("limit", f"must be between 1 and {MAX_INTRADAY_BARS}, got {limit}")
+        source, now = self.quote_source, self.clock.now()
+        data = {"symbol": name, "source": source.name, "interval": interval}
+        try:
+            bars = await source.intraday_bars(name, interval, limit, now)
+        except NoIntradayData as exc:
+            raise NotFound(str(exc), data=data) from None
+        except providers.SourceUnavailableError as exc:
+            raise DependencyUnavailable(str(exc), data=data) from None
+        except providers.MarketDataError as exc:
+            raise ServiceError(str(exc), data=data) from None
+        return {
+            **data,
+            "delay_s": source.delay_s,
+            "as_of": _sydney_iso(now),
+            "bars": [bar.to_dict() for bar in bars],
         }
 
 

@@ -7,14 +7,17 @@ files for the replay test when they are present.
 
 import asyncio
 import shutil
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from services.base.rpc import DependencyUnavailable, InvalidParams, NotFound
-from services.domain.asx_calendar import is_trading_day
+from services.domain.asx_calendar import is_early_close, is_trading_day
+from services.domain.intraday import resample, session_minutes
+from services.domain.intraday_history import intraday_csv_file_name
 from services.domain.price_history import csv_file_name, synthetic_bars, trading_sessions
+from services.domain.synthetic_intraday import synthetic_intraday_bars
 from tests.support import EventWatcher, ServiceProcess, async_wait_until, rpc_call_sync
 
 HEADER = "Date,Open,High,Low,Close,Adj Close,Volume\n"
@@ -44,9 +47,13 @@ def csv_suite(processes, suite, symbols, until=date(2024, 6, 14), **env) -> Serv
     return processes.service("market-data", suite, extra_env=extra)
 
 
+# A Saturday: no session, so no quote refresh publishes events while a test counts them.
+WEEKEND = {"TRADING_CLOCK_START": "2024-06-15T12:00:00+10:00"}
+
+
 @pytest.fixture
 def synthetic_service(suite, processes):
-    service = processes.start("market-data", suite)
+    service = processes.start("market-data", suite, extra_env=WEEKEND)
     yield service
     assert service.stop() == 0  # a clean exit (the processes fixture would only make sure)
 
@@ -230,7 +237,15 @@ async def test_auto_falls_back_and_says_which_source(suite, processes, client, w
 
 
 async def test_yfinance_unreachable_is_a_dependency_error(suite, processes, client):
-    env = {"TRADING_MARKET_DATA_SOURCE": "yfinance", "TRADING_MARKET_DATA_YF_ATTEMPTS": "2", **OFFLINE}
+    # On a weekend, so no quote refresh runs first: after two failed time-zone look-ups in one
+    # process, yfinance stops asking and reports "possibly delisted" (YFTzMissingError), which
+    # the daily source reads as an unknown symbol (-32006) rather than Yahoo being down.
+    env = {
+        "TRADING_MARKET_DATA_SOURCE": "yfinance",
+        "TRADING_MARKET_DATA_YF_ATTEMPTS": "2",
+        **OFFLINE,
+        **WEEKEND,
+    }
     service = processes.start("market-data", suite, extra_env=env)
     assert health(service)["source"] == "yfinance"
     with pytest.raises(DependencyUnavailable) as failed:
@@ -239,4 +254,248 @@ async def test_yfinance_unreachable_is_a_dependency_error(suite, processes, clie
     assert "Yahoo request for CBA.AX failed" in failed.value.message
     assert failed.value.data["source"] == "yfinance"
     assert health(service)["fetch_errors"] == 1  # one fetch (with its retries), then the retry window
+    assert service.stop() == 0
+
+
+# ---- quotes and intraday bars -------------------------------------------------------------------
+
+QUOTE_FIELDS = {
+    "symbol", "price", "bid", "ask", "day_open", "day_high", "day_low", "volume", "previous_close",
+    "change", "change_pct", "quote_time", "delay_s", "source", "stale", "stale_reason",
+}  # fmt: skip
+BAR_FIELDS = {"start", "open", "high", "low", "close", "volume"}
+
+
+def write_intraday_csv(directory: Path, symbol: str, days: list[date], interval: str = "5m") -> list[dict]:
+    """`<SYMBOL>_<interval>.csv` with the synthetic path of `days`; the bars written, as dicts."""
+    sessions = trading_sessions(date(2015, 1, 2), days[-1], is_trading_day)
+    daily = {b.date: b for b in synthetic_bars(symbol, sessions)}
+    bars = []
+    for day in days:
+        minutes = synthetic_intraday_bars(symbol, daily[day], session_minutes(day, is_early_close(day)))
+        bars += resample(minutes, interval)
+    rows = [f"{b.start.isoformat()},{b.open},{b.high},{b.low},{b.close},{b.volume}" for b in bars]
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / intraday_csv_file_name(symbol, interval)).write_text(
+        "Datetime,Open,High,Low,Close,Volume\n" + "\n".join(rows) + "\n"
+    )
+    return [b.to_dict() for b in bars]
+
+
+def in_session(start: str, speed: float = 1, **env: str) -> dict:
+    return {"TRADING_CLOCK_START": start, "TRADING_CLOCK_SPEED": str(speed), **env}
+
+
+async def test_quote_and_intraday_bars_shapes_and_params(suite, processes, client):
+    service = processes.start("market-data", suite, extra_env=in_session("2024-06-14T11:02:30+10:00"))
+    quote = await client.call_service("market-data", "get_quote", symbol="cba.ax")
+    assert set(quote) == QUOTE_FIELDS
+    assert quote["symbol"] == "CBA.AX" and quote["source"] == "synthetic" and quote["delay_s"] == 0
+    assert quote["bid"] is None and quote["ask"] is None and quote["stale"] is False
+    assert quote["quote_time"] == "2024-06-14T11:02:00+10:00"  # the 11:01 minute ended; 11:02 has not
+    assert quote["day_low"] <= quote["price"] <= quote["day_high"] and quote["volume"] > 0
+    assert quote["change"] == pytest.approx(quote["price"] - quote["previous_close"], abs=1e-4)
+
+    reply = await client.call_service("market-data", "get_intraday_bars", symbol="^AXJO")
+    assert (reply["symbol"], reply["interval"], reply["source"], reply["delay_s"]) == (
+        "^AXJO",
+        "5m",
+        "synthetic",
+        0,
+    )
+    bars = reply["bars"]
+    assert len(bars) == 78 and all(set(b) == BAR_FIELDS for b in bars)
+    assert [b["start"] for b in bars] == sorted(b["start"] for b in bars)  # oldest first
+    assert bars[-1]["start"] == "2024-06-14T10:55:00+10:00" and bars[0]["start"].startswith("2024-06-13")
+    hourly = await client.call_service(
+        "market-data", "get_intraday_bars", symbol="CBA.AX", interval="60m", limit=3
+    )
+    assert [b["start"][11:16] for b in hourly["bars"]] == [
+        "14:00",
+        "15:00",
+        "10:00",
+    ]  # Thursday's, then today's
+
+    bad = [
+        ("get_quote", {"symbol": "XYZ.AX"}, "symbol"),
+        ("get_intraday_bars", {"symbol": "XYZ.AX"}, "symbol"),
+        ("get_intraday_bars", {"symbol": "CBA.AX", "interval": "2m"}, "interval"),
+        ("get_intraday_bars", {"symbol": "CBA.AX", "interval": "1d"}, "interval"),
+        ("get_intraday_bars", {"symbol": "CBA.AX", "limit": 0}, "limit"),
+        ("get_intraday_bars", {"symbol": "CBA.AX", "limit": 1001}, "limit"),
+    ]
+    for method, params, param in bad:
+        with pytest.raises(InvalidParams) as refused:
+            await client.call_service("market-data", method, **params)
+        assert refused.value.code == -32602 and refused.value.param == param, (method, params)
+    status = health(service)
+    assert status["quote_source"] == "synthetic" and status["quote_refresh_s"] == 60
+    assert status["quotes_discarded"] == {"future_time": 0, "non_positive_price": 0}
+    assert status["last_quote_refresh"].startswith("2024-06-14T")
+
+
+async def test_no_look_ahead_at_a_bar_boundary(suite, processes, client):
+    """A 5m bar 10:00-10:05 is served from 10:05:00 by the suite clock, never a moment before."""
+    market_dir = suite.data_dir / "market"
+    written = write_intraday_csv(market_dir, "CBA.AX", [date(2024, 6, 13), date(2024, 6, 14)])
+    first_today = next(b for b in written if b["start"] == "2024-06-14T10:00:00+10:00")
+    env = in_session(
+        "2024-06-14T10:04:00+10:00",  # one suite minute (6 real seconds) before the bar ends
+        speed=10,
+        TRADING_MARKET_DATA_SOURCE="csv",
+        TRADING_MARKET_DATA_DIR=str(market_dir),
+        TRADING_MARKET_DATA_QUOTE_S="1",
+    )
+    processes.start("market-data", suite, extra_env=env)
+    seen = []
+
+    async def latest():
+        reply = await client.call_service("market-data", "get_intraday_bars", symbol="CBA.AX", limit=2)
+        seen.append((reply["as_of"], reply["bars"][-1]["start"]))
+        return reply
+
+    bar_end = datetime.fromisoformat("2024-06-14T10:05:00+10:00")
+    reply = await latest()
+    assert datetime.fromisoformat(reply["as_of"]) < bar_end, "the service took too long to start"
+    assert reply["bars"][-1]["start"] == "2024-06-13T15:55:00+10:00"  # Thursday's last
+    with pytest.raises(NotFound) as none:  # no quote of today yet, and never one before
+        await client.call_service("market-data", "get_quote", symbol="CBA.AX")
+    assert "is visible yet" in none.value.message and none.value.code == -32006
+    after = await async_wait_until(
+        latest,
+        60,
+        0.05,
+        what="the 10:00 bar",
+        until=lambda r: r["bars"][-1]["start"].startswith("2024-06-14"),
+    )
+    assert after["bars"][-1] == first_today
+    # Every reply on either side of the boundary: the bar shows exactly when it has ended.
+    for as_of, last in seen:
+        assert (last == "2024-06-14T10:00:00+10:00") == (datetime.fromisoformat(as_of) >= bar_end), (
+            as_of,
+            last,
+        )
+
+    async def quote_now():  # refreshed at most TRADING_MARKET_DATA_QUOTE_S (1 suite s) after the bar
+        return await client.call_service("market-data", "get_quote", symbol="CBA.AX")
+
+    quote = await async_wait_until(quote_now, 30, 0.05, what="today's first quote", ignoring=(NotFound,))
+    assert quote["source"] == "csv" and datetime.fromisoformat(quote["quote_time"]) >= bar_end
+    ends = {(datetime.fromisoformat(b["start"]) + timedelta(minutes=5)).isoformat(): b for b in written}
+    assert quote["price"] == ends[quote["quote_time"]]["close"]  # the close of the bar that ended then
+    assert quote["previous_close"] == ends["2024-06-13T16:00:00+10:00"]["close"]
+
+
+async def test_a_quote_goes_stale_with_its_reason_and_never_was_is_32006(suite, processes, client):
+    market_dir = suite.data_dir / "market"
+    write_intraday_csv(market_dir, "CBA.AX", [date(2024, 6, 14)])
+    write_intraday_csv(market_dir, "^AXJO", [date(2024, 6, 14)])
+    service = csv_suite(
+        processes,
+        suite,
+        (*BANKS, "^AXJO"),
+        TRADING_CLOCK_START="2024-06-14T12:00:00+10:00",
+        TRADING_MARKET_DATA_QUOTE_S="1",  # a call a suite second after the last refresh refreshes
+    ).start()
+    good = await client.call_service("market-data", "get_quote", symbol="CBA.AX")
+    assert good["stale"] is False and good["quote_time"] == "2024-06-14T12:00:00+10:00"
+    with pytest.raises(NotFound) as never:  # daily file only: no intraday data, and never synthetic
+        await client.call_service("market-data", "get_quote", symbol="NAB.AX")
+    assert never.value.code == -32006 and "NAB.AX_1m.csv" in never.value.message
+    with pytest.raises(NotFound):
+        await client.call_service("market-data", "get_intraday_bars", symbol="NAB.AX")
+    plain = await client.call_service("market-data", "get_market_data", symbol="NAB.AX")
+    assert plain["quote"] is None and plain["price_basis"] == "close"
+
+    (market_dir / "CBA.AX_5m.csv").unlink()  # the source loses its data
+
+    async def stale_quote():
+        return await client.call_service("market-data", "get_quote", symbol="CBA.AX")
+
+    stale = await async_wait_until(stale_quote, 30, 0.1, what="a stale quote", until=lambda q: q["stale"])
+    assert stale["price"] == good["price"] and stale["quote_time"] == good["quote_time"]
+    assert "no intraday CSV for CBA.AX" in stale["stale_reason"]
+    data = await client.call_service("market-data", "get_market_data", symbol="CBA.AX")
+    assert (
+        data["quote"]["stale"] is True and data["price_basis"] == "quote" and data["price"] == good["price"]
+    )
+    status = health(service)
+    assert "CBA.AX" in status["stale_quotes"] and status["quote_source"] == "csv"
+    assert service.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("clock", "basis"),
+    [("2024-06-14T11:00:00+10:00", "quote"), ("2024-06-14T17:00:00+10:00", "close")],
+)
+async def test_market_data_price_basis_and_synthetic_consistency(suite, processes, client, clock, basis):
+    processes.start("market-data", suite, extra_env=in_session(clock))
+    data = await client.call_service("market-data", "get_market_data", symbol="WBC.AX")
+    quote = data["quote"]
+    assert data["price_basis"] == basis and set(quote) == QUOTE_FIELDS
+    assert data["technical"]["rsi"] is not None and data["as_of"].endswith("T16:10:00+10:00")
+    if basis == "quote":  # in the session: the quote's price and change; the bars stop at yesterday
+        assert (data["price"], data["change"], data["change_pct"]) == (
+            quote["price"],
+            quote["change"],
+            quote["change_pct"],
+        )
+        assert data["date"] == "2024-06-13" and quote["previous_close"] == data["bars"][-1]["close"]
+    else:  # after hours: the close; today's path ended exactly on today's daily bar
+        last = data["bars"][-1]
+        assert data["date"] == "2024-06-14" and data["price"] == last["close"]
+        assert quote["quote_time"] == "2024-06-14T16:00:00+10:00" and quote["price"] == last["close"]
+        assert (quote["day_open"], quote["day_high"], quote["day_low"], quote["volume"]) == (
+            last["open"],
+            last["high"],
+            last["low"],
+            last["volume"],
+        )
+
+
+async def test_quote_changes_publish_market_data_updated_at_speed(suite, processes, client):
+    env = in_session("2024-06-14T11:00:00+10:00", speed=60, TRADING_MARKET_DATA_QUOTE_S="60")
+    async with EventWatcher(suite.env["TRADING_REDIS_URL"], "market_data_updated") as watcher:
+        service = processes.start("market-data", suite, extra_env=env)
+
+        def quote_times(symbol: str) -> list[str]:
+            events = [e for e in watcher.of_type("market_data_updated") if e["data"]["symbol"] == symbol]
+            return [e["data"]["quote"]["quote_time"] for e in events if e["data"].get("quote")]
+
+        # A refresh a real second (a suite minute): every one brings a new minute's quote.
+        await async_wait_until(
+            lambda: quote_times("CBA.AX"), 60, 0.1, what="3 quote events", until=lambda t: len(t) >= 3
+        )
+        await watcher.settle()
+    for symbol in (*BANKS, "^AXJO"):
+        times = quote_times(symbol)
+        assert len(times) >= 2 and len(set(times)) == len(times), (symbol, times)  # once per change
+    for event in watcher.of_type("market_data_updated"):
+        data = event["data"]
+        assert event["source"] == "market-data" and data["price_basis"] == "quote"
+        assert data["price"] == data["quote"]["price"] and data["source"] == "synthetic"
+        assert {"symbol", "price", "change", "change_pct", "as_of"} <= set(data)
+    status = health(service)
+    assert status["quote_refreshes"] >= 3 and status["last_quote_refresh"] > "2024-06-14T11:02"
+    assert service.stop() == 0
+
+
+async def test_refresh_all_data_refreshes_quotes_with_one_event_per_symbol(suite, processes, client):
+    env = in_session("2024-06-14T11:00:20+10:00", TRADING_MARKET_DATA_QUOTE_S="3600")
+    service = processes.start("market-data", suite, extra_env=env)
+    await async_wait_until(
+        lambda: health(service)["last_quote_refresh"], 30, 0.1, what="the loop's first refresh"
+    )
+    async with EventWatcher(suite.env["TRADING_REDIS_URL"], "market_data_updated") as watcher:
+        result = await client.call_service("market-data", "refresh_all_data")
+        await watcher.settle()
+    assert result["succeeded"] == 5 and result["quote_source"] == "synthetic"
+    assert all(q["ok"] and q["quote_time"] == "2024-06-14T11:00:00+10:00" for q in result["quotes"].values())
+    events = watcher.of_type("market_data_updated")
+    assert sorted(e["data"]["symbol"] for e in events) == sorted((*BANKS, "^AXJO"))
+    for event in events:
+        data = event["data"]
+        assert data["price_basis"] == "quote" and data["quote"]["quote_time"] == "2024-06-14T11:00:00+10:00"
+        assert data["price"] == result["results"][data["symbol"]]["price"] == data["quote"]["price"]
+        assert data["date"] == "2024-06-13"  # with the daily fields too
     assert service.stop() == 0
