@@ -152,7 +152,10 @@ def prediction_document(
                 "price": number(market, "price"),
                 "stale": market.get("stale"),
                 "quality": market.get("quality"),
+                "price_basis": market.get("price_basis"),
+                "quote_time": quote_time(market),
             },
+            "quote": quote_summary(market),
             "technical": {
                 "rsi": tech.rsi,
                 "macd_histogram": tech.macd_histogram,
@@ -211,14 +214,34 @@ def _ensemble_summary(result: dict | None) -> dict | None:
     }
 
 
+QUOTE_FIELDS = ("price", "quote_time", "delay_s", "source", "stale")
+
+
+def quote_time(market: dict) -> str | None:
+    """The time of the intraday quote in get_market_data's reply or the event's payload, if any."""
+    quote = market.get("quote")
+    value = quote.get("quote_time") if isinstance(quote, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def quote_summary(market: dict) -> dict | None:
+    """The quote a prediction was made with (and whether the price used was it or the close)."""
+    quote = market.get("quote")
+    if not isinstance(quote, dict):
+        return None
+    return {**{k: quote.get(k) for k in QUOTE_FIELDS}, "price_basis": market.get("price_basis")}
+
+
 def needs_refresh(cached: dict | None, event_data: dict) -> bool:
-    """New market data for a cached prediction? The same as_of and price is not new data."""
+    """New market data for a cached prediction? The same as_of, price and quote time is not new
+    data; a later quote is (during the session the daily as_of stays put while quotes move)."""
     if cached is None:
         return True
     made_on = cached["inputs"]["market_data"]
-    return (event_data.get("as_of"), number(event_data, "price")) != (
+    return (event_data.get("as_of"), number(event_data, "price"), quote_time(event_data)) != (
         made_on.get("as_of"),
         made_on.get("price"),
+        made_on.get("quote_time"),
     )
 
 

@@ -23,9 +23,11 @@ from services.base.events import STREAM_PREFIX, EventBus
 from services.base.rpc import DependencyUnavailable, InvalidParams, NotFound, RpcError
 from services.domain import buy_rate
 from services.domain.features import FEATURE_NAMES
+from services.domain.signals import SignalConfig, decide
 from services.prediction.prediction_service import (
     Gathered,
     needs_refresh,
+    prediction_document,
     normalise_symbols,
     read_inputs,
     technical_from_market,
@@ -41,6 +43,11 @@ from tests.support import (
 )
 
 BIG4 = ["CBA.AX", "WBC.AX", "ANZ.AX", "NAB.AX"]
+# market-data publishes market_data_updated on every quote change while the ASX is open: a suite
+# on the wall clock would see extra events (and recomputations) during ASX hours. A Saturday:
+# nothing moves unless a test makes it.
+SATURDAY_NOON = "2024-06-15T12:00:00+10:00"
+WEDNESDAY_11AM = "2024-06-12T11:00:00+10:00"
 DEPENDENCIES = ("market-data", "sentiment", "ml-model")
 
 
@@ -113,6 +120,11 @@ def test_read_inputs_reports_what_is_missing(gathered, missing, why):
         assert got["market_context"] == "index feed down"
 
 
+QUOTE_1105 = {"price": 100.5, "quote_time": "2024-03-04T11:05:00+11:00", "delay_s": 1200.0,
+              "source": "yfinance", "stale": False, "bid": None, "ask": None}  # fmt: skip
+QUOTE_1106 = {**QUOTE_1105, "quote_time": "2024-03-04T11:06:00+11:00"}
+
+
 @pytest.mark.parametrize(
     ("event", "refresh"),
     [
@@ -120,12 +132,68 @@ def test_read_inputs_reports_what_is_missing(gathered, missing, why):
         ({"symbol": "CBA.AX", "as_of": "2024-03-04", "price": 100.0}, True),  # a new bar
         ({"symbol": "CBA.AX", "as_of": "2024-03-01", "price": 100.5}, True),  # a corrected price
         ({"symbol": "CBA.AX"}, True),  # cannot tell: recompute rather than serve old data
+        # A quote where the prediction had none (the session opened): new data.
+        ({"symbol": "CBA.AX", "as_of": "2024-03-01", "price": 100.0, "quote": QUOTE_1105}, True),
     ],
 )
 def test_needs_refresh(event, refresh):
     cached = {"inputs": {"market_data": {"as_of": "2024-03-01", "price": 100.0}}}
     assert needs_refresh(cached, event) is refresh
     assert needs_refresh(None, event) is True
+
+
+@pytest.mark.parametrize(
+    ("event", "refresh"),
+    [
+        # In session the daily as_of stays put all day: the quote's time is what is new.
+        ({"as_of": "2024-03-01", "price": 100.5, "quote": QUOTE_1105}, False),  # the same quote
+        ({"as_of": "2024-03-01", "price": 100.5, "quote": QUOTE_1106}, True),  # a later quote
+        ({"as_of": "2024-03-01", "price": 100.7, "quote": {**QUOTE_1106, "price": 100.7}}, True),
+        ({"as_of": "2024-03-01", "price": 100.5, "quote": {**QUOTE_1105, "stale": True}}, False),
+        ({"as_of": "2024-03-01", "price": 100.5, "quote": None}, True),  # the quote is gone
+    ],
+)
+def test_needs_refresh_on_quotes(event, refresh):
+    market = {"as_of": "2024-03-01", "price": 100.5, "price_basis": "quote", "quote": QUOTE_1105}
+    cached = prediction_of(market)
+    assert cached["inputs"]["market_data"]["quote_time"] == QUOTE_1105["quote_time"]
+    assert needs_refresh(cached, {"symbol": "CBA.AX", **event}) is refresh
+
+
+def prediction_of(market: dict) -> dict:
+    inputs, missing = read_inputs(Gathered({**MARKET, **market}))
+    config = SignalConfig()
+    return prediction_document(
+        symbol="CBA.AX",
+        now_iso="2024-03-04T11:07:00+11:00",
+        market={**MARKET, **market},
+        sentiment=None,
+        ensemble=None,
+        feature_values=None,
+        inputs=inputs,
+        decision=decide(inputs, config),
+        missing=missing,
+        config=config,
+    )
+
+
+def test_inputs_record_the_quote_used():
+    market = {"as_of": "2024-03-01", "price": 100.5, "price_basis": "quote", "quote": QUOTE_1105}
+    p = prediction_of(market)
+    assert p["inputs"]["quote"] == {
+        "price": 100.5,
+        "quote_time": "2024-03-04T11:05:00+11:00",
+        "delay_s": 1200.0,
+        "source": "yfinance",
+        "stale": False,
+        "price_basis": "quote",
+    }
+    assert p["price"] == p["inputs"]["market_data"]["price"] == 100.5
+    assert p["inputs"]["market_data"]["price_basis"] == "quote"
+    # Out of session (or a source without quotes): no quote, the close is the price.
+    closed = prediction_of({"as_of": "2024-03-01", "price": 100.0, "price_basis": "close", "quote": None})
+    assert closed["inputs"]["quote"] is None
+    assert closed["inputs"]["market_data"]["quote_time"] is None
 
 
 def test_normalise_symbols():
@@ -158,6 +226,7 @@ class Stack:
         self.deps: dict[str, ServiceProcess] = {}
         self.prediction: ServiceProcess | None = None
         self.client = client
+        suite.env.setdefault("TRADING_CLOCK_START", SATURDAY_NOON)
 
     def universe(self, symbols: list[str]) -> None:
         """market-data serves only the universe: widen it (for every process started after)."""
@@ -328,6 +397,44 @@ async def test_market_data_updated_refreshes_only_on_new_data(stack, suite):
         assert [e["data"]["symbol"] for e in watcher.of_type("prediction_generated")] == ["CBA.AX"]
     cached = await stack.call("generate_single_prediction", symbol="CBA.AX")
     assert cached["cached"] and cached["prediction_id"] == event["data"]["prediction_id"]
+
+
+@pytest.mark.slow
+async def test_a_later_quote_recomputes_and_the_prediction_records_its_quote(stack, suite):
+    # In session, with one quote refresh at start-up and the next an hour away: the test decides
+    # which quotes are new.
+    suite.env.update(TRADING_CLOCK_START=WEDNESDAY_11AM, TRADING_MARKET_DATA_QUOTE_S="3600")
+    stack.start_dependencies("market-data", "sentiment")
+    await async_wait_until(
+        lambda: rpc_call_sync(stack.deps["market-data"].socket, "health"),
+        30,
+        0.1,
+        what="market-data's first quote refresh",
+        until=lambda health: health.get("last_quote_refresh"),
+    )
+    stack.start_prediction()
+    first = await stack.call("generate_single_prediction", symbol="CBA.AX")
+    quote = first["inputs"]["quote"]
+    assert quote["price_basis"] == "quote" and quote["source"] == "synthetic"
+    assert quote["price"] == first["price"] and quote["stale"] is False
+    assert "2024-06-12T10:" <= quote["quote_time"] <= "2024-06-12T11:00:00+10:00", quote  # not after now
+    assert first["inputs"]["market_data"]["quote_time"] == quote["quote_time"]
+    made_on = first["inputs"]["market_data"]
+    event = {"symbol": "CBA.AX", "as_of": made_on["as_of"], "price": made_on["price"], "price_basis": "quote"}
+    async with EventWatcher(suite.env["TRADING_REDIS_URL"], "prediction_generated") as watcher:
+        # The quote the prediction was made with: cached.
+        await publish_market_update(suite, {**event, "quote": {"quote_time": quote["quote_time"]}})
+        # A later quote at the same price: the price of the moment is new data.
+        later = "2024-06-12T11:01:00+10:00"
+        await publish_market_update(suite, {**event, "quote": {"quote_time": later}})
+        refreshed = await watcher.wait_for("prediction_generated", lambda e: e["data"]["symbol"] == "CBA.AX")
+        assert refreshed["data"]["prediction_id"] != first["prediction_id"]
+        # ... and nothing more happens.
+        await asyncio.sleep(1.0)
+        assert len(watcher.of_type("prediction_generated")) == 1
+    cached = await stack.call("generate_single_prediction", symbol="CBA.AX")
+    assert cached["cached"] and cached["prediction_id"] == refreshed["data"]["prediction_id"]
+    assert cached["inputs"]["quote"]["quote_time"] == quote["quote_time"]  # what market-data served
 
 
 @pytest.mark.slow
