@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from services.domain.supervision import DEPENDENCIES, UP, overall_status, start_order
 
@@ -26,6 +27,7 @@ BAD_HEALTH = ("unhealthy", "no answer", "garbage", "down")
 FAILED_RUNS = ("failed", "blocked")
 DEFAULT_BUY_RATE_THRESHOLD = 0.7
 HELP = "↑↓/jk select  r restart  l logs  PgUp/PgDn scroll  q quit"
+SYDNEY = ZoneInfo("Australia/Sydney")  # quote times are shown in the market's time
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +78,18 @@ class SymbolRow:
     change_pct: float | None
     signal: str | None
     confidence: float | None
-    stale: bool
+    stale: bool  # market-data's daily data is stale
+    price_basis: str | None = None  # "quote" (in session) or "close", as market-data says
+    quote_time: datetime | None = None  # the intraday quote's own time, in Sydney
+    delay_s: float | None = None  # how old the quote was when fetched, as its source states
+    quote_source: str | None = None
+    quote_stale: bool = False  # the last good quote, kept while refreshes fail
+    stale_reason: str | None = None
+
+    @property
+    def marked_stale(self) -> bool:
+        """The price shown is not fresh: stale daily data, or a stale quote being the price."""
+        return self.stale or (self.quote_stale and self.price_basis == "quote")
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,6 +404,9 @@ def _symbol_rows(snapshot: Snapshot) -> tuple[SymbolRow, ...]:
         market = _obj(snapshot.market_data.get(symbol))
         prediction = latest.get(symbol, {})
         signal = _text(prediction, "signal")
+        quote = _obj(market.get("quote"))
+        quote_time = _time(quote, "quote_time")
+        delay_s = _num(quote, "delay_s")
         rows.append(
             SymbolRow(
                 symbol=clean(symbol),
@@ -399,6 +415,12 @@ def _symbol_rows(snapshot: Snapshot) -> tuple[SymbolRow, ...]:
                 signal=signal.upper() if signal else None,
                 confidence=_num(prediction, "confidence"),
                 stale=market.get("stale") is True,
+                price_basis=_text(market, "price_basis"),
+                quote_time=quote_time.astimezone(SYDNEY) if quote_time else None,
+                delay_s=delay_s if delay_s is not None and delay_s >= 0 else None,
+                quote_source=_text(quote, "source"),
+                quote_stale=quote.get("stale") is True,
+                stale_reason=_text(quote, "stale_reason"),
             )
         )
     return tuple(rows)
@@ -596,6 +618,17 @@ def human_seconds(value: float | None) -> str:
     return f"{value // 86400}d{value % 86400 // 3600:02d}h"
 
 
+def delay_text(delay_s: float | None) -> str:
+    """A quote's delay in a few characters: "20m", "45s", "live" (under a second), "" unknown."""
+    if delay_s is None:
+        return ""
+    if delay_s < 1:
+        return "live"
+    if delay_s < 60:
+        return f"{int(delay_s)}s"
+    return f"{round(delay_s / 60)}m"
+
+
 def human_bytes(value: float | None) -> str:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
         return "-"
@@ -719,18 +752,53 @@ SYMBOL_COLUMNS = (
     ("SIGNAL", 6, ">"),
     ("CONF", 4, ">"),
 )
+QUOTE_WIDTH = 11  # "11:05 STALE", "11:05 20m", "close"
+SYMBOL_TABLE_WIDTH = sum(w for _, w, _ in SYMBOL_COLUMNS) + len(SYMBOL_COLUMNS) + QUOTE_WIDTH  # 50
+MIN_SYMBOL_NOTE = 12
 
 
-def symbol_lines(view: DashboardView) -> list[Line]:
-    lines = [Line(columns(SYMBOL_COLUMNS), "head")]
+def quote_cell(row: SymbolRow) -> str:
+    """When the price is from: the quote's Sydney time and its delay, or "close"; STALE when so."""
+    mark = " STALE" if row.quote_stale else ""
+    if row.price_basis == "close":
+        return "close" + mark
+    if row.quote_time is None:
+        return "-"
+    return f"{row.quote_time.strftime('%H:%M')}{mark or ' ' + delay_text(row.delay_s)}".rstrip()
+
+
+def symbol_note(row: SymbolRow) -> str:
+    """The longer story of the row's price, for a wide table (a stale quote: why; QUOTE says STALE)."""
+    if row.quote_stale:
+        return row.stale_reason or "no fresh quote"
+    last = f"last quote {row.quote_time.strftime('%H:%M')}" if row.quote_time else ""
+    if row.price_basis == "close":
+        return f"last close{'; ' + last if last else ''}"
+    if row.quote_time is None:
+        return ""
+    delay = delay_text(row.delay_s)
+    how = "real-time" if delay == "live" else (f"{delay} delayed" if delay else "delay unknown")
+    return f"{row.quote_source or 'quote'} {how}"
+
+
+def symbol_lines(view: DashboardView, width: int = SYMBOL_TABLE_WIDTH) -> list[Line]:
+    """The symbols table in `width` columns: the QUOTE column (cut on narrow screens), and a NOTE
+    column (a stale quote's reason, the source and its delay) when there is room."""
+    quote_width = min(QUOTE_WIDTH, width - SYMBOL_TABLE_WIDTH + QUOTE_WIDTH)
+    layout = [*SYMBOL_COLUMNS] + ([("QUOTE", quote_width, "<")] if quote_width >= 5 else [])
+    note_width = width - SYMBOL_TABLE_WIDTH - 1
+    if note_width >= MIN_SYMBOL_NOTE:
+        layout.append(("NOTE", note_width, "<"))
+    lines = [Line(columns(layout), "head")]
     for row in view.symbols:
-        price = "-" if row.price is None else f"{row.price:,.2f}" + ("*" if row.stale else "")
+        price = "-" if row.price is None else f"{row.price:,.2f}" + ("*" if row.marked_stale else "")
         change = "-" if row.change_pct is None else f"{row.change_pct:+.2f}%"
         cells = [row.symbol, price, change, row.signal or "-", pct(row.confidence, 0)]
+        cells += [quote_cell(row), symbol_note(row)]
         tag = {"BUY": "ok", "SELL": "bad"}.get(row.signal or "", "text")
-        lines.append(
-            Line(columns([(c, w, a) for c, (_, w, a) in zip(cells, SYMBOL_COLUMNS, strict=True)]), tag)
-        )
+        if row.quote_stale and tag == "text":
+            tag = "warn"
+        lines.append(Line(columns([(c, w, a) for c, (_, w, a) in zip(cells, layout, strict=False)]), tag))
     if not view.symbols:
         lines.append(Line(f"no symbols ({view.missing.get('predictions', 'none configured')})", "warn"))
     lines.append(buy_rate_line(view))
@@ -820,9 +888,11 @@ def alert_lines(view: DashboardView, limit: int, width: int) -> list[Line]:
     return lines
 
 
-def side_by_side(left: list[Line], right: list[Line], width: int) -> list[Line]:
-    """Two columns split by a bar; a line takes the worse tag of its halves."""
-    left_width = (width - 3) // 2
+def side_by_side(
+    left: list[Line], right: list[Line], width: int, left_width: int | None = None
+) -> list[Line]:
+    """Two columns split by a bar (halves unless `left_width`); a line takes the worse tag of its halves."""
+    left_width = (width - 3) // 2 if left_width is None else left_width
     right_width = width - 3 - left_width
     rank = {"bad": 3, "warn": 2, "ok": 1}
     out = []
@@ -839,12 +909,7 @@ def render_lines(
 ) -> list[Line]:
     """The frame as lines no wider than `width` columns (two columns side by side from 80)."""
     width = max(width, 40)
-    business_left = symbol_lines(view)
-    business_right = portfolio_lines(view, room=max(len(business_left) - 2, 5)) + sentiment_lines(view)
-    if width >= 76:
-        business = side_by_side(business_left, business_right, width)
-    else:
-        business = [*business_left, *business_right]
+    business = business_lines(view, width)
     lines = [
         title_line(view),
         *service_lines(view, width, selected),
@@ -854,6 +919,24 @@ def render_lines(
         *alert_lines(view, alerts, width),
     ]
     return [Line(fit(line.text, width).rstrip(), line.tag, line.selected) for line in lines]
+
+
+RIGHT_MIN_WIDTH = 38  # the portfolio and sentiment lines
+
+
+def business_lines(view: DashboardView, width: int) -> list[Line]:
+    """Symbols beside portfolio and sentiment when both fit (the symbols take the extra width, for
+    their NOTE column); from 76 columns the symbols above, portfolio beside sentiment; else stacked."""
+    right_width = max(RIGHT_MIN_WIDTH, (width - 3) // 3)
+    if width - 3 - right_width >= SYMBOL_TABLE_WIDTH:
+        symbols = symbol_lines(view, width - 3 - right_width)
+        right = portfolio_lines(view, room=max(len(symbols) - 2, 5)) + sentiment_lines(view)
+        return side_by_side(symbols, right, width, width - 3 - right_width)
+    symbols = symbol_lines(view, width)
+    portfolio = portfolio_lines(view, room=max(len(symbols) - 2, 5))
+    if width >= 76:
+        return [*symbols, *side_by_side(portfolio, sentiment_lines(view), width)]
+    return [*symbols, *portfolio, *sentiment_lines(view)]
 
 
 def render_text(view: DashboardView, width: int = 80) -> str:

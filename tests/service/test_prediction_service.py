@@ -27,8 +27,8 @@ from services.domain.signals import SignalConfig, decide
 from services.prediction.prediction_service import (
     Gathered,
     needs_refresh,
-    prediction_document,
     normalise_symbols,
+    prediction_document,
     read_inputs,
     technical_from_market,
 )

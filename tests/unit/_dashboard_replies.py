@@ -475,6 +475,26 @@ RECORDED = {
             "cached": True,
             "stale": False,
             "quality": {"score": 1.0, "reasons": []},
+            # After the close the price is the last daily close; the day's last quote is kept.
+            "price_basis": "close",
+            "quote": {
+                "symbol": "CBA.AX",
+                "price": 140.12,
+                "bid": None,
+                "ask": None,
+                "day_open": 139.7,
+                "day_high": 140.55,
+                "day_low": 139.21,
+                "volume": 1843200,
+                "previous_close": 139.674,
+                "change": 0.446,
+                "change_pct": 0.3193,
+                "quote_time": "2026-11-24T05:00:00+00:00",
+                "delay_s": 0.0,
+                "source": "synthetic",
+                "stale": False,
+                "stale_reason": None,
+            },
         }
     },
 }

@@ -303,6 +303,98 @@ def test_selected_row_and_narrow_terminals():
     assert "NOTE" not in lines_of(view, 80)[1]
 
 
+# ---- quotes: the price of the moment, its time and delay -----------------------------------------
+
+IN_SESSION = datetime(2026, 11, 24, 11, 30, tzinfo=SYDNEY)
+
+
+def quote_reply(symbol: str, price: float, at: str, **changes) -> dict:
+    quote = {"symbol": symbol, "price": price, "bid": None, "ask": None, "previous_close": price - 0.5,
+             "change": 0.5, "change_pct": 0.4, "quote_time": at, "delay_s": 1200.0, "source": "yfinance",
+             "stale": False, "stale_reason": None}  # fmt: skip
+    quote.update(changes)
+    return {"symbol": symbol, "price": price, "change": 0.5, "change_pct": 0.4, "price_basis": "quote",
+            "as_of": "2026-11-23T16:10:00+11:00", "source": "yfinance", "stale": False, "quote": quote}  # fmt: skip
+
+
+def in_session_market_data() -> dict:
+    return {
+        # 00:05 UTC is 11:05 in Sydney (daylight time): shown in the market's time.
+        "CBA.AX": quote_reply("CBA.AX", 140.5, "2026-11-24T00:05:00+00:00"),
+        "WBC.AX": quote_reply(
+            "WBC.AX", 28.9, "2026-11-24T10:50:00+11:00", stale=True, stale_reason="yfinance: no intraday data"
+        ),
+        "ANZ.AX": quote_reply("ANZ.AX", 31.7, "2026-11-24T11:29:00+11:00", delay_s=0.0, source="ig"),
+        # NAB: no reply from market-data: the prediction's price, no quote.
+    }
+
+
+def test_symbol_rows_carry_the_quote_time_delay_and_staleness():
+    replies = all_healthy()
+    market_status = asx_calendar.market_status(IN_SESSION)
+    snapshot = snapshot_of(replies, market_data=in_session_market_data(), market_status=market_status)
+    view = build_view(snapshot, IN_SESSION)
+    cba, wbc, anz, nab = view.symbols
+    assert (cba.price, cba.price_basis, cba.delay_s, cba.quote_source) == (140.5, "quote", 1200.0, "yfinance")
+    assert cba.quote_time.strftime("%H:%M %Z") == "11:05 AEDT" and not cba.marked_stale
+    assert wbc.quote_stale and wbc.marked_stale and wbc.stale_reason == "yfinance: no intraday data"
+    assert (
+        anz.delay_s == 0.0
+        and nab.quote_time is None
+        and nab.price
+        == replies["predictions"]["predictions"][
+            next(i for i, p in enumerate(replies["predictions"]["predictions"]) if p["symbol"] == "NAB.AX")
+        ]["price"]
+    )
+
+    narrow = lines_of(view, 80)
+    head = next(line for line in narrow if line.startswith("SYMBOL"))
+    assert head.split() == ["SYMBOL", "PRICE", "CHG", "SIGNAL", "CONF", "QUOTE", "NOTE"]
+    rows = {line.split()[0]: line for line in narrow if line.split() and line.split()[0] in SYMBOLS}
+    assert (
+        "140.50" in rows["CBA.AX"]
+        and "11:05 20m" in rows["CBA.AX"]
+        and "yfinance 20m delayed" in rows["CBA.AX"]
+    )
+    assert "28.90*" in rows["WBC.AX"] and "10:50 STALE" in rows["WBC.AX"]
+    assert "10:50 STALE yfinance: no intraday data" in rows["WBC.AX"]  # STALE, then why
+    assert "11:29 live" in rows["ANZ.AX"] and "ig real-time" in rows["ANZ.AX"]
+    assert rows["NAB.AX"].split()[-1] == "-"  # no quote known
+    assert_fits("\n".join(narrow), 80)
+    # Beside the portfolio from 91 columns: time and delay still there, the reason when wide enough.
+    assert "10:50 STALE" in render_text(view, 91) and "no intraday" not in render_text(view, 91)
+    assert "10:50 STALE yfinance: no intraday data" in render_text(view, 140)
+    # Too narrow for the whole QUOTE column: the time is what is kept.
+    assert "140.50  +0.40%   SELL  15% 11:05" in lines_of(view, 56)[10]
+    for width in (40, 56, 80, 91, 120, 160):
+        assert_fits("\n".join(lines_of(view, width)), width)
+
+
+def test_after_the_close_the_price_is_the_close_and_says_so():
+    view = build_view(snapshot_of(all_healthy()), NOW)  # the recording: post-market
+    cba = view.symbols[0]
+    assert (cba.price, cba.price_basis) == (139.674, "close")  # the close, not the day's last quote
+    row = next(line for line in lines_of(view, 80) if line.startswith("CBA.AX"))
+    assert "139.67" in row and " close " in row and "last close; last quote 16:00" in row
+
+
+def test_a_stale_quote_after_the_close_is_marked_but_the_close_is_not():
+    replies = all_healthy()
+    replies["market_data"]["CBA.AX"]["quote"].update(stale=True, stale_reason="source down")
+    cba = build_view(snapshot_of(replies), NOW).symbols[0]
+    assert cba.quote_stale and not cba.marked_stale  # the price shown is the close: not stale
+    row = next(line for line in lines_of(build_view(snapshot_of(replies), NOW), 80) if line.startswith("CBA"))
+    assert "close STALE source down" in row and "139.67 " in row
+
+
+@pytest.mark.parametrize(
+    ("delay_s", "text"),
+    [(None, ""), (0.0, "live"), (0.4, "live"), (15.0, "15s"), (60.0, "1m"), (1200.0, "20m"), (1230.0, "20m")],
+)
+def test_delay_text(delay_s, text):
+    assert dashboard_view.delay_text(delay_s) == text
+
+
 # ---- bad replies never crash the view ----------------------------------------------------------------
 
 GARBAGE_ROWS = [
@@ -318,6 +410,17 @@ GARBAGE_ROWS = [
         }
     },
     {"market_data": {"CBA.AX": {"price": "1e6", "change_pct": None}}},
+    {
+        "market_data": {
+            "CBA.AX": {"price": 1.0, "price_basis": 7, "quote": {"quote_time": "11:05", "delay_s": -5}}
+        }
+    },
+    {
+        "market_data": {
+            "CBA.AX": {"quote": {"quote_time": "2026-11-24T11:05:00", "stale": "yes", "source": 3}}
+        }
+    },
+    {"market_data": {"CBA.AX": {"quote": {"stale": True, "stale_reason": "\x1b[2Jgone\n"}}}},
     {"portfolio": {"equity": "lots"}, "positions": {"positions": [{"symbol": None}, 7]}},
     {"portfolio": {"equity": 1.0, "open_positions": 2.5}, "positions": "none"},
     {"big4": {"score": True, "banks": [1]}},
