@@ -752,19 +752,26 @@ SYMBOL_COLUMNS = (
     ("SIGNAL", 6, ">"),
     ("CONF", 4, ">"),
 )
+# Beside the portfolio on an 80-column terminal: the change gives way to the quote's time and delay.
+COMPACT_SYMBOL_COLUMNS = (("SYMBOL", 7, "<"), ("PRICE", 8, ">"), ("SIG", 4, ">"), ("CONF", 4, ">"))
 QUOTE_WIDTH = 11  # "11:05 STALE", "11:05 20m", "close"
 SYMBOL_TABLE_WIDTH = sum(w for _, w, _ in SYMBOL_COLUMNS) + len(SYMBOL_COLUMNS) + QUOTE_WIDTH  # 50
 MIN_SYMBOL_NOTE = 12
 
 
-def quote_cell(row: SymbolRow) -> str:
-    """When the price is from: the quote's Sydney time and its delay, or "close"; STALE when so."""
+def quote_cell(row: SymbolRow, width: int = QUOTE_WIDTH) -> str:
+    """When the price is from: the quote's Sydney time and its delay, or "close"; STALE when so.
+    In fewer than `QUOTE_WIDTH` columns, the one word that matters most."""
     mark = " STALE" if row.quote_stale else ""
     if row.price_basis == "close":
-        return "close" + mark
-    if row.quote_time is None:
-        return "-"
-    return f"{row.quote_time.strftime('%H:%M')}{mark or ' ' + delay_text(row.delay_s)}".rstrip()
+        text = "close" + mark
+    elif row.quote_time is None:
+        text = "-"
+    else:
+        text = f"{row.quote_time.strftime('%H:%M')}{mark or ' ' + delay_text(row.delay_s)}".rstrip()
+    if len(text) <= width:
+        return text
+    return "STALE" if row.quote_stale else text.split()[0]
 
 
 def symbol_note(row: SymbolRow) -> str:
@@ -781,24 +788,33 @@ def symbol_note(row: SymbolRow) -> str:
     return f"{row.quote_source or 'quote'} {how}"
 
 
-def symbol_lines(view: DashboardView, width: int = SYMBOL_TABLE_WIDTH) -> list[Line]:
+def symbol_lines(view: DashboardView, width: int = SYMBOL_TABLE_WIDTH, compact: bool = False) -> list[Line]:
     """The symbols table in `width` columns: the QUOTE column (cut on narrow screens), and a NOTE
-    column (a stale quote's reason, the source and its delay) when there is room."""
-    quote_width = min(QUOTE_WIDTH, width - SYMBOL_TABLE_WIDTH + QUOTE_WIDTH)
-    layout = [*SYMBOL_COLUMNS] + ([("QUOTE", quote_width, "<")] if quote_width >= 5 else [])
-    note_width = width - SYMBOL_TABLE_WIDTH - 1
+    column (a stale quote's reason, the source and its delay) when there is room. `compact`: no CHG."""
+    base = COMPACT_SYMBOL_COLUMNS if compact else SYMBOL_COLUMNS
+    base_width = sum(w for _, w, _ in base) + len(base)
+    quote_width = min(QUOTE_WIDTH, width - base_width)
+    layout = [*base] + ([("QUOTE", quote_width, "<")] if quote_width >= 5 else [])
+    note_width = width - base_width - QUOTE_WIDTH - 1
     if note_width >= MIN_SYMBOL_NOTE:
         layout.append(("NOTE", note_width, "<"))
     lines = [Line(columns(layout), "head")]
     for row in view.symbols:
         price = "-" if row.price is None else f"{row.price:,.2f}" + ("*" if row.marked_stale else "")
-        change = "-" if row.change_pct is None else f"{row.change_pct:+.2f}%"
-        cells = [row.symbol, price, change, row.signal or "-", pct(row.confidence, 0)]
-        cells += [quote_cell(row), symbol_note(row)]
+        cells = {
+            "SYMBOL": row.symbol,
+            "PRICE": price,
+            "CHG": "-" if row.change_pct is None else f"{row.change_pct:+.2f}%",
+            "SIGNAL": row.signal or "-",
+            "SIG": row.signal or "-",
+            "CONF": pct(row.confidence, 0),
+            "QUOTE": quote_cell(row, quote_width),
+            "NOTE": symbol_note(row),
+        }
         tag = {"BUY": "ok", "SELL": "bad"}.get(row.signal or "", "text")
         if row.quote_stale and tag == "text":
             tag = "warn"
-        lines.append(Line(columns([(c, w, a) for c, (_, w, a) in zip(cells, layout, strict=False)]), tag))
+        lines.append(Line(columns([(cells[name], w, a) for name, w, a in layout]), tag))
     if not view.symbols:
         lines.append(Line(f"no symbols ({view.missing.get('predictions', 'none configured')})", "warn"))
     lines.append(buy_rate_line(view))
@@ -925,18 +941,21 @@ RIGHT_MIN_WIDTH = 38  # the portfolio and sentiment lines
 
 
 def business_lines(view: DashboardView, width: int) -> list[Line]:
-    """Symbols beside portfolio and sentiment when both fit (the symbols take the extra width, for
-    their NOTE column); from 76 columns the symbols above, portfolio beside sentiment; else stacked."""
+    """Symbols beside portfolio and sentiment (from 91 columns the symbols take the extra width,
+    for their CHG and NOTE columns; from 76 a compact table without CHG); else stacked."""
     right_width = max(RIGHT_MIN_WIDTH, (width - 3) // 3)
     if width - 3 - right_width >= SYMBOL_TABLE_WIDTH:
-        symbols = symbol_lines(view, width - 3 - right_width)
-        right = portfolio_lines(view, room=max(len(symbols) - 2, 5)) + sentiment_lines(view)
-        return side_by_side(symbols, right, width, width - 3 - right_width)
-    symbols = symbol_lines(view, width)
-    portfolio = portfolio_lines(view, room=max(len(symbols) - 2, 5))
-    if width >= 76:
-        return [*symbols, *side_by_side(portfolio, sentiment_lines(view), width)]
-    return [*symbols, *portfolio, *sentiment_lines(view)]
+        left_width = width - 3 - right_width
+        symbols = symbol_lines(view, left_width)
+    elif width >= 76:
+        left_width = (width - 3) // 2
+        symbols = symbol_lines(view, left_width, compact=True)
+    else:
+        symbols = symbol_lines(view, width)
+        portfolio = portfolio_lines(view, room=max(len(symbols) - 2, 5))
+        return [*symbols, *portfolio, *sentiment_lines(view)]
+    right = portfolio_lines(view, room=max(len(symbols) - 2, 5)) + sentiment_lines(view)
+    return side_by_side(symbols, right, width, left_width)
 
 
 def render_text(view: DashboardView, width: int = 80) -> str:

@@ -347,26 +347,25 @@ def test_symbol_rows_carry_the_quote_time_delay_and_staleness():
         ]["price"]
     )
 
+    # 80 columns, beside the portfolio: the quote's time and delay take the change's place.
     narrow = lines_of(view, 80)
     head = next(line for line in narrow if line.startswith("SYMBOL"))
-    assert head.split() == ["SYMBOL", "PRICE", "CHG", "SIGNAL", "CONF", "QUOTE", "NOTE"]
+    assert head.split()[:5] == ["SYMBOL", "PRICE", "SIG", "CONF", "QUOTE"]
     rows = {line.split()[0]: line for line in narrow if line.split() and line.split()[0] in SYMBOLS}
-    assert (
-        "140.50" in rows["CBA.AX"]
-        and "11:05 20m" in rows["CBA.AX"]
-        and "yfinance 20m delayed" in rows["CBA.AX"]
-    )
-    assert "28.90*" in rows["WBC.AX"] and "10:50 STALE" in rows["WBC.AX"]
-    assert "10:50 STALE yfinance: no intraday data" in rows["WBC.AX"]  # STALE, then why
-    assert "11:29 live" in rows["ANZ.AX"] and "ig real-time" in rows["ANZ.AX"]
-    assert rows["NAB.AX"].split()[-1] == "-"  # no quote known
+    assert "140.50 SELL  15% 11:05 20m " in rows["CBA.AX"]
+    assert "28.90* HOLD  25% 10:50 STALE " in rows["WBC.AX"]  # * : the price is the stale quote
+    assert "11:29 live " in rows["ANZ.AX"]
+    assert "18% - " in rows["NAB.AX"]  # no quote known
     assert_fits("\n".join(narrow), 80)
-    # Beside the portfolio from 91 columns: time and delay still there, the reason when wide enough.
-    assert "10:50 STALE" in render_text(view, 91) and "no intraday" not in render_text(view, 91)
-    assert "10:50 STALE yfinance: no intraday data" in render_text(view, 140)
-    # Too narrow for the whole QUOTE column: the time is what is kept.
-    assert "140.50  +0.40%   SELL  15% 11:05" in lines_of(view, 56)[10]
-    for width in (40, 56, 80, 91, 120, 160):
+    # From 91 columns the change is back; from 104 a NOTE says the source, its delay, why STALE.
+    assert "+0.40%   SELL  15% 11:05 20m" in render_text(view, 91)
+    assert "no intraday" not in render_text(view, 91)
+    wide = render_text(view, 140)
+    assert "10:50 STALE yfinance: no intraday data" in wide
+    assert "11:05 20m   yfinance 20m delayed" in wide and "11:29 live  ig real-time" in wide
+    # Stacked on a narrow terminal, too narrow for the whole QUOTE column: the time is kept.
+    assert "140.50  +0.40%   SELL  15% 11:05" in lines_of(view, 44)[10]
+    for width in (40, 44, 56, 76, 80, 91, 104, 120, 160):
         assert_fits("\n".join(lines_of(view, width)), width)
 
 
@@ -374,7 +373,8 @@ def test_after_the_close_the_price_is_the_close_and_says_so():
     view = build_view(snapshot_of(all_healthy()), NOW)  # the recording: post-market
     cba = view.symbols[0]
     assert (cba.price, cba.price_basis) == (139.674, "close")  # the close, not the day's last quote
-    row = next(line for line in lines_of(view, 80) if line.startswith("CBA.AX"))
+    assert "139.67 SELL  15% close " in next(line for line in lines_of(view, 80) if line.startswith("CBA"))
+    row = next(line for line in lines_of(view, 140) if line.startswith("CBA.AX"))
     assert "139.67" in row and " close " in row and "last close; last quote 16:00" in row
 
 
@@ -383,7 +383,9 @@ def test_a_stale_quote_after_the_close_is_marked_but_the_close_is_not():
     replies["market_data"]["CBA.AX"]["quote"].update(stale=True, stale_reason="source down")
     cba = build_view(snapshot_of(replies), NOW).symbols[0]
     assert cba.quote_stale and not cba.marked_stale  # the price shown is the close: not stale
-    row = next(line for line in lines_of(build_view(snapshot_of(replies), NOW), 80) if line.startswith("CBA"))
+    row = next(
+        line for line in lines_of(build_view(snapshot_of(replies), NOW), 140) if line.startswith("CBA")
+    )
     assert "close STALE source down" in row and "139.67 " in row
 
 
