@@ -6,10 +6,12 @@ TRADING_MARKET_DATA_SOURCE and TRADING_MARKET_DATA_DIR are not knobs but contrac
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
 from services.base.knobs import knob
+from services.clients.ig_epics import parse_epic_overrides
 from services.domain import indicators
 
 
@@ -29,6 +31,22 @@ class MarketDataKnobs:
     yf_attempts: int = knob(3, low=1, high=10, doc="yfinance tries per fetch")
     quote_s: float = knob(
         60.0, low=1.0, high=3600.0, doc="seconds between quote refreshes while the market is open"
+    )
+    ig_quotes: bool = knob(
+        True, doc="quotes from IG Markets when its credentials are set and the source is auto or yfinance"
+    )
+    ig_epics: Mapping[str, str] = knob(
+        {},
+        parse=parse_epic_overrides,
+        env="TRADING_PAPER_TRADING_IG_EPICS",  # one mapping for every service that talks to IG
+        doc="SYMBOL=EPIC,... over the default epic of each symbol (shared with paper-trading)",
+    )
+    ig_timeout_s: float = knob(5.0, low=0.1, high=60.0, doc="one IG request")
+    ig_retry_s: float = knob(
+        60.0,
+        low=0.0,
+        high=3600.0,
+        doc="after IG failed as a whole (down, 5xx, rate limited), ask again after this",
     )
     rsi_period: int = knob(14, low=2, high=200, doc="RSI bars")
     bollinger_period: int = knob(20, low=2, high=200, doc="Bollinger band bars")
