@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+# Read by paper-trading's knobs (its `ig_epics`) and by market-data through `epic_overrides`: one
+# variable, one knob (the knob reader gives each variable to one service's dataclass).
+IG_EPICS_VARIABLE = "TRADING_PAPER_TRADING_IG_EPICS"
+
 
 def default_epic(symbol: str) -> str:
     """IG epic for an ASX share CFD, in the form third-party ASX projects use (not official)."""
@@ -31,3 +35,11 @@ def epics_for(symbols: Iterable[str], overrides: Mapping[str, str]) -> dict[str,
     """The IG epic of each symbol: its default epic unless TRADING_PAPER_TRADING_IG_EPICS names one
     (an override may also name a symbol outside `symbols`, e.g. the index)."""
     return {s: default_epic(s) for s in symbols} | dict(overrides)
+
+
+def epic_overrides(environ: Mapping[str, str]) -> Mapping[str, str]:
+    """TRADING_PAPER_TRADING_IG_EPICS from `environ`; ValueError naming the variable when malformed."""
+    try:
+        return parse_epic_overrides(environ.get(IG_EPICS_VARIABLE, ""))
+    except ValueError as exc:
+        raise ValueError(f"{IG_EPICS_VARIABLE}: {exc}") from None

@@ -6,12 +6,10 @@ TRADING_MARKET_DATA_SOURCE and TRADING_MARKET_DATA_DIR are not knobs but contrac
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
 from services.base.knobs import knob
-from services.clients.ig_epics import parse_epic_overrides
 from services.domain import indicators
 
 
@@ -34,12 +32,6 @@ class MarketDataKnobs:
     )
     ig_quotes: bool = knob(
         True, doc="quotes from IG Markets when its credentials are set and the source is auto or yfinance"
-    )
-    ig_epics: Mapping[str, str] = knob(
-        {},
-        parse=parse_epic_overrides,
-        env="TRADING_PAPER_TRADING_IG_EPICS",  # one mapping for every service that talks to IG
-        doc="SYMBOL=EPIC,... over the default epic of each symbol (shared with paper-trading)",
     )
     ig_timeout_s: float = knob(5.0, low=0.1, high=60.0, doc="one IG request")
     ig_retry_s: float = knob(

@@ -30,6 +30,7 @@ from datetime import date, datetime
 
 from services.base import (
     BaseService,
+    ConfigError,
     DependencyUnavailable,
     InvalidParams,
     NotFound,
@@ -40,7 +41,7 @@ from services.base import (
 )
 from services.base.knobs import read_knobs
 from services.clients.ig_client import IgClient, IgCredentials
-from services.clients.ig_epics import epics_for
+from services.clients.ig_epics import epic_overrides, epics_for
 from services.clients.ig_prices import IgQuoteSource
 from services.domain import asx_calendar, data_quality, indicators, market_context
 from services.domain.bars import SYDNEY, bar_to_dict, bar_visible_from, last_visible_date
@@ -94,6 +95,10 @@ class MarketDataService(BaseService):
     async def on_start(self) -> None:
         env = self.settings
         self.knobs = read_knobs(MarketDataKnobs, env.environ)
+        try:  # paper-trading's knob (one variable has one knob), read here too: one epic mapping
+            self.ig_epic_overrides = epic_overrides(env.environ)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self.context_params = market_context.ContextParams()
         self.index = normalise_symbol(env.market_index)
         self.cache: dict[str, CacheEntry] = {}
@@ -164,7 +169,7 @@ class MarketDataService(BaseService):
         assert credentials is not None
         # No backoff inside a quote refresh: a rate-limited IG falls back at once and is held back.
         self._ig_client = IgClient(credentials, timeout_s=self.knobs.ig_timeout_s, rate_limit_retries=0)
-        epics = epics_for(self.settings.symbols, self.knobs.ig_epics)
+        epics = epics_for(self.settings.symbols, self.ig_epic_overrides)
         return IgFirstSource(IgQuoteSource(self._ig_client, epics), fallback, retry_s=self.knobs.ig_retry_s)
 
     def _ig_health(self) -> dict:

@@ -155,12 +155,17 @@ async def test_ig_5xx_falls_back_labelled_and_holds_ig_back(suite, processes, cl
 async def test_ig_is_skipped_cleanly_on_a_replayed_clock_and_not_used_for_synthetic(suite, processes, client):
     with FakeIg() as ig:
         serve_cba(ig)
-        replay = ig_env(ig, TRADING_CLOCK_START="2024-06-12T11:00:00+10:00")
+        replay = ig_env(
+            ig,
+            TRADING_CLOCK_START="2024-06-12T11:00:00+10:00",
+            TRADING_PAPER_TRADING_IG_EPICS="^AXJO=IX.D.ASX.IFT.IP",  # the shared mapping, read here too
+        )
         service = processes.start("market-data", suite, extra_env=replay)
         quote = await client.call_service("market-data", "get_quote", symbol="CBA.AX")
         assert (quote["source"], quote["fallback_reason"]) == ("synthetic", None)
         health = ig_health(service)
         assert health["used"] is True and health["last_failure"] is None and health["ig_not_live_skips"] >= 1
+        assert health["no_epic"] == []  # the index has its epic from TRADING_PAPER_TRADING_IG_EPICS
         assert not [p for p in ig.paths() if not p.startswith("POST /session")]
         assert service.stop() == 0
 
@@ -168,3 +173,9 @@ async def test_ig_is_skipped_cleanly_on_a_replayed_clock_and_not_used_for_synthe
         service = processes.start("market-data", suite, extra_env=synthetic)
         assert ig_health(service) == {"used": False, "why_not": "TRADING_MARKET_DATA_SOURCE is synthetic"}
         assert service.stop() == 0
+
+        bad = processes.service(
+            "market-data", suite, extra_env=ig_env(ig, TRADING_PAPER_TRADING_IG_EPICS="CBA.AX")
+        )
+        assert bad.start(wait=False).wait_exit() == 2
+        assert "TRADING_PAPER_TRADING_IG_EPICS: 'CBA.AX' is not SYMBOL=EPIC" in bad.output()
