@@ -31,6 +31,8 @@ from urllib.parse import quote
 
 import httpx
 
+from services.clients.ig_epics import default_epic
+
 log = logging.getLogger("ig_client")
 # httpcore's DEBUG trace prints raw response headers, and IG's carry the CST and
 # X-SECURITY-TOKEN session secrets: never let that trace run in a process using this client.
@@ -573,11 +575,6 @@ def _path_segment(value: str) -> str:
     if not value:
         raise ValueError("an empty epic")
     return quote(value, safe="")
-
-
-def default_epic(symbol: str) -> str:
-    """IG epic for an ASX share CFD, in the form third-party ASX projects use (not official)."""
-    return f"AA.D.{symbol.split('.')[0].upper()}.CASH.IP"
 
 
 def net_ig_sizes(ig_positions: list[Mapping[str, Any]]) -> dict[str, float]:

@@ -183,6 +183,10 @@ class IgQuoteSource:
         """IG's historical-price allowance as its last /prices answer stated it."""
         return self._client.historical_allowance
 
+    def delay_s_of(self, symbol: str) -> float:
+        """The delay the symbol's last snapshot stated (0 before its first quote, or without an epic)."""
+        return self._delay_s.get(self._epics.get(symbol, ""), 0.0)
+
     def epic(self, symbol: str) -> str:
         """The IG epic of `symbol`; NoEpic when none is configured."""
         epic = self._epics.get(symbol)

@@ -245,6 +245,8 @@ class Quote:
     source: str
     stale: bool = False
     stale_reason: str | None = None
+    # Served by the next source because the first one could not price it (e.g. "ig server_error")
+    fallback_reason: str | None = None
 
     def __post_init__(self) -> None:
         _require_aware(self.quote_time, "quote_time")
@@ -276,6 +278,7 @@ class Quote:
             "source": self.source,
             "stale": self.stale,
             "stale_reason": self.stale_reason,
+            "fallback_reason": self.fallback_reason,
         }
 
 

@@ -30,6 +30,16 @@ class MarketDataKnobs:
     quote_s: float = knob(
         60.0, low=1.0, high=3600.0, doc="seconds between quote refreshes while the market is open"
     )
+    ig_quotes: bool = knob(
+        True, doc="quotes from IG Markets when its credentials are set and the source is auto or yfinance"
+    )
+    ig_timeout_s: float = knob(5.0, low=0.1, high=60.0, doc="one IG request")
+    ig_retry_s: float = knob(
+        60.0,
+        low=0.0,
+        high=3600.0,
+        doc="after IG failed as a whole (down, 5xx, rate limited), ask again after this",
+    )
     rsi_period: int = knob(14, low=2, high=200, doc="RSI bars")
     bollinger_period: int = knob(20, low=2, high=200, doc="Bollinger band bars")
 

@@ -30,6 +30,7 @@ from datetime import date, datetime
 
 from services.base import (
     BaseService,
+    ConfigError,
     DependencyUnavailable,
     InvalidParams,
     NotFound,
@@ -39,11 +40,15 @@ from services.base import (
     run_service,
 )
 from services.base.knobs import read_knobs
+from services.clients.ig_client import IgClient, IgCredentials
+from services.clients.ig_epics import epic_overrides, epics_for
+from services.clients.ig_prices import IgQuoteSource
 from services.domain import asx_calendar, data_quality, indicators, market_context
 from services.domain.bars import SYDNEY, bar_to_dict, bar_visible_from, last_visible_date
 from services.domain.intraday import INTERVALS, NoIntradayData, Quote
 from services.domain.price_history import normalise_symbol
 from services.market_data import intraday_sources, providers
+from services.market_data.ig_first_source import IgFirstSource, served_bars
 from services.market_data.market_data_knobs import MarketDataKnobs
 from services.market_data.quote_book import QuoteBook, in_refresh_window, next_quote_refresh, price_view
 
@@ -90,6 +95,10 @@ class MarketDataService(BaseService):
     async def on_start(self) -> None:
         env = self.settings
         self.knobs = read_knobs(MarketDataKnobs, env.environ)
+        try:  # paper-trading's knob (one variable has one knob), read here too: one epic mapping
+            self.ig_epic_overrides = epic_overrides(env.environ)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self.context_params = market_context.ContextParams()
         self.index = normalise_symbol(env.market_index)
         self.cache: dict[str, CacheEntry] = {}
@@ -115,6 +124,15 @@ class MarketDataService(BaseService):
             timeout_s=self.knobs.yf_timeout_s,
             attempts=self.knobs.yf_attempts,
         )
+        self._ig_client: IgClient | None = None
+        self.ig_skipped = self._ig_skipped_because()
+        if self.ig_skipped is None:
+            self.quote_source = self._ig_first(self.quote_source)
+        self.log.info(
+            "quote source: %s%s",
+            self.quote_source.name,
+            f" (IG not used: {self.ig_skipped})" if self.ig_skipped else f" ({self.quote_source!r})",
+        )
         self.quotes = QuoteBook()
         self.counters.update(quote_refreshes=0, quote_failures=0)
         self._quote_task: asyncio.Task | None = None
@@ -124,6 +142,40 @@ class MarketDataService(BaseService):
         self._quote_loop.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._quote_loop
+        if self._ig_client is not None:
+            await self._ig_client.aclose()
+
+    # ---- IG Markets -----------------------------------------------------------------------------
+
+    def _ig_setting(self, name: str) -> str | None:
+        return self.settings.secret(name) or self.settings.environ.get(name)
+
+    def _ig_credentials(self) -> IgCredentials | None:
+        return IgCredentials.from_lookup(self._ig_setting, self.settings.ig_base_url)
+
+    def _ig_skipped_because(self) -> str | None:
+        """Why quotes do not come from IG, or None when they do."""
+        if self._ig_credentials() is None:
+            return "not configured (IG_API_KEY, IG_USERNAME, IG_PASSWORD)"
+        if not self.knobs.ig_quotes:
+            return "TRADING_MARKET_DATA_IG_QUOTES is false"
+        if self.settings.market_data_source not in ("auto", "yfinance"):
+            # csv and synthetic are chosen for data that is not the live market's (replays, tests)
+            return f"TRADING_MARKET_DATA_SOURCE is {self.settings.market_data_source}"
+        return None
+
+    def _ig_first(self, fallback: intraday_sources.QuoteSource) -> IgFirstSource:
+        credentials = self._ig_credentials()
+        assert credentials is not None
+        # No backoff inside a quote refresh: a rate-limited IG falls back at once and is held back.
+        self._ig_client = IgClient(credentials, timeout_s=self.knobs.ig_timeout_s, rate_limit_retries=0)
+        epics = epics_for(self.settings.symbols, self.ig_epic_overrides)
+        return IgFirstSource(IgQuoteSource(self._ig_client, epics), fallback, retry_s=self.knobs.ig_retry_s)
+
+    def _ig_health(self) -> dict:
+        if isinstance(self.quote_source, IgFirstSource):
+            return self.quote_source.health()
+        return {"used": False, "why_not": self.ig_skipped}
 
     def _universe(self) -> list[str]:
         return list(dict.fromkeys([*self.settings.symbols, self.index]))  # the index may be listed too
@@ -148,6 +200,7 @@ class MarketDataService(BaseService):
             "last_quote_refresh": _sydney_iso(self.quotes.refreshed_at),
             "stale_quotes": self.quotes.stale_symbols(),
             "quotes_discarded": dict(self.quotes.discarded),
+            "ig": self._ig_health(),
         }
         warnings = []
         if self.source.name == "synthetic":
@@ -537,7 +590,7 @@ class MarketDataService(BaseService):
         source, now = self.quote_source, self.clock.now()
         data = {"symbol": name, "source": source.name, "interval": interval}
         try:
-            bars = await source.intraday_bars(name, interval, limit, now)
+            served = await served_bars(source, name, interval, limit, now)
         except NoIntradayData as exc:
             raise NotFound(str(exc), data=data) from None
         except providers.SourceUnavailableError as exc:
@@ -546,9 +599,11 @@ class MarketDataService(BaseService):
             raise ServiceError(str(exc), data=data) from None
         return {
             **data,
-            "delay_s": source.delay_s,
+            "source": served.source,
+            "fallback_reason": served.fallback_reason,
+            "delay_s": served.delay_s,
             "as_of": _sydney_iso(now),
-            "bars": [bar.to_dict() for bar in bars],
+            "bars": [bar.to_dict() for bar in served.bars],
         }
 
 

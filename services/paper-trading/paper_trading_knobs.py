@@ -12,18 +12,8 @@ from decimal import Decimal
 from typing import ClassVar
 
 from services.base.knobs import knob
+from services.clients.ig_epics import parse_epic_overrides
 from services.domain import risk
-
-
-def parse_epic_overrides(text: str) -> Mapping[str, str]:
-    """`CBA.AX=AA.D.CBA.CASH.IP,...`: IG epic by symbol (upper-cased)."""
-    epics: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        symbol, sep, epic = item.partition("=")
-        if not sep or not symbol.strip() or not epic.strip():
-            raise ValueError(f"{item!r} is not SYMBOL=EPIC")
-        epics[symbol.strip().upper()] = epic.strip()
-    return epics
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from decimal import Decimal
@@ -40,6 +40,7 @@ from services.base import (
 )
 from services.base.knobs import read_knobs
 from services.clients import ig_client
+from services.clients.ig_epics import epics_for
 from services.domain import asx_calendar, performance, risk
 from services.domain.portfolio import (
     ZERO,
@@ -64,11 +65,6 @@ MAX_HISTORY = 1000
 def market_is_open(now: datetime) -> bool:
     """ASX continuous trading (10:00 to the close, Sydney time, trading days only)."""
     return asx_calendar.phase_at(now) is asx_calendar.Phase.OPEN
-
-
-def epics_for(symbols: tuple[str, ...], overrides: Mapping[str, str]) -> dict[str, str]:
-    """The IG epic of each symbol: its default epic unless TRADING_PAPER_TRADING_IG_EPICS names one."""
-    return {s: ig_client.default_epic(s) for s in symbols} | dict(overrides)
 
 
 @dataclass(frozen=True, slots=True)

@@ -261,7 +261,7 @@ async def test_yfinance_unreachable_is_a_dependency_error(suite, processes, clie
 
 QUOTE_FIELDS = {
     "symbol", "price", "bid", "ask", "day_open", "day_high", "day_low", "volume", "previous_close",
-    "change", "change_pct", "quote_time", "delay_s", "source", "stale", "stale_reason",
+    "change", "change_pct", "quote_time", "delay_s", "source", "stale", "stale_reason", "fallback_reason",
 }  # fmt: skip
 BAR_FIELDS = {"start", "open", "high", "low", "close", "volume"}
 
