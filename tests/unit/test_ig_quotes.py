@@ -164,6 +164,7 @@ def test_a_quote_in_full():
         "source": "ig",
         "stale": False,
         "stale_reason": None,
+        "basis": "intraday",
     }
 
 
