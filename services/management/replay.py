@@ -187,9 +187,8 @@ def fill_basis_note(data_dir: Path, symbols: tuple[str, ...]) -> str:
             " known in the session, from 10:00); predictions see the previous close's bars"
         )
     others = [s for s in symbols if s not in intraday]
-    return (
-        f"orders fill at the latest intraday bar's close plus slippage for {', '.join(intraday)}"
-        + (f"; at the day's open (daily bars only) for {', '.join(others)}" if others else "")
+    return f"orders fill at the latest intraday bar's close plus slippage for {', '.join(intraday)}" + (
+        f"; at the day's open (daily bars only) for {', '.join(others)}" if others else ""
     )
 
 

@@ -143,7 +143,11 @@ async def test_csv_with_daily_bars_only_quotes_the_days_open_from_10(tmp_path):
         assert quote.quote_time == syd(2024, 6, 14, 10)
     closed = await source.quote("NAB.AX", syd(2024, 6, 14, 16, 10))  # the day's bar is final
     assert (closed.basis, closed.price, closed.day_high, closed.day_low, closed.volume) == (
-        "daily_close", today.close, today.high, today.low, today.volume
+        "daily_close",
+        today.close,
+        today.high,
+        today.low,
+        today.volume,
     )
     assert closed.quote_time == syd(2024, 6, 14, 16)
     with pytest.raises(NoIntradayData, match="weekend"):
