@@ -223,6 +223,9 @@ class QuoteDiscard(StrEnum):
     NON_POSITIVE_PRICE = "non_positive_price"
 
 
+QUOTE_BASES = ("intraday", "daily_open", "daily_close")
+
+
 class NoIntradayData(ValueError):
     """No visible intraday bar to build a quote from (before the first bar of the day, a holiday)."""
 
@@ -247,9 +250,15 @@ class Quote:
     stale_reason: str | None = None
     # Served by the next source because the first one could not price it (e.g. "ig server_error")
     fallback_reason: str | None = None
+    # What the price is: "intraday" (a live quote or intraday bars), "daily_open" (daily bars
+    # only, during the session: the day's open, known from 10:00) or "daily_close" (daily bars
+    # only, once the day's bar is final at 16:10). See QUOTE_BASES.
+    basis: str = "intraday"
 
     def __post_init__(self) -> None:
         _require_aware(self.quote_time, "quote_time")
+        if self.basis not in QUOTE_BASES:
+            raise ValueError(f"unknown quote basis {self.basis!r}: expected one of {', '.join(QUOTE_BASES)}")
 
     def as_stale(self, reason: str) -> Quote:
         """This quote kept as the last good one, marked stale with why no newer one came."""
@@ -279,6 +288,7 @@ class Quote:
             "stale": self.stale,
             "stale_reason": self.stale_reason,
             "fallback_reason": self.fallback_reason,
+            "basis": self.basis,
         }
 
 

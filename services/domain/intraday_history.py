@@ -21,21 +21,25 @@ import csv
 import io
 import math
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from services.domain.asx_calendar import OPEN_TIME, holiday_name, is_trading_day
+from services.domain.bars import Bar, bar_visible_from
 from services.domain.intraday import (
     CloseTimeOf,
     IntradayBar,
     NoIntradayData,
     Quote,
     interval_seconds,
+    price_change,
     quote_from_bars,
     regular_close,
     resample,
+    session_close_at,
     session_day,
+    session_open_at,
     visible_from,
     visible_intraday,
 )
@@ -225,4 +229,69 @@ def before_first_bar_reason(symbol: str, day: date, interval: str, delay_s: floa
     return (
         f"no {interval} bar of {symbol} on {day.isoformat()} is visible yet "
         f"(the first one shows at {shows.strftime('%H:%M')} Sydney time)"
+    )
+
+
+# --- daily bars only ----------------------------------------------------------------------------
+
+
+def daily_bar_quote(
+    symbol: str,
+    bars: Sequence[Bar],
+    now: datetime,
+    source: str,
+    close_time_of: CloseTimeOf = regular_close,
+) -> Quote:
+    """The quote a client at `now` may have when a symbol has daily bars only (oldest first).
+
+    During day D's session (from the 10:00 open, on a trading day with a bar for D) the only
+    price known is D's open: price = day_open = day_high = day_low = the open (the day's range is
+    not known yet), volume 0, quote_time the open, basis "daily_open". Once D's bar is final
+    (16:10) its close is known: price = the close, with the day's real range and volume,
+    quote_time the close, basis "daily_close". previous_close is the bar before D's. Delay 0:
+    the file is history and the suite clock decides what of it is visible.
+
+    NoIntradayData (no quote, saying why) on a closed day, before the open, or when the bars
+    have no bar for D (the file ends earlier). The bars after D are never looked at.
+    """
+    day = session_day(now)
+    closed = closed_day_reason(day)
+    if closed:
+        raise NoIntradayData(closed)
+    opens = session_open_at(day)
+    if now < opens:
+        raise NoIntradayData(
+            f"{symbol} has daily bars only: its first quote of {day.isoformat()} is the day's open, "
+            "known from 10:00 Sydney time"
+        )
+    dates = [b.date for b in bars]
+    i = bisect_right(dates, day) - 1
+    if i < 0 or dates[i] != day:
+        ends = f" (they end on {dates[-1].isoformat()})" if dates else " (there are none)"
+        raise NoIntradayData(f"the daily bars of {symbol} have no bar for {day.isoformat()}{ends}")
+    bar = bars[i]
+    previous_close = bars[i - 1].close if i > 0 else None
+    if now >= bar_visible_from(day):
+        price, high, low, volume, basis = bar.close, bar.high, bar.low, bar.volume, "daily_close"
+        at = session_close_at(day, close_time_of)
+    else:
+        price, high, low, volume, basis = bar.open, bar.open, bar.open, 0, "daily_open"
+        at = opens
+    change, change_pct = price_change(price, previous_close)
+    return Quote(
+        symbol=symbol,
+        price=price,
+        bid=None,
+        ask=None,
+        day_open=bar.open,
+        day_high=high,
+        day_low=low,
+        volume=int(volume),
+        previous_close=previous_close,
+        change=change,
+        change_pct=change_pct,
+        quote_time=at,
+        delay_s=0.0,
+        source=source,
+        basis=basis,
     )

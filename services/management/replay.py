@@ -24,7 +24,9 @@ Each trading day D runs the live code path, with the idle time in between skippe
   16:15  a refresh once D's bar is final (16:10): positions are marked to D's close, the day's
          equity is read from paper-trading, and the prediction service re-predicts on the new
          bar (the market is closed, so paper-trading rejects those, as it does live).
-Daily bars only become visible at 16:10, so orders on day D fill at D-1's close plus slippage.
+Daily bars only become visible at 16:10, so predictions on day D see D-1's close; orders fill at
+market-data's quote: with daily bars only that is D's open (known from 10:00), plus slippage; a
+symbol with intraday CSVs fills at its latest intraday bar's close at the time (fill_basis_note).
 After every step the driver waits until each symbol's latest prediction is made on the data
 market-data serves and paper-trading's consumer group has acknowledged every prediction.
 
@@ -174,6 +176,20 @@ def suite_env(root: Path, options: ReplayOptions, base: dict[str, str]) -> dict[
     )
     env.update(options.extra_env)
     return env
+
+
+def fill_basis_note(data_dir: Path, symbols: tuple[str, ...]) -> str:
+    """The report's line on where orders filled: the day's open (daily bars only) or intraday bars."""
+    intraday = sorted(s for s in symbols if any(data_dir.glob(f"{s.lstrip('^')}_*m.csv")))
+    if not intraday:
+        return (
+            "orders fill at the day's open plus slippage (daily bars only: the open is the only price"
+            " known in the session, from 10:00); predictions see the previous close's bars"
+        )
+    others = [s for s in symbols if s not in intraday]
+    return f"orders fill at the latest intraday bar's close plus slippage for {', '.join(intraday)}" + (
+        f"; at the day's open (daily bars only) for {', '.join(others)}" if others else ""
+    )
 
 
 def check_data(data_dir: Path, symbols: tuple[str, ...], index: str) -> None:
@@ -580,7 +596,7 @@ class ReplayDriver:
             "days_per_minute": round(len(days) / loop_s * 60, 2),
         }
         notes = [
-            "orders fill at the previous close plus slippage: a day's bar is final only at 16:10",
+            fill_basis_note(self.options.data_dir, self.symbols),
             "sentiment: no historical news in a replay, so the neutral fallback is used",
             *self.notes,
         ]

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from services.domain import asx_calendar
-from services.domain.bars import SYDNEY, Bar
+from services.domain.bars import SYDNEY, Bar, clean_daily_rows
 from services.domain.intraday import (
     INTERVALS,
     IntradayBar,
@@ -50,6 +50,7 @@ from services.domain.intraday_history import (
     IntradaySeries,
     before_first_bar_reason,
     closed_day_reason,
+    daily_bar_quote,
     intraday_csv_file_name,
     parse_intraday_csv,
 )
@@ -57,6 +58,8 @@ from services.domain.price_history import (
     SYNTHETIC_EPOCH,
     MarketDataError,
     SourceUnavailableError,
+    csv_file_name,
+    parse_yahoo_csv,
     synthetic_bars,
     trading_sessions,
 )
@@ -98,8 +101,10 @@ class CsvIntradaySource:
 
     History, not a feed: delay 0, and the suite clock decides what of it is visible. An interval
     without its own file is resampled from the coarsest finer file that divides it (15m from 5m,
-    before 1m); a quote comes from the finest file there is. No file: no intraday data (a csv
-    suite never falls back to synthetic prices).
+    before 1m); a quote comes from the finest file there is. No intraday file: the quote comes
+    from the daily file `<SYMBOL>.csv` (daily_bar_quote: the day's open from 10:00, basis
+    "daily_open"; its close once the bar is final), and there are no intraday bars. Neither file:
+    no data (a csv suite never falls back to synthetic prices).
     """
 
     name = "csv"
@@ -109,6 +114,26 @@ class CsvIntradaySource:
         self.directory = Path(directory)
         self._files: dict[str, tuple[tuple[int, int], IntradaySeries]] = {}
         self._resampled: dict[tuple[str, str], tuple[IntradaySeries, IntradaySeries]] = {}
+        self._daily: dict[str, tuple[tuple[int, int], list[Bar]]] = {}
+
+    def _read_daily(self, symbol: str) -> list[Bar] | None:
+        """The daily file's cleaned bars (parsed again only when it changed); None: no file."""
+        path = self.directory / csv_file_name(symbol)
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return None
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        cached = self._daily.get(symbol)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MarketDataError(f"{path.name} is unreadable: {exc}") from exc
+        bars, _ = clean_daily_rows(parse_yahoo_csv(text, path.name), asx_calendar.is_trading_day)
+        self._daily[symbol] = (stamp, bars)
+        return bars
 
     def _read(self, symbol: str, interval: str) -> IntradaySeries | None:
         """The file's series (parsed again only when its mtime or size changed); None: no file."""
@@ -159,15 +184,22 @@ class CsvIntradaySource:
             return cached[1]
         raise self._missing(symbol, interval)
 
-    def _finest(self, symbol: str) -> IntradaySeries:
+    def _finest(self, symbol: str) -> IntradaySeries | None:
         for interval in INTERVALS:  # finest first
             series = self._read(symbol, interval)
             if series is not None:
                 return series
-        raise self._missing(symbol, "1m")
+        return None
 
     def _quote(self, symbol: str, now: datetime) -> Quote:
-        return self._finest(symbol).quote(symbol, now, self.delay_s, self.name, asx_close_time)
+        series = self._finest(symbol)
+        if series is not None:
+            return series.quote(symbol, now, self.delay_s, self.name, asx_close_time)
+        daily = self._read_daily(symbol)
+        if daily is None:
+            missing = self._missing(symbol, "1m")
+            raise NoIntradayData(f"{missing}, and no daily CSV ({csv_file_name(symbol)}) either")
+        return daily_bar_quote(symbol, daily, now, self.name, asx_close_time)
 
     def _bars(self, symbol: str, interval: str, limit: int, now: datetime) -> list[IntradayBar]:
         bars = self._series(symbol, interval).latest_visible(limit, now, self.delay_s, asx_close_time)

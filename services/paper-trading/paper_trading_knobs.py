@@ -44,6 +44,12 @@ class PaperTradingKnobs:
     follow_signals: bool = knob(True, doc="act on prediction_generated (BUY opens or adds, SELL closes)")
     signal_max_age_s: float = knob(3600.0, low=1.0, high=1e7, doc="an older prediction is not acted on")
     quote_timeout_s: float = knob(10.0, low=0.1, high=300.0, doc="wait for market-data's price")
+    max_quote_age_s: float = knob(
+        1500.0, low=1.0, high=1e7, doc="an order refuses a quote older than this (its own time to now)"
+    )
+    exit_check_s: float = knob(
+        30.0, low=0.1, high=86_400.0, doc="suite seconds between timed stop/take-profit checks"
+    )
     ig_mirror: bool = knob(False, doc="mirror paper trades to the IG demo account")
     ig_epics: Mapping[str, str] = knob(
         {}, parse=parse_epic_overrides, doc="SYMBOL=EPIC,... over the default epic of each symbol"

@@ -1,7 +1,9 @@
 """paper-trading service: a virtual ASX portfolio that follows the prediction service's signals.
 
 The shell is thin: every order goes through the one risk gate (`services.domain.risk`), fills
-at the latest market-data price with slippage against the trader, and is recorded by
+at market-data's latest quote (`get_quote`: the ask for a buy, the bid for a sell, else the price
+with slippage against the trader; a stale quote or one older than MAX_QUOTE_AGE_S is refused with
+-32001), and is recorded by
 `TradeStore` in one SQLite transaction together with the prediction it acted on. Then it
 publishes `trade_executed` (and `position_closed` when a position ends) from a durable outbox:
 a trade whose events were not handed to the bus before a crash is published at the next start.
@@ -9,8 +11,12 @@ a trade whose events were not handed to the bus before a crash is published at t
 - `prediction_generated` (durable): BUY opens or adds as much as the rules allow, SELL closes,
   HOLD does nothing; each prediction id is acted on at most once, even when delivered twice or
   when the process dies mid-way (the stream redelivers, the ledger says it was done).
-- `market_data_updated`: marks the book to the new price, records the day's equity and closes a
-  position on its stop-loss or take-profit.
+- `market_data_updated`: marks the book to the new price and records the day's equity; when it
+  carries a quote, closes a position on its stop-loss or take-profit (`market_orders.exit_for`).
+- A timer every EXIT_CHECK_S suite seconds asks market-data for the quote of each open position
+  and checks the same levels, so an exit never waits on pub/sub delivery. Both paths run under
+  the trade lock and re-read the position, and the store refuses to sell shares no longer held:
+  a position exits once.
 - IG Markets: `sync_with_ig_markets` compares the demo account with the paper book; mirroring
   paper trades to IG is opt-in (TRADING_PAPER_TRADING_IG_MIRROR=true).
 """
@@ -20,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Literal
@@ -32,7 +37,9 @@ from services.base import (
     InvalidParams,
     MarketClosed,
     NotConfigured,
+    NotFound,
     RiskRejected,
+    RpcError,
     ServiceError,
     on_event,
     rpc,
@@ -42,17 +49,19 @@ from services.base.knobs import read_knobs
 from services.clients import ig_client
 from services.clients.ig_epics import epics_for
 from services.domain import asx_calendar, performance, risk
+from services.domain.intraday_fills import ExitFill
 from services.domain.portfolio import (
     ZERO,
     Action,
     Fill,
+    PortfolioError,
     Valuation,
-    fill_price,
     to_decimal,
     to_money,
     trade_value,
     value,
 )
+from services.paper_trading.market_orders import MarketQuote, UnusableQuote, exit_for, order_fill, refusal
 from services.paper_trading.paper_trading_knobs import PaperTradingKnobs
 from services.paper_trading.trade_store import DayRecord, Mark, TradeRecord, TradeStore
 
@@ -67,26 +76,16 @@ def market_is_open(now: datetime) -> bool:
     return asx_calendar.phase_at(now) is asx_calendar.Phase.OPEN
 
 
-@dataclass(frozen=True, slots=True)
-class Quote:
-    symbol: str
-    price: Decimal
-    as_of: str
-    source: str
-    stale: bool
+class QuoteRefused(DependencyUnavailable):
+    """market-data's quote is stale or too old to fill at: wait for a fresh one (-32001)."""
 
-    @classmethod
-    def from_market_data(cls, symbol: str, data: dict[str, Any]) -> Quote:
-        price = data.get("price")
-        if isinstance(price, bool) or not isinstance(price, int | float) or price <= 0:
-            raise ServiceError(f"market-data gave no usable price for {symbol}: {price!r}")
-        return cls(
-            symbol,
-            to_decimal(price),
-            str(data.get("as_of")),
-            str(data.get("source")),
-            bool(data.get("stale")),
-        )
+
+def event_mark(data: dict[str, Any]) -> Mark | None:
+    """The mark a market_data_updated event gives (its price on its basis), or None without a price."""
+    price = data.get("price")
+    if isinstance(price, bool) or not isinstance(price, int | float) or price <= 0:
+        return None
+    return Mark(to_decimal(price), str(data.get("as_of")), str(data.get("source")))
 
 
 class PaperTradingService(BaseService):
@@ -98,6 +97,7 @@ class PaperTradingService(BaseService):
         self._open = asyncio.Event()
         self._closed = False
         self._background: set[asyncio.Task] = set()
+        self._exit_timer: asyncio.Task | None = None
         self.is_market_open: Callable[[datetime], bool] = market_is_open
         # Read here, not in on_start, so a bad setting exits 2 with its reason before anything runs.
         self.knobs = read_knobs(PaperTradingKnobs, self.settings.environ)
@@ -117,11 +117,16 @@ class PaperTradingService(BaseService):
         self.counters = dict.fromkeys(
             ("trades", "rejections", "predictions_traded", "predictions_skipped", "duplicates", "exits"), 0
         )
-        self.counters |= {"ig_mirrored": 0, "ig_mirror_failures": 0}
+        self.counters |= {"ig_mirrored": 0, "ig_mirror_failures": 0, "exit_checks": 0, "quotes_refused": 0}
         self._open.set()
         await self._publish_outbox()
+        self._exit_timer = asyncio.create_task(self._check_exits_on_a_timer())
 
     async def on_stop(self) -> None:
+        if self._exit_timer is not None:
+            self._exit_timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._exit_timer
         if self._background:
             await asyncio.wait(set(self._background), timeout=5.0)
         if self._ig is not None:
@@ -163,7 +168,8 @@ class PaperTradingService(BaseService):
 
     @rpc
     async def execute_trade(self, symbol: str, action: str, quantity: int) -> dict:
-        """Buy or sell whole shares at the latest price after the risk gate (-32003 rule, -32004 closed)."""
+        """Buy or sell whole shares at the latest quote after the risk gate (-32003 rule, -32004 closed,
+        -32001 no usable quote: market-data away, or its quote stale or older than MAX_QUOTE_AGE_S)."""
         symbol = self._symbol(symbol)
         side = action.strip().upper() if isinstance(action, str) else ""
         if side not in ("BUY", "SELL"):
@@ -307,29 +313,80 @@ class PaperTradingService(BaseService):
 
     @on_event("market_data_updated")
     async def on_market_data(self, event: Event) -> None:
-        """Mark to the new price; close the position at its stop-loss or take-profit."""
+        """Mark to the new price; on a quote, close the position at its stop-loss or take-profit."""
         await self._open.wait()
-        symbol, price = event.data.get("symbol"), event.data.get("price")
+        symbol = event.data.get("symbol")
         if symbol not in self.settings.symbols:
             return
-        try:
-            quote = Quote.from_market_data(symbol, event.data)
-        except ServiceError:
-            self.log.warning("market_data_updated for %s without a usable price: %r", symbol, price)
+        mark = event_mark(event.data)
+        if mark is None:
+            self.log.warning(
+                "market_data_updated for %s without a usable price: %r", symbol, event.data.get("price")
+            )
             return
-        async with self._trading():
-            self._save_mark(quote)
-            await self._snapshot_equity(self.clock.now())
-            position = self.book.positions.get(symbol)
-            reason = risk.exit_reason(position, quote.price, self.rules) if position else None
-            if position is None or reason is None:
-                return
+        quote: MarketQuote | None = None
+        if event.data.get("quote") is not None:
             try:
-                await self._execute(symbol, Action.SELL, position.quantity, reason=str(reason), quote=quote)
-                self.counters["exits"] += 1
-            except (MarketClosed, RiskRejected) as exc:
-                # Not lost: the next market_data_updated checks the levels again.
-                self.log.warning("%s exit for %s not executed: %s", reason, symbol, exc.message)
+                quote = MarketQuote.from_wire(symbol, event.data["quote"])
+            except UnusableQuote as exc:
+                self.log.warning("market_data_updated: %s", exc)
+        async with self._trading():
+            self._save_mark(symbol, mark)
+            await self._snapshot_equity(self.clock.now())
+            if quote is not None:
+                await self._exit_if_due(quote, trigger="quote event")
+
+    async def _check_exits_on_a_timer(self) -> None:
+        """Every EXIT_CHECK_S suite seconds in the session: each open position against its quote."""
+        while True:
+            await self.clock.sleep(self.knobs.exit_check_s)
+            if self._closed or not self.is_market_open(self.clock.now()):
+                continue
+            for symbol in sorted(self.book.positions):
+                try:
+                    quote = await self._fetch_quote(symbol)
+                except RpcError as exc:
+                    self.log.warning("timed exit check of %s: no quote: %s", symbol, exc.message)
+                    continue
+                try:
+                    async with self._trading():
+                        self.counters["exit_checks"] += 1
+                        self._save_mark(symbol, Mark(quote.price, quote.as_of, quote.source))
+                        await self._exit_if_due(quote, trigger="timer")
+                except Exception:
+                    if self._closed:  # the book closed under us: stopping
+                        return
+                    self.log.exception("timed exit check of %s failed", symbol)
+
+    async def _exit_if_due(self, quote: MarketQuote, *, trigger: str) -> None:
+        """Sell the whole position at its exit when the quote reaches a level (caller holds the lock).
+
+        The position is read here, under the lock, so an exit the timer and a quote event both
+        saw is done by whichever came first; the other finds nothing held.
+        """
+        position = self.book.positions.get(quote.symbol)
+        exit_fill = exit_for(position, quote, self.rules)
+        if position is None or exit_fill is None:
+            return
+        problem = refusal(quote, self.clock.now(), self.knobs.max_quote_age_s)
+        if problem is not None:
+            # Not lost: the next fresh quote (event or timer) checks the levels again.
+            self.counters["quotes_refused"] += 1
+            self.log.warning("%s exit for %s waits: %s", exit_fill.reason, quote.symbol, problem)
+            return
+        try:
+            await self._execute(
+                quote.symbol,
+                Action.SELL,
+                position.quantity,
+                reason=str(exit_fill.reason),
+                quote=quote,
+                exit_fill=exit_fill,
+                trigger=trigger,
+            )
+            self.counters["exits"] += 1
+        except (MarketClosed, RiskRejected, PortfolioError) as exc:
+            self.log.warning("%s exit for %s not executed: %s", exit_fill.reason, quote.symbol, exc)
 
     # ---- the trade path (callers hold trade_lock) -----------------------------------------
 
@@ -348,9 +405,13 @@ class PaperTradingService(BaseService):
             return "skipped", f"prediction too old or undated to act on (age {age_s} s)"
         if not self.is_market_open(now):
             return "rejected", f"market_hours: the market is closed at {now.isoformat()}"
-        quote = await self._quote(symbol)  # DependencyUnavailable: unacknowledged, redelivered
+        try:
+            quote = await self._usable_quote(symbol, now)
+        except QuoteRefused as exc:  # an answer about this moment's market: not retried later
+            return "rejected", exc.message
+        # Any other DependencyUnavailable propagates: unacknowledged, redelivered.
         side = Action.BUY if signal == "BUY" else Action.SELL
-        price = fill_price(quote.price, side, self.knobs.slippage_bps)
+        price, _ = order_fill(side, quote, self.knobs.slippage_bps)
         order = risk.order_for_signal(signal, symbol, price, self.book, self._prices(), self.rules)
         if order is None:
             return (
@@ -375,7 +436,9 @@ class PaperTradingService(BaseService):
         *,
         reason: str,
         prediction_id: str | None = None,
-        quote: Quote | None = None,
+        quote: MarketQuote | None = None,
+        exit_fill: ExitFill | None = None,
+        trigger: str = "order",
     ) -> TradeRecord:
         now = self.clock.now()
         if not self.is_market_open(now):
@@ -383,8 +446,12 @@ class PaperTradingService(BaseService):
                 f"the market is closed at {asx_calendar.to_sydney(now).isoformat()}",
                 data={"rule": "market_hours", "next_open": asx_calendar.next_open(now).isoformat()},
             )
-        quote = quote or await self._quote(symbol)
-        price = fill_price(quote.price, action, self.knobs.slippage_bps)
+        quote = quote or await self._usable_quote(symbol, now)
+        if exit_fill is not None:
+            price, basis = exit_fill.price, f"{exit_fill.reason}:{exit_fill.basis}"
+        else:
+            fill, fill_basis = order_fill(action, quote, self.knobs.slippage_bps)
+            price, basis = fill, str(fill_basis)
         order = risk.Order(symbol, action, quantity, price)
         day = self._day_state(now)
         rejection = risk.check_order(
@@ -406,7 +473,7 @@ class PaperTradingService(BaseService):
             now=now,
             slippage=to_money(abs(price - quote.price) * quantity),
             reason=reason,
-            assumptions=self._assumptions(quote, price, now),
+            assumptions=self._assumptions(quote, price, basis, trigger, now),
             prediction_id=prediction_id,
         )
         self.counters["trades"] += 1
@@ -415,12 +482,16 @@ class PaperTradingService(BaseService):
         self._mirror(record)
         return record
 
-    def _assumptions(self, quote: Quote, price: Decimal, now: datetime) -> dict[str, Any]:
+    def _assumptions(
+        self, quote: MarketQuote, price: Decimal, basis: str, trigger: str, now: datetime
+    ) -> dict[str, Any]:
         return {
             "price_source": quote.source,
             "price_as_of": quote.as_of,
-            "quote_price": float(quote.price),
-            "quote_stale": quote.stale,
+            **quote.as_record(),
+            "quote_age_s": round(quote.age_s(now), 3),
+            "fill_basis": basis,
+            "trigger": trigger,
             "slippage_bps": float(self.knobs.slippage_bps),
             "fill_price": float(price),
             "commission_formula": self.rules.commission_formula(),
@@ -441,21 +512,48 @@ class PaperTradingService(BaseService):
             f"rejected by rule {rejection.rule}: {rejection.detail}", detail=rejection.detail, data=details
         )
 
-    async def _quote(self, symbol: str) -> Quote:
-        data = await self.call_service(
-            "market-data", "get_market_data", timeout=self.knobs.quote_timeout_s, symbol=symbol
-        )
-        quote = Quote.from_market_data(symbol, data)
-        self._save_mark(quote)
+    async def _fetch_quote(self, symbol: str) -> MarketQuote:
+        """market-data's latest quote; DependencyUnavailable when there is none to be had."""
+        try:
+            data = await self.call_service(
+                "market-data", "get_quote", timeout=self.knobs.quote_timeout_s, symbol=symbol
+            )
+            return MarketQuote.from_wire(symbol, data)
+        except NotFound as exc:  # market-data has never had a quote for it (no intraday data)
+            raise DependencyUnavailable(
+                f"market-data has no quote for {symbol}: {exc.message}", data={"symbol": symbol}
+            ) from None
+        except UnusableQuote as exc:
+            raise DependencyUnavailable(str(exc), data={"symbol": symbol}) from None
+
+    async def _usable_quote(self, symbol: str, now: datetime) -> MarketQuote:
+        """The quote to fill at, marked; QuoteRefused (-32001) naming why when stale or too old."""
+        quote = await self._fetch_quote(symbol)
+        self._save_mark(symbol, Mark(quote.price, quote.as_of, quote.source))
+        problem = refusal(quote, now, self.knobs.max_quote_age_s)
+        if problem is not None:
+            self.counters["quotes_refused"] += 1
+            raise QuoteRefused(
+                f"no order at this quote: {problem}",
+                data={
+                    "symbol": symbol,
+                    "quote_age_s": round(quote.age_s(now), 3),
+                    "max_quote_age_s": self.knobs.max_quote_age_s,
+                    "quote_time": quote.as_of,
+                    "source": quote.source,
+                    "stale": quote.stale,
+                    "stale_reason": quote.stale_reason,
+                },
+            )
         return quote
 
     # ---- marks, days, equity --------------------------------------------------------------
 
-    def _save_mark(self, quote: Quote) -> None:
+    def _save_mark(self, symbol: str, mark: Mark) -> None:
         # Open today's record first, so the day starts from the equity before this price moved.
         self._day_state(self.clock.now())
-        self.store.save_mark(quote.symbol, quote.price, quote.as_of, quote.source)
-        self.marks[quote.symbol] = Mark(quote.price, quote.as_of, quote.source)
+        self.store.save_mark(symbol, mark.price, mark.as_of, mark.source)
+        self.marks[symbol] = mark
 
     def _mark(self, symbol: str) -> Mark:
         # Every buy saves its quote as a mark, so a held symbol without one means a lost marks

@@ -261,7 +261,7 @@ async def test_yfinance_unreachable_is_a_dependency_error(suite, processes, clie
 
 QUOTE_FIELDS = {
     "symbol", "price", "bid", "ask", "day_open", "day_high", "day_low", "volume", "previous_close",
-    "change", "change_pct", "quote_time", "delay_s", "source", "stale", "stale_reason", "fallback_reason",
+    "change", "change_pct", "quote_time", "delay_s", "source", "stale", "stale_reason", "fallback_reason", "basis",
 }  # fmt: skip
 BAR_FIELDS = {"start", "open", "high", "low", "close", "volume"}
 
@@ -396,25 +396,37 @@ async def test_a_quote_goes_stale_with_its_reason_and_never_was_is_32006(suite, 
         (*BANKS, "^AXJO"),
         TRADING_CLOCK_START="2024-06-14T12:00:00+10:00",
         TRADING_MARKET_DATA_QUOTE_S="1",  # a call a suite second after the last refresh refreshes
-    ).start()
+    )
+    write_csv(market_dir, "WBC.AX", date(2024, 6, 13))  # daily only, and no bar for today yet
+    service.start()
     good = await client.call_service("market-data", "get_quote", symbol="CBA.AX")
     assert good["stale"] is False and good["quote_time"] == "2024-06-14T12:00:00+10:00"
-    with pytest.raises(NotFound) as never:  # daily file only: no intraday data, and never synthetic
-        await client.call_service("market-data", "get_quote", symbol="NAB.AX")
-    assert never.value.code == -32006 and "NAB.AX_1m.csv" in never.value.message
-    with pytest.raises(NotFound):
+    assert good["basis"] == "intraday"
+    with pytest.raises(NotFound) as never:  # no intraday file and no daily bar today: never synthetic
+        await client.call_service("market-data", "get_quote", symbol="WBC.AX")
+    assert never.value.code == -32006 and "no bar for 2024-06-14" in never.value.message
+    # Daily file only, with today's bar: the day's open, known from 10:00 (its range is not).
+    sessions = trading_sessions(date(2023, 1, 3), date(2024, 6, 14), is_trading_day)  # as write_csv
+    daily = {b.date: b for b in synthetic_bars("NAB.AX", sessions)}
+    today, before = daily[date(2024, 6, 14)], daily[date(2024, 6, 13)]
+    opened = await client.call_service("market-data", "get_quote", symbol="NAB.AX")
+    assert (opened["basis"], opened["source"], opened["stale"]) == ("daily_open", "csv", False)
+    assert opened["price"] == opened["day_high"] == opened["day_low"] == today.open and opened["volume"] == 0
+    assert opened["quote_time"] == "2024-06-14T10:00:00+10:00" and opened["previous_close"] == before.close
+    with pytest.raises(NotFound):  # no intraday bars are made up from the daily ones
         await client.call_service("market-data", "get_intraday_bars", symbol="NAB.AX")
     plain = await client.call_service("market-data", "get_market_data", symbol="NAB.AX")
-    assert plain["quote"] is None and plain["price_basis"] == "close"
+    assert plain["quote"]["basis"] == "daily_open" and plain["price_basis"] == "quote"
+    assert plain["price"] == today.open and plain["date"] == "2024-06-13"  # the bars stop at yesterday
 
-    (market_dir / "CBA.AX_5m.csv").unlink()  # the source loses its data
+    write_intraday_csv(market_dir, "CBA.AX", [date(2024, 6, 13)])  # the source loses today's bars
 
     async def stale_quote():
         return await client.call_service("market-data", "get_quote", symbol="CBA.AX")
 
     stale = await async_wait_until(stale_quote, 30, 0.1, what="a stale quote", until=lambda q: q["stale"])
     assert stale["price"] == good["price"] and stale["quote_time"] == good["quote_time"]
-    assert "no intraday CSV for CBA.AX" in stale["stale_reason"]
+    assert "no 5m bars for CBA.AX on 2024-06-14" in stale["stale_reason"]
     data = await client.call_service("market-data", "get_market_data", symbol="CBA.AX")
     assert (
         data["quote"]["stale"] is True and data["price_basis"] == "quote" and data["price"] == good["price"]

@@ -2,16 +2,18 @@
 market-data service (CSV source with prices this test writes) and a local IG stand-in.
 
 The suite clock starts on Monday 17 June 2024 at 11:00 Sydney (the market is open; Friday's
-close, 100.00 for every bank, is the latest price). Price moves arrive the way market-data
-sends them: as `market_data_updated` events on the bus; predictions as durable
-`prediction_generated` events, as the prediction service publishes them.
+close and Monday's 5m bars so far, 100.00 for every bank, give the quote orders fill at). Price
+moves arrive the way market-data sends them: as `market_data_updated` events on the bus, with
+their `quote`; predictions as durable `prediction_generated` events, as the prediction service
+publishes them.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import uuid
-from datetime import date
+from datetime import date, datetime, timedelta
 from decimal import Decimal as D
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import pytest
 from services.base.clock import SuiteClock
 from services.base.events import EventBus
 from services.base.rpc import DependencyUnavailable, InvalidParams, MarketClosed, NotConfigured, RiskRejected
-from services.domain.asx_calendar import is_trading_day
+from services.domain.asx_calendar import SYDNEY, is_trading_day
 from services.domain.price_history import csv_file_name, trading_sessions
 from services.paper_trading.trade_store import TradeStore
 from tests.support import EventWatcher, Processes, ServiceProcess, SuiteDirs, async_wait_until, rpc_call_sync
@@ -30,6 +32,7 @@ from tests.unit._ig_helpers import API_KEY, PASSWORD, USERNAME, FakeIg
 BANKS = ("CBA.AX", "WBC.AX", "ANZ.AX", "NAB.AX")
 HEADER = "Date,Open,High,Low,Close,Adj Close,Volume\n"
 MONDAY_11AM = "2024-06-17T11:00:00+10:00"
+MONDAY = date(2024, 6, 17)
 SATURDAY_NOON = "2024-06-15T12:00:00+10:00"
 EVENTS = ("trade_executed", "position_closed", "risk_limit_hit")
 
@@ -44,6 +47,20 @@ def write_prices(directory: Path, symbol: str, last_close: float, until: date = 
     (directory / csv_file_name(symbol)).write_text(HEADER + "\n".join(rows) + "\n")
 
 
+def write_intraday(directory: Path, symbol: str, price_at, until: str = "16:00") -> None:
+    """Monday's 5m bars from the open to `until` (bar starts), each flat at `price_at(start)`."""
+    start = datetime(2024, 6, 17, 10, 0, tzinfo=SYDNEY)
+    last = datetime.combine(MONDAY, datetime.strptime(until, "%H:%M").time(), SYDNEY)
+    rows = []
+    while start < last:
+        p = price_at(start)
+        rows.append(f"{start.isoformat()},{p},{p},{p},{p},1000")
+        start += timedelta(minutes=5)
+    (directory / f"{symbol}_5m.csv").write_text(
+        "Datetime,Open,High,Low,Close,Volume\n" + "\n".join(rows) + "\n"
+    )
+
+
 class Stack:
     """market-data (CSV) and paper-trading processes for one suite (stopped by `processes`)."""
 
@@ -56,12 +73,14 @@ class Stack:
         market_dir.mkdir(parents=True, exist_ok=True)
         for symbol in BANKS:
             write_prices(market_dir, symbol, 100.0)
+            write_intraday(market_dir, symbol, lambda _start: 100.0)
         write_prices(market_dir, "^AXJO", 7800.0)
         self.env = {
             "TRADING_MARKET_DATA_SOURCE": "csv",
             "TRADING_MARKET_DATA_DIR": str(market_dir),
             "TRADING_CLOCK_START": clock_start,
         }
+        self.market_dir = market_dir
         self.market = processes.service("market-data", suite, extra_env=self.env)
         self.paper = self.paper_process(**paper_env)
 
@@ -114,8 +133,23 @@ def prediction(stack: Stack, symbol: str, signal: str, prediction_id: str | None
     }
 
 
-def price_move(symbol: str, price: float) -> dict:
-    return {"symbol": symbol, "source": "csv", "price": price, "as_of": "2024-06-17T11:30:00+10:00"}
+def price_move(symbol: str, price: float, quote_time: str | None = None) -> dict:
+    """A market_data_updated as market-data sends it in the session (without a time: close basis)."""
+    data = {"symbol": symbol, "source": "csv", "price": price, "as_of": "2024-06-14T16:10:00+10:00"}
+    if quote_time is None:
+        return data | {"price_basis": "close", "quote": None}
+    quote = {
+        "symbol": symbol,
+        "price": price,
+        "bid": None,
+        "ask": None,
+        "quote_time": quote_time,
+        "delay_s": 0.0,
+        "source": "csv",
+        "stale": False,
+        "stale_reason": None,
+    }
+    return data | {"price_basis": "quote", "quote": quote}
 
 
 def outcomes(db: Path) -> dict[str, str]:
@@ -127,7 +161,7 @@ def outcomes(db: Path) -> dict[str, str]:
 # ---- manual trades --------------------------------------------------------------------------
 
 
-async def test_a_buy_fills_at_the_market_price_with_slippage_and_its_assumptions(stack, suite, client):
+async def test_a_buy_fills_at_the_quote_with_slippage_and_records_the_quote(stack, suite, client):
     async with EventWatcher(suite.env["TRADING_REDIS_URL"], *EVENTS) as watcher:
         trade = await client.call_service(
             "paper-trading", "execute_trade", symbol="cba.ax", action="buy", quantity=10
@@ -138,8 +172,17 @@ async def test_a_buy_fills_at_the_market_price_with_slippage_and_its_assumptions
     assert (trade["price"], trade["commission"], trade["slippage"]) == (100.05, 11.0, 0.5)
     assert trade["prediction_id"] is None and trade["reason"] == "manual"
     assumptions = trade["assumptions"]
-    assert assumptions["price_source"] == "csv" and assumptions["price_as_of"].startswith("2024-06-14")
+    # The 10:55 bar's close, visible from its end at 11:00 (csv: no delay, no book).
+    assert assumptions["quote_time"] == "2024-06-17T11:00:00+10:00"
+    assert (assumptions["quote_source"], assumptions["quote_delay_s"], assumptions["quote_stale"]) == (
+        "csv",
+        0.0,
+        False,
+    )
+    assert (assumptions["quote_bid"], assumptions["quote_ask"]) == (None, None)
     assert (assumptions["quote_price"], assumptions["slippage_bps"]) == (100.0, 5.0)
+    assert assumptions["fill_basis"] == "price+slippage" and assumptions["trigger"] == "order"
+    assert 0 <= assumptions["quote_age_s"] < 60
     assert assumptions["commission_formula"] == "$10 + 0.1% of trade value"
     assert event["data"] == trade
 
@@ -244,27 +287,90 @@ async def test_stop_loss_and_take_profit_close_on_market_data(stack, suite, clie
         await client.call_service("paper-trading", "execute_trade", symbol=symbol, action="BUY", quantity=10)
     async with EventWatcher(suite.env["TRADING_REDIS_URL"], *EVENTS) as watcher:
         # avg cost 100.05: the stop is at 95.0475, the target at 110.055.
+        now = stack.now()
         await publish(
             suite,
             "market-data",
             "market_data_updated",
-            price_move("CBA.AX", 95.1),
-            price_move("NAB.AX", 110.0),
+            price_move("CBA.AX", 95.1, now),
+            price_move("NAB.AX", 110.0, now),
+            price_move("CBA.AX", 90.0),  # a close-basis price carries no quote: marks, never exits
         )
         await publish(
             suite,
             "market-data",
             "market_data_updated",
-            price_move("CBA.AX", 95.0),
-            price_move("NAB.AX", 110.1),
+            price_move("CBA.AX", 95.0, now),  # gapped through the stop: fills at the quote
+            price_move("NAB.AX", 110.1, now),
         )
         stop = await watcher.wait_for("position_closed", lambda e: e["data"]["symbol"] == "CBA.AX")
         target = await watcher.wait_for("position_closed", lambda e: e["data"]["symbol"] == "NAB.AX")
     assert (stop["data"]["reason"], stop["data"]["quantity"]) == ("stop_loss", 10)
-    assert stop["data"]["price"] == pytest.approx(95.0 * (1 - 0.0005))
-    assert target["data"]["reason"] == "take_profit"
+    assert stop["data"]["price"] == 95.0
+    assert (target["data"]["reason"], target["data"]["price"]) == ("take_profit", 110.1)
     assert len(watcher.of_type("position_closed")) == 2  # the first moves (95.1, 110.0) closed nothing
     assert (await client.call_service("paper-trading", "get_positions"))["positions"] == []
+    exits = (await client.call_service("paper-trading", "get_trade_history", limit=2))["trades"]
+    for trade in exits:
+        assert trade["assumptions"]["trigger"] == "quote event"
+        assert trade["assumptions"]["quote_price"] == trade["price"]
+        assert trade["assumptions"]["fill_basis"] == f"{trade['reason']}:quote"
+
+
+async def test_a_quote_older_than_the_limit_is_refused_naming_its_age(suite, processes, client):
+    stack = Stack(suite, processes)
+    for symbol in BANKS:  # the feed stopped after the 10:10 bar: the quote is from 10:15
+        write_intraday(stack.market_dir, symbol, lambda _start: 100.0, until="10:15")
+    stack.start()
+    with pytest.raises(DependencyUnavailable) as raised:
+        await client.call_service("paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=1)
+    assert raised.value.code == -32001
+    assert re.search(r"is 27\d\d s old \(from 2024-06-17T10:15:00\+10:00\)", raised.value.message)
+    assert raised.value.data["quote_time"] == "2024-06-17T10:15:00+10:00"
+    assert raised.value.data["quote_age_s"] >= 2700 and raised.value.data["max_quote_age_s"] == 1500
+    # A signal at that quote is answered once, rejected with the same reason, never traded.
+    signal = prediction(stack, "WBC.AX", "BUY")
+    await publish(suite, "prediction", "prediction_generated", signal)
+    await async_wait_until(lambda: outcomes(stack.db), 30, what="the prediction processed")
+    assert outcomes(stack.db) == {signal["prediction_id"]: "rejected"}
+    assert (await client.call_service("paper-trading", "get_trade_history"))["trades"] == []
+
+
+async def test_the_exit_timer_fires_a_stop_loss_without_any_event(suite, processes, redis_server, client):
+    # 11:04 now; from the 11:00 bar (visible at 11:05) the price has gapped to 94.00.
+    stack = Stack(
+        suite,
+        processes,
+        clock_start="2024-06-17T11:04:00+10:00",
+        TRADING_PAPER_TRADING_EXIT_CHECK_S="5",
+    )
+    stack.env["TRADING_CLOCK_SPEED"] = "10"
+    stack.market = processes.service("market-data", suite, extra_env=stack.env)
+    stack.paper = stack.paper_process(TRADING_PAPER_TRADING_EXIT_CHECK_S="5")
+    eleven = datetime(2024, 6, 17, 11, 0, tzinfo=SYDNEY)
+    write_intraday(stack.market_dir, "CBA.AX", lambda start: 94.0 if start >= eleven else 100.0)
+    stack.start()
+    bought = await client.call_service(
+        "paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=10
+    )
+    assert bought["price"] == 100.05  # stop at 95.0475
+    redis_server.kill()  # no pub/sub from here on: only the timer can see the drop
+    trades = await async_wait_until(
+        lambda: rpc_call_sync(stack.paper.socket, "get_trade_history")["trades"],
+        60,
+        what="the timed stop-loss",
+        until=lambda t: len(t) == 2,
+    )
+    sold = trades[0]
+    assert (sold["action"], sold["quantity"], sold["reason"]) == ("SELL", 10, "stop_loss")
+    assert sold["price"] == 94.0  # gapped through the stop: the quote, not the level
+    assumptions = sold["assumptions"]
+    assert assumptions["trigger"] == "timer" and assumptions["fill_basis"] == "stop_loss:quote"
+    assert (assumptions["quote_price"], assumptions["quote_time"]) == (94.0, "2024-06-17T11:05:00+10:00")
+    assert rpc_call_sync(stack.paper.socket, "get_positions")["positions"] == []
+    # One exit only: later checks find nothing held.
+    health = rpc_call_sync(stack.paper.socket, "health")
+    assert health["exits"] == 1
 
 
 async def test_daily_loss_halts_new_buys_until_the_next_day(suite, processes, client):

@@ -146,7 +146,8 @@ def test_every_trade_follows_its_prediction_or_an_exit_rule(replayed):
             continue
         prediction = predictions[trade["prediction_id"]]
         assert prediction["signal"] == trade["action"] and prediction["symbol"] == trade["symbol"]
-        # Filled at the close the prediction saw, plus slippage against the trader.
+        # Filled at the price the prediction saw (daily bars only: the day's open, market-data's
+        # 10:00 quote), plus slippage against the trader.
         seen = prediction["inputs"]["market_data"]["price"]
         assert trade["price"] > seen if trade["action"] == "BUY" else trade["price"] < seen
         assert trade["timestamp"][:10] == prediction["created_at"][:10]

@@ -43,6 +43,10 @@ def day_suite(replay_models: Path):
             TRADING_CLOCK_START=START.isoformat(),
             TRADING_CLOCK_SPEED=str(SPEED),
             TRADING_MANAGER_HEALTH_INTERVAL_S="0.5",
+            # Daily bars only: the session's quote is the day's open at 10:00. At speed 600 the
+            # default 1500 s limit would leave the 10:15 signal one real second to fill, so on a
+            # busy machine the test would decide on load; a day's limit keeps it on the schedule.
+            TRADING_PAPER_TRADING_MAX_QUOTE_AGE_S="86400",
             **TRADING_KNOBS,
         )
         install_models(replay_models, dirs.models_dir)

@@ -165,6 +165,7 @@ def test_a_quote_in_full():
         "stale": False,
         "stale_reason": None,
         "fallback_reason": None,
+        "basis": "intraday",
     }
 
 

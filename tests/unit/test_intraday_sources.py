@@ -110,13 +110,55 @@ async def test_csv_prefers_the_exact_file_and_quotes_from_the_finest(tmp_path):
 
 
 async def test_csv_without_a_file_has_no_intraday_data_and_no_synthetic_fallback(tmp_path):
-    (tmp_path / "CBA.AX.csv").write_text("Date,Open,High,Low,Close,Adj Close,Volume\n")  # daily only
     source = CsvIntradaySource(tmp_path)
-    with pytest.raises(NoIntradayData) as none:
+    with pytest.raises(NoIntradayData) as none:  # neither an intraday nor a daily file
         await source.quote("CBA.AX", syd(2024, 6, 14, 12))
     assert "CBA.AX_1m.csv" in str(none.value) and str(tmp_path) in str(none.value)
+    assert "CBA.AX.csv" in str(none.value)
+    (tmp_path / "CBA.AX.csv").write_text("Date,Open,High,Low,Close,Adj Close,Volume\n")  # daily, empty
+    with pytest.raises(NoIntradayData, match="no bar for 2024-06-14"):
+        await source.quote("CBA.AX", syd(2024, 6, 14, 12))
     with pytest.raises(NoIntradayData, match=r"AXJO_5m\.csv"):
         await source.intraday_bars("^AXJO", "5m", 10, syd(2024, 6, 14, 12))
+
+
+def write_daily(directory: Path, symbol: str, until: date) -> list:
+    bars = synthetic_bars(symbol, trading_sessions(date(2024, 1, 2), until, is_trading_day))
+    rows = [f"{b.date},{b.open},{b.high},{b.low},{b.close},{b.adj_close},{b.volume}" for b in bars]
+    (directory / f"{symbol}.csv").write_text("Date,Open,High,Low,Close,Adj Close,Volume\n" + "\n".join(rows))
+    return bars
+
+
+async def test_csv_with_daily_bars_only_quotes_the_days_open_from_10(tmp_path):
+    bars = write_daily(tmp_path, "NAB.AX", date(2024, 6, 14))
+    today, yesterday = bars[-1], bars[-2]
+    source = CsvIntradaySource(tmp_path)
+    with pytest.raises(NoIntradayData, match="known from 10:00"):
+        await source.quote("NAB.AX", syd(2024, 6, 14, 9, 59, 59))
+    for moment in (syd(2024, 6, 14, 10), syd(2024, 6, 14, 15, 30)):
+        quote = await source.quote("NAB.AX", moment)
+        assert (quote.basis, quote.source, quote.delay_s, quote.stale) == ("daily_open", "csv", 0, False)
+        assert quote.price == quote.day_open == quote.day_high == quote.day_low == today.open
+        assert quote.volume == 0 and quote.previous_close == yesterday.close
+        assert quote.quote_time == syd(2024, 6, 14, 10)
+    closed = await source.quote("NAB.AX", syd(2024, 6, 14, 16, 10))  # the day's bar is final
+    assert (closed.basis, closed.price, closed.day_high, closed.day_low, closed.volume) == (
+        "daily_close",
+        today.close,
+        today.high,
+        today.low,
+        today.volume,
+    )
+    assert closed.quote_time == syd(2024, 6, 14, 16)
+    with pytest.raises(NoIntradayData, match="weekend"):
+        await source.quote("NAB.AX", syd(2024, 6, 15, 11))
+    with pytest.raises(NoIntradayData, match="no bar for 2024-06-17"):  # the file ends before
+        await source.quote("NAB.AX", syd(2024, 6, 17, 11))
+    with pytest.raises(NoIntradayData, match=r"NAB\.AX_5m\.csv"):  # no intraday bars are made up
+        await source.intraday_bars("NAB.AX", "5m", 10, syd(2024, 6, 14, 12))
+    # An intraday file, once there, is the quote's source again.
+    (tmp_path / "NAB.AX_1m.csv").write_text(csv_text(minute_bars(date(2024, 6, 14), 30)))
+    assert (await source.quote("NAB.AX", syd(2024, 6, 14, 10, 20))).basis == "intraday"
 
 
 async def test_csv_broken_file_is_an_error_naming_it(tmp_path):
