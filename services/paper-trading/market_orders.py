@@ -38,6 +38,8 @@ class MarketQuote:
     source: str
     stale: bool
     stale_reason: str | None
+    # What the price is (intraday, daily_open, daily_close: see services.domain.intraday.Quote)
+    basis: str = "intraday"
 
     @classmethod
     def from_wire(cls, symbol: str, data: Any) -> MarketQuote:
@@ -66,6 +68,7 @@ class MarketQuote:
             source=str(data.get("source")),
             stale=bool(data.get("stale")),
             stale_reason=data.get("stale_reason") or None,
+            basis=str(data.get("basis") or "intraday"),
         )
 
     @property
@@ -86,6 +89,7 @@ class MarketQuote:
             "quote_delay_s": self.delay_s,
             "quote_source": self.source,
             "quote_stale": self.stale,
+            "quote_basis": self.basis,
         }
 
 

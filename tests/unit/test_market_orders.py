@@ -53,7 +53,13 @@ def test_from_wire_reads_money_as_decimal_without_float_noise():
         "quote_delay_s": 0.0,
         "quote_source": "synthetic",
         "quote_stale": False,
+        "quote_basis": "intraday",
     }
+
+
+def test_a_daily_only_quote_is_recorded_with_its_basis():
+    # With daily bars only, market-data quotes the day's open: the fill says so.
+    assert quote(basis="daily_open").as_record()["quote_basis"] == "daily_open"
 
 
 @pytest.mark.parametrize(
