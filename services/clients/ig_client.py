@@ -26,12 +26,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import httpx
-
 from services.clients.ig_epics import default_epic
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("ig_client")
 # httpcore's DEBUG trace prints raw response headers, and IG's carry the CST and
@@ -264,6 +265,10 @@ class IgClient:
         monotonic: Callable[[], float] = time.monotonic,
         transport: httpx.AsyncBaseTransport | None = None,
     ):
+        # httpx (with httpcore, h11, anyio) weighs megabytes: loaded when a client is built, so a
+        # service that only checks whether IG is configured never pays for it.
+        import httpx
+
         self._creds = credentials
         self._http = httpx.AsyncClient(base_url=credentials.url, timeout=timeout_s, transport=transport)
         self._tokens: dict[str, str] | None = None
@@ -530,6 +535,8 @@ class IgClient:
             "Content-Type": "application/json",
             **(tokens or {}),
         }
+        import httpx  # already loaded by __init__: a dictionary lookup
+
         try:
             response = await self._http.request(method, path, headers=headers, json=json, params=params)
         except httpx.TimeoutException:

@@ -2,6 +2,8 @@
 
 import logging
 import socket
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -476,3 +478,14 @@ def test_allowance_expiry_arithmetic():
     assert (allowance.resets_in_s(130.0), allowance.exhausted(130.0)) == (30.0, True)
     assert (allowance.resets_in_s(160.0), allowance.exhausted(160.0)) == (0.0, False)  # reset by now
     assert not HistoricalAllowance(1, 10_000, 60, 100.0).exhausted(130.0)
+
+
+def test_importing_the_client_does_not_load_httpx():
+    # market-data and paper-trading import the client to ask whether IG is configured; httpx and
+    # its stack (megabytes a process) load only when a client is built.
+    code = (
+        "import sys; import services.market_data.market_data_service, services.paper_trading.paper_trading_service;"
+        "print('httpx' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
