@@ -382,11 +382,15 @@ class MarketDataService(BaseService):
                     changed.add(symbol)
             else:
                 self._quote_failed(symbol, outcome, logged=batch_failed)
-        self.quotes.refreshed_at = self.clock.now()
-        for symbol in sorted(changed):
-            # With the daily bars held (even expired) the event has every field; without them, the
-            # quote's alone: fetching them here would make a refresh one daily download per symbol.
-            await self._announce(symbol, self.cache.get(symbol))
+        try:
+            for symbol in sorted(changed):
+                # With the daily bars held (even expired) the event has every field; without them,
+                # the quote's alone: fetching them here would make a refresh one daily download per
+                # symbol.
+                await self._announce(symbol, self.cache.get(symbol))
+        finally:
+            # Set once its events are out: whoever sees this refresh in `health` sees them sent.
+            self.quotes.refreshed_at = self.clock.now()
         return changed
 
     def _quote_failed(self, symbol: str, exc: BaseException, logged: bool = False) -> None:
