@@ -226,6 +226,52 @@ class QuoteDiscard(StrEnum):
 QUOTE_BASES = ("intraday", "daily_open", "daily_close")
 
 
+@dataclass(frozen=True, slots=True)
+class QuoteBar:
+    """The last completed bar behind a quote: the price range traded from `start` to `end`.
+
+    A resting stop or take-profit order is hit by any price in that range, not only by the
+    quote's last price, so exits are checked on it (intraday_fills.bar_exit_fill). `interval` is
+    an intraday interval, or "1d" for a whole session's daily bar (daily bars only).
+    """
+
+    interval: str
+    start: datetime
+    end: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+
+    def __post_init__(self) -> None:
+        _require_aware(self.start, "a quote bar's start")
+        _require_aware(self.end, "a quote bar's end")
+        if not self.start < self.end:
+            raise ValueError(f"a quote bar must end after it starts: {self.start} .. {self.end}")
+        if not self.low <= min(self.open, self.close) <= max(self.open, self.close) <= self.high:
+            raise ValueError(
+                f"inconsistent quote bar: open {self.open} close {self.close} outside {self.low}..{self.high}"
+            )
+
+    @classmethod
+    def of(
+        cls, interval: str, start: datetime, end: datetime, open_: float, high: float, low: float, close: float
+    ) -> QuoteBar:
+        """A quote bar whose range covers its open and close (a source's bar may not: data errors)."""
+        return cls(interval, start, end, open_, max(high, open_, close), min(low, open_, close), close)
+
+    def to_dict(self) -> dict:
+        return {
+            "interval": self.interval,
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "open": self.open,
+            "high": self.high,
+            "low": self.low,
+            "close": self.close,
+        }
+
+
 class NoIntradayData(ValueError):
     """No visible intraday bar to build a quote from (before the first bar of the day, a holiday)."""
 
@@ -254,6 +300,9 @@ class Quote:
     # only, during the session: the day's open, known from 10:00) or "daily_close" (daily bars
     # only, once the day's bar is final at 16:10). See QUOTE_BASES.
     basis: str = "intraday"
+    # The completed bar the price comes from (None for a snapshot quote such as IG's, and for
+    # the day's open when there are daily bars only).
+    bar: QuoteBar | None = None
 
     def __post_init__(self) -> None:
         _require_aware(self.quote_time, "quote_time")
@@ -289,6 +338,7 @@ class Quote:
             "stale_reason": self.stale_reason,
             "fallback_reason": self.fallback_reason,
             "basis": self.basis,
+            "bar": self.bar.to_dict() if self.bar else None,
         }
 
 
@@ -330,6 +380,7 @@ def quote_from_bars(
     if visible_from(last, interval, delay_s, close_time_of) > now:
         raise ValueError(f"the bar starting {last.start.isoformat()} is not visible at {now.isoformat()}")
     change, change_pct = price_change(last.close, previous_close)
+    end = bar_end(last, interval, close_time_of).astimezone(SYDNEY)
     return Quote(
         symbol=symbol,
         price=last.close,
@@ -342,9 +393,10 @@ def quote_from_bars(
         previous_close=previous_close,
         change=change,
         change_pct=change_pct,
-        quote_time=bar_end(last, interval, close_time_of).astimezone(SYDNEY),
+        quote_time=end,
         delay_s=delay_s,
         source=source,
+        bar=QuoteBar.of(interval, last.start.astimezone(SYDNEY), end, last.open, last.high, last.low, last.close),
     )
 
 

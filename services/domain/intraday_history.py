@@ -32,6 +32,7 @@ from services.domain.intraday import (
     IntradayBar,
     NoIntradayData,
     Quote,
+    QuoteBar,
     interval_seconds,
     price_change,
     quote_from_bars,
@@ -271,9 +272,11 @@ def daily_bar_quote(
         raise NoIntradayData(f"the daily bars of {symbol} have no bar for {day.isoformat()}{ends}")
     bar = bars[i]
     previous_close = bars[i - 1].close if i > 0 else None
+    whole_day: QuoteBar | None = None
     if now >= bar_visible_from(day):
         price, high, low, volume, basis = bar.close, bar.high, bar.low, bar.volume, "daily_close"
         at = session_close_at(day, close_time_of)
+        whole_day = QuoteBar.of("1d", opens, at, bar.open, bar.high, bar.low, bar.close)
     else:
         price, high, low, volume, basis = bar.open, bar.open, bar.open, 0, "daily_open"
         at = opens
@@ -294,4 +297,5 @@ def daily_bar_quote(
         delay_s=0.0,
         source=source,
         basis=basis,
+        bar=whole_day,
     )

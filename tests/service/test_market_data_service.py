@@ -262,6 +262,7 @@ async def test_yfinance_unreachable_is_a_dependency_error(suite, processes, clie
 QUOTE_FIELDS = {
     "symbol", "price", "bid", "ask", "day_open", "day_high", "day_low", "volume", "previous_close",
     "change", "change_pct", "quote_time", "delay_s", "source", "stale", "stale_reason", "fallback_reason", "basis",
+    "bar",
 }  # fmt: skip
 BAR_FIELDS = {"start", "open", "high", "low", "close", "volume"}
 
@@ -295,6 +296,10 @@ async def test_quote_and_intraday_bars_shapes_and_params(suite, processes, clien
     assert quote["quote_time"] == "2024-06-14T11:02:00+10:00"  # the 11:01 minute ended; 11:02 has not
     assert quote["day_low"] <= quote["price"] <= quote["day_high"] and quote["volume"] > 0
     assert quote["change"] == pytest.approx(quote["price"] - quote["previous_close"], abs=1e-4)
+    # The minute behind the price, whose range the paper trader checks stops against.
+    assert quote["bar"]["interval"] == "1m" and quote["bar"]["close"] == quote["price"]
+    assert (quote["bar"]["start"], quote["bar"]["end"]) == ("2024-06-14T11:01:00+10:00", quote["quote_time"])
+    assert quote["day_low"] <= quote["bar"]["low"] <= quote["bar"]["high"] <= quote["day_high"]
 
     reply = await client.call_service("market-data", "get_intraday_bars", symbol="^AXJO")
     assert (reply["symbol"], reply["interval"], reply["source"], reply["delay_s"]) == (

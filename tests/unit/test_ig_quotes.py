@@ -166,6 +166,7 @@ def test_a_quote_in_full():
         "stale_reason": None,
         "fallback_reason": None,
         "basis": "intraday",
+        "bar": None,  # a snapshot: one price, no range behind it
     }
 
 

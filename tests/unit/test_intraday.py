@@ -23,6 +23,7 @@ from services.domain.intraday import (
     NoIntradayData,
     PricePoint,
     Quote,
+    QuoteBar,
     QuoteDiscard,
     asx_close_time,
     bar_end,
@@ -248,7 +249,8 @@ def test_bucket_start_before_the_open_is_its_own_bucket():
 # --- quotes -----------------------------------------------------------------------------------
 
 QUOTE_KEYS = {"symbol", "price", "bid", "ask", "day_open", "day_high", "day_low", "volume", "previous_close",
-              "change", "change_pct", "quote_time", "delay_s", "source", "stale", "stale_reason", "fallback_reason", "basis"}  # fmt: skip
+              "change", "change_pct", "quote_time", "delay_s", "source", "stale", "stale_reason", "fallback_reason", "basis",
+              "bar"}  # fmt: skip
 
 
 def day_bars() -> list[IntradayBar]:
@@ -272,7 +274,22 @@ def test_quote_from_visible_bars():
     wire = quote.to_dict()
     assert set(wire) == QUOTE_KEYS
     assert wire["quote_time"] == "2026-03-02T10:02:00+11:00"
+    # The last visible minute, whose whole range a resting stop order sees.
+    assert wire["bar"] == {
+        "interval": "1m", "start": "2026-03-02T10:01:00+11:00", "end": "2026-03-02T10:02:00+11:00",
+        "open": 50.5, "high": 52, "low": 50.4, "close": 51.8,
+    }  # fmt: skip
     assert json.loads(json.dumps(wire)) == wire
+
+
+def test_a_quote_bar_covers_its_open_and_close_and_ends_after_it_starts():
+    # A source's bar with its close above its high (a data error) is widened, never trusted.
+    bar = QuoteBar.of("5m", sydney(DAY, 10), sydney(DAY, 10, 5), 50.0, 50.5, 49.8, 50.9)
+    assert (bar.low, bar.high) == (49.8, 50.9)
+    with pytest.raises(ValueError, match="outside"):
+        QuoteBar("5m", sydney(DAY, 10), sydney(DAY, 10, 5), 50.0, 50.5, 49.8, 50.9)
+    with pytest.raises(ValueError, match="end after"):
+        QuoteBar.of("5m", sydney(DAY, 10, 5), sydney(DAY, 10, 5), 50.0, 50.0, 50.0, 50.0)
 
 
 def test_quote_without_a_previous_close_has_no_change():

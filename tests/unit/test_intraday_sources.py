@@ -141,6 +141,7 @@ async def test_csv_with_daily_bars_only_quotes_the_days_open_from_10(tmp_path):
         assert quote.price == quote.day_open == quote.day_high == quote.day_low == today.open
         assert quote.volume == 0 and quote.previous_close == yesterday.close
         assert quote.quote_time == syd(2024, 6, 14, 10)
+        assert quote.bar is None  # only the open is known: no range behind it yet
     closed = await source.quote("NAB.AX", syd(2024, 6, 14, 16, 10))  # the day's bar is final
     assert (closed.basis, closed.price, closed.day_high, closed.day_low, closed.volume) == (
         "daily_close",
@@ -150,6 +151,11 @@ async def test_csv_with_daily_bars_only_quotes_the_days_open_from_10(tmp_path):
         today.volume,
     )
     assert closed.quote_time == syd(2024, 6, 14, 16)
+    # The whole session as one bar: the range stops and take-profits are checked against.
+    assert closed.bar is not None and closed.bar.to_dict() == {
+        "interval": "1d", "start": "2024-06-14T10:00:00+10:00", "end": "2024-06-14T16:00:00+10:00",
+        "open": today.open, "high": today.high, "low": today.low, "close": today.close,
+    }  # fmt: skip
     with pytest.raises(NoIntradayData, match="weekend"):
         await source.quote("NAB.AX", syd(2024, 6, 15, 11))
     with pytest.raises(NoIntradayData, match="no bar for 2024-06-17"):  # the file ends before
