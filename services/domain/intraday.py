@@ -255,7 +255,14 @@ class QuoteBar:
 
     @classmethod
     def of(
-        cls, interval: str, start: datetime, end: datetime, open_: float, high: float, low: float, close: float
+        cls,
+        interval: str,
+        start: datetime,
+        end: datetime,
+        open_: float,
+        high: float,
+        low: float,
+        close: float,
     ) -> QuoteBar:
         """A quote bar whose range covers its open and close (a source's bar may not: data errors)."""
         return cls(interval, start, end, open_, max(high, open_, close), min(low, open_, close), close)
@@ -396,7 +403,9 @@ def quote_from_bars(
         quote_time=end,
         delay_s=delay_s,
         source=source,
-        bar=QuoteBar.of(interval, last.start.astimezone(SYDNEY), end, last.open, last.high, last.low, last.close),
+        bar=QuoteBar.of(
+            interval, last.start.astimezone(SYDNEY), end, last.open, last.high, last.low, last.close
+        ),
     )
 
 

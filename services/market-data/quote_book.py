@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from services.domain import asx_calendar
+from services.domain.bars import bar_visible_from
 from services.domain.intraday import Quote, QuoteDiscard, quote_problem, session_day
 
 
@@ -103,14 +104,26 @@ def refresh_window(moment: datetime, delay_s: float) -> tuple[datetime, datetime
     return asx_calendar.session_open(day), asx_calendar.session_close(day) + timedelta(seconds=delay_s)
 
 
+def day_bar_refresh(moment: datetime) -> datetime | None:
+    """The refresh once the day's daily bar is final (16:10), or None on a closed day.
+
+    With daily bars only (a CSV source without intraday files) that is when the day's close and
+    range become known: its quote (basis daily_close, the whole session as its bar) is what the
+    paper trader checks stop-loss and take-profit against. With intraday bars it changes nothing.
+    """
+    day = asx_calendar.to_sydney(moment).date()
+    return bar_visible_from(day) if asx_calendar.is_trading_day(day) else None
+
+
 def in_refresh_window(moment: datetime, delay_s: float) -> bool:
     window = refresh_window(moment, delay_s)
-    return window is not None and window[0] <= moment <= window[1]
+    return window is not None and (window[0] <= moment <= window[1] or moment == day_bar_refresh(moment))
 
 
 def next_quote_refresh(now: datetime, every_s: float, delay_s: float) -> datetime:
     """After a refresh (or a check) at `now`: `every_s` later inside the session's window, the
-    window's end if that comes first, else the next session's open."""
+    window's end if that comes first, then the day's bar's refresh at 16:10 (when it falls after
+    the window), else the next session's open."""
     window = refresh_window(now, delay_s)
     if window is not None:
         opens, ends = window
@@ -118,4 +131,7 @@ def next_quote_refresh(now: datetime, every_s: float, delay_s: float) -> datetim
             return opens
         if now < ends:
             return min(now + timedelta(seconds=every_s), ends)
+        final = day_bar_refresh(now)
+        if final is not None and now < final:
+            return final
     return asx_calendar.next_open(now)

@@ -7,14 +7,18 @@ so the fill path never touches a binary float.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from services.domain.intraday import INTERVALS
 from services.domain.intraday_fills import (
     ExitFill,
     FillBasis,
+    bar_exit_fill,
     exit_levels,
     market_fill_price,
     quote_exit_fill,
@@ -25,6 +29,48 @@ from services.domain.risk import RiskRules
 
 class UnusableQuote(ValueError):
     """market-data's reply is not a quote one can fill at (no positive price, no time)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RangeBar:
+    """A completed bar's traded range, from a quote's `bar` or from get_intraday_bars."""
+
+    interval: str  # an intraday interval, or "1d" for a whole session (daily bars only)
+    start: datetime
+    end: datetime
+    open: Decimal
+    high: Decimal
+    low: Decimal
+
+    @classmethod
+    def from_wire(
+        cls, data: Any, interval: str | None = None, length: timedelta | None = None
+    ) -> RangeBar | None:
+        """From a quote's `bar` (which has its interval and end) or a get_intraday_bars bar (pass
+        the interval and its length); None when absent or malformed (the price alone is checked)."""
+        if not isinstance(data, dict):
+            return None
+        try:
+            start = datetime.fromisoformat(str(data["start"]))
+            end = datetime.fromisoformat(str(data["end"])) if length is None else start + length
+            open_, high, low = (_positive(data.get(k)) for k in ("open", "high", "low"))
+        except (KeyError, ValueError):
+            return None
+        if start.tzinfo is None or end.tzinfo is None or not start < end:
+            return None
+        if open_ is None or high is None or low is None or not low <= open_ <= high:
+            return None
+        return cls(str(interval or data.get("interval")), start, end, open_, high, low)
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "interval": self.interval,
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "open": float(self.open),
+            "high": float(self.high),
+            "low": float(self.low),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +86,7 @@ class MarketQuote:
     stale_reason: str | None
     # What the price is (intraday, daily_open, daily_close: see services.domain.intraday.Quote)
     basis: str = "intraday"
+    bar: RangeBar | None = None  # the completed bar behind the price, when the source has bars
 
     @classmethod
     def from_wire(cls, symbol: str, data: Any) -> MarketQuote:
@@ -69,6 +116,7 @@ class MarketQuote:
             stale=bool(data.get("stale")),
             stale_reason=data.get("stale_reason") or None,
             basis=str(data.get("basis") or "intraday"),
+            bar=RangeBar.from_wire(data.get("bar")),
         )
 
     @property
@@ -127,13 +175,57 @@ def order_fill(action: Action, quote: MarketQuote, slippage_bps: Decimal) -> tup
     return market_fill_price(action, quote.price, quote.bid, quote.ask, slippage_bps)
 
 
-def exit_for(position: Position | None, quote: MarketQuote, rules: RiskRules) -> ExitFill | None:
-    """The stop-loss or take-profit a held position takes on this quote, or None.
+@dataclass(frozen=True, slots=True)
+class ExitCheck:
+    """What one exit check found: the exit (or None), the bar it happened in, and the instant up
+    to which the position's prices have now been seen (the next check starts there)."""
 
-    Levels are the position's average cost -/+ the rules' fractions (as get_positions shows);
-    a quote at a level fills there, one past it (a gap between two checks) fills at the quote.
+    fill: ExitFill | None
+    bar: RangeBar | None
+    checked_to: datetime | None
+
+
+def exit_for(
+    position: Position | None,
+    quote: MarketQuote,
+    rules: RiskRules,
+    checked_to: datetime | None = None,
+    bars: Sequence[RangeBar] = (),
+) -> ExitCheck:
+    """The stop-loss or take-profit a held position takes, checked on every price since `checked_to`.
+
+    Levels are the position's average cost -/+ the rules' fractions (as get_positions shows).
+    `checked_to` is the instant the position's prices have been seen up to: its entry quote's
+    time, then the end of the last bar checked. A resting stop is hit by any price that traded,
+    so each completed bar that starts at or after it is checked on its range, oldest first:
+    the quote's own bar, and `bars` (those a refresh skipped, fetched by the caller). A bar that
+    opens through a level fills at its open, one that trades through it at the level
+    (intraday_fills.bar_exit_fill). Without a bar (a snapshot quote such as IG's) the quote's
+    price is checked: at or through a level it fills at the quote. A quote older than
+    `checked_to` says nothing new (an event delivered late, a price from before the entry).
     """
     if position is None:
-        return None
+        return ExitCheck(None, None, checked_to)
     stop, take_profit = exit_levels(position.avg_cost, rules)
-    return quote_exit_fill(stop, take_profit, quote.price)
+    by_start = {b.start: b for b in bars}
+    if quote.bar is not None:
+        by_start[quote.bar.start] = quote.bar
+    fresh = [by_start[t] for t in sorted(by_start) if checked_to is None or t >= checked_to]
+    for bar in fresh:
+        fill = bar_exit_fill(stop, take_profit, bar.open, bar.high, bar.low)
+        checked_to = bar.end if checked_to is None else max(checked_to, bar.end)
+        if fill is not None:
+            return ExitCheck(fill, bar, checked_to)
+    if fresh or (checked_to is not None and quote.quote_time < checked_to):
+        return ExitCheck(None, None, checked_to)
+    return ExitCheck(quote_exit_fill(stop, take_profit, quote.price), None, quote.quote_time)
+
+
+def skipped_bar_count(quote: MarketQuote, checked_to: datetime | None, limit: int = 400) -> int:
+    """How many bars to fetch so that none between `checked_to` and the quote's bar goes unchecked
+    (0 when the quote's bar follows on, or has no intraday interval to fetch by)."""
+    bar = quote.bar
+    if bar is None or checked_to is None or bar.interval not in INTERVALS or bar.start <= checked_to:
+        return 0
+    missing = (bar.start - checked_to).total_seconds() / INTERVALS[bar.interval]
+    return min(limit, math.ceil(missing) + 1)

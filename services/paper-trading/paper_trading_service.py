@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Literal
@@ -49,6 +49,7 @@ from services.base.knobs import read_knobs
 from services.clients import ig_client
 from services.clients.ig_epics import epics_for
 from services.domain import asx_calendar, performance, risk
+from services.domain.intraday import INTERVALS
 from services.domain.intraday_fills import ExitFill
 from services.domain.portfolio import (
     ZERO,
@@ -61,7 +62,15 @@ from services.domain.portfolio import (
     trade_value,
     value,
 )
-from services.paper_trading.market_orders import MarketQuote, UnusableQuote, exit_for, order_fill, refusal
+from services.paper_trading.market_orders import (
+    MarketQuote,
+    RangeBar,
+    UnusableQuote,
+    exit_for,
+    order_fill,
+    refusal,
+    skipped_bar_count,
+)
 from services.paper_trading.paper_trading_knobs import PaperTradingKnobs
 from services.paper_trading.trade_store import DayRecord, Mark, TradeRecord, TradeStore
 
@@ -99,6 +108,7 @@ class PaperTradingService(BaseService):
         self._background: set[asyncio.Task] = set()
         self._exit_timer: asyncio.Task | None = None
         self.is_market_open: Callable[[datetime], bool] = market_is_open
+        self._exits_checked_to: dict[str, datetime] = {}  # see _checked_to
         # Read here, not in on_start, so a bad setting exits 2 with its reason before anything runs.
         self.knobs = read_knobs(PaperTradingKnobs, self.settings.environ)
         self.rules = self.knobs.risk_rules()
@@ -330,11 +340,12 @@ class PaperTradingService(BaseService):
                 quote = MarketQuote.from_wire(symbol, event.data["quote"])
             except UnusableQuote as exc:
                 self.log.warning("market_data_updated: %s", exc)
+        skipped = await self._skipped_bars(quote) if quote is not None else []
         async with self._trading():
             self._save_mark(symbol, mark)
             await self._snapshot_equity(self.clock.now())
             if quote is not None:
-                await self._exit_if_due(quote, trigger="quote event")
+                await self._exit_if_due(quote, trigger="quote event", skipped=skipped)
 
     async def _check_exits_on_a_timer(self) -> None:
         """Every EXIT_CHECK_S suite seconds in the session: each open position against its quote."""
@@ -348,45 +359,98 @@ class PaperTradingService(BaseService):
                 except RpcError as exc:
                     self.log.warning("timed exit check of %s: no quote: %s", symbol, exc.message)
                     continue
+                skipped = await self._skipped_bars(quote)
                 try:
                     async with self._trading():
                         self.counters["exit_checks"] += 1
                         self._save_mark(symbol, Mark(quote.price, quote.as_of, quote.source))
-                        await self._exit_if_due(quote, trigger="timer")
+                        await self._exit_if_due(quote, trigger="timer", skipped=skipped)
                 except Exception:
                     if self._closed:  # the book closed under us: stopping
                         return
                     self.log.exception("timed exit check of %s failed", symbol)
 
-    async def _exit_if_due(self, quote: MarketQuote, *, trigger: str) -> None:
-        """Sell the whole position at its exit when the quote reaches a level (caller holds the lock).
+    def _checked_to(self, symbol: str) -> datetime | None:
+        """The instant a held position's prices have been checked up to (see market_orders.exit_for).
+
+        Kept in memory and moved on by every check; after a restart it starts again from the
+        latest buy's quote time (its entry price), so bars seen before the restart are checked
+        again: harmless, a level they did not reach then they do not reach now.
+        """
+        if symbol not in self._exits_checked_to:
+            position = self.book.positions.get(symbol)
+            if position is None:
+                return None
+            entry: datetime = position.opened_at
+            for trade in self.store.trades(limit=50, symbol=symbol):
+                if trade.action == Action.BUY:
+                    with contextlib.suppress(TypeError, ValueError):
+                        entry = datetime.fromisoformat(str(trade.assumptions.get("quote_time")))
+                    break
+            self._exits_checked_to[symbol] = entry
+        return self._exits_checked_to[symbol]
+
+    async def _skipped_bars(self, quote: MarketQuote) -> list[RangeBar]:
+        """The bars between the last exit check and this quote's bar, when a refresh skipped some
+        (a slow refresh, a missed event): a stop they traded through must not go unseen."""
+        position = self.book.positions.get(quote.symbol)
+        if position is None or quote.bar is None:
+            return []
+        count = skipped_bar_count(quote, self._checked_to(quote.symbol))
+        if count == 0:
+            return []
+        interval = quote.bar.interval
+        try:
+            reply = await self.call_service(
+                "market-data",
+                "get_intraday_bars",
+                timeout=self.knobs.quote_timeout_s,
+                symbol=quote.symbol,
+                interval=interval,
+                limit=count,
+            )
+        except RpcError as exc:
+            self.log.warning("exit check of %s: skipped bars unavailable: %s", quote.symbol, exc.message)
+            return []
+        length = timedelta(seconds=INTERVALS[interval])
+        bars = (RangeBar.from_wire(b, interval, length) for b in reply.get("bars") or [])
+        return [b for b in bars if b is not None]
+
+    async def _exit_if_due(
+        self, quote: MarketQuote, *, trigger: str, skipped: Sequence[RangeBar] = ()
+    ) -> None:
+        """Sell the whole position at its exit when its prices reached a level (caller holds the lock).
 
         The position is read here, under the lock, so an exit the timer and a quote event both
         saw is done by whichever came first; the other finds nothing held.
         """
-        position = self.book.positions.get(quote.symbol)
-        exit_fill = exit_for(position, quote, self.rules)
-        if position is None or exit_fill is None:
+        symbol = quote.symbol
+        position = self.book.positions.get(symbol)
+        check = exit_for(position, quote, self.rules, self._checked_to(symbol), skipped)
+        if position is None or check.fill is None:
+            if position is not None and check.checked_to is not None:
+                self._exits_checked_to[symbol] = check.checked_to
             return
         problem = refusal(quote, self.clock.now(), self.knobs.max_quote_age_s)
         if problem is not None:
             # Not lost: the next fresh quote (event or timer) checks the levels again.
             self.counters["quotes_refused"] += 1
-            self.log.warning("%s exit for %s waits: %s", exit_fill.reason, quote.symbol, problem)
+            self.log.warning("%s exit for %s waits: %s", check.fill.reason, symbol, problem)
             return
         try:
             await self._execute(
-                quote.symbol,
+                symbol,
                 Action.SELL,
                 position.quantity,
-                reason=str(exit_fill.reason),
+                reason=str(check.fill.reason),
                 quote=quote,
-                exit_fill=exit_fill,
+                exit_fill=check.fill,
+                exit_bar=check.bar,
                 trigger=trigger,
             )
             self.counters["exits"] += 1
         except (MarketClosed, RiskRejected, PortfolioError) as exc:
-            self.log.warning("%s exit for %s not executed: %s", exit_fill.reason, quote.symbol, exc)
+            self.log.warning("%s exit for %s not executed: %s", check.fill.reason, symbol, exc)
 
     # ---- the trade path (callers hold trade_lock) -----------------------------------------
 
@@ -438,10 +502,15 @@ class PaperTradingService(BaseService):
         prediction_id: str | None = None,
         quote: MarketQuote | None = None,
         exit_fill: ExitFill | None = None,
+        exit_bar: RangeBar | None = None,
         trigger: str = "order",
     ) -> TradeRecord:
         now = self.clock.now()
-        if not self.is_market_open(now):
+        # A stop or take-profit hit inside a completed bar was a resting order that filled while
+        # the market traded through its level: it is booked when the bar is seen, which for a
+        # day's bar (daily bars only) is after the close. The market must have been open then.
+        traded_at = exit_bar.start if exit_bar is not None else now
+        if not self.is_market_open(traded_at):
             raise MarketClosed(
                 f"the market is closed at {asx_calendar.to_sydney(now).isoformat()}",
                 data={"rule": "market_hours", "next_open": asx_calendar.next_open(now).isoformat()},
@@ -461,7 +530,7 @@ class PaperTradingService(BaseService):
             self.rules,
             day=day,
             now=now,
-            is_market_open=self.is_market_open,
+            is_market_open=lambda _now: self.is_market_open(traded_at),
         )
         if rejection is not None:
             await self._reject(rejection, order)
@@ -473,9 +542,14 @@ class PaperTradingService(BaseService):
             now=now,
             slippage=to_money(abs(price - quote.price) * quantity),
             reason=reason,
-            assumptions=self._assumptions(quote, price, basis, trigger, now),
+            assumptions=self._assumptions(quote, price, basis, trigger, now, exit_bar),
             prediction_id=prediction_id,
         )
+        if action is Action.BUY:
+            # The new average cost's levels apply from this entry price on.
+            self._exits_checked_to[symbol] = quote.quote_time
+        elif symbol not in self.book.positions:
+            self._exits_checked_to.pop(symbol, None)
         self.counters["trades"] += 1
         await self._publish_trade(record)
         await self._snapshot_equity(now)
@@ -483,9 +557,16 @@ class PaperTradingService(BaseService):
         return record
 
     def _assumptions(
-        self, quote: MarketQuote, price: Decimal, basis: str, trigger: str, now: datetime
+        self,
+        quote: MarketQuote,
+        price: Decimal,
+        basis: str,
+        trigger: str,
+        now: datetime,
+        exit_bar: RangeBar | None = None,
     ) -> dict[str, Any]:
         return {
+            **({"exit_bar": exit_bar.as_record()} if exit_bar is not None else {}),
             "price_source": quote.source,
             "price_as_of": quote.as_of,
             **quote.as_record(),

@@ -363,14 +363,103 @@ async def test_the_exit_timer_fires_a_stop_loss_without_any_event(suite, process
     )
     sold = trades[0]
     assert (sold["action"], sold["quantity"], sold["reason"]) == ("SELL", 10, "stop_loss")
-    assert sold["price"] == 94.0  # gapped through the stop: the quote, not the level
+    assert sold["price"] == 94.0  # the 11:00 bar opened through the stop: its open, not the level
     assumptions = sold["assumptions"]
-    assert assumptions["trigger"] == "timer" and assumptions["fill_basis"] == "stop_loss:quote"
+    assert assumptions["trigger"] == "timer" and assumptions["fill_basis"] == "stop_loss:open"
     assert (assumptions["quote_price"], assumptions["quote_time"]) == (94.0, "2024-06-17T11:05:00+10:00")
+    assert assumptions["exit_bar"] == {
+        "interval": "5m", "start": "2024-06-17T11:00:00+10:00", "end": "2024-06-17T11:05:00+10:00",
+        "open": 94.0, "high": 94.0, "low": 94.0,
+    }  # fmt: skip
     assert rpc_call_sync(stack.paper.socket, "get_positions")["positions"] == []
     # One exit only: later checks find nothing held.
     health = rpc_call_sync(stack.paper.socket, "health")
     assert health["exits"] == 1
+
+
+async def test_a_stop_traded_through_inside_a_bar_fills_at_the_stop_level(suite, processes, client):
+    # 11:04 now. The 11:00 bar opens at 100, trades down to 94 and closes at 99: its close never
+    # reaches the stop (95.0475), its low does. A resting stop fills at its level, once.
+    stack = Stack(suite, processes, clock_start="2024-06-17T11:04:00+10:00")
+    stack.env["TRADING_CLOCK_SPEED"] = "10"
+    stack.market = processes.service(
+        "market-data", suite, extra_env={**stack.env, "TRADING_MARKET_DATA_QUOTE_S": "5"}
+    )
+    stack.paper = stack.paper_process()
+    eleven = datetime(2024, 6, 17, 11, 0, tzinfo=SYDNEY)
+    rows = []
+    for minutes in range(0, 6 * 60, 5):
+        start = datetime(2024, 6, 17, 10, 0, tzinfo=SYDNEY) + timedelta(minutes=minutes)
+        o, h, lo, c = (
+            (100.0, 100.0, 94.0, 99.0) if start == eleven else (99.0,) * 4 if start > eleven else (100.0,) * 4
+        )
+        rows.append(f"{start.isoformat()},{o},{h},{lo},{c},1000")
+    (stack.market_dir / "CBA.AX_5m.csv").write_text(
+        "Datetime,Open,High,Low,Close,Volume\n" + "\n".join(rows) + "\n"
+    )
+    stack.start()
+    bought = await client.call_service(
+        "paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=10
+    )
+    assert (bought["price"], bought["assumptions"]["quote_time"]) == (100.05, "2024-06-17T11:00:00+10:00")
+    trades = await async_wait_until(
+        lambda: rpc_call_sync(stack.paper.socket, "get_trade_history")["trades"],
+        60,
+        what="the stop-loss inside the 11:00 bar",
+        until=lambda t: len(t) == 2,
+    )
+    sold = trades[0]
+    assert (sold["action"], sold["reason"], sold["price"]) == ("SELL", "stop_loss", 95.0475)
+    assert sold["assumptions"]["fill_basis"] == "stop_loss:level"
+    assert sold["assumptions"]["exit_bar"]["start"] == "2024-06-17T11:00:00+10:00"
+    assert sold["assumptions"]["quote_price"] == 99.0  # the price of the moment was back above it
+    assert rpc_call_sync(stack.paper.socket, "health")["exits"] == 1
+
+
+async def test_with_daily_bars_only_the_days_range_is_checked_once_its_bar_is_final(suite, processes, client):
+    # No intraday files: orders fill at the day's open; the day's low (99 - 1 = 98.5 below the
+    # 1% stop of 99.495 from a 100.5 open) shows only in the day's bar, final at 16:10, and the
+    # stop is booked then, at its level, as the resting order it was in the session.
+    stack = Stack(
+        suite,
+        processes,
+        clock_start="2024-06-17T15:58:00+10:00",
+        TRADING_PAPER_TRADING_MAX_QUOTE_AGE_S="86400",
+        TRADING_PAPER_TRADING_STOP_LOSS_PCT="1",
+    )
+    for symbol in BANKS:
+        (stack.market_dir / f"{symbol}_5m.csv").unlink()
+    with open(stack.market_dir / csv_file_name("CBA.AX"), "a") as f:
+        f.write(f"{MONDAY},100.5,101.0,98.5,99.2,99.2,1000000\n")
+    stack.env["TRADING_CLOCK_SPEED"] = "60"
+    stack.market = processes.service("market-data", suite, extra_env=stack.env)
+    stack.paper = stack.paper_process(
+        TRADING_PAPER_TRADING_MAX_QUOTE_AGE_S="86400", TRADING_PAPER_TRADING_STOP_LOSS_PCT="1"
+    )
+    stack.start()
+    bought = await client.call_service(
+        "paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=10
+    )
+    assert (
+        bought["assumptions"]["quote_basis"] == "daily_open" and bought["assumptions"]["quote_price"] == 100.5
+    )
+    (held,) = (await client.call_service("paper-trading", "get_positions"))["positions"]
+    stop = D(str(held["stop_loss_price"]))
+    trades = await async_wait_until(
+        lambda: rpc_call_sync(stack.paper.socket, "get_trade_history")["trades"],
+        90,
+        what="the stop-loss on the day's bar after 16:10",
+        until=lambda t: len(t) == 2,
+    )
+    sold = trades[0]
+    assert (sold["action"], sold["reason"]) == ("SELL", "stop_loss")
+    assert D(str(sold["price"])) == stop.quantize(D("0.0001"))
+    assert sold["assumptions"]["fill_basis"] == "stop_loss:level"
+    assert sold["assumptions"]["quote_basis"] == "daily_close"
+    assert sold["assumptions"]["exit_bar"] == {
+        "interval": "1d", "start": "2024-06-17T10:00:00+10:00", "end": "2024-06-17T16:00:00+10:00",
+        "open": 100.5, "high": 101.0, "low": 98.5,
+    }  # fmt: skip
 
 
 async def test_daily_loss_halts_new_buys_until_the_next_day(suite, processes, client):

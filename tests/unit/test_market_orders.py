@@ -126,13 +126,94 @@ def test_order_fill_at_the_book_else_with_slippage(action, bid, ask, price, basi
     ],
 )
 def test_exit_for_a_position_on_a_quote(avg_cost, price, reason, fill):
-    exit_fill = exit_for(position(avg_cost), quote(price=price), RULES)
+    check = exit_for(position(avg_cost), quote(price=price), RULES)
     if reason is None:
-        assert exit_fill is None
+        assert check.fill is None
     else:
-        assert exit_fill is not None
-        assert (exit_fill.reason, exit_fill.price, exit_fill.basis) == (reason, fill, ExitBasis.QUOTE)
+        assert check.fill is not None
+        assert (check.fill.reason, check.fill.price, check.fill.basis) == (reason, fill, ExitBasis.QUOTE)
+    assert check.bar is None and check.checked_to == NOW - timedelta(seconds=60)  # the quote's time
+
+
+def bar_wire(minute: int, o: float, h: float, lo: float, c: float, interval: str = "5m") -> dict:
+    start = NOW + timedelta(minutes=minute)
+    return {
+        "interval": interval,
+        "start": start.isoformat(),
+        "end": (start + timedelta(minutes=5)).isoformat(),
+        "open": o,
+        "high": h,
+        "low": lo,
+        "close": c,
+    }
+
+
+def bar_quote(minute: int, o: float, h: float, lo: float, c: float) -> MarketQuote:
+    return quote(
+        price=c,
+        quote_time=(NOW + timedelta(minutes=minute + 5)).isoformat(),
+        bar=bar_wire(minute, o, h, lo, c),
+    )
+
+
+@pytest.mark.parametrize(
+    ("bar", "reason", "fill", "basis"),
+    [
+        ((99, 101, 96, 100), None, None, None),  # inside both levels: the close alone says nothing more
+        ((99, 101, 94, 100), ExitReason.STOP_LOSS, D("95.0000"), ExitBasis.LEVEL),  # traded through
+        ((93, 96, 92, 95.5), ExitReason.STOP_LOSS, D("93.0000"), ExitBasis.OPEN),  # opened through
+        ((105, 111, 104, 106), ExitReason.TAKE_PROFIT, D("110.0000"), ExitBasis.LEVEL),
+        ((96, 111, 94, 100), ExitReason.STOP_LOSS, D("95.0000"), ExitBasis.LEVEL),  # both: the stop
+    ],
+)
+def test_exit_on_the_range_of_the_quotes_bar(bar, reason, fill, basis):
+    # The quote's price (the bar's close) is inside the levels, but a resting stop saw the range.
+    entry = NOW
+    check = exit_for(position("100"), bar_quote(0, *bar), RULES, checked_to=entry)
+    assert check.checked_to == NOW + timedelta(minutes=5)  # the bar's end
+    if reason is None:
+        assert check.fill is None and check.bar is None
+    else:
+        assert check.fill is not None and check.bar is not None
+        assert (check.fill.reason, check.fill.price, check.fill.basis) == (reason, fill, basis)
+        assert check.bar.start == NOW
+
+
+def test_a_bar_from_before_the_checked_instant_is_not_checked_again():
+    # The bar that ended at the entry (the entry filled at its close) lies before the position:
+    # its low, below the stop, happened while nothing was held.
+    before = bar_quote(-5, 99, 101, 90, 100)
+    check = exit_for(position("100"), before, RULES, checked_to=NOW)
+    assert check.fill is None and check.checked_to == NOW
+    # A late quote (older than what has been checked) says nothing new, even through a level.
+    late = quote(price=90.0, quote_time=(NOW - timedelta(minutes=1)).isoformat())
+    assert exit_for(position("100"), late, RULES, checked_to=NOW).fill is None
+
+
+def test_skipped_bars_are_checked_oldest_first():
+    from services.paper_trading.market_orders import RangeBar, skipped_bar_count
+
+    latest = bar_quote(10, 99, 100, 98, 99)
+    assert skipped_bar_count(latest, NOW) == 3  # 11:00 and 11:05 were skipped, then the quote's own
+    assert skipped_bar_count(latest, NOW + timedelta(minutes=10)) == 0  # it follows on
+    assert skipped_bar_count(quote(), NOW) == 0  # no bar: nothing to fetch by
+    length = timedelta(minutes=5)
+    skipped = [
+        RangeBar.from_wire(bar_wire(0, 99, 100, 98, 99), "5m", length),
+        RangeBar.from_wire(bar_wire(5, 99, 99.5, 94.5, 96), "5m", length),  # the stop traded here
+    ]
+    check = exit_for(position("100"), latest, RULES, checked_to=NOW, bars=[b for b in skipped if b])
+    assert check.fill is not None and check.bar is not None
+    assert (check.fill.price, check.bar.start) == (D("95.0000"), NOW + timedelta(minutes=5))
+    assert check.checked_to == NOW + timedelta(minutes=10)
+
+
+def test_a_malformed_bar_is_ignored_and_the_price_checked():
+    broken = quote(price=94.0, bar={"start": "yesterday", "open": 1})
+    assert broken.bar is None
+    check = exit_for(position("100"), broken, RULES, checked_to=NOW - timedelta(minutes=5))
+    assert check.fill is not None and check.fill.basis == ExitBasis.QUOTE
 
 
 def test_no_exit_without_a_position():
-    assert exit_for(None, quote(price=1.0), RULES) is None
+    assert exit_for(None, quote(price=1.0), RULES).fill is None

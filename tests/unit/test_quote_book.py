@@ -139,11 +139,13 @@ def test_a_stale_quote_of_today_is_still_the_basis_in_the_session():
         (syd(2024, 6, 14, 15, 59, 30), 60, 0, syd(2024, 6, 14, 16)),  # the close comes first
         (syd(2024, 6, 14, 15, 59, 30), 60, 1200, syd(2024, 6, 14, 16, 0, 30)),  # Yahoo: to 16:20
         (syd(2024, 6, 14, 16, 19, 30), 60, 1200, syd(2024, 6, 14, 16, 20)),  # its last bars show at 16:20
-        (syd(2024, 6, 14, 16), 60, 0, syd(2024, 6, 17, 10)),  # the final refresh done: Monday's open
-        (syd(2024, 6, 14, 16, 20), 60, 1200, syd(2024, 6, 17, 10)),
+        (syd(2024, 6, 14, 16), 60, 0, syd(2024, 6, 14, 16, 10)),  # then once the day's bar is final
+        (syd(2024, 6, 14, 16, 10), 60, 0, syd(2024, 6, 17, 10)),  # the final refresh done: Monday's open
+        (syd(2024, 6, 14, 16, 20), 60, 1200, syd(2024, 6, 17, 10)),  # its window covered 16:10
         (syd(2024, 6, 8, 12), 60, 0, syd(2024, 6, 11, 10)),  # Saturday before the King's Birthday
         (syd(2024, 12, 24, 14, 9, 30), 60, 0, syd(2024, 12, 24, 14, 10)),  # an early close at 14:10
-        (syd(2024, 12, 24, 14, 10), 60, 0, syd(2024, 12, 27, 10)),  # then after Christmas and Boxing Day
+        (syd(2024, 12, 24, 14, 10), 60, 0, syd(2024, 12, 24, 16, 10)),  # the day's bar is final at 16:10
+        (syd(2024, 12, 24, 16, 10), 60, 0, syd(2024, 12, 27, 10)),  # then after Christmas and Boxing Day
     ],
 )
 def test_next_quote_refresh(now, every_s, delay_s, expected):
@@ -157,6 +159,8 @@ def test_next_quote_refresh(now, every_s, delay_s, expected):
         (syd(2024, 6, 14, 10), 0, True),
         (syd(2024, 6, 14, 16), 0, True),  # the last bar (15:59-16:00) shows at 16:00: one more refresh
         (syd(2024, 6, 14, 16, 0, 1), 0, False),
+        (syd(2024, 6, 14, 16, 10), 0, True),  # the day's bar is final: one refresh for its close
+        (syd(2024, 6, 14, 16, 10, 1), 0, False),
         (syd(2024, 6, 14, 16, 20), 1200, True),
         (syd(2024, 6, 14, 16, 20, 1), 1200, False),
         (syd(2024, 6, 15, 12), 0, False),  # Saturday
