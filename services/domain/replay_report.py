@@ -173,8 +173,13 @@ def build_report(
     adj_closes: Mapping[str, PriceSeries],
     index_closes: PriceSeries | None,
     index_symbol: str,
+    basis: str | None = None,
 ) -> dict:
-    """Every figure of the replay report, as plain data (JSON-ready)."""
+    """Every figure of the replay report, as plain data (JSON-ready).
+
+    `basis` is the caller's one-line description of the prices the replay filled and exited at;
+    it is kept as report["basis"] (None when not given) and printed in the header when given.
+    """
     equity = equity_figures(curve)
     universe = buy_and_hold_return(closes, entry_day, last_day)
     index = buy_and_hold_return({index_symbol: index_closes}, entry_day, last_day) if index_closes else None
@@ -195,6 +200,7 @@ def build_report(
         "trading": trade_figures(trades),
         "signals": signal_counts(predictions),
         "model": model_accuracy(predictions, adj_closes),
+        "basis": basis,
     }
 
 
@@ -204,6 +210,7 @@ def format_report(report: dict, notes: Sequence[str] = ()) -> str:
     sig, model, period = report["signals"], report["model"], report["period"]
     lines = [
         f"Replay {period['from']} .. {period['to']} ({eq['trading_days']} trading days)",
+        *([f"  fill basis        {report['basis']}"] if report.get("basis") else []),
         "",
         "Equity curve",
         f"  start {_money(eq['starting_equity'])}   end {_money(eq['final_equity'])}"

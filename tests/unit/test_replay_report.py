@@ -289,6 +289,7 @@ def test_build_and_format_report():
         "always_up": {"correct": 2, "accuracy": 1.0},
         "yesterday_direction": {"correct": 1, "accuracy": 0.5},
     }  # B has no 06-04 row: next is 06-07 up
+    assert report["basis"] is None
     text = format_report(report, notes=["orders fill at the previous close"])
     lines = text.splitlines()
     model_line = next(i for i, line in enumerate(lines) if line.startswith("  model accuracy"))
@@ -297,6 +298,7 @@ def test_build_and_format_report():
         '  always up         100.00% (2/2 right, "up" every time)',
         "  yesterday's move  50.00% (1/2 right, the next close moves like the last one)",
     ]
+    assert "fill basis" not in text and lines[1] == ""
     assert "-$1,234.50" in format_report(
         {**report, "trading": {**report["trading"], "realized_pnl": -1234.5}}
     )
@@ -324,3 +326,29 @@ def test_buy_and_hold_is_the_mean_of_single_returns(pairs):
     assert buy_and_hold_return(prices, D("2019-06-03"), D("2019-06-07")) == pytest.approx(
         sum(singles) / len(singles)
     )
+
+
+def test_fill_basis_in_the_report_and_the_header():
+    kwargs = {
+        "first_day": D("2019-06-04"),
+        "last_day": D("2019-06-07"),
+        "entry_day": D("2019-06-03"),
+        "curve": [(None, 100_000.0), (D("2019-06-04"), 100_500.0)],
+        "trades": [],
+        "predictions": [],
+        "closes": {"A": SERIES},
+        "adj_closes": {"A": SERIES},
+        "index_closes": None,
+        "index_symbol": "^AXJO",
+    }
+    basis = "the day's open plus slippage (daily bars only)"
+    report = build_report(**kwargs, basis=basis)
+    assert report["basis"] == basis
+    lines = format_report(report).splitlines()
+    assert lines[0].startswith("Replay 2019-06-04 .. 2019-06-07")
+    assert lines[1] == "  fill basis        the day's open plus slippage (daily bars only)"
+    assert lines[2] == ""
+    assert report["model"]["always_up"] == {"correct": 0, "accuracy": None}
+    assert "  always up         n/a (0/0 right" in format_report(report)
+    without = format_report(build_report(**kwargs))
+    assert "fill basis" not in without and without.splitlines()[1] == ""
