@@ -12,7 +12,14 @@ Definitions (stated in the printed report too):
 - win rate: closed (SELL) trades with a positive net P&L (after both commissions);
 - buy rate: the share of BUY among the predictions the trading steps acted on;
 - model accuracy: the ensemble's direction against the next close's adj-close move (the
-  models' training target), for every step prediction whose next close is in the data.
+  models' training target), for every step prediction with a direction whose bar date is in the
+  symbol's adj-close series with a close before it and one after it (the next close);
+- baselines, scored on exactly those predictions (one `scored` count for all three, so a
+  prediction on a series' first date, which the yesterday's-move baseline cannot score, is left
+  out of all three): always up ("up" every time) and yesterday's move (the next close moves like
+  the last one: "up" when the close on the bar date is strictly above the close before it, else
+  "down"), the two naive calls train_models.py scores the models against (always_up,
+  yesterday_direction).
 """
 
 from __future__ import annotations
@@ -70,18 +77,40 @@ def realised_direction(series: PriceSeries, bar_date: date) -> str | None:
     return "up" if series[index + 1][1] > series[index][1] else "down"
 
 
+def last_direction(series: PriceSeries, bar_date: date) -> str | None:
+    """The move into `bar_date`: "up" when its close is strictly above the close before it, else
+    "down"; None when `bar_date` is not a date of the series or is its first."""
+    dates = [d for d, _ in series]
+    index = bisect.bisect_left(dates, bar_date)
+    if index >= len(dates) or dates[index] != bar_date or index == 0:
+        return None
+    return "up" if series[index][1] > series[index - 1][1] else "down"
+
+
 def model_accuracy(predictions: Sequence[ScoredPrediction], adj_closes: Mapping[str, PriceSeries]) -> dict:
-    """How often the ensemble's direction matched the next close's move, over those scoreable."""
-    scored = correct = 0
+    """How often the ensemble's direction, "up" every time and the last move's direction matched the
+    next close's move, all three over the same predictions: those with a direction, a next close
+    and a close before the bar date (the last needs it)."""
+    scored = correct = up_correct = last_correct = 0
     for p in predictions:
         if p.direction not in ("up", "down"):
             continue
-        actual = realised_direction(adj_closes.get(p.symbol, ()), p.bar_date)
-        if actual is None:
+        series = adj_closes.get(p.symbol, ())
+        actual, last = realised_direction(series, p.bar_date), last_direction(series, p.bar_date)
+        if actual is None or last is None:
             continue
         scored += 1
         correct += actual == p.direction
-    return {"scored": scored, "correct": correct, "accuracy": correct / scored if scored else None}
+        up_correct += actual == "up"
+        last_correct += actual == last
+    share = lambda hits: hits / scored if scored else None  # noqa: E731
+    return {
+        "scored": scored,
+        "correct": correct,
+        "accuracy": share(correct),
+        "always_up": {"correct": up_correct, "accuracy": share(up_correct)},
+        "yesterday_direction": {"correct": last_correct, "accuracy": share(last_correct)},
+    }
 
 
 def signal_counts(predictions: Sequence[ScoredPrediction]) -> dict:
@@ -144,8 +173,13 @@ def build_report(
     adj_closes: Mapping[str, PriceSeries],
     index_closes: PriceSeries | None,
     index_symbol: str,
+    basis: str | None = None,
 ) -> dict:
-    """Every figure of the replay report, as plain data (JSON-ready)."""
+    """Every figure of the replay report, as plain data (JSON-ready).
+
+    `basis` is the caller's one-line description of the prices the replay filled and exited at;
+    it is kept as report["basis"] (None when not given) and printed in the header when given.
+    """
     equity = equity_figures(curve)
     universe = buy_and_hold_return(closes, entry_day, last_day)
     index = buy_and_hold_return({index_symbol: index_closes}, entry_day, last_day) if index_closes else None
@@ -166,6 +200,7 @@ def build_report(
         "trading": trade_figures(trades),
         "signals": signal_counts(predictions),
         "model": model_accuracy(predictions, adj_closes),
+        "basis": basis,
     }
 
 
@@ -175,6 +210,7 @@ def format_report(report: dict, notes: Sequence[str] = ()) -> str:
     sig, model, period = report["signals"], report["model"], report["period"]
     lines = [
         f"Replay {period['from']} .. {period['to']} ({eq['trading_days']} trading days)",
+        *([f"  fill basis        {report['basis']}"] if report.get("basis") else []),
         "",
         "Equity curve",
         f"  start {_money(eq['starting_equity'])}   end {_money(eq['final_equity'])}"
@@ -204,6 +240,14 @@ def format_report(report: dict, notes: Sequence[str] = ()) -> str:
         f"  model accuracy    {_share(model['accuracy'])} ({model['correct']}/{model['scored']}"
         " directions right, next close vs last close)",
     ]
+    if "always_up" in model:  # a report built before the baselines has none
+        up, last = model["always_up"], model["yesterday_direction"]
+        lines += [
+            f"  always up         {_share(up['accuracy'])} ({up['correct']}/{model['scored']} right,"
+            ' "up" every time)',
+            f"  yesterday's move  {_share(last['accuracy'])} ({last['correct']}/{model['scored']} right,"
+            " the next close moves like the last one)",
+        ]
     if "run" in report:
         run = report["run"]
         lines += [

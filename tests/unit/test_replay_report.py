@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 from hypothesis import given
@@ -16,6 +16,7 @@ from services.domain.replay_report import (
     buy_and_hold_return,
     equity_figures,
     format_report,
+    last_direction,
     model_accuracy,
     price_on_or_before,
     realised_direction,
@@ -25,6 +26,8 @@ from services.domain.replay_report import (
 
 D = date.fromisoformat
 SERIES = [(D("2019-06-03"), 10.0), (D("2019-06-04"), 11.0), (D("2019-06-06"), 9.0), (D("2019-06-07"), 12.0)]
+# SERIES with a close before its first: every SERIES date then has a last move (06-03: 10.5 -> 10, down).
+HISTORY = [(D("2019-05-31"), 10.5), *SERIES]
 
 
 @pytest.mark.parametrize(
@@ -83,6 +86,25 @@ def test_flat_next_close_counts_as_down():
     assert realised_direction([(D("2019-06-03"), 5.0), (D("2019-06-04"), 5.0)], D("2019-06-03")) == "down"
 
 
+@pytest.mark.parametrize(
+    ("bar_date", "expected"),
+    [
+        ("2019-06-03", None),  # the first close: no move into it
+        ("2019-06-04", "up"),  # 10 -> 11
+        ("2019-06-06", "down"),  # 11 -> 9 (from the row before, across the gap)
+        ("2019-06-07", "up"),  # 9 -> 12: known on the last day, unlike the next move
+        ("2019-06-05", None),  # not a date of the data
+        ("2019-07-01", None),
+    ],
+)
+def test_last_direction(bar_date, expected):
+    assert last_direction(SERIES, D(bar_date)) == expected
+
+
+def test_flat_last_close_counts_as_down():
+    assert last_direction([(D("2019-06-03"), 5.0), (D("2019-06-04"), 5.0)], D("2019-06-04")) == "down"
+
+
 def pred(symbol="A", day="2019-06-03", signal="BUY", direction="up"):
     return ScoredPrediction(symbol, D(day), signal, direction)
 
@@ -99,9 +121,83 @@ def pred(symbol="A", day="2019-06-03", signal="BUY", direction="up"):
     ],
 )
 def test_model_accuracy(predictions, scored, correct):
-    got = model_accuracy(predictions, {"A": SERIES})
+    got = model_accuracy(predictions, {"A": HISTORY})
     assert (got["scored"], got["correct"]) == (scored, correct)
     assert got["accuracy"] == (correct / scored if scored else None)
+
+
+# HISTORY's moves: into 06-03 down, 06-04 up, 06-06 down; next after 06-03 up, 06-04 down, 06-06 up.
+# It reverses every day, so "like the last move" is always wrong and "always up" right 2 of 3.
+REVERSING = [pred(day="2019-06-03"), pred(day="2019-06-04", direction="down"), pred(day="2019-06-06")]
+DOWNS = [pred(day=d, direction="down") for d in ("2019-06-03", "2019-06-04", "2019-06-06")]
+# 1, 2, 3, 2.5, 2, 2.2: from 06-04 to 06-07 the next moves are up, down, down, up and the last
+# moves up, up, down, down, so the last move is repeated twice in four.
+TRENDING = [(D("2019-06-03"), 1.0), (D("2019-06-04"), 2.0), (D("2019-06-05"), 3.0), (D("2019-06-06"), 2.5)]
+TRENDING += [(D("2019-06-07"), 2.0), (D("2019-06-11"), 2.2)]
+UPS = [pred(day=d) for d in ("2019-06-04", "2019-06-05", "2019-06-06", "2019-06-07")]
+
+
+@pytest.mark.parametrize(
+    ("predictions", "series", "expected"),
+    [
+        # scored, (model, always up, yesterday's move) correct
+        (REVERSING, HISTORY, (3, (3, 2, 0))),
+        (DOWNS, HISTORY, (3, (1, 2, 0))),
+        (UPS, TRENDING, (4, (2, 2, 2))),
+        ([pred(day="2019-06-06")], TRENDING, (1, (0, 0, 1))),  # down into it and after: only persistence
+        # the first date has no last move: left out of all three, though the model and
+        # always up could be scored on it (both would be right: 10 -> 11)
+        ([pred(day="2019-06-03")], SERIES, (0, (0, 0, 0))),
+        ([pred(day="2019-06-03"), pred(day="2019-06-04", direction="down")], SERIES, (1, (1, 0, 0))),
+        ([pred(day="2019-06-07")], HISTORY, (0, (0, 0, 0))),  # no next close: nothing scored
+        ([pred(day="2019-06-04", direction=None)], HISTORY, (0, (0, 0, 0))),  # no model direction
+        ([], HISTORY, (0, (0, 0, 0))),
+    ],
+)
+def test_model_accuracy_with_baselines(predictions, series, expected):
+    got = model_accuracy(predictions, {"A": series})
+    scored, (model, up, last) = expected
+    share = lambda hits: hits / scored if scored else None  # noqa: E731
+    assert got == {
+        "scored": scored,
+        "correct": model,
+        "accuracy": share(model),
+        "always_up": {"correct": up, "accuracy": share(up)},
+        "yesterday_direction": {"correct": last, "accuracy": share(last)},
+    }
+
+
+def test_baselines_share_the_models_scored_predictions():
+    # One of each way out (no direction, first date, no next close, unknown symbol) and two scored.
+    predictions = [
+        pred(day="2019-06-04", direction=None),
+        pred(day="2019-06-03"),
+        pred(day="2019-06-07"),
+        pred(symbol="Z", day="2019-06-04"),
+        pred(day="2019-06-04", direction="down"),
+        pred(day="2019-06-06", direction="down"),
+    ]
+    got = model_accuracy(predictions, {"A": SERIES})
+    assert got["scored"] == 2
+    assert (got["correct"], got["always_up"]["correct"], got["yesterday_direction"]["correct"]) == (1, 1, 0)
+    assert (got["accuracy"], got["always_up"]["accuracy"], got["yesterday_direction"]["accuracy"]) == (
+        0.5,
+        0.5,
+        0.0,
+    )
+
+
+@given(st.lists(st.floats(1.0, 100.0), min_size=2, max_size=30), st.data())
+def test_a_model_that_calls_like_a_baseline_scores_like_it(closes, data):
+    series = [(date(2019, 1, 1) + timedelta(days=i), c) for i, c in enumerate(closes)]
+    days = data.draw(st.lists(st.sampled_from([d for d, _ in series])))
+    ups = model_accuracy([pred(day=d.isoformat(), direction="up") for d in days], {"A": series})
+    assert ups["correct"] == ups["always_up"]["correct"]
+    calls = [(d, last_direction(series, d)) for d in days]
+    like_last = [pred(day=d.isoformat(), direction=c) for d, c in calls if c]
+    got = model_accuracy(like_last, {"A": series})
+    assert got["correct"] == got["yesterday_direction"]["correct"]
+    assert got["scored"] == ups["scored"] == sum(1 for d in days if series[0][0] < d < series[-1][0])
 
 
 def test_signal_counts_and_buy_rate():
@@ -176,7 +272,8 @@ def test_build_and_format_report():
             pred(symbol="B", day="2019-06-03", signal="HOLD"),
         ],
         closes=closes,
-        adj_closes=closes,
+        # adj closes with a close before 06-03, so both predictions have a last move (A down, B up)
+        adj_closes={"A": HISTORY, "B": [(D("2019-05-31"), 19.0), *closes["B"]]},
         index_closes=[(D("2019-06-03"), 6000.0), (D("2019-06-07"), 6060.0)],
         index_symbol="^AXJO",
     )
@@ -189,8 +286,19 @@ def test_build_and_format_report():
         "scored": 2,
         "correct": 2,
         "accuracy": 1.0,
+        "always_up": {"correct": 2, "accuracy": 1.0},
+        "yesterday_direction": {"correct": 1, "accuracy": 0.5},
     }  # B has no 06-04 row: next is 06-07 up
+    assert report["basis"] is None
     text = format_report(report, notes=["orders fill at the previous close"])
+    lines = text.splitlines()
+    model_line = next(i for i, line in enumerate(lines) if line.startswith("  model accuracy"))
+    assert lines[model_line : model_line + 3] == [
+        "  model accuracy    100.00% (2/2 directions right, next close vs last close)",
+        '  always up         100.00% (2/2 right, "up" every time)',
+        "  yesterday's move  50.00% (1/2 right, the next close moves like the last one)",
+    ]
+    assert "fill basis" not in text and lines[1] == ""
     assert "-$1,234.50" in format_report(
         {**report, "trading": {**report["trading"], "realized_pnl": -1234.5}}
     )
@@ -218,3 +326,29 @@ def test_buy_and_hold_is_the_mean_of_single_returns(pairs):
     assert buy_and_hold_return(prices, D("2019-06-03"), D("2019-06-07")) == pytest.approx(
         sum(singles) / len(singles)
     )
+
+
+def test_fill_basis_in_the_report_and_the_header():
+    kwargs = {
+        "first_day": D("2019-06-04"),
+        "last_day": D("2019-06-07"),
+        "entry_day": D("2019-06-03"),
+        "curve": [(None, 100_000.0), (D("2019-06-04"), 100_500.0)],
+        "trades": [],
+        "predictions": [],
+        "closes": {"A": SERIES},
+        "adj_closes": {"A": SERIES},
+        "index_closes": None,
+        "index_symbol": "^AXJO",
+    }
+    basis = "the day's open plus slippage (daily bars only)"
+    report = build_report(**kwargs, basis=basis)
+    assert report["basis"] == basis
+    lines = format_report(report).splitlines()
+    assert lines[0].startswith("Replay 2019-06-04 .. 2019-06-07")
+    assert lines[1] == "  fill basis        the day's open plus slippage (daily bars only)"
+    assert lines[2] == ""
+    assert report["model"]["always_up"] == {"correct": 0, "accuracy": None}
+    assert "  always up         n/a (0/0 right" in format_report(report)
+    without = format_report(build_report(**kwargs))
+    assert "fill basis" not in without and without.splitlines()[1] == ""
