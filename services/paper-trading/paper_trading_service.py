@@ -191,6 +191,20 @@ class PaperTradingService(BaseService):
         return record.as_dict()
 
     @rpc
+    async def check_exits(self) -> dict:
+        """Check every open position's stop-loss and take-profit now, on market-data's current quote
+        and the bars since the last check (as the timer does, and after the close too: a day's bar,
+        final at 16:10, can show a level hit in the session). The exits taken, and the positions
+        that could not be checked, with why."""
+        exits, unchecked = await self._check_exits("check_exits")
+        return {
+            "checked_at": self.clock.now().isoformat(),
+            "exits": [record.as_dict() for record in exits],
+            "unchecked": unchecked,
+            "open_positions": sorted(self.book.positions),
+        }
+
+    @rpc
     async def get_positions(self) -> dict:
         """Open positions with average cost, market value, unrealised P&L and exit levels."""
         rules = self.rules
@@ -353,22 +367,39 @@ class PaperTradingService(BaseService):
             await self.clock.sleep(self.knobs.exit_check_s)
             if self._closed or not self.is_market_open(self.clock.now()):
                 continue
-            for symbol in sorted(self.book.positions):
-                try:
-                    quote = await self._fetch_quote(symbol)
-                except RpcError as exc:
-                    self.log.warning("timed exit check of %s: no quote: %s", symbol, exc.message)
-                    continue
-                skipped = await self._skipped_bars(quote)
-                try:
-                    async with self._trading():
-                        self.counters["exit_checks"] += 1
-                        self._save_mark(symbol, Mark(quote.price, quote.as_of, quote.source))
-                        await self._exit_if_due(quote, trigger="timer", skipped=skipped)
-                except Exception:
-                    if self._closed:  # the book closed under us: stopping
-                        return
-                    self.log.exception("timed exit check of %s failed", symbol)
+            try:
+                await self._check_exits("timer")
+            except Exception:
+                if self._closed:  # the book closed under us: stopping
+                    return
+                self.log.exception("timed exit check failed")
+
+    async def _check_exits(self, trigger: str) -> tuple[list[TradeRecord], dict[str, str]]:
+        """Each open position against market-data's quote (and skipped bars): (exits, unchecked)."""
+        exits: list[TradeRecord] = []
+        unchecked: dict[str, str] = {}
+        for symbol in sorted(self.book.positions):
+            try:
+                quote = await self._fetch_quote(symbol)
+            except RpcError as exc:
+                self.log.warning("exit check of %s (%s): no quote: %s", symbol, trigger, exc.message)
+                unchecked[symbol] = exc.message
+                continue
+            skipped = await self._skipped_bars(quote)
+            try:
+                async with self._trading():
+                    self.counters["exit_checks"] += 1
+                    self._save_mark(symbol, Mark(quote.price, quote.as_of, quote.source))
+                    record = await self._exit_if_due(quote, trigger=trigger, skipped=skipped)
+            except Exception as exc:
+                if self._closed:  # the book closed under us: stopping
+                    raise
+                self.log.exception("exit check of %s (%s) failed", symbol, trigger)
+                unchecked[symbol] = f"internal error ({type(exc).__name__})"
+                continue
+            if record is not None:
+                exits.append(record)
+        return exits, unchecked
 
     def _checked_to(self, symbol: str) -> datetime | None:
         """The instant a held position's prices have been checked up to (see market_orders.exit_for).
@@ -418,7 +449,7 @@ class PaperTradingService(BaseService):
 
     async def _exit_if_due(
         self, quote: MarketQuote, *, trigger: str, skipped: Sequence[RangeBar] = ()
-    ) -> None:
+    ) -> TradeRecord | None:
         """Sell the whole position at its exit when its prices reached a level (caller holds the lock).
 
         The position is read here, under the lock, so an exit the timer and a quote event both
@@ -430,15 +461,15 @@ class PaperTradingService(BaseService):
         if position is None or check.fill is None:
             if position is not None and check.checked_to is not None:
                 self._exits_checked_to[symbol] = check.checked_to
-            return
+            return None
         problem = refusal(quote, self.clock.now(), self.knobs.max_quote_age_s)
         if problem is not None:
             # Not lost: the next fresh quote (event or timer) checks the levels again.
             self.counters["quotes_refused"] += 1
             self.log.warning("%s exit for %s waits: %s", check.fill.reason, symbol, problem)
-            return
+            return None
         try:
-            await self._execute(
+            record = await self._execute(
                 symbol,
                 Action.SELL,
                 position.quantity,
@@ -449,8 +480,10 @@ class PaperTradingService(BaseService):
                 trigger=trigger,
             )
             self.counters["exits"] += 1
+            return record
         except (MarketClosed, RiskRejected, PortfolioError) as exc:
             self.log.warning("%s exit for %s not executed: %s", check.fill.reason, symbol, exc)
+            return None
 
     # ---- the trade path (callers hold trade_lock) -----------------------------------------
 

@@ -71,6 +71,7 @@ VALID: dict[tuple[str, str], dict[str, Any]] = {
     ("prediction", "get_buy_rate"): {},
     ("prediction", "get_prediction"): {"prediction_id": "p"},
     ("prediction", "get_recent_predictions"): {"limit": 5, "symbol": "CBA.AX"},
+    ("paper-trading", "check_exits"): {},
     ("paper-trading", "execute_trade"): {"symbol": "CBA.AX", "action": "BUY", "quantity": 1},
     ("paper-trading", "get_portfolio_status"): {},
     ("paper-trading", "get_positions"): {},
