@@ -174,11 +174,15 @@ def build_report(
     index_closes: PriceSeries | None,
     index_symbol: str,
     basis: str | None = None,
+    signal_predictions: Sequence[ScoredPrediction] | None = None,
 ) -> dict:
     """Every figure of the replay report, as plain data (JSON-ready).
 
     `basis` is the caller's one-line description of the prices the replay filled and exited at;
     it is kept as report["basis"] (None when not given) and printed in the header when given.
+    `predictions` are scored for accuracy (one per symbol and day: a day's predictions all see
+    the same daily bars); the signal counts are over `signal_predictions` when given (every
+    prediction the sessions acted on, e.g. each intraday step's), else over `predictions`.
     """
     equity = equity_figures(curve)
     universe = buy_and_hold_return(closes, entry_day, last_day)
@@ -198,7 +202,7 @@ def build_report(
             "excess_vs_index": _minus(equity["total_return"], index),
         },
         "trading": trade_figures(trades),
-        "signals": signal_counts(predictions),
+        "signals": signal_counts(predictions if signal_predictions is None else signal_predictions),
         "model": model_accuracy(predictions, adj_closes),
         "basis": basis,
     }

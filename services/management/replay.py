@@ -55,7 +55,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,6 +65,8 @@ from services.base.clock import write_clock_file
 from services.base.events import STREAM_PREFIX
 from services.domain import asx_calendar, replay_report
 from services.domain.day_plan import default_tasks
+from services.domain.intraday import INTERVALS, session_day
+from services.domain.intraday_history import intraday_csv_file_name, parse_intraday_csv
 from services.domain.price_history import csv_file_name, history_from_csv
 from services.domain.supervision import UP
 from services.registry import SERVICES, SUPERVISOR
@@ -76,6 +78,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 REFRESH_AT = clock_time(9, 45)
 TRADE_AT = clock_time(10, 15)
+MONITORING_EVERY = timedelta(minutes=15)  # the default schedule's market_monitoring, from 10:15
 MARK_AT = clock_time(16, 15)  # after 16:10, when the day's bar becomes final
 PREDICTION_STREAM = STREAM_PREFIX + "prediction_generated"
 TRADER = "paper-trading"
@@ -178,18 +181,69 @@ def suite_env(root: Path, options: ReplayOptions, base: dict[str, str]) -> dict[
     return env
 
 
-def fill_basis_note(data_dir: Path, symbols: tuple[str, ...]) -> str:
-    """The report's line on where orders filled: the day's open (daily bars only) or intraday bars."""
-    intraday = sorted(s for s in symbols if any(data_dir.glob(f"{s.lstrip('^')}_*m.csv")))
-    if not intraday:
-        return (
-            "orders fill at the day's open plus slippage (daily bars only: the open is the only price"
-            " known in the session, from 10:00); predictions see the previous close's bars"
-        )
-    others = [s for s in symbols if s not in intraday]
-    return f"orders fill at the latest intraday bar's close plus slippage for {', '.join(intraday)}" + (
-        f"; at the day's open (daily bars only) for {', '.join(others)}" if others else ""
+@dataclass(frozen=True)
+class IntradayPlan:
+    """Which replayed days step through the session on intraday bars, and at what interval."""
+
+    interval: str | None  # the finest interval of any symbol's intraday CSV; None: daily bars only
+    days: frozenset[date]  # the replayed days some symbol has intraday bars on
+    symbols: tuple[str, ...]  # the symbols with intraday files of that interval
+
+    def steps(self, day: date) -> list[datetime]:
+        """The session's step instants: every bar end from the first to the close, and the
+        monitoring times (10:15 every 15 minutes while the market is open), in order."""
+        opens, closes = asx_calendar.session_open(day), asx_calendar.session_close(day)
+        moments = {at(day, TRADE_AT) + k * MONITORING_EVERY for k in range(40)}
+        moments = {m for m in moments if m < closes}
+        if self.interval is not None and day in self.days:
+            step = timedelta(seconds=INTERVALS[self.interval])
+            bar_ends = {opens + k * step for k in range(1, 2000) if opens + k * step < closes}
+            moments |= bar_ends | {closes}
+        return sorted(moments)
+
+    def is_monitoring(self, moment: datetime) -> bool:
+        """A market_monitoring time: 10:15 and every 15 minutes while the market is open."""
+        day = moment.date()
+        first, closes = at(day, TRADE_AT), asx_calendar.session_close(day)
+        return first <= moment < closes and (moment - first) % MONITORING_EVERY == timedelta(0)
+
+
+def intraday_plan(data_dir: Path, symbols: tuple[str, ...], days: list[date]) -> IntradayPlan:
+    """The finest interval with `<SYMBOL>_<interval>.csv` files, and the replayed days they cover."""
+    wanted = set(days)
+    for interval in INTERVALS:  # finest first
+        holders = tuple(s for s in symbols if (data_dir / intraday_csv_file_name(s, interval)).is_file())
+        if not holders:
+            continue
+        covered: set[date] = set()
+        for symbol in holders:
+            name = intraday_csv_file_name(symbol, interval)
+            parsed = parse_intraday_csv((data_dir / name).read_bytes().decode("utf-8"), name)
+            covered |= {session_day(b.start) for b in parsed.bars} & wanted
+        return IntradayPlan(interval, frozenset(covered), holders)
+    return IntradayPlan(None, frozenset(), ())
+
+
+def fill_basis_note(plan: IntradayPlan, symbols: tuple[str, ...], days: list[date]) -> str:
+    """The report's line on the prices orders and exits filled at."""
+    daily = (
+        "orders fill at the day's open (known from 10:00) plus slippage; stop-loss and take-profit on"
+        " the day's high and low once its bar is final (16:10)"
     )
+    if plan.interval is None or not plan.days:
+        return f"daily bars only: {daily}; predictions see the previous close's bars"
+    others = [s for s in symbols if s not in plan.symbols]
+    note = (
+        f"intraday {plan.interval} bars on {len(plan.days)} of {len(days)} days"
+        f" ({', '.join(plan.symbols)}): the session is stepped every {plan.interval}, orders fill at"
+        " the latest bar's close plus slippage, stop-loss and take-profit on each bar's high and low"
+        " (a bar opening through a level fills at its open)"
+    )
+    if others:
+        note += f"; daily bars only for {', '.join(others)}: {daily}"
+    if len(plan.days) < len(days):
+        note += f"; days without intraday bars: {daily}"
+    return note
 
 
 def check_data(data_dir: Path, symbols: tuple[str, ...], index: str) -> None:
@@ -257,8 +311,10 @@ class ReplayDriver:
         self.client = BaseService("replay", settings=self.settings)
         self.redis: Redis | None = None  # open while _replay runs
         self.task_ids: dict[str, str] = {}
+        self.plan = intraday_plan(options.data_dir, self.symbols, self.days)
         self.curve: list[tuple[date | None, float]] = []
-        self.step_predictions: list[dict] = []
+        self.step_predictions: list[dict] = []  # each symbol's first of each session: scored
+        self.session_predictions: dict[str, dict] = {}  # every one the sessions acted on, by id
         self.notes: list[str] = []
 
     # ---- life
@@ -329,9 +385,47 @@ class ReplayDriver:
 
     async def _trading_day(self, day: date) -> None:
         await self._closed_step(day, REFRESH_AT)
-        await self._trading_step(day)
+        if day in self.plan.days:
+            await self._intraday_session(day)
+        else:
+            await self._trading_step(day, at(day, TRADE_AT), first=True)
         await self._closed_step(day, MARK_AT)
+        # With daily bars only, the day's bar (final at 16:10) shows the range the resting
+        # stop-loss and take-profit orders saw in the session: paper-trading checks it now.
+        await self._call(TRADER, "check_exits")
+        await self._wait_traded()
         self.curve.append((day, await self._equity()))
+
+    async def _intraday_session(self, day: date) -> None:
+        """Step through the session at the bar interval, as the live suite sees it: each step's
+        quotes (market_data_updated, so stops are checked and predictions follow the price), and
+        the monitoring task every 15 minutes from 10:15."""
+        first = True
+        for moment in self.plan.steps(day):
+            self._jump(moment)
+            await self._quote_step(moment)
+            if self.plan.is_monitoring(moment):
+                await self._trading_step(day, moment, first=first)
+                first = False
+        if first:
+            raise ReplayError(f"{day}: no monitoring step in the session")
+
+    async def _quote_step(self, moment: datetime) -> None:
+        """The quotes of `moment`, every symbol's prediction on them, exits checked, trades done."""
+        quote_times: dict[str, str] = {}
+        for symbol in self.symbols:
+            try:
+                # The first call refreshes the universe's quotes (one shared refresh), which
+                # publishes market_data_updated for each quote that moved.
+                quote = await self._call("market-data", "get_quote", symbol=symbol)
+            except RpcError as exc:
+                self.progress(f"{moment:%Y-%m-%d %H:%M}: no quote for {symbol} ({exc.message})")
+                continue
+            quote_times[symbol] = quote["quote_time"]
+        await self._settle_on_quotes(quote_times)
+        await self._call(TRADER, "check_exits")
+        await self._wait_traded()
+        await self._collect_session_predictions(moment.date())
 
     async def _closed_step(self, day: date, moment: clock_time) -> None:
         """A refresh while the market is closed, until every symbol's prediction is on its data."""
@@ -346,9 +440,8 @@ class ReplayDriver:
             # with everything up, on the same data.
         raise ReplayError(f"services kept restarting during the {moment} step of {day}")
 
-    async def _trading_step(self, day: date) -> None:
+    async def _trading_step(self, day: date, start: datetime, *, first: bool) -> None:
         """The monitoring task: predictions that paper-trading follows within its rules."""
-        start = at(day, TRADE_AT)
         self._jump(start)
         before = await self._wait_healthy()
         try:
@@ -363,7 +456,7 @@ class ReplayDriver:
                 self.progress(f"{day}: market_monitoring {run['status']}: {run.get('error')}")
         except RpcError as exc:
             self.progress(f"{day}: market_monitoring failed ({exc.message}); completing the step")
-        made = await self._complete_step(day, start)
+        made = await self._complete_step(day, start) if first else {}
         if (await self._restart_counts()).get(TRADER) != before.get(TRADER):
             # paper-trading was down for part of the step: the market_data_updated events that
             # check stop-loss and take-profit went unheard. The same prices again, now.
@@ -372,6 +465,47 @@ class ReplayDriver:
         await self._wait_traded()
         self._check_clock(day)
         self.step_predictions.extend(made[s] for s in self.symbols if s in made)
+        await self._collect_session_predictions(day)
+
+    async def _collect_session_predictions(self, day: date) -> None:
+        """Every prediction made in `day`'s session so far (the signal counts are over these)."""
+        opens, closes = asx_calendar.session_open(day), asx_calendar.session_close(day)
+        rows = (await self._call("prediction", "get_recent_predictions", limit=8 * len(self.symbols) + 8))[
+            "predictions"
+        ]
+        for row in rows:
+            if opens <= datetime.fromisoformat(row["created_at"]) < closes:
+                self.session_predictions.setdefault(row["prediction_id"], row)
+
+    async def _settle_on_quotes(self, quote_times: dict[str, str]) -> None:
+        """Every symbol's latest prediction made on its current quote, and acted on.
+
+        The prediction service re-predicts when market_data_updated brings a quote that moved;
+        one that did not come in time (a lost event, a restart) is forced here.
+        """
+        deadline = time.monotonic() + self.options.step_timeout_s
+        forced = time.monotonic() + self.options.step_timeout_s / 4
+        while True:
+            latest = await self._latest_predictions()
+            made_on = {
+                s: ((latest.get(s) or {}).get("inputs", {}).get("quote") or {}).get("quote_time")
+                for s in quote_times
+            }
+            stale = [s for s, quote_time in quote_times.items() if made_on[s] != quote_time]
+            if not stale and await self._trader_caught_up():
+                return
+            if time.monotonic() > deadline:
+                detail = "; ".join(f"{s} quoted {quote_times[s]}, predicted on {made_on[s]}" for s in stale)
+                raise ReplayError(
+                    f"predictions did not follow the quotes: {detail or 'paper-trading behind'}"
+                )
+            if stale and time.monotonic() > forced:
+                for symbol in stale:
+                    await self._call(
+                        "prediction", "generate_single_prediction", symbol=symbol, force_refresh=True
+                    )
+                forced = time.monotonic() + self.options.step_timeout_s / 4
+            await asyncio.sleep(0.01)
 
     async def _complete_step(self, day: date, start: datetime) -> dict[str, dict]:
         """Each symbol's one prediction made in the session, forcing those the task did not make.
@@ -583,6 +717,8 @@ class ReplayDriver:
             curve=self.curve,
             trades=trades,
             predictions=[scored(p) for p in self.step_predictions],
+            signal_predictions=[scored(p) for p in self.session_predictions.values()] or None,
+            basis=fill_basis_note(self.plan, self.symbols, days),
             closes={s: prices[s][0] for s in self.symbols},
             adj_closes={s: prices[s][1] for s in self.symbols},
             index_closes=prices[index][0],
@@ -596,7 +732,6 @@ class ReplayDriver:
             "days_per_minute": round(len(days) / loop_s * 60, 2),
         }
         notes = [
-            fill_basis_note(self.options.data_dir, self.symbols),
             "sentiment: no historical news in a replay, so the neutral fallback is used",
             *self.notes,
         ]

@@ -246,7 +246,7 @@ class MarketDataService(BaseService):
             # It failed moments ago and there is nothing to fall back on: do not hammer the source.
             raise self._rpc_error(symbol, failure[1])
         task = self.inflight.get(symbol)
-        if task is None:
+        if task is None or task.done():  # done, its callback not run yet: start a new one
             task = asyncio.create_task(self._refresh(symbol))
             self.inflight[symbol] = task
             task.add_done_callback(lambda done, s=symbol: self._fetch_done(s, done))
@@ -254,7 +254,8 @@ class MarketDataService(BaseService):
         return await asyncio.shield(task), False
 
     def _fetch_done(self, symbol: str, task: asyncio.Task) -> None:
-        self.inflight.pop(symbol, None)
+        if self.inflight.get(symbol) is task:
+            del self.inflight[symbol]
         if not task.cancelled():
             task.exception()  # retrieved here too: every waiter may have given up already
 
@@ -348,14 +349,15 @@ class MarketDataService(BaseService):
     async def _refresh_quotes(self) -> set[str]:
         """Refresh every quote of the universe now (one shared run); the symbols that changed."""
         task = self._quote_task
-        if task is None:
+        if task is None or task.done():  # done, its callback not run yet: as old as any other
             task = asyncio.create_task(self._run_quote_refresh())
             self._quote_task = task
             task.add_done_callback(self._quote_refresh_done)
         return await asyncio.shield(task)
 
     def _quote_refresh_done(self, task: asyncio.Task) -> None:
-        self._quote_task = None
+        if self._quote_task is task:
+            self._quote_task = None
         if not task.cancelled():
             task.exception()  # retrieved here too: every waiter may have given up already
 
@@ -389,8 +391,9 @@ class MarketDataService(BaseService):
                 # symbol.
                 await self._announce(symbol, self.cache.get(symbol))
         finally:
-            # Set once its events are out: whoever sees this refresh in `health` sees them sent.
-            self.quotes.refreshed_at = self.clock.now()
+            # The instant the quotes are as of (a clock jumped mid-refresh must not make them
+            # look newer), set once the events are out: whoever sees it in `health` sees them sent.
+            self.quotes.refreshed_at = now
         return changed
 
     def _quote_failed(self, symbol: str, exc: BaseException, logged: bool = False) -> None:
@@ -411,9 +414,11 @@ class MarketDataService(BaseService):
 
     async def _current_quote(self, symbol: str) -> Quote | None:
         """The symbol's quote, refreshed first when the last refresh is quote_s old (or none)."""
-        now = self.clock.now()
-        last = self.quotes.refreshed_at
-        if last is None or not 0 <= (now - last).total_seconds() < self.knobs.quote_s:
+        for _ in range(2):  # twice at most: a shared refresh begun before a clock jump is too old
+            now = self.clock.now()
+            last = self.quotes.refreshed_at
+            if last is not None and 0 <= (now - last).total_seconds() < self.knobs.quote_s:
+                break
             await self._refresh_quotes()  # a clock set back (a replay) refreshes too
         return self.quotes.current(symbol, self.clock.now())
 

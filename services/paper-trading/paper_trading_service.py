@@ -507,6 +507,10 @@ class PaperTradingService(BaseService):
         except QuoteRefused as exc:  # an answer about this moment's market: not retried later
             return "rejected", exc.message
         # Any other DependencyUnavailable propagates: unacknowledged, redelivered.
+        if symbol in self.book.positions:
+            # The prices since the last check first: a buy resets the levels from its entry, so
+            # a stop hit in between must be taken now, at the old levels, or never.
+            await self._exit_if_due(quote, trigger="before order", skipped=await self._skipped_bars(quote))
         side = Action.BUY if signal == "BUY" else Action.SELL
         price, _ = order_fill(side, quote, self.knobs.slippage_bps)
         order = risk.order_for_signal(signal, symbol, price, self.book, self._prices(), self.rules)

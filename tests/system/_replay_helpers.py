@@ -14,7 +14,15 @@ from pathlib import Path
 
 from services.base.clock import SYDNEY
 from services.domain import asx_calendar
-from services.domain.price_history import SYNTHETIC_EPOCH, synthetic_bars, trading_sessions
+from services.domain.intraday import resample, session_minutes
+from services.domain.price_history import (
+    SYNTHETIC_EPOCH,
+    csv_file_name,
+    history_from_csv,
+    synthetic_bars,
+    trading_sessions,
+)
+from services.domain.synthetic_intraday import synthetic_intraday_bars
 from tests.support import SHARED_ASX, Training, short_tempdir, trained_models
 
 SYMBOLS = ("CBA.AX", "WBC.AX", "ANZ.AX", "NAB.AX")
@@ -69,3 +77,29 @@ def models_trained_before(first: date, years: float = 2.0) -> Path:
     """Models trained on the CSVs before `first`: minutes on a busy 2-core machine the first time,
     then kept on disk (tests.support.trained_models) for later sessions."""
     return trained_models(replay_training(first, years))
+
+
+@cache
+def intraday_csv_dir(first: date, last: date, interval: str = "5m") -> Path:
+    """The market CSVs (linked) plus `<SYMBOL>_<interval>.csv` for the Big 4 from `first` to `last`.
+
+    No real intraday history is at hand, so each day's bars are the seeded synthetic path
+    through that day's real (or synthetic) daily bar: they open at its open, close at its close
+    and reach its high and low, so the daily and intraday files never disagree.
+    """
+    source = market_csv_dir()
+    folder = short_tempdir("csv-intraday-")
+    for path in source.glob("*.csv"):
+        (folder / path.name).symlink_to(path)
+    end = datetime.combine(last, time(23, 59), SYDNEY)
+    for symbol in SYMBOLS:
+        text = (source / csv_file_name(symbol)).read_bytes().decode("utf-8")
+        bars = history_from_csv(symbol, text, end, asx_calendar.is_trading_day).bars
+        with open(folder / f"{symbol}_{interval}.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["Datetime", "Open", "High", "Low", "Close", "Volume"])
+            for bar in (b for b in bars if first <= b.date <= last):
+                minutes = session_minutes(bar.date, asx_calendar.is_early_close(bar.date))
+                for b in resample(synthetic_intraday_bars(symbol, bar, minutes), interval):
+                    writer.writerow([b.start.isoformat(), b.open, b.high, b.low, b.close, b.volume])
+    return folder

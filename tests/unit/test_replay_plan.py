@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, time, timedelta
 from pathlib import Path
 
 import pytest
 
 from services.management.replay import (
+    IntradayPlan,
     ReplayError,
     ReplayOptions,
+    at,
     default_out,
+    fill_basis_note,
+    intraday_plan,
     models_trained_before,
     replay_days,
     suite_env,
@@ -107,3 +111,60 @@ def test_default_out_is_under_the_data_directory(tmp_path):
         default_out(tmp_path, D("2019-06-03"), D("2019-06-07"))
         == tmp_path / "replays" / "2019-06-03_2019-06-07"
     )
+
+
+def write_bars(folder: Path, symbol: str, interval: str, days: list[date], minutes: int) -> None:
+    rows = []
+    for day in days:
+        start = at(day, time(10, 0))
+        for k in range(0, 6 * 60, minutes):
+            moment = (start + timedelta(minutes=k)).isoformat()
+            rows.append(f"{moment},10,10.5,9.5,10.2,100")
+    (folder / f"{symbol}_{interval}.csv").write_text(
+        "Datetime,Open,High,Low,Close,Volume\n" + "\n".join(rows) + "\n"
+    )
+
+
+def test_the_intraday_plan_takes_the_finest_interval_and_the_days_it_covers(tmp_path):
+    days = [D("2019-06-03"), D("2019-06-04"), D("2019-06-05")]
+    assert intraday_plan(tmp_path, BIG4, days) == IntradayPlan(None, frozenset(), ())  # daily bars only
+    write_bars(tmp_path, "CBA.AX", "15m", days, 15)
+    write_bars(tmp_path, "WBC.AX", "5m", days[:2], 5)
+    write_bars(tmp_path, "NAB.AX", "5m", [D("2019-05-31"), days[1]], 5)  # a day before the period too
+    plan = intraday_plan(tmp_path, BIG4, days)
+    assert plan == IntradayPlan("5m", frozenset(days[:2]), ("WBC.AX", "NAB.AX"))
+
+
+def test_an_intraday_session_steps_at_every_bar_end_and_monitors_every_15_minutes():
+    day, early = D("2019-06-04"), D("2019-12-24")  # a normal day, and an early close at 14:10
+    plan = IntradayPlan("5m", frozenset({day, early}), BIG4)
+    steps = plan.steps(day)
+    assert (steps[0], steps[-1], len(steps)) == (at(day, time(10, 5)), at(day, time(16, 0)), 72)
+    assert all(b - a == timedelta(minutes=5) for a, b in zip(steps, steps[1:], strict=False))
+    monitoring = [m for m in steps if plan.is_monitoring(m)]
+    assert (monitoring[0], monitoring[-1], len(monitoring)) == (
+        at(day, time(10, 15)),
+        at(day, time(15, 45)),
+        23,
+    )
+    short = plan.steps(early)
+    assert (short[-1], len(short)) == (at(early, time(14, 10)), 50)
+    assert max(m for m in short if plan.is_monitoring(m)) == at(early, time(14, 0))
+    # 60m bars: the monitoring times between two bar ends are steps too.
+    hourly = IntradayPlan("60m", frozenset({day}), BIG4).steps(day)
+    assert hourly[:3] == [at(day, time(10, 15)), at(day, time(10, 30)), at(day, time(10, 45))]
+    assert at(day, time(11, 0)) in hourly and at(day, time(16, 0)) == hourly[-1]
+    # A day without intraday bars: the monitoring times alone (the driver runs its one daily step).
+    assert IntradayPlan("5m", frozenset({day}), BIG4).steps(early)[0] == at(early, time(10, 15))
+    assert not plan.is_monitoring(at(day, time(10, 0))) and not plan.is_monitoring(at(day, time(16, 0)))
+
+
+def test_the_fill_basis_note_names_the_prices_used():
+    days = [D("2019-06-03"), D("2019-06-04")]
+    daily = fill_basis_note(IntradayPlan(None, frozenset(), ()), BIG4, days)
+    assert daily.startswith("daily bars only: orders fill at the day's open")
+    assert "the day's high and low once its bar is final (16:10)" in daily
+    mixed = fill_basis_note(IntradayPlan("5m", frozenset(days[:1]), ("CBA.AX",)), BIG4, days)
+    assert mixed.startswith("intraday 5m bars on 1 of 2 days (CBA.AX): the session is stepped every 5m")
+    assert "each bar's high and low" in mixed
+    assert "daily bars only for WBC.AX, ANZ.AX, NAB.AX" in mixed and "days without intraday bars" in mixed
