@@ -86,6 +86,7 @@ CHAIN_KNOBS = {
     "TRADING_PAPER_TRADING_MAX_DAILY_LOSS": "1000000",
 }
 EVENTS = ("market_data_updated", "prediction_generated", "trade_executed")
+GRACE_S = 3.0  # latency: listening goes on this long after the last measured refresh
 
 
 def percentile(ordered: list[float], q: float) -> float:
@@ -440,7 +441,9 @@ async def latency(seconds: float, warmup_s: float, speed: float, root: Path) -> 
             listener = asyncio.create_task(subscriber.listen(ready))
             await ready.wait()
             measured_from = time.time() + warmup_s
-            await asyncio.sleep(warmup_s + seconds)
+            measured_until = measured_from + seconds
+            # Refreshes that start by `measured_until` count; their chains get a grace to finish.
+            await asyncio.sleep(warmup_s + seconds + GRACE_S)
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
             client = RpcClient(dirs.socket("market-data"))
@@ -452,7 +455,16 @@ async def latency(seconds: float, warmup_s: float, speed: float, root: Path) -> 
             outcomes = prediction_outcomes(dirs.log_dir / "paper-trading.log")
             suite_now = rpc_call_sync(dirs.socket("market-data"), "health")["now"]
         report_latency(
-            ChainRun(subscriber.arrivals, refreshes, measured_from, epoch, speed, health, outcomes, suite_now)
+            ChainRun(
+                subscriber.arrivals,
+                refreshes,
+                (measured_from, measured_until),
+                epoch,
+                speed,
+                health,
+                outcomes,
+                suite_now,
+            )
         )
     finally:
         redis.stop()
@@ -481,7 +493,7 @@ class ChainRun:
 
     arrivals: list[tuple[float, dict]]
     refreshes: list[dict]
-    measured_from: float  # wall clock: refreshes that started earlier are the warm-up
+    window: tuple[float, float]  # wall clock: the refreshes that started within it are measured
     epoch: float
     speed: float
     paper_trading: dict  # its health
@@ -490,7 +502,7 @@ class ChainRun:
 
 
 def report_latency(run: ChainRun) -> None:
-    measured = [r for r in run.refreshes if r["start"] >= run.measured_from]
+    measured = [r for r in run.refreshes if run.window[0] <= r["start"] <= run.window[1]]
     start_of = {eid: r["start"] for r in measured for eid in r["event_ids"]}
     quote_events, index_events = [], 0
     predictions: dict[tuple[str, str | None], tuple[float, dict]] = {}
@@ -540,10 +552,10 @@ def report_latency(run: ChainRun) -> None:
     if not measured:
         print("  no quote refresh started after the warm-up: nothing measured")
         return
-    window = measured[-1]["start"] - measured[0]["start"]
+    span = measured[-1]["start"] - measured[0]["start"]
     suite_now = datetime.fromisoformat(run.suite_now).astimezone(SYDNEY)
     print(
-        f"  {len(measured)} quote refreshes measured over {window:.1f} s (suite clock at the end "
+        f"  {len(measured)} quote refreshes measured over {span:.1f} s (suite clock at the end "
         f"{suite_now:%H:%M:%S} Sydney); a refresh took {statistics.median(r['total_s'] for r in measured) * 1000:.1f} ms"
         f" (median, {statistics.median(r['quotes_s'] for r in measured) * 1000:.1f} ms of it quotes)"
     )
@@ -611,7 +623,7 @@ def main() -> None:
         parser.error(f"--symbols must be more than {len(BIG4)}")
     # The session ends at 16:00: at --speed the suite clock gets there this many real seconds after 11:00.
     session_left_s = 5 * 3600 / args.speed - 20
-    if not args.skip_latency and args.warmup + args.seconds > session_left_s:
+    if not args.skip_latency and args.warmup + args.seconds + GRACE_S > session_left_s:
         parser.error(
             f"--warmup + --seconds must stay under {session_left_s:.0f} s at --speed {args.speed:g} (16:00)"
         )
