@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from services.base.clock import SYDNEY
-from services.domain.portfolio import to_price
+from services.domain.portfolio import to_price, trade_value
 from tests.support import Processes, install_models, rpc_call_sync, wait_until
 from tests.system._replay_helpers import SYMBOLS, TRADING_KNOBS
 
@@ -129,8 +129,8 @@ def test_stop_losses_fire_inside_the_session_at_the_stop_level(day):
             if t["symbol"] != stop["symbol"]:
                 continue
             held = [] if t["action"] == "SELL" else [*held, t]
-        cost = sum(D(str(t["price"])) * t["quantity"] for t in held) / sum(t["quantity"] for t in held)
-        level = to_price(to_price(cost) * (1 - STOP_PCT / 100))  # as paper-trading rounds
+        cost = sum(trade_value(t["quantity"], D(str(t["price"]))) for t in held)  # cents, as booked
+        level = to_price(to_price(cost / sum(t["quantity"] for t in held)) * (1 - STOP_PCT / 100))
         a = stop["assumptions"]
         filled = datetime.fromisoformat(a["filled_at"]).astimezone(SYDNEY)
         assert time(10, 20) < filled.time() < time(16, 10), a["filled_at"]
