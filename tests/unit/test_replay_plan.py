@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import date, time, timedelta
 from pathlib import Path
@@ -140,7 +141,7 @@ def test_an_intraday_session_steps_at_every_bar_end_and_monitors_every_15_minute
     plan = IntradayPlan("5m", frozenset({day, early}), BIG4)
     steps = plan.steps(day)
     assert (steps[0], steps[-1], len(steps)) == (at(day, time(10, 5)), at(day, time(16, 0)), 72)
-    assert all(b - a == timedelta(minutes=5) for a, b in zip(steps, steps[1:], strict=False))
+    assert all(b - a == timedelta(minutes=5) for a, b in itertools.pairwise(steps))
     monitoring = [m for m in steps if plan.is_monitoring(m)]
     assert (monitoring[0], monitoring[-1], len(monitoring)) == (
         at(day, time(10, 15)),
