@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -130,6 +131,29 @@ def prepare_socket_dir(directory: Path) -> None:
     os.chmod(directory, 0o700)
 
 
+def hold_instance_lock(path: Path) -> int:
+    """Take the exclusive lock `path` for as long as the returned descriptor stays open.
+
+    One copy per service: the lock is taken before the socket is bound (checking the socket and
+    then binding leaves a window in which two copies both see it free), and the kernel releases
+    it when the process dies, however it dies, so a crash never leaves a stale lock. The holder's
+    pid is written into the file for the message a second copy prints.
+    ServiceAlreadyRunning when another process holds it.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ServiceAlreadyRunning(
+            f"another copy holds {path} (pid {holder}): stop it first, or use the manager"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 class BaseService:
     name = "base"
     version = VERSION
@@ -158,6 +182,7 @@ class BaseService:
         self.bus: EventBus | None = None
         self._clients: dict[str, RpcClient] = {}
         self._server: RpcServer | None = None
+        self._instance_lock: int | None = None  # fd of <socket dir>/<name>.lock (hold_instance_lock)
         self._stop = asyncio.Event()
         self._ready: asyncio.Event | None = None
         self._signals = 0
@@ -394,6 +419,8 @@ class BaseService:
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
         prepare_socket_dir(self.settings.socket_dir)
+        if self._instance_lock is None:
+            self._instance_lock = hold_instance_lock(self.settings.socket_dir / f"{self.name}.lock")
         path = self.socket_path(self.name)
         if path.exists():
             if socket_is_live(path):
@@ -457,6 +484,9 @@ class BaseService:
             await self._server.close()
             self._server = None
         await self.close_clients()
+        if self._instance_lock is not None:
+            os.close(self._instance_lock)  # the file stays: unlinking it would race a new copy
+            self._instance_lock = None
         self.lifecycle = "stopped"
 
     async def serve(self) -> None:

@@ -186,11 +186,28 @@ async def test_call_service_raises_typed_errors(demo_service, client):
     assert "secret internals" in log_text and "Traceback" in log_text  # logged once, with the traceback
 
 
+def test_copies_started_at_once_leave_exactly_one_running(suite, processes):
+    # Checking the socket, then binding it, would let two of these both pass: the lock does not.
+    copies = [demo(processes, suite) for _ in range(3)]
+    for copy in copies:
+        copy.start(wait=False)
+    exited = wait_until(
+        lambda: [c for c in copies if c.process is not None and c.process.poll() is not None],
+        60, what="all but one copy to exit", until=lambda done: len(done) == 2,
+    )  # fmt: skip
+    assert [c.process.returncode for c in exited if c.process] == [1, 1]
+    (survivor,) = [c for c in copies if c not in exited]
+    survivor.wait_healthy()
+    assert (suite.socket_dir / "demo.lock").read_text().strip() == str(survivor.pid)
+    assert rpc_call_sync(survivor.socket, "subtract", [3, 1]) == 2
+
+
 def test_live_socket_refuses_a_second_copy_and_stale_socket_is_replaced(demo_service, suite, processes):
     second = demo(processes, suite)
     second.start(wait=False)
     assert second.wait_exit(20) == 1
-    assert "already running" in second.output()
+    lock = suite.socket_dir / "demo.lock"
+    assert f"demo: another copy holds {lock} (pid {demo_service.pid}): stop it first" in second.output()
     assert rpc_call_sync(demo_service.socket, "subtract", [3, 1]) == 2
     demo_service.signal(signal.SIGKILL)
     demo_service.wait_exit()
