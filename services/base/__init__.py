@@ -17,7 +17,14 @@ imported where they are first used, and nothing here pulls in pandas, numpy or s
 
 from __future__ import annotations
 
-from services.base.base_service import BaseService, ServiceAlreadyRunning, run_service, socket_is_live
+from services.base.base_service import (
+    EXIT_NEEDS_OPERATOR,
+    BaseService,
+    LedgerDamaged,
+    ServiceAlreadyRunning,
+    run_service,
+    socket_is_live,
+)
 from services.base.clock import SYDNEY, SuiteClock, get_clock
 from services.base.config import ConfigError, Settings, get_settings
 from services.base.events import Event, UnknownEventType, on_event
@@ -37,6 +44,7 @@ from services.base.rpc import (
 )
 
 __all__ = [
+    "EXIT_NEEDS_OPERATOR",
     "SYDNEY",
     "BaseService",
     "ConfigError",
@@ -44,6 +52,7 @@ __all__ = [
     "Event",
     "InternalError",
     "InvalidParams",
+    "LedgerDamaged",
     "MarketClosed",
     "MethodNotFound",
     "NotConfigured",

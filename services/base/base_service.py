@@ -54,17 +54,19 @@ from services.base.rpc import (
     ServiceError,
     rpc,
 )
-from services.registry import EVENTS, EventType
+from services.registry import EVENTS, SERVICES, EventType
 
 if TYPE_CHECKING:
     import psutil
 
 __all__ = [
+    "EXIT_NEEDS_OPERATOR",
     "BaseService",
     "DependencyUnavailable",
     "Event",
     "InternalError",
     "InvalidParams",
+    "LedgerDamaged",
     "NotConfigured",
     "NotFound",
     "RpcError",
@@ -85,6 +87,40 @@ log = logging.getLogger("service")
 
 class ServiceAlreadyRunning(RuntimeError):
     """Another live process already serves this socket: stop it first, or use the manager."""
+
+
+#: A service's exit status when it must not be restarted until a person acts (sysexits'
+#: EX_CONFIG): the supervisor marks it fatal at once, with the service's last line as the reason.
+EXIT_NEEDS_OPERATOR = 78
+
+
+class LedgerDamaged(RuntimeError):
+    """A service's SQLite database fails its integrity check: trading on it could lose money."""
+
+
+def verify_ledger(path: Path) -> None:
+    """PRAGMA quick_check on `path`, opened read-only; LedgerDamaged naming what failed.
+
+    A file that is not a database, or a damaged page, must stop the service before it reads or
+    writes anything: no partial trade is ever recorded on a ledger that is already wrong.
+    """
+    import sqlite3
+
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            rows = [str(row[0]) for row in db.execute("PRAGMA quick_check").fetchall()]
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:  # not a database at all, or a page too broken to walk
+        rows = [str(exc)]
+    if rows != ["ok"]:
+        first = rows[0] if rows else "no answer"
+        more = f" and {len(rows) - 1} more problem(s)" if len(rows) > 1 else ""
+        raise LedgerDamaged(
+            f"{path} failed its integrity check ({first}{more}): restore a backup"
+            " (service_manager.py restore) or move the file aside"
+        )
 
 
 class MethodStats:
@@ -421,6 +457,7 @@ class BaseService:
         prepare_socket_dir(self.settings.socket_dir)
         if self._instance_lock is None:
             self._instance_lock = hold_instance_lock(self.settings.socket_dir / f"{self.name}.lock")
+        self._verify_ledgers()  # with the lock held: no other copy writes while it is checked
         path = self.socket_path(self.name)
         if path.exists():
             if socket_is_live(path):
@@ -457,6 +494,14 @@ class BaseService:
             self.name,
             extra={"socket": str(path), "pid": os.getpid(), "redis": self.bus.connected},
         )
+
+    def _verify_ledgers(self) -> None:
+        """Each database the registry gives this service, when it exists, passes quick_check."""
+        spec = SERVICES.get(self.name)
+        for database in spec.databases if spec is not None else ():
+            path = self.settings.data_dir / database.file
+            if path.exists():
+                verify_ledger(path)
 
     async def stop(self) -> None:
         """Graceful stop: refuse new connections, drain in-flight requests, close."""
@@ -516,6 +561,9 @@ class BaseService:
         except ServiceAlreadyRunning as exc:
             print(f"{self.name}: {exc}", file=sys.stderr)
             sys.exit(1)
+        except LedgerDamaged as exc:
+            print(f"{self.name}: {exc}", file=sys.stderr)
+            sys.exit(EXIT_NEEDS_OPERATOR)
         except ConfigError as exc:  # a service's own knob, read in on_start
             print(f"{self.name}: configuration error: {exc}", file=sys.stderr)
             sys.exit(2)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psutil
 
-from services.base import BaseService, InvalidParams, RpcError, rpc, socket_is_live
+from services.base import EXIT_NEEDS_OPERATOR, BaseService, InvalidParams, RpcError, rpc, socket_is_live
 from services.base.knobs import read_knobs
 from services.domain.supervision import (
     UP,
@@ -39,6 +39,19 @@ from services.domain.supervision import (
 )
 from services.management.manager_knobs import SupervisorKnobs
 from services.registry import SERVICES, SUPERVISOR
+
+
+def last_line(path: Path, max_bytes: int = 4096) -> str | None:
+    """The last non-empty line of a log file (its tail only), or None."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - max_bytes))
+            lines = f.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return None
+    return lines[-1].strip() if lines else None
+
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -423,6 +436,9 @@ class Supervisor(BaseService):
                     if runner.handle.alive():
                         runner.handle.signal(signal.SIGKILL)
                         await runner.handle.wait_for_exit(5)
+                    if runner.last_exit == EXIT_NEEDS_OPERATOR:
+                        await self._needs_operator(runner)
+                        return
                     if await self._after_failure(runner, None, failure):
                         return
                     continue
@@ -434,9 +450,21 @@ class Supervisor(BaseService):
             code = await self._watch(runner)
             runner.up.clear()
             runner.last_exit = code
+            if code == EXIT_NEEDS_OPERATOR:
+                await self._needs_operator(runner)
+                return
             ran_for = time.monotonic() - (runner.started_at or time.monotonic())
             if await self._after_failure(runner, ran_for, f"exited unexpectedly (code {code})"):
                 return
+
+    async def _needs_operator(self, runner: ServiceRunner) -> None:
+        """The service exited saying a person must act (e.g. a damaged ledger): fatal at once, with
+        its own last line as the reason; restarting it would only repeat the refusal."""
+        self._clean_socket(runner.name)
+        line = last_line(self.settings.log_dir / f"{runner.name}.stdout.log")
+        await self._set_state(
+            runner, "fatal", f"needs an operator (exit {EXIT_NEEDS_OPERATOR}): {line or 'see its log'}"
+        )
 
     async def _after_failure(self, runner: ServiceRunner, ran_for_s: float | None, reason: str) -> bool:
         """Record a failure; True when the service is now fatal (no more restarts)."""
