@@ -173,6 +173,10 @@ def suite_env(root: Path, options: ReplayOptions, base: dict[str, str]) -> dict[
             # The driver runs the default tasks itself, one step a day: a schedule loop firing
             # the same tasks after a clock jump would run them twice.
             "TRADING_SCHEDULER_DEFAULTS": "false",
+            # A decision must not depend on the machine's speed: a prediction whose sentiment or
+            # model call fails (a dependency restarting, a busy core) fails and is made again,
+            # never degraded into a different signal.
+            "TRADING_PREDICTION_DEGRADE": "false",
             "PYTHONPATH": str(REPO),
             "PYTHONUNBUFFERED": "1",
         }
@@ -731,7 +735,12 @@ class ReplayDriver:
             "day_loop_seconds": round(loop_s, 1),
             "days_per_minute": round(len(days) / loop_s * 60, 2),
         }
+        degraded = [
+            p for p in (*self.step_predictions, *self.session_predictions.values()) if p.get("degraded")
+        ]
+        report["degraded_predictions"] = len({p["prediction_id"] for p in degraded})
         notes = [
+            degraded_note(degraded),
             "sentiment: no historical news in a replay, so the neutral fallback is used",
             *self.notes,
         ]
@@ -741,6 +750,19 @@ class ReplayDriver:
         )  # fmt: skip
         write_outputs(result, prices, days, index)
         return result
+
+
+def degraded_note(degraded: list[dict]) -> str:
+    """The report's line on degraded predictions (made without an input): none, or which and why."""
+    unique = {p["prediction_id"]: p for p in degraded}
+    if not unique:
+        return "no prediction was degraded: every one had its market data, sentiment and model"
+    reasons = sorted(
+        f"{p['symbol']} {p['created_at'][:16]}: {'; '.join(f'{k} {v}' for k, v in p['missing'].items())}"
+        for p in unique.values()
+    )
+    shown = "; ".join(reasons[:5]) + (f"; and {len(reasons) - 5} more" if len(reasons) > 5 else "")
+    return f"{len(unique)} prediction(s) degraded (made without an input): {shown}"
 
 
 def scored(prediction: dict) -> replay_report.ScoredPrediction:

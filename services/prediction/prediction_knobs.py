@@ -26,6 +26,11 @@ class PredictionKnobs:
     # The platform client's default timeout is 10 s: answer within it unless told otherwise.
     timeout_s: float = knob(10.0, low=0.5, high=3600, doc="a request's deadline when the caller gives none")
     concurrency: int = knob(16, low=1, high=1024, doc="predictions made at once")
+    degrade: bool = knob(
+        True,
+        doc="sentiment or ml-model unavailable or too slow: a degraded prediction (true), or fail it"
+        " with -32001 naming it (false: a replay, whose decisions must not depend on the machine's speed)",
+    )
     history_days: int = knob(
         features.MIN_BARS + 10, low=features.MIN_BARS, high=20_000, doc="daily bars asked for the features"
     )

@@ -548,6 +548,18 @@ class PredictionService(BaseService):
         market, _, sentiment, ensemble = results
         if isinstance(market, BaseException):
             raise _market_failure(symbol, market)
+        if not self.knobs.degrade:
+            # Strict: a dependency that is away or slow fails the prediction (-32001), to be
+            # made again once it answers, instead of a degraded one that decides differently.
+            for service, result in ((SENTIMENT, sentiment), (ML_MODEL, ensemble)):
+                if isinstance(result, InputUnavailable):  # the model's inputs, from market-data
+                    service, result = MARKET_DATA, result.cause
+                if isinstance(result, DependencyUnavailable | RpcTimeout):
+                    how = "too slow" if isinstance(result, RpcTimeout) else "unavailable"
+                    raise DependencyUnavailable(
+                        f"{service} {how} for {symbol} (degraded predictions are off): {result.message}",
+                        data={"dependency": service},
+                    )
         g = Gathered(market=market)
         if isinstance(sentiment, BaseException):
             g.missing["sentiment"] = _why(sentiment)
@@ -644,9 +656,19 @@ class PredictionService(BaseService):
         )
 
 
+class InputUnavailable(ValueError):
+    """An input of the features could not be fetched because its service is away or slow."""
+
+    def __init__(self, message: str, cause: RpcError):
+        super().__init__(message)
+        self.cause = cause
+
+
 async def _input_of(source: asyncio.Future, what: str) -> dict:
     try:
         return await source
+    except (DependencyUnavailable, RpcTimeout) as exc:
+        raise InputUnavailable(f"{what} unavailable: {exc.message}", exc) from None
     except RpcError as exc:
         raise ValueError(f"{what} unavailable: {exc.message}") from None
 

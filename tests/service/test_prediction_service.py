@@ -497,6 +497,29 @@ async def test_optional_dependency_killed_mid_batch(stack, suite, synthetic_mode
     assert any(victim in w for w in health["warnings"])
 
 
+async def test_with_degrading_off_a_missing_dependency_fails_the_prediction_naming_it(stack, suite):
+    # As a replay runs it: no degraded prediction, whose decision would depend on the machine's
+    # speed; -32001 naming the dependency, and the same call succeeds once it is back.
+    stack.start_dependencies("market-data")
+    stack.start_prediction(TRADING_PREDICTION_DEGRADE="false", TRADING_PREDICTION_DEPENDENCY_TIMEOUT_S="1")
+    with pytest.raises(DependencyUnavailable) as info:
+        await stack.call("generate_single_prediction", symbol="CBA.AX", timeout_s=8)
+    assert info.value.data["dependency"] == "sentiment"
+    assert "sentiment unavailable for CBA.AX (degraded predictions are off)" in info.value.message
+    stack.start_dependencies("sentiment")
+    with pytest.raises(DependencyUnavailable) as info:  # no ml-model either
+        await stack.call("generate_single_prediction", symbol="CBA.AX", timeout_s=8)
+    assert info.value.data["dependency"] == "ml-model"
+    stack.start_dependencies("ml-model")
+    prediction = await stack.call("generate_single_prediction", symbol="CBA.AX", timeout_s=8)
+    # Made once all answer; a symbol without a trained model is still a degraded prediction
+    # (nothing to wait for: that is not a dependency being away).
+    assert set(prediction["missing"]) <= {"model"} and "no manifest" in prediction["missing"].get(
+        "model", "no manifest"
+    )
+    assert (await stack.call("get_recent_predictions"))["count"] == 1  # the failures stored nothing
+
+
 @pytest.mark.slow
 async def test_market_data_killed_mid_batch_fails_only_the_rest(stack, suite):
     symbols = synthetic_symbols(16)

@@ -10,6 +10,7 @@ supervisor restarts each), and must give the same trades and the same equity cur
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -105,6 +106,9 @@ def test_replay_walks_every_trading_day_and_writes_its_files(replayed):
     assert result.report["equity"]["trading_days"] == len(days) == 19
     # Daily bars only: the report says so, first thing.
     assert result.report["basis"].startswith("daily bars only: orders fill at the day's open")
+    assert result.report["degraded_predictions"] == 0 and result.notes[0].startswith(
+        "no prediction was degraded"
+    )
     assert result.text.splitlines()[1].startswith("  fill basis        daily bars only")
     equity_rows = read_csv(result.out / "equity.csv")
     assert [r["date"] for r in equity_rows] == ["start", *(d.isoformat() for d in days)]
@@ -251,6 +255,8 @@ def test_killing_services_mid_replay_gives_the_same_trades(replayed, replay_mode
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-3000:]
     assert f"Replay {FIRST} .. {LAST} (19 trading days)" in stdout
+    # Services died mid-step, yet no prediction was made without its inputs.
+    assert json.loads((out / "report.json").read_text())["degraded_predictions"] == 0
     assert trade_signature(read_csv(out / "trades.csv")) == trade_signature(
         read_csv(uninterrupted.out / "trades.csv")
     )

@@ -103,6 +103,7 @@ def test_suite_env_isolates_the_replay_from_the_live_suite(tmp_path):
     assert env["TRADING_MARKET_DATA_SOURCE"] == "csv"
     assert env["TRADING_MARKET_DATA_DIR"] == str((tmp_path / "csv").resolve())
     assert env["TRADING_SCHEDULER_DEFAULTS"] == "false"
+    assert env["TRADING_PREDICTION_DEGRADE"] == "false"  # a decision never depends on speed
     assert env["TRADING_SYMBOLS"] == "CBA.AX,NAB.AX"
     assert env["TRADING_PAPER_TRADING_SLIPPAGE_BPS"] == "9"
 
@@ -169,3 +170,16 @@ def test_the_fill_basis_note_names_the_prices_used():
     assert mixed.startswith("intraday 5m bars on 1 of 2 days (CBA.AX): the session is stepped every 5m")
     assert "each bar's high and low" in mixed
     assert "daily bars only for WBC.AX, ANZ.AX, NAB.AX" in mixed and "days without intraday bars" in mixed
+
+
+def test_the_degraded_note_says_none_or_which_and_why():
+    from services.management.replay import degraded_note
+
+    assert degraded_note([]).startswith("no prediction was degraded")
+    late = {"prediction_id": "p1", "symbol": "CBA.AX", "created_at": "2019-06-05T10:15:02+10:00",
+            "missing": {"model": "ml-model unavailable: connection refused"}}  # fmt: skip
+    note = degraded_note([late, late])
+    assert note == (
+        "1 prediction(s) degraded (made without an input):"
+        " CBA.AX 2019-06-05T10:15: model ml-model unavailable: connection refused"
+    )
