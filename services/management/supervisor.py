@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import shutil
 import signal
@@ -24,7 +23,16 @@ from pathlib import Path
 
 import psutil
 
-from services.base import EXIT_NEEDS_OPERATOR, BaseService, InvalidParams, RpcError, rpc, socket_is_live
+from services.base import (
+    EXIT_NEEDS_OPERATOR,
+    BaseService,
+    InvalidParams,
+    RpcError,
+    ServiceAlreadyRunning,
+    rpc,
+    socket_is_live,
+)
+from services.base.base_service import hold_instance_lock
 from services.base.knobs import read_knobs
 from services.domain.supervision import (
     UP,
@@ -66,19 +74,6 @@ def _age_s(pid: int) -> float:
 
 class LockHeld(RuntimeError):
     """Another supervisor holds the lock: talk to it through manager.sock instead."""
-
-
-def acquire_lock(path: Path) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise LockHeld(f"another supervisor holds {path}") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
 
 
 def sd_notify(message: str) -> None:
@@ -175,7 +170,6 @@ class Supervisor(BaseService):
         self.policy = self.knobs.restart_policy()
         self.autostart = autostart
         self.notify = notify
-        self.lock_fd: int | None = None
         self.redis: ProcessHandle | None = None
         self.redis_task: asyncio.Task | None = None
         self.runners = {
@@ -194,13 +188,19 @@ class Supervisor(BaseService):
     # ---- life ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.lock_fd = acquire_lock(self.settings.socket_dir / "manager.lock")
+        # The one-copy lock every service holds (BaseService.start keeps this one), taken here
+        # first: before this supervisor starts a Redis another one may already be running.
+        try:
+            self._instance_lock = hold_instance_lock(self.settings.socket_dir / f"{self.name}.lock")
+        except ServiceAlreadyRunning as exc:
+            raise LockHeld(str(exc)) from None
         try:
             if self.settings.redis_managed:
                 await self._start_redis()
             await super().start()
         except BaseException:
-            os.close(self.lock_fd)
+            os.close(self._instance_lock)
+            self._instance_lock = None
             raise
 
     async def on_start(self) -> None:
@@ -223,12 +223,12 @@ class Supervisor(BaseService):
                 await self.redis_task
 
     async def _teardown(self) -> None:
+        lock, self._instance_lock = self._instance_lock, None  # held until Redis is down too
         await super()._teardown()
         if self.settings.redis_managed:
             await self._stop_redis()
-        if self.lock_fd is not None:
-            os.close(self.lock_fd)
-            self.lock_fd = None
+        if lock is not None:
+            os.close(lock)
 
     async def health_details(self) -> dict:
         states = {n: r.state for n, r in self.runners.items() if r.state != "stopped"}
