@@ -10,7 +10,9 @@ The refusals (an unknown date, a damaged backup) must come before anything is st
 from __future__ import annotations
 
 import shutil
+import socket
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -30,7 +32,7 @@ TASK = {
 
 
 @pytest.fixture(scope="module")
-def suite():
+def live_suite():
     with Processes() as processes:
         # No default tasks: the scheduler's own daily backup (run at start as a catch-up) would
         # race the test's backups for today's folder.
@@ -75,11 +77,13 @@ def one_line_error(result) -> str:
     return lines[0]
 
 
-def test_restore_latest_brings_back_the_backed_up_state_and_restarts_only_the_owners(suite) -> None:
-    before_backup = predict(suite)
-    rpc_call_sync(suite.socket("scheduler"), "schedule_task", {"config": {**TASK, "name": "before_backup"}})
+def test_restore_latest_brings_back_the_backed_up_state_and_restarts_only_the_owners(live_suite) -> None:
+    before_backup = predict(live_suite)
+    rpc_call_sync(
+        live_suite.socket("scheduler"), "schedule_task", {"config": {**TASK, "name": "before_backup"}}
+    )
 
-    backup = manager_cli(suite, "backup")
+    backup = manager_cli(live_suite, "backup")
     assert backup.returncode == 0, backup.stderr
     for _, db in databases():
         assert any(
@@ -90,35 +94,37 @@ def test_restore_latest_brings_back_the_backed_up_state_and_restarts_only_the_ow
         )
     assert "models/" in backup.stdout
 
-    after_backup = predict(suite)
-    rpc_call_sync(suite.socket("scheduler"), "schedule_task", {"config": {**TASK, "name": "after_backup"}})
-    (suite.models_dir / "notes.txt").write_text("models v2")
-    (suite.models_dir / "later.txt").write_text("not in the backup")
-    assert prediction_known(suite, after_backup) and "after_backup" in task_names(suite)
-    running = processes_now(suite)
+    after_backup = predict(live_suite)
+    rpc_call_sync(
+        live_suite.socket("scheduler"), "schedule_task", {"config": {**TASK, "name": "after_backup"}}
+    )
+    (live_suite.models_dir / "notes.txt").write_text("models v2")
+    (live_suite.models_dir / "later.txt").write_text("not in the backup")
+    assert prediction_known(live_suite, after_backup) and "after_backup" in task_names(live_suite)
+    running = processes_now(live_suite)
 
-    restore = manager_cli(suite, "restore", "latest")
+    restore = manager_cli(live_suite, "restore", "latest")
     assert restore.returncode == 0, restore.stdout + restore.stderr
 
     # The backed-up records are there, the later ones gone, the models folder as it was.
-    assert prediction_known(suite, before_backup)
-    assert not prediction_known(suite, after_backup)
-    assert "before_backup" in task_names(suite) and "after_backup" not in task_names(suite)
-    assert (suite.models_dir / "notes.txt").read_text() == "models v1"
-    assert not (suite.models_dir / "later.txt").exists()
+    assert prediction_known(live_suite, before_backup)
+    assert not prediction_known(live_suite, after_backup)
+    assert "before_backup" in task_names(live_suite) and "after_backup" not in task_names(live_suite)
+    assert (live_suite.models_dir / "notes.txt").read_text() == "models v1"
+    assert not (live_suite.models_dir / "later.txt").exists()
 
     # The owners are new, up processes; the rest (market-data) never stopped.
-    after = processes_now(suite)
-    rows = by_name(suite)
+    after = processes_now(live_suite)
+    rows = by_name(live_suite)
     for name in OWNERS:
         assert after[name][0] != running[name][0], f"{name} was not restarted"
         assert rows[name]["state"] == "running" and rows[name]["health"] in UP, rows[name]
-        assert rpc_call_sync(suite.socket(name), "health")["status"] in UP
+        assert rpc_call_sync(live_suite.socket(name), "health")["status"] in UP
     for name in set(after) - set(OWNERS):
         assert after[name] == running[name], f"{name} was restarted: {running[name]} -> {after[name]}"
 
     # What the restore replaced is kept, and said: the later prediction and model file are in it.
-    safety = next(p for p in (suite.data_dir / "backups").iterdir() if p.name.startswith("replaced-"))
+    safety = next(p for p in (live_suite.data_dir / "backups").iterdir() if p.name.startswith("replaced-"))
     assert f"service_manager.py restore {safety.name}" in restore.stdout
     with sqlite3.connect(f"file:{safety / 'predictions.db'}?mode=ro", uri=True) as db:
         found = db.execute(
@@ -128,51 +134,87 @@ def test_restore_latest_brings_back_the_backed_up_state_and_restarts_only_the_ow
     assert (safety / "models" / "later.txt").read_text() == "not in the backup"
 
 
-def test_restore_of_one_service_restarts_only_that_service(suite) -> None:
-    assert manager_cli(suite, "backup").returncode == 0
-    running = processes_now(suite)
-    result = manager_cli(suite, "restore", "latest", "paper-trading")
+def test_restore_of_one_service_restarts_only_that_service(live_suite) -> None:
+    assert manager_cli(live_suite, "backup").returncode == 0
+    running = processes_now(live_suite)
+    result = manager_cli(live_suite, "restore", "latest", "paper-trading")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "restored paper_trading.db" in result.stdout and "models/" not in result.stdout
-    after = processes_now(suite)
+    after = processes_now(live_suite)
     assert after["paper-trading"][0] != running["paper-trading"][0]
     assert {n: v for n, v in after.items() if n != "paper-trading"} == {
         n: v for n, v in running.items() if n != "paper-trading"
     }
-    assert by_name(suite)["paper-trading"]["health"] in UP
+    assert by_name(live_suite)["paper-trading"]["health"] in UP
 
 
-def test_restore_of_an_unknown_date_is_refused_in_one_line(suite) -> None:
-    running = processes_now(suite)
-    result = manager_cli(suite, "restore", "1999-01-01")
+def test_restore_of_an_unknown_date_is_refused_in_one_line(live_suite) -> None:
+    running = processes_now(live_suite)
+    result = manager_cli(live_suite, "restore", "1999-01-01")
     assert result.returncode == 1
     line = one_line_error(result)
     assert "no backup 1999-01-01" in line and "available:" in line
-    assert processes_now(suite) == running
+    assert processes_now(live_suite) == running
 
-    usage = manager_cli(suite, "restore", "yesterday")
+    usage = manager_cli(live_suite, "restore", "yesterday")
     assert usage.returncode == 2 and "DATE must be" in one_line_error(usage)
 
 
-def test_a_damaged_backup_is_refused_before_anything_stops(suite) -> None:
-    assert manager_cli(suite, "backup").returncode == 0
-    root = suite.data_dir / "backups"
+def test_a_damaged_backup_is_refused_before_anything_stops(live_suite) -> None:
+    assert manager_cli(live_suite, "backup").returncode == 0
+    root = live_suite.data_dir / "backups"
     damaged = root / "2000-01-03"
     shutil.copytree(resolve_backup(root, "latest"), damaged)
     (damaged / "paper_trading.db").write_bytes(b"this is no database " * 512)
     replaced_before = sorted(p.name for p in root.iterdir() if p.name.startswith("replaced-"))
     running = wait_until(
-        lambda: processes_now(suite),
+        lambda: processes_now(live_suite),
         30,
         what="every service running",
         until=lambda now: all(pid for pid, _ in now.values()),
     )
 
-    result = manager_cli(suite, "restore", "2000-01-03")
+    result = manager_cli(live_suite, "restore", "2000-01-03")
 
     assert result.returncode == 1
     line = one_line_error(result)
     assert "paper_trading.db fails integrity_check" in line and "nothing was stopped" in line
-    assert processes_now(suite) == running  # no service stopped or restarted
+    assert processes_now(live_suite) == running  # no service stopped or restarted
     assert sorted(p.name for p in root.iterdir() if p.name.startswith("replaced-")) == replaced_before
-    assert all(row["state"] == "running" for row in by_name(suite).values())
+    assert all(row["state"] == "running" for row in by_name(live_suite).values())
+
+
+def test_restore_refuses_while_an_owner_runs_without_a_supervisor(processes: Processes) -> None:
+    dirs = processes.suite_dirs("tb-")  # no supervisor, no services
+    write_ledger(dirs.data_dir / "paper_trading.db", "backed up")
+    assert manager_cli(dirs, "backup").returncode == 0
+    write_ledger(dirs.data_dir / "paper_trading.db", "later")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:  # "paper-trading" answers
+        listener.bind(str(dirs.socket("paper-trading")))
+        listener.listen()
+        refused = manager_cli(dirs, "restore", "latest")
+    assert refused.returncode == 1
+    assert "paper-trading running without a supervisor" in one_line_error(refused)
+    assert ledger_rows(dirs.data_dir / "paper_trading.db") == ["backed up", "later"]
+    assert not [p for p in (dirs.data_dir / "backups").iterdir() if p.name.startswith("replaced-")]
+
+    dirs.socket("paper-trading").unlink()  # gone: nothing runs, the files alone are restored
+    restored = manager_cli(dirs, "restore", "latest")
+    assert restored.returncode == 0, restored.stderr
+    assert "the supervisor is not running: nothing was stopped or started" in restored.stdout
+    assert ledger_rows(dirs.data_dir / "paper_trading.db") == ["backed up"]
+
+
+def write_ledger(path: Path, value: str) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE IF NOT EXISTS t (v TEXT)")
+        db.execute("INSERT INTO t(v) VALUES (?)", (value,))
+    db.close()
+
+
+def ledger_rows(path: Path) -> list[str]:
+    db = sqlite3.connect(path)
+    try:
+        return [r[0] for r in db.execute("SELECT v FROM t ORDER BY rowid")]
+    finally:
+        db.close()
