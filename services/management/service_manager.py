@@ -23,7 +23,7 @@ from typing import NoReturn
 
 import orjson
 
-from services.base import BaseService, ConfigError, RpcError, get_settings, socket_is_live
+from services.base import SYDNEY, BaseService, ConfigError, RpcError, get_clock, get_settings, socket_is_live
 from services.domain.supervision import UP, start_order, stop_order
 from services.management.dashboard_view import human_bytes, human_seconds
 from services.registry import SUPERVISOR
@@ -491,6 +491,174 @@ def cmd_replay(args) -> int:
     return 0
 
 
+def size_text(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KiB"
+    return f"{size / (1024 * 1024):.1f} MiB"
+
+
+def files_text(count: int) -> str:
+    return f"{count} file" if count == 1 else f"{count} files"
+
+
+def cmd_backup(args) -> int:
+    """Back up every database and the models folder now, into <data dir>/backups/<Sydney date>/.
+    Each database is copied with SQLite's online backup (consistent while services write) and
+    checked with PRAGMA integrity_check; then only the newest --keep dated backups are kept
+    (default TRADING_SCHEDULER_BACKUP_KEEP, as the scheduler's daily backup). Works whether the
+    suite runs or not."""
+    from services.base.backups import BackupFailed, BackupKnobs, backup_databases
+    from services.base.knobs import read_knobs
+
+    settings = get_settings()
+    keep = read_knobs(BackupKnobs, settings.environ).backup_keep if args.keep is None else args.keep
+    if not 1 <= keep <= 365:
+        raise CliError(f"--keep must be 1..365, not {keep}", 2)
+    now = get_clock().now()
+    day = now.astimezone(SYDNEY).date()
+    try:
+        result = backup_databases(
+            settings.data_dir, day, keep, models_dir=settings.models_dir, created_at=now.isoformat()
+        )
+    except BackupFailed as exc:
+        raise CliError(f"backup failed: {exc}") from None
+    print(f"backup {day} written to {result['backup_dir']}")
+    rows = [[d["source"], size_text(d["bytes"]), f"integrity {d['integrity']}"] for d in result["databases"]]
+    if result["models"] is not None:
+        models = result["models"]
+        rows.append(
+            ["models/", size_text(models["bytes"]), f"{files_text(models['files'])}, SHA-256 recorded"]
+        )
+    print(table(["FILE", "SIZE", "CHECK"], rows))
+    if result["pruned"]:
+        print(f"pruned (keeping the newest {keep}): {', '.join(Path(p).name for p in result['pruned'])}")
+    return 0
+
+
+def cmd_restore(args) -> int:
+    """Restore the databases and models of backup DATE (YYYY-MM-DD, latest, or replaced-<time>
+    to undo a restore). Before anything stops, every database to restore must pass PRAGMA
+    integrity_check and every model file its recorded SHA-256. Then the services owning them stop
+    (through the supervisor; one running without it makes the command refuse), the current files
+    are kept in backups/replaced-<time>/, the backup's files are put in place, and the services
+    stopped start again; it returns once they are up. SERVICE... restores only their databases
+    (ml-model: and the models)."""
+    from services.base.backups import BackupFailed, backup_lock, backups_root, is_backup_name
+
+    names = check_names(args.services)
+    if not is_backup_name(args.date):
+        raise CliError(f"DATE must be YYYY-MM-DD, latest or replaced-..., not {args.date!r}", 2)
+    settings = get_settings()
+    root = backups_root(settings.data_dir)
+    managed = supervisor_running()
+    try:
+        with backup_lock(root):  # no backup prunes or rewrites the set meanwhile
+            backup, plan = chosen_backup(root, args.date, names)
+            what = [*plan.databases, *(["models/"] if plan.models else [])]
+            print(f"restoring backup {backup.name} ({backup.folder}): {', '.join(what)}", flush=True)
+            stopped, to_start = stop_owners(list(plan.owners), managed)
+            safety, result = restore_backup_files(backup, plan, stopped, to_start)
+    except BackupFailed as exc:  # the lock: another backup or restore is running
+        raise CliError(str(exc)) from None
+    for copy in result["databases"]:
+        print(f"restored {copy['database']} ({size_text(copy['bytes'])}, integrity ok)")
+    if result["models"] is not None:
+        models = result["models"]
+        removed = f"; removed {len(models['removed'])} not in the backup" if models["removed"] else ""
+        print(f"restored models/ ({files_text(models['files'])}, {size_text(models['bytes'])}{removed})")
+    if plan.skipped:
+        print(f"not restored (no service owns them): {', '.join(plan.skipped)}")
+    if safety is not None:
+        print(f"the files replaced are kept in {safety}; to undo: service_manager.py restore {safety.name}")
+    if not managed:
+        print("the supervisor is not running: nothing was stopped or started")
+        return 0
+    if not to_start:
+        print("nothing to start again: the services stopped were stopped before the restore")
+        return 0
+    print(f"starting again: {', '.join(to_start)}", flush=True)
+    return 0 if start_again(to_start, args.timeout) else 1
+
+
+def chosen_backup(root: Path, name: str, services: list[str]):
+    """The backup and what to restore of it, checked; CliError (exit 1) before anything stops."""
+    from services.base.backups import (
+        BackupDamaged,
+        NoSuchBackup,
+        NothingToRestore,
+        check_backup,
+        plan_restore,
+        read_backup,
+        resolve_backup,
+    )
+
+    try:
+        backup = read_backup(resolve_backup(root, name))
+        plan = plan_restore(backup, services or None)
+        check_backup(backup, plan)
+    except (NoSuchBackup, NothingToRestore, BackupDamaged) as exc:
+        raise CliError(f"{exc}; nothing was stopped or restored") from None
+    return backup, plan
+
+
+def stop_owners(owners: list[str], managed: bool) -> tuple[list[str], list[str]]:
+    """Stop the services that own the files (and what depends on them) through the supervisor:
+    (stopped, those to start again: the ones that were not stopped before)."""
+    sockets = get_settings().socket_dir
+    if not managed:
+        if live := [n for n in owners if socket_is_live(sockets / f"{n}.sock")]:
+            raise CliError(
+                f"{', '.join(live)} running without a supervisor, which cannot stop and start it for the"
+                f" restore: stop it first (service_manager.py stop {' '.join(live)}); nothing was restored"
+            )
+        return [], []
+    before = {s["name"]: s["state"] for s in rpc(MANAGER, "status")["services"]}
+    stopped = rpc(MANAGER, "stop_services", services=owners, timeout=300)["stopped"]
+    to_start = [n for n in start_order() if n in stopped and before.get(n) != "stopped"]
+    print(f"stopped: {', '.join(stopped)}", flush=True)
+    if live := [n for n in owners if socket_is_live(sockets / f"{n}.sock")]:  # started by hand?
+        start_again(to_start, 120)
+        raise CliError(f"{', '.join(live)} still answer on their sockets; nothing was restored")
+    return stopped, to_start
+
+
+def restore_backup_files(backup, plan, stopped: list[str], to_start: list[str]):
+    """Keep the current files aside, then put the backup's in place: (safety folder, result)."""
+    import sqlite3
+
+    from services.base.backups import keep_current, restore_files
+
+    settings, now = get_settings(), get_clock().now()
+    try:
+        safety = keep_current(plan, settings.data_dir, settings.models_dir, now, now.isoformat())
+    except (OSError, sqlite3.Error) as exc:
+        if to_start:
+            start_again(to_start, 120)  # nothing was replaced: the services carry on as they were
+        raise CliError(f"nothing restored: keeping the current files aside failed: {exc}") from None
+    try:
+        return safety, restore_files(backup, plan, settings.data_dir, settings.models_dir)
+    except OSError as exc:
+        undo = f"; the replaced files are in {safety}" if safety is not None else ""
+        left = f"; left stopped: {', '.join(stopped)}" if stopped else ""
+        raise CliError(f"restore of {backup.name} failed part way: {exc}{undo}{left}") from None
+
+
+def start_again(names: list[str], timeout_s: float) -> bool:
+    """Start `names` through the supervisor and wait until they are up; False (said) if not."""
+    rpc(MANAGER, "start_services", services=names)
+    status = wait_for(names, timeout_s)
+    by_name = {s["name"]: s for s in status["services"]}
+    bad = [n for n in names if not (by_name[n]["state"] == "running" and by_name[n]["health"] in UP)]
+    if bad:
+        print(f"not up again: {', '.join(bad)}; see: service_manager.py logs {bad[0]}", file=sys.stderr)
+        return False
+    health = [f"{n} ({by_name[n]['health']})" for n in names]
+    print(f"up again: {', '.join(health)}")
+    return True
+
+
 # ---- argument parsing --------------------------------------------------------------------------
 
 
@@ -532,6 +700,12 @@ def build_parser() -> Parser:
     p.add_argument("service", nargs="?", metavar="SERVICE")
     p.add_argument("-n", "--lines", type=int, default=50)
     p.add_argument("-f", "--follow", action="store_true")
+    p = add("backup", cmd_backup)
+    p.add_argument("--keep", type=int, metavar="N", help="dated backups kept (default: the scheduler's, 7)")
+    p = add("restore", cmd_restore)
+    p.add_argument("date", metavar="DATE", help="YYYY-MM-DD, latest, or replaced-... (undo)")
+    p.add_argument("services", nargs="*", metavar="SERVICE", help="only their databases (default: all)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for health (default 120)")
     p = add("replay", cmd_replay)
     p.add_argument("--from", dest="from_date", required=True, metavar="DATE", help="first day, YYYY-MM-DD")
     p.add_argument("--to", dest="to_date", required=True, metavar="DATE", help="last day, YYYY-MM-DD")

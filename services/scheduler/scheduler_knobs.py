@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from services.base.backups import BackupKnobs
 from services.base.knobs import knob
 
 
 @dataclass(frozen=True, slots=True)
-class SchedulerKnobs:
+class SchedulerKnobs(BackupKnobs):
+    """`backup_keep` comes from BackupKnobs: `service_manager.py backup` reads the same knob."""
+
     service: ClassVar[str] = "scheduler"
 
     defaults: bool = knob(True, doc="add the default tasks at start (false: only the stored ones)")
-    backup_keep: int = knob(7, low=1, high=365, doc="backups kept by backup_databases")

@@ -30,20 +30,14 @@ from services.base import (
     rpc,
     run_service,
 )
+from services.base.backups import BackupFailed, backup_databases
 from services.base.knobs import read_knobs
 from services.domain import asx_calendar
 from services.domain import schedule as sch
 from services.domain.day_plan import default_tasks
 from services.registry import SERVICES
 from services.scheduler.scheduler_knobs import SchedulerKnobs
-from services.scheduler.task_store import (
-    BackupFailed,
-    DuplicateTaskName,
-    RunRow,
-    TaskRow,
-    TaskStore,
-    backup_databases,
-)
+from services.scheduler.task_store import DuplicateTaskName, RunRow, TaskRow, TaskStore
 
 KNOWN_SERVICES = frozenset(SERVICES)  # what a task may call: the registry's services
 # What a task may call on the scheduler itself: never its control methods (a task that runs
@@ -236,14 +230,21 @@ class SchedulerService(BaseService):
 
     @rpc
     async def backup_databases(self, keep: int | None = None) -> dict:
-        """Online SQLite backup of every *.db in the data dir into backups/<date>/, checked."""
+        """Online SQLite backup of every *.db in the data dir, and the models, into backups/<date>/, checked."""
         keep = self.knobs.backup_keep if keep is None else keep
         if not 1 <= keep <= 365:
             raise InvalidParams("keep", "must be 1..365")
         day = self.clock.now_sydney().date()
         # The backup API and integrity_check are blocking file work: keep the loop serving.
         try:
-            return await asyncio.to_thread(backup_databases, self.settings.data_dir, day, keep)
+            return await asyncio.to_thread(
+                backup_databases,
+                self.settings.data_dir,
+                day,
+                keep,
+                models_dir=self.settings.models_dir,
+                created_at=self.clock.now().isoformat(),
+            )
         except BackupFailed as exc:
             raise ServiceError(str(exc)) from None
 

@@ -1,6 +1,7 @@
 """SQLite persistence for the scheduler: tasks and their run history.
 
-One file, WAL mode (readers never block the writer; the daily backup copies it online).
+One file, WAL mode (readers never block the writer; the daily backup copies it online, with
+services.base.backups like every database of the suite).
 The store is synchronous: every statement is a single indexed lookup or insert on a local
 file, far below a millisecond, so handing it to a thread would cost more than it saves.
 
@@ -12,11 +13,8 @@ succeed only once, across restarts and crashes.
 from __future__ import annotations
 
 import json
-import re
-import shutil
 import sqlite3
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 
 SCHEMA = """
@@ -260,83 +258,3 @@ def _run_row(row: sqlite3.Row) -> RunRow:
         error=row["error"],
         result=json.loads(row["result"]) if row["result"] is not None else None,
     )
-
-
-# ---------------------------------------------------------------- online backups
-
-_BACKUP_DIR_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-class BackupFailed(RuntimeError):
-    """A backup copy failed its integrity check: inspect the source database named."""
-
-
-def backup_databases(data_dir: Path, day: date, keep: int = 7) -> dict:
-    """Online-copy every *.db under `data_dir` into `data_dir/backups/<day>/`, check each
-    copy with PRAGMA integrity_check, then keep only the newest `keep` dated folders.
-
-    Uses SQLite's backup API, which copies a consistent snapshot while other processes
-    keep writing (a file copy of a WAL database can tear). Sub-folders are kept so two
-    services' `trades.db` files never collide. One bad database does not stop the others
-    being backed up; afterwards BackupFailed names every failure, and nothing is pruned
-    (older good backups are worth more than ever then).
-    """
-    root = data_dir / "backups"
-    target = root / day.isoformat()
-    copies, failures = [], []
-    for source in _databases(data_dir, root):
-        try:
-            copies.append(_backup_one(source, data_dir, target))
-        except BackupFailed as exc:
-            failures.append(str(exc))
-    if failures:
-        raise BackupFailed("; ".join(failures))
-    return {
-        "backup_dir": str(target),
-        "databases": copies,
-        "pruned": [str(p) for p in prune_backups(root, keep)],
-    }
-
-
-def _databases(data_dir: Path, backups_root: Path) -> list[Path]:
-    return sorted(p for p in data_dir.rglob("*.db") if p.is_file() and backups_root not in p.parents)
-
-
-def _backup_one(source: Path, data_dir: Path, target_dir: Path) -> dict:
-    destination = target_dir / source.relative_to(data_dir)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(destination.name + ".partial")
-    partial.unlink(missing_ok=True)
-    name = source.relative_to(data_dir)
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
-    dst = sqlite3.connect(partial)
-    try:
-        src.backup(dst)
-        verdict = [row[0] for row in dst.execute("PRAGMA integrity_check")]
-    except sqlite3.DatabaseError as exc:  # so damaged that SQLite cannot even check it
-        verdict = [str(exc)]
-    finally:
-        dst.close()
-        src.close()
-    if verdict != ["ok"]:
-        partial.unlink(missing_ok=True)
-        raise BackupFailed(f"backup of {name} failed integrity_check: {verdict[:3]}")
-    # Rename only after the check, so a dated folder never holds an unchecked copy.
-    partial.replace(destination)
-    return {
-        "source": str(name),
-        "backup": str(destination),
-        "bytes": destination.stat().st_size,
-        "integrity": "ok",
-    }
-
-
-def prune_backups(root: Path, keep: int) -> list[Path]:
-    """Delete all but the newest `keep` dated backup folders; returns what was deleted."""
-    if not root.is_dir():
-        return []
-    dated = sorted(p for p in root.iterdir() if p.is_dir() and _BACKUP_DIR_NAME.match(p.name))
-    doomed = dated[:-keep] if keep > 0 else dated
-    for folder in doomed:
-        shutil.rmtree(folder)
-    return doomed

@@ -9,6 +9,7 @@ the fake agree on "now" and a sped-up clock fires slots at the right suite times
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sqlite3
 import time
@@ -476,6 +477,7 @@ async def test_daily_backup_copies_every_database_checked_and_keeps_seven(harnes
     writers = [_make_db(data / "trades.db", 500), _make_db(data / "sub" / "predictions.db", 30)]
     for day in range(1, 9):  # eight older backups
         (data / "backups" / f"2025-06-0{day}").mkdir(parents=True)
+    (h.suite.models_dir / "manifest.json").write_text('{"models": []}')
     await h.start()
     try:
         run = await h.call("execute_task", task_id="daily_backup")
@@ -494,9 +496,14 @@ async def test_daily_backup_copies_every_database_checked_and_keeps_seven(harnes
         assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert copy.execute("SELECT count(*) FROM t").fetchone() == (rows,)
         copy.close()
-    kept = sorted(p.name for p in (data / "backups").iterdir())
+    kept = sorted(p.name for p in (data / "backups").iterdir() if p.is_dir())
     assert kept == [f"2025-06-0{d}" for d in range(3, 9)] + ["2025-06-10"]  # 9 -> newest 7
     assert not list(today.rglob("*.partial"))
+    # The models folder is part of the set, with each file's hash for the restore to check.
+    assert (today / "models" / "manifest.json").read_text() == '{"models": []}'
+    assert run["result"]["models"]["files"] == 1
+    hashes = json.loads((today / "backup.json").read_text())["models"]["files"]
+    assert set(hashes) == {"manifest.json"}
 
 
 # ---------------------------------------------------------------- the store on its own (real files)
@@ -520,7 +527,7 @@ def test_store_claims_a_slot_once_even_across_connections(short_tmp: Path) -> No
 
 
 def test_a_backup_that_fails_integrity_check_is_refused_and_not_kept(short_tmp: Path) -> None:
-    from services.scheduler.task_store import BackupFailed, backup_databases
+    from services.base.backups import BackupFailed, backup_databases
 
     data = short_tmp / "data"
     _make_db(data / "good.db", 10).close()
@@ -536,6 +543,11 @@ def test_a_backup_that_fails_integrity_check_is_refused_and_not_kept(short_tmp: 
     with pytest.raises(BackupFailed, match=r"broken\.db") as info:
         backup_databases(data, datetime(2025, 6, 10).date(), keep=1)
     assert "good.db" not in str(info.value)
-    day = data / "backups" / "2025-06-10"
-    assert sorted(p.name for p in day.iterdir()) == ["good.db"]  # the others were still saved
+    # No dated folder for a half set (a restore of "latest" must never pick one): the copies that
+    # passed are kept aside, and the error says where.
+    assert not (data / "backups" / "2025-06-10").exists()
+    incomplete = data / "backups" / "2025-06-10.incomplete"
+    assert str(incomplete) in str(info.value)
+    assert sorted(p.name for p in incomplete.iterdir()) == ["backup.json", "good.db"]
     assert (data / "backups" / "2025-06-01").exists()  # nothing pruned after a failure
+    assert not [p for p in (data / "backups").iterdir() if p.name.startswith(".partial")]
