@@ -590,10 +590,14 @@ def _live_event_alert(kind: str, data: dict, envelope: dict, tz: tzinfo | None) 
         return Alert(
             "bad",
             f"{_text(data, 'consumer') or '?'} dead-lettered a {_text(data, 'event_type') or '?'}"
-            f" after {_text(data, 'delivered') or '?'} deliveries: {_text(data, 'error') or '?'}",
+            f" after {_count(_num(data, 'delivered'))} deliveries: {_text(data, 'error') or '?'}",
             at,
         )
     return None
+
+
+def _count(value: float | None) -> str:
+    return "?" if value is None else f"{value:.0f}"
 
 
 def _clock_of(iso: str | None, tz: tzinfo | None) -> str | None:
