@@ -134,7 +134,13 @@ EVENTS: Mapping[str, EventType] = _by_name(
     EventType("task_completed", publishers=("scheduler",)),
     EventType("task_failed", publishers=("scheduler",), consumers=(DASHBOARD,)),
     EventType("service_status_changed", publishers=(SUPERVISOR,), consumers=(DASHBOARD,)),
+    # An alert: a durable event its consumer could not settle was moved to trading:dead:<type>.
+    EventType("event_dead_lettered", publishers=tuple(SERVICES), consumers=(DASHBOARD,)),
 )
+
+#: Published by the event bus itself (services/base/events.py) on behalf of whichever service
+#: runs it, so every service is a publisher without naming the event in its own files.
+BUS_EVENTS: frozenset[str] = frozenset({"event_dead_lettered"})
 
 #: Everyone who may publish or consume: the services, the supervisor and the dashboard.
 PARTIES: frozenset[str] = frozenset(SERVICES) | {SUPERVISOR, DASHBOARD}

@@ -313,6 +313,7 @@ class BaseService:
                 "dropped": bus.counters["dropped"] if bus else 0,
                 "dead_lettered": bus.counters["dead_lettered"] if bus else 0,
                 "handler_errors": bus.counters["handler_errors"] if bus else 0,
+                "dependency_waits": bus.counters["dependency_waits"] if bus else 0,
                 "outbox": bus.outbox_size if bus else 0,
             },
         }

@@ -4,7 +4,11 @@
 - Durable events (those that move money or state) are also appended to the stream
   `trading:stream:<type>`. Each consuming service reads them through its own consumer group,
   acknowledges an entry only after its handler succeeded, re-reads its pending entries after a
-  restart, and moves an entry that keeps failing to `trading:dead:<type>`.
+  restart (and claims, with XAUTOCLAIM, entries another consumer of its group left idle), and
+  moves an entry to `trading:dead:<type>` once Redis has delivered it TRADING_EVENTS_MAX_DELIVERIES
+  times without it being settled (counted by Redis, so across restarts), publishing
+  `event_dead_lettered`. A handler failing because a dependency is away is retried in place with
+  capped backoff and is not counted against the entry.
 - While Redis is away the bus keeps reconnecting with backoff, resubscribes when it is back, and
   holds durable events published meanwhile in an in-memory outbox that it flushes in order.
 - Event types, and which of them are durable, come from the registry (services/registry.py): the
@@ -149,7 +153,10 @@ class EventBus:
         self.heartbeat_s = heartbeat_s
         self.on_state_change = on_state_change
         self.connected = False
-        self.counters = {"published": 0, "received": 0, "dropped": 0, "dead_lettered": 0, "handler_errors": 0}
+        self.counters = {
+            "published": 0, "received": 0, "dropped": 0, "dead_lettered": 0, "handler_errors": 0,
+            "dependency_waits": 0,
+        }  # fmt: skip
         self._seq = itertools.count(1)
         self._handlers: dict[str, list[Handler]] = {}
         self._durable_handlers: dict[str, Handler] = {}
@@ -158,7 +165,6 @@ class EventBus:
         self._tasks: list[asyncio.Task] = []
         self._handler_tasks: set[asyncio.Task] = set()
         self._up = asyncio.Event()
-        self._failures: dict[bytes, int] = {}
 
     # ---- registration ---------------------------------------------------------------------
 
@@ -363,6 +369,9 @@ class EventBus:
                     if "BUSYGROUP" not in str(exc):
                         raise
                 delay = 0.1
+                # Entries another consumer of this group read and left (a renamed or vanished
+                # consumer) come to us once idle for a minute; ours we read below anyway.
+                await self._client.xautoclaim(stream, group, consumer, min_idle_time=60_000, count=100)
                 while True:
                     # Our own pending entries first: delivered before a crash or a failed handler.
                     reply = await self._client.xreadgroup(group, consumer, {stream: "0"}, count=100)
@@ -390,7 +399,16 @@ class EventBus:
         self, stream: str, group: str, event_type: str, entries: list, handler: Handler
     ) -> int:
         """Run the handler on each entry in order; 0 when every entry was settled, else how many
-        times the entry it stopped on has failed (it stays pending and is retried first)."""
+        times the entry it stopped on has been delivered (it stays pending and is read again).
+
+        The delivery count is Redis's (XPENDING): every read of a pending entry counts, across
+        restarts, so an entry that crashes the process is dead-lettered too once it has been
+        delivered `max_deliveries` times. A handler failing because a dependency is away
+        (DependencyUnavailable, a timeout, a refused connection) is not the entry's fault: it is
+        retried in place with capped backoff, without a new delivery, until the dependency answers
+        or the handler settles it another way (paper-trading expires a prediction past its age).
+        """
+        delivered = await self._delivery_counts(stream, group, entries)
         for entry_id, fields in entries:
             raw = fields.get(b"event") if fields else None
             try:
@@ -398,32 +416,86 @@ class EventBus:
             except (ValueError, KeyError, TypeError):
                 event = None
             if event is None:
-                await self._dead_letter(stream, group, event_type, entry_id, fields, "malformed entry")
+                await self._dead_letter(stream, group, event_type, entry_id, fields, "malformed entry", 1)
+                continue
+            count = delivered.get(entry_id, 1)
+            if count > self.max_deliveries:  # it never settled, e.g. it crashed the consumer each time
+                error = f"delivered {count} times without being settled (it may crash the consumer)"
+                await self._dead_letter(stream, group, event_type, entry_id, fields, error, count)
                 continue
             try:
-                await handler(event)
+                await self._handle_waiting_for_dependencies(event_type, handler, event)
             except Exception as exc:
                 self.counters["handler_errors"] += 1
-                count = self._failures.get(entry_id, 0) + 1
-                self._failures[entry_id] = count
                 log.warning(
-                    "durable %s handler failed (%d/%d): %r", event_type, count, self.max_deliveries, exc
+                    "durable %s handler failed (delivery %d/%d): %r",
+                    event_type,
+                    count,
+                    self.max_deliveries,
+                    exc,
                 )
                 if count >= self.max_deliveries:
-                    await self._dead_letter(stream, group, event_type, entry_id, fields, repr(exc))
+                    await self._dead_letter(stream, group, event_type, entry_id, fields, repr(exc), count)
                     continue
                 return count  # keep order: retry this entry before any later one
             self.counters["received"] += 1
-            self._failures.pop(entry_id, None)
             await self._client.xack(stream, group, entry_id)
         return 0
 
-    async def _dead_letter(self, stream, group, event_type, entry_id, fields, error: str) -> None:
+    async def _handle_waiting_for_dependencies(self, event_type: str, handler: Handler, event: Event) -> None:
+        waits = 0
+        while True:
+            try:
+                await handler(event)
+                return
+            except Exception as exc:
+                if not dependency_unavailable(exc):
+                    raise
+                waits += 1
+                self.counters["dependency_waits"] += 1
+                if waits == 1 or waits % 20 == 0:
+                    log.warning("durable %s waits for a dependency (try %d): %r", event_type, waits, exc)
+                await asyncio.sleep(retry_delay_s(waits))
+
+    async def _delivery_counts(self, stream: str, group: str, entries: list) -> dict[bytes, int]:
+        """Redis's delivery count of each entry (this read included)."""
+        if not entries:
+            return {}
+        rows = await self._client.xpending_range(
+            stream, group, min=entries[0][0], max=entries[-1][0], count=len(entries) + 10
+        )
+        return {_as_bytes(r["message_id"]): int(r["times_delivered"]) for r in rows}
+
+    async def _dead_letter(
+        self, stream, group, event_type, entry_id, fields, error: str, delivered: int
+    ) -> None:
         payload = dict(fields or {})
         payload[b"error"] = error.encode()
         payload[b"consumer"] = self.service.encode()
         await self._client.xadd(DEAD_PREFIX + event_type, payload, maxlen=STREAM_MAXLEN, approximate=True)
         await self._client.xack(stream, group, entry_id)
-        self._failures.pop(entry_id, None)
         self.counters["dead_lettered"] += 1
         log.error("durable %s entry %s moved to the dead-letter stream: %s", event_type, entry_id, error)
+        # An alert for whoever watches (the dashboard, and what routes alerts to a person).
+        await self.publish(
+            "event_dead_lettered",
+            {
+                "event_type": event_type,
+                "entry_id": _as_bytes(entry_id).decode(),
+                "consumer": self.service,
+                "delivered": delivered,
+                "error": error,
+                "dead_letter_stream": DEAD_PREFIX + event_type,
+            },
+        )
+
+
+def dependency_unavailable(exc: BaseException) -> bool:
+    """A failure that says a dependency is away or slow (not that the event is bad)."""
+    from services.base.rpc import DependencyUnavailable, RpcTimeout
+
+    return isinstance(exc, DependencyUnavailable | RpcTimeout | ConnectionError | TimeoutError)
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()

@@ -586,7 +586,18 @@ def _live_event_alert(kind: str, data: dict, envelope: dict, tz: tzinfo | None) 
         return Alert("warn", f"task {_text(data, 'name') or '?'} failed: {error}", at)
     if kind == "service_status_changed":
         return _state_change_alert(data | {"at": _text(envelope, "timestamp")}, tz)
+    if kind == "event_dead_lettered":
+        return Alert(
+            "bad",
+            f"{_text(data, 'consumer') or '?'} dead-lettered a {_text(data, 'event_type') or '?'}"
+            f" after {_count(_num(data, 'delivered'))} deliveries: {_text(data, 'error') or '?'}",
+            at,
+        )
     return None
+
+
+def _count(value: float | None) -> str:
+    return "?" if value is None else f"{value:.0f}"
 
 
 def _clock_of(iso: str | None, tz: tzinfo | None) -> str | None:

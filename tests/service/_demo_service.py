@@ -6,7 +6,7 @@ import os
 from typing import Literal
 
 from services.base.base_service import BaseService, Event, InvalidParams, on_event, rpc, run_service
-from services.base.rpc import NotFound
+from services.base.rpc import DependencyUnavailable, NotFound
 from services.registry import EventType, events_with
 
 
@@ -104,6 +104,11 @@ class DemoService(BaseService):
     async def on_durable(self, event: Event) -> None:
         if self.fail_durable and event.data.get("poison"):
             raise ValueError("poison event")
+        if event.data.get("crash") and os.environ.get("DEMO_CRASH_DURABLE") == "1":
+            os._exit(3)  # dies while handling it: the entry stays pending, delivered again at start
+        away = os.environ.get("DEMO_DEPENDENCY_FLAG")
+        if away and os.path.exists(away):  # noqa: ASYNC240 (a test double: one stat)
+            raise DependencyUnavailable("demo dependency is unavailable", data={"dependency": "flag"})
         if event.data.get("slow") and os.environ.get("DEMO_SLOW_DURABLE") == "1":
             await asyncio.sleep(60)  # killed here: the entry stays pending, unacknowledged
         self.durable_seen.append({"id": event.id, "data": event.data})

@@ -18,6 +18,7 @@ from services.base.base_service import BaseService
 from services.base.rpc import DependencyUnavailable, InternalError, InvalidParams, NotFound, RpcTimeout
 from tests.support import (
     REPO,
+    EventWatcher,
     Processes,
     ServiceProcess,
     async_wait_until,
@@ -337,6 +338,73 @@ async def test_failing_durable_handler_goes_to_dead_letter(suite, redis_server, 
     await async_wait_until(durable, 30, what="the next event after the poison one", until=[{"n": 1}].__eq__)
     metrics = await client.call_service("demo-b", "metrics")
     assert metrics["events"]["dead_lettered"] == 1
+
+
+async def test_an_entry_that_kills_its_consumer_is_dead_lettered_across_restarts(
+    suite, redis_server, processes, client
+):
+    # Redis counts the deliveries (XPENDING), so a consumer that dies on an entry, restarted again
+    # and again, stops receiving it after MAX_DELIVERIES: the alert says so, the rest flows.
+    import redis.asyncio as aioredis
+
+    demo(processes, suite, "demo-a").start()
+    env = {"DEMO_CRASH_DURABLE": "1", "TRADING_EVENTS_MAX_DELIVERIES": "3"}
+    consumer = demo(processes, suite, "demo-b", **env).start()
+    async with (
+        aioredis.from_url(redis_server.url) as r,
+        EventWatcher(redis_server.url, "event_dead_lettered") as watcher,
+    ):
+        await client.call_service(
+            "demo-a", "emit", event_type="demo_durable", data={"crash": True}, durable=True
+        )
+        await client.call_service("demo-a", "emit", event_type="demo_durable", data={"n": 1}, durable=True)
+        exits = [consumer.wait_exit(30)]
+        for _ in range(2):  # deliveries 2 and 3 kill it too
+            consumer = demo(processes, suite, "demo-b", **env)
+            consumer.start(wait=False)
+            exits.append(consumer.wait_exit(60))
+        assert exits == [3, 3, 3]
+        consumer = demo(processes, suite, "demo-b", **env).start()  # the 4th delivery is refused
+        alert = await watcher.wait_for("event_dead_lettered", timeout_s=30)
+        assert await r.xlen("trading:dead:demo_durable") == 1
+    data = alert["data"]
+    assert (data["event_type"], data["consumer"], data["delivered"]) == ("demo_durable", "demo-b", 4)
+    assert "delivered 4 times without being settled" in data["error"]
+
+    async def durable():
+        return [e["data"] for e in (await client.call_service("demo-b", "received"))["durable"]]
+
+    await async_wait_until(durable, 30, what="the event after the poison one", until=[{"n": 1}].__eq__)
+
+
+async def test_a_dependency_away_is_waited_for_not_counted_against_the_entry(
+    suite, redis_server, processes, client, tmp_path
+):
+    import redis.asyncio as aioredis
+
+    flag = tmp_path / "dependency-away"
+    flag.touch()
+    demo(processes, suite, "demo-a").start()
+    demo(
+        processes, suite, "demo-b", DEMO_DEPENDENCY_FLAG=str(flag), TRADING_EVENTS_MAX_DELIVERIES="2"
+    ).start()
+    await client.call_service("demo-a", "emit", event_type="demo_durable", data={"n": 7}, durable=True)
+
+    async def waits() -> int:
+        return (await client.call_service("demo-b", "metrics"))["events"]["dependency_waits"]
+
+    await async_wait_until(waits, 60, what="several waits", until=lambda n: n >= 5)  # > MAX_DELIVERIES
+    flag.unlink()  # the dependency is back
+
+    async def durable():
+        return [e["data"] for e in (await client.call_service("demo-b", "received"))["durable"]]
+
+    await async_wait_until(durable, 60, what="the event handled once back", until=[{"n": 7}].__eq__)
+    async with aioredis.from_url(redis_server.url) as r:
+        assert await r.xlen("trading:dead:demo_durable") == 0
+        pending = await r.xpending("trading:stream:demo_durable", "demo-b")
+        assert pending["pending"] == 0
+    assert (await client.call_service("demo-b", "metrics"))["events"]["dead_lettered"] == 0
 
 
 def _status(service: ServiceProcess) -> str:

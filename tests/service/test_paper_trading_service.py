@@ -462,6 +462,33 @@ async def test_with_daily_bars_only_the_days_range_is_checked_once_its_bar_is_fi
     }  # fmt: skip
 
 
+async def test_a_prediction_waits_for_market_data_and_trades_once_it_is_back(
+    suite, processes, redis_server, client
+):
+    # market-data away is not the prediction's fault: no delivery is spent on it (the limit is 2
+    # here), the handler waits with capped backoff, and trades once the quote can be had.
+    import redis.asyncio as aioredis
+
+    stack = Stack(suite, processes, TRADING_EVENTS_MAX_DELIVERIES="2").start()
+    stack.market.stop()
+    signal = prediction(stack, "CBA.AX", "BUY")
+    await publish(suite, "prediction", "prediction_generated", signal)
+
+    async def waits() -> int:
+        return (await client.call_service("paper-trading", "metrics"))["events"]["dependency_waits"]
+
+    await async_wait_until(waits, 60, what="paper-trading waiting for market-data", until=lambda n: n >= 5)
+    assert outcomes(stack.db) == {}  # not decided while the quote cannot be had
+    stack.market = processes.service("market-data", suite, extra_env=stack.env)
+    stack.market.start()
+    await async_wait_until(
+        lambda: outcomes(stack.db), 60, what="the prediction traded", until=lambda o: bool(o)
+    )
+    assert outcomes(stack.db) == {signal["prediction_id"]: "traded"}
+    async with aioredis.from_url(redis_server.url) as r:
+        assert await r.xlen("trading:dead:prediction_generated") == 0
+
+
 async def test_daily_loss_halts_new_buys_until_the_next_day(suite, processes, client):
     halting = Stack(
         suite, processes, TRADING_PAPER_TRADING_MAX_DAILY_LOSS="100", TRADING_PAPER_TRADING_STOP_LOSS_PCT="50"

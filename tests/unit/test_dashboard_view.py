@@ -250,10 +250,17 @@ def test_live_events_become_alerts_newest_first():
         {"type": "buy_rate_alert", "timestamp": "2026-11-24T05:01:00+00:00", "data": {"rate": 0.8}},
         {"type": "task_failed", "timestamp": "2026-11-24T04:59:00+00:00",
          "data": {"name": "morning_analysis", "error": "prediction is unavailable"}},
+        {"type": "event_dead_lettered", "timestamp": "2026-11-24T05:02:00+00:00",
+         "data": {"event_type": "prediction_generated", "consumer": "paper-trading", "delivered": 8,
+                  "error": "ValueError('bad signal')"}},
     ]  # fmt: skip
     view = build_view(snapshot_of(all_healthy(), events=events), NOW)
     timed = [(a.at, a.text) for a in view.alerts if a.at]
     assert timed == [
+        (
+            "16:02",
+            "paper-trading dead-lettered a prediction_generated after 8 deliveries: ValueError('bad signal')",
+        ),
         ("16:01", "buy rate alert: 80% of recent predictions are BUY"),
         ("16:00", "risk limit max_position (CBA.AX): position would be 12% of equity"),
         ("15:59", "task morning_analysis failed: prediction is unavailable"),
