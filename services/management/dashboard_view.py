@@ -124,6 +124,8 @@ class PortfolioView:
     halted: bool
     halt_reason: str | None
     positions: tuple[PositionRow, ...]
+    # Today's predictions by outcome (traded / rejected / ignored), from paper-trading's health
+    outcomes_today: Mapping[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +249,7 @@ def build_view(snapshot: Snapshot, now: datetime | None = None) -> DashboardView
         market=_market(snapshot.market_status),
         symbols=_symbol_rows(snapshot),
         buy_rate=_buy_rate(snapshot.buy_rate),
-        portfolio=_portfolio(snapshot.portfolio, snapshot.positions),
+        portfolio=_portfolio(snapshot.portfolio, snapshot.positions, snapshot.health.get("paper-trading")),
         sentiment=_sentiment(snapshot.big4),
         next_tasks=next_tasks,
         failed_tasks=failed_tasks,
@@ -439,7 +441,7 @@ def _buy_rate(reply: Any) -> BuyRateView | None:
     return BuyRateView(rate=rate, samples=samples, threshold=threshold, alerting=alerting)
 
 
-def _portfolio(status: Any, positions: Any) -> PortfolioView | None:
+def _portfolio(status: Any, positions: Any, health: Any = None) -> PortfolioView | None:
     if not isinstance(status, dict) or _num(status, "equity") is None:
         return None
     rows = tuple(
@@ -461,7 +463,15 @@ def _portfolio(status: Any, positions: Any) -> PortfolioView | None:
         halted=status.get("trading_halted") is True,
         halt_reason=_text(status, "halt_reason"),
         positions=rows,
+        outcomes_today=_outcomes(_obj(health).get("outcomes_today")),
     )
+
+
+def _outcomes(reply: Any) -> Mapping[str, int] | None:
+    if not isinstance(reply, dict):
+        return None
+    counts = {k: _int(reply, k) for k in ("traded", "rejected", "ignored")}
+    return {k: v for k, v in counts.items() if v is not None} or None
 
 
 def _sentiment(reply: Any) -> SentimentView | None:
@@ -855,6 +865,9 @@ def portfolio_lines(view: DashboardView, room: int) -> list[Line]:
             f"  open positions {'-' if p.open_positions is None else p.open_positions}"
         ),
     ]
+    if p.outcomes_today is not None:
+        said = "  ".join(f"{n} {kind}" for kind, n in p.outcomes_today.items())
+        lines.append(Line(f"signals today: {said}"))
     if p.halted:
         lines.append(Line(f"HALTED: {p.halt_reason or 'risk limit'}", "bad"))
     free = max(room - len(lines), 1)

@@ -164,8 +164,13 @@ class PaperTradingService(BaseService):
             "follow_signals": self.knobs.follow_signals,
             "ig_configured": self.ig_credentials is not None,
             "ig_mirror": self.knobs.ig_mirror,
+            # Every prediction ends in one outcome: how today's ended (Sydney day, suite clock).
+            "outcomes_today": self.store.outcome_counts(self._start_of_today()),
             **self.counters,
         }
+
+    def _start_of_today(self) -> datetime:
+        return asx_calendar.to_sydney(self.clock.now()).replace(hour=0, minute=0, second=0, microsecond=0)
 
     def _halted_today(self) -> bool:
         today = asx_calendar.to_sydney(self.clock.now()).date()
@@ -189,6 +194,25 @@ class PaperTradingService(BaseService):
         async with self._trading():
             record = await self._execute(symbol, Action(side), quantity, reason="manual")
         return record.as_dict()
+
+    @rpc
+    async def get_prediction_outcome(self, prediction_id: str) -> dict:
+        """What became of a prediction: `traded` (with its trade_id), `rejected` (a risk rule) or
+        `ignored` (HOLD, market closed, expired, stale quote, nothing to sell), with the reason
+        and when; -32006 while there is none yet (still in the stream, or never published)."""
+        if not isinstance(prediction_id, str) or not 0 < len(prediction_id.strip()) <= 200:
+            raise InvalidParams(
+                "prediction_id", f"must be a prediction id (1..200 characters), got {prediction_id!r}"
+            )
+        prediction_id = prediction_id.strip()
+        outcome = self.store.prediction_outcome(prediction_id)
+        if outcome is None:
+            raise NotFound(
+                f"no outcome recorded for prediction {prediction_id}: not received yet (still in the"
+                " prediction_generated stream) or never published",
+                data={"prediction_id": prediction_id},
+            )
+        return {"prediction_id": prediction_id, **outcome}
 
     @rpc
     async def check_exits(self) -> dict:
@@ -491,21 +515,21 @@ class PaperTradingService(BaseService):
         """Trade on a prediction, or say why not: (outcome, detail)."""
         symbol, signal = data.get("symbol"), data.get("signal")
         if symbol not in self.settings.symbols:
-            return "skipped", f"symbol {symbol!r} is not in the trading universe"
+            return "ignored", f"symbol {symbol!r} is not in the trading universe"
         if signal not in SIGNALS:
-            return "rejected", f"unknown signal {signal!r}"
+            return "ignored", f"unknown signal {signal!r}"
         if signal == "HOLD":
-            return "skipped", "HOLD: nothing to do"
+            return "ignored", "HOLD: nothing to do"
         now = self.clock.now()
         age_s = _age_s(data.get("created_at"), now)
         if age_s is None or age_s > self.knobs.signal_max_age_s:
-            return "skipped", f"prediction too old or undated to act on (age {age_s} s)"
+            return "ignored", f"expired: prediction too old or undated to act on (age {age_s} s)"
         if not self.is_market_open(now):
-            return "rejected", f"market_hours: the market is closed at {now.isoformat()}"
+            return "ignored", f"market_hours: the market is closed at {now.isoformat()}"
         try:
             quote = await self._usable_quote(symbol, now)
         except QuoteRefused as exc:  # an answer about this moment's market: not retried later
-            return "rejected", exc.message
+            return "ignored", exc.message
         # Any other DependencyUnavailable propagates: unacknowledged, redelivered.
         if symbol in self.book.positions:
             # The prices since the last check first: a buy resets the levels from its entry, so
@@ -515,17 +539,18 @@ class PaperTradingService(BaseService):
         price, _ = order_fill(side, quote, self.knobs.slippage_bps)
         order = risk.order_for_signal(signal, symbol, price, self.book, self._prices(), self.rules)
         if order is None:
-            return (
-                "skipped",
-                f"{signal}: nothing the rules allow to buy" if side is Action.BUY else "SELL: nothing held",
-            )
+            if side is Action.BUY:  # the position and exposure limits leave no room: a risk rule
+                return "rejected", f"{signal}: nothing the rules allow to buy"
+            return "ignored", "SELL: nothing held"
         try:
             reason = f"signal {signal} (confidence {data.get('confidence')})"
             await self._execute(
                 symbol, side, order.quantity, reason=reason, prediction_id=prediction_id, quote=quote
             )
-        except (RiskRejected, MarketClosed) as exc:
+        except RiskRejected as exc:
             return "rejected", exc.message
+        except MarketClosed as exc:
+            return "ignored", exc.message
         self.counters["predictions_traded"] += 1
         return "traded", reason
 

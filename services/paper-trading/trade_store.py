@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS positions (
 );
 CREATE TABLE IF NOT EXISTS predictions (
     prediction_id TEXT PRIMARY KEY,
-    outcome TEXT NOT NULL CHECK (outcome IN ('traded', 'skipped', 'rejected')),
+    outcome TEXT NOT NULL CHECK (outcome IN ('traded', 'rejected', 'ignored')),
     trade_id INTEGER UNIQUE REFERENCES trades (trade_id),
     detail TEXT NOT NULL,
     processed_at TEXT NOT NULL,
@@ -165,6 +165,7 @@ class TradeStore:
             self._db.execute(f"PRAGMA {pragma}")
         # executescript commits on its own; every statement in SCHEMA is idempotent.
         self._db.executescript(SCHEMA)
+        self._migrate_outcomes()
         with self._transaction():
             self._db.execute(
                 "INSERT OR IGNORE INTO account VALUES (1, ?, ?, '0', '0', ?)",
@@ -291,18 +292,56 @@ class TradeStore:
             (str(book.cash), str(book.realized_pnl), str(book.commissions_paid)),
         )
 
+    def _migrate_outcomes(self) -> None:
+        """Ledgers from before the outcomes traded / rejected / ignored said `skipped`, and
+        `rejected` for a closed market or a stale quote: rebuild the table (its CHECK names the
+        words) with those read as `ignored`, in one transaction."""
+        row = self._db.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'predictions'"
+        ).fetchone()
+        if row is None or "'skipped'" not in row[0]:
+            return
+        new_table = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS predictions") :]
+        new_table = new_table[: new_table.index(");") + 2].replace(
+            "IF NOT EXISTS predictions", "predictions_v2"
+        )
+        with self._transaction() as db:
+            db.execute(new_table)
+            db.execute(
+                "INSERT INTO predictions_v2 SELECT prediction_id,"
+                " CASE WHEN outcome = 'skipped' THEN 'ignored'"
+                "  WHEN outcome = 'rejected' AND (detail LIKE 'market_hours:%'"
+                "   OR detail LIKE 'no order at this quote:%') THEN 'ignored'"
+                "  ELSE outcome END,"
+                " trade_id, detail, processed_at FROM predictions"
+            )
+            db.execute("DROP TABLE predictions")
+            db.execute("ALTER TABLE predictions_v2 RENAME TO predictions")
+
     # -- predictions ----------------------------------------------------------------------
 
     def record_prediction_outcome(self, prediction_id: str, outcome: str, detail: str, now: datetime) -> bool:
-        """Remember a prediction that led to no trade (HOLD, rejected). False if already processed."""
-        if outcome not in ("skipped", "rejected"):
-            raise ValueError(f"outcome must be skipped or rejected, got {outcome!r}")
+        """Remember a prediction that led to no trade: `rejected` by a risk rule, or `ignored`
+        (HOLD, market closed, too old, stale quote, nothing to sell). False if already processed."""
+        if outcome not in ("rejected", "ignored"):
+            raise ValueError(f"outcome must be rejected or ignored, got {outcome!r}")
         with self._transaction() as db:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO predictions VALUES (?, ?, NULL, ?, ?)",
                 (prediction_id, outcome, detail, _utc(now)),
             )
         return cursor.rowcount == 1
+
+    def outcome_counts(self, since: datetime) -> dict[str, int]:
+        """How many predictions ended in each outcome since `since` (processed_at, UTC)."""
+        counts = dict.fromkeys(("traded", "rejected", "ignored"), 0)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT outcome, COUNT(*) FROM predictions WHERE processed_at >= ? GROUP BY outcome",
+                (_utc(since),),
+            ).fetchall()
+        counts.update({str(outcome): int(n) for outcome, n in rows})
+        return counts
 
     def prediction_outcome(self, prediction_id: str) -> dict[str, object] | None:
         with self._lock:

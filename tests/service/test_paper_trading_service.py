@@ -22,7 +22,14 @@ import pytest
 
 from services.base.clock import SuiteClock
 from services.base.events import EventBus
-from services.base.rpc import DependencyUnavailable, InvalidParams, MarketClosed, NotConfigured, RiskRejected
+from services.base.rpc import (
+    DependencyUnavailable,
+    InvalidParams,
+    MarketClosed,
+    NotConfigured,
+    NotFound,
+    RiskRejected,
+)
 from services.domain.asx_calendar import SYDNEY, is_trading_day
 from services.domain.price_history import csv_file_name, trading_sessions
 from services.paper_trading.trade_store import TradeStore
@@ -261,7 +268,12 @@ async def test_no_orders_outside_market_hours(suite, processes, client):
     signal = prediction(closed, "CBA.AX", "BUY")
     await publish(suite, "prediction", "prediction_generated", signal)
     await async_wait_until(lambda: outcomes(closed.db), 30, what="the prediction processed")
-    assert outcomes(closed.db) == {signal["prediction_id"]: "rejected"}
+    assert outcomes(closed.db) == {signal["prediction_id"]: "ignored"}
+    answer = await client.call_service(
+        "paper-trading", "get_prediction_outcome", prediction_id=signal["prediction_id"]
+    )
+    assert (answer["outcome"], answer["trade_id"]) == ("ignored", None)
+    assert answer["detail"].startswith("market_hours: the market is closed")
     assert (await client.call_service("paper-trading", "get_trade_history"))["trades"] == []
 
 
@@ -332,7 +344,7 @@ async def test_a_quote_older_than_the_limit_is_refused_naming_its_age(suite, pro
     signal = prediction(stack, "WBC.AX", "BUY")
     await publish(suite, "prediction", "prediction_generated", signal)
     await async_wait_until(lambda: outcomes(stack.db), 30, what="the prediction processed")
-    assert outcomes(stack.db) == {signal["prediction_id"]: "rejected"}
+    assert outcomes(stack.db) == {signal["prediction_id"]: "ignored"}  # a stale quote: not a risk rule
     assert (await client.call_service("paper-trading", "get_trade_history"))["trades"] == []
 
 
@@ -534,7 +546,7 @@ async def test_predictions_are_followed_once_each(stack, suite, client):
         )
     assert outcomes(stack.db) == {
         buy["prediction_id"]: "traded",
-        hold["prediction_id"]: "skipped",
+        hold["prediction_id"]: "ignored",
         sell["prediction_id"]: "traded",
     }
     trades = (await client.call_service("paper-trading", "get_trade_history"))["trades"]
@@ -542,6 +554,14 @@ async def test_predictions_are_followed_once_each(stack, suite, client):
         ("SELL", sell["prediction_id"]),
         ("BUY", buy["prediction_id"]),
     ]
+    answer = await client.call_service(
+        "paper-trading", "get_prediction_outcome", prediction_id=buy["prediction_id"]
+    )
+    assert (answer["outcome"], answer["trade_id"]) == ("traded", trades[1]["trade_id"])
+    health = await client.call_service("paper-trading", "health")
+    assert health["outcomes_today"] == {"traded": 2, "rejected": 0, "ignored": 1}
+    with pytest.raises(NotFound, match="no outcome recorded for prediction never-sent"):
+        await client.call_service("paper-trading", "get_prediction_outcome", prediction_id="never-sent")
     # Sized by the rules: 5% of 100,000 at 100.05 is 49 whole shares.
     assert trades[1]["quantity"] == 49 and trades[0]["quantity"] == 49
     assert closed["data"]["reason"].startswith("signal SELL")
@@ -711,14 +731,23 @@ def test_bad_settings_exit_2_with_the_reason(suite, processes, env, reason):
     assert reason in process.output()
 
 
-async def test_a_stale_prediction_is_not_acted_on(stack, suite):
+async def test_a_stale_prediction_is_not_acted_on(stack, suite, client):
     old = prediction(stack, "CBA.AX", "BUY") | {"created_at": "2024-06-17T08:00:00+10:00"}  # 3 h old
     undated = prediction(stack, "WBC.AX", "BUY") | {"created_at": None}
     await publish(suite, "prediction", "prediction_generated", old, undated)
     await async_wait_until(
         lambda: outcomes(stack.db), 30, what="both predictions processed", until=lambda done: len(done) == 2
     )
-    assert set(outcomes(stack.db).values()) == {"skipped"}
+    assert set(outcomes(stack.db).values()) == {"ignored"}
+    reasons = [
+        (
+            await client.call_service(
+                "paper-trading", "get_prediction_outcome", prediction_id=p["prediction_id"]
+            )
+        )["detail"]
+        for p in (old, undated)
+    ]
+    assert all(r.startswith("expired: prediction too old or undated") for r in reasons)
 
 
 async def test_without_market_data_a_trade_fails_typed_and_writes_nothing(stack, client):

@@ -73,6 +73,7 @@ VALID: dict[tuple[str, str], dict[str, Any]] = {
     ("prediction", "get_recent_predictions"): {"limit": 5, "symbol": "CBA.AX"},
     ("paper-trading", "check_exits"): {},
     ("paper-trading", "execute_trade"): {"symbol": "CBA.AX", "action": "BUY", "quantity": 1},
+    ("paper-trading", "get_prediction_outcome"): {"prediction_id": "p"},
     ("paper-trading", "get_portfolio_status"): {},
     ("paper-trading", "get_positions"): {},
     ("paper-trading", "get_trade_history"): {"limit": 5, "symbol": "CBA.AX"},

@@ -20,6 +20,7 @@ from services.management.dashboard_view import (
     Snapshot,
     Unavailable,
     build_view,
+    portfolio_lines,
     render_lines,
     render_text,
 )
@@ -285,6 +286,21 @@ def test_failed_tasks_newest_first_and_halted_trading():
     assert "FAILED paper_trading_sync Tue 15:30: blocked" in text and "HALTED" in text
     replies["tasks"][0]["last_status"] = replies["tasks"][1]["last_status"] = "succeeded"
     assert "FAILED none · 3 failed runs today" in render_text(build_view(snapshot_of(replies), NOW))
+
+
+def test_the_days_predictions_are_counted_by_outcome():
+    replies = all_healthy()
+    older = portfolio_lines(build_view(snapshot_of(replies), NOW), room=20)  # a trader without counts
+    assert not any("signals today" in line.text for line in older)
+    replies["health"]["paper-trading"]["outcomes_today"] = {"traded": 3, "rejected": 1, "ignored": 40}
+    view = build_view(snapshot_of(replies), NOW)
+    assert view.portfolio is not None and view.portfolio.outcomes_today == {
+        "traded": 3,
+        "rejected": 1,
+        "ignored": 40,
+    }
+    lines = [line.text for line in portfolio_lines(view, room=20)]
+    assert "signals today: 3 traded  1 rejected  40 ignored" in lines
 
 
 def test_positions_fill_the_room_and_the_rest_is_counted():

@@ -106,7 +106,7 @@ class PaperBook(RuleBasedStateMachine):
         order = order_for_signal(signal, symbol, self.marks[symbol], book, self.marks, self.risk_rules)
         try:
             if order is None or not self.execute(order, prediction):
-                if not self.store.record_prediction_outcome(prediction, "skipped", signal, self.now()):
+                if not self.store.record_prediction_outcome(prediction, "ignored", signal, self.now()):
                     assert prediction in self.acted
         except DuplicatePrediction:
             assert prediction in self.acted

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -106,12 +107,12 @@ def test_a_prediction_is_traded_at_most_once(store):
     assert store.load_portfolio().quantity("CBA.AX") == 10
 
 
-def test_a_prediction_that_was_skipped_is_not_traded_later(store):
-    assert store.record_prediction_outcome("p-2", "skipped", "HOLD", T0) is True
-    assert store.record_prediction_outcome("p-2", "skipped", "HOLD", T0) is False
+def test_a_prediction_that_was_ignored_is_not_traded_later(store):
+    assert store.record_prediction_outcome("p-2", "ignored", "HOLD", T0) is True
+    assert store.record_prediction_outcome("p-2", "ignored", "HOLD", T0) is False
     with pytest.raises(DuplicatePrediction) as raised:
         record(store, Action.BUY, 1, "100", pid="p-2")
-    assert raised.value.outcome == "skipped"
+    assert raised.value.outcome == "ignored"
     assert store.trade_count() == 0
 
 
@@ -258,3 +259,42 @@ def test_sigkill_mid_write_leaves_a_consistent_ledger(tmp_path):
         assert store.prediction_outcome(f"p-{count}") is None
     finally:
         store.close()
+
+
+def test_a_ledger_from_before_the_outcome_words_is_migrated_in_place(tmp_path):
+    # The old table said `skipped`, and `rejected` for a closed market or a stale quote.
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE predictions (
+            prediction_id TEXT PRIMARY KEY,
+            outcome TEXT NOT NULL CHECK (outcome IN ('traded', 'skipped', 'rejected')),
+            trade_id INTEGER UNIQUE,
+            detail TEXT NOT NULL,
+            processed_at TEXT NOT NULL,
+            CHECK ((outcome = 'traded') = (trade_id IS NOT NULL))
+        );
+        INSERT INTO predictions VALUES ('hold', 'skipped', NULL, 'HOLD: nothing to do', '2024-06-17T01:00:00+00:00');
+        INSERT INTO predictions VALUES ('closed', 'rejected', NULL, 'market_hours: the market is closed at x', '2024-06-17T01:00:00+00:00');
+        INSERT INTO predictions VALUES ('stale', 'rejected', NULL, 'no order at this quote: it is old', '2024-06-17T01:00:00+00:00');
+        INSERT INTO predictions VALUES ('rule', 'rejected', NULL, 'rejected by rule max_position: too big', '2024-06-17T01:00:00+00:00');
+        """
+    )
+    db.close()
+    store = TradeStore(path, D(100_000), T0)
+    outcomes = {p: store.prediction_outcome(p)["outcome"] for p in ("hold", "closed", "stale", "rule")}
+    assert outcomes == {"hold": "ignored", "closed": "ignored", "stale": "ignored", "rule": "rejected"}
+    with pytest.raises(ValueError, match="rejected or ignored"):
+        store.record_prediction_outcome("new", "skipped", "HOLD", T0)
+    assert store.record_prediction_outcome("new", "ignored", "HOLD", T0) is True
+    assert store.outcome_counts(datetime(2024, 6, 1, tzinfo=UTC)) == {
+        "traded": 0,
+        "rejected": 1,
+        "ignored": 4,
+    }
+    assert store.outcome_counts(T0) == {"traded": 0, "rejected": 0, "ignored": 1}  # today's only
+    store.close()
+    reopened = TradeStore(path, D(100_000), T0)  # migrating twice changes nothing
+    assert reopened.prediction_outcome("rule")["outcome"] == "rejected"
+    reopened.close()
