@@ -42,6 +42,11 @@ class PaperTradingKnobs:
         Decimal(10), low=0.01, high=10_000, doc="close a position this % above cost"
     )
     follow_signals: bool = knob(True, doc="act on prediction_generated (BUY opens or adds, SELL closes)")
+    verify_predictions: bool = knob(
+        True,
+        doc="before acting on prediction_generated, ask the prediction service that the prediction"
+        " exists with that symbol and signal (an event on the bus is not trusted by its id alone)",
+    )
     signal_max_age_s: float = knob(3600.0, low=1.0, high=1e7, doc="an older prediction is not acted on")
     quote_timeout_s: float = knob(10.0, low=0.1, high=300.0, doc="wait for market-data's price")
     max_quote_age_s: float = knob(

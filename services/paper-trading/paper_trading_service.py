@@ -348,7 +348,11 @@ class PaperTradingService(BaseService):
             if self.store.prediction_outcome(prediction_id) is not None:
                 self.counters["duplicates"] += 1
                 return
-            outcome, detail = await self._act_on(prediction_id, event.data)
+            problem = await self._unverified(prediction_id, event.data)
+            if problem is not None:
+                outcome, detail = "ignored", problem
+            else:
+                outcome, detail = await self._act_on(prediction_id, event.data)
             if outcome != "traded":
                 self.store.record_prediction_outcome(prediction_id, outcome, detail, self.clock.now())
                 self.counters["predictions_skipped"] += 1
@@ -508,6 +512,30 @@ class PaperTradingService(BaseService):
         except (MarketClosed, RiskRejected, PortfolioError) as exc:
             self.log.warning("%s exit for %s not executed: %s", check.fill.reason, symbol, exc)
             return None
+
+    async def _unverified(self, prediction_id: str, data: dict[str, Any]) -> str | None:
+        """Why the event must not be acted on as the prediction service did not make it so, or None.
+
+        The prediction service saves a prediction before it publishes it, so an unknown id or a
+        different symbol or signal is a forged or corrupted event. The prediction service away
+        raises DependencyUnavailable: the event waits (it is not the event's fault).
+        """
+        if not self.knobs.verify_predictions:
+            return None
+        try:
+            stored = await self.call_service(
+                "prediction",
+                "get_prediction",
+                timeout=self.knobs.quote_timeout_s,
+                prediction_id=prediction_id,
+            )
+        except NotFound:
+            return "unknown to the prediction service: not acted on (a forged or foreign event?)"
+        differs = [k for k in ("symbol", "signal") if stored.get(k) != data.get(k)]
+        if differs:
+            said = ", ".join(f"{k} {data.get(k)!r} vs {stored.get(k)!r}" for k in differs)
+            return f"does not match the prediction service's record ({said}): not acted on"
+        return None
 
     # ---- the trade path (callers hold trade_lock) -----------------------------------------
 

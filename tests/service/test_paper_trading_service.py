@@ -86,6 +86,9 @@ class Stack:
             "TRADING_MARKET_DATA_SOURCE": "csv",
             "TRADING_MARKET_DATA_DIR": str(market_dir),
             "TRADING_CLOCK_START": clock_start,
+            # These tests publish prediction_generated themselves, with no prediction service to
+            # vouch for them; test_events_are_checked_with_the_prediction_service turns it on.
+            "TRADING_PAPER_TRADING_VERIFY_PREDICTIONS": "false",
         }
         self.market_dir = market_dir
         self.market = processes.service("market-data", suite, extra_env=self.env)
@@ -499,6 +502,59 @@ async def test_a_prediction_waits_for_market_data_and_trades_once_it_is_back(
     assert outcomes(stack.db) == {signal["prediction_id"]: "traded"}
     async with aioredis.from_url(redis_server.url) as r:
         assert await r.xlen("trading:dead:prediction_generated") == 0
+
+
+async def test_events_are_checked_with_the_prediction_service(suite, processes, redis_server, client):
+    # An event is not trusted by its id alone: the prediction service must have made it so.
+    import redis.asyncio as aioredis
+
+    stack = Stack(suite, processes, TRADING_PAPER_TRADING_VERIFY_PREDICTIONS="true").start()
+    processes.start("sentiment", suite, extra_env=stack.env)
+    processes.start("prediction", suite, extra_env=stack.env)
+    made = await client.call_service(
+        "prediction", "generate_single_prediction", symbol="CBA.AX", timeout_s=20
+    )
+    await async_wait_until(
+        lambda: outcomes(stack.db),
+        60,
+        what="the genuine one processed",
+        until=lambda o: made["prediction_id"] in o,
+    )
+    genuine = await client.call_service(
+        "paper-trading", "get_prediction_outcome", prediction_id=made["prediction_id"]
+    )
+    assert "prediction service" not in genuine["detail"]  # acted on as its signal says
+
+    # A forged id, and a real prediction whose event lost its own entry and came back altered.
+    stack.paper.stop()
+    other = await client.call_service(
+        "prediction", "generate_single_prediction", symbol="WBC.AX", timeout_s=20
+    )
+    async with aioredis.from_url(redis_server.url) as r:
+        entries = await r.xrange("trading:stream:prediction_generated")
+        mine = [eid for eid, fields in entries if other["prediction_id"].encode() in fields[b"event"]]
+        assert len(mine) == 1 and await r.xdel("trading:stream:prediction_generated", *mine) == 1
+    forged = {**made, "prediction_id": "forged-" + made["prediction_id"]}
+    altered = {**other, "signal": "BUY" if other["signal"] != "BUY" else "SELL"}
+    await publish(suite, "prediction", "prediction_generated", forged, altered)
+    stack.paper = stack.paper_process(TRADING_PAPER_TRADING_VERIFY_PREDICTIONS="true")
+    stack.paper.start()
+    ids = (forged["prediction_id"], other["prediction_id"])
+    await async_wait_until(
+        lambda: outcomes(stack.db), 60, what="both processed", until=lambda o: all(i in o for i in ids)
+    )
+    answers = [
+        await client.call_service("paper-trading", "get_prediction_outcome", prediction_id=i) for i in ids
+    ]
+    assert [a["outcome"] for a in answers] == ["ignored", "ignored"]
+    assert (
+        answers[0]["detail"] == "unknown to the prediction service: not acted on (a forged or foreign event?)"
+    )
+    assert answers[1]["detail"].startswith(
+        f"does not match the prediction service's record (signal {altered['signal']!r} vs {other['signal']!r})"
+    )
+    trades = (await client.call_service("paper-trading", "get_trade_history"))["trades"]
+    assert all(t["prediction_id"] == made["prediction_id"] for t in trades)  # only the genuine one
 
 
 async def test_daily_loss_halts_new_buys_until_the_next_day(suite, processes, client):
