@@ -289,6 +289,18 @@ class EventBus:
                 self.counters["dropped"] += 1
         return event
 
+    async def publish_now(self, event: Event) -> bool:
+        """Send `event` now; True once Redis has it (stream entry and channel), False when it could
+        not be sent. Nothing is queued: the caller keeps it (a SQLite outbox) and sends it again,
+        so a durable event survives the process too, not only a Redis outage."""
+        registered = event_type_of(event.type, self.event_types)
+        try:
+            await self._send(event.type, event.to_json(), registered.durable)
+        except Exception:
+            self._set_connected(False)
+            return False
+        return True
+
     async def _send(self, event_type: str, payload: bytes, durable: bool) -> None:
         if self._redis is None:
             raise ConnectionError("event bus not started")

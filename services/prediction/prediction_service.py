@@ -37,6 +37,7 @@ from services.base import (
     rpc,
     run_service,
 )
+from services.base.crashpoints import crashpoint
 from services.base.knobs import read_knobs
 from services.domain import buy_rate, features
 from services.domain.bars import bar_from_dict
@@ -56,6 +57,8 @@ from services.prediction.prediction_store import PredictionStore
 MARKET_DATA, SENTIMENT, ML_MODEL = "market-data", "sentiment", "ml-model"
 SYMBOL_RE = re.compile(r"^[A-Z0-9^][A-Z0-9.^_-]{0,19}$")
 MAX_BATCH = 1000
+OUTBOX_CHECK_S = 2.0  # how often saved-but-unsent predictions are sent again
+OUTBOX_WARN = 100  # more than this many unsent predictions: health says so (degraded)
 # The answer must reach the caller before its own timeout fires: reply this much earlier.
 REPLY_MARGIN_S = 0.5
 
@@ -313,6 +316,8 @@ class PredictionService(BaseService):
         super().__init__(name, settings)
         self.knobs = read_knobs(PredictionKnobs, self.settings.environ)
         self.store: PredictionStore | None = None
+        self.outbox_resent = 0  # predictions the outbox sent again (after a crash or an outage)
+        self._sending: set[str] = set()  # saved and being sent right now by the request itself
         self.cache: dict[str, dict] = {}
         self.prediction_count = 0
         self.buy_state = buy_rate.BuyRateState()
@@ -328,6 +333,9 @@ class PredictionService(BaseService):
         # The buy-rate window survives restarts, and an episode already above is not re-alerted.
         recent = self.store.recent_signals(self.knobs.buy_rate.window_size)
         self.buy_state = buy_rate.replay(recent, self.knobs.buy_rate)
+        drain = asyncio.create_task(self._drain_outbox(), name="prediction-outbox")
+        self._background.add(drain)
+        drain.add_done_callback(self._background.discard)
 
     async def on_stop(self) -> None:
         for task in list(self._background) + list(self._inflight.values()):
@@ -346,8 +354,14 @@ class PredictionService(BaseService):
             "buy_rate_samples": len(self.buy_state.signals),
             "buy_rate_alerting": self.buy_state.alerting,
             "dependencies": dict(self.dependency_state),
+            "outbox": self.store.unpublished_count() if self.store else 0,
+            "outbox_resent": self.outbox_resent,
         }
         warnings = []
+        if details["outbox"] > OUTBOX_WARN:
+            warnings.append(
+                f"outbox: {details['outbox']} predictions saved but not yet on the bus (Redis away?)"
+            )
         if self.buy_state.alerting:
             warnings.append(
                 f"buy rate {rate:.0%} over the last {len(self.buy_state.signals)} predictions "
@@ -356,7 +370,7 @@ class PredictionService(BaseService):
         down = {k: v for k, v in self.dependency_state.items() if v != "ok"}
         for dependency, reason in sorted(down.items()):
             warnings.append(f"{dependency}: {reason}")
-        if down:
+        if down or details["outbox"] > OUTBOX_WARN:
             details["status"] = "degraded"
         if warnings:
             details["warnings"] = warnings
@@ -529,12 +543,43 @@ class PredictionService(BaseService):
             missing=missing,
             config=cfg,
         )
-        self.store.save(prediction)  # type: ignore[union-attr]
-        self.prediction_count += 1
-        self.cache[symbol] = prediction
-        await self._record_buy_rate(prediction)
-        await self.publish("prediction_generated", prediction)
+        # The outbox: saved with published=0, marked once the event is on the bus; whatever a
+        # crash or a Redis outage left unmarked is sent again (at start, and every few seconds).
+        self._sending.add(prediction["prediction_id"])  # the outbox round leaves it to us
+        try:
+            self.store.save(prediction)  # type: ignore[union-attr]
+            crashpoint("prediction.after_save")
+            self.prediction_count += 1
+            self.cache[symbol] = prediction
+            await self._record_buy_rate(prediction)
+            await self._send_prediction(prediction)
+        finally:
+            self._sending.discard(prediction["prediction_id"])
         return prediction
+
+    async def _send_prediction(self, prediction: dict) -> bool:
+        """prediction_generated for a saved prediction, marked published once Redis has it."""
+        assert self.bus is not None and self.store is not None
+        if not await self.bus.publish_now(self.bus.make_event("prediction_generated", prediction)):
+            return False
+        crashpoint("prediction.after_publish")
+        self.store.mark_published(prediction["prediction_id"])
+        return True
+
+    async def _drain_outbox(self) -> None:
+        """Send what the outbox holds, oldest first, every OUTBOX_CHECK_S (and once at start)."""
+        while True:
+            try:
+                if self.store is not None and self.bus is not None and self.bus.connected:
+                    for prediction in self.store.unpublished():
+                        if prediction["prediction_id"] in self._sending:
+                            continue  # being sent by the request that made it
+                        if not await self._send_prediction(prediction):
+                            break  # Redis went away again: next round
+                        self.outbox_resent += 1
+            except Exception:
+                self.log.exception("sending the prediction outbox failed")
+            await asyncio.sleep(OUTBOX_CHECK_S)
 
     async def _gather(self, symbol: str) -> Gathered:
         market_t = asyncio.create_task(self._call(MARKET_DATA, "get_market_data", symbol=symbol))

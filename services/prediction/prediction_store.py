@@ -27,6 +27,11 @@ CREATE TABLE IF NOT EXISTS predictions (
 );
 CREATE INDEX IF NOT EXISTS predictions_symbol ON predictions (symbol);
 """
+# The outbox flag: 0 until prediction_generated is on the bus (XADD done). Rows from before the
+# column existed were published when they were made: the column's default says so.
+_OUTBOX = """
+CREATE INDEX IF NOT EXISTS predictions_unpublished ON predictions (published) WHERE published = 0;
+"""
 _REQUIRED = ("prediction_id", "symbol", "signal", "confidence", "created_at")
 
 
@@ -38,10 +43,14 @@ class PredictionStore:
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode survives a process crash; only an OS crash may lose the last commits.
-        self._conn.execute("PRAGMA synchronous=NORMAL")
+        # FULL: a prediction the desk may trade on survives an OS crash too, once saved.
+        self._conn.execute("PRAGMA synchronous=FULL")
         # executescript commits on its own, so it runs outside _transaction; the DDL is idempotent.
         self._conn.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(predictions)")}
+        if "published" not in columns:
+            self._conn.execute("ALTER TABLE predictions ADD COLUMN published INTEGER NOT NULL DEFAULT 1")
+        self._conn.executescript(_OUTBOX)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
@@ -63,10 +72,27 @@ class PredictionStore:
         rows = [_row(p) for p in predictions]
         with self._transaction() as cur:
             cur.executemany(
-                "INSERT INTO predictions (prediction_id, symbol, signal, confidence, created_at, price, document)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO predictions"
+                " (prediction_id, symbol, signal, confidence, created_at, price, document, published)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
                 rows,
             )
+
+    def unpublished(self, limit: int = 500) -> list[dict]:
+        """Predictions saved but not yet on the bus, oldest first (the outbox)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT document FROM predictions WHERE published = 0 ORDER BY rowid LIMIT ?", (limit,)
+            ).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def unpublished_count(self) -> int:
+        with self._lock:
+            return self._conn.execute("SELECT COUNT(*) FROM predictions WHERE published = 0").fetchone()[0]
+
+    def mark_published(self, prediction_id: str) -> None:
+        with self._transaction() as cur:
+            cur.execute("UPDATE predictions SET published = 1 WHERE prediction_id = ?", (prediction_id,))
 
     def get(self, prediction_id: str) -> dict | None:
         with self._lock:

@@ -520,6 +520,55 @@ async def test_with_degrading_off_a_missing_dependency_fails_the_prediction_nami
     assert (await stack.call("get_recent_predictions"))["count"] == 1  # the failures stored nothing
 
 
+async def stream_ids(suite) -> list[str]:
+    """The prediction ids in the prediction_generated stream, in order (duplicates kept)."""
+    async with aioredis.from_url(suite.env["TRADING_REDIS_URL"]) as r:
+        entries = await r.xrange(STREAM_PREFIX + "prediction_generated")
+    return [orjson.loads(fields[b"event"])["data"]["prediction_id"] for _, fields in entries]
+
+
+@pytest.mark.parametrize(
+    ("point", "copies"),
+    [
+        ("prediction.after_save", 1),  # saved, never sent: sent once by the restarted service
+        ("prediction.after_publish", 2),  # sent, not marked: sent again (consumers act once)
+    ],
+)
+async def test_a_crash_between_save_and_the_bus_loses_nothing(stack, suite, point, copies):
+    stack.start_dependencies("market-data", "sentiment")
+    dying = stack.start_prediction(TRADING_CRASHPOINT=point)
+    with pytest.raises(RpcError):
+        await stack.call("generate_single_prediction", symbol="CBA.AX", timeout_s=8)
+    assert dying.wait_exit(30) == 86
+    stack.start_prediction()
+    (made,) = (await stack.call("get_recent_predictions", limit=5))["predictions"]
+    await async_wait_until(
+        lambda: stream_ids(suite),
+        30,
+        what="the outbox sent",
+        until=lambda ids: ids.count(made["prediction_id"]) == copies,
+    )
+    health = await stack.call("health")
+    assert health["outbox"] == 0 and health["outbox_resent"] == 1
+
+
+async def test_with_redis_away_predictions_wait_in_the_outbox(stack, suite, redis_server):
+    stack.start_dependencies("market-data", "sentiment")
+    stack.start_prediction()
+    redis_server.kill()
+    made = await stack.call("generate_single_prediction", symbol="CBA.AX", timeout_s=8)  # still served
+    health = await stack.call("health")
+    assert health["outbox"] == 1
+    redis_server.start()
+    await async_wait_until(
+        lambda: stream_ids(suite),
+        60,
+        what="the outbox drained",
+        until=lambda ids: ids == [made["prediction_id"]],
+    )
+    assert (await stack.call("health"))["outbox"] == 0
+
+
 @pytest.mark.slow
 async def test_market_data_killed_mid_batch_fails_only_the_rest(stack, suite):
     symbols = synthetic_symbols(16)

@@ -107,3 +107,30 @@ def test_concurrent_writers_from_threads(store):
     for t in threads:
         t.join()
     assert store.count() == 100
+
+
+def test_the_outbox_holds_what_is_not_yet_on_the_bus(store):
+    store.save_many([prediction(1), prediction(2), prediction(3)])
+    assert [p["prediction_id"] for p in store.unpublished()] == ["p-1", "p-2", "p-3"]  # oldest first
+    store.mark_published("p-2")
+    assert [p["prediction_id"] for p in store.unpublished()] == ["p-1", "p-3"]
+    assert store.unpublished_count() == 2
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_a_record_from_before_the_outbox_gets_the_column_with_its_rows_published(tmp_path):
+    path = tmp_path / "predictions.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        """
+        CREATE TABLE predictions (prediction_id TEXT PRIMARY KEY, symbol TEXT NOT NULL, signal TEXT NOT NULL,
+            confidence REAL NOT NULL, created_at TEXT NOT NULL, price REAL, document TEXT NOT NULL);
+        INSERT INTO predictions VALUES ('old', 'CBA.AX', 'BUY', 0.5, '2024-03-01T10:00:00+11:00', 1.0, '{}');
+        """
+    )
+    old.close()
+    store = PredictionStore(path)
+    assert store.unpublished() == []  # made and sent before the outbox existed
+    store.save(prediction(1))
+    assert [p["prediction_id"] for p in store.unpublished()] == ["p-1"]
+    store.close()
