@@ -45,6 +45,7 @@ from services.base import (
     rpc,
     run_service,
 )
+from services.base.crashpoints import crashpoint
 from services.base.knobs import read_knobs
 from services.clients import ig_client
 from services.clients.ig_epics import epics_for
@@ -356,6 +357,7 @@ class PaperTradingService(BaseService):
             if outcome != "traded":
                 self.store.record_prediction_outcome(prediction_id, outcome, detail, self.clock.now())
                 self.counters["predictions_skipped"] += 1
+            crashpoint("paper_trading.after_outcome")  # recorded, not yet acknowledged on the stream
         self.log.info(
             "prediction %s: %s",
             prediction_id,
