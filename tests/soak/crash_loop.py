@@ -61,8 +61,11 @@ class Desk:
     dirs: object
     running: dict[str, ServiceProcess] = field(default_factory=dict)
 
+    epoch: float = field(default_factory=time.time)  # one suite clock for every process, restarts too
+
     def start(self, name: str, **env: str) -> ServiceProcess:
-        process = self.processes.start(name, self.dirs, extra_env={**ENV, **env}, wait=not env)
+        shared = {**ENV, "TRADING_CLOCK_EPOCH": repr(self.epoch), **env}
+        process = self.processes.start(name, self.dirs, extra_env=shared, wait=not env)
         self.running[name] = process
         return process
 
