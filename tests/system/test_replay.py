@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from datetime import date, datetime
 from pathlib import Path
@@ -231,7 +232,14 @@ def trade_signature(rows: list[dict]) -> list[tuple]:
     ]
 
 
-def test_killing_services_mid_replay_gives_the_same_trades(replayed, replay_models, tmp_path, processes):
+@pytest.mark.parametrize("cpu_hogs", [0, 2], ids=["idle", "two-busy-cores"])
+def test_killing_services_mid_replay_gives_the_same_trades(
+    replayed, replay_models, tmp_path, processes, cpu_hogs
+):
+    # With two CPU-bound processes beside it the machine is slower, never the decisions: a slow
+    # or restarting dependency is waited for, never turned into a degraded prediction.
+    for _ in range(cpu_hogs):
+        processes.popen([sys.executable, "-c", "while True: pass"])
     _, uninterrupted = replayed
     out = tmp_path / "killed"
     env = {
