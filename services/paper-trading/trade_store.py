@@ -166,6 +166,8 @@ class TradeStore:
         # executescript commits on its own; every statement in SCHEMA is idempotent.
         self._db.executescript(SCHEMA)
         self._migrate_outcomes()
+        # health counts today's outcomes on every poll: a range scan, not the whole table.
+        self._db.execute("CREATE INDEX IF NOT EXISTS predictions_processed_at ON predictions (processed_at)")
         with self._transaction():
             self._db.execute(
                 "INSERT OR IGNORE INTO account VALUES (1, ?, ?, '0', '0', ?)",

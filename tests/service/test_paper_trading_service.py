@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 import uuid
 from datetime import date, datetime, timedelta
 from decimal import Decimal as D
@@ -72,7 +73,13 @@ class Stack:
     """market-data (CSV) and paper-trading processes for one suite (stopped by `processes`)."""
 
     def __init__(
-        self, suite: SuiteDirs, processes: Processes, clock_start: str = MONDAY_11AM, **paper_env: str
+        self,
+        suite: SuiteDirs,
+        processes: Processes,
+        clock_start: str = MONDAY_11AM,
+        speed: float = 1,
+        market_env: dict[str, str] | None = None,
+        **paper_env: str,
     ):
         self.suite = suite
         self.processes = processes
@@ -86,12 +93,15 @@ class Stack:
             "TRADING_MARKET_DATA_SOURCE": "csv",
             "TRADING_MARKET_DATA_DIR": str(market_dir),
             "TRADING_CLOCK_START": clock_start,
+            "TRADING_CLOCK_SPEED": str(speed),
+            # One suite clock for both processes (started moments apart), as the supervisor gives.
+            "TRADING_CLOCK_EPOCH": repr(time.time()),
             # These tests publish prediction_generated themselves, with no prediction service to
             # vouch for them; test_events_are_checked_with_the_prediction_service turns it on.
             "TRADING_PAPER_TRADING_VERIFY_PREDICTIONS": "false",
         }
         self.market_dir = market_dir
-        self.market = processes.service("market-data", suite, extra_env=self.env)
+        self.market = processes.service("market-data", suite, extra_env={**self.env, **(market_env or {})})
         self.paper = self.paper_process(**paper_env)
 
     def paper_process(self, **paper_env: str) -> ServiceProcess:
@@ -357,11 +367,9 @@ async def test_the_exit_timer_fires_a_stop_loss_without_any_event(suite, process
         suite,
         processes,
         clock_start="2024-06-17T11:04:00+10:00",
+        speed=10,
         TRADING_PAPER_TRADING_EXIT_CHECK_S="5",
     )
-    stack.env["TRADING_CLOCK_SPEED"] = "10"
-    stack.market = processes.service("market-data", suite, extra_env=stack.env)
-    stack.paper = stack.paper_process(TRADING_PAPER_TRADING_EXIT_CHECK_S="5")
     eleven = datetime(2024, 6, 17, 11, 0, tzinfo=SYDNEY)
     write_intraday(stack.market_dir, "CBA.AX", lambda start: 94.0 if start >= eleven else 100.0)
     stack.start()
@@ -395,12 +403,13 @@ async def test_the_exit_timer_fires_a_stop_loss_without_any_event(suite, process
 async def test_a_stop_traded_through_inside_a_bar_fills_at_the_stop_level(suite, processes, client):
     # 11:04 now. The 11:00 bar opens at 100, trades down to 94 and closes at 99: its close never
     # reaches the stop (95.0475), its low does. A resting stop fills at its level, once.
-    stack = Stack(suite, processes, clock_start="2024-06-17T11:04:00+10:00")
-    stack.env["TRADING_CLOCK_SPEED"] = "10"
-    stack.market = processes.service(
-        "market-data", suite, extra_env={**stack.env, "TRADING_MARKET_DATA_QUOTE_S": "5"}
+    stack = Stack(
+        suite,
+        processes,
+        clock_start="2024-06-17T11:04:00+10:00",
+        speed=10,
+        market_env={"TRADING_MARKET_DATA_QUOTE_S": "5"},
     )
-    stack.paper = stack.paper_process()
     eleven = datetime(2024, 6, 17, 11, 0, tzinfo=SYDNEY)
     rows = []
     for minutes in range(0, 6 * 60, 5):
@@ -439,6 +448,7 @@ async def test_with_daily_bars_only_the_days_range_is_checked_once_its_bar_is_fi
         suite,
         processes,
         clock_start="2024-06-17T15:58:00+10:00",
+        speed=60,
         TRADING_PAPER_TRADING_MAX_QUOTE_AGE_S="86400",
         TRADING_PAPER_TRADING_STOP_LOSS_PCT="1",
     )
@@ -446,11 +456,6 @@ async def test_with_daily_bars_only_the_days_range_is_checked_once_its_bar_is_fi
         (stack.market_dir / f"{symbol}_5m.csv").unlink()
     with open(stack.market_dir / csv_file_name("CBA.AX"), "a") as f:
         f.write(f"{MONDAY},100.5,101.0,98.5,99.2,99.2,1000000\n")
-    stack.env["TRADING_CLOCK_SPEED"] = "60"
-    stack.market = processes.service("market-data", suite, extra_env=stack.env)
-    stack.paper = stack.paper_process(
-        TRADING_PAPER_TRADING_MAX_QUOTE_AGE_S="86400", TRADING_PAPER_TRADING_STOP_LOSS_PCT="1"
-    )
     stack.start()
     bought = await client.call_service(
         "paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=10
@@ -471,6 +476,7 @@ async def test_with_daily_bars_only_the_days_range_is_checked_once_its_bar_is_fi
     assert D(str(sold["price"])) == stop.quantize(D("0.0001"))
     assert sold["assumptions"]["fill_basis"] == "stop_loss:level"
     assert sold["assumptions"]["quote_basis"] == "daily_close"
+    assert sold["timestamp"] >= "2024-06-17T06:10:00+00:00"  # booked once the day's bar was final
     assert sold["assumptions"]["exit_bar"] == {
         "interval": "1d", "start": "2024-06-17T10:00:00+10:00", "end": "2024-06-17T16:00:00+10:00",
         "open": 100.5, "high": 101.0, "low": 98.5,

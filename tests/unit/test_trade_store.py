@@ -297,4 +297,9 @@ def test_a_ledger_from_before_the_outcome_words_is_migrated_in_place(tmp_path):
     store.close()
     reopened = TradeStore(path, D(100_000), T0)  # migrating twice changes nothing
     assert reopened.prediction_outcome("rule")["outcome"] == "rejected"
+    plan = reopened._db.execute(
+        "EXPLAIN QUERY PLAN SELECT outcome, COUNT(*) FROM predictions WHERE processed_at >= ? GROUP BY outcome",
+        ("2024",),
+    ).fetchall()
+    assert "predictions_processed_at" in str(plan)  # the health count uses the index, not a scan
     reopened.close()
