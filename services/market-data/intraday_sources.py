@@ -230,8 +230,12 @@ class SyntheticIntradaySource:
     name = "synthetic"
     delay_s = 0.0
     _PATHS_KEPT = 256  # 1m paths in memory: a day of the universe, or a long 60m request
+    # Daily bars kept per symbol: the walk starts at the synthetic epoch (years of sessions), but
+    # the paths need only recent days (1000 60m bars reach ~170 sessions back).
+    _SESSIONS_KEPT = 400
 
     def __init__(self) -> None:
+        # symbol -> (the day walked to, {day: (bar, previous close)} of the last sessions to it)
         self._walks: dict[str, tuple[date, dict[date, tuple[Bar, float | None]]]] = {}
         self._paths: OrderedDict[tuple[str, date], IntradaySeries] = OrderedDict()
         self._lock = threading.Lock()
@@ -239,10 +243,11 @@ class SyntheticIntradaySource:
     def _daily(self, symbol: str, day: date) -> tuple[Bar, float | None]:
         """The day's synthetic daily bar and the previous session's close (the same walk as daily)."""
         walked = self._walks.get(symbol)
-        if walked is None or walked[0] < day:
+        if walked is None or walked[0] < day or (walked[1] and day < min(walked[1])):
             bars = synthetic_bars(symbol, trading_sessions(SYNTHETIC_EPOCH, day, asx_calendar.is_trading_day))
             previous = [None, *(b.close for b in bars)]
-            walked = (day, {b.date: (b, previous[i]) for i, b in enumerate(bars)})
+            first = max(0, len(bars) - self._SESSIONS_KEPT)
+            walked = (day, {bars[i].date: (bars[i], previous[i]) for i in range(first, len(bars))})
             self._walks[symbol] = walked
         if day not in walked[1]:
             raise NoIntradayData(f"the synthetic walk has no session on {day.isoformat()}")
