@@ -260,6 +260,13 @@ class BaseService:
     async def on_stop(self) -> None:
         """Close what on_start opened. Runs after in-flight requests finished."""
 
+    def consumer_group(self) -> str:
+        """The consumer group this service reads durable streams through. Called before on_start
+        (the bus starts first), with the instance lock held. The service's name by default; a
+        service whose state is a ledger names the ledger in it, so that two books never split
+        one group's events between them."""
+        return self.name
+
     async def health_details(self) -> dict:
         """The service's own figures for `health`; may set "status" to degrade it with "warnings"."""
         return {}
@@ -315,6 +322,7 @@ class BaseService:
                 "handler_errors": bus.counters["handler_errors"] if bus else 0,
                 "dependency_waits": bus.counters["dependency_waits"] if bus else 0,
                 "outbox": bus.outbox_size if bus else 0,
+                "consumer_group": bus.group if bus else None,
             },
         }
 
@@ -478,6 +486,7 @@ class BaseService:
             self.clock,
             max_deliveries=read_knobs(EventBusKnobs, self.settings.environ).max_deliveries,
             event_types=self.event_types,
+            group=self.consumer_group(),
         )
         for event_type, durable, handler in handlers:
             self.bus.subscribe(event_type, handler, durable)

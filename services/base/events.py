@@ -144,8 +144,12 @@ class EventBus:
         heartbeat_s: float = 5.0,
         on_state_change: Callable[[bool], None] | None = None,
         event_types: Mapping[str, EventType] = EVENTS,
+        group: str | None = None,
     ):
         self.url = url
+        #: The consumer group of its durable streams: the service's name unless the service ties
+        #: it to its ledger (paper-trading: one group per ledger, never split between two books).
+        self.group = group or service
         self.event_types = event_types
         self.service = service
         self.clock = clock
@@ -368,10 +372,10 @@ class EventBus:
                     await pubsub.aclose()
 
     async def _stream_loop(self, event_type: str, handler: Handler) -> None:
-        """At-least-once delivery through a consumer group named after this service."""
+        """At-least-once delivery through this bus's consumer group (see `group`)."""
         import redis.exceptions
 
-        stream, group, consumer = STREAM_PREFIX + event_type, self.service, self.service
+        stream, group, consumer = STREAM_PREFIX + event_type, self.group, self.service
         delay = 0.1
         while True:
             try:

@@ -73,7 +73,7 @@ from services.paper_trading.market_orders import (
     skipped_bar_count,
 )
 from services.paper_trading.paper_trading_knobs import PaperTradingKnobs
-from services.paper_trading.trade_store import DayRecord, Mark, TradeRecord, TradeStore
+from services.paper_trading.trade_store import DayRecord, Mark, TradeRecord, TradeStore, ledger_id
 
 DB_NAME = "paper_trading.db"
 PERIOD_DAYS = {"day": 1, "week": 7, "month": 30}
@@ -114,6 +114,11 @@ class PaperTradingService(BaseService):
         self.knobs = read_knobs(PaperTradingKnobs, self.settings.environ)
         self.rules = self.knobs.risk_rules()
         self.epics = epics_for(self.settings.symbols, self.knobs.ig_epics)
+
+    def consumer_group(self) -> str:
+        """`paper-trading@<ledger id>`: the predictions this book has acted on are acknowledged
+        in a group of its own (a second copy with another data directory gets another group)."""
+        return f"{self.name}@{ledger_id(self.settings.data_dir / DB_NAME)}"
 
     async def on_start(self) -> None:
         self.store = TradeStore(

@@ -34,7 +34,14 @@ from services.base.rpc import (
 from services.domain.asx_calendar import SYDNEY, is_trading_day
 from services.domain.price_history import csv_file_name, trading_sessions
 from services.paper_trading.trade_store import TradeStore
-from tests.support import EventWatcher, Processes, ServiceProcess, SuiteDirs, async_wait_until, rpc_call_sync
+from tests.support import (
+    EventWatcher,
+    Processes,
+    ServiceProcess,
+    SuiteDirs,
+    async_wait_until,
+    rpc_call_sync,
+)
 from tests.unit._ig_helpers import API_KEY, PASSWORD, USERNAME, FakeIg
 
 BANKS = ("CBA.AX", "WBC.AX", "ANZ.AX", "NAB.AX")
@@ -628,6 +635,29 @@ async def test_predictions_are_followed_once_each(stack, suite, client):
     assert trades[1]["quantity"] == 49 and trades[0]["quantity"] == 49
     assert closed["data"]["reason"].startswith("signal SELL")
     assert len(watcher.of_type("trade_executed")) == 2
+
+
+async def test_two_ledgers_on_one_redis_each_read_every_prediction(stack, suite, processes):
+    """A second paper-trading (another data and socket directory, the same Redis) consumes through
+    a group named after its own ledger: both books see every prediction, none is split off."""
+    other = processes.suite_dirs("second", suite.env["TRADING_REDIS_URL"])
+    second = processes.service("paper-trading", other, extra_env=stack.env).start()
+    holds = [prediction(stack, symbol, "HOLD") for symbol in BANKS * 3]
+    await publish(suite, "prediction", "prediction_generated", *holds)
+    every = {p["prediction_id"] for p in holds}
+    for db in (stack.db, other.data_dir / "paper_trading.db"):
+        await async_wait_until(
+            lambda db=db: outcomes(db), 30, what=f"the HOLDs in {db}", until=lambda done: set(done) == every
+        )
+    groups = {
+        rpc_call_sync(process.socket, "metrics")["events"]["consumer_group"]
+        for process in (stack.paper, second)
+    }
+    assert len(groups) == 2 and all(re.fullmatch(r"paper-trading@[0-9a-f]{16}", g) for g in groups)
+    # The id is the ledger's: a restart reads through the same group (nothing delivered twice).
+    stack.paper.stop()
+    stack.paper = stack.paper_process().start()
+    assert rpc_call_sync(stack.paper.socket, "metrics")["events"]["consumer_group"] in groups
 
 
 # ---- IG Markets -----------------------------------------------------------------------------
