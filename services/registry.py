@@ -134,6 +134,9 @@ EVENTS: Mapping[str, EventType] = _by_name(
     EventType("task_completed", publishers=("scheduler",)),
     EventType("task_failed", publishers=("scheduler",), consumers=(DASHBOARD,)),
     EventType("service_status_changed", publishers=(SUPERVISOR,), consumers=(DASHBOARD,)),
+    # An alert: saved durable events are not reaching Redis (state "growing"), or have again
+    # ("cleared"); services.base.outbox.
+    EventType("outbox_backlog", publishers=("prediction", "paper-trading"), consumers=(DASHBOARD,)),
     # An alert: a durable event its consumer could not settle was moved to trading:dead:<type>.
     EventType("event_dead_lettered", publishers=tuple(SERVICES), consumers=(DASHBOARD,)),
 )

@@ -38,6 +38,7 @@ from services.base.events import (
 )
 from services.base.knobs import read_knobs
 from services.base.logs import setup_logging
+from services.base.outbox import OutboxWatch
 from services.base.rpc import (
     ConnectionLost,
     DependencyUnavailable,
@@ -432,6 +433,19 @@ class BaseService:
         if self.bus is None:
             raise RuntimeError(f"{self.name}: the event bus is not running")
         return await self.bus.publish(event_type, data, durable)
+
+    def make_outbox_watch(self, holds: str) -> OutboxWatch:
+        """A watch on this service's SQLite outbox of `holds` (TRADING_EVENTS_OUTBOX_BOUND)."""
+        bound = read_knobs(EventBusKnobs, self.settings.environ).outbox_bound
+        return OutboxWatch(self.name, holds, bound)
+
+    async def announce(self, event_type: str, data: dict) -> bool:
+        """Publish an alert now; False (nothing queued) when Redis does not take it, so the caller
+        keeps it owed and tries again later (services.base.outbox.OutboxWatch does)."""
+        event_type_of(event_type, self.event_types)
+        if self.bus is None:
+            return False
+        return await self.bus.publish_now(self.bus.make_event(event_type, data))
 
     # ---- life -----------------------------------------------------------------------------------
 

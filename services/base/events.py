@@ -10,7 +10,12 @@
   `event_dead_lettered`. A handler failing because a dependency is away is retried in place with
   capped backoff and is not counted against the entry.
 - While Redis is away the bus keeps reconnecting with backoff, resubscribes when it is back, and
-  holds durable events published meanwhile in an in-memory outbox that it flushes in order.
+  holds durable events published with `publish` meanwhile in a bounded in-memory outbox that it
+  flushes in order (an overflow is counted and logged). The money path does not rely on it:
+  prediction and paper-trading save their events in SQLite (services.base.outbox) and send them
+  with `publish_now`, which queues nothing.
+- Each consuming service reads through its consumer group (`group`: the service's name, or
+  paper-trading's `paper-trading@<ledger id>`).
 - Event types, and which of them are durable, come from the registry (services/registry.py): the
   bus refuses to publish or subscribe to a type that is not registered.
 """
@@ -90,6 +95,12 @@ class EventBusKnobs:
 
     max_deliveries: int = knob(
         8, low=1, high=100, doc="a durable event failing this often goes to trading:dead"
+    )
+    outbox_bound: int = knob(
+        100,
+        low=1,
+        high=1_000_000,
+        doc="saved durable events not yet on Redis past which health degrades and outbox_backlog is sent",
     )
 
 
@@ -280,18 +291,33 @@ class EventBus:
         durable = registered.durable if durable is None else durable
         payload = event.to_json()
         if durable and self._outbox:
-            self._outbox.append((event_type, payload))  # keep order behind what is waiting
+            self._queue(event_type, payload)  # keep order behind what is waiting
             return event
         try:
             await self._send(event_type, payload, durable)
         except Exception:
             self._set_connected(False)
             if durable:
-                self._outbox.append((event_type, payload))
+                self._queue(event_type, payload)
                 log.warning("redis unavailable: %s queued in outbox", event_type)
             else:
                 self.counters["dropped"] += 1
         return event
+
+    def _queue(self, event_type: str, payload: bytes) -> None:
+        """Keep a durable event in memory until Redis is back. Bounded: past OUTBOX_MAX the oldest
+        goes, counted and logged (the money path's events never come here: prediction and
+        paper-trading keep theirs in SQLite and send them with publish_now)."""
+        if len(self._outbox) == OUTBOX_MAX:
+            lost_type, _ = self._outbox[0]
+            self.counters["dropped"] += 1
+            log.error(
+                "in-memory outbox full (%d events): the oldest %s is dropped",
+                OUTBOX_MAX,
+                lost_type,
+                extra={"event_type": lost_type},
+            )
+        self._outbox.append((event_type, payload))
 
     async def publish_now(self, event: Event) -> bool:
         """Send `event` now; True once Redis has it (stream entry and channel), False when it could

@@ -94,7 +94,7 @@ class SymbolRow:
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    level: str  # warn or bad
+    level: str  # warn or bad (ok: something cleared)
     text: str
     at: str | None = None  # HH:MM of the event, when it was one
 
@@ -596,6 +596,11 @@ def _live_event_alert(kind: str, data: dict, envelope: dict, tz: tzinfo | None) 
         return Alert("warn", f"task {_text(data, 'name') or '?'} failed: {error}", at)
     if kind == "service_status_changed":
         return _state_change_alert(data | {"at": _text(envelope, "timestamp")}, tz)
+    if kind == "outbox_backlog":
+        what = f"{_text(data, 'service') or '?'}: {_count(_num(data, 'size'))} {_text(data, 'outbox') or 'events'}"
+        if _text(data, "state") == "growing":
+            return Alert("bad", f"{what} not yet on the bus (outbox past {_count(_num(data, 'bound'))})", at)
+        return Alert("ok", f"{what} left in the outbox: drained", at)
     if kind == "event_dead_lettered":
         return Alert(
             "bad",

@@ -79,6 +79,7 @@ DB_NAME = "paper_trading.db"
 PERIOD_DAYS = {"day": 1, "week": 7, "month": 30}
 SIGNALS = ("BUY", "SELL", "HOLD")
 MAX_HISTORY = 1000
+OUTBOX_CHECK_S = 2.0  # how often trades whose events did not reach Redis are sent again
 
 
 def market_is_open(now: datetime) -> bool:
@@ -107,7 +108,7 @@ class PaperTradingService(BaseService):
         self._open = asyncio.Event()
         self._closed = False
         self._background: set[asyncio.Task] = set()
-        self._exit_timer: asyncio.Task | None = None
+        self._loops: list[asyncio.Task] = []  # the trade outbox and the exit timer
         self.is_market_open: Callable[[datetime], bool] = market_is_open
         self._exits_checked_to: dict[str, datetime] = {}  # see _checked_to
         # Read here, not in on_start, so a bad setting exits 2 with its reason before anything runs.
@@ -134,15 +135,18 @@ class PaperTradingService(BaseService):
             ("trades", "rejections", "predictions_traded", "predictions_skipped", "duplicates", "exits"), 0
         )
         self.counters |= {"ig_mirrored": 0, "ig_mirror_failures": 0, "exit_checks": 0, "quotes_refused": 0}
+        self.counters["outbox_resent"] = 0
+        self.outbox_watch = self.make_outbox_watch("trades")
         self._open.set()
-        await self._publish_outbox()
-        self._exit_timer = asyncio.create_task(self._check_exits_on_a_timer())
+        self._loops = [
+            asyncio.create_task(self._drain_outbox(), name="trade-outbox"),
+            asyncio.create_task(self._check_exits_on_a_timer(), name="exit-timer"),
+        ]
 
     async def on_stop(self) -> None:
-        if self._exit_timer is not None:
-            self._exit_timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._exit_timer
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
         if self._background:
             await asyncio.wait(set(self._background), timeout=5.0)
         if self._ig is not None:
@@ -162,7 +166,7 @@ class PaperTradingService(BaseService):
 
     async def health_details(self) -> dict:
         valuation = self._valuation()
-        return {
+        details: dict[str, Any] = {
             "equity": float(valuation.equity),
             "cash": float(valuation.cash),
             "open_positions": len(self.book.positions),
@@ -172,8 +176,13 @@ class PaperTradingService(BaseService):
             "ig_mirror": self.knobs.ig_mirror,
             # Every prediction ends in one outcome: how today's ended (Sydney day, suite clock).
             "outcomes_today": self.store.outcome_counts(self._start_of_today()),
+            "outbox": self.outbox_watch.size,
             **self.counters,
         }
+        if (outbox_warning := self.outbox_watch.warning()) is not None:
+            details["status"] = "degraded"
+            details["warnings"] = [*details.get("warnings", []), outbox_warning]
+        return details
 
     def _start_of_today(self) -> datetime:
         return asx_calendar.to_sydney(self.clock.now()).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -800,33 +809,70 @@ class PaperTradingService(BaseService):
 
     # ---- publishing -----------------------------------------------------------------------
 
-    async def _publish_trade(self, record: TradeRecord) -> None:
-        """Hand the trade's events to the bus; marked done only once Redis has them."""
-        await self.publish("trade_executed", record.as_dict())
-        if record.closes_position:
-            await self.publish(
-                "position_closed",
-                {
-                    "symbol": record.symbol,
-                    "quantity": record.quantity,
-                    "price": float(record.price),
-                    "reason": record.reason,
-                    "trade_id": record.trade_id,
-                    "prediction_id": record.prediction_id,
-                    "realized_pnl": float(record.realized_pnl),
-                    "net_pnl": float(record.net_pnl),
-                    "timestamp": record.timestamp,
-                },
-            )
-        # While Redis is away durable events wait in the bus's memory; if we died then, the
-        # trade stays unpublished here and goes out again at the next start.
-        if self.bus is not None and self.bus.outbox_size == 0:
-            self.store.mark_published(record.trade_id)
+    async def _publish_trade(self, record: TradeRecord) -> bool:
+        """Send the trade's events; the trade is marked published only once Redis has them all.
 
-    async def _publish_outbox(self) -> None:
-        for record in self.store.unpublished_trades():
-            self.log.info("publishing events of trade %d left over from before a restart", record.trade_id)
-            await self._publish_trade(record)
+        The trades table is the outbox: a trade left unmarked (Redis away, or a crash before the
+        mark) is sent again by `_drain_outbox` within OUTBOX_CHECK_S of Redis taking writes, and
+        at the next start; its events may then reach Redis twice (at least once: trade_id is the
+        key), never not at all.
+        """
+        assert self.bus is not None
+        for event_type, data in self._trade_events(record):
+            if not await self.bus.publish_now(self.bus.make_event(event_type, data)):
+                return False
+        self.store.mark_published(record.trade_id)
+        return True
+
+    def _trade_events(self, record: TradeRecord) -> list[tuple[str, dict]]:
+        events = [("trade_executed", record.as_dict())]
+        if record.closes_position:
+            events.append(
+                (
+                    "position_closed",
+                    {
+                        "symbol": record.symbol,
+                        "quantity": record.quantity,
+                        "price": float(record.price),
+                        "reason": record.reason,
+                        "trade_id": record.trade_id,
+                        "prediction_id": record.prediction_id,
+                        "realized_pnl": float(record.realized_pnl),
+                        "net_pnl": float(record.net_pnl),
+                        "timestamp": record.timestamp,
+                    },
+                )
+            )
+        return events
+
+    async def _drain_outbox(self) -> None:
+        """Every OUTBOX_CHECK_S (and at start): send the events of trades not yet marked published,
+        oldest first, and say when that backlog grows past its bound (outbox_backlog)."""
+        while True:
+            try:
+                size = await asyncio.to_thread(self.store.unpublished_count)
+                if size and self.bus is not None and self.bus.connected:
+                    # Under the trade lock: a trade sends its own events before letting go of it.
+                    async with self._trading():
+                        for record in self.store.unpublished_trades():
+                            if not await self._publish_trade(record):
+                                break  # Redis went away again: next round
+                            self.counters["outbox_resent"] += 1
+                            self.log.info("sent the events of trade %d again (outbox)", record.trade_id)
+                        size = self.store.unpublished_count()
+                await self.outbox_watch.check(size, self.clock.now(), self._announce_outbox)
+            except Exception:
+                if self._closed:
+                    return
+                self.log.exception("sending the trade outbox failed")
+            await asyncio.sleep(OUTBOX_CHECK_S)
+
+    async def _announce_outbox(self, data: dict) -> bool:
+        sent = await self.announce("outbox_backlog", data)
+        if sent:
+            log = self.log.warning if data["state"] == "growing" else self.log.info
+            log("trade outbox %s: %d unsent", data["state"], data["size"], extra=data)
+        return sent
 
     # ---- IG Markets -----------------------------------------------------------------------
 

@@ -168,6 +168,10 @@ class TradeStore:
         self._migrate_outcomes()
         # health counts today's outcomes on every poll: a range scan, not the whole table.
         self._db.execute("CREATE INDEX IF NOT EXISTS predictions_processed_at ON predictions (processed_at)")
+        # The outbox is read every few seconds: only the unsent trades, not the whole table.
+        self._db.execute(
+            "CREATE INDEX IF NOT EXISTS trades_unpublished ON trades (trade_id) WHERE published = 0"
+        )
         with self._transaction():
             self._db.execute(
                 "INSERT OR IGNORE INTO account VALUES (1, ?, ?, '0', '0', ?)",
@@ -388,12 +392,16 @@ class TradeStore:
             return [_trade_from_row(row) for row in self._db.execute(sql, args)]
 
     def unpublished_trades(self) -> list[TradeRecord]:
-        """Trades whose events were not handed to the bus (the process died first), oldest first."""
+        """Trades whose events have not all reached Redis (it was away, or the process died first), oldest first."""
         with self._lock:
             rows = self._db.execute(
                 f"SELECT {self._TRADE_COLUMNS} FROM trades WHERE published = 0 ORDER BY trade_id"
             ).fetchall()
         return [_trade_from_row(row) for row in rows]
+
+    def unpublished_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM trades WHERE published = 0").fetchone()[0])
 
     def mark_published(self, trade_id: int) -> None:
         with self._transaction() as db:

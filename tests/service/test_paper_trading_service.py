@@ -796,6 +796,47 @@ async def test_trade_events_survive_redis_down_and_a_crash(stack, suite, redis_s
     assert [t["trade_id"] for t in history["trades"]] == [trade["trade_id"]]
 
 
+async def test_trades_wait_in_their_outbox_while_redis_refuses_writes(suite, processes, client):
+    """Redis full (maxmemory reached: XADD refused, pub/sub still flows): the trades commit, their
+    events wait in the trades table, past the bound an outbox_backlog alert goes out and health
+    degrades; once Redis takes writes again they reach the stream without a restart."""
+    import redis.asyncio as aioredis
+
+    url = suite.env["TRADING_REDIS_URL"]
+    Stack(suite, processes, TRADING_EVENTS_OUTBOX_BOUND="2").start()
+    admin = aioredis.from_url(url)
+
+    async def streamed() -> set[int]:
+        entries = await admin.xrange("trading:stream:trade_executed")
+        return {orjson.loads(fields[b"event"])["data"]["trade_id"] for _, fields in entries}
+
+    try:
+        async with EventWatcher(url, "outbox_backlog") as watcher:
+            await admin.config_set("maxmemory", "1")  # noeviction: every write that needs memory fails
+            try:
+                trades = [
+                    await client.call_service(
+                        "paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=1
+                    )
+                    for _ in range(3)
+                ]
+                growing = await watcher.wait_for("outbox_backlog", lambda e: e["data"]["state"] == "growing")
+                assert (growing["data"]["service"], growing["data"]["outbox"]) == ("paper-trading", "trades")
+                assert growing["data"]["size"] == 3 and growing["data"]["bound"] == 2
+                health = await client.call_service("paper-trading", "health")
+                assert health["status"] == "degraded" and health["outbox"] == 3
+                assert any("3 trades saved but not yet on the bus" in w for w in health["warnings"])
+                assert await streamed() == set()
+            finally:
+                await admin.config_set("maxmemory", "0")
+            await watcher.wait_for("outbox_backlog", lambda e: e["data"]["state"] == "cleared")
+        assert await streamed() == {t["trade_id"] for t in trades}
+        health = await client.call_service("paper-trading", "health")
+        assert health["outbox"] == 0 and health["outbox_resent"] == 3
+    finally:
+        await admin.aclose()
+
+
 def test_epics_default_per_symbol_and_can_be_overridden():
     from services.paper_trading.paper_trading_knobs import parse_epic_overrides
     from services.paper_trading.paper_trading_service import epics_for
