@@ -596,6 +596,10 @@ def _live_event_alert(kind: str, data: dict, envelope: dict, tz: tzinfo | None) 
         return Alert("warn", f"task {_text(data, 'name') or '?'} failed: {error}", at)
     if kind == "service_status_changed":
         return _state_change_alert(data | {"at": _text(envelope, "timestamp")}, tz)
+    if kind == "market_data_stale":
+        if _text(data, "state") == "stale":
+            return Alert("bad", f"new buys halted: {_text(data, 'reason') or 'market data silent'}", at)
+        return Alert("ok", "market data arriving again: new buys resume", at)
     if kind == "outbox_backlog":
         what = f"{_text(data, 'service') or '?'}: {_count(_num(data, 'size'))} {_text(data, 'outbox') or 'events'}"
         if _text(data, "state") == "growing":

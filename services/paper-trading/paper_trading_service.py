@@ -66,8 +66,10 @@ from services.domain.portfolio import (
 from services.paper_trading.market_orders import (
     MarketQuote,
     RangeBar,
+    Silence,
     UnusableQuote,
     exit_for,
+    market_data_silence,
     order_fill,
     refusal,
     skipped_bar_count,
@@ -111,6 +113,11 @@ class PaperTradingService(BaseService):
         self._loops: list[asyncio.Task] = []  # the trade outbox and the exit timer
         self.is_market_open: Callable[[datetime], bool] = market_is_open
         self._exits_checked_to: dict[str, datetime] = {}  # see _checked_to
+        # Suite time of the latest usable (not stale) quote per symbol, from events and replies:
+        # how long market data has been silent (market_orders.market_data_silence).
+        self._quote_seen: dict[str, datetime] = {}
+        self._silence: Silence | None = None
+        self._silence_announced: Silence | None = None  # the state last sent as market_data_stale
         # Read here, not in on_start, so a bad setting exits 2 with its reason before anything runs.
         self.knobs = read_knobs(PaperTradingKnobs, self.settings.environ)
         self.rules = self.knobs.risk_rules()
@@ -177,8 +184,12 @@ class PaperTradingService(BaseService):
             # Every prediction ends in one outcome: how today's ended (Sydney day, suite clock).
             "outcomes_today": self.store.outcome_counts(self._start_of_today()),
             "outbox": self.outbox_watch.size,
+            "buys_halted": self._silence.reason if self._silence else None,
             **self.counters,
         }
+        if self._silence is not None:
+            details["status"] = "degraded"
+            details["warnings"] = [f"new buys halted: {self._silence.reason}"]
         if (outbox_warning := self.outbox_watch.warning()) is not None:
             details["status"] = "degraded"
             details["warnings"] = [*details.get("warnings", []), outbox_warning]
@@ -398,6 +409,8 @@ class PaperTradingService(BaseService):
                 quote = MarketQuote.from_wire(symbol, event.data["quote"])
             except UnusableQuote as exc:
                 self.log.warning("market_data_updated: %s", exc)
+        if quote is not None and not quote.stale:
+            self._quote_seen[symbol] = self.clock.now()
         skipped = await self._skipped_bars(quote) if quote is not None else []
         async with self._trading():
             self._save_mark(symbol, mark)
@@ -413,10 +426,80 @@ class PaperTradingService(BaseService):
                 continue
             try:
                 await self._check_exits("timer")
+                await self._watch_market_data()
             except Exception:
                 if self._closed:  # the book closed under us: stopping
                     return
                 self.log.exception("timed exit check failed")
+
+    async def _watch_market_data(self) -> None:
+        """After the timed exit check: with nothing held, ask for one quote (is market data
+        arriving at all?), then update the buy halt and say when it starts or ends."""
+        now = self.clock.now()
+        latest = max(self._quote_seen.values(), default=None)
+        if not self.book.positions and (
+            latest is None or (now - latest).total_seconds() >= self.knobs.exit_check_s
+        ):
+            with contextlib.suppress(RpcError, OSError):
+                await self._fetch_quote(self.settings.symbols[0])
+        self._update_silence(self.clock.now())
+        await self._announce_silence()
+
+    def _update_silence(self, now: datetime) -> Silence | None:
+        """Whether new buys must wait for market data now (only while the market is open)."""
+        silence = None
+        if self.is_market_open(now):
+            opened = asx_calendar.session_open(asx_calendar.to_sydney(now).date())
+            silence = market_data_silence(
+                now, opened, self._quote_seen, self.book.positions, self.knobs.market_data_silent_s
+            )
+        if (silence is None) != (self._silence is None):
+            if silence is not None:
+                self.log.warning("new buys halted: %s", silence.reason)
+            else:
+                self.log.info("market data is arriving again: new buys resume")
+        self._silence = silence
+        return silence
+
+    async def _announce_silence(self) -> None:
+        """market_data_stale when the halt starts ("stale") or ends ("fresh"); one that Redis did
+        not take is sent at the next check."""
+        if (self._silence is None) == (self._silence_announced is None):
+            return
+        silence = self._silence or self._silence_announced
+        assert silence is not None
+        data = {
+            "service": self.name,
+            "state": "stale" if self._silence is not None else "fresh",
+            "reason": silence.reason,
+            "symbols": list(silence.symbols),
+            "silent_s": round(silence.silent_s, 1),
+            "bound_s": self.knobs.market_data_silent_s,
+        }
+        if await self.announce("market_data_stale", data):
+            self._silence_announced = self._silence
+
+    async def _refuse_buys_while_silent(self, now: datetime) -> None:
+        """New buys wait while market data is silent (DependencyUnavailable: a prediction stays
+        pending, a manual order gets -32001). The silent symbols are asked for once first: a
+        quote that comes now is market data arriving."""
+        silence = self._update_silence(now)
+        if silence is None:
+            return
+        for symbol in silence.symbols or self.settings.symbols[:1]:
+            with contextlib.suppress(RpcError, OSError):
+                await self._fetch_quote(symbol)
+        silence = self._update_silence(self.clock.now())
+        if silence is None:
+            return
+        raise DependencyUnavailable(
+            f"new buys halted: {silence.reason}",
+            data={
+                "rule": "market_data_silent",
+                "symbols": list(silence.symbols),
+                "silent_s": silence.silent_s,
+            },
+        )
 
     async def _check_exits(self, trigger: str) -> tuple[list[TradeRecord], dict[str, str]]:
         """Each open position against market-data's quote (and skipped bars): (exits, unchecked)."""
@@ -621,6 +704,8 @@ class PaperTradingService(BaseService):
                 f"the market is closed at {asx_calendar.to_sydney(now).isoformat()}",
                 data={"rule": "market_hours", "next_open": asx_calendar.next_open(now).isoformat()},
             )
+        if action is Action.BUY:
+            await self._refuse_buys_while_silent(now)
         quote = quote or await self._usable_quote(symbol, now)
         if exit_fill is not None:
             price, basis = exit_fill.price, f"{exit_fill.reason}:{exit_fill.basis}"
@@ -705,7 +790,10 @@ class PaperTradingService(BaseService):
             data = await self.call_service(
                 "market-data", "get_quote", timeout=self.knobs.quote_timeout_s, symbol=symbol
             )
-            return MarketQuote.from_wire(symbol, data)
+            quote = MarketQuote.from_wire(symbol, data)
+            if not quote.stale:
+                self._quote_seen[symbol] = self.clock.now()
+            return quote
         except NotFound as exc:  # market-data has never had a quote for it (no intraday data)
             raise DependencyUnavailable(
                 f"market-data has no quote for {symbol}: {exc.message}", data={"symbol": symbol}

@@ -490,6 +490,59 @@ async def test_with_daily_bars_only_the_days_range_is_checked_once_its_bar_is_fi
     }  # fmt: skip
 
 
+async def test_new_buys_halt_while_market_data_is_silent_and_resume_when_it_returns(suite, processes, client):
+    """market-data hung (SIGSTOP): the exit timer gets no quote for the held position, so past
+    the bound new buys halt (health, market_data_stale, -32001 naming it, a BUY prediction waits);
+    when quotes come again the halt ends by itself and the waiting prediction trades."""
+    import signal
+
+    stack = Stack(
+        suite,
+        processes,
+        TRADING_PAPER_TRADING_MARKET_DATA_SILENT_S="3",
+        TRADING_PAPER_TRADING_EXIT_CHECK_S="0.5",
+        TRADING_PAPER_TRADING_QUOTE_TIMEOUT_S="1",
+    ).start()
+    await client.call_service("paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=5)
+    async with EventWatcher(suite.env["TRADING_REDIS_URL"], "market_data_stale") as watcher:
+        stack.market.signal(signal.SIGSTOP)
+        try:
+            stale = await watcher.wait_for("market_data_stale", lambda e: e["data"]["state"] == "stale", 60)
+            assert stale["data"]["symbols"] == ["CBA.AX"] and stale["data"]["bound_s"] == 3
+            assert "no usable quote for CBA.AX for" in stale["data"]["reason"]
+            health = await client.call_service("paper-trading", "health")
+            assert health["status"] == "degraded" and "CBA.AX" in health["buys_halted"]
+            assert any(
+                w.startswith("new buys halted: no usable quote for CBA.AX") for w in health["warnings"]
+            )
+            with pytest.raises(
+                DependencyUnavailable, match="new buys halted: no usable quote for CBA.AX"
+            ) as info:
+                await client.call_service(
+                    "paper-trading", "execute_trade", symbol="WBC.AX", action="BUY", quantity=5, timeout=30
+                )
+            assert info.value.data["rule"] == "market_data_silent"
+            waiting = prediction(stack, "WBC.AX", "BUY")
+            await publish(suite, "prediction", "prediction_generated", waiting)
+
+            async def waits() -> int:
+                return (await client.call_service("paper-trading", "metrics"))["events"]["dependency_waits"]
+
+            await async_wait_until(waits, 60, what="the BUY waiting", until=lambda n: n >= 2)
+            assert waiting["prediction_id"] not in outcomes(stack.db)
+        finally:
+            stack.market.signal(signal.SIGCONT)
+        await watcher.wait_for("market_data_stale", lambda e: e["data"]["state"] == "fresh", 60)
+    await async_wait_until(
+        lambda: outcomes(stack.db),
+        60,
+        what="the waiting BUY traded",
+        until=lambda done: done.get(waiting["prediction_id"]) == "traded",
+    )
+    health = await client.call_service("paper-trading", "health")
+    assert health["buys_halted"] is None
+
+
 async def test_a_prediction_waits_for_market_data_and_trades_once_it_is_back(
     suite, processes, redis_server, client
 ):
