@@ -516,7 +516,7 @@ async def test_new_buys_halt_while_market_data_is_silent_and_resume_when_it_retu
                 w.startswith("new buys halted: no usable quote for CBA.AX") for w in health["warnings"]
             )
             with pytest.raises(
-                DependencyUnavailable, match="new buys halted: no usable quote for CBA.AX"
+                DependencyUnavailable, match=r"new buys halted: no usable quote for CBA\.AX"
             ) as info:
                 await client.call_service(
                     "paper-trading", "execute_trade", symbol="WBC.AX", action="BUY", quantity=5, timeout=30
