@@ -40,8 +40,10 @@ from services.base.rpc import (
     RpcError,
     RpcTimeout,
     ServiceError,
+    StorageUnavailable,
     rpc,
 )
+from services.base.storage import LedgerMisconfigured
 
 __all__ = [
     "EXIT_NEEDS_OPERATOR",
@@ -53,6 +55,7 @@ __all__ = [
     "InternalError",
     "InvalidParams",
     "LedgerDamaged",
+    "LedgerMisconfigured",
     "MarketClosed",
     "MethodNotFound",
     "NotConfigured",
@@ -63,6 +66,7 @@ __all__ = [
     "ServiceAlreadyRunning",
     "ServiceError",
     "Settings",
+    "StorageUnavailable",
     "SuiteClock",
     "UnknownEventType",
     "get_clock",
