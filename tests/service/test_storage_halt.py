@@ -144,6 +144,8 @@ async def test_a_fill_cut_short_records_nothing_and_trading_resumes(suite, proce
         assert status["storage"]["state"] == "halted" and status["storage"]["error"] == "SQLITE_IOERR_WRITE"
         positions = rpc_call_sync(paper, "get_positions")["positions"]
         assert [(p["symbol"], p["quantity"]) for p in positions] == [("CBA.AX", 10)]
+        # Reports still answer while halted (they write no equity snapshot then).
+        assert rpc_call_sync(paper, "get_trading_performance")["number_of_trades"] == 1
 
         set_file_size_limit(stack.paper.pid, original)
         print(
