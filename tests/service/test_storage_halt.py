@@ -25,7 +25,7 @@ import sqlite3
 import subprocess
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 from pathlib import Path
 
@@ -224,7 +224,12 @@ async def test_no_write_at_all_halts_every_order_path_and_a_held_prediction_trad
         # A durable prediction received meanwhile is not consumed: pending, its one delivery not
         # spent, while the handler waits for the storage as for a dependency away.
         held = prediction(stack, "NAB.AX", "BUY")
-        await publish(suite, "prediction", "prediction_generated", held)
+        # And one that is 2 s short of SIGNAL_MAX_AGE_S (3600) now: past it once writes work again.
+        now = datetime.fromisoformat(stack.now())
+        ageing = prediction(stack, "ANZ.AX", "BUY") | {
+            "created_at": (now - timedelta(seconds=3598)).isoformat()
+        }
+        await publish(suite, "prediction", "prediction_generated", held, ageing)
         probes = rpc_call_sync(paper, "health")["storage_probes"]
         await async_wait_until(
             lambda: rpc_call_sync(paper, "health"),
@@ -260,6 +265,16 @@ async def test_no_write_at_all_halts_every_order_path_and_a_held_prediction_trad
             ignoring=(NotFound,),  # not retried yet (the bus waits up to 5 s between tries)
             until=lambda o: o["outcome"] == "traded",
         )
+        expired = await async_wait_until(
+            lambda: client.call_service(
+                "paper-trading", "get_prediction_outcome", prediction_id=ageing["prediction_id"]
+            ),
+            60,
+            0.1,
+            what="the ageing prediction's outcome",
+            ignoring=(NotFound,),
+        )
+        assert expired["outcome"] == "ignored" and expired["detail"].startswith("expired:")
         second = await client.call_service(
             "paper-trading", "execute_trade", symbol="WBC.AX", action="BUY", quantity=10
         )
