@@ -87,6 +87,8 @@ def set_pragmas(db: sqlite3.Connection, path: Path | str, pragmas: Mapping[str, 
             db.execute(f"PRAGMA {name}={wanted}").fetchall()
             got = db.execute(f"PRAGMA {name}").fetchone()
         except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise  # another connection holds a lock (a backup reading): passes, not fatal
             raise LedgerMisconfigured(f"{path}: PRAGMA {name}={wanted} failed ({exc})") from None
         value = got[0] if got else None
         if _normalised(name, value) != _normalised(name, wanted):

@@ -123,3 +123,20 @@ def test_a_pragma_that_does_not_take_or_fails_stops_naming_it(tmp_path):
     ):
         set_pragmas(readonly, path, {"synchronous": "FULL", "journal_mode": "WAL"})
     readonly.close()
+
+
+def test_a_lock_held_by_another_connection_is_not_a_misconfigured_ledger(tmp_path):
+    """Switching a rollback-journal file to WAL needs it to itself: a reader elsewhere makes that
+    `database is locked`, which passes (the supervisor restarts the service), so it is not fatal."""
+    path = tmp_path / "x.db"
+    sqlite3.connect(path).execute("CREATE TABLE t (x)").connection.close()
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT * FROM t").fetchall()  # a shared lock, held until the transaction ends
+    other = sqlite3.connect(path, timeout=0)
+    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        set_pragmas(other, path, {"journal_mode": "WAL"})
+    reader.execute("COMMIT")
+    set_pragmas(other, path, {"journal_mode": "WAL"})  # once free, it takes
+    for db in (reader, other):
+        db.close()
