@@ -134,6 +134,9 @@ EVENTS: Mapping[str, EventType] = _by_name(
     # An alert: no usable quote for longer than the bound in the session, new buys halted ("stale"),
     # or market data arriving again ("fresh").
     EventType("market_data_stale", publishers=("paper-trading",), consumers=(DASHBOARD,)),
+    # Alerts: a ledger write failed for the storage and trading halted; writes work again.
+    EventType("storage_halted", publishers=("paper-trading",), consumers=(DASHBOARD,)),
+    EventType("storage_resumed", publishers=("paper-trading",), consumers=(DASHBOARD,)),
     EventType("task_completed", publishers=("scheduler",)),
     EventType("task_failed", publishers=("scheduler",), consumers=(DASHBOARD,)),
     EventType("service_status_changed", publishers=(SUPERVISOR,), consumers=(DASHBOARD,)),

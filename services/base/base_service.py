@@ -55,6 +55,7 @@ from services.base.rpc import (
     ServiceError,
     rpc,
 )
+from services.base.storage import LedgerMisconfigured
 from services.registry import EVENTS, SERVICES, EventType
 
 if TYPE_CHECKING:
@@ -91,7 +92,9 @@ class ServiceAlreadyRunning(RuntimeError):
 
 
 #: A service's exit status when it must not be restarted until a person acts (sysexits'
-#: EX_CONFIG): the supervisor marks it fatal at once, with the service's last line as the reason.
+#: EX_CONFIG): a damaged ledger (LedgerDamaged) or one that cannot take its store's pragmas
+#: (LedgerMisconfigured). The supervisor marks it fatal at once, with the service's last line as
+#: the reason.
 EXIT_NEEDS_OPERATOR = 78
 
 
@@ -585,7 +588,7 @@ class BaseService:
         except ServiceAlreadyRunning as exc:
             print(f"{self.name}: {exc}", file=sys.stderr)
             sys.exit(1)
-        except LedgerDamaged as exc:
+        except (LedgerDamaged, LedgerMisconfigured) as exc:
             print(f"{self.name}: {exc}", file=sys.stderr)
             sys.exit(EXIT_NEEDS_OPERATOR)
         except ConfigError as exc:  # a service's own knob, read in on_start

@@ -7,8 +7,9 @@
   restart (and claims, with XAUTOCLAIM, entries another consumer of its group left idle), and
   moves an entry to `trading:dead:<type>` once Redis has delivered it TRADING_EVENTS_MAX_DELIVERIES
   times without it being settled (counted by Redis, so across restarts), publishing
-  `event_dead_lettered`. A handler failing because a dependency is away is retried in place with
-  capped backoff and is not counted against the entry.
+  `event_dead_lettered`. A handler failing because a dependency is away (or its own storage
+  cannot be written: -32007) is retried in place with capped backoff and is not counted against
+  the entry.
 - While Redis is away the bus keeps reconnecting with backoff, resubscribes when it is back, and
   holds durable events published with `publish` meanwhile in a bounded in-memory outbox that it
   flushes in order (an overflow is counted and logged). The money path does not rely on it:
@@ -533,10 +534,14 @@ class EventBus:
 
 
 def dependency_unavailable(exc: BaseException) -> bool:
-    """A failure that says a dependency is away or slow (not that the event is bad)."""
-    from services.base.rpc import DependencyUnavailable, RpcTimeout
+    """A failure that says a dependency is away or slow (not that the event is bad). The
+    service's own storage counts: a handler refused because its database cannot be written
+    (StorageUnavailable, -32007) waits for the disk as it would for a service."""
+    from services.base.rpc import DependencyUnavailable, RpcTimeout, StorageUnavailable
 
-    return isinstance(exc, DependencyUnavailable | RpcTimeout | ConnectionError | TimeoutError)
+    return isinstance(
+        exc, DependencyUnavailable | RpcTimeout | StorageUnavailable | ConnectionError | TimeoutError
+    )
 
 
 def _as_bytes(value: bytes | str) -> bytes:

@@ -589,6 +589,18 @@ def _live_event_alert(kind: str, data: dict, envelope: dict, tz: tzinfo | None) 
         return Alert(
             "bad", f"risk limit {_text(data, 'rule') or '?'}{where}: {_text(data, 'detail') or ''}", at
         )
+    if kind == "storage_halted":
+        return Alert(
+            "bad",
+            f"{_text(data, 'service') or '?'} halted trading, storage: {_text(data, 'reason') or '?'}",
+            at,
+        )
+    if kind == "storage_resumed":
+        halted_s = _num(data, "halted_s")
+        after = f" after {halted_s:.0f} s" if halted_s is not None else ""
+        return Alert(
+            "warn", f"{_text(data, 'service') or '?'} resumed trading: storage writable again{after}", at
+        )
     if kind == "buy_rate_alert":
         return Alert("bad", f"buy rate alert: {pct(_num(data, 'rate'), 0)} of recent predictions are BUY", at)
     if kind == "task_failed":

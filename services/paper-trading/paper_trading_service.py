@@ -17,6 +17,11 @@ a trade whose events were not handed to the bus before a crash is published at t
   and checks the same levels, so an exit never waits on pub/sub delivery. Both paths run under
   the trade lock and re-read the position, and the store refuses to sell shares no longer held:
   a position exits once.
+- Storage: a ledger write that fails for the storage (disk full, I/O error, read-only) records
+  nothing (one transaction) and halts trading: orders, signal trades and exits are refused with
+  -32007, durable predictions wait unconsumed, health is degraded, `storage_halted` goes out. A
+  committed probe write every STORAGE_PROBE_S seconds finds when writes succeed again; then the
+  book is re-read from the ledger, `storage_resumed` goes out and trading goes on.
 - IG Markets: `sync_with_ig_markets` compares the demo account with the paper book; mirroring
   paper trades to IG is opt-in (TRADING_PAPER_TRADING_IG_MIRROR=true).
 """
@@ -25,9 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from decimal import Decimal
+from time import monotonic
 from typing import Any, Literal
 
 from services.base import (
@@ -41,12 +49,14 @@ from services.base import (
     RiskRejected,
     RpcError,
     ServiceError,
+    StorageUnavailable,
     on_event,
     rpc,
     run_service,
 )
 from services.base.crashpoints import crashpoint
 from services.base.knobs import read_knobs
+from services.base.storage import LedgerWriteFailed
 from services.clients import ig_client
 from services.clients.ig_epics import epics_for
 from services.domain import asx_calendar, performance, risk
@@ -82,11 +92,38 @@ PERIOD_DAYS = {"day": 1, "week": 7, "month": 30}
 SIGNALS = ("BUY", "SELL", "HOLD")
 MAX_HISTORY = 1000
 OUTBOX_CHECK_S = 2.0  # how often trades whose events did not reach Redis are sent again
+#: While trading is halted for the storage, a committed probe write this often (real seconds:
+#: the disk mends in real time, whatever the suite clock does).
+STORAGE_PROBE_S = 1.0
 
 
 def market_is_open(now: datetime) -> bool:
     """ASX continuous trading (10:00 to the close, Sydney time, trading days only)."""
     return asx_calendar.phase_at(now) is asx_calendar.Phase.OPEN
+
+
+@dataclass(frozen=True, slots=True)
+class StorageHalt:
+    """Trading halted because a ledger write failed for the storage, since `since` (suite clock)."""
+
+    reason: str  # "disk full: database or disk is full (SQLITE_FULL)"
+    error: str  # SQLite's name for it
+    since: datetime
+    started: float  # time.monotonic(), for how long it lasted
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "state": "halted",
+            "reason": self.reason,
+            "error": self.error,
+            "since": self.since.isoformat(),
+        }
+
+    def refusal(self) -> StorageUnavailable:
+        return StorageUnavailable(
+            f"storage unavailable: {self.reason}",
+            data={"reason": self.reason, "error": self.error, "since": self.since.isoformat()},
+        )
 
 
 class QuoteRefused(DependencyUnavailable):
@@ -111,6 +148,8 @@ class PaperTradingService(BaseService):
         self._closed = False
         self._background: set[asyncio.Task] = set()
         self._loops: list[asyncio.Task] = []  # the trade outbox and the exit timer
+        self.storage_halt: StorageHalt | None = None  # see _storage_failed
+        self._storage_probe: asyncio.Task | None = None
         self.is_market_open: Callable[[datetime], bool] = market_is_open
         self._exits_checked_to: dict[str, datetime] = {}  # see _checked_to
         # Suite time of the latest usable (not stale) quote per symbol, from events and replies:
@@ -144,6 +183,10 @@ class PaperTradingService(BaseService):
         self.counters |= {"ig_mirrored": 0, "ig_mirror_failures": 0, "exit_checks": 0, "quotes_refused": 0}
         self.counters["outbox_resent"] = 0
         self.outbox_watch = self.make_outbox_watch("trades")
+        self.counters |= {"storage_halts": 0, "storage_probes": 0}
+        # A write past the file-size limit must fail (EFBIG, which SQLite reports), not kill the
+        # process: CPython ignores SIGXFSZ at start already; said here since the halt relies on it.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         self._open.set()
         self._loops = [
             asyncio.create_task(self._drain_outbox(), name="trade-outbox"),
@@ -154,6 +197,10 @@ class PaperTradingService(BaseService):
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._storage_probe is not None:
+            self._storage_probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._storage_probe
         if self._background:
             await asyncio.wait(set(self._background), timeout=5.0)
         if self._ig is not None:
@@ -164,20 +211,30 @@ class PaperTradingService(BaseService):
             self.store.close()
 
     @contextlib.asynccontextmanager
-    async def _trading(self) -> AsyncIterator[None]:
-        """The trade lock, refused once the book is closed (a durable event then stays unacked)."""
+    async def _trading(self, *, orders: bool = False) -> AsyncIterator[None]:
+        """The trade lock, refused once the book is closed (a durable event then stays unacked).
+
+        With `orders`, refused with -32007 while the storage is halted. A ledger write failing
+        for the storage inside halts trading and answers -32007 (nothing of it was recorded)."""
         async with self.trade_lock:
             if self._closed:
                 raise ServiceError("paper-trading is stopping")
-            yield
+            if orders and self.storage_halt is not None:
+                raise self.storage_halt.refusal()
+            try:
+                yield
+            except LedgerWriteFailed as exc:
+                raise await self._storage_failed(exc) from None
 
     async def health_details(self) -> dict:
         valuation = self._valuation()
+        halt = self.storage_halt
         details: dict[str, Any] = {
+            "storage": {"state": "ok"} if halt is None else halt.as_dict(),
             "equity": float(valuation.equity),
             "cash": float(valuation.cash),
             "open_positions": len(self.book.positions),
-            "trading_halted": self._halted_today(),
+            "trading_halted": self._halted_today() or halt is not None,
             "follow_signals": self.knobs.follow_signals,
             "ig_configured": self.ig_credentials is not None,
             "ig_mirror": self.knobs.ig_mirror,
@@ -187,9 +244,12 @@ class PaperTradingService(BaseService):
             "buys_halted": self._silence.reason if self._silence else None,
             **self.counters,
         }
+        warnings = [] if halt is None else [halt.refusal().message]
         if self._silence is not None:
+            warnings.append(f"new buys halted: {self._silence.reason}")
+        if warnings:
             details["status"] = "degraded"
-            details["warnings"] = [f"new buys halted: {self._silence.reason}"]
+            details["warnings"] = warnings
         if (outbox_warning := self.outbox_watch.warning()) is not None:
             details["status"] = "degraded"
             details["warnings"] = [*details.get("warnings", []), outbox_warning]
@@ -217,7 +277,7 @@ class PaperTradingService(BaseService):
             raise InvalidParams("action", f"must be BUY or SELL, got {action!r}")
         if not 0 < quantity <= 10_000_000:
             raise InvalidParams("quantity", f"must be a whole number of shares from 1, got {quantity}")
-        async with self._trading():
+        async with self._trading(orders=True):
             record = await self._execute(symbol, Action(side), quantity, reason="manual")
         return record.as_dict()
 
@@ -245,7 +305,9 @@ class PaperTradingService(BaseService):
         """Check every open position's stop-loss and take-profit now, on market-data's current quote
         and the bars since the last check (as the timer does, and after the close too: a day's bar,
         final at 16:10, can show a level hit in the session). The exits taken, and the positions
-        that could not be checked, with why."""
+        that could not be checked, with why. -32007 while trading is halted for the storage."""
+        if self.storage_halt is not None:
+            raise self.storage_halt.refusal()
         exits, unchecked = await self._check_exits("check_exits")
         return {
             "checked_at": self.clock.now().isoformat(),
@@ -289,6 +351,9 @@ class PaperTradingService(BaseService):
             day = self._day_state(now)
             valuation = self._valuation()
         halted = self.day is not None and self.day.halted
+        halt_reason = self.day.halt_reason if halted and self.day else None
+        if self.storage_halt is not None:  # no order of any kind goes through
+            halted, halt_reason = True, self.storage_halt.refusal().message
         return {
             "cash": float(valuation.cash),
             "equity": float(valuation.equity),
@@ -298,7 +363,8 @@ class PaperTradingService(BaseService):
             "unrealized_pnl": float(valuation.unrealized_pnl),
             "day_pnl": float(day.day_pnl),
             "trading_halted": halted,
-            "halt_reason": self.day.halt_reason if halted and self.day else None,
+            "halt_reason": halt_reason,
+            "storage": {"state": "ok"} if self.storage_halt is None else self.storage_halt.as_dict(),
             "starting_capital": float(self.book.starting_capital),
             "commissions_paid": float(self.book.commissions_paid),
             "total_return": performance.total_return(self.book.starting_capital, valuation.equity),
@@ -370,7 +436,9 @@ class PaperTradingService(BaseService):
                 "prediction_generated without prediction_id ignored", extra={"event_id": event.id}
             )
             return
-        async with self._trading():
+        # While the storage is halted this raises -32007, which the bus treats as a dependency
+        # away: the event stays pending, retried in place without spending a delivery.
+        async with self._trading(orders=True):
             if self.store.prediction_outcome(prediction_id) is not None:
                 self.counters["duplicates"] += 1
                 return
@@ -395,8 +463,8 @@ class PaperTradingService(BaseService):
         """Mark to the new price; on a quote, close the position at its stop-loss or take-profit."""
         await self._open.wait()
         symbol = event.data.get("symbol")
-        if symbol not in self.settings.symbols:
-            return
+        if symbol not in self.settings.symbols or self.storage_halt is not None:
+            return  # halted: the marks table cannot be written; the next price after resuming marks
         mark = event_mark(event.data)
         if mark is None:
             self.log.warning(
@@ -412,17 +480,20 @@ class PaperTradingService(BaseService):
         if quote is not None and not quote.stale:
             self._quote_seen[symbol] = self.clock.now()
         skipped = await self._skipped_bars(quote) if quote is not None else []
-        async with self._trading():
-            self._save_mark(symbol, mark)
-            await self._snapshot_equity(self.clock.now())
-            if quote is not None:
-                await self._exit_if_due(quote, trigger="quote event", skipped=skipped)
+        try:
+            async with self._trading(orders=True):
+                self._save_mark(symbol, mark)
+                await self._snapshot_equity(self.clock.now())
+                if quote is not None:
+                    await self._exit_if_due(quote, trigger="quote event", skipped=skipped)
+        except StorageUnavailable as exc:  # halted now; health, the log and the alert say so
+            self.log.warning("market_data_updated for %s not applied: %s", symbol, exc.message)
 
     async def _check_exits_on_a_timer(self) -> None:
         """Every EXIT_CHECK_S suite seconds in the session: each open position against its quote."""
         while True:
             await self.clock.sleep(self.knobs.exit_check_s)
-            if self._closed or not self.is_market_open(self.clock.now()):
+            if self._closed or self.storage_halt is not None or not self.is_market_open(self.clock.now()):
                 continue
             try:
                 await self._check_exits("timer")
@@ -514,10 +585,13 @@ class PaperTradingService(BaseService):
                 continue
             skipped = await self._skipped_bars(quote)
             try:
-                async with self._trading():
+                async with self._trading(orders=True):
                     self.counters["exit_checks"] += 1
                     self._save_mark(symbol, Mark(quote.price, quote.as_of, quote.source))
                     record = await self._exit_if_due(quote, trigger=trigger, skipped=skipped)
+            except StorageUnavailable as exc:  # the levels are checked again after resuming
+                unchecked[symbol] = exc.message
+                continue
             except Exception as exc:
                 if self._closed:  # the book closed under us: stopping
                     raise
@@ -742,8 +816,13 @@ class PaperTradingService(BaseService):
         elif symbol not in self.book.positions:
             self._exits_checked_to.pop(symbol, None)
         self.counters["trades"] += 1
-        await self._publish_trade(record)
-        await self._snapshot_equity(now)
+        try:
+            await self._publish_trade(record)
+            await self._snapshot_equity(now)
+        except LedgerWriteFailed as exc:
+            # The trade is committed and stands; only the bookkeeping after it failed: halt for
+            # what comes next, but answer this order with its trade.
+            await self._storage_failed(exc)
         self._mirror(record)
         return record
 
@@ -853,7 +932,10 @@ class PaperTradingService(BaseService):
         return risk.TradingDay(self._valuation().equity - self.day.start_equity, self.day.halted)
 
     async def _snapshot_equity(self, now: datetime) -> None:
-        """Record today's equity (the last one of a day is its close) and trip the daily-loss halt."""
+        """Record today's equity (the last one of a day is its close) and trip the daily-loss halt.
+        Not while the storage is halted (nothing can be written; resuming re-reads the ledger)."""
+        if self.storage_halt is not None:
+            return
         valuation = self._valuation()
         day = self._day_state(now)
         assert self.day is not None
@@ -894,6 +976,53 @@ class PaperTradingService(BaseService):
         before = [e for d, e in snapshots if d < first_day]
         base = before[-1] if before else self.book.starting_capital
         return [base] + [e for d, e in snapshots if d >= first_day]
+
+    # ---- storage halt ---------------------------------------------------------------------
+
+    async def _storage_failed(self, exc: LedgerWriteFailed) -> StorageUnavailable:
+        """Halt trading for the storage (once: a halt already on stays as it began); the -32007
+        to answer with. The probe then looks for the first write that succeeds."""
+        if self.storage_halt is None:
+            failure = exc.failure
+            self.storage_halt = StorageHalt(str(failure), failure.error, self.clock.now(), monotonic())
+            self.counters["storage_halts"] += 1
+            self.log.error("trading halted: a ledger write failed for the storage: %s", exc)
+            await self.publish(
+                "storage_halted",
+                {"service": self.name, "error": failure.error, **self.storage_halt.as_dict()},
+            )
+            self._storage_probe = asyncio.create_task(self._probe_storage())
+        return self.storage_halt.refusal()
+
+    async def _probe_storage(self) -> None:
+        """Every STORAGE_PROBE_S while halted: a committed probe write; the first to succeed resumes."""
+        while True:
+            await asyncio.sleep(STORAGE_PROBE_S)
+            self.counters["storage_probes"] += 1
+            try:
+                await asyncio.to_thread(self.store.probe_write, self.clock.now())
+                await self._resume_storage()
+                return
+            except LedgerWriteFailed:
+                continue
+            except Exception:  # e.g. re-reading the book failed: still halted, probe again
+                self.log.exception("storage probe failed")
+
+    async def _resume_storage(self) -> None:
+        """Writes succeed again: re-read the book from the ledger (the truth) and trade on."""
+        async with self.trade_lock:
+            halt = self.storage_halt
+            if self._closed or halt is None:
+                return
+            self.book = self.store.load_portfolio()
+            self.marks = self.store.marks()
+            self.day = None  # re-read with the next order
+            self.storage_halt = None
+        halted_s = round(monotonic() - halt.started, 3)
+        self.log.warning("trading resumed: the ledger can be written again after %.1f s", halted_s)
+        await self.publish(
+            "storage_resumed", {"service": self.name, "halted_s": halted_s, "reason": halt.reason}
+        )
 
     # ---- publishing -----------------------------------------------------------------------
 
@@ -939,8 +1068,10 @@ class PaperTradingService(BaseService):
         while True:
             try:
                 size = await asyncio.to_thread(self.store.unpublished_count)
-                if size and self.bus is not None and self.bus.connected:
+                if size and self.storage_halt is None and self.bus is not None and self.bus.connected:
                     # Under the trade lock: a trade sends its own events before letting go of it.
+                    # (A published flag that cannot be written halts for the storage, as any
+                    # ledger write does; the probe resumes, and this sends them again then.)
                     async with self._trading():
                         for record in self.store.unpublished_trades():
                             if not await self._publish_trade(record):
@@ -949,6 +1080,8 @@ class PaperTradingService(BaseService):
                             self.log.info("sent the events of trade %d again (outbox)", record.trade_id)
                         size = self.store.unpublished_count()
                 await self.outbox_watch.check(size, self.clock.now(), self._announce_outbox)
+            except StorageUnavailable:
+                pass  # halted for the storage: health, the log and storage_halted say so
             except Exception:
                 if self._closed:
                     return
