@@ -402,9 +402,11 @@ async def test_the_exit_timer_fires_a_stop_loss_without_any_event(suite, process
         "open": 94.0, "high": 94.0, "low": 94.0,
     }  # fmt: skip
     assert rpc_call_sync(stack.paper.socket, "get_positions")["positions"] == []
-    # One exit only: later checks find nothing held.
-    health = rpc_call_sync(stack.paper.socket, "health")
-    assert health["exits"] == 1
+    # One exit only: later checks find nothing held (counted once its events are out).
+    exits = await async_wait_until(
+        lambda: rpc_call_sync(stack.paper.socket, "health")["exits"], 30, what="the exit counted"
+    )
+    assert exits == 1
 
 
 async def test_a_stop_traded_through_inside_a_bar_fills_at_the_stop_level(suite, processes, client):
@@ -444,7 +446,11 @@ async def test_a_stop_traded_through_inside_a_bar_fills_at_the_stop_level(suite,
     assert sold["assumptions"]["fill_basis"] == "stop_loss:level"
     assert sold["assumptions"]["exit_bar"]["start"] == "2024-06-17T11:00:00+10:00"
     assert sold["assumptions"]["quote_price"] == 99.0  # the price of the moment was back above it
-    assert rpc_call_sync(stack.paper.socket, "health")["exits"] == 1
+    # Counted once the exit's events are out (a moment after the trade shows in the history).
+    exits = await async_wait_until(
+        lambda: rpc_call_sync(stack.paper.socket, "health")["exits"], 30, what="the exit counted"
+    )
+    assert exits == 1
 
 
 async def test_with_daily_bars_only_the_days_range_is_checked_once_its_bar_is_final(suite, processes, client):
@@ -454,7 +460,8 @@ async def test_with_daily_bars_only_the_days_range_is_checked_once_its_bar_is_fi
     stack = Stack(
         suite,
         processes,
-        clock_start="2024-06-17T15:58:00+10:00",
+        # 15 real seconds before the close to start two processes and buy, even on busy cores.
+        clock_start="2024-06-17T15:45:00+10:00",
         speed=60,
         TRADING_PAPER_TRADING_MAX_QUOTE_AGE_S="86400",
         TRADING_PAPER_TRADING_STOP_LOSS_PCT="1",

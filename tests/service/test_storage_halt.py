@@ -162,8 +162,9 @@ async def test_a_fill_cut_short_records_nothing_and_trading_resumes(suite, proce
     audit(stack.db, [first["trade_id"], second["trade_id"]], published)
 
 
-def pending_deliveries(url: str, prediction_id: str) -> int:
-    """How often Redis delivered the prediction's stream entry to paper-trading (it is pending)."""
+def pending_deliveries(url: str, prediction_id: str, group: str) -> int:
+    """How often Redis delivered the prediction's stream entry to paper-trading's consumer group
+    (`paper-trading@<ledger id>`; metrics name it): it is pending."""
     client = redis.Redis.from_url(url)
     try:
         entry = next(
@@ -172,7 +173,7 @@ def pending_deliveries(url: str, prediction_id: str) -> int:
             if prediction_id.encode() in fields[b"event"]
         )
         rows = client.xpending_range(
-            "trading:stream:prediction_generated", "paper-trading", min=entry, max=entry, count=1
+            "trading:stream:prediction_generated", group, min=entry, max=entry, count=1
         )
     finally:
         client.close()
@@ -239,7 +240,8 @@ async def test_no_write_at_all_halts_every_order_path_and_a_held_prediction_trad
             until=lambda h: h["storage_probes"] >= probes + 3,
         )
         assert rpc_call_sync(paper, "health")["storage"]["state"] == "halted"
-        assert pending_deliveries(url, held["prediction_id"]) == 1
+        group = rpc_call_sync(paper, "metrics")["events"]["consumer_group"]
+        assert pending_deliveries(url, held["prediction_id"], group) == 1
         with pytest.raises(NotFound):  # no outcome: not acted on, not recorded as anything
             await client.call_service(
                 "paper-trading", "get_prediction_outcome", prediction_id=held["prediction_id"]
