@@ -265,8 +265,8 @@ class BaseService:
         """Close what on_start opened. Runs after in-flight requests finished."""
 
     def consumer_group(self) -> str:
-        """The consumer group this service reads durable streams through. Called before on_start
-        (the bus starts first), with the instance lock held. The service's name by default; a
+        """The consumer group this service reads durable streams through. Called once at start,
+        before binding and before on_start, with the instance lock held. The service's name by default; a
         service whose state is a ledger names the ledger in it, so that two books never split
         one group's events between them."""
         return self.name
@@ -484,6 +484,7 @@ class BaseService:
         if self._instance_lock is None:
             self._instance_lock = hold_instance_lock(self.settings.socket_dir / f"{self.name}.lock")
         self._verify_ledgers()  # with the lock held: no other copy writes while it is checked
+        group = self.consumer_group()  # may open the ledger: before binding, so a bad one never serves
         path = self.socket_path(self.name)
         if path.exists():
             if socket_is_live(path):
@@ -503,7 +504,7 @@ class BaseService:
             self.clock,
             max_deliveries=read_knobs(EventBusKnobs, self.settings.environ).max_deliveries,
             event_types=self.event_types,
-            group=self.consumer_group(),
+            group=group,
         )
         for event_type, durable, handler in handlers:
             self.bus.subscribe(event_type, handler, durable)

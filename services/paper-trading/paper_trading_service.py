@@ -85,7 +85,7 @@ from services.paper_trading.market_orders import (
     skipped_bar_count,
 )
 from services.paper_trading.paper_trading_knobs import PaperTradingKnobs
-from services.paper_trading.trade_store import DayRecord, Mark, TradeRecord, TradeStore, ledger_id
+from services.paper_trading.trade_store import DayRecord, Mark, TradeRecord, TradeStore
 
 DB_NAME = "paper_trading.db"
 PERIOD_DAYS = {"day": 1, "week": 7, "month": 30}
@@ -164,13 +164,15 @@ class PaperTradingService(BaseService):
 
     def consumer_group(self) -> str:
         """`paper-trading@<ledger id>`: the predictions this book has acted on are acknowledged
-        in a group of its own (a second copy with another data directory gets another group)."""
-        return f"{self.name}@{ledger_id(self.settings.data_dir / DB_NAME)}"
-
-    async def on_start(self) -> None:
+        in a group of its own (a second copy with another data directory gets another group).
+        The ledger is opened here, before the event bus starts (a ledger that cannot take its
+        pragmas stops the service now, exit 78), and on_start reads the book from it."""
         self.store = TradeStore(
             self.settings.data_dir / DB_NAME, self.knobs.starting_capital, self.clock.now()
         )
+        return f"{self.name}@{self.store.ledger_id}"
+
+    async def on_start(self) -> None:
         self.book = self.store.load_portfolio()
         self.marks: dict[str, Mark] = self.store.marks()
         self.day: DayRecord | None = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +29,11 @@ from services.base.storage import LedgerWriteFailed, set_pragmas, storage_failur
 from services.domain.portfolio import Action, Fill, Portfolio, Position, to_money
 
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS ledger (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    ledger_id TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS account (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     starting_capital TEXT NOT NULL,
@@ -186,6 +192,14 @@ class TradeStore:
                 "INSERT OR IGNORE INTO account VALUES (1, ?, ?, '0', '0', ?)",
                 (str(to_money(starting_capital)), str(to_money(starting_capital)), now.isoformat()),
             )
+            self._db.execute(
+                "INSERT OR IGNORE INTO ledger VALUES (1, ?, ?)", (uuid.uuid4().hex[:16], now.isoformat())
+            )
+        #: This ledger's identity, made when the file is first opened and kept with the book.
+        #: paper-trading names its consumer group after it, so a second paper-trading with another
+        #: data directory on the same Redis reads the predictions through a group of its own, and a
+        #: ledger never finds that another book acknowledged its events.
+        self.ledger_id = str(self._db.execute("SELECT ledger_id FROM ledger WHERE id = 1").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
@@ -552,37 +566,3 @@ def _trade_from_row(row: tuple) -> TradeRecord:
 def _utc(moment: datetime) -> str:
     """Stored instants are UTC ISO strings, so text order is time order."""
     return moment.astimezone(UTC).isoformat()
-
-
-LEDGER_SCHEMA = """
-CREATE TABLE IF NOT EXISTS ledger (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    ledger_id TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-"""
-
-
-def ledger_id(path: Path) -> str:
-    """This ledger's identity: made once, when the file is first opened, and kept with the book.
-
-    paper-trading names its consumer group after it, so a second paper-trading with another data
-    directory on the same Redis reads the predictions through a group of its own, and a ledger
-    never finds that another book acknowledged its events. Written before anything else opens
-    the file (the service holds its instance lock), so it is decided once.
-    """
-    import uuid
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, isolation_level=None, timeout=30)
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.executescript(LEDGER_SCHEMA)
-        db.execute(
-            "INSERT OR IGNORE INTO ledger VALUES (1, ?, ?)",
-            (uuid.uuid4().hex[:16], datetime.now(UTC).isoformat()),
-        )
-        return str(db.execute("SELECT ledger_id FROM ledger WHERE id = 1").fetchone()[0])
-    finally:
-        db.close()
