@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from services.domain.alert_incidents import Incident
@@ -113,8 +113,13 @@ class Delivery:
         }
 
 
+def _utc(value: datetime) -> str:
+    """Stored times are UTC ISO text, so that comparing the text compares the instants."""
+    return value.astimezone(UTC).isoformat()
+
+
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+    return _utc(value) if value is not None else None
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -212,7 +217,7 @@ class AlertStore:
         rows = self.db.execute(
             "SELECT kind, COUNT(*) AS n FROM incidents WHERE opened_at >= ? AND opened_at < ?"
             " AND kind NOT IN ('daily_summary', 'weekly_summary') GROUP BY kind ORDER BY kind",
-            (start.isoformat(), end.isoformat()),
+            (_utc(start), _utc(end)),
         ).fetchall()
         return {row["kind"]: row["n"] for row in rows}
 
@@ -243,7 +248,7 @@ class AlertStore:
             "INSERT INTO deliveries (incident_id, channel, kind, subject, message_state, severity, title,"
             " text, state, hold_reason, due_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (incident_id, channel, kind, subject, message_state, severity, title, text, state, hold_reason,
-             due_at.isoformat(), now.isoformat()),
+             _utc(due_at), _utc(now)),
         )  # fmt: skip
         return int(cursor.lastrowid or 0)
 
@@ -256,7 +261,7 @@ class AlertStore:
         rows = self.db.execute(
             "SELECT * FROM deliveries WHERE state IN ('pending', 'held', 'retrying') AND due_at <= ?"
             " ORDER BY id",
-            (now.isoformat(),),
+            (_utc(now),),
         ).fetchall()
         return [self._delivery(row) for row in rows]
 
@@ -269,12 +274,12 @@ class AlertStore:
     def hold(self, ids: list[int], reason: str, until: datetime) -> None:
         self.db.executemany(
             "UPDATE deliveries SET state = 'held', hold_reason = ?, due_at = ? WHERE id = ?",
-            [(reason, until.isoformat(), i) for i in ids],
+            [(reason, _utc(until), i) for i in ids],
         )
 
     def finish(self, ids: list[int], state: str, attempts: int, error: str | None, now: datetime) -> None:
         """The deliveries' end: sent, rejected (not retried) or failed (retried until too old)."""
-        sent_at = now.isoformat() if state == "sent" else None
+        sent_at = _utc(now) if state == "sent" else None
         self.db.executemany(
             "UPDATE deliveries SET state = ?, attempts = attempts + ?, error = ?, sent_at = ? WHERE id = ?",
             [(state, attempts, error, sent_at, i) for i in ids],
@@ -284,16 +289,16 @@ class AlertStore:
         self.db.executemany(
             "UPDATE deliveries SET state = 'retrying', attempts = attempts + ?, error = ?, due_at = ?"
             " WHERE id = ?",
-            [(attempts, error, due_at.isoformat(), i) for i in ids],
+            [(attempts, error, _utc(due_at), i) for i in ids],
         )
 
     def record_send(self, channel: str, now: datetime) -> None:
-        self.db.execute("INSERT INTO sends (channel, sent_at) VALUES (?, ?)", (channel, now.isoformat()))
+        self.db.execute("INSERT INTO sends (channel, sent_at) VALUES (?, ?)", (channel, _utc(now)))
 
     def sends_since(self, channel: str, since: datetime) -> list[datetime]:
         rows = self.db.execute(
             "SELECT sent_at FROM sends WHERE channel = ? AND sent_at > ? ORDER BY sent_at",
-            (channel, since.isoformat()),
+            (channel, _utc(since)),
         ).fetchall()
         return [datetime.fromisoformat(row["sent_at"]) for row in rows]
 
@@ -322,7 +327,7 @@ class AlertStore:
         self.db.execute(
             "INSERT INTO silences (kind, until, created_at) VALUES (?, ?, ?)"
             " ON CONFLICT(kind) DO UPDATE SET until = excluded.until, created_at = excluded.created_at",
-            (kind, until.isoformat(), now.isoformat()),
+            (kind, _utc(until), _utc(now)),
         )
 
     def silences(self, now: datetime) -> dict[str, datetime]:

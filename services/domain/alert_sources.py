@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time
 from typing import Any
 
 from services.domain.alert_incidents import Occurrence
@@ -194,10 +194,10 @@ class SummaryFigures:
     missing: tuple[str, ...] = ()  # what could not be read (a service down)
 
 
-def money(value: float | None) -> str:
+def money(value: float | None, signed: bool = False) -> str:
     if value is None:
         return "n/a"
-    sign = "-" if value < 0 else ("+" if value > 0 else "")
+    sign = "-" if value < 0 else ("+" if value > 0 and signed else "")
     return f"{sign}${abs(value):,.2f}"
 
 
@@ -213,7 +213,7 @@ def summary_text(figures: SummaryFigures) -> tuple[str, str]:
     failures = ", ".join(f"{k} {n}" for k, n in figures.failures.items()) or "none"
     lines = [
         f"equity {money(figures.equity)}",
-        f"{pnl_label} {money(figures.pnl)}",
+        f"{pnl_label} {money(figures.pnl, signed=True)}",
         f"trades {figures.trades if figures.trades is not None else 'n/a'}",
         f"signals {signals} ({sum(figures.signals.values())} predictions)",
         f"failures {failures}",
@@ -221,3 +221,29 @@ def summary_text(figures: SummaryFigures) -> tuple[str, str]:
     if figures.missing:
         lines.append(f"not available: {', '.join(figures.missing)}")
     return title, "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryDue:
+    kind: str  # daily_summary, weekly_summary
+    subject: str  # the day (YYYY-MM-DD) or the ISO week (YYYY-Www)
+    period: str  # day, week
+    first_day: date
+    last_day: date
+
+
+def summaries_due(
+    local_now: datetime, daily_at: time | None, weekly: bool, is_trading_day, next_trading_day
+) -> list[SummaryDue]:
+    """The summaries of today that are due at `local_now` (Sydney): the daily one on a trading day
+    from `daily_at`, and on the week's last trading day the weekly one too. The caller drops those
+    already sent; a day that is over is not caught up (its figures are gone by then)."""
+    today = local_now.date()
+    if daily_at is None or not is_trading_day(today) or local_now.time() < daily_at:
+        return []
+    due = [SummaryDue("daily_summary", today.isoformat(), "day", today, today)]
+    year, week, _ = today.isocalendar()
+    if weekly and next_trading_day(today).isocalendar()[:2] != (year, week):
+        monday = date.fromisocalendar(year, week, 1)
+        due.append(SummaryDue("weekly_summary", f"{year}-W{week:02d}", "week", monday, today))
+    return due

@@ -1,0 +1,150 @@
+"""What the alerts process watches, mapped to occurrences; summaries' schedule and text."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from services.domain import asx_calendar
+from services.domain.alert_incidents import KINDS
+from services.domain.alert_sources import (
+    FOLLOWED_EVENTS,
+    DiskReading,
+    SummaryFigures,
+    disk_occurrence,
+    models_expired,
+    occurrences_from_event,
+    stale_market_data,
+    summaries_due,
+    summary_text,
+)
+from services.registry import EVENTS
+
+SYDNEY = ZoneInfo("Australia/Sydney")
+
+
+def one(event_type: str, data: dict, source: str = "paper-trading"):
+    (occurrence,) = occurrences_from_event(event_type, source, data)
+    return occurrence
+
+
+@pytest.mark.parametrize(
+    ("event_type", "data", "kind", "subject", "resolve"),
+    [
+        ("service_status_changed", {"service": "prediction", "state": "fatal", "reason": "r"}, "service_fatal", "prediction", False),
+        ("service_status_changed", {"service": "prediction", "state": "backoff"}, "service_restarting", "prediction", False),
+        ("service_status_changed", {"service": "prediction", "state": "running"}, "service_fatal", "prediction", True),
+        # an operator stopping a fatal service clears its alert
+        ("service_status_changed", {"service": "prediction", "state": "stopped"}, "service_fatal", "prediction", True),
+        ("buy_rate_alert", {"rate": 0.8, "threshold": 0.7, "window": 50}, "buy_rate_alert", "prediction", False),
+        ("risk_limit_hit", {"rule": "max_daily_loss", "detail": "d", "halted_until": "2026-12-01T10:00:00+11:00"}, "trading_halted", "paper-trading", False),
+        ("risk_limit_hit", {"rule": "max_position_value", "detail": "d", "symbol": "CBA.AX"}, "risk_limit_hit", "max_position_value", False),
+        ("task_failed", {"name": "market_monitoring", "status": "failed", "error": "e"}, "task_failed", "market_monitoring", False),
+        ("event_dead_lettered", {"event_type": "prediction_generated", "consumer": "paper-trading"}, "event_dead_lettered", "prediction_generated/paper-trading", False),
+        ("storage_halted", {"reason": "disk I/O error"}, "storage_halted", "paper-trading", False),
+        ("storage_resumed", {}, "storage_halted", "paper-trading", True),
+        ("ig_mirror_halted", {"reason": "refused"}, "ig_mirror_halted", "paper-trading", False),
+        ("ig_mirror_resumed", {}, "ig_mirror_halted", "paper-trading", True),
+        ("outbox_backlog", {"state": "growing", "size": 120}, "outbox_backlog", "paper-trading", False),
+        ("outbox_backlog", {"state": "cleared"}, "outbox_backlog", "paper-trading", True),
+        ("market_data_stale", {"state": "stale", "symbol": "CBA.AX"}, "market_data_stale", "CBA.AX", False),
+        ("market_data_stale", {"state": "fresh", "symbol": "CBA.AX"}, "market_data_stale", "CBA.AX", True),
+    ],
+)  # fmt: skip
+def test_events_map_to_occurrences(event_type, data, kind, subject, resolve):
+    occurrence = one(event_type, data)
+    assert (occurrence.kind, occurrence.subject, occurrence.resolve) == (kind, subject, resolve)
+    assert kind in KINDS
+
+
+def test_events_that_are_no_alert_map_to_nothing():
+    assert (
+        occurrences_from_event("service_status_changed", "manager", {"service": "x", "state": "starting"})
+        == []
+    )
+    assert occurrences_from_event("trade_executed", "paper-trading", {}) == []
+
+
+def test_the_buy_rate_text_has_the_figures():
+    assert one("buy_rate_alert", {"rate": 0.8, "threshold": 0.7, "window": 50}).text == (
+        "80% of the last 50 predictions are BUY (alert above 70%)"
+    )
+
+
+def test_every_registered_followed_event_is_consumed_by_alerts_in_the_registry():
+    # The registered ones are @on_event handlers; the rest are followed once registered.
+    for name in FOLLOWED_EVENTS:
+        if name in EVENTS:
+            assert "alerts" in EVENTS[name].consumers, name
+
+
+@pytest.mark.parametrize(("free", "resolve"), [(4, False), (5, True), (50, True)])
+def test_disk_low_below_the_bound(free, resolve):
+    reading = DiskReading("data", "/srv/data", free_bytes=free * 10**9, total_bytes=100 * 10**9)
+    occurrence = disk_occurrence(reading, 5.0)
+    assert occurrence.kind == "disk_low" and occurrence.subject == "data" and occurrence.resolve is resolve
+    assert occurrence.text.startswith(f"{free:.1f}% free")
+
+
+def test_models_expired_only_when_the_manifest_says_so():
+    now = datetime(2026, 11, 30, tzinfo=UTC)
+    assert (
+        models_expired({"expired": True, "expired_reason": "older than 14 days"}, now) == "older than 14 days"
+    )
+    assert (
+        models_expired({"expires_at": "2026-11-29T00:00:00+00:00"}, now)
+        == "the models expired at 2026-11-29T00:00:00+00:00"
+    )
+    assert models_expired({"expires_at": "2026-12-29T00:00:00+00:00"}, now) is None
+    assert models_expired({"trained_at": "2020-01-01"}, now) is None  # age alone is ml-model's call
+
+
+def test_stale_symbols_from_market_data_health():
+    assert stale_market_data({"stale_quotes": {"WBC.AX": "no new bar", "CBA.AX": "x"}}) == [
+        "CBA.AX",
+        "WBC.AX",
+    ]
+    assert stale_market_data({"stale_quotes": []}) == [] and stale_market_data({}) == []
+
+
+def due(local: datetime):
+    return summaries_due(
+        local, time(16, 30), True, asx_calendar.is_trading_day, asx_calendar.next_trading_day
+    )
+
+
+def test_the_daily_summary_is_due_after_its_time_on_trading_days_only():
+    assert due(datetime(2026, 11, 30, 16, 29, tzinfo=SYDNEY)) == []
+    (daily,) = due(datetime(2026, 11, 30, 16, 30, tzinfo=SYDNEY))
+    assert (daily.kind, daily.subject, daily.first_day) == ("daily_summary", "2026-11-30", date(2026, 11, 30))
+    assert due(datetime(2026, 11, 29, 17, 0, tzinfo=SYDNEY)) == []  # a Sunday
+
+
+def test_the_weekly_summary_follows_the_last_trading_day_of_the_week():
+    friday = due(datetime(2026, 12, 4, 17, 0, tzinfo=SYDNEY))
+    assert [(s.kind, s.subject, s.first_day) for s in friday] == [
+        ("daily_summary", "2026-12-04", date(2026, 12, 4)),
+        ("weekly_summary", "2026-W49", date(2026, 11, 30)),
+    ]
+    # Good Friday 2026 is 3 April: the week's last trading day is Thursday
+    thursday = due(datetime(2026, 4, 2, 17, 0, tzinfo=SYDNEY))
+    assert [s.kind for s in thursday] == ["daily_summary", "weekly_summary"]
+
+
+def test_summary_text():
+    figures = SummaryFigures(
+        "day", date(2026, 11, 30), date(2026, 11, 30), 100512.5, -230.0, 3,
+        {"BUY": 2, "HOLD": 5}, {"task_failed": 1}, ("signals (prediction is unavailable)",),
+    )  # fmt: skip
+    title, text = summary_text(figures)
+    assert title == "Daily summary 2026-11-30"
+    assert text.splitlines() == [
+        "equity $100,512.50",
+        "day P&L -$230.00",
+        "trades 3",
+        "signals BUY 2, SELL 0, HOLD 5 (7 predictions)",
+        "failures task_failed 1",
+        "not available: signals (prediction is unavailable)",
+    ]
