@@ -145,6 +145,10 @@ class AlertsService(BaseService):
         details: dict[str, Any] = {
             "channels": self._channel_states(),
             "open_incidents": len(self.book.open),
+            # The supervisor as this process sees it: up, gone (alerted), or never seen (run alone).
+            "supervisor": "up"
+            if self._supervisor_seen and not self._supervisor_misses
+            else ("gone" if self._supervisor_seen else "not seen"),
             "silenced": {k: v.isoformat() for k, v in self.store.silences(self.clock.now()).items()}
             if self.store
             else {},
