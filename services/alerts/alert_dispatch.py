@@ -130,20 +130,26 @@ class Dispatcher:
                 ready.append(delivery)
             else:
                 self.store.hold([delivery.id], str(plan.hold_reason), plan.until or now)
-        if not ready:
-            return 0
-        window_start = now - timedelta(seconds=rules.rate_window_s)
-        sent = self.store.sends_since(name, window_start)
-        plan = plan_delivery(
-            "critical", now, rules.local_tz, None, sent, rules.rate_limit, rules.rate_window_s
-        )
-        if not plan.send_now:
-            self.store.hold([d.id for d in ready], "rate_limited", plan.until or now)
-            return 0
-        message = self._message(ready, now)
-        report = await self._send(channel, message)
-        self._record([d.id for d in ready], name, report, now, created=min(_at(d.created_at) for d in ready))
-        return 1 if report.ok else 0
+        # Fresh messages go one by one; those that waited (held, or retrying after a failure) go
+        # together as one digest, so a backlog never floods the channel when it frees.
+        late = [d for d in ready if d.state != "pending"]
+        batches = ([late] if late else []) + [[d] for d in ready if d.state == "pending"]
+        accepted = 0
+        for index, batch in enumerate(batches):
+            sent = self.store.sends_since(name, now - timedelta(seconds=rules.rate_window_s))
+            plan = plan_delivery(
+                "critical", now, rules.local_tz, None, sent, rules.rate_limit, rules.rate_window_s
+            )
+            if not plan.send_now:
+                waiting = [d.id for rest in batches[index:] for d in rest]
+                self.store.hold(waiting, "rate_limited", plan.until or now)
+                break
+            report = await self._send(channel, self._message(batch, now))
+            self._record(
+                [d.id for d in batch], name, report, now, created=min(_at(d.created_at) for d in batch)
+            )
+            accepted += report.ok
+        return accepted
 
     def _message(self, ready: list[Delivery], now: datetime) -> Message:
         if len(ready) == 1:
@@ -162,7 +168,7 @@ class Dispatcher:
                 d.incident_id,
             )
         reasons = {d.hold_reason for d in ready if d.hold_reason} or {"retrying"}
-        title, text = digest([(d.severity, d.title) for d in ready], sorted(reasons)[0])
+        title, text = digest([(d.severity, d.title, d.text) for d in ready], sorted(reasons)[0])
         worst = SEVERITIES[max(RANK[d.severity] for d in ready)]
         return Message(title, text, worst, "digest", "digest", "", now.isoformat(), None, len(ready))
 

@@ -336,11 +336,15 @@ def plan_delivery(
     return DeliveryPlan(True)
 
 
-def digest(titles: Sequence[tuple[str, str]], reason: str) -> tuple[str, str]:
-    """(title, text) of one message that carries several held ones: (severity, title) each."""
+def digest(items: Sequence[tuple[str, str, str]], reason: str) -> tuple[str, str]:
+    """(title, text) of one message that carries several held ones: (severity, title, text) each."""
     why = {"quiet_hours": "held during quiet hours", "rate_limited": "held by the rate limit"}.get(
         reason, "held"
     )
-    worst = max((RANK[s] for s, _ in titles), default=0)
-    head = f"{len(titles)} alerts {why}" + (" (the worst: " + SEVERITIES[worst] + ")" if titles else "")
-    return head, "\n".join(f"- [{s}] {t}" for s, t in titles)
+    worst = max((RANK[s] for s, _, _ in items), default=0)
+    head = f"{len(items)} alerts {why}" + (" (the worst: " + SEVERITIES[worst] + ")" if items else "")
+    lines = []
+    for severity, title, text in items:
+        lines.append(f"- [{severity}] {title}")
+        lines += [f"  {line}" for line in text.splitlines() if line.strip()]
+    return head, "\n".join(lines)

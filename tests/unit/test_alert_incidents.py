@@ -182,6 +182,6 @@ def test_the_rate_limit_holds_until_the_oldest_send_leaves_the_window():
 
 
 def test_a_digest_lists_what_was_held():
-    title, text = digest([("warning", "a"), ("critical", "b")], "quiet_hours")
+    title, text = digest([("warning", "a", "why a"), ("critical", "b", "")], "quiet_hours")
     assert title == "2 alerts held during quiet hours (the worst: critical)"
-    assert text == "- [warning] a\n- [critical] b"
+    assert text == "- [warning] a\n  why a\n- [critical] b"
