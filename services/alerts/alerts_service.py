@@ -160,13 +160,12 @@ class AlertsService(BaseService):
                 warnings.append(f"channel {name} is {state['state']}: {state.get('last_error')}")
         if warnings:
             details["status"] = "degraded"
+            details["warnings"] = warnings
         if not self.setup.configured:
-            # Like sentiment without its token: the process works and says what is missing.
-            warnings.append(
+            # Like sentiment without its token: healthy, and it says what is missing.
+            details["note"] = (
                 "no alert channel is configured: alerts are recorded (alerts list) but reach nobody"
             )
-        if warnings:
-            details["warnings"] = warnings
         return details
 
     def _channel_states(self) -> dict[str, dict]:
