@@ -116,7 +116,7 @@ async def test_a_refused_connection_is_a_retryable_network_error():
     sleeps = Sleeps()
     report = await send_with_retries(WebhookChannel(url), MESSAGE, attempts=2, sleep=sleeps)
     assert not report.ok and report.retryable and report.attempts == 2
-    assert report.error == "webhook: network error (ConnectError)"
+    assert report.error == "webhook: network error (ConnectionRefusedError)"
 
 
 # ---- Slack ------------------------------------------------------------------------------------------

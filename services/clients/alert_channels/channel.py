@@ -15,9 +15,14 @@ credential).
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from http.client import HTTPConnection, HTTPException, HTTPSConnection
 from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import orjson
 
 SEVERITIES = ("info", "warning", "critical")
 #: What a message says about its incident: opened, repeated (a grouped count), resolved, a
@@ -153,30 +158,46 @@ async def http_post(
     headers: dict[str, str] | None = None,
 ) -> tuple[int, bytes]:
     """One POST, classified: (status, body) of a 2xx answer, else ChannelFailure. The URL is never
-    part of a failure's detail, and the answer's text is redacted."""
-    import httpx  # lazily: a process with no HTTP channel never loads it
+    part of a failure's detail, and the answer's text is redacted.
 
-    sent_headers = {"User-Agent": USER_AGENT, **(headers or {})}
+    The standard library's http.client in a thread, not httpx: an alert is one small request now
+    and then, and httpx with its dependencies would add some 7 MB to the process once loaded."""
+    body = orjson.dumps(json_body) if json_body is not None else (content or b"")
+    sent_headers = {"User-Agent": USER_AGENT, "Content-Length": str(len(body)), **(headers or {})}
+    if json_body is not None:
+        sent_headers.setdefault("Content-Type", "application/json")
     try:
-        async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client:
-            if json_body is not None:
-                response = await client.post(url, json=json_body, headers=sent_headers)
-            else:
-                response = await client.post(url, content=content or b"", headers=sent_headers)
-    except httpx.TimeoutException:
+        status, answer, retry_after = await asyncio.to_thread(_post, url, body, sent_headers, timeout_s)
+    except TimeoutError:
         raise ChannelFailure(f"{channel}: no answer within {timeout_s:g}s", retryable=True) from None
-    except httpx.HTTPError as exc:  # refused, DNS, reset; httpx's message may hold the URL: left out
+    except (OSError, HTTPException) as exc:  # refused, DNS, reset, TLS; the URL is left out
         raise ChannelFailure(f"{channel}: network error ({type(exc).__name__})", retryable=True) from None
-    status, body = response.status_code, response.content
     if 200 <= status < 300:
-        return status, body
-    text = redact(" ".join(body[:200].decode(errors="replace").split()), secrets)
+        return status, answer
+    text = redact(" ".join(answer[:200].decode(errors="replace").split()), secrets)
     raise ChannelFailure(
         f"{channel}: HTTP {status}{': ' + text if text else ''}",
         retryable=status == 429 or status >= 500,
         status=status,
-        retry_after_s=_retry_after(response.headers.get("Retry-After")),
+        retry_after_s=_retry_after(retry_after),
     )
+
+
+def _post(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> tuple[int, bytes, str | None]:
+    parts = urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if parts.scheme == "https":
+        connection: HTTPConnection = HTTPSConnection(
+            parts.hostname or "", parts.port, timeout=timeout_s, context=ssl.create_default_context()
+        )
+    else:
+        connection = HTTPConnection(parts.hostname or "", parts.port, timeout=timeout_s)
+    try:
+        connection.request("POST", target, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read(64 * 1024), response.getheader("Retry-After")
+    finally:
+        connection.close()
 
 
 def _retry_after(value: str | None) -> float | None:
