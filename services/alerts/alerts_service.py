@@ -58,6 +58,8 @@ from services.domain.alert_sources import (
 from services.registry import SUPERVISOR
 
 MAX_LIST = 500
+#: prediction's get_recent_predictions returns at most this many: a busy day may hold more.
+MAX_PREDICTIONS = 1000
 #: "2h", "30m", "90s", "1d": how long a silence lasts.
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 #: Polls the supervisor's socket this many times in a row before calling it gone (a restart of
@@ -421,14 +423,19 @@ class AlertsService(BaseService):
         except RpcError as exc:
             missing.append(f"portfolio ({exc.message})")
         signals: dict[str, int] = {}
+        capped = None
         try:
             recent = await self.call_service(
-                "prediction", "get_recent_predictions", timeout=10.0, retries=1, limit=1000
+                "prediction", "get_recent_predictions", timeout=10.0, retries=1, limit=MAX_PREDICTIONS
             )
+            days = []
             for prediction in recent.get("predictions", []):
                 day = datetime.fromisoformat(prediction["created_at"]).astimezone(SYDNEY).date()
+                days.append(day)
                 if summary.first_day <= day <= summary.last_day:
                     signals[prediction["signal"]] = signals.get(prediction["signal"], 0) + 1
+            if len(days) >= MAX_PREDICTIONS and min(days) >= summary.first_day:
+                capped = MAX_PREDICTIONS  # the period holds more than the list returns
         except RpcError as exc:
             missing.append(f"signals ({exc.message})")
         start = datetime.combine(summary.first_day, datetime.min.time(), SYDNEY)
@@ -443,6 +450,7 @@ class AlertsService(BaseService):
             signals=signals,
             failures=self.store.opened_between(start, end),
             missing=tuple(missing),
+            signals_capped_at=capped,
         )
 
     # ---- RPC ------------------------------------------------------------------------------------

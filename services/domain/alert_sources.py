@@ -192,6 +192,8 @@ class SummaryFigures:
     signals: Mapping[str, int]  # BUY/SELL/HOLD -> predictions in the period
     failures: Mapping[str, int]  # alert kind -> incidents opened in the period
     missing: tuple[str, ...] = ()  # what could not be read (a service down)
+    #: The signals are counted from the latest predictions only (prediction's list is capped).
+    signals_capped_at: int | None = None
 
 
 def money(value: float | None, signed: bool = False) -> str:
@@ -215,7 +217,10 @@ def summary_text(figures: SummaryFigures) -> tuple[str, str]:
         f"equity {money(figures.equity)}",
         f"{pnl_label} {money(figures.pnl, signed=True)}",
         f"trades {figures.trades if figures.trades is not None else 'n/a'}",
-        f"signals {signals} ({sum(figures.signals.values())} predictions)",
+        f"signals {signals} ({sum(figures.signals.values())} predictions"
+        + (
+            f"; counted in the latest {figures.signals_capped_at} only)" if figures.signals_capped_at else ")"
+        ),
         f"failures {failures}",
     ]
     if figures.missing:

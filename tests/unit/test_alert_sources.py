@@ -148,3 +148,12 @@ def test_summary_text():
         "failures task_failed 1",
         "not available: signals (prediction is unavailable)",
     ]
+
+
+def test_a_capped_signal_count_says_so():
+    figures = SummaryFigures(
+        "day", date(2026, 11, 30), date(2026, 11, 30), 1.0, 0.0, 0, {"HOLD": 1000}, {}, signals_capped_at=1000
+    )
+    assert summary_text(figures)[1].splitlines()[3] == (
+        "signals BUY 0, SELL 0, HOLD 1000 (1000 predictions; counted in the latest 1000 only)"
+    )
