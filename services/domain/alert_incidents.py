@@ -183,12 +183,23 @@ class IncidentBook:
         for incident in list(self.open.values()):
             rule = rule_of(incident.kind)
             before = len(notices)
+            ends = not rule.resolvable and now >= incident.last_at + self.window
+            if incident.last_notified_at is None and ends and rule.message_on_end:
+                # Deferred and already over (a service that restarted and stayed up): one message
+                # that says both, not an "open" and a "resolved" at the same moment.
+                span = duration_text((incident.last_at - incident.opened_at).total_seconds())
+                title = f"{incident.title}: {times(incident.count)}{' in ' + span if incident.count > 1 else ''}, stable again"
+                self._tell(incident, "resolved", now)
+                notices.append(Notice(incident, "resolved", title, incident.text, incident.severity))
+                self._close(incident, "ended", now, "")
+                changed.append(incident)
+                continue
             if incident.last_notified_at is None:
                 if now >= incident.opened_at + self.window:
                     notices.append(self._tell(incident, "open", now))
             elif incident.count > incident.notified_count and now >= incident.last_notified_at + self.window:
                 notices.append(self._tell(incident, "repeat", now))
-            if not rule.resolvable and now >= incident.last_at + self.window:
+            if ends:
                 if rule.message_on_end:
                     notices += self._close(incident, "ended", now, "")
                 else:

@@ -97,6 +97,19 @@ def test_restarts_without_fatal_are_told_once_with_their_count_then_ended():
     assert sent[0].incident.state == "ended"
 
 
+def test_a_single_restart_that_stays_up_is_one_message():
+    book = IncidentBook(WINDOW_S)
+    assert (
+        book.observe(Occurrence("service_restarting", "ml-model", "ml-model restarting", "code 1"), at(0))[0]
+        == []
+    )
+    sent = []
+    for s in range(0, 900, 10):
+        sent += book.tick(at(s))[0]
+    assert [(n.state, n.title) for n in sent] == [("resolved", "ml-model restarting: once, stable again")]
+    assert not book.open
+
+
 def test_one_shot_incidents_never_group():
     book = IncidentBook(WINDOW_S)
     a = book.observe(Occurrence("daily_summary", "2026-11-30", "Daily summary"), at(0))[0]
