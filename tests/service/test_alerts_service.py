@@ -240,3 +240,17 @@ async def test_operator_methods_validate_their_params_and_act(suite, processes, 
     (delivery,) = await async_wait_until(deliveries, 30, until=lambda ds: ds)
     assert delivery["state"] == "silenced"
     assert [m["kind"] for m in alerts.messages()] == ["test"]
+
+
+async def test_redis_down_is_alerted_without_redis_and_resolved_when_it_is_back(
+    suite, processes, webhook, redis_server
+):
+    alerts = start_alerts(suite, processes, webhook, MONDAY_2PM, TRADING_ALERTS_POLL_S="0.3")
+    redis_server.kill()  # events cannot reach anyone now; the alerts process still can
+    messages = await async_wait_until(alerts.messages, 60, what="the redis_down alert", until=lambda m: m)
+    assert [(m["kind"], m["state"], m["severity"]) for m in messages] == [("redis_down", "open", "critical")]
+    redis_server.start()  # the same socket: the bus reconnects by itself
+    messages = await async_wait_until(
+        alerts.messages, 60, what="the resolved message", until=lambda m: len(m) >= 2
+    )
+    assert (messages[1]["kind"], messages[1]["state"]) == ("redis_down", "resolved")
