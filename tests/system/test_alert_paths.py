@@ -4,6 +4,7 @@ supervisor sends directly through the same channel code). A local HTTP server is
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 
@@ -113,3 +114,35 @@ def test_operator_commands(processes: Processes, webhook):
     listed = manager_cli(dirs, "alerts", "list", "-n", "5")
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.strip() == "no alerts recorded"  # tests are deliveries, not incidents
+
+    # A failed task (published as the scheduler does) while task_failed is silenced: recorded only.
+    asyncio.run(
+        publish_as(dirs, "scheduler", "task_failed", {"name": "market_monitoring", "status": "failed"})
+    )
+
+    def listing() -> str:
+        return manager_cli(dirs, "alerts", "list", "-n", "5").stdout
+
+    text = wait_until(listing, 60, until=lambda out: "webhook silenced" in out)
+    header, row = text.strip().splitlines()[:2]
+    assert header.split() == ["WHEN", "SEVERITY", "KIND", "ALERT", "STATE", "DELIVERIES"]
+    assert "warning   task_failed  Task market_monitoring failed  open" in row
+    # The silence lifted, the next one goes to the webhook, which still refuses: rejected, said why.
+    lifted = manager_cli(dirs, "alerts", "silence", "task_failed", "--for", "0s")
+    assert lifted.returncode == 0 and lifted.stdout.strip() == "task_failed: silence lifted"
+    asyncio.run(publish_as(dirs, "scheduler", "task_failed", {"name": "daily_backup", "status": "failed"}))
+    text = wait_until(listing, 60, until=lambda out: "webhook rejected" in out)
+    assert text.strip().splitlines()[1].endswith("webhook rejected: webhook: HTTP 401: bad token")
+
+
+async def publish_as(dirs, source: str, event_type: str, data: dict) -> None:
+    from services.base.clock import SuiteClock
+    from services.base.events import EventBus
+
+    bus = EventBus(f"unix://{dirs.socket_dir / 'redis.sock'}", source, SuiteClock())
+    await bus.start()
+    try:
+        assert await bus.wait_connected(5)
+        await bus.publish(event_type, data)
+    finally:
+        await bus.close()
