@@ -356,20 +356,15 @@ class AlertsService(BaseService):
     async def _poll_market_data(self, now: datetime) -> None:
         """During the session, the symbols market-data serves stale quotes for."""
         if asx_calendar.phase_at(now) != asx_calendar.Phase.OPEN:
-            stale: list[str] = []
+            stale: dict[str, str] = {}
         else:
             try:
                 health = await self.call_service("market-data", "health", timeout=5.0, retries=0)
             except RpcError:
                 return  # market-data down is the supervisor's alert (service_status_changed)
             stale = stale_market_data(health)
-        for symbol in stale:
-            self.observe(
-                Occurrence(
-                    "market_data_stale", symbol, f"Market data stale: {symbol}", "market-data serves it stale"
-                ),
-                now,
-            )
+        for symbol, why in stale.items():
+            self.observe(Occurrence("market_data_stale", symbol, f"Market data stale: {symbol}", why), now)
         for symbol in self._stale_symbols - set(stale):
             self.observe(Occurrence("market_data_stale", symbol, "", "fresh again", True), now)
         self._stale_symbols = set(stale)

@@ -168,14 +168,14 @@ def models_expired(manifest: Mapping[str, Any], now: datetime) -> str | None:
     return None
 
 
-def stale_market_data(health: Mapping[str, Any]) -> list[str]:
-    """The symbols market-data's health calls stale (its `stale_quotes`)."""
+def stale_market_data(health: Mapping[str, Any]) -> dict[str, str]:
+    """symbol -> why, for the symbols market-data's health calls stale (its `stale_quotes`)."""
     stale = health.get("stale_quotes")
     if isinstance(stale, Mapping):
-        return sorted(str(s) for s in stale)
+        return {str(s): _text(stale, s) or "served stale" for s in sorted(stale, key=str)}
     if isinstance(stale, list | tuple):
-        return sorted(str(s) for s in stale)
-    return []
+        return {str(s): "served stale" for s in sorted(stale, key=str)}
+    return {}
 
 
 # ---- summaries --------------------------------------------------------------------------------------

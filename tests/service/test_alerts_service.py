@@ -14,7 +14,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from services.base.base_service import BaseService
 from services.base.clock import SuiteClock, write_clock_file
+from services.base.config import Settings
 from services.base.events import EventBus
 from services.base.rpc import InvalidParams
 from tests.alert_fakes import FakeHttpEndpoint, Reply
@@ -254,3 +256,60 @@ async def test_redis_down_is_alerted_without_redis_and_resolved_when_it_is_back(
         alerts.messages, 60, what="the resolved message", until=lambda m: len(m) >= 2
     )
     assert (messages[1]["kind"], messages[1]["state"]) == ("redis_down", "resolved")
+
+
+async def test_polls_find_expired_models_and_a_nearly_full_disk(suite, processes, webhook):
+    manifest = suite.models_dir / "manifest.json"
+    manifest.write_text('{"models": [], "expired": true, "expired_reason": "trained 20 days ago (limit 14)"}')
+    # Every filesystem has less than 100% free: the bound makes the disk alert certain.
+    alerts = start_alerts(suite, processes, webhook, MONDAY_2PM, TRADING_ALERTS_DISK_MIN_FREE_PCT="100")
+    messages = await async_wait_until(
+        alerts.messages, 30, what="both poll alerts", until=lambda m: len(m) >= 2
+    )
+    by_kind = {m["kind"]: m for m in messages}
+    assert set(by_kind) == {"models_expired", "disk_low"}
+    assert by_kind["models_expired"]["text"] == "trained 20 days ago (limit 14)"
+    assert (
+        by_kind["disk_low"]["severity"] == "critical" and "the bound is 100%" in by_kind["disk_low"]["text"]
+    )
+    manifest.write_text('{"models": []}')  # retrained: the manifest no longer says so
+    messages = await async_wait_until(
+        alerts.messages, 30, what="models resolved", until=lambda m: len(m) >= 3
+    )
+    assert (messages[2]["kind"], messages[2]["state"]) == ("models_expired", "resolved")
+
+
+class StaleMarketData(BaseService):
+    """Stands in for market-data's health: the symbols it serves stale are the test's to set."""
+
+    name = "market-data"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings=settings)
+        self.stale: dict[str, str] = {}
+
+    async def health_details(self) -> dict:
+        return {"stale_quotes": dict(self.stale)}
+
+
+async def test_market_data_stale_in_the_session_is_polled_per_symbol(suite, processes, webhook):
+    fake = StaleMarketData(Settings.from_env(suite.env))
+    await fake.start()
+    try:
+        fake.stale = {"WBC.AX": "no new bar for 25 min"}
+        alerts = start_alerts(suite, processes, webhook, MONDAY_2PM)  # 14:00 on a Monday: open
+        messages = await async_wait_until(alerts.messages, 30, what="the stale alert", until=lambda m: m)
+        assert [(m["kind"], m["subject"], m["state"]) for m in messages] == [
+            ("market_data_stale", "WBC.AX", "open")
+        ]
+        fake.stale = {}
+        messages = await async_wait_until(
+            alerts.messages, 30, what="fresh again", until=lambda m: len(m) >= 2
+        )
+        assert (messages[1]["kind"], messages[1]["subject"], messages[1]["state"]) == (
+            "market_data_stale",
+            "WBC.AX",
+            "resolved",
+        )
+    finally:
+        await fake.stop()

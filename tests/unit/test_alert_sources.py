@@ -102,11 +102,12 @@ def test_models_expired_only_when_the_manifest_says_so():
 
 
 def test_stale_symbols_from_market_data_health():
-    assert stale_market_data({"stale_quotes": {"WBC.AX": "no new bar", "CBA.AX": "x"}}) == [
-        "CBA.AX",
-        "WBC.AX",
-    ]
-    assert stale_market_data({"stale_quotes": []}) == [] and stale_market_data({}) == []
+    assert stale_market_data({"stale_quotes": {"WBC.AX": "no new bar", "CBA.AX": "x"}}) == {
+        "CBA.AX": "x",
+        "WBC.AX": "no new bar",
+    }
+    assert stale_market_data({"stale_quotes": ["NAB.AX"]}) == {"NAB.AX": "served stale"}
+    assert stale_market_data({"stale_quotes": []}) == {} and stale_market_data({}) == {}
 
 
 def due(local: datetime):
