@@ -12,13 +12,13 @@ ends it as `rejected`. Every outcome is written to the store before the next sen
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from services.alerts.alert_store import AlertStore, Delivery
-from services.clients.alert_channels import Channel, DeliveryReport, Message, send_with_retries
+from services.clients.alert_channels import Channel, DeliveryReport, Message, redact, send_with_retries
 from services.domain.alert_incidents import (
     RANK,
     SEVERITIES,
@@ -57,9 +57,13 @@ class Dispatcher:
         *,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         sender: Sender = send_with_retries,
+        secrets: Iterable[str] = (),
     ):
         self.store = store
         self.channels = channels
+        # Every credential the process knows: none of them may leave in a message, whatever an
+        # event's text carried.
+        self.secrets = tuple({*secrets, *(s for c in channels.values() for s in c.secrets)})
         self.rules = rules
         self.sleep = sleep
         self.sender = sender
@@ -174,6 +178,9 @@ class Dispatcher:
 
     async def _send(self, channel: Channel, message: Message) -> DeliveryReport:
         rules = self.rules
+        message = replace(
+            message, title=redact(message.title, self.secrets), text=redact(message.text, self.secrets)
+        )
         return await self.sender(
             channel,
             message,

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -40,7 +41,7 @@ from services.base import (
     socket_is_live,
 )
 from services.base.knobs import read_knobs
-from services.clients.alert_channels import CHANNEL_NAMES, ChannelSetup, channels_from
+from services.clients.alert_channels import CHANNEL_NAMES, ChannelSetup, channels_from, redact
 from services.domain import asx_calendar
 from services.domain.alert_incidents import KINDS, IncidentBook, Notice, Occurrence, RoutingPolicy
 from services.domain.alert_sources import (
@@ -123,6 +124,7 @@ class AlertsService(BaseService):
                 redeliver_s=k.redeliver_s,
                 max_age_s=k.max_delivery_age_s,
             ),
+            secrets=self.settings.secrets.values(),
         )
         self._loop_task = asyncio.create_task(self._loop(), name="alerts-loop")
 
@@ -227,6 +229,10 @@ class AlertsService(BaseService):
         assert self.store is not None and self.dispatcher is not None
         now = now or self.clock.now()
         self.counters["occurrences"] += 1
+        secrets = self.dispatcher.secrets  # kept out of alerts.db, list_alerts and every message
+        occurrence = replace(
+            occurrence, title=redact(occurrence.title, secrets), text=redact(occurrence.text, secrets)
+        )
         notices, changed = self.book.observe(occurrence, now)
         self._save(notices, changed, now)
         return notices

@@ -128,6 +128,16 @@ async def test_a_misconfigured_channel_degrades_health_by_name_and_the_others_st
         ("webhook", "open", "sent"),
         ("webhook", "resolved", "sent"),
     ]
+    # An event that carries a secret in its text: kept out of the record and of the message.
+    error = f"sync refused with token {BOT_TOKEN}"
+    await publish(
+        suite, "scheduler", "task_failed", {"name": "paper_trading_sync", "status": "failed", "error": error}
+    )
+    received = await async_wait_until(
+        alerts.webhook.received, 30, what="the task alert", until=lambda r: len(r) >= 3
+    )
+    assert received[2].json()["text"] == "sync refused with token ***"
+    assert BOT_TOKEN not in str(alerts.call("list_alerts", limit=10))
     logs = (suite.log_dir / "alerts.log").read_text() + alerts.process.output()
     assert HMAC_SECRET not in logs and BOT_TOKEN not in logs and "telegram" in logs
 

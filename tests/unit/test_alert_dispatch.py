@@ -195,3 +195,17 @@ async def test_a_test_message_bypasses_quiet_hours_and_is_recorded(store, endpoi
     assert report.ok and endpoints["ntfy"].received()[0].json()["kind"] == "test"
     delivery = store.delivery(delivery_id)
     assert delivery is not None and delivery.state == "sent" and delivery.incident_id is None
+
+
+async def test_no_secret_leaves_in_a_message_whatever_the_event_said(store, endpoints):
+    channels = {"webhook": WebhookChannel(f"{endpoints['webhook'].url}/w", hmac_secret="hmac-secret-1")}
+    d = Dispatcher(store, channels, DeliveryRules(local_tz=SYDNEY), sleep=Sleeps(), secrets=["ig-password-9"])
+    leaky = Occurrence(
+        "task_failed", "sync", "Task sync failed", "login ig-password-9 refused; key hmac-secret-1"
+    )
+    for notice in notices(IncidentBook(300), store, leaky, NOON):
+        d.enqueue(notice, NOON)
+    await d.flush(NOON)
+    body = endpoints["webhook"].received()[0].body.decode()
+    assert "ig-password-9" not in body and "hmac-secret-1" not in body
+    assert "login *** refused; key ***" in body
