@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.base.base_service import BaseService
+from services.base.base_service import BaseService, rpc
 from services.base.clock import SuiteClock, write_clock_file
 from services.base.config import Settings
 from services.base.events import EventBus
@@ -321,5 +321,45 @@ async def test_market_data_stale_in_the_session_is_polled_per_symbol(suite, proc
             "WBC.AX",
             "resolved",
         )
+    finally:
+        await fake.stop()
+
+
+class HaltingPaperTrading(BaseService):
+    """Stands in for paper-trading's get_portfolio_status: halted or not, as the test says."""
+
+    name = "paper-trading"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings=settings)
+        self.halted = True
+
+    @rpc
+    async def get_portfolio_status(self) -> dict:
+        return {"trading_halted": self.halted, "halt_reason": "daily loss" if self.halted else None}
+
+
+async def test_a_trading_halt_is_critical_and_resolves_when_the_portfolio_buys_again(
+    suite, processes, webhook
+):
+    fake = HaltingPaperTrading(Settings.from_env(suite.env))
+    await fake.start()
+    try:
+        alerts = start_alerts(suite, processes, webhook, MONDAY_2PM)
+        halt = {
+            "rule": "max_daily_loss", "detail": "new buys halted until the next trading day: loss 5,210",
+            "limit": 5000.0, "attempted": 5210.0, "excess": 210.0, "halted_until": "2026-12-01T10:00:00+11:00",
+        }  # fmt: skip
+        await publish(suite, "paper-trading", "risk_limit_hit", halt)
+        messages = await async_wait_until(alerts.messages, 30, what="the halt alert", until=lambda m: m)
+        assert [(m["kind"], m["severity"], m["state"]) for m in messages] == [
+            ("trading_halted", "critical", "open")
+        ]
+        assert messages[0]["text"].endswith("(until 2026-12-01T10:00:00+11:00)")
+        fake.halted = False  # the next trading day
+        messages = await async_wait_until(
+            alerts.messages, 30, what="buying again", until=lambda m: len(m) >= 2
+        )
+        assert (messages[1]["kind"], messages[1]["state"]) == ("trading_halted", "resolved")
     finally:
         await fake.stop()
