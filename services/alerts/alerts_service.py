@@ -49,6 +49,7 @@ from services.domain.alert_sources import (
     DiskReading,
     SummaryDue,
     SummaryFigures,
+    count_signals,
     disk_occurrence,
     models_expired,
     occurrences_from_event,
@@ -429,14 +430,9 @@ class AlertsService(BaseService):
             recent = await self.call_service(
                 "prediction", "get_recent_predictions", timeout=10.0, retries=1, limit=MAX_PREDICTIONS
             )
-            days = []
-            for prediction in recent.get("predictions", []):
-                day = datetime.fromisoformat(prediction["created_at"]).astimezone(SYDNEY).date()
-                days.append(day)
-                if summary.first_day <= day <= summary.last_day:
-                    signals[prediction["signal"]] = signals.get(prediction["signal"], 0) + 1
-            if len(days) >= MAX_PREDICTIONS and min(days) >= summary.first_day:
-                capped = MAX_PREDICTIONS  # the period holds more than the list returns
+            signals, capped = count_signals(
+                recent.get("predictions", []), summary.first_day, summary.last_day, SYDNEY, MAX_PREDICTIONS
+            )
         except RpcError as exc:
             missing.append(f"signals ({exc.message})")
         start = datetime.combine(summary.first_day, datetime.min.time(), SYDNEY)

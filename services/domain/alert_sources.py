@@ -196,6 +196,27 @@ class SummaryFigures:
     signals_capped_at: int | None = None
 
 
+def count_signals(
+    predictions: list[Mapping[str, Any]], first_day: date, last_day: date, tz, cap: int
+) -> tuple[dict[str, int], int | None]:
+    """Signals by kind among `predictions` (newest first, at most `cap` of them) made on Sydney
+    days first_day..last_day; and `cap` when the list may not hold the whole period (it is full
+    and its oldest is inside the period), else None. Malformed rows are skipped."""
+    signals: dict[str, int] = {}
+    days: list[date] = []
+    for prediction in predictions:
+        try:
+            day = datetime.fromisoformat(str(prediction["created_at"])).astimezone(tz).date()
+        except (KeyError, ValueError, TypeError):
+            continue
+        days.append(day)
+        if first_day <= day <= last_day:
+            signal = str(prediction.get("signal"))
+            signals[signal] = signals.get(signal, 0) + 1
+    capped = cap if len(predictions) >= cap and days and min(days) >= first_day else None
+    return signals, capped
+
+
 def money(value: float | None, signed: bool = False) -> str:
     if value is None:
         return "n/a"

@@ -13,6 +13,7 @@ from services.domain.alert_sources import (
     FOLLOWED_EVENTS,
     DiskReading,
     SummaryFigures,
+    count_signals,
     disk_occurrence,
     models_expired,
     occurrences_from_event,
@@ -176,3 +177,17 @@ def test_a_capped_signal_count_says_so():
     assert summary_text(figures)[1].splitlines()[3] == (
         "signals BUY 0, SELL 0, HOLD 1000 (1000 predictions; counted in the latest 1000 only)"
     )
+
+
+def test_signals_are_counted_per_sydney_day_and_a_full_list_is_flagged():
+    rows = [
+        {"created_at": "2026-11-30T05:00:00+00:00", "signal": "BUY"},  # 16:00 Sydney, the 30th
+        {"created_at": "2026-11-30T13:30:00+00:00", "signal": "SELL"},  # 00:30 on 1 December
+        {"created_at": "2026-11-29T23:30:00+00:00", "signal": "HOLD"},  # 10:30 on the 30th
+        {"created_at": "garbage", "signal": "BUY"},
+    ]
+    day = date(2026, 11, 30)
+    assert count_signals(rows, day, day, SYDNEY, 1000) == ({"BUY": 1, "HOLD": 1}, None)
+    # The list is full and its oldest row is inside the day: more may have been made.
+    assert count_signals(rows[:3], day, day, SYDNEY, 3) == ({"BUY": 1, "HOLD": 1}, 3)
+    assert count_signals(rows[:3], date(2026, 12, 1), date(2026, 12, 1), SYDNEY, 3) == ({"SELL": 1}, None)
