@@ -116,10 +116,11 @@ class Dispatcher:
             by_channel: dict[str, list[Delivery]] = {}
             for delivery in self.store.due(now):
                 by_channel.setdefault(delivery.channel, []).append(delivery)
-            accepted = 0
-            for name, due in by_channel.items():
-                accepted += await self._flush_channel(name, due, now)
-            return accepted
+            # Channels side by side: one that is slow or retrying never delays the others.
+            counts = await asyncio.gather(
+                *(self._flush_channel(n, due, now) for n, due in by_channel.items())
+            )
+            return sum(counts)
 
     async def _flush_channel(self, name: str, due: list[Delivery], now: datetime) -> int:
         channel = self.channels.get(name)

@@ -209,3 +209,25 @@ async def test_no_secret_leaves_in_a_message_whatever_the_event_said(store, endp
     body = endpoints["webhook"].received()[0].body.decode()
     assert "ig-password-9" not in body and "hmac-secret-1" not in body
     assert "login *** refused; key ***" in body
+
+
+async def test_a_slow_channel_does_not_hold_up_the_others(store, endpoints):
+    """The slow channel's send waits until the fast one has sent: one after the other, it never would."""
+    import asyncio
+
+    from services.clients.alert_channels import DeliveryReport
+
+    fast_sent = asyncio.Event()
+
+    async def sender(channel, message, **_):
+        if channel.name == "webhook":  # the slow one, first in the table
+            await fast_sent.wait()
+        else:
+            fast_sent.set()
+        return DeliveryReport(ok=True, attempts=1)
+
+    channels = {name: WebhookChannel(f"{fake.url}/{name}", name=name) for name, fake in endpoints.items()}
+    d = Dispatcher(store, channels, DeliveryRules(local_tz=SYDNEY), sleep=Sleeps(), sender=sender)
+    for notice in notices(IncidentBook(300), store, task_failed("a"), NOON):
+        d.enqueue(notice, NOON)
+    assert await asyncio.wait_for(d.flush(NOON), 30) == 2
