@@ -53,6 +53,7 @@ class Snapshot:
     big4: Any = None
     tasks: Any = None
     events: Sequence[Any] = ()  # live Redis events (envelopes), oldest first
+    incidents: Any = None  # the alerts process's list_alerts
     symbols: Sequence[str] = ()
 
 
@@ -97,6 +98,19 @@ class Alert:
     level: str  # warn or bad (ok: something cleared)
     text: str
     at: str | None = None  # HH:MM of the event, when it was one
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRow:
+    """One alert as the alerts process records it, with where each delivery stands."""
+
+    at: str  # HH:MM (Sydney) of its last occurrence
+    severity: str
+    title: str
+    state: str  # open, resolved, ended, superseded, sent
+    count: int
+    deliveries: str  # "webhook sent, email held (quiet_hours)", or "not sent"
+    level: str  # ok, warn, bad
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +183,8 @@ class DashboardView:
     failed_today: int | None  # runs failed or blocked today, from the scheduler's health
     alerts: tuple[Alert, ...]
     missing: Mapping[str, str]  # section -> why it has no data
+    incidents: tuple[IncidentRow, ...] = ()  # the alerts process's record, newest first
+    alerts_note: str | None = None  # e.g. no alert channel is configured (alerts' health)
 
     @property
     def light(self) -> str:
@@ -256,6 +272,8 @@ def build_view(snapshot: Snapshot, now: datetime | None = None) -> DashboardView
         failed_today=_int(snapshot.health.get("scheduler"), "failed_today"),
         alerts=(),
         missing={},
+        incidents=_incidents(snapshot.incidents, now.tzinfo if now is not None else SYDNEY),
+        alerts_note=_text(snapshot.health.get("alerts"), "note"),
     )
     view = replace(view, missing=_missing(view, snapshot))
     return replace(view, alerts=_alerts(view, status, snapshot))
@@ -274,6 +292,9 @@ def _missing(view: DashboardView, snapshot: Snapshot) -> dict[str, str]:
         missing["supervisor"] = why(snapshot.status)
     if not isinstance(snapshot.tasks, list):
         missing["tasks"] = why(snapshot.tasks)
+    # Not asked (None): no panel at all; asked and no list: the panel says why.
+    if snapshot.incidents is not None and not isinstance(_obj(snapshot.incidents).get("alerts"), list):
+        missing["incidents"] = why(snapshot.incidents)
     if not isinstance(_obj(snapshot.predictions).get("predictions"), list):
         missing["predictions"] = why(snapshot.predictions)
     return missing
@@ -503,6 +524,38 @@ def _tasks(reply: Any) -> tuple[tuple[TaskRow, ...], tuple[TaskRow, ...]]:
     ]
     failed.sort(key=lambda t: t.at.timestamp() if t.at else -math.inf, reverse=True)
     return tuple(upcoming), tuple(failed)
+
+
+# ---- incidents (the alerts process) ---------------------------------------------------------------
+
+INCIDENT_LEVEL = {"critical": "bad", "warning": "warn", "info": "text"}
+
+
+def _incidents(reply: Any, tz: tzinfo | None) -> tuple[IncidentRow, ...]:
+    rows = []
+    for alert in _seq(_obj(reply).get("alerts")):
+        last = _time(alert, "last_at")
+        severity = _text(alert, "severity") or "?"
+        state = _text(alert, "state") or "?"
+        deliveries = [_delivery_text(d) for d in _seq(_obj(alert).get("deliveries"))]
+        rows.append(
+            IncidentRow(
+                at=last.astimezone(tz).strftime("%H:%M") if last else "?",
+                severity=severity,
+                title=_text(alert, "title") or "?",
+                state=state,
+                count=_int(alert, "count") or 1,
+                deliveries=", ".join(deliveries) or "not sent",
+                level="ok" if state in ("resolved", "ended") else INCIDENT_LEVEL.get(severity, "warn"),
+            )
+        )
+    return tuple(rows)
+
+
+def _delivery_text(delivery: Any) -> str:
+    channel, state = _text(delivery, "channel") or "?", _text(delivery, "state") or "?"
+    reason = _text(delivery, "hold_reason") if state == "held" else None
+    return f"{channel} {state}" + (f" ({reason})" if reason else "")
 
 
 # ---- alerts ------------------------------------------------------------------------------------------
@@ -949,6 +1002,27 @@ def alert_lines(view: DashboardView, limit: int, width: int) -> list[Line]:
     return lines
 
 
+def incident_lines(view: DashboardView, limit: int, width: int, missing: str | None) -> list[Line]:
+    """The alerts sent to people (the alerts process's record) and each delivery's state."""
+    if missing is not None:
+        return [Line(f"SENT ALERTS unknown ({missing})", "warn")]
+    note = [Line(f"  {view.alerts_note}", "warn")] if view.alerts_note else []
+    if not view.incidents:
+        return [Line("SENT ALERTS none", "ok"), *note]
+    lines = [Line(f"SENT ALERTS {len(view.incidents)} recent", "head"), *note]
+    for row in view.incidents[:limit]:
+        count = f" x{row.count}" if row.count > 1 else ""
+        parts = textwrap.wrap(
+            f"{row.at:<5} {row.title}{count} [{row.state}] → {row.deliveries}",
+            width,
+            subsequent_indent=" " * 6,
+            max_lines=2,
+            placeholder=" …",
+        )
+        lines.extend(Line(part, row.level) for part in parts)
+    return lines
+
+
 def side_by_side(
     left: list[Line], right: list[Line], width: int, left_width: int | None = None
 ) -> list[Line]:
@@ -978,7 +1052,10 @@ def render_lines(
         *business,
         *task_lines(view),
         *alert_lines(view, alerts, width),
+        *incident_lines(view, max(alerts // 2, 3), width, view.missing.get("incidents")),
     ]
+    if not view.incidents and "incidents" not in view.missing and not view.alerts_note:
+        lines = lines[:-1]  # nothing recorded: the "SENT ALERTS none" line would only take a row
     return [Line(fit(line.text, width).rstrip(), line.tag, line.selected) for line in lines]
 
 

@@ -85,8 +85,9 @@ TRADER = "paper-trading"
 TASK_NAMES = ("market_data_refresh", "market_monitoring")
 # Variables of the caller's environment that must not reach the replay suite: its own
 # directories, clock and Redis are set below, and live news or a live broker account have no
-# place in a replay of the past (sentiment falls back to neutral, IG stays unconfigured).
-DROPPED_PREFIXES = ("MARKETAUX_", "IG_")
+# place in a replay of the past (sentiment falls back to neutral, IG stays unconfigured); nor
+# does a person's phone: the replay's alerts process records its alerts but has no channel.
+DROPPED_PREFIXES = ("MARKETAUX_", "IG_", "TRADING_ALERTS_")
 DROPPED = frozenset(
     {
         "TRADING_SOCKET_DIR", "TRADING_LOG_DIR", "TRADING_DATA_DIR", "TRADING_MODELS_DIR",
