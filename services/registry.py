@@ -131,6 +131,9 @@ EVENTS: Mapping[str, EventType] = _by_name(
     EventType("trade_executed", publishers=("paper-trading",), durable=True),
     EventType("position_closed", publishers=("paper-trading",), durable=True),
     EventType("risk_limit_hit", publishers=("paper-trading",), consumers=(DASHBOARD,)),
+    # Alerts of the IG mirror: halted on a divergence it cannot correct, resumed once clean.
+    EventType("ig_mirror_halted", publishers=("paper-trading",), consumers=(DASHBOARD,)),
+    EventType("ig_mirror_resumed", publishers=("paper-trading",), consumers=(DASHBOARD,)),
     EventType("task_completed", publishers=("scheduler",)),
     EventType("task_failed", publishers=("scheduler",), consumers=(DASHBOARD,)),
     EventType("service_status_changed", publishers=(SUPERVISOR,), consumers=(DASHBOARD,)),

@@ -640,38 +640,204 @@ async def test_sync_without_credentials_is_not_configured(stack, client):
     assert "IG_API_KEY" in raised.value.data["detail"]
 
 
-async def test_sync_reports_differences_and_mirrors_when_opted_in(suite, processes, client):
+def ig_env(ig: FakeIg, **knobs: str) -> dict[str, str]:
+    """IG configured and mirroring on, with the mirror's timers shrunk."""
+    return {
+        "IG_API_KEY": API_KEY,
+        "IG_USERNAME": USERNAME,
+        "IG_PASSWORD": PASSWORD,
+        "IG_BASE_URL": ig.url,
+        "TRADING_PAPER_TRADING_IG_MIRROR": "true",
+        "TRADING_PAPER_TRADING_IG_TIMEOUT_S": "5",
+        "TRADING_PAPER_TRADING_IG_CONFIRM_DELAY_S": "0.05",
+        "TRADING_PAPER_TRADING_IG_SETTLE_S": "1",
+        "TRADING_PAPER_TRADING_IG_RECONCILE_S": "0.5",
+    } | {f"TRADING_PAPER_TRADING_IG_{k.upper()}": v for k, v in knobs.items()}
+
+
+def ig_order(db: Path, trade_id: int) -> dict:
+    """The trade's mirror order, read from the live journal."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        conn.row_factory = sqlite3.Row
+        row = conn.execute("SELECT * FROM ig_orders WHERE trade_id = ?", (trade_id,)).fetchone()
+    return dict(row)
+
+
+async def test_sync_reports_differences_and_a_divergence_halts_mirroring(suite, processes, client):
     with FakeIg() as ig:
-        ig_env = {
-            "IG_API_KEY": API_KEY,
-            "IG_USERNAME": USERNAME,
-            "IG_PASSWORD": PASSWORD,
-            "IG_BASE_URL": ig.url,
-            "TRADING_PAPER_TRADING_IG_MIRROR": "true",
-        }
-        ig.state.positions["AA.D.NAB.CASH.IP"] = {"direction": "BUY", "size": 7.0, "level": 99.0}
-        mirrored = Stack(suite, processes, **ig_env).start()
-        await client.call_service(
+        ig.state.hold("AA.D.NAB.CASH.IP", 7.0, level=99.0)  # a deal the journal never recorded
+        mirrored = Stack(suite, processes, **ig_env(ig)).start()
+        trade = await client.call_service(
             "paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=10
         )
-        await async_wait_until(
-            lambda: ig.state.positions, 30, what="the mirrored deal", until=lambda p: "AA.D.CBA.CASH.IP" in p
+        health = await async_wait_until(
+            lambda: client.call_service("paper-trading", "health"),
+            30,
+            what="the mirror halted",
+            until=lambda h: h["ig_mirror_state"]["state"] == "halted",
         )
         report = await client.call_service("paper-trading", "sync_with_ig_markets")
+        order = ig_order(mirrored.db, trade["trade_id"])
         mirrored.stop()
         logs = (suite.log_dir / "paper-trading.log").read_text() + mirrored.paper.output()
     assert report["account_id"] == "ABC123" and report["ig_balance"]["balance"] == 25_000.0
     rows = {r["symbol"]: r for r in report["positions"]}
-    assert (rows["CBA.AX"]["paper_quantity"], rows["CBA.AX"]["ig_size"], rows["CBA.AX"]["matches"]) == (
-        10,
-        10.0,
-        True,
-    )
+    # Paper traded; the mirror did not send the order while IG holds a deal it cannot explain.
+    assert (rows["CBA.AX"]["paper_quantity"], rows["CBA.AX"]["ig_size"]) == (10, 0.0)
+    assert (order["state"], order["attempts"]) == ("pending", 0) and ig.state.posted(
+        order["deal_reference"]
+    ) == 0
     assert (rows["NAB.AX"]["paper_quantity"], rows["NAB.AX"]["difference"]) == (0, 7.0)
     assert report["in_sync"] is False and report["mirror_enabled"] is True
+    assert [d["kind"] for d in report["divergences"]] == ["unknown_deal"]
+    assert report["ig_mirror"]["state"] == "halted" and report["ig_mirror"]["orders"]["pending"] == 1
+    assert health["status"] == "degraded" and "IG mirror halted" in health["warnings"][0]
     assert report["cash_difference"] == pytest.approx(25_000 - (100_000 - 1000.50 - 11.0))
     for secret in (API_KEY, PASSWORD):
         assert secret not in logs
+
+
+async def test_each_divergence_is_found_before_the_next_order_and_halts_until_mended(
+    suite, processes, client
+):
+    """For each of the five kinds: IG diverges, the next fill's order is not sent, mirroring halts
+    with ig_mirror_halted naming the kind; the account mended, reconcile_ig resumes it
+    (ig_mirror_resumed) and the waiting order goes out, once."""
+    cba, wbc, anz, nab = (f"AA.D.{code}.CASH.IP" for code in ("CBA", "WBC", "ANZ", "NAB"))
+    with FakeIg() as ig:
+        stack = Stack(suite, processes, **ig_env(ig)).start()
+        async with EventWatcher(
+            suite.env["TRADING_REDIS_URL"], "ig_mirror_halted", "ig_mirror_resumed"
+        ) as watcher:
+
+            async def buy(symbol: str, quantity: int) -> dict:
+                trade = await client.call_service(
+                    "paper-trading", "execute_trade", symbol=symbol, action="BUY", quantity=quantity
+                )
+                return ig_order(stack.db, trade["trade_id"])
+
+            async def decided(order: dict) -> dict:
+                return await async_wait_until(
+                    lambda: ig_order(stack.db, order["trade_id"]),
+                    30,
+                    what=f"{order['deal_reference']} decided",
+                    until=lambda o: o["state"] not in ("pending", "unknown"),
+                )
+
+            async def halts_on(kind: str, waiting: dict) -> None:
+                halted = await watcher.wait_for(
+                    "ig_mirror_halted", lambda e: kind in [d["kind"] for d in e["data"]["divergences"]]
+                )
+                assert [d["kind"] for d in halted["data"]["divergences"]] == [kind]
+                # A reconciliation after the order was journaled (the worker's, on the fill or
+                # RECONCILE_S later) found it, and the order waits unsent.
+                journaled = datetime.fromisoformat(waiting["created_at"])
+                state = await async_wait_until(
+                    lambda: client.call_service("paper-trading", "health"),
+                    30,
+                    what=f"halted on {kind} after {waiting['deal_reference']} was journaled",
+                    until=lambda h: (
+                        (s := h["ig_mirror_state"])["state"] == "halted"
+                        and (s["head"] or {}).get("deal_reference") == waiting["deal_reference"]
+                        and datetime.fromisoformat(s["last_reconciled_at"]) > journaled
+                    ),
+                )
+                assert [d["kind"] for d in state["ig_mirror_state"]["divergences"]] == [kind]
+                assert ig.state.posted(waiting["deal_reference"]) == 0
+                assert ig_order(stack.db, waiting["trade_id"])["attempts"] == 0
+
+            async def mended_and_sent(waiting: dict) -> dict:
+                resumed_before = len(watcher.of_type("ig_mirror_resumed"))
+                reply = await client.call_service("paper-trading", "reconcile_ig")
+                assert reply["reconciliation"]["clean"] is True and reply["state"] == "running"
+                await watcher.wait_for(
+                    "ig_mirror_resumed", lambda e: len(watcher.of_type("ig_mirror_resumed")) > resumed_before
+                )
+                done = await decided(waiting)
+                assert done["state"] == "accepted" and ig.state.posted(done["deal_reference"]) == 1
+                return done
+
+            # unknown_deal: found at start, before any order.
+            manual = ig.state.hold(nab, 7.0)
+            first = await buy("CBA.AX", 10)
+            await halts_on("unknown_deal", first)
+            ig.state.drop(manual["dealId"])
+            first = await mended_and_sent(first)
+
+            # missing_fill: IG confirms a deal it never books; the next order finds it missing.
+            ig.state.phantom_epics.add(wbc)
+            phantom = await decided(await buy("WBC.AX", 5))
+            ig.state.phantom_epics.clear()
+            waiting = await buy("ANZ.AX", 3)
+            await halts_on("missing_fill", waiting)
+            ig.state.hold(wbc, 5.0, deal_id=phantom["deal_id"], deal_reference=phantom["deal_reference"])
+            await mended_and_sent(waiting)
+
+            # closed_at_ig: a deal IG was seen holding is closed there.
+            closed = ig.state.drop(first["deal_id"])
+            waiting = await buy("NAB.AX", 2)
+            await halts_on("closed_at_ig", waiting)
+            ig.state.hold(cba, 10.0, deal_id=closed["dealId"], deal_reference=closed["dealReference"])
+            await mended_and_sent(waiting)
+
+            # partial_fill: IG fills half of a deal.
+            ig.state.partial_fills[cba] = 0.5
+            partial = await decided(await buy("CBA.AX", 4))
+            ig.state.partial_fills.clear()
+            assert (partial["state"], partial["filled_size"]) == ("accepted", 2.0)
+            waiting = await buy("WBC.AX", 1)
+            await halts_on("partial_fill", waiting)
+            with ig.state.lock:
+                next(d for d in ig.state.deals if d["dealReference"] == partial["deal_reference"])["size"] = (
+                    4.0
+                )
+            await mended_and_sent(waiting)
+
+            # extra_position: IG holds a deal under the reference of an order it rejected.
+            ig.state.reject_epics[anz] = "MARKET_CLOSED_WITH_EDITS"
+            rejected = await decided(await buy("ANZ.AX", 1))
+            ig.state.reject_epics.clear()
+            assert rejected["state"] == "rejected"
+            late = ig.state.hold(anz, 1.0, deal_reference=rejected["deal_reference"])
+            waiting = await buy("NAB.AX", 1)
+            await halts_on("extra_position", waiting)
+            ig.state.drop(late["dealId"])
+            await mended_and_sent(waiting)
+
+        stack.stop()
+    assert all(n == 1 for n in ig.state.made.values()), ig.state.made
+    assert ig.state.sizes() == {cba: 14.0, wbc: 6.0, anz: 3.0, nab: 3.0}
+
+
+async def test_a_restart_mid_order_does_not_double_the_deal(suite, processes, client):
+    import signal
+
+    with FakeIg() as ig:
+        env = ig_env(ig, timeout_s="60")  # the client waits; the process dies first
+        ig.state.otc_delay_s = 30  # IG makes the deal and holds its answer
+        ig.state.otc_faults = ["delay_after_deal"]
+        stack = Stack(suite, processes, **env).start()
+        trade = await client.call_service(
+            "paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=10
+        )
+        reference = ig_order(stack.db, trade["trade_id"])["deal_reference"]
+        await async_wait_until(lambda: ig.state.made, 30, what="the deal made at IG")
+        in_flight = ig_order(stack.db, trade["trade_id"])
+        assert (in_flight["state"], in_flight["in_flight"], in_flight["attempts"]) == ("pending", 1, 1)
+        stack.paper.signal(signal.SIGKILL)
+        stack.paper.wait_exit()
+        stack.paper = stack.paper_process(**env).start()
+        done = await async_wait_until(
+            lambda: ig_order(stack.db, trade["trade_id"]),
+            30,
+            what="the order decided after the restart",
+            until=lambda o: o["state"] == "accepted",
+        )
+        health = await client.call_service("paper-trading", "health")
+        stack.stop()
+    assert ig.state.made == {reference: 1} and ig.state.posted(reference) == 1
+    assert done["deal_id"] == f"DI{reference}" and ig.state.sizes() == {"AA.D.CBA.CASH.IP": 10}
+    assert health["ig_mirror_state"]["state"] == "running"
 
 
 # ---- durability: SIGKILL mid-stream, then restart --------------------------------------------

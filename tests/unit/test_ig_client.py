@@ -92,7 +92,7 @@ async def test_account_honours_the_configured_id_and_says_when_it_is_missing(ig)
 
 
 async def test_positions_use_version_2(ig, client):
-    ig.state.positions["AA.D.CBA.CASH.IP"] = {"direction": "BUY", "size": 10.0, "level": 101.5}
+    ig.state.hold("AA.D.CBA.CASH.IP", 10.0, level=101.5)
     positions = await client.positions()
     assert positions[0]["position"]["size"] == 10.0
     assert positions[0]["market"]["epic"] == "AA.D.CBA.CASH.IP"
@@ -186,7 +186,7 @@ async def test_open_position_posts_otc_then_reads_the_confirm(ig, client):
         "trailingStop": False,
     }
     assert (confirm["path"], confirm["headers"]["Version"]) == ("/confirms/PT-1", "1")
-    assert ig.state.positions["AA.D.CBA.CASH.IP"]["size"] == 10
+    assert ig.state.sizes() == {"AA.D.CBA.CASH.IP": 10}
 
 
 async def test_a_sell_nets_against_the_open_buy(ig, client):
@@ -201,7 +201,7 @@ async def test_a_rejected_deal_raises_with_igs_reason(ig, client):
         await client.open_position(epic="AA.D.NAB.CASH.IP", direction="BUY", size=5)
     assert raised.value.confirmation.reason == "MARKET_CLOSED_WITH_EDITS"
     assert raised.value.error_code == "MARKET_CLOSED_WITH_EDITS"
-    assert ig.state.positions == {}
+    assert ig.state.deals == []
 
 
 async def test_a_confirm_not_ready_yet_is_retried(ig, client):
