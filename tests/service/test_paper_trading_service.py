@@ -638,6 +638,10 @@ async def test_sync_without_credentials_is_not_configured(stack, client):
         await client.call_service("paper-trading", "sync_with_ig_markets")
     assert raised.value.code == -32002
     assert "IG_API_KEY" in raised.value.data["detail"]
+    with pytest.raises(NotConfigured, match="IG Markets is not configured"):
+        await client.call_service("paper-trading", "reconcile_ig")
+    health = await client.call_service("paper-trading", "health")
+    assert health["ig_mirror_state"] == {"state": "off", "why": "off"}
 
 
 def ig_env(ig: FakeIg, **knobs: str) -> dict[str, str]:
