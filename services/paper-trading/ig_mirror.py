@@ -275,10 +275,15 @@ class IgMirror:
     async def stop(self) -> None:
         """Stop between or inside IG calls: an order in flight stays in flight in the journal,
         and the next start looks it up before anything else."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if self._task is None:
+            return
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the caller itself is being cancelled: not ours to swallow
 
     def wake(self) -> None:
         """A new order was journaled (or the operator asked): look now."""
@@ -297,8 +302,11 @@ class IgMirror:
                 wait_s = self.reconcile_s
             if wait_s == 0:
                 continue
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that lands as
+            # the wake does, and stop() would then wait for a worker that never ends.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait_s)
+                async with asyncio.timeout(wait_s):
+                    await self._wake.wait()
 
     async def step(self) -> float | None:
         """One move: decide the order in flight, or reconcile and send the next one. Answers how
@@ -477,7 +485,7 @@ class IgMirror:
             return
         self.log.warning("IG mirror halted: %s", "; ".join(reasons))
         head = self.journal.head()
-        await self._publish(
+        await self._emit(
             "ig_mirror_halted",
             {
                 "reasons": reasons,
@@ -488,10 +496,17 @@ class IgMirror:
             },
         )
 
+    async def _emit(self, event_type: str, data: dict) -> None:
+        """An alert is not worth stopping the mirror for: health says the same."""
+        try:
+            await self._publish(event_type, data)
+        except Exception:
+            self.log.exception("could not publish %s", event_type)
+
     async def _resume(self) -> None:
         if self.state == "halted":
             self.log.info("IG mirror resumed: reconciliation clean")
-            await self._publish(
+            await self._emit(
                 "ig_mirror_resumed",
                 {
                     "halted_since": self.halted_since,

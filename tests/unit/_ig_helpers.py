@@ -3,8 +3,8 @@
 It checks what IG checks (X-IG-API-KEY on every call, Version headers, CST and X-SECURITY-TOKEN
 after login, POST /positions/otc body fields), answers errors as {"errorCode": ...} bodies with
 IG's status codes, keeps positions per deal (each with its dealId and dealReference, as GET
-/positions v2 shows them; a SELL without forceOpen nets against open BUYs of the epic, oldest
-first, as CFD accounts net), and can be scripted: expire the tokens, exhaust an allowance, reject
+/positions v2 shows them; a SELL without forceOpen nets against open BUYs of the epic, as CFD
+accounts net: oldest first here, which IG's documents we have do not state), and can be scripted: expire the tokens, exhaust an allowance, reject
 deals on an epic, delay confirms, and fault POST /positions/otc (`otc_faults`, one per request):
 make the deal and drop the connection, drop it without the deal, answer only after a delay (the
 deal made before or after it), answer 5xx before or after making the deal; lose a deal's confirm
