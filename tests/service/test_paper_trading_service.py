@@ -14,6 +14,7 @@ import re
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from decimal import Decimal as D
 from pathlib import Path
@@ -750,8 +751,9 @@ async def test_each_divergence_is_found_before_the_next_order_and_halts_until_me
                 assert ig.state.posted(waiting["deal_reference"]) == 0
                 assert ig_order(stack.db, waiting["trade_id"])["attempts"] == 0
 
-            async def mended_and_sent(waiting: dict) -> dict:
+            async def mended_and_sent(waiting: dict, mend: Callable[[], object]) -> dict:
                 resumed_before = len(watcher.of_type("ig_mirror_resumed"))
+                mend()  # the worker may find it mended by itself (RECONCILE_S): reconcile_ig or not
                 reply = await client.call_service("paper-trading", "reconcile_ig")
                 assert reply["reconciliation"]["clean"] is True and reply["state"] == "running"
                 await watcher.wait_for(
@@ -765,8 +767,7 @@ async def test_each_divergence_is_found_before_the_next_order_and_halts_until_me
             manual = ig.state.hold(nab, 7.0)
             first = await buy("CBA.AX", 10)
             await halts_on("unknown_deal", first)
-            ig.state.drop(manual["dealId"])
-            first = await mended_and_sent(first)
+            first = await mended_and_sent(first, lambda: ig.state.drop(manual["dealId"]))
 
             # missing_fill: IG confirms a deal it never books; the next order finds it missing.
             ig.state.phantom_epics.add(wbc)
@@ -774,15 +775,23 @@ async def test_each_divergence_is_found_before_the_next_order_and_halts_until_me
             ig.state.phantom_epics.clear()
             waiting = await buy("ANZ.AX", 3)
             await halts_on("missing_fill", waiting)
-            ig.state.hold(wbc, 5.0, deal_id=phantom["deal_id"], deal_reference=phantom["deal_reference"])
-            await mended_and_sent(waiting)
+            await mended_and_sent(
+                waiting,
+                lambda: ig.state.hold(
+                    wbc, 5.0, deal_id=phantom["deal_id"], deal_reference=phantom["deal_reference"]
+                ),
+            )
 
             # closed_at_ig: a deal IG was seen holding is closed there.
             closed = ig.state.drop(first["deal_id"])
             waiting = await buy("NAB.AX", 2)
             await halts_on("closed_at_ig", waiting)
-            ig.state.hold(cba, 10.0, deal_id=closed["dealId"], deal_reference=closed["dealReference"])
-            await mended_and_sent(waiting)
+            await mended_and_sent(
+                waiting,
+                lambda: ig.state.hold(
+                    cba, 10.0, deal_id=closed["dealId"], deal_reference=closed["dealReference"]
+                ),
+            )
 
             # partial_fill: IG fills half of a deal.
             ig.state.partial_fills[cba] = 0.5
@@ -791,11 +800,14 @@ async def test_each_divergence_is_found_before_the_next_order_and_halts_until_me
             assert (partial["state"], partial["filled_size"]) == ("accepted", 2.0)
             waiting = await buy("WBC.AX", 1)
             await halts_on("partial_fill", waiting)
-            with ig.state.lock:
-                next(d for d in ig.state.deals if d["dealReference"] == partial["deal_reference"])["size"] = (
-                    4.0
-                )
-            await mended_and_sent(waiting)
+
+            def top_up() -> None:
+                with ig.state.lock:
+                    next(d for d in ig.state.deals if d["dealReference"] == partial["deal_reference"])[
+                        "size"
+                    ] = 4.0
+
+            await mended_and_sent(waiting, top_up)
 
             # extra_position: IG holds a deal under the reference of an order it rejected.
             ig.state.reject_epics[anz] = "MARKET_CLOSED_WITH_EDITS"
@@ -805,8 +817,7 @@ async def test_each_divergence_is_found_before_the_next_order_and_halts_until_me
             late = ig.state.hold(anz, 1.0, deal_reference=rejected["deal_reference"])
             waiting = await buy("NAB.AX", 1)
             await halts_on("extra_position", waiting)
-            ig.state.drop(late["dealId"])
-            await mended_and_sent(waiting)
+            await mended_and_sent(waiting, lambda: ig.state.drop(late["dealId"]))
 
         stack.stop()
     assert all(n == 1 for n in ig.state.made.values()), ig.state.made
@@ -837,11 +848,16 @@ async def test_a_restart_mid_order_does_not_double_the_deal(suite, processes, cl
             what="the order decided after the restart",
             until=lambda o: o["state"] == "accepted",
         )
-        health = await client.call_service("paper-trading", "health")
+        # Then the reconciliation that follows finds IG and the journal agree.
+        await async_wait_until(
+            lambda: client.call_service("paper-trading", "health"),
+            30,
+            what="the mirror running after the restart",
+            until=lambda h: h["ig_mirror_state"]["state"] == "running",
+        )
         stack.stop()
     assert ig.state.made == {reference: 1} and ig.state.posted(reference) == 1
     assert done["deal_id"] == f"DI{reference}" and ig.state.sizes() == {"AA.D.CBA.CASH.IP": 10}
-    assert health["ig_mirror_state"]["state"] == "running"
 
 
 # ---- durability: SIGKILL mid-stream, then restart --------------------------------------------
