@@ -134,9 +134,18 @@ EVENTS: Mapping[str, EventType] = _by_name(
     # Alerts of the IG mirror: halted on a divergence it cannot correct, resumed once clean.
     EventType("ig_mirror_halted", publishers=("paper-trading",), consumers=(DASHBOARD,)),
     EventType("ig_mirror_resumed", publishers=("paper-trading",), consumers=(DASHBOARD,)),
+    # An alert: no usable quote for longer than the bound in the session, new buys halted ("stale"),
+    # or market data arriving again ("fresh").
+    EventType("market_data_stale", publishers=("paper-trading",), consumers=(DASHBOARD,)),
+    # Alerts: a ledger write failed for the storage and trading halted; writes work again.
+    EventType("storage_halted", publishers=("paper-trading",), consumers=(DASHBOARD,)),
+    EventType("storage_resumed", publishers=("paper-trading",), consumers=(DASHBOARD,)),
     EventType("task_completed", publishers=("scheduler",)),
     EventType("task_failed", publishers=("scheduler",), consumers=(DASHBOARD,)),
     EventType("service_status_changed", publishers=(SUPERVISOR,), consumers=(DASHBOARD,)),
+    # An alert: saved durable events are not reaching Redis (state "growing"), or have again
+    # ("cleared"); services.base.outbox.
+    EventType("outbox_backlog", publishers=("prediction", "paper-trading"), consumers=(DASHBOARD,)),
     # An alert: a durable event its consumer could not settle was moved to trading:dead:<type>.
     EventType("event_dead_lettered", publishers=tuple(SERVICES), consumers=(DASHBOARD,)),
 )

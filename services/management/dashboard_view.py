@@ -94,7 +94,7 @@ class SymbolRow:
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    level: str  # warn or bad
+    level: str  # warn or bad (ok: something cleared)
     text: str
     at: str | None = None  # HH:MM of the event, when it was one
 
@@ -589,6 +589,18 @@ def _live_event_alert(kind: str, data: dict, envelope: dict, tz: tzinfo | None) 
         return Alert(
             "bad", f"risk limit {_text(data, 'rule') or '?'}{where}: {_text(data, 'detail') or ''}", at
         )
+    if kind == "storage_halted":
+        return Alert(
+            "bad",
+            f"{_text(data, 'service') or '?'} halted trading, storage: {_text(data, 'reason') or '?'}",
+            at,
+        )
+    if kind == "storage_resumed":
+        halted_s = _num(data, "halted_s")
+        after = f" after {halted_s:.0f} s" if halted_s is not None else ""
+        return Alert(
+            "warn", f"{_text(data, 'service') or '?'} resumed trading: storage writable again{after}", at
+        )
     if kind == "buy_rate_alert":
         return Alert("bad", f"buy rate alert: {pct(_num(data, 'rate'), 0)} of recent predictions are BUY", at)
     if kind == "task_failed":
@@ -603,6 +615,15 @@ def _live_event_alert(kind: str, data: dict, envelope: dict, tz: tzinfo | None) 
         return Alert("warn", "IG mirror resumed: reconciliation with IG clean", at)
     if kind == "service_status_changed":
         return _state_change_alert(data | {"at": _text(envelope, "timestamp")}, tz)
+    if kind == "market_data_stale":
+        if _text(data, "state") == "stale":
+            return Alert("bad", f"new buys halted: {_text(data, 'reason') or 'market data silent'}", at)
+        return Alert("ok", "market data arriving again: new buys resume", at)
+    if kind == "outbox_backlog":
+        what = f"{_text(data, 'service') or '?'}: {_count(_num(data, 'size'))} {_text(data, 'outbox') or 'events'}"
+        if _text(data, "state") == "growing":
+            return Alert("bad", f"{what} not yet on the bus (outbox past {_count(_num(data, 'bound'))})", at)
+        return Alert("ok", f"{what} left in the outbox: drained", at)
     if kind == "event_dead_lettered":
         return Alert(
             "bad",

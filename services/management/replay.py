@@ -674,8 +674,8 @@ class ReplayDriver:
         await self._call(TRADER, "get_portfolio_status")
 
     async def _trader_caught_up(self) -> bool:
-        """paper-trading's consumer group (named after the service, services.base.events) has read
-        and acknowledged every prediction."""
+        """paper-trading's consumer group (`paper-trading@<ledger id>`, one per ledger; the replay
+        runs one) has read and acknowledged every prediction."""
         import redis.exceptions
 
         if self.redis is None:
@@ -685,7 +685,7 @@ class ReplayDriver:
             groups = await self.redis.xinfo_groups(PREDICTION_STREAM)
         except redis.exceptions.ResponseError:
             return True  # no stream yet: nothing was predicted
-        group = next((g for g in groups if _text(g["name"]) == TRADER), None)
+        group = next((g for g in groups if _text(g["name"]).startswith(f"{TRADER}@")), None)
         if group is None:
             return stream["length"] == 0
         return group["pending"] == 0 and _text(group["last-delivered-id"]) == _text(

@@ -276,6 +276,25 @@ def test_live_events_become_alerts_newest_first():
     ]
 
 
+def test_storage_halted_and_resumed_become_alerts():
+    """paper-trading's storage alerts: the halt names the reason, the resume how long it lasted."""
+    reason = "disk full: database or disk is full (SQLITE_FULL)"
+    events = [
+        {"type": "storage_halted", "timestamp": "2026-11-24T05:00:00+00:00",
+         "data": {"service": "paper-trading", "reason": reason, "error": "SQLITE_FULL",
+                  "state": "halted", "since": "2026-11-24T05:00:00+00:00"}},
+        {"type": "storage_resumed", "timestamp": "2026-11-24T05:03:00+00:00",
+         "data": {"service": "paper-trading", "halted_s": 181.6, "reason": reason}},
+        {"type": "storage_halted", "timestamp": "2026-11-24T05:04:00+00:00", "data": {}},  # malformed
+    ]  # fmt: skip
+    view = build_view(snapshot_of(all_healthy(), events=events), NOW)
+    assert [(a.at, a.level, a.text) for a in view.alerts if a.at] == [
+        ("16:04", "bad", "? halted trading, storage: ?"),
+        ("16:03", "warn", "paper-trading resumed trading: storage writable again after 182 s"),
+        ("16:00", "bad", f"paper-trading halted trading, storage: {reason}"),
+    ]
+
+
 def test_failed_tasks_newest_first_and_halted_trading():
     replies = all_healthy()
     replies["tasks"][0].update(last_status="failed", last_run="2026-11-24T15:00:00+11:00", last_error="boom")
