@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from services.base.storage import LedgerWriteFailed
 from services.clients import ig_client
 from services.clients.ig_epics import default_epic
 from services.domain import ig_reconciliation as rec
@@ -296,6 +297,10 @@ class IgMirror:
                 wait_s = await self.step()
             except asyncio.CancelledError:
                 raise
+            except LedgerWriteFailed as exc:  # the disk: the journal keeps what it had, try again later
+                self.log.warning("IG mirror: the journal cannot be written: %s", exc)
+                await self._halt([f"the ledger cannot be written, the IG journal waits: {exc}"])
+                wait_s = self.reconcile_s
             except Exception as exc:  # a bug: keep the journal as it is, say so, try again later
                 self.log.exception("IG mirror step failed")
                 await self._halt([f"internal error in the IG mirror ({type(exc).__name__}); see the log"])

@@ -191,11 +191,10 @@ class PaperTradingService(BaseService):
         # A write past the file-size limit must fail (EFBIG, which SQLite reports), not kill the
         # process: CPython ignores SIGXFSZ at start already; said here since the halt relies on it.
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        self.mirror_journal = MirrorJournal(self.store, self.epics)
         self.ig_mirror: IgMirror | None = None
         if self.knobs.ig_mirror and self.ig_credentials is not None:
             self.ig_mirror = IgMirror(
-                self.mirror_journal,
+                MirrorJournal(self.store, self.epics),
                 self._ig_client,
                 self._paper_quantities,
                 self.publish,
@@ -446,8 +445,12 @@ class PaperTradingService(BaseService):
         valuation = self._valuation()
         balance = session_account.get("balance") or {}
         report = ig_client.reconcile(self._paper_quantities(), ig_positions, self.epics)
-        mirror = ig_reconciliation.reconcile(
-            [row.order() for row in self.mirror_journal.rows()], self._paper_quantities(), ig_positions
+        mirror = (
+            ig_reconciliation.reconcile(
+                [row.order() for row in self.ig_mirror.journal.rows()], self._paper_quantities(), ig_positions
+            )
+            if self.ig_mirror is not None
+            else None
         )
         ig_equity = (balance.get("balance") or 0) + (balance.get("profitLoss") or 0)
         return {
@@ -460,9 +463,10 @@ class PaperTradingService(BaseService):
             "equity_difference": ig_equity - float(valuation.equity),
             **report,
             "mirror_enabled": self.knobs.ig_mirror,
-            # The mirror journal against these positions (read-only: the worker corrects and halts).
-            "divergences": [d.as_dict() for d in mirror.divergences],
-            "unmirrored": list(mirror.unmirrored),
+            # The mirror journal against these positions (read-only: the worker corrects and halts);
+            # null while mirroring is off.
+            "divergences": [d.as_dict() for d in mirror.divergences] if mirror else None,
+            "unmirrored": list(mirror.unmirrored) if mirror else None,
             "ig_mirror": self.ig_mirror.status() if self.ig_mirror is not None else {"state": "off"},
             "synced_at": self.clock.now().isoformat(),
         }
@@ -865,7 +869,7 @@ class PaperTradingService(BaseService):
             reason=reason,
             assumptions=self._assumptions(quote, price, basis, trigger, now, exit_bar),
             prediction_id=prediction_id,
-            journal=self.mirror_journal.journal_fill if self.ig_mirror is not None else None,
+            journal=self.ig_mirror.journal.journal_fill if self.ig_mirror is not None else None,
         )
         if action is Action.BUY:
             # The new average cost's levels apply from this entry price on.
