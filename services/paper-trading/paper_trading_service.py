@@ -247,6 +247,7 @@ class PaperTradingService(BaseService):
     async def health_details(self) -> dict:
         valuation = self._valuation()
         halt = self.storage_halt
+        ig_mirror_state, ig_mirror_warnings = self._ig_mirror_health()
         details: dict[str, Any] = {
             "storage": {"state": "ok"} if halt is None else halt.as_dict(),
             "equity": float(valuation.equity),
@@ -256,7 +257,7 @@ class PaperTradingService(BaseService):
             "follow_signals": self.knobs.follow_signals,
             "ig_configured": self.ig_credentials is not None,
             "ig_mirror": self.knobs.ig_mirror,
-            **self._ig_mirror_health(),
+            "ig_mirror_state": ig_mirror_state,
             # Every prediction ends in one outcome: how today's ended (Sydney day, suite clock).
             "outcomes_today": self.store.outcome_counts(self._start_of_today()),
             "outbox": self.outbox_watch.size,
@@ -266,6 +267,7 @@ class PaperTradingService(BaseService):
         warnings = [] if halt is None else [halt.refusal().message]
         if self._silence is not None:
             warnings.append(f"new buys halted: {self._silence.reason}")
+        warnings += ig_mirror_warnings
         if warnings:
             details["status"] = "degraded"
             details["warnings"] = warnings
@@ -274,22 +276,17 @@ class PaperTradingService(BaseService):
             details["warnings"] = [*details.get("warnings", []), outbox_warning]
         return details
 
-    def _ig_mirror_health(self) -> dict[str, Any]:
+    def _ig_mirror_health(self) -> tuple[dict[str, Any], list[str]]:
+        """The mirror's state for health, and its warnings (a halt, or mirroring on without IG)."""
         if self.ig_mirror is None:
-            why = (
-                "off"
-                if not self.knobs.ig_mirror
-                else "IG is not configured (IG_API_KEY, IG_USERNAME, IG_PASSWORD)"
-            )
-            details: dict[str, Any] = {"ig_mirror_state": {"state": "off", "why": why}}
-            if self.knobs.ig_mirror:
-                details |= {"status": "degraded", "warnings": [f"IG mirror on, but {why}"]}
-            return details
+            if not self.knobs.ig_mirror:
+                return {"state": "off", "why": "off"}, []
+            why = "IG is not configured (IG_API_KEY, IG_USERNAME, IG_PASSWORD)"
+            return {"state": "off", "why": why}, [f"IG mirror on, but {why}"]
         state = self.ig_mirror.status()
-        if state["state"] != "halted":
-            return {"ig_mirror_state": state}
-        warnings = [f"IG mirror halted: {reason}" for reason in state["reasons"]]
-        return {"ig_mirror_state": state, "status": "degraded", "warnings": warnings}
+        return state, [f"IG mirror halted: {reason}" for reason in state["reasons"]] if state[
+            "state"
+        ] == "halted" else []
 
     def _paper_quantities(self) -> dict[str, int]:
         return {symbol: position.quantity for symbol, position in self.book.positions.items()}

@@ -735,6 +735,19 @@ async def test_sync_without_credentials_is_not_configured(stack, client):
     assert health["ig_mirror_state"] == {"state": "off", "why": "off"}
 
 
+async def test_mirroring_on_without_ig_credentials_is_degraded_saying_so(suite, processes, client):
+    Stack(suite, processes, TRADING_PAPER_TRADING_IG_MIRROR="true").start()
+    health = await client.call_service("paper-trading", "health")
+    assert health["status"] == "degraded" and health["ig_mirror_state"]["state"] == "off"
+    assert health["warnings"] == [
+        "IG mirror on, but IG is not configured (IG_API_KEY, IG_USERNAME, IG_PASSWORD)"
+    ]
+    trade = await client.call_service(
+        "paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=1
+    )
+    assert trade["quantity"] == 1  # paper trading goes on
+
+
 def ig_env(ig: FakeIg, **knobs: str) -> dict[str, str]:
     """IG configured and mirroring on, with the mirror's timers shrunk."""
     return {
