@@ -511,16 +511,22 @@ class IgClient:
         try:
             answer = await self._call("POST", "/positions/otc", version=2, json=body)
             reference = str(answer.get("dealReference") or reference)
-            confirmation = await self.find_deal(reference)
         except (IgUnavailable, IgServerError) as exc:
             if exc.path != "/positions/otc":
-                raise  # the login failed, or the lookup: the caller looks again later
+                raise  # the login before it failed: nothing was sent
             # Timed out, connection lost, or 5xx: IG may have made the deal. Never resend; look.
             log.warning(
                 "IG deal request ambiguous; looking the reference up",
                 extra={"deal_reference": reference, "ig_error": exc.error_code, "status": exc.status},
             )
+        try:
             confirmation = await self.find_deal(reference)
+        except IgError as exc:  # sent, and what became of it cannot be read now
+            raise IgDealUnknown(
+                f"IG deal {reference}: sent, and looking it up failed: {exc}",
+                deal_reference=reference,
+                error_code=exc.error_code,
+            ) from None
         if confirmation is None:
             raise IgDealUnknown(
                 f"IG deal {reference}: neither its confirm nor the positions show it",

@@ -451,23 +451,22 @@ class IgMirror:
             self.journal.decide(head.order_id, rec.REJECTED, self._now(), error=str(exc))
             self.log.warning("IG mirror: %s rejected: %s", head.describe(), exc.confirmation.reason)
             return
-        except ig_client.IgRequestError as exc:
-            if exc.path != "/positions/otc":
-                self.journal.note_error(head.order_id, str(exc))
-                return  # a lookup failed: decided after the settle time
-            # IG refused the request itself (4xx): it made no deal.
-            self.journal.decide(head.order_id, rec.FAILED, self._now(), error=str(exc))
-            self.log.warning("IG mirror: %s refused by IG: %s", head.describe(), exc)
+        except ig_client.IgDealUnknown as exc:
+            # Sent, and nothing shows what IG did: decided after the settle time by looking it
+            # up again; never by sending it again now.
+            self.journal.note_error(head.order_id, str(exc))
+            self.log.warning("IG mirror: %s outcome unknown for now: %s", head.describe(), exc)
             return
         except ig_client.IgError as exc:
             if exc.path == "/session":  # the login before the POST failed: nothing was sent
                 self.journal.unsend(head.order_id, str(exc))
                 self.log.warning("IG mirror: %s not sent, IG login failed: %s", head.describe(), exc)
-                return
-            # Unknown, unreachable, rate limited, ...: whether IG made it is decided after the
-            # settle time, by looking it up; never by sending it again now.
-            self.journal.note_error(head.order_id, str(exc))
-            self.log.warning("IG mirror: %s outcome unknown for now: %s", head.describe(), exc)
+            elif isinstance(exc, ig_client.IgRequestError):  # IG refused the request (4xx): no deal
+                self.journal.decide(head.order_id, rec.FAILED, self._now(), error=str(exc))
+                self.log.warning("IG mirror: %s refused by IG: %s", head.describe(), exc)
+            else:  # rate limited or token refused through the retries: looked up after the settle time
+                self.journal.note_error(head.order_id, str(exc))
+                self.log.warning("IG mirror: %s not confirmed sent: %s", head.describe(), exc)
             return
         self.journal.decide(
             head.order_id,

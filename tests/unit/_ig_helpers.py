@@ -174,6 +174,7 @@ class IgState:
     partial_fills: dict[str, float] = field(default_factory=dict)  # epic -> fraction of a BUY booked
     phantom_epics: set[str] = field(default_factory=set)  # BUYs confirmed ACCEPTED but never booked
     made: dict[str, int] = field(default_factory=dict)  # dealReference -> deals IG made under it
+    lookup_errors: int = 0  # answer this many GET /confirms/... and GET /positions with HTTP 500
     requests: list[dict[str, Any]] = field(default_factory=list)
     counter: itertools.count = field(default_factory=lambda: itertools.count(1))
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -350,6 +351,13 @@ class _IgHandler(BaseHTTPRequestHandler):
             return 401, {"errorCode": "error.security.client-token-invalid"}, {}
         if self.ig.server_errors:
             self.ig.server_errors -= 1
+            return 500, {"errorCode": "system.error"}, {}
+        if (
+            self.ig.lookup_errors
+            and method == "GET"
+            and (path == "/positions" or path.startswith("/confirms/"))
+        ):
+            self.ig.lookup_errors -= 1
             return 500, {"errorCode": "system.error"}, {}
         if self.ig.rate_limited:
             self.ig.rate_limited -= 1

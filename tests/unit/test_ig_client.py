@@ -260,6 +260,14 @@ async def test_a_made_deal_whose_confirm_is_gone_is_found_in_the_positions(ig, c
     assert ig.state.posted("PT-8") == 1
 
 
+async def test_a_sent_deal_that_cannot_be_looked_up_is_unknown_not_an_error_of_the_lookup(ig, client):
+    ig.state.lookup_errors = 100  # the deal is made; every confirm and positions read fails
+    with pytest.raises(IgDealUnknown, match="sent, and looking it up failed") as raised:
+        await client.open_position(epic="AA.D.WBC.CASH.IP", direction="BUY", size=3, deal_reference="PT-10")
+    assert raised.value.deal_reference == "PT-10"
+    assert ig.state.posted("PT-10") == 1 and ig.state.made == {"PT-10": 1}
+
+
 async def test_a_login_failure_before_the_deal_is_not_taken_for_an_ambiguous_deal(ig, client):
     ig.state.login_rate_limited = 10  # the login never succeeds: the POST is never sent
     with pytest.raises(IgRateLimited) as raised:

@@ -280,6 +280,7 @@ async def one_run(seed: int, directory: Path) -> dict[str, int]:
         desk.ig.state.otc_faults = rnd.choices(OTC_FAULTS, FAULT_WEIGHTS, k=len(program) * MAX_ATTEMPTS)
         desk.ig.state.lost_confirms = {r for r in references if rnd.random() < 0.25}
         desk.ig.state.confirm_not_ready = rnd.choice([0, 0, 1, 2])
+        desk.ig.state.lookup_errors = rnd.choice([0, 0, 0, 1, 3])  # confirms and positions answering 500
         if rnd.random() < 0.15:
             desk.ig.state.reject_epics[rnd.choice(sorted(EPICS.values()))] = "MARKET_CLOSED_WITH_EDITS"
         # Some fills are journaled before the worker starts (a restart with orders waiting), the
@@ -325,7 +326,7 @@ async def one_run(seed: int, directory: Path) -> dict[str, int]:
 @pytest.mark.timeout(900)
 async def test_200_randomized_runs_make_no_duplicate_deal(tmp_path):
     """IG accepts and drops the answer, answers late, answers 5xx before or after the deal, loses
-    confirms, says not-found a while, rejects; fills arrive while the worker works, and the worker
+    confirms, says not-found a while, fails lookups, rejects; fills arrive while the worker works, and the worker
     is stopped and replaced mid-run: 0 duplicate positions, every order decided or the mirror
     halted on it. 40 runs at a time, each with its own ledger, IG and worker."""
     slots = asyncio.Semaphore(40)
