@@ -58,10 +58,16 @@ class JournalOrder:
     filled_size: float | None = None  # as IG's confirm (or position) stated it
     attempts: int = 0
     seen: bool = False  # IG was seen holding this order's deal at a reconciliation
+    adopted_size: float | None = None  # the operator took IG's size of this deal as the truth
 
     @property
     def ordered(self) -> float:
         return float(self.size if self.size is not None else self.quantity)
+
+    @property
+    def held(self) -> float:
+        """What an accepted BUY's deal is expected to hold at IG before our sells."""
+        return float(self.adopted_size) if self.adopted_size is not None else self.ordered
 
     @property
     def netted(self) -> float:
@@ -190,7 +196,7 @@ def expected_net(orders: Iterable[JournalOrder], epic: str) -> float:
     net = 0.0
     for order in orders:
         if order.epic == epic and order.state == ACCEPTED:
-            net += order.ordered if order.direction == "BUY" else -order.netted
+            net += order.held if order.direction == "BUY" else -order.netted
     return net
 
 
@@ -210,7 +216,7 @@ def remaining_by_deal(orders: Sequence[JournalOrder]) -> dict[int, float]:
         if order.state != ACCEPTED:
             continue
         if order.direction == "BUY":
-            remaining[order.order_id] = order.ordered
+            remaining[order.order_id] = order.held
             open_buys.setdefault(order.epic, []).append(order.order_id)
             continue
         to_close = order.netted
@@ -340,7 +346,7 @@ def _unmirrored(orders: Sequence[JournalOrder], paper: Mapping[str, int]) -> lis
     journal: dict[str, float] = {}
     for order in orders:
         if order.state == ACCEPTED:
-            signed = order.ordered if order.direction == "BUY" else -order.netted
+            signed = order.held if order.direction == "BUY" else -order.netted
         elif order.state in OPEN_STATES:
             signed = order.ordered if order.direction == "BUY" else -order.ordered
         else:
@@ -392,3 +398,40 @@ def decide_in_flight(
         f"no confirm and no position under {order.deal_reference}, and IG holds {at_ig:g} on {order.epic}"
         f" where the journal explains {before:g} before this {order.direction} of {size:g}",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Adoption:
+    """The operator takes IG's size of one of our deals as the truth: the order becomes accepted
+    (if it was not) and its deal is expected to hold `adopted_size` before our sells."""
+
+    order_id: int
+    adopted_size: float
+    deal_id: str | None
+    kind: str  # the divergence it settles
+
+
+def adoptions(orders: Sequence[JournalOrder], positions: Iterable[Mapping[str, Any]]) -> list[Adoption]:
+    """What `adopt` would write so the journal's deals match IG's: for each divergence about a BUY
+    deal of ours (missing_fill, closed_at_ig, partial_fill, extra_position), the deal's expected
+    size moves by what IG holds more or less. A position the journal never recorded
+    (unknown_deal) and a SELL that opened a position are not ours to adopt: close them at IG."""
+    report = reconcile(orders, {}, positions)
+    by_id = {o.order_id: o for o in orders}
+    result = []
+    for divergence in report.divergences:
+        order = by_id.get(divergence.order_id) if divergence.order_id is not None else None
+        if order is None or order.direction != "BUY" or divergence.kind == "unknown_deal":
+            continue
+        at_ig = divergence.ig_size or 0.0
+        if order.state == ACCEPTED:
+            # Sells are taken from the oldest deal first, and never more than it held: moving
+            # this deal by (IG - expected) leaves what the sells took from it, and every other deal.
+            expected = divergence.expected_size or 0.0
+            adopted = order.held + (at_ig - expected)
+        else:  # recorded as no deal, and IG holds it: it was made at this size
+            adopted = at_ig
+        result.append(
+            Adoption(order.order_id, max(0.0, adopted), divergence.deal_id or order.deal_id, divergence.kind)
+        )
+    return result

@@ -63,14 +63,15 @@ CREATE TABLE IF NOT EXISTS ig_orders (
     created_at TEXT NOT NULL,
     sent_at TEXT,
     decided_at TEXT,
-    seen_at TEXT             -- first reconciliation that saw IG hold its deal
+    seen_at TEXT,            -- first reconciliation that saw IG hold its deal
+    adopted_size REAL        -- the operator took IG's size of this deal as the truth (adopt_ig_state)
 );
 """
 REFERENCE = re.compile(r"^[A-Za-z0-9_-]{1,30}$")  # IG's rule for a dealReference
 _COLUMNS = (
     "order_id, trade_id, deal_reference, symbol, epic, direction, quantity, size, state, deal_id,"
     " filled_size, level, attempts, in_flight, sent_epoch_s, last_error, created_at, sent_at,"
-    " decided_at, seen_at"
+    " decided_at, seen_at, adopted_size"
 )
 
 
@@ -106,6 +107,7 @@ class JournalRow:
     sent_at: str | None
     decided_at: str | None
     seen_at: str | None
+    adopted_size: float | None
 
     def order(self) -> rec.JournalOrder:
         return rec.JournalOrder(
@@ -121,6 +123,7 @@ class JournalRow:
             filled_size=self.filled_size,
             attempts=self.attempts,
             seen=self.seen_at is not None,
+            adopted_size=self.adopted_size,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -218,6 +221,21 @@ class MirrorJournal:
 
     def note_error(self, order_id: int, detail: str) -> None:
         self._update(order_id, "last_error = ?", (detail,))
+
+    def adopt(self, adoption: rec.Adoption, now: datetime) -> None:
+        self._update(
+            adoption.order_id,
+            "state = ?, in_flight = 0, adopted_size = ?, deal_id = COALESCE(?, deal_id),"
+            " last_error = ?, decided_at = COALESCE(decided_at, ?), seen_at = COALESCE(seen_at, ?)",
+            (
+                rec.ACCEPTED,
+                adoption.adopted_size,
+                adoption.deal_id,
+                f"adopted IG's size {adoption.adopted_size:g} ({adoption.kind})",
+                now.isoformat(),
+                now.isoformat(),
+            ),
+        )
 
     def seen(self, order_ids: tuple[int, ...], now: datetime) -> None:
         for order_id in order_ids:
@@ -337,6 +355,33 @@ class IgMirror:
             await self._check()
         self.wake()
         return self.status() | {"reconciliation": self.last.as_dict() if self.last else None}
+
+    async def adopt_ig_state(self) -> dict[str, Any]:
+        """The operator's word that IG's sizes of our deals are right: the journal takes them
+        (`ig_reconciliation.adoptions`), then reconciles; resumes when that is clean. Positions the
+        journal never recorded, or a SELL's, are left: close them at IG."""
+        async with self._lock:
+            try:
+                positions = await self._client().positions()
+            except ig_client.IgError as exc:
+                await self._halt([f"IG unreachable, cannot reconcile: {exc}"])
+                return self.status() | {"adopted": [], "reconciliation": None}
+            adopted = rec.adoptions([r.order() for r in self.journal.rows()], positions)
+            now = self._now()
+            for adoption in adopted:
+                self.journal.adopt(adoption, now)
+                self.log.warning(
+                    "IG mirror: order %d adopts IG's size %g (%s), by the operator",
+                    adoption.order_id,
+                    adoption.adopted_size,
+                    adoption.kind,
+                )
+            await self._check()
+        self.wake()
+        return self.status() | {
+            "adopted": [dataclasses.asdict(a) for a in adopted],
+            "reconciliation": self.last.as_dict() if self.last else None,
+        }
 
     def status(self) -> dict[str, Any]:
         head = self.journal.head()

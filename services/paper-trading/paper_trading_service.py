@@ -479,6 +479,18 @@ class PaperTradingService(BaseService):
             )
         return await self.ig_mirror.reconcile_now()
 
+    @rpc
+    async def adopt_ig_state(self) -> dict:
+        """The operator's word that IG's sizes of the mirror's deals are right (a partial fill, a
+        deal closed at IG): the journal takes them, then reconciles, resuming when clean. IG
+        positions the journal never recorded are left (close them at IG). -32002 when off."""
+        if self.ig_mirror is None:
+            self._ig_client()
+            raise NotConfigured(
+                "IG mirroring is off", detail="set TRADING_PAPER_TRADING_IG_MIRROR=true to mirror paper fills"
+            )
+        return await self.ig_mirror.adopt_ig_state()
+
     # ---- events ---------------------------------------------------------------------------
 
     @on_event("prediction_generated", durable=True)

@@ -731,6 +731,8 @@ async def test_sync_without_credentials_is_not_configured(stack, client):
     assert "IG_API_KEY" in raised.value.data["detail"]
     with pytest.raises(NotConfigured, match="IG Markets is not configured"):
         await client.call_service("paper-trading", "reconcile_ig")
+    with pytest.raises(NotConfigured, match="IG Markets is not configured"):
+        await client.call_service("paper-trading", "adopt_ig_state")
     health = await client.call_service("paper-trading", "health")
     assert health["ig_mirror_state"] == {"state": "off", "why": "off"}
 
@@ -809,8 +811,9 @@ async def test_each_divergence_is_found_before_the_next_order_and_halts_until_me
     suite, processes, client
 ):
     """For each of the five kinds: IG diverges, the next fill's order is not sent, mirroring halts
-    with ig_mirror_halted naming the kind; the account mended, reconcile_ig resumes it
-    (ig_mirror_resumed) and the waiting order goes out, once."""
+    with ig_mirror_halted naming the kind; the account mended (reconcile_ig), or IG's sizes adopted
+    where nothing at IG can mend it (adopt_ig_state), it resumes (ig_mirror_resumed) and the
+    waiting order goes out, once."""
     cba, wbc, anz, nab = (f"AA.D.{code}.CASH.IP" for code in ("CBA", "WBC", "ANZ", "NAB"))
     with FakeIg() as ig:
         stack = Stack(suite, processes, **ig_env(ig)).start()
@@ -866,6 +869,20 @@ async def test_each_divergence_is_found_before_the_next_order_and_halts_until_me
                 assert done["state"] == "accepted" and ig.state.posted(done["deal_reference"]) == 1
                 return done
 
+            async def adopted_and_sent(waiting: dict, kind: str) -> dict:
+                """What no change at IG can mend (a deal cannot be reopened or grown there): the
+                operator takes IG's size as the truth."""
+                resumed_before = len(watcher.of_type("ig_mirror_resumed"))
+                reply = await client.call_service("paper-trading", "adopt_ig_state")
+                assert [a["kind"] for a in reply["adopted"]] == [kind]
+                assert reply["reconciliation"]["clean"] is True and reply["state"] == "running"
+                await watcher.wait_for(
+                    "ig_mirror_resumed", lambda e: len(watcher.of_type("ig_mirror_resumed")) > resumed_before
+                )
+                done = await decided(waiting)
+                assert done["state"] == "accepted" and ig.state.posted(done["deal_reference"]) == 1
+                return done
+
             # unknown_deal: found at start, before any order.
             manual = ig.state.hold(nab, 7.0)
             first = await buy("CBA.AX", 10)
@@ -886,15 +903,10 @@ async def test_each_divergence_is_found_before_the_next_order_and_halts_until_me
             )
 
             # closed_at_ig: a deal IG was seen holding is closed there.
-            closed = ig.state.drop(first["deal_id"])
+            ig.state.drop(first["deal_id"])
             waiting = await buy("NAB.AX", 2)
             await halts_on("closed_at_ig", waiting)
-            await mended_and_sent(
-                waiting,
-                lambda: ig.state.hold(
-                    cba, 10.0, deal_id=closed["dealId"], deal_reference=closed["dealReference"]
-                ),
-            )
+            await adopted_and_sent(waiting, "closed_at_ig")
 
             # partial_fill: IG fills half of a deal.
             ig.state.partial_fills[cba] = 0.5
@@ -903,14 +915,7 @@ async def test_each_divergence_is_found_before_the_next_order_and_halts_until_me
             assert (partial["state"], partial["filled_size"]) == ("accepted", 2.0)
             waiting = await buy("WBC.AX", 1)
             await halts_on("partial_fill", waiting)
-
-            def top_up() -> None:
-                with ig.state.lock:
-                    next(d for d in ig.state.deals if d["dealReference"] == partial["deal_reference"])[
-                        "size"
-                    ] = 4.0
-
-            await mended_and_sent(waiting, top_up)
+            await adopted_and_sent(waiting, "partial_fill")
 
             # extra_position: IG holds a deal under the reference of an order it rejected.
             ig.state.reject_epics[anz] = "MARKET_CLOSED_WITH_EDITS"
@@ -924,7 +929,8 @@ async def test_each_divergence_is_found_before_the_next_order_and_halts_until_me
 
         stack.stop()
     assert all(n == 1 for n in ig.state.made.values()), ig.state.made
-    assert ig.state.sizes() == {cba: 14.0, wbc: 6.0, anz: 3.0, nab: 3.0}
+    # CBA: the first deal closed at IG and the half-filled one, both adopted as IG has them.
+    assert ig.state.sizes() == {cba: 2.0, wbc: 6.0, anz: 3.0, nab: 3.0}
 
 
 async def test_a_restart_mid_order_does_not_double_the_deal(suite, processes, client):

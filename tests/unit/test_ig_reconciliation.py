@@ -13,6 +13,7 @@ from services.domain.ig_reconciliation import (
     UNKNOWN,
     JournalOrder,
     Lookup,
+    adoptions,
     decide_in_flight,
     expected_net,
     reconcile,
@@ -169,3 +170,40 @@ def test_decide_in_flight(case, order_, lookup, positions, outcome):
     assert decision.outcome == outcome, (case, decision.detail)
     if case == "no confirm, position under its reference":
         assert (decision.deal_id, decision.size) == ("DI5", 4.0)
+
+
+def adopt(orders, adopted):
+    by_id = {a.order_id: a for a in adopted}
+    return [
+        replace(o, state=ACCEPTED, adopted_size=a.adopted_size, deal_id=a.deal_id or o.deal_id)
+        if (a := by_id.get(o.order_id))
+        else o
+        for o in orders
+    ]
+
+
+@pytest.mark.parametrize(
+    ("orders", "positions", "kinds_adopted"),
+    [
+        ([replace(BUY1, seen=False)], [], ["missing_fill"]),
+        ([BUY1], [], ["closed_at_ig"]),
+        # One deal of two closed at IG, after a sell took 4 from the oldest.
+        ([BUY1, BUY3, order(4, "SELL", quantity=4, deal_id=None)], [held(BUY3)], ["closed_at_ig"]),
+        ([BUY1], [held(BUY1, 6.0)], ["partial_fill"]),
+        ([BUY1, order(2, "SELL", quantity=4, deal_id=None)], [held(BUY1, 3.0)], ["partial_fill"]),
+        ([order(1, state=REJECTED)], [position("DIPT1", BUY1.deal_reference, 10.0)], ["extra_position"]),
+        ([BUY1, SELL2], [held(BUY1)], ["extra_position"]),
+    ],
+)
+def test_adopting_igs_sizes_leaves_a_clean_reconciliation(orders, positions, kinds_adopted):
+    adopted = adoptions(orders, positions)
+    assert [a.kind for a in adopted] == kinds_adopted
+    assert reconcile(adopt(orders, adopted), {}, positions).clean
+
+
+def test_what_the_journal_never_recorded_is_not_adopted():
+    manual = position("DIX", "MANUAL1", 7.0, NAB)
+    short = position("DIS", SELL2.deal_reference, 10.0, direction="SELL")
+    assert adoptions([BUY1], [held(BUY1), manual]) == []
+    assert adoptions([SELL2], [short]) == []
+    assert kinds(adopt([SELL2], adoptions([SELL2], [short])), [short]) == ["extra_position"]
