@@ -11,7 +11,7 @@ An order is never ambiguous: it always carries our own dealReference, and when i
 out, loses its connection or answers 5xx the client does not send it again. It looks the
 reference up instead (`find_deal`: the confirm, retried while IG says it is not found yet, then
 GET /positions v2, whose positions carry their dealReference) and answers what that proves: the
-deal made, rejected, or IgDealUnknown when neither shows it. Whether an order that was not found
+deal made, rejected, or IgDealUnknown when neither shows it (or the lookup itself fails). Whether an order that was not found
 may be sent again is the caller's decision (services/paper-trading/ig_mirror.py), which needs
 more than one look (see services/domain/ig_reconciliation.py).
 

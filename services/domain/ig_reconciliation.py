@@ -7,8 +7,9 @@ No I/O; services/paper-trading/ig_mirror.py feeds them and acts on the answers.
 
 What the journal expects IG to hold: every accepted BUY is a deal of its ordered size; accepted
 SELLs (sent without forceOpen, so they net against open BUYs) take size off those deals, oldest
-first. Which of several open deals IG's netting reduces is not in the facts we have (an
-assumption; with whole-position sells, the usual case here, it does not matter).
+first. Which of several open deals IG's netting reduces is not in the facts we have: where our
+sells netted and IG's deals add up to what ours should hold, none more than it was opened with,
+per-deal differences are taken for IG's choice, not a divergence (`_netting_explains`).
 
 The five divergences (`reconcile`), none of which the mirror can mend by itself:
 - `missing_fill`: an accepted deal IG has never been seen holding, and does not hold;
@@ -265,6 +266,7 @@ def reconcile(
         for o in orders
     ]
     remaining = remaining_by_deal(effective)
+    netted = _netting_explains(effective, remaining, held)
     seen: list[int] = []
     for order in effective:
         deals = held.get(order.order_id, [])
@@ -272,7 +274,7 @@ def reconcile(
         if order.order_id in remaining:
             expected = remaining[order.order_id]
             divergence = _deal_divergence(order, expected, at_ig if deals else None)
-            if divergence is not None:
+            if divergence is not None and order.epic not in netted:
                 divergences.append(divergence)
             if deals and not order.seen:
                 seen.append(order.order_id)
@@ -301,6 +303,24 @@ def reconcile(
         tuple(seen),
         tuple(_unmirrored(effective, paper_quantities)),
     )
+
+
+def _netting_explains(
+    orders: Sequence[JournalOrder], remaining: Mapping[int, float], held: Mapping[int, list[IgDeal]]
+) -> set[str]:
+    """Epics where our sells netted against our deals in another order than oldest first, and
+    nothing else differs: a sell of ours was accepted there, IG holds in all exactly what our deals
+    should hold, and no deal more than it was opened with (netting only takes away). Per-deal
+    differences there are IG's choice of which deal a sell reduced, not a divergence."""
+    explained = set()
+    for epic in {o.epic for o in orders if o.state == ACCEPTED and o.direction == "SELL"}:
+        buys = [o for o in orders if o.epic == epic and o.order_id in remaining]
+        at_ig = {o.order_id: sum(d.signed for d in held.get(o.order_id, [])) for o in buys}
+        if same_size(sum(at_ig.values()), sum(remaining[o.order_id] for o in buys)) and all(
+            -SIZE_TOLERANCE <= at_ig[o.order_id] <= o.held + SIZE_TOLERANCE for o in buys
+        ):
+            explained.add(epic)
+    return explained
 
 
 def _deal_divergence(order: JournalOrder, expected: float, at_ig: float | None) -> Divergence | None:

@@ -17,7 +17,9 @@ The worker (`IgMirror.run`) takes the journal's orders one at a time, oldest fir
    corrected is (an open order whose deal IG holds was made); a divergence halts mirroring:
    orders stay `pending`, paper trading goes on, health is degraded with the reasons, and
    `ig_mirror_halted` is published. A later clean reconciliation publishes `ig_mirror_resumed`
-   and the pending orders are sent in order.
+   and the pending orders are sent in order. What no change at IG can mend (a deal cannot be
+   reopened or grown there) the operator settles with `adopt_ig_state`: the journal takes IG's
+   sizes of its own deals (`ig_reconciliation.adoptions`).
 3. The order is sent (`IgClient.open_position`, which itself never resends: after an ambiguous
    failure it looks the reference up and says IgDealUnknown when nothing shows).
 """

@@ -99,6 +99,17 @@ def test_a_partial_sell_takes_size_off_the_oldest_deal_first():
     assert expected_net([BUY1, buy2, sell], CBA) == 11.0
 
 
+def test_igs_choice_of_which_deal_a_sell_reduced_is_not_a_divergence():
+    sell = order(3, "SELL", quantity=4, deal_id=None)
+    buy2 = order(2, quantity=5)
+    # We reckon oldest first (6 and 5); IG took the 4 off the newest (10 and 1): same total.
+    assert kinds([BUY1, buy2, sell], [held(BUY1, 10.0), held(buy2, 1.0)]) == []
+    # IG holds 9 in all where our deals should hold 11: that stays a divergence, told per deal.
+    assert kinds([BUY1, buy2, sell], [held(BUY1, 9.0)]) == ["partial_fill", "closed_at_ig"]
+    # Without a sell of ours on the epic nothing netted: per-deal differences stand.
+    assert kinds([BUY1, buy2], [held(BUY1, 12.0), held(buy2, 3.0)]) == ["partial_fill", "partial_fill"]
+
+
 def test_an_open_order_ig_holds_is_corrected_to_made_and_marked_seen():
     pending = replace(BUY1, state=PENDING, deal_id=None, seen=False)
     report = reconcile(
