@@ -659,6 +659,13 @@ def _live_event_alert(kind: str, data: dict, envelope: dict, tz: tzinfo | None) 
     if kind == "task_failed":
         error = _text(data, "error") or _text(data, "status") or "failed"
         return Alert("warn", f"task {_text(data, 'name') or '?'} failed: {error}", at)
+    if kind == "ig_mirror_halted":
+        reasons = data.get("reasons")
+        first = str(reasons[0]) if isinstance(reasons, list) and reasons else "?"
+        more = f" (+{len(reasons) - 1} more)" if isinstance(reasons, list) and len(reasons) > 1 else ""
+        return Alert("bad", f"IG mirror halted: {first}{more}", at)
+    if kind == "ig_mirror_resumed":
+        return Alert("warn", "IG mirror resumed: reconciliation with IG clean", at)
     if kind == "service_status_changed":
         return _state_change_alert(data | {"at": _text(envelope, "timestamp")}, tz)
     if kind == "market_data_stale":
