@@ -659,6 +659,106 @@ def start_again(names: list[str], timeout_s: float) -> bool:
     return True
 
 
+# ---- data: history from Yahoo -----------------------------------------------------------------
+
+
+def data_symbols(args) -> list[str]:
+    """The universe and the index (or --symbols), normalised; a bad symbol is a usage error."""
+    from services.domain.price_history import normalise_symbol
+
+    settings = get_settings()
+    try:
+        return list(
+            dict.fromkeys(
+                normalise_symbol(s) for s in (args.symbols or [*settings.symbols, settings.market_index])
+            )
+        )
+    except ValueError as exc:
+        raise CliError(str(exc), 2) from None
+
+
+def data_report_rows(reports) -> list[list[str]]:
+    rows = []
+    for r in reports:
+        cleaning = r.cleaning or {}
+        quality = r.quality or {}
+        score = f"{quality['score']:.2f}" if "score" in quality else "-"
+        problems = (
+            f"holes {len(cleaning.get('missing_sessions', []))}, zero-volume filler "
+            f"{len(cleaning.get('filler_rows', []))}, duplicates {len(cleaning.get('duplicate_dates', []))}, "
+            f"null {len(cleaning.get('null_rows', []))}"
+            if cleaning
+            else ""
+        )
+        note = "; ".join(x for x in (r.detail, problems, *quality.get("reasons", [])) if x)
+        rows.append([r.symbol, r.status, r.first or "-", r.last or "-", str(r.rows), score, note])
+    return rows
+
+
+def cmd_data_fetch(args) -> int:
+    """Download daily history for the universe and the index from Yahoo (one batched yfinance
+    request, retried with backoff) into <TRADING_MARKET_DATA_DIR>/<SYMBOL>.csv in Yahoo's export
+    columns. A file already there gets only the new sessions (--full downloads --years again and
+    replaces it); every file is written atomically. Prints the quality report the csv source
+    computes. Exit 1 when Yahoo cannot be reached (no file touched) or a symbol was refused."""
+    from services.clients.yahoo_history import Retry, YahooUnavailable, fetch_daily, fetch_intraday
+    from services.domain.intraday import INTERVALS
+
+    symbols = data_symbols(args)
+    intervals = [i for i in (args.intervals or "").split(",") if i]
+    if bad := [i for i in intervals if i not in INTERVALS]:
+        raise CliError(f"--intervals: unknown interval {bad[0]!r} (known: {', '.join(INTERVALS)})", 2)
+    if not 0 < args.years <= 30:
+        raise CliError("--years must be in (0, 30]", 2)
+    directory = args.data_dir or get_settings().market_data_dir
+    if not (1 <= args.attempts <= 10 and 0 <= args.backoff <= 60):
+        raise CliError("--attempts must be 1..10 and --backoff 0..60", 2)
+    retry = Retry(attempts=args.attempts, backoff_s=args.backoff, note=lambda line: print(line, flush=True))
+    now = get_clock().now()
+    started = time.monotonic()
+    try:
+        reports = fetch_daily(directory, symbols, now, years=args.years, full=args.full, retry=retry)
+        print(f"daily history in {directory} ({time.monotonic() - started:.1f}s)")
+        print(
+            table(["SYMBOL", "STATUS", "FIRST", "LAST", "ROWS", "QUALITY", "NOTE"], data_report_rows(reports))
+        )
+        for interval in intervals:
+            intraday = fetch_intraday(directory, symbols, interval, now, retry)
+            rows = [
+                [r.symbol, r.status, r.first or "-", r.last or "-", str(r.rows), r.detail] for r in intraday
+            ]
+            print(f"\n{interval} bars")
+            print(table(["SYMBOL", "STATUS", "FIRST", "LAST", "ROWS", "NOTE"], rows))
+            reports += intraday
+    except YahooUnavailable as exc:
+        raise CliError(f"data fetch: {exc}; no file was changed") from None
+    except OSError as exc:
+        raise CliError(f"data fetch: writing failed: {exc}") from None
+    refused = [r.symbol for r in reports if r.status == "refused"]
+    if refused:
+        print(f"refused (files untouched): {', '.join(dict.fromkeys(refused))}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_data_status(args) -> int:
+    """Each history file in the market data folder: first and last date, rows and quality score
+    (as market-data's csv source computes it), intraday files too. Exit 1 when a file is missing."""
+    from services.clients.yahoo_history import describe_daily
+    from services.domain.price_history import csv_file_name
+
+    directory = args.data_dir or get_settings().market_data_dir
+    now = get_clock().now()
+    symbols = data_symbols(args)
+    reports = [describe_daily(s, directory / csv_file_name(s), now) for s in symbols]
+    print(f"daily history in {directory}")
+    print(table(["SYMBOL", "STATUS", "FIRST", "LAST", "ROWS", "QUALITY", "NOTE"], data_report_rows(reports)))
+    intraday = sorted(p.name for p in directory.glob("*_*.csv")) if directory.is_dir() else []
+    if intraday:
+        print(f"intraday files: {', '.join(intraday)}")
+    return 1 if any(r.status == "missing" for r in reports) else 0
+
+
 # ---- argument parsing --------------------------------------------------------------------------
 
 
@@ -714,6 +814,24 @@ def build_parser() -> Parser:
     p.add_argument("--out", type=Path, help="output folder (default: <TRADING_DATA_DIR>/replays/FROM_TO)")
     p.add_argument("--train-years", type=float, default=5.0, help="years of history to train on (default 5)")
     p.add_argument("--keep", action="store_true", help="keep the replay suite's temporary directory")
+    data = sub.add_parser("data", help="history files from Yahoo: fetch, status")
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=Parser, metavar="ACTION")
+    for name, func in (("fetch", cmd_data_fetch), ("status", cmd_data_status)):
+        doc = (func.__doc__ or "").strip()
+        p = data_sub.add_parser(name, help=" ".join(doc.split()).split(". ")[0], description=doc)
+        p.set_defaults(func=func)
+        p.add_argument(
+            "--symbols", nargs="+", metavar="SYMBOL", help="default: TRADING_SYMBOLS and the index"
+        )
+        p.add_argument("--data-dir", type=Path, help="default: TRADING_MARKET_DATA_DIR")
+        if name == "fetch":
+            p.add_argument("--years", type=float, default=10.0, help="years of history (default 10)")
+            p.add_argument(
+                "--full", action="store_true", help="download everything again and replace the files"
+            )
+            p.add_argument("--intervals", metavar="5m,15m", help="also the intraday bars Yahoo keeps")
+            p.add_argument("--attempts", type=int, default=3, help=argparse.SUPPRESS)
+            p.add_argument("--backoff", type=float, default=1.0, help=argparse.SUPPRESS)
     add("daemon", cmd_daemon)
     # argparse prints a suppressed subcommand as "==SUPPRESS==": drop it from the listing.
     sub._choices_actions = [a for a in sub._choices_actions if a.dest != "daemon"]
