@@ -552,12 +552,19 @@ class Training:
         return args + (["--symbols", *self.symbols] if self.symbols else [])
 
 
+def models_ready(models_dir: Path) -> bool:
+    """A manifest serves from `models_dir`: its current model set's, or a flat one."""
+    from services.base.model_sets import serving_dir
+
+    return (serving_dir(models_dir) / "manifest.json").is_file()
+
+
 def trained_models(training: Training) -> Path:
     """Models from the real training script, trained once and kept under the system temp dir by
     what decides them (`Training.key`): a later session reuses them, any change trains afresh.
     Read-only for tests: copy them into a suite with `install_models`."""
     out = training.cached()
-    if (out / "manifest.json").is_file():
+    if models_ready(out):
         return out
     work = short_tempdir("models-")
     env = {
@@ -588,12 +595,17 @@ def trained_models(training: Training) -> Path:
 
 def install_models(trained: Path, models_dir: Path, symbols: Iterable[str] | None = None) -> Path:
     """Copy trained models into a suite's models folder, only those of `symbols` when given (the
-    manifest then lists just them, as if only they had been trained)."""
+    manifest then lists just them, as if only they had been trained). The whole folder (model
+    sets and the `current` pointer) is copied as it is; a selection is installed flat, the
+    layout before model sets, which ml-model serves too."""
     if symbols is None:
         shutil.copytree(trained, models_dir, dirs_exist_ok=True)
         return models_dir
+    from services.base.model_sets import serving_dir
     from services.ml_model.model_inference import INFERENCE_DIR
     from services.ml_model.model_store import MANIFEST_NAME
+
+    trained = serving_dir(trained)
 
     wanted = set(symbols)
     manifest = json.loads((trained / MANIFEST_NAME).read_text())

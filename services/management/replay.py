@@ -63,6 +63,7 @@ from typing import TYPE_CHECKING, Any
 from services.base import SYDNEY, BaseService, DependencyUnavailable, RpcError, Settings
 from services.base.clock import write_clock_file
 from services.base.events import STREAM_PREFIX
+from services.base.model_sets import serving_dir
 from services.domain import asx_calendar, replay_report
 from services.domain.day_plan import default_tasks
 from services.domain.intraday import INTERVALS, session_day
@@ -150,7 +151,7 @@ def models_trained_before(models_dir: Path | None, first: date, symbols: tuple[s
     if models_dir is None:
         return False
     try:
-        manifest = json.loads((models_dir / "manifest.json").read_text())
+        manifest = json.loads((serving_dir(models_dir) / "manifest.json").read_text())
         entries = manifest["models"]
         ends = {e["symbol"]: date.fromisoformat(e["data"]["label_end"]) for e in entries}
         latest = max(date.fromisoformat(e["data"]["label_end"]) for e in entries)

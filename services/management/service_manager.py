@@ -759,6 +759,95 @@ def cmd_data_status(args) -> int:
     return 1 if any(r.status == "missing" for r in reports) else 0
 
 
+# ---- models: versioned model sets ---------------------------------------------------------------
+
+
+def cmd_models_list(args) -> int:
+    """The model sets under <TRADING_MODELS_DIR>/sets, oldest first: when each was trained, on
+    what, its state (current, promoted before, candidate, rejected and why) and whether its files
+    still match their SHA-256."""
+    from services.base.model_sets import current_name, describe, set_names
+
+    models_dir = get_settings().models_dir
+    sets = [describe(models_dir, name) for name in set_names(models_dir)]
+    if args.json:
+        print(
+            orjson.dumps(
+                {"current": current_name(models_dir), "sets": sets}, option=orjson.OPT_INDENT_2
+            ).decode()
+        )
+        return 0
+    if not sets:
+        flat = (models_dir / "manifest.json").is_file()
+        print(
+            f"no model sets in {models_dir}"
+            + (" (a flat models folder serves: train once to make a set)" if flat else "")
+        )
+        return 0
+    rows = [
+        [
+            ("* " if s["current"] else "  ") + s["set"],
+            "current" if s["current"] else ("was current" if s["state"] == "promoted" else s["state"]),
+            str(s["generated_at"] or "-")[:19],
+            ("synthetic" if s["synthetic"] else str(s["source"] or "-")),
+            str(s["label_end"] or "-"),
+            str(s["models"]),
+            "ok" if s["verified"] else "NO",
+            s["problem"] or s["reason"] or "",
+        ]
+        for s in sets
+    ]
+    print(table(["SET", "STATE", "TRAINED", "SOURCE", "DATA TO", "MODELS", "HASHES", "NOTE"], rows))
+    return 0
+
+
+def _tell_ml_model(what: str) -> None:
+    """Ask a running ml-model to switch now (it would within seconds anyway) and say the outcome."""
+    if not socket_is_live(get_settings().socket_dir / "ml-model.sock"):
+        print(f"{what}; ml-model is not running: it serves this set when it starts")
+        return
+    try:
+        result = rpc("ml-model", "reload_models", timeout=180)
+    except RpcError as exc:
+        print(f"{what}; ml-model did not answer reload_models ({exc.message}): it switches by itself")
+        return
+    if result.get("switched") or result.get("reason") == "already serving it":
+        print(f"{what}; ml-model serves it now")
+    else:
+        raise CliError(
+            f"{what}, but ml-model refused it ({result.get('reason')}); it still serves {result.get('model_set')}"
+        )
+
+
+def cmd_models_promote(args) -> int:
+    """Point models/current at model set SET once its manifest and every file's SHA-256 verify
+    (a set that does not verify is never promoted); a running ml-model switches to it without a
+    restart. Exit 2 for an unknown set."""
+    from services.base.model_sets import ModelSetError, UnknownSet, promote
+
+    try:
+        record = promote(get_settings().models_dir, args.set, get_clock().now(), "promoted by hand")
+    except UnknownSet as exc:
+        raise CliError(str(exc), 2) from None
+    except ModelSetError as exc:
+        raise CliError(f"not promoted: {exc}") from None
+    _tell_ml_model(f"promoted {record['set']} (was {record['previous'] or 'none'})")
+    return 0
+
+
+def cmd_models_rollback(args) -> int:
+    """Point models/current back at the set that served before the current one (it must still be
+    there and verify); a running ml-model switches without a restart."""
+    from services.base.model_sets import ModelSetError, rollback
+
+    try:
+        record = rollback(get_settings().models_dir, get_clock().now())
+    except ModelSetError as exc:
+        raise CliError(f"not rolled back: {exc}") from None
+    _tell_ml_model(f"rolled back to {record['set']} (from {record['previous']})")
+    return 0
+
+
 # ---- argument parsing --------------------------------------------------------------------------
 
 
@@ -832,6 +921,22 @@ def build_parser() -> Parser:
             p.add_argument("--intervals", metavar="5m,15m", help="also the intraday bars Yahoo keeps")
             p.add_argument("--attempts", type=int, default=3, help=argparse.SUPPRESS)
             p.add_argument("--backoff", type=float, default=1.0, help=argparse.SUPPRESS)
+    models = sub.add_parser("models", help="versioned model sets: list, promote SET, rollback")
+    models_sub = models.add_subparsers(
+        dest="models_command", required=True, parser_class=Parser, metavar="ACTION"
+    )
+    for name, func in (
+        ("list", cmd_models_list),
+        ("promote", cmd_models_promote),
+        ("rollback", cmd_models_rollback),
+    ):
+        doc = (func.__doc__ or "").strip()
+        p = models_sub.add_parser(name, help=" ".join(doc.split()).split(". ")[0], description=doc)
+        p.set_defaults(func=func)
+    models_sub.choices["list"].add_argument("--json", action="store_true")
+    models_sub.choices["promote"].add_argument(
+        "set", metavar="SET", help="a set's name, as `models list` shows"
+    )
     add("daemon", cmd_daemon)
     # argparse prints a suppressed subcommand as "==SUPPRESS==": drop it from the listing.
     sub._choices_actions = [a for a in sub._choices_actions if a.dest != "daemon"]

@@ -17,3 +17,6 @@ class MlModelKnobs:
         30.0, low=0.0, high=86400.0, doc="outcomes of a symbol are looked up at most this often"
     )
     convert_timeout_s: float = knob(120.0, low=1.0, high=3600.0, doc="converting a model in a subprocess")
+    watch_s: float = knob(
+        2.0, low=0.05, high=3600.0, doc="seconds between checks of models/current for a new model set"
+    )

@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS served_predictions (
     probability REAL NOT NULL,   -- P(up)
     direction   TEXT NOT NULL CHECK (direction IN ('up', 'down')),
     outcome     TEXT CHECK (outcome IN ('up', 'down')),
-    resolved_at TEXT
+    resolved_at TEXT,
+    model_set   TEXT             -- the model set that served it (models/sets/<name>); NULL: flat folder
 );
 CREATE INDEX IF NOT EXISTS served_by_symbol ON served_predictions (symbol, outcome, as_of);
 """
@@ -89,12 +90,21 @@ class PredictionLog:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(_SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(served_predictions)")}
+        if "model_set" not in columns:  # a database from before model sets
+            self.db.execute("ALTER TABLE served_predictions ADD COLUMN model_set TEXT")
 
     def close(self) -> None:
         self.db.close()
 
     def record(
-        self, request_id: str, created_at: str, symbol: str, as_of: date, votes: Iterable[Vote]
+        self,
+        request_id: str,
+        created_at: str,
+        symbol: str,
+        as_of: date,
+        votes: Iterable[Vote],
+        model_set: str | None = None,
     ) -> None:
         """Store one call's votes in one transaction (all of them or none)."""
         rows = [
@@ -107,6 +117,7 @@ class PredictionLog:
                 as_of.isoformat(),
                 v.probability,
                 v.direction,
+                model_set,
             )
             for v in votes
         ]
@@ -114,7 +125,7 @@ class PredictionLog:
             self.db.execute("BEGIN")
             self.db.executemany(
                 "INSERT INTO served_predictions (request_id, created_at, symbol, model_name, version, as_of,"
-                " probability, direction) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " probability, direction, model_set) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
 

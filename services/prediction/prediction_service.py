@@ -208,6 +208,7 @@ def _ensemble_summary(result: dict | None) -> dict | None:
         "as_of",
         "synthetic",
         "excluded",
+        "model_set",
     )
     # ml-model's own id for this vote: the key to its live-accuracy record.
     return {

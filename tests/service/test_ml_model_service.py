@@ -419,3 +419,85 @@ async def test_the_service_never_loads_sklearn_and_answers_as_sklearn_does(
     assert _heavy_libraries_mapped(process.pid) == set()
     health = await client.call_service("ml-model", "health")
     assert health["heavy_modules_loaded"] == [] and health["status"] == "healthy"
+
+
+# ---- model sets: switching without a restart ---------------------------------------------------
+
+
+def _copy_set(models_dir: Path, source: str, name: str, symbols: list[str]) -> Path:
+    """A new set `name` made of `source`'s files, its manifest listing only `symbols`' models."""
+    folder = models_dir / "sets" / name
+    shutil.copytree(models_dir / "sets" / source, folder)
+    raw = json.loads((folder / "manifest.json").read_text())
+    raw["models"] = [m for m in raw["models"] if m["symbol"] in symbols]
+    raw["symbols"] = symbols
+    (folder / "manifest.json").write_text(json.dumps(raw))
+    return folder
+
+
+async def test_a_new_set_is_switched_to_under_load_without_a_failed_request(
+    suite, synthetic_models, processes, client
+) -> None:
+    """Requests keep flowing while `current` moves to a new set: none fails, each says the set it
+    came from, the process is the same; a set that does not verify is never switched to."""
+    import asyncio
+    import sqlite3
+
+    from services.base.model_sets import current_name, promote
+
+    install_models(synthetic_models, suite.models_dir)  # the versioned layout: sets/ and current
+    first = current_name(suite.models_dir)
+    assert first is not None
+    process = processes.start("ml-model", suite, extra_env={"TRADING_ML_MODEL_WATCH_S": "0.2"})
+    features = await _features()
+    seen: list[str] = []
+    failures: list[BaseException] = []
+    stop = asyncio.Event()
+
+    async def load() -> None:
+        while not stop.is_set():
+            try:
+                reply = await client.call_service(
+                    "ml-model", "get_ensemble_prediction", features=features, symbol="CBA.AX"
+                )
+                seen.append(reply["model_set"])
+            except Exception as exc:
+                failures.append(exc)
+
+    workers = [asyncio.create_task(load()) for _ in range(4)]
+    await async_wait_until(lambda: len(seen), 60, 0.05, what="requests served", until=lambda n: n >= 20)
+    second = _copy_set(suite.models_dir, first, "20300101T000000Z", ["CBA.AX"]).name
+    promote(suite.models_dir, second, datetime.now(UTC), "test")
+    health = await _wait_for_health(client, "model_set", second)
+    await async_wait_until(
+        lambda: seen[-1], 60, 0.05, what="a reply from the new set", until=lambda s: s == second
+    )
+    stop.set()
+    await asyncio.gather(*workers)
+    assert failures == [] and health["pid"] == process.pid
+    switched_at = seen.index(second)
+    assert set(seen[:switched_at]) == {first} and set(seen[switched_at:]) == {second}  # never back and forth
+    with pytest.raises(NotFound):  # the new set has no WBC models: the switch is real
+        await client.call_service("ml-model", "get_ensemble_prediction", features=features, symbol="WBC.AX")
+    with sqlite3.connect(suite.data_dir / "ml_model.db") as db:
+        recorded = dict(db.execute("SELECT model_set, COUNT(*) FROM served_predictions GROUP BY model_set"))
+    assert set(recorded) == {first, second}
+
+    # A set whose file does not match its hash, pointed at by hand: refused, the old one serves.
+    bad = _copy_set(suite.models_dir, first, "20300102T000000Z", ["CBA.AX"])
+    victim = json.loads((bad / "manifest.json").read_text())["models"][0]["file"]
+    (bad / victim).write_bytes(b"not the model")
+    (suite.models_dir / "current").write_text(bad.name + "\n")
+    reply = await client.call_service("ml-model", "reload_models")
+    assert reply["switched"] is False and reply["refused_set"] == bad.name and reply["model_set"] == second
+    health = await client.call_service("ml-model", "health")
+    assert health["model_set"] == second and any(bad.name in w for w in health["warnings"])
+    again = await client.call_service(
+        "ml-model", "get_ensemble_prediction", features=features, symbol="CBA.AX"
+    )
+    assert again["model_set"] == second
+
+    # Pointed back at a good set, reload_models switches at once.
+    (suite.models_dir / "current").write_text(first + "\n")
+    reply = await client.call_service("ml-model", "reload_models")
+    assert reply["switched"] is True and reply["model_set"] == first and reply["previous"] == second

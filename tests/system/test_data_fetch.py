@@ -221,3 +221,47 @@ def test_intraday_intervals_are_merged_into_the_intraday_files(env):
     again = fetch(env, "--intervals", "5m", TRADING_CLOCK_START=clock_at(date(2024, 6, 14)))
     assert again.returncode == 0
     assert len(parse_intraday_csv((market(env) / "CBA.AX_5m.csv").read_text(), "x").bars) == 72
+
+
+# ---- training on fetched history -----------------------------------------------------------------
+
+
+def train(env: dict, *args: str):
+    import subprocess
+    import sys
+
+    command = [sys.executable, str(REPO / "services/ml-model/train_models.py"), *args]
+    return subprocess.run(
+        command, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600, cwd=REPO
+    )
+
+
+def test_train_source_yfinance_fetches_then_trains_on_it(env):
+    result = train(
+        env.env, "--source", "yfinance", "--symbols", "CBA.AX", "--years", "1.5", "--out", str(env.models_dir)
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (market(env) / "CBA.AX.csv").is_file() and (market(env) / "AXJO.csv").is_file()
+    from services.base.model_sets import serving_dir
+
+    manifest = json.loads((serving_dir(env.models_dir) / "manifest.json").read_text())
+    assert manifest["source"] == "yfinance" and manifest["synthetic"] is False
+    assert manifest["source_detail"].startswith("yfinance history fetched into")
+    assert {m["data"]["label_end"] for m in manifest["models"]} == {LAST.isoformat()}
+
+
+def test_train_source_yfinance_offline_falls_back_and_says_so(short_tmp):
+    dirs = make_suite_env(short_tmp / "suite", None, TRADING_SYMBOLS="CBA.AX")
+    closed = "http://127.0.0.1:9"
+    proxies = {k: closed for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")}
+    result = train(
+        {**dirs.env, **proxies},
+        "--source", "yfinance", "--fetch-attempts", "1", "--synthetic-years", "1.5", "--out", str(dirs.models_dir),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Yahoo history not fetched" in result.stderr and "falling back" in result.stderr
+    from services.base.model_sets import serving_dir
+
+    manifest = json.loads((serving_dir(dirs.models_dir) / "manifest.json").read_text())
+    assert manifest["synthetic"] is True and "SYNTHETIC" in manifest["warning"]
+    assert manifest["source_detail"].endswith("Yahoo not reached")
