@@ -251,6 +251,9 @@ def make_suite_env(root: Path, redis_url: str | None, **overrides: str) -> Suite
             "TRADING_DATA_DIR": str(dirs.data_dir),
             "TRADING_MODELS_DIR": str(dirs.models_dir),
             "TRADING_MARKET_DATA_SOURCE": "synthetic",
+            # The session's trained models are reused for days (MODELS_CACHE): they must not
+            # expire under a test; tests of expiry set their own maximum age.
+            "TRADING_ML_MODEL_MAX_AGE_DAYS": "3650",
             "PYTHONPATH": str(REPO),
             "PYTHONUNBUFFERED": "1",
         }

@@ -94,6 +94,7 @@ DROPPED = frozenset(
         "TRADING_REDIS_URL", "TRADING_MARKET_DATA_SOURCE", "TRADING_MARKET_DATA_DIR",
         "TRADING_CLOCK_START", "TRADING_CLOCK_SPEED", "TRADING_CLOCK_EPOCH", "TRADING_CLOCK_FILE",
         "TRADING_SECRETS_FILE", "TRADING_PAPER_TRADING_IG_MIRROR", "TRADING_SCHEDULER_DEFAULTS",
+        "TRADING_ML_MODEL_MAX_AGE_DAYS",
     }
 )  # fmt: skip
 TRADE_COLUMNS = (
@@ -174,6 +175,9 @@ def suite_env(root: Path, options: ReplayOptions, base: dict[str, str]) -> dict[
             # The driver runs the default tasks itself, one step a day: a schedule loop firing
             # the same tasks after a clock jump would run them twice.
             "TRADING_SCHEDULER_DEFAULTS": "false",
+            # The replay's models were trained before --from on purpose and serve the whole
+            # period: they must not expire as the replayed days pass.
+            "TRADING_ML_MODEL_MAX_AGE_DAYS": "3650",
             # A decision must not depend on the machine's speed: a prediction whose sentiment or
             # model call fails (a dependency restarting, a busy core) fails and is made again,
             # never degraded into a different signal.

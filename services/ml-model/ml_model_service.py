@@ -48,7 +48,18 @@ from services.base import (
     run_service,
 )
 from services.base.knobs import read_knobs
-from services.base.model_sets import current_name, serving_dir
+from services.base.model_sets import (
+    ModelSetError,
+    SetNotVerified,
+    current_name,
+    promote,
+    prune,
+    read_manifest,
+    read_status,
+    serving_dir,
+    set_names,
+    write_status,
+)
 from services.domain import asx_calendar
 from services.domain.bars import bar_from_dict, latest_session
 from services.domain.features import (
@@ -59,6 +70,8 @@ from services.domain.features import (
 )
 from services.ml_model.ml_model_knobs import MlModelKnobs
 from services.ml_model.ml_prediction_log import ENSEMBLE, PredictionLog, Vote, outcome_after
+from services.ml_model.model_drift import Drift, drift
+from services.ml_model.model_freshness import SetAge, set_age
 from services.ml_model.model_inference import (
     InferenceFormError,
     InferenceModel,
@@ -66,6 +79,7 @@ from services.ml_model.model_inference import (
     read_cached,
     write_cached,
 )
+from services.ml_model.model_promotion import Decision, decide
 from services.ml_model.model_store import (
     TRAINING_COMMAND,
     Manifest,
@@ -80,6 +94,7 @@ from services.ml_model.model_voting import confidence_of, direction_of, ensemble
 
 MARKET_DATA = "market-data"
 CONVERTER = Path(__file__).resolve().with_name("model_converter.py")
+TRAINER = Path(__file__).resolve().with_name("train_models.py")
 # Big modules that must stay out of this process (the converter child imports them instead).
 HEAVY_MODULES = ("sklearn", "scipy", "pandas", "numpy", "joblib")
 # A bar date before the ASX calendar's table is a typo (0001-01-01), not a session: its predictions
@@ -127,6 +142,8 @@ class MlModelService(BaseService):
         self._load_lock = asyncio.Lock()
         self._warm_task: asyncio.Task | None = None
         self._watch_task: asyncio.Task | None = None
+        self._retrain_lock = asyncio.Lock()
+        self.retrain_decisions: list[dict] = []  # this process's retrain decisions, newest last
         self._last_resolution: dict[str, float] = {}
         self._resolution_note = "no outcome lookup yet"
         self.counters = {"predictions_served": 0, "ensembles_served": 0, "outcomes_resolved": 0}
@@ -181,6 +198,14 @@ class MlModelService(BaseService):
         warnings = []
         if manifest.raw.get("synthetic"):
             warnings.append(str(manifest.raw.get("warning", "models were trained on synthetic data")))
+        age = self._set_age(served)
+        details["model_set_age_days"] = age.days
+        if age.stale:
+            details["status"] = "degraded"
+            warnings.append(age.warning())
+        drifts = self._drifts(served)
+        details["live_vs_validation"] = {d.symbol: d.as_dict() for d in drifts}
+        warnings += [d.warning() for d in drifts if d.drifting]
         if self._switch_failure is not None:
             failure = self._switch_failure
             warnings.append(
@@ -206,6 +231,21 @@ class MlModelService(BaseService):
             why = self._not_trained or f"no models; train them: {TRAINING_COMMAND}"
             raise NotConfigured(why, data={"command": TRAINING_COMMAND})
         return self._active
+
+    def _set_age(self, served: ServedSet) -> SetAge:
+        return set_age(
+            served.name, served.manifest.raw.get("generated_at"), self.clock.now(), self.knobs.max_age_days
+        )
+
+    def _drifts(self, served: ServedSet) -> list[Drift]:
+        """Per symbol of the set: the ensemble's live accuracy over the last drift_days resolved
+        days against the models' validation accuracy (model_drift)."""
+        found = []
+        for symbol in dict.fromkeys(e.symbol for e in served.manifest.entries):
+            votes = self.prediction_log.recent_resolved(symbol, ENSEMBLE, served.name, self.knobs.drift_days)
+            validation = [e.metrics.get("accuracy") for e in served.manifest.for_symbol(symbol)]
+            found.append(drift(symbol, [v.direction == v.outcome for v in votes], validation))
+        return found
 
     def _current_manifest(self) -> Manifest:
         return self._serving().manifest
@@ -458,6 +498,94 @@ class MlModelService(BaseService):
         served.refused[entry.key] = reason
         return ServiceError(message, data={"reason": reason, "file": entry.file})
 
+    # ---- retraining ---------------------------------------------------------------------------
+
+    @rpc
+    async def retrain_models(self) -> dict:
+        """Train a candidate set on the latest history (the last completed session), then promote
+        it only if the promotion rule holds for every symbol, else keep it as rejected with the
+        reason. Returns the decision (also in get_model_performance)."""
+        if self._retrain_lock.locked():
+            raise ServiceError("a retraining run is already in progress")
+        async with self._retrain_lock:
+            started = time.perf_counter()
+            before = set(set_names(self.models_dir))
+            output = await self._run_training()
+            new = sorted(set(set_names(self.models_dir)) - before)
+            if not new:
+                raise ServiceError(f"the training run wrote no model set: {output[-300:]}")
+            candidate = new[-1]
+            folder = self.models_dir / "sets" / candidate
+            current = None if self._active is None else self._active.manifest.raw
+            try:
+                decision = decide(read_manifest(folder), current, self.settings.symbols)
+            except SetNotVerified as exc:
+                decision = Decision(False, str(exc))
+            record = {
+                "candidate": candidate,
+                "previous": None if self._active is None else self._active.name,
+                "decided_at": self.clock.now().isoformat(),
+                "training_s": round(time.perf_counter() - started, 1),
+                **decision.as_dict(),
+            }
+            now = self.clock.now()
+            if decision.promote:
+                try:
+                    promote(self.models_dir, candidate, now, f"retrain: {decision.reason}")
+                    switch = await self._switch("retrain")
+                    record["switched"] = bool(switch.get("switched"))
+                    if not switch.get("switched"):
+                        record["switch_reason"] = switch.get("reason")
+                except ModelSetError as exc:
+                    record.update(promote=False, reason=f"not promoted: {exc}")
+            write_status(
+                folder,
+                "promoted" if record["promote"] else "rejected",
+                now.isoformat(),
+                reason=record["reason"],
+                decision=record,
+            )
+            record["pruned"] = prune(self.models_dir, self.knobs.retrain_keep)
+            self.retrain_decisions = [*self.retrain_decisions[-9:], record]
+            self.log.info(
+                "retrain decided",
+                extra={"candidate": candidate, "promote": record["promote"], "reason": record["reason"]},
+            )
+            return record
+
+    async def _run_training(self) -> str:
+        """train_models.py as a child (scikit-learn stays out of this process): its output."""
+        args = [
+            sys.executable,
+            str(TRAINER),
+            "--out",
+            str(self.models_dir),
+            "--candidate",
+            "--keep",
+            str(self.knobs.retrain_keep),
+        ]
+        if self.knobs.retrain_source == "synthetic":
+            args.append("--synthetic")
+        else:
+            args += ["--source", self.knobs.retrain_source, "--data-dir", str(self.settings.market_data_dir)]
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", **self.clock.env()}
+        process = await asyncio.create_subprocess_exec(*args, stdout=PIPE, stderr=PIPE, env=env)
+        try:
+            out, err = await asyncio.wait_for(process.communicate(), self.knobs.retrain_timeout_s)
+        except TimeoutError:
+            raise ServiceError(f"retraining took over {self.knobs.retrain_timeout_s:g}s") from None
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        if process.returncode != 0:
+            tail = err.decode(errors="replace").strip().splitlines()
+            raise ServiceError(
+                f"retraining failed (exit {process.returncode}): {tail[-1] if tail else 'no message'}",
+                data={"exit_code": process.returncode},
+            )
+        return out.decode(errors="replace")
+
     # ---- params -------------------------------------------------------------------------------
 
     @staticmethod
@@ -549,6 +677,10 @@ class MlModelService(BaseService):
         probabilities = [m.model.probability_up(row) for m in members]
         weights, method = ensemble_weights([m.entry.metrics.get("roc_auc") for m in members])
         probability = sum(w * p for w, p in zip(weights, probabilities, strict=True))
+        age = self._set_age(served)
+        if age.expired:
+            # Past twice the maximum age the votes carry no weight: 0.5, no direction worth acting on.
+            weights, method, probability = [0.0] * len(members), "expired: no weight", 0.5
         votes = [
             Vote(m.entry.model_name, m.entry.version, p, direction_of(p))
             for m, p in zip(members, probabilities, strict=True)
@@ -582,6 +714,8 @@ class MlModelService(BaseService):
             "as_of": day.isoformat(),
             "synthetic": any(bool(m.entry.raw.get("synthetic")) for m in members),
             "model_set": served.name,
+            "model_set_age_days": age.days,
+            "expired": age.as_dict() if age.expired else None,
         }
 
     async def _members(
@@ -686,11 +820,31 @@ class MlModelService(BaseService):
         if symbol is not None and not manifest.for_symbol(symbols[0]):
             raise NotFound(f"no models for {symbols[0]}", data={"symbol": symbols[0]})
         await self._resolve_outcomes(symbols, force=True)
+        served = self._serving()
         return {
             "as_of": self.clock.now().isoformat(),
             "outcome_resolution": self._resolution_note,
+            "model_set": {
+                **self._set_age(served).as_dict(),
+                "generated_at": manifest.raw.get("generated_at"),
+                "source": manifest.raw.get("source"),
+            },
+            "retrain_decisions": self._recent_decisions(),
+            "live_vs_validation": {d.symbol: d.as_dict() for d in self._drifts(served)},
             "symbols": [self._performance(manifest, name) for name in symbols],
         }
+
+    def _recent_decisions(self, count: int = 5) -> list[dict]:
+        """The latest retrain decisions, newest first, as the sets' status files keep them (so
+        they outlive this process)."""
+        found = []
+        for name in reversed(set_names(self.models_dir)):
+            decision = read_status(self.models_dir / "sets" / name).get("decision")
+            if isinstance(decision, dict):
+                found.append(decision)
+            if len(found) == count:
+                break
+        return found
 
     def _performance(self, manifest: Manifest, symbol: str) -> dict:
         live = self.prediction_log.live(symbol)

@@ -168,3 +168,17 @@ class PredictionLog:
             votes = [ResolvedVote(p, d, o) for m, v, p, d, o in latest if (m, v) == key]
             stats[key].update(live_metrics(votes))
         return stats
+
+    def recent_resolved(
+        self, symbol: str, model_name: str, model_set: str | None, days: int
+    ) -> list[ResolvedVote]:
+        """The latest resolved vote of each of the last `days` resolved days of one model (or the
+        ensemble) of one model set, newest day first."""
+        rows = self.db.execute(
+            "SELECT p.probability, p.direction, p.outcome FROM served_predictions p "
+            "JOIN (SELECT MAX(id) AS id FROM served_predictions WHERE symbol = ? AND model_name = ? "
+            "      AND model_set IS ? AND outcome IS NOT NULL GROUP BY as_of ORDER BY as_of DESC LIMIT ?) last "
+            "ON p.id = last.id",
+            (symbol, model_name, model_set, days),
+        ).fetchall()
+        return [ResolvedVote(p, d, o) for p, d, o in rows]
