@@ -514,7 +514,15 @@ def raw_exchange(path: Path, payload: bytes, timeout_s: float = 5.0, expect_repl
 # ---- trained models ----------------------------------------------------------------------------
 
 MODELS_CACHE = Path(tempfile.gettempdir()) / "trading-test-models"
-TRAINING_CODE = ("services/ml-model", "services/domain", "services/market-data")
+# What decides a trained models folder: the pipeline, the history it reads and fetches, and the
+# model-set layout it writes.
+TRAINING_CODE = (
+    "services/ml-model",
+    "services/domain",
+    "services/market-data",
+    "services/clients/yahoo_history.py",
+    "services/base/model_sets.py",
+)
 TRAINING_TIMEOUT_S = 900.0
 
 
@@ -539,8 +547,9 @@ class Training:
         else:
             for path in sorted(self.data_dir.glob("*.csv")):
                 digest.update(path.name.encode() + path.read_bytes())
-        for folder in TRAINING_CODE:
-            for path in sorted((REPO / folder).rglob("*.py")):
+        for part in TRAINING_CODE:
+            paths = [REPO / part] if part.endswith(".py") else sorted((REPO / part).rglob("*.py"))
+            for path in paths:
                 digest.update(str(path.relative_to(REPO)).encode() + path.read_bytes())
         return digest.hexdigest()[:20]
 

@@ -1,8 +1,13 @@
 """ml-model service: per-bank scikit-learn models behind JSON-RPC, with live performance tracking.
 
-Models come only from `<models dir>/manifest.json` written by
-`python services/ml-model/train_models.py`. With no manifest the service still starts, reports
-`degraded`, and answers model methods with -32002 naming the training command.
+Models come only from the manifest of the model set `<models dir>/current` names
+(`<models dir>/sets/<UTC timestamp>/manifest.json`, services.base.model_sets; or, in the layout
+before sets, `<models dir>/manifest.json`) written by `python services/ml-model/train_models.py`.
+With no manifest the service still starts, reports `degraded`, and answers model methods with
+-32002 naming the training command. A new current set is loaded and verified while the old one
+serves, then swapped in (watched every TRADING_ML_MODEL_WATCH_S, or at once on reload_models);
+retrain_models trains a candidate in a child and promotes it only by the promotion rule
+(model_promotion); health warns about a set's age (model_freshness) and drift (model_drift).
 
 This process never imports scikit-learn, scipy, pandas, numpy or joblib (together ~130 MB of
 PSS; health lists any that are loaded under `heavy_modules_loaded`). At start, and whenever a
@@ -327,7 +332,8 @@ class MlModelService(BaseService):
     def _switch_refused(self, candidate: ServedSet | None, reason: str, previous: ServedSet | None) -> dict:
         name = None if candidate is None else candidate.name
         self._switch_failure = {"set": name, "reason": reason, "at": self.clock.now().isoformat()}
-        self._failed_stamp = None if candidate is None else candidate.stamp
+        # Not tried again until it changes (an unreadable manifest too: no error every watch tick).
+        self._failed_stamp = self._pointer_stamp() if candidate is None else candidate.stamp
         self.log.error("model set not switched to", extra={"model_set": name, "reason": reason})
         return {
             "switched": False,
