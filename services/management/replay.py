@@ -348,7 +348,7 @@ class ReplayDriver:
         models = self.root / "models"
         source = self.options.models_dir
         if source is not None and models_trained_before(source, self.options.first, self.symbols):
-            shutil.copytree(source, models, dirs_exist_ok=True)
+            shutil.copytree(serving_dir(source), models, dirs_exist_ok=True)  # the set in service, flat
             self.notes.append(f"models reused from {source} (trained on labels ending before --from)")
             return
         self.progress(f"training models on data before {self.options.first} ...")
