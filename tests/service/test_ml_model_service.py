@@ -10,6 +10,7 @@ converter child, or found stale and remade.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pickle
@@ -645,3 +646,26 @@ async def test_the_scheduled_retrain_runs_end_to_end_on_the_asx_csvs(
     performance = await client.call_service("ml-model", "get_model_performance")
     assert performance["retrain_decisions"][0]["candidate"] == candidate
     assert performance["retrain_decisions"][0]["symbols"][0]["symbol"] == "CBA.AX"
+
+
+async def test_promote_and_rollback_from_the_cli_switch_a_running_service(
+    suite, synthetic_models, processes, client
+):
+    from services.base.model_sets import current_name
+    from tests.support import manager_cli
+
+    install_models(synthetic_models, suite.models_dir)
+    first = current_name(suite.models_dir)
+    assert first is not None
+    second = _copy_set(suite.models_dir, first, "20300101T000000Z", ["CBA.AX"]).name
+    process = processes.start(
+        "ml-model", suite, extra_env={"TRADING_ML_MODEL_WATCH_S": "3600"}
+    )  # only the CLI
+    promoted = await asyncio.to_thread(manager_cli, suite, "models", "promote", second)
+    assert promoted.returncode == 0, promoted.stderr
+    assert f"promoted {second} (was {first}); ml-model serves it now" in promoted.stdout
+    assert (await client.call_service("ml-model", "health"))["model_set"] == second
+    back = await asyncio.to_thread(manager_cli, suite, "models", "rollback")
+    assert back.returncode == 0 and "ml-model serves it now" in back.stdout
+    health = await client.call_service("ml-model", "health")
+    assert health["model_set"] == first and health["pid"] == process.pid
