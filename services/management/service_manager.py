@@ -703,6 +703,7 @@ def cmd_data_fetch(args) -> int:
     computes. Exit 1 when Yahoo cannot be reached (no file touched) or a symbol was refused."""
     from services.clients.yahoo_history import Retry, YahooUnavailable, fetch_daily, fetch_intraday
     from services.domain.intraday import INTERVALS
+    from services.domain.price_history import MarketDataError
 
     symbols = data_symbols(args)
     intervals = [i for i in (args.intervals or "").split(",") if i]
@@ -723,7 +724,12 @@ def cmd_data_fetch(args) -> int:
             table(["SYMBOL", "STATUS", "FIRST", "LAST", "ROWS", "QUALITY", "NOTE"], data_report_rows(reports))
         )
         for interval in intervals:
-            intraday = fetch_intraday(directory, symbols, interval, now, retry)
+            try:
+                intraday = fetch_intraday(directory, symbols, interval, now, retry)
+            except YahooUnavailable as exc:
+                raise CliError(
+                    f"data fetch: {exc}; the daily files above are written, no {interval} file changed"
+                ) from None
             rows = [
                 [r.symbol, r.status, r.first or "-", r.last or "-", str(r.rows), r.detail] for r in intraday
             ]
@@ -732,6 +738,8 @@ def cmd_data_fetch(args) -> int:
             reports += intraday
     except YahooUnavailable as exc:
         raise CliError(f"data fetch: {exc}; no file was changed") from None
+    except MarketDataError as exc:  # a file there is not a Yahoo export: nothing merged into it
+        raise CliError(f"data fetch: {exc}; no file was changed (move it aside, or --full)") from None
     except OSError as exc:
         raise CliError(f"data fetch: writing failed: {exc}") from None
     refused = [r.symbol for r in reports if r.status == "refused"]
@@ -743,20 +751,28 @@ def cmd_data_fetch(args) -> int:
 
 def cmd_data_status(args) -> int:
     """Each history file in the market data folder: first and last date, rows and quality score
-    (as market-data's csv source computes it), intraday files too. Exit 1 when a file is missing."""
-    from services.clients.yahoo_history import describe_daily
-    from services.domain.price_history import csv_file_name
+    (as market-data's csv source computes it), intraday files too. Exit 1 when a file is missing
+    or unreadable."""
+    from services.clients.yahoo_history import FileReport, describe_daily
+    from services.domain.price_history import MarketDataError, csv_file_name
 
     directory = args.data_dir or get_settings().market_data_dir
     now = get_clock().now()
     symbols = data_symbols(args)
-    reports = [describe_daily(s, directory / csv_file_name(s), now) for s in symbols]
+    reports = []
+    for symbol in symbols:
+        try:
+            reports.append(describe_daily(symbol, directory / csv_file_name(symbol), now))
+        except MarketDataError as exc:  # not a Yahoo export: said in its row, the others still listed
+            reports.append(
+                FileReport(symbol, directory / csv_file_name(symbol), "unreadable", detail=str(exc))
+            )
     print(f"daily history in {directory}")
     print(table(["SYMBOL", "STATUS", "FIRST", "LAST", "ROWS", "QUALITY", "NOTE"], data_report_rows(reports)))
     intraday = sorted(p.name for p in directory.glob("*_*.csv")) if directory.is_dir() else []
     if intraday:
         print(f"intraday files: {', '.join(intraday)}")
-    return 1 if any(r.status == "missing" for r in reports) else 0
+    return 1 if any(r.status in ("missing", "unreadable") for r in reports) else 0
 
 
 # ---- models: versioned model sets ---------------------------------------------------------------

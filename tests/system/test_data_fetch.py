@@ -265,3 +265,14 @@ def test_train_source_yfinance_offline_falls_back_and_says_so(short_tmp):
     manifest = json.loads((serving_dir(dirs.models_dir) / "manifest.json").read_text())
     assert manifest["synthetic"] is True and "SYNTHETIC" in manifest["warning"]
     assert manifest["source_detail"].endswith("Yahoo not reached")
+
+
+def test_a_file_that_is_not_a_yahoo_export_is_one_line_and_left_alone(env):
+    market(env).mkdir(parents=True)
+    (market(env) / "CBA.AX.csv").write_text("when,price\n2024-06-14,1\n")
+    result = fetch(env)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "CBA.AX.csv: missing column(s)" in result.stderr
+    assert (market(env) / "CBA.AX.csv").read_text() == "when,price\n2024-06-14,1\n"
+    status = manager_cli(env, "data", "status")
+    assert status.returncode == 1 and "unreadable" in status.stdout
