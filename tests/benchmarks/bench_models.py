@@ -99,11 +99,27 @@ def rss(pid: int) -> int:
     return psutil.Process(pid).memory_info().rss
 
 
-async def switch(client: BaseService, models: Path, name: str, pid: int) -> tuple[dict, float, int]:
+async def switch(client: BaseService, models: Path, name: str, pid: int) -> tuple[dict, float, int, int]:
+    """(reply, wall s, RSS after, peak RSS while both sets were held: sampled every 2 ms)."""
+    import threading
+
+    peak, done = [rss(pid)], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss(pid))
+            done.wait(0.002)
+
+    sampler = threading.Thread(target=sample)
     promote(models, name, datetime.now(SYDNEY), "benchmark")
+    sampler.start()
     started = time.perf_counter()
-    reply = await client.call_service("ml-model", "reload_models", timeout=300)
-    return reply, time.perf_counter() - started, rss(pid)
+    try:
+        reply = await client.call_service("ml-model", "reload_models", timeout=300)
+    finally:
+        done.set()
+        sampler.join()
+    return reply, time.perf_counter() - started, rss(pid), peak[0]
 
 
 async def bench_switch(dirs, models: Path, first: str, second: str) -> None:
@@ -116,15 +132,16 @@ async def bench_switch(dirs, models: Path, first: str, second: str) -> None:
             await asyncio.sleep(0.1)
             health = await client.call_service("ml-model", "health")
         before = rss(process.pid)
-        reply, wall, after = await switch(client, models, second, process.pid)
-        back, _, after_back = await switch(client, models, first, process.pid)
+        reply, wall, after, peak = await switch(client, models, second, process.pid)
+        back, _, after_back, _ = await switch(client, models, first, process.pid)
         print(
             f"  switch to a new set ({reply['models']} models): {reply['ms']:.0f} ms in the service, "
             f"{wall * 1000:.0f} ms for the call; back again {back['ms']:.0f} ms"
         )
         mib = 1024 * 1024
         print(
-            f"  ml-model RSS: {before / mib:.1f} MiB serving one set, {after / mib:.1f} MiB after switching "
+            f"  ml-model RSS: {before / mib:.1f} MiB serving one set, peak {peak / mib:.1f} MiB while both sets "
+            f"were held (+{(peak - before) / mib:.1f}), {after / mib:.1f} MiB after switching "
             f"(+{(after - before) / mib:.1f}), {after_back / mib:.1f} MiB after switching back"
         )
     finally:
