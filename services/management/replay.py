@@ -86,8 +86,9 @@ TRADER = "paper-trading"
 TASK_NAMES = ("market_data_refresh", "market_monitoring")
 # Variables of the caller's environment that must not reach the replay suite: its own
 # directories, clock and Redis are set below, and live news or a live broker account have no
-# place in a replay of the past (sentiment falls back to neutral, IG stays unconfigured).
-DROPPED_PREFIXES = ("MARKETAUX_", "IG_")
+# place in a replay of the past (sentiment falls back to neutral, IG stays unconfigured); nor
+# does a person's phone: the replay's alerts process records its alerts but has no channel.
+DROPPED_PREFIXES = ("MARKETAUX_", "IG_", "TRADING_ALERTS_")
 DROPPED = frozenset(
     {
         "TRADING_SOCKET_DIR", "TRADING_LOG_DIR", "TRADING_DATA_DIR", "TRADING_MODELS_DIR",
@@ -679,8 +680,8 @@ class ReplayDriver:
         await self._call(TRADER, "get_portfolio_status")
 
     async def _trader_caught_up(self) -> bool:
-        """paper-trading's consumer group (named after the service, services.base.events) has read
-        and acknowledged every prediction."""
+        """paper-trading's consumer group (`paper-trading@<ledger id>`, one per ledger; the replay
+        runs one) has read and acknowledged every prediction."""
         import redis.exceptions
 
         if self.redis is None:
@@ -690,7 +691,7 @@ class ReplayDriver:
             groups = await self.redis.xinfo_groups(PREDICTION_STREAM)
         except redis.exceptions.ResponseError:
             return True  # no stream yet: nothing was predicted
-        group = next((g for g in groups if _text(g["name"]) == TRADER), None)
+        group = next((g for g in groups if _text(g["name"]).startswith(f"{TRADER}@")), None)
         if group is None:
             return stream["length"] == 0
         return group["pending"] == 0 and _text(group["last-delivered-id"]) == _text(

@@ -58,7 +58,6 @@ MARKET_DATA, SENTIMENT, ML_MODEL = "market-data", "sentiment", "ml-model"
 SYMBOL_RE = re.compile(r"^[A-Z0-9^][A-Z0-9.^_-]{0,19}$")
 MAX_BATCH = 1000
 OUTBOX_CHECK_S = 2.0  # how often saved-but-unsent predictions are sent again
-OUTBOX_WARN = 100  # more than this many unsent predictions: health says so (degraded)
 # The answer must reach the caller before its own timeout fires: reply this much earlier.
 REPLY_MARGIN_S = 0.5
 
@@ -325,6 +324,7 @@ class PredictionService(BaseService):
         self.knobs = read_knobs(PredictionKnobs, self.settings.environ)
         self.store: PredictionStore | None = None
         self.outbox_resent = 0  # predictions the outbox sent again (after a crash or an outage)
+        self.outbox_watch = self.make_outbox_watch("predictions")
         self._sending: set[str] = set()  # saved and being sent right now by the request itself
         self.cache: dict[str, dict] = {}
         self.prediction_count = 0
@@ -366,10 +366,9 @@ class PredictionService(BaseService):
             "outbox_resent": self.outbox_resent,
         }
         warnings = []
-        if details["outbox"] > OUTBOX_WARN:
-            warnings.append(
-                f"outbox: {details['outbox']} predictions saved but not yet on the bus (Redis away?)"
-            )
+        self.outbox_watch.observe(details["outbox"], self.clock.now())
+        if (outbox_warning := self.outbox_watch.warning()) is not None:
+            warnings.append(outbox_warning)
         if self.buy_state.alerting:
             warnings.append(
                 f"buy rate {rate:.0%} over the last {len(self.buy_state.signals)} predictions "
@@ -378,7 +377,7 @@ class PredictionService(BaseService):
         down = {k: v for k, v in self.dependency_state.items() if v != "ok"}
         for dependency, reason in sorted(down.items()):
             warnings.append(f"{dependency}: {reason}")
-        if down or details["outbox"] > OUTBOX_WARN:
+        if down or self.outbox_watch.growing:
             details["status"] = "degraded"
         if warnings:
             details["warnings"] = warnings
@@ -585,9 +584,19 @@ class PredictionService(BaseService):
                         if not await self._send_prediction(prediction):
                             break  # Redis went away again: next round
                         self.outbox_resent += 1
+                if self.store is not None:
+                    size = self.store.unpublished_count()
+                    await self.outbox_watch.check(size, self.clock.now(), self._announce_outbox)
             except Exception:
                 self.log.exception("sending the prediction outbox failed")
             await asyncio.sleep(OUTBOX_CHECK_S)
+
+    async def _announce_outbox(self, data: dict) -> bool:
+        sent = await self.announce("outbox_backlog", data)
+        if sent:
+            log = self.log.warning if data["state"] == "growing" else self.log.info
+            log("prediction outbox %s: %d unsent", data["state"], data["size"], extra=data)
+        return sent
 
     async def _gather(self, symbol: str) -> Gathered:
         market_t = asyncio.create_task(self._call(MARKET_DATA, "get_market_data", symbol=symbol))
