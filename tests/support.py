@@ -634,6 +634,21 @@ def install_models(trained: Path, models_dir: Path, symbols: Iterable[str] | Non
     return models_dir
 
 
+async def publish_as(suite: SuiteDirs, source: str, event_type: str, *payloads: dict) -> None:
+    """Publish as `source` does: the same bus, the same envelope (durable types go to their stream)."""
+    from services.base.clock import SuiteClock
+    from services.base.events import EventBus
+
+    bus = EventBus(suite.env["TRADING_REDIS_URL"], source, SuiteClock())
+    await bus.start()
+    try:
+        assert await bus.wait_connected(5)
+        for data in payloads:
+            await bus.publish(event_type, data)
+    finally:
+        await bus.close()
+
+
 # ---- events ----------------------------------------------------------------------------------
 
 

@@ -15,12 +15,12 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from services.base.base_service import BaseService, rpc
-from services.base.clock import SuiteClock, write_clock_file
+from services.base.clock import write_clock_file
 from services.base.config import Settings
-from services.base.events import EventBus
 from services.base.rpc import InvalidParams
 from tests.alert_fakes import FakeHttpEndpoint, Reply
 from tests.support import ServiceProcess, SuiteDirs, async_wait_until, rpc_call_sync
+from tests.support import publish_as as publish
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -46,18 +46,6 @@ class Alerts:
 
     def set_clock(self, when: datetime) -> None:
         write_clock_file(self.clock_file, when)  # type: ignore[arg-type]
-
-
-async def publish(suite: SuiteDirs, source: str, event_type: str, *payloads: dict) -> None:
-    """Publish as `source` does: the same bus and envelope."""
-    bus = EventBus(suite.env["TRADING_REDIS_URL"], source, SuiteClock())
-    await bus.start()
-    try:
-        assert await bus.wait_connected(5)
-        for data in payloads:
-            await bus.publish(event_type, data)
-    finally:
-        await bus.close()
 
 
 def status_changed(service: str, state: str, reason: str | None = None, restarts: int = 0) -> dict:

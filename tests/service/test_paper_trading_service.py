@@ -23,7 +23,6 @@ import orjson
 import pytest
 
 from services.base.clock import SuiteClock
-from services.base.events import EventBus
 from services.base.rpc import (
     DependencyUnavailable,
     InvalidParams,
@@ -42,6 +41,9 @@ from tests.support import (
     SuiteDirs,
     async_wait_until,
     rpc_call_sync,
+)
+from tests.support import (
+    publish_as as publish,
 )
 from tests.unit._ig_helpers import API_KEY, PASSWORD, USERNAME, FakeIg
 
@@ -135,18 +137,6 @@ class Stack:
 @pytest.fixture
 def stack(suite, processes):
     return Stack(suite, processes).start()
-
-
-async def publish(suite: SuiteDirs, source: str, event_type: str, *payloads: dict) -> None:
-    """Publish as `source` does: same bus, same envelope (durable types go to their stream)."""
-    bus = EventBus(suite.env["TRADING_REDIS_URL"], source, SuiteClock())
-    await bus.start()
-    try:
-        assert await bus.wait_connected(5)
-        for data in payloads:
-            await bus.publish(event_type, data)
-    finally:
-        await bus.close()
 
 
 def prediction(stack: Stack, symbol: str, signal: str, prediction_id: str | None = None) -> dict:
