@@ -251,6 +251,8 @@ def make_suite_env(root: Path, redis_url: str | None, **overrides: str) -> Suite
             "TRADING_DATA_DIR": str(dirs.data_dir),
             "TRADING_MODELS_DIR": str(dirs.models_dir),
             "TRADING_MARKET_DATA_SOURCE": "synthetic",
+            # Every test suite runs a gateway: on a port of the kernel's choosing, never 8780.
+            "TRADING_GATEWAY_BIND": "127.0.0.1:0",
             "PYTHONPATH": str(REPO),
             "PYTHONUNBUFFERED": "1",
         }

@@ -90,6 +90,7 @@ VALID: dict[tuple[str, str], dict[str, Any]] = {
     ("alerts", "silence"): {"kind": "task_failed", "duration": "1m"},
     ("alerts", "test_channel"): {"channel": "webhook"},
     ("alerts", "get_summary"): {"period": "day"},
+    ("gateway", "get_url"): {},
 }
 
 
