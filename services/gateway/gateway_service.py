@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import os
-import secrets
 import time
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +28,6 @@ from services.base import (
     DependencyUnavailable,
     RpcError,
     RpcTimeout,
-    Settings,
     rpc,
     run_service,
 )
@@ -37,41 +35,12 @@ from services.base.knobs import read_knobs
 from services.domain.supervision import UP, start_order
 from services.gateway.gateway_knobs import GatewayKnobs
 from services.gateway.gateway_routes import BadQuery, Route, match, openapi_document, parse_params
+from services.gateway.gateway_token import gateway_token
 from services.gateway.metrics_exposition import Scrape, exposition
 from services.registry import SUPERVISOR
 
-TOKEN_FILE = "gateway.token"
 REPLAY_REPORT_MAX_BYTES = 4 << 20
 INVALID_PARAMS, NOT_FOUND = -32602, -32006
-
-
-def gateway_token(settings: Settings) -> str:
-    """TRADING_GATEWAY_TOKEN (environment or secrets file), else `<data dir>/gateway.token`,
-    made here (mode 0600, 32 random bytes) the first time. Set-up makes it too."""
-    given = settings.secret("TRADING_GATEWAY_TOKEN")
-    if given:
-        if len(given) < 16:
-            raise ConfigError("TRADING_GATEWAY_TOKEN must be at least 16 characters")
-        return given
-    return ensure_token_file(settings.data_dir / TOKEN_FILE)
-
-
-def ensure_token_file(path: Path) -> str:
-    """The token in `path`, created owner-only if missing; refuses a file others can read."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_urlsafe(32) + "\n")
-    if path.stat().st_mode & 0o077:
-        raise ConfigError(f"{path} is readable by group or others; run: chmod 600 {path}")
-    token = path.read_text().strip()
-    if len(token) < 16:
-        raise ConfigError(f"{path} holds no token of at least 16 characters; delete it to make a new one")
-    return token
 
 
 class Reply:
