@@ -47,3 +47,9 @@ class GatewayKnobs:
     idle_timeout_s: float = knob(
         30.0, low=1, high=3600, doc="an idle keep-alive connection is closed after this"
     )
+    rate_limit_per_s: float = knob(
+        20.0, low=0.1, high=100_000, doc="requests a second per client address on average (429 past it)"
+    )
+    rate_burst: int = knob(
+        60, low=1, high=100_000, doc="requests per client address at once before the rate counts"
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 import os
 import time
 from datetime import datetime
@@ -37,6 +38,7 @@ from services.gateway.gateway_knobs import GatewayKnobs
 from services.gateway.gateway_routes import BadQuery, Route, match, openapi_document, parse_params
 from services.gateway.gateway_token import gateway_token
 from services.gateway.metrics_exposition import Scrape, exposition
+from services.gateway.rate_limit import RateLimiter
 from services.registry import SUPERVISOR
 
 REPLAY_REPORT_MAX_BYTES = 4 << 20
@@ -85,10 +87,12 @@ class GatewayService(BaseService):
         self.url: str | None = None
         self._runner: web.AppRunner | None = None
         self.requests_by_status: dict[int, int] = {}
+        self.limiter = RateLimiter(1.0, 1)
 
     async def on_start(self) -> None:
         self.knobs = read_knobs(GatewayKnobs, self.settings.environ)
         self.token = gateway_token(self.settings).encode()
+        self.limiter = RateLimiter(self.knobs.rate_limit_per_s, self.knobs.rate_burst)
         app = web.Application(client_max_size=self.knobs.max_request_bytes, middlewares=[self._bounded])
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self._runner = web.AppRunner(
@@ -135,6 +139,11 @@ class GatewayService(BaseService):
     async def _bounded(self, request: web.Request, handler) -> web.StreamResponse:
         """Every request within TRADING_GATEWAY_REQUEST_TIMEOUT_S; any answer JSON; counted."""
         try:
+            # Before the token is checked: guessing tokens is rate limited too.
+            if wait_s := self.limiter.allow(request.remote or "?", time.monotonic()):
+                problem = HttpProblem(429, "too many requests")
+                problem.headers = {"Retry-After": str(max(1, math.ceil(wait_s)))}  # type: ignore[attr-defined]
+                raise problem
             if (request.content_length or 0) > self.knobs.max_request_bytes:  # refused unread
                 raise HttpProblem(413, "request body too large")
             async with asyncio.timeout(self.knobs.request_timeout_s):
@@ -228,7 +237,7 @@ class GatewayService(BaseService):
         return {name: h for name, h in zip(names, found, strict=True) if h is not None}
 
     async def _healthz(self) -> web.Response:
-        """healthy / degraded (HTTP 200) or down (503): the supervisor gone or nothing up."""
+        """healthy / degraded (HTTP 200) or down (503): nothing up but the gateway itself."""
         reply = Reply()
         status = await self._ask(reply, SUPERVISOR, "status")
         if status is not None:
@@ -236,13 +245,18 @@ class GatewayService(BaseService):
                 s["name"]: s["state"] if s["state"] != "running" else s["health"] or "starting"
                 for s in status["services"]
             }
-            up = [s for s in status["services"] if s["state"] == "running" and s["health"] in UP]
+            up = [
+                s
+                for s in status["services"]
+                if s["name"] != self.name and s["state"] == "running" and s["health"] in UP
+            ]
             overall = "down" if not up else ("healthy" if status["overall"] == "healthy" else "degraded")
         else:
             healths = await self._healths(reply)
             states = {name: healths[name]["status"] if name in healths else "down" for name in start_order()}
             states[SUPERVISOR] = "down"
-            overall = "degraded" if any(h["status"] in UP for h in healths.values()) else "down"
+            others_up = any(h["status"] in UP for name, h in healths.items() if name != self.name)
+            overall = "degraded" if others_up else "down"
         return json_response({"status": overall, "services": states}, 503 if overall == "down" else 200)
 
     # ---- the API: one method per route in gateway_routes.ROUTES ------------------------------------

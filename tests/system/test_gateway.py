@@ -30,7 +30,9 @@ TRAINED = "CBA.AX"
 @pytest.fixture(scope="module")
 def desk(synthetic_models: Path):
     with Processes() as processes:
-        dirs = processes.suite_dirs("tg-", **FAST_TIMERS, TRADING_GATEWAY_TOKEN=TOKEN)
+        dirs = processes.suite_dirs(
+            "tg-", **FAST_TIMERS, TRADING_GATEWAY_TOKEN=TOKEN, TRADING_GATEWAY_RATE_BURST="100000"
+        )  # the tests ask faster than a browser would: the rate limit has its own test
         install_models(synthetic_models, dirs.models_dir, [TRAINED])
         processes.start_suite(dirs)
         yield dirs
@@ -345,3 +347,32 @@ def test_the_supervisor_marks_it_fatal_and_the_rest_runs_on(taken_port):
         wait_until(
             lambda: rpc_call_sync(dirs.socket("alerts"), "health")["status"], 30, what="alerts answers"
         )
+
+
+# ---- alone: nothing else up, and a client asking too fast --------------------------------------------
+
+
+def test_alone_it_says_the_suite_is_down_and_limits_each_client(suite, processes):
+    gateway = processes.start(
+        "gateway",
+        suite,
+        extra_env={
+            "TRADING_GATEWAY_TOKEN": TOKEN,
+            "TRADING_GATEWAY_RATE_LIMIT_PER_S": "0.1",
+            "TRADING_GATEWAY_RATE_BURST": "3",
+        },
+    )
+    url = rpc_call_sync(gateway.socket, "get_url")["url"]
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=url, timeout=30) as client:
+        healthz = client.get("/healthz")
+        assert healthz.status_code == 503 and healthz.json()["status"] == "down"
+        assert healthz.json()["services"]["manager"] == "down"
+        portfolio = client.get("/api/portfolio", headers=headers)
+        assert portfolio.status_code == 200 and portfolio.json()["data"] is None
+        assert "paper-trading" in portfolio.json()["down"]
+        assert client.get("/metrics", headers=headers).status_code == 200
+        limited = client.get("/api/portfolio", headers=headers)  # the fourth, past the burst of 3
+        assert limited.status_code == 429 and limited.json() == {"error": "too many requests"}
+        assert int(limited.headers["Retry-After"]) >= 1
+        assert client.get("/api/portfolio", headers={"Authorization": "Bearer wrong"}).status_code == 429

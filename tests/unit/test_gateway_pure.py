@@ -151,3 +151,26 @@ def test_exposition_reads_back_and_leaves_out_what_did_not_answer():
     assert found["trading_desk_buy_rate_ratio"].samples == []  # prediction did not answer: no number
     assert found["trading_desk_quote_age_seconds"].samples[0].labels["symbol"] == 'NAB "odd"\nsymbol'
     assert all(not math.isnan(s.value) for f in found.values() for s in f.samples)
+
+
+def test_rate_limit_per_client_with_burst_and_refill():
+    from services.gateway.rate_limit import RateLimiter
+
+    limiter = RateLimiter(rate_per_s=2.0, burst=3)
+    assert [limiter.allow("a", 0.0) for _ in range(3)] == [0.0, 0.0, 0.0]  # the burst
+    assert limiter.allow("a", 0.0) == pytest.approx(0.5)  # empty: one token in 0.5 s
+    assert limiter.allow("b", 0.0) == 0.0  # another client is not held back
+    assert limiter.allow("a", 0.5) == 0.0  # refilled one
+    assert limiter.allow("a", 0.5) > 0
+    assert [limiter.allow("a", 100.0) for _ in range(4)][-1] > 0  # refills up to the burst only
+
+
+def test_rate_limit_table_stays_bounded():
+    from services.gateway.rate_limit import RateLimiter
+
+    limiter = RateLimiter(rate_per_s=1.0, burst=1, max_clients=4)
+    for n in range(20):
+        limiter.allow(f"c{n}", 0.0)  # all at once: none idle, the oldest half goes
+        assert len(limiter.buckets) <= 4
+    limiter.allow("late", 10.0)  # the rest refilled meanwhile: forgotten
+    assert set(limiter.buckets) == {"late"}
