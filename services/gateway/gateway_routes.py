@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.domain.alert_incidents import KINDS as ALERT_KINDS
+
 
 class BadQuery(ValueError):
     """A query or path parameter the API refuses: answered 400 naming `param`."""
@@ -122,7 +124,7 @@ ROUTES: tuple[Route, ...] = (
           ("scheduler",), {"type": "array", "items": OBJECT}, tags=("suite",)),
     Route("alerts", "/api/alerts", "The alerts process's latest incidents and their deliveries",
           ("alerts",), OBJECT,
-          query=(Param("limit", int, 20, 1, 500, doc="how many, newest first"), Param("kind", doc="one kind only")),
+          query=(Param("limit", int, 20, 1, 500, doc="how many, newest first"), Param("kind", choices=tuple(ALERT_KINDS), doc="one kind only")),
           tags=("suite",)),
     Route("replays", "/api/replays", "Replay reports on disk (<data dir>/replays), newest first",
           (), {"type": "array", "items": OBJECT}, tags=("replays",)),

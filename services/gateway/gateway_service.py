@@ -196,7 +196,9 @@ class GatewayService(BaseService):
     @staticmethod
     def _only_get(request: web.Request) -> None:
         if request.method not in ("GET", "HEAD"):
-            raise HttpProblem(405, "method not allowed: the gateway is read-only")
+            problem = HttpProblem(405, "method not allowed: the gateway is read-only")
+            problem.headers = {"Allow": "GET, HEAD"}  # type: ignore[attr-defined]  # RFC 9110
+            raise problem
 
     # ---- asking the services ---------------------------------------------------------------------
 

@@ -14,10 +14,14 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.base.base_service import VERSION
+from services.base.config import DEFAULT_SYMBOLS
 from services.domain.supervision import start_order
-from services.gateway.gateway_routes import ROUTES
+from services.gateway.gateway_routes import ROUTES, openapi_document
 from tests.support import REPO, Processes, SuiteDirs, install_models, manager_cli, rpc_call_sync, wait_until
 from tests.system.test_manager import FAST_TIMERS, wait_for_service
 
@@ -176,7 +180,7 @@ def test_replay_reports_on_disk(http, desk):
         ("/api/performance", {"period": "year"}, "period"),
         ("/api/market/XYZ.AX", {}, "symbol"),
         ("/api/portfolio", {"limit": "1"}, "limit"),  # no params at all there
-        ("/api/alerts", {"kind": "no_such_kind"}, "kind"),  # refused by the alerts process itself
+        ("/api/alerts", {"kind": "no_such_kind"}, "kind"),
     ],
 )
 def test_bad_parameters_are_400_naming_them(http, path, query, param):
@@ -376,3 +380,19 @@ def test_alone_it_says_the_suite_is_down_and_limits_each_client(suite, processes
         assert limited.status_code == 429 and limited.json() == {"error": "too many requests"}
         assert int(limited.headers["Retry-After"]) >= 1
         assert client.get("/api/portfolio", headers={"Authorization": "Bearer wrong"}).status_code == 429
+
+
+# ---- schemathesis: generated requests against the running gateway ------------------------------------
+
+SCHEMA = schemathesis.openapi.from_dict(openapi_document(DEFAULT_SYMBOLS, VERSION))
+
+
+@pytest.fixture(scope="module")
+def gateway_url(http: httpx.Client) -> str:
+    return str(http.base_url).rstrip("/")
+
+
+@SCHEMA.parametrize()
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+def test_generated_requests_find_no_5xx_and_no_reply_off_the_schema(case, gateway_url):
+    case.call_and_validate(base_url=gateway_url, headers={"Authorization": f"Bearer {TOKEN}"})
