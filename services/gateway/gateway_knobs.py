@@ -53,3 +53,7 @@ class GatewayKnobs:
     rate_burst: int = knob(
         60, low=1, high=100_000, doc="requests per client address at once before the rate counts"
     )
+    tls_cert_file: str = knob(
+        "", doc="PEM certificate (chain) file: HTTPS instead of HTTP; needs TRADING_GATEWAY_TLS_KEY_FILE"
+    )
+    tls_key_file: str = knob("", doc="PEM private key file of the certificate (keep it chmod 600)")

@@ -15,6 +15,7 @@ import asyncio
 import hmac
 import math
 import os
+import ssl
 import time
 from datetime import datetime
 from pathlib import Path
@@ -105,7 +106,13 @@ class GatewayService(BaseService):
         )
         await self._runner.setup()
         host, port = self.knobs.bind
-        site = web.TCPSite(self._runner, host, port, backlog=128)
+        try:
+            tls = tls_context(self.knobs.tls_cert_file, self.knobs.tls_key_file)
+        except ConfigError:
+            await self._runner.cleanup()
+            self._runner = None
+            raise
+        site = web.TCPSite(self._runner, host, port, backlog=128, ssl_context=tls)
         try:
             await site.start()
         except OSError as exc:
@@ -117,7 +124,7 @@ class GatewayService(BaseService):
         server = site._server  # aiohttp keeps the bound sockets here: the real port when 0 was asked
         sockname = server.sockets[0].getsockname() if server is not None and server.sockets else (host, port)  # type: ignore[attr-defined]
         bound_host = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
-        self.url = f"http://{bound_host}:{sockname[1]}"
+        self.url = f"{'https' if tls else 'http'}://{bound_host}:{sockname[1]}"
         self.log.info("gateway listening on %s", self.url)
 
     async def on_stop(self) -> None:
@@ -362,6 +369,26 @@ class GatewayService(BaseService):
         except Exception:  # a Redis error: the figure is left out, the scrape goes on
             self.log.warning("dead-letter sizes unavailable", exc_info=True)
             return None
+
+
+def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext | None:
+    """None (plain HTTP) when neither is set; a server context (TLS 1.2 and up) when both load."""
+    if not cert_file and not key_file:
+        return None
+    if not (cert_file and key_file):
+        raise ConfigError(
+            "TRADING_GATEWAY_TLS_CERT_FILE and TRADING_GATEWAY_TLS_KEY_FILE go together: set both"
+        )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            f"TRADING_GATEWAY_TLS_CERT_FILE/_KEY_FILE: cannot load {cert_file} with {key_file}: {reason}"
+        ) from None
+    return context
 
 
 def _route(name: str) -> Route:

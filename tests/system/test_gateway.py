@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -396,3 +397,58 @@ def gateway_url(http: httpx.Client) -> str:
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 def test_generated_requests_find_no_5xx_and_no_reply_off_the_schema(case, gateway_url):
     case.call_and_validate(base_url=gateway_url, headers={"Authorization": f"Bearer {TOKEN}"})
+
+
+# ---- TLS from a certificate path ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, made by the openssl command."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    key.chmod(0o600)
+    return cert, key
+
+
+def test_tls_from_a_certificate_path(suite, processes, certificate):
+    cert, key = certificate
+    tls = {"TRADING_GATEWAY_TLS_CERT_FILE": str(cert), "TRADING_GATEWAY_TLS_KEY_FILE": str(key)}
+    gateway = processes.start("gateway", suite, extra_env={"TRADING_GATEWAY_TOKEN": TOKEN, **tls})
+    url = rpc_call_sync(gateway.socket, "get_url")["url"]
+    assert url.startswith("https://127.0.0.1:")
+    with httpx.Client(base_url=url, verify=ssl.create_default_context(cafile=cert), timeout=30) as client:
+        assert client.get("/healthz").status_code == 503  # nothing else runs: down, over TLS
+        assert client.get("/api/portfolio").status_code == 401
+        answer = client.get("/api/portfolio", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert answer.status_code == 200 and "paper-trading" in answer.json()["down"]
+    with pytest.raises(httpx.HTTPError):  # plain HTTP is not spoken on a TLS port
+        httpx.get(url.replace("https://", "http://") + "/healthz", timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("which", "words"),
+    [
+        ({"TRADING_GATEWAY_TLS_CERT_FILE": "cert"}, "go together"),
+        (
+            {"TRADING_GATEWAY_TLS_CERT_FILE": "/nonexistent.pem", "TRADING_GATEWAY_TLS_KEY_FILE": "key"},
+            "cannot load",
+        ),
+        ({"TRADING_GATEWAY_TLS_CERT_FILE": "key", "TRADING_GATEWAY_TLS_KEY_FILE": "key"}, "cannot load"),
+    ],
+)
+def test_a_bad_certificate_setting_exits_with_one_line(suite, certificate, which, words):
+    cert, key = certificate
+    paths = {"cert": str(cert), "key": str(key)}
+    env = {**suite.env, "TRADING_SUPERVISED": "1", "TRADING_GATEWAY_BIND": "127.0.0.1:0"}
+    env.update({k: paths.get(v, v) for k, v in which.items()})
+    done = subprocess.run(
+        [sys.executable, str(REPO / "services/gateway/gateway_service.py")],
+        env=env, capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and words in lines[0], done.stderr
