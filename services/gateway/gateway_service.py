@@ -43,6 +43,7 @@ from services.gateway.rate_limit import RateLimiter
 from services.registry import SUPERVISOR
 
 REPLAY_REPORT_MAX_BYTES = 4 << 20
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 INVALID_PARAMS, NOT_FOUND = -32602, -32006
 
 
@@ -180,9 +181,9 @@ class GatewayService(BaseService):
         self._only_get(request)
         if path == "/metrics":
             return web.Response(
-                text=await self._metrics_text(), content_type="text/plain", charset="utf-8",
-                headers={"X-Content-Type-Options": "nosniff"},
-            )  # fmt: skip
+                body=(await self._metrics_text()).encode(),
+                headers={"Content-Type": PROMETHEUS_TEXT, "X-Content-Type-Options": "nosniff"},
+            )
         if path == "/openapi.json":
             return json_response(openapi_document(self.settings.symbols, self.version))
         found = match(path)

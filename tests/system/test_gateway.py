@@ -232,7 +232,10 @@ def test_openapi_lists_every_route_with_its_parameters(http):
 
 def metric_families(http: httpx.Client) -> dict:
     answer = http.get("/metrics")
-    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    assert (
+        answer.status_code == 200
+        and answer.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    )
     return {family.name: family for family in text_string_to_metric_families(answer.text)}
 
 
