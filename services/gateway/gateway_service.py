@@ -44,6 +44,19 @@ from services.registry import SUPERVISOR
 
 REPLAY_REPORT_MAX_BYTES = 4 << 20
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+#: The web view: a static shell with no data in it (every figure it shows is fetched with the
+#: token), so it is served without one, like /healthz.
+WEB_DIR = Path(__file__).resolve().parent / "web"
+WEB_FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/app.css": ("app.css", "text/css; charset=utf-8"),
+}
+WEB_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
 INVALID_PARAMS, NOT_FOUND = -32602, -32006
 
 
@@ -90,6 +103,7 @@ class GatewayService(BaseService):
         self._runner: web.AppRunner | None = None
         self.requests_by_status: dict[int, int] = {}
         self.limiter = RateLimiter(1.0, 1)
+        self.web = {path: ((WEB_DIR / name).read_bytes(), kind) for path, (name, kind) in WEB_FILES.items()}
 
     async def on_start(self) -> None:
         self.knobs = read_knobs(GatewayKnobs, self.settings.environ)
@@ -174,6 +188,10 @@ class GatewayService(BaseService):
         if path == "/healthz":
             self._only_get(request)
             return await self._healthz()
+        if path in self.web:
+            self._only_get(request)
+            content, kind = self.web[path]
+            return web.Response(body=content, headers={"Content-Type": kind, **WEB_HEADERS})
         if not self._authorized(request):
             problem = HttpProblem(401, "unauthorized")
             problem.headers = {"WWW-Authenticate": "Bearer"}  # type: ignore[attr-defined]
