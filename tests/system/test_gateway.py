@@ -97,6 +97,16 @@ def test_no_or_a_wrong_token_is_401_without_detail(anonymous, path, authorizatio
     assert answer.headers["WWW-Authenticate"] == "Bearer"
 
 
+@pytest.mark.parametrize(
+    ("path", "kind"), [("/", "text/html"), ("/app.js", "text/javascript"), ("/app.css", "text/css")]
+)
+def test_the_web_view_shell_is_served_without_a_token_and_holds_no_data(anonymous, path, kind):
+    answer = anonymous.get(path)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith(kind)
+    assert answer.headers["Content-Security-Policy"].startswith("default-src 'self'")
+    assert "100000" not in answer.text and TOKEN not in answer.text
+
+
 def test_the_token_in_the_url_is_not_accepted(anonymous):
     assert anonymous.get("/api/portfolio", params={"token": TOKEN}).status_code == 401
 
