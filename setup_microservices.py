@@ -155,9 +155,10 @@ def init_db() -> None:
 
 
 def ensure_models() -> None:
-    """Train the default models when `models/` has none (real CSVs if present, else synthetic)."""
+    """Train the default models when `models/` has none: on Yahoo's history when it answers, else
+    on the CSVs in the market data folder, else on synthetic bars (labelled so)."""
     models = settings_dirs()["models"]
-    if (models / "manifest.json").exists():
+    if (models / "manifest.json").exists() or (models / "current").exists():
         say("models present")
         return
     trainer = REPO / "services" / "ml-model" / "train_models.py"
@@ -165,12 +166,11 @@ def ensure_models() -> None:
         say("no training pipeline yet: skipping models")
         return
     market = settings_dirs()["market data"]
-    cmd = [str(venv_python()), str(trainer), "--out", str(models)]
-    if any(market.glob("*.csv")):
-        cmd += ["--data-dir", str(market)]
-    else:
-        # Synthetic bars carry no signal: two years train quickly and the manifest says synthetic.
-        cmd += ["--synthetic", "--years", "2"]
+    # Yahoo first (the history goes into the market data folder, as `data fetch` does); offline,
+    # the CSVs already there, else synthetic bars, which carry no signal: two years train quickly
+    # and the manifest says synthetic.
+    cmd = [str(venv_python()), str(trainer), "--out", str(models), "--data-dir", str(market)]
+    cmd += ["--source", "yfinance", "--synthetic-years", "2"]
     say("training the default models: " + " ".join(cmd[1:]))
     run(cmd, cwd=REPO)
 

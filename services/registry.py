@@ -139,6 +139,9 @@ EVENTS: Mapping[str, EventType] = _by_name(
     EventType("trade_executed", publishers=("paper-trading",), durable=True),
     EventType("position_closed", publishers=("paper-trading",), durable=True),
     EventType("risk_limit_hit", publishers=("paper-trading",), consumers=(DASHBOARD, "alerts")),
+    # Alerts of the IG mirror: halted on a divergence it cannot correct, resumed once clean.
+    EventType("ig_mirror_halted", publishers=("paper-trading",), consumers=(DASHBOARD, "alerts")),
+    EventType("ig_mirror_resumed", publishers=("paper-trading",), consumers=(DASHBOARD, "alerts")),
     # An alert: no usable quote for longer than the bound in the session, new buys halted ("stale"),
     # or market data arriving again ("fresh").
     EventType("market_data_stale", publishers=("paper-trading",), consumers=(DASHBOARD, "alerts")),

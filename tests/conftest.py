@@ -17,6 +17,7 @@ from tests.support import (
     SuiteDirs,
     Training,
     make_suite_env,
+    models_ready,
     short_tempdir,
     trained_models,
 )
@@ -107,10 +108,10 @@ def replay_models() -> Path:
 
 def _training_missing(fixture: str) -> bool:
     if fixture == "synthetic_models":
-        return not (SYNTHETIC_TRAINING.cached() / "manifest.json").is_file()
+        return not models_ready(SYNTHETIC_TRAINING.cached())
     from tests.system._replay_helpers import MODELS_BEFORE, replay_training
 
-    return not (replay_training(MODELS_BEFORE).cached() / "manifest.json").is_file()
+    return not models_ready(replay_training(MODELS_BEFORE).cached())
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

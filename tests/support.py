@@ -253,6 +253,9 @@ def make_suite_env(root: Path, redis_url: str | None, **overrides: str) -> Suite
             "TRADING_MARKET_DATA_SOURCE": "synthetic",
             # Every test suite runs a gateway: on a port of the kernel's choosing, never 8780.
             "TRADING_GATEWAY_BIND": "127.0.0.1:0",
+            # The session's trained models are reused for days (MODELS_CACHE): they must not
+            # expire under a test; tests of expiry set their own maximum age.
+            "TRADING_ML_MODEL_MAX_AGE_DAYS": "3650",
             "PYTHONPATH": str(REPO),
             "PYTHONUNBUFFERED": "1",
         }
@@ -513,7 +516,15 @@ def raw_exchange(path: Path, payload: bytes, timeout_s: float = 5.0, expect_repl
 # ---- trained models ----------------------------------------------------------------------------
 
 MODELS_CACHE = Path(tempfile.gettempdir()) / "trading-test-models"
-TRAINING_CODE = ("services/ml-model", "services/domain", "services/market-data")
+# What decides a trained models folder: the pipeline, the history it reads and fetches, and the
+# model-set layout it writes.
+TRAINING_CODE = (
+    "services/ml-model",
+    "services/domain",
+    "services/market-data",
+    "services/clients/yahoo_history.py",
+    "services/base/model_sets.py",
+)
 TRAINING_TIMEOUT_S = 900.0
 
 
@@ -538,8 +549,9 @@ class Training:
         else:
             for path in sorted(self.data_dir.glob("*.csv")):
                 digest.update(path.name.encode() + path.read_bytes())
-        for folder in TRAINING_CODE:
-            for path in sorted((REPO / folder).rglob("*.py")):
+        for part in TRAINING_CODE:
+            paths = [REPO / part] if part.endswith(".py") else sorted((REPO / part).rglob("*.py"))
+            for path in paths:
                 digest.update(str(path.relative_to(REPO)).encode() + path.read_bytes())
         return digest.hexdigest()[:20]
 
@@ -554,12 +566,19 @@ class Training:
         return args + (["--symbols", *self.symbols] if self.symbols else [])
 
 
+def models_ready(models_dir: Path) -> bool:
+    """A manifest serves from `models_dir`: its current model set's, or a flat one."""
+    from services.base.model_sets import serving_dir
+
+    return (serving_dir(models_dir) / "manifest.json").is_file()
+
+
 def trained_models(training: Training) -> Path:
     """Models from the real training script, trained once and kept under the system temp dir by
     what decides them (`Training.key`): a later session reuses them, any change trains afresh.
     Read-only for tests: copy them into a suite with `install_models`."""
     out = training.cached()
-    if (out / "manifest.json").is_file():
+    if models_ready(out):
         return out
     work = short_tempdir("models-")
     env = {
@@ -590,12 +609,17 @@ def trained_models(training: Training) -> Path:
 
 def install_models(trained: Path, models_dir: Path, symbols: Iterable[str] | None = None) -> Path:
     """Copy trained models into a suite's models folder, only those of `symbols` when given (the
-    manifest then lists just them, as if only they had been trained)."""
+    manifest then lists just them, as if only they had been trained). The whole folder (model
+    sets and the `current` pointer) is copied as it is; a selection is installed flat, the
+    layout before model sets, which ml-model serves too."""
     if symbols is None:
         shutil.copytree(trained, models_dir, dirs_exist_ok=True)
         return models_dir
+    from services.base.model_sets import serving_dir
     from services.ml_model.model_inference import INFERENCE_DIR
     from services.ml_model.model_store import MANIFEST_NAME
+
+    trained = serving_dir(trained)
 
     wanted = set(symbols)
     manifest = json.loads((trained / MANIFEST_NAME).read_text())

@@ -234,6 +234,14 @@ class AlertsService(BaseService):
     async def on_market_data_stale(self, event: Event) -> None:
         await self._follow(event)
 
+    @on_event("ig_mirror_halted")
+    async def on_ig_mirror_halted(self, event: Event) -> None:
+        await self._follow(event)
+
+    @on_event("ig_mirror_resumed")
+    async def on_ig_mirror_resumed(self, event: Event) -> None:
+        await self._follow(event)
+
     async def _follow(self, event: Event) -> None:
         self.counters["events"] += 1
         if self._ready is not None:

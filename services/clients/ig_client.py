@@ -7,6 +7,14 @@ token is answered by logging in again once; IG's allowance errors (rate limits) 
 with exponential backoff. A deal is opened with POST /positions/otc, whose answer is only a
 dealReference: the outcome is read from GET /confirms/{dealReference}.
 
+An order is never ambiguous: it always carries our own dealReference, and when its POST times
+out, loses its connection or answers 5xx the client does not send it again. It looks the
+reference up instead (`find_deal`: the confirm, retried while IG says it is not found yet, then
+GET /positions v2, whose positions carry their dealReference) and answers what that proves: the
+deal made, rejected, or IgDealUnknown when neither shows it (or the lookup itself fails). Whether an order that was not found
+may be sent again is the caller's decision (services/paper-trading/ig_mirror.py), which needs
+more than one look (see services/domain/ig_reconciliation.py).
+
 Prices: GET /markets/{epic} (Version 3) answers the market's snapshot (bid, offer, updateTime,
 delayTime, marketStatus, ...), and GET /prices/{epic} (Version 3) its bars. Bars draw on IG's
 historical-data allowance (10,000 points a week on live accounts), which every /prices answer
@@ -83,12 +91,23 @@ CONFIRM_NOT_READY = frozenset({"error.confirms.deal-not-found"})
 
 
 class IgError(Exception):
-    """An IG call failed. `error_code` is IG's errorCode (or a local one); never holds secrets."""
+    """An IG call failed. `error_code` is IG's errorCode (or a local one); never holds secrets.
 
-    def __init__(self, message: str, *, error_code: str | None = None, status: int | None = None):
+    `path` is the request that failed (a login's failure says /session, not the call it was for).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_code: str | None = None,
+        status: int | None = None,
+        path: str | None = None,
+    ):
         super().__init__(message)
         self.error_code = error_code
         self.status = status
+        self.path = path
 
 
 class IgAuthError(IgError):
@@ -116,9 +135,10 @@ class IgAllowanceExhausted(IgRateLimited):
         *,
         error_code: str | None = None,
         status: int | None = None,
+        path: str | None = None,
         resets_in_s: float | None = None,
     ):
-        super().__init__(message, error_code=error_code, status=status)
+        super().__init__(message, error_code=error_code, status=status, path=path)
         self.resets_in_s = resets_in_s
 
 
@@ -132,6 +152,16 @@ class IgServerError(IgError):
 
 class IgUnavailable(IgError):
     """IG could not be reached (network error or timeout)."""
+
+
+class IgDealUnknown(IgError):
+    """A deal request may or may not have been made: its POST failed in a way that proves
+    neither (timeout, dropped connection, 5xx), and neither its confirm nor GET /positions shows
+    it. Never send it again on this alone; `deal_reference` is what to look up later."""
+
+    def __init__(self, message: str, *, deal_reference: str, error_code: str | None = None):
+        super().__init__(message, error_code=error_code)
+        self.deal_reference = deal_reference
 
 
 class IgDealRejected(IgError):
@@ -207,6 +237,23 @@ class DealConfirmation:
             direction=body.get("direction"),
             size=body.get("size"),
             level=body.get("level"),
+        )
+
+    @classmethod
+    def from_position(cls, item: Mapping[str, Any]) -> DealConfirmation:
+        """What a GET /positions v2 entry proves: the deal was made (ACCEPTED), with its id and size.
+        `reason` says where it was read, as IG's own reason is not in a position."""
+        position, market = item.get("position") or {}, item.get("market") or {}
+        return cls(
+            deal_reference=position.get("dealReference") or "",
+            deal_id=position.get("dealId"),
+            deal_status="ACCEPTED",
+            reason="FOUND_IN_POSITIONS",
+            status="OPEN",
+            epic=market.get("epic"),
+            direction=position.get("direction"),
+            size=position.get("size", position.get("dealSize")),
+            level=position.get("level", position.get("openLevel")),
         )
 
 
@@ -439,15 +486,18 @@ class IgClient:
     ) -> DealConfirmation:
         """A MARKET deal; with force_open False a SELL nets against an open BUY (closes it).
 
-        Raises IgDealRejected when the confirm says REJECTED.
+        Sent once: after a timeout, a lost connection or a 5xx the reference is looked up
+        (`find_deal`), never resent. Raises IgDealRejected when IG says REJECTED, IgDealUnknown
+        when the lookup shows nothing (made or not, nobody can tell yet).
         """
         if direction not in ("BUY", "SELL"):
             raise ValueError(f"direction must be BUY or SELL, got {direction!r}")
         if size <= 0:
             raise ValueError(f"size must be positive, got {size}")
+        reference: str = deal_reference or uuid.uuid4().hex[:30]
         body = {
             "currencyCode": currency,
-            "dealReference": deal_reference or uuid.uuid4().hex[:30],
+            "dealReference": reference,
             "direction": direction,
             "epic": epic,
             "expiry": expiry,
@@ -458,11 +508,49 @@ class IgClient:
             "timeInForce": "FILL_OR_KILL",
             "trailingStop": False,
         }
-        reference = (await self._call("POST", "/positions/otc", version=2, json=body))["dealReference"]
-        confirmation = await self.confirm(reference)
+        try:
+            answer = await self._call("POST", "/positions/otc", version=2, json=body)
+            reference = str(answer.get("dealReference") or reference)
+        except (IgUnavailable, IgServerError) as exc:
+            if exc.path != "/positions/otc":
+                raise  # the login before it failed: nothing was sent
+            # Timed out, connection lost, or 5xx: IG may have made the deal. Never resend; look.
+            log.warning(
+                "IG deal request ambiguous; looking the reference up",
+                extra={"deal_reference": reference, "ig_error": exc.error_code, "status": exc.status},
+            )
+        try:
+            confirmation = await self.find_deal(reference)
+        except IgError as exc:  # sent, and what became of it cannot be read now
+            raise IgDealUnknown(
+                f"IG deal {reference}: sent, and looking it up failed: {exc}",
+                deal_reference=reference,
+                error_code=exc.error_code,
+            ) from None
+        if confirmation is None:
+            raise IgDealUnknown(
+                f"IG deal {reference}: neither its confirm nor the positions show it",
+                deal_reference=reference,
+            )
         if confirmation.deal_status != "ACCEPTED":
             raise IgDealRejected(confirmation)
         return confirmation
+
+    async def find_deal(self, deal_reference: str) -> DealConfirmation | None:
+        """What IG says of a deal reference: its confirm (retried while not found yet, as IG
+        answers before the deal is decided), else an open position carrying the reference, else
+        None. IG keeps confirms for a short while only (a minute, per third-party clients quoting
+        IG's reference: an assumption), positions for as long as they are open; a deal that
+        closed another position opens none, so None alone never proves a deal was not made."""
+        try:
+            return await self.confirm(deal_reference)
+        except IgRequestError as exc:
+            if exc.error_code not in CONFIRM_NOT_READY:
+                raise
+        for item in await self.positions():
+            if (item.get("position") or {}).get("dealReference") == deal_reference:
+                return DealConfirmation.from_position(item)
+        return None
 
     async def confirm(self, deal_reference: str) -> DealConfirmation:
         """GET /confirms/{dealReference}, retried while IG says the deal is not found yet."""
@@ -540,10 +628,10 @@ class IgClient:
         try:
             response = await self._http.request(method, path, headers=headers, json=json, params=params)
         except httpx.TimeoutException:
-            raise IgUnavailable(f"IG {method} {path} timed out", error_code="timeout") from None
+            raise IgUnavailable(f"IG {method} {path} timed out", error_code="timeout", path=path) from None
         except httpx.TransportError as exc:
             raise IgUnavailable(
-                f"IG {method} {path} unreachable: {type(exc).__name__}", error_code="network"
+                f"IG {method} {path} unreachable: {type(exc).__name__}", error_code="network", path=path
             ) from None
         if response.status_code >= 400 or _error_code(response):
             raise _error_for(method, path, response)
@@ -574,7 +662,7 @@ def _error_for(method: str, path: str, response: httpx.Response) -> IgError:
         kind = IgServerError
     else:
         kind = IgRequestError
-    return kind(message, error_code=code, status=status)
+    return kind(message, error_code=code, status=status, path=path)
 
 
 def _path_segment(value: str) -> str:

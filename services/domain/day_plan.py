@@ -86,6 +86,18 @@ def default_tasks(symbols: tuple[str, ...]) -> list[dict]:
             "timeout_s": 1800,
             "catch_up_grace_s": 86399,  # a missed nightly backup is always worth running once
         },
+        {
+            # A candidate set on the latest history (to the last completed session), promoted only
+            # when the promotion rule holds (ml-model's model_promotion); the decision is the run's
+            # result. Saturday morning: the week's sessions are all in, nothing trades.
+            "name": "model_retrain",
+            "service": "ml-model",
+            "method": "retrain_models",
+            "schedule": {"type": "cron", "cron": "0 6 * * 6", "days": "all"},
+            "timeout_s": 3600,
+            "retry": {"max_attempts": 2},  # Yahoo or the machine may be busy; once more is enough
+            "catch_up_grace_s": 86400,  # a week's models are worth a late retrain
+        },
     ]
 
 

@@ -159,6 +159,18 @@ class SentimentView:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelsView:
+    """The model set ml-model serves: its age, and live against validation accuracy per symbol."""
+
+    model_set: str | None
+    age_days: float | None
+    stale: bool  # ml-model warns about its age
+    accuracy: tuple[
+        tuple[str, float | None, float | None, int, bool], ...
+    ]  # symbol, live, val, days, drifting
+
+
+@dataclass(frozen=True, slots=True)
 class MarketView:
     phase: str
     next_open: datetime | None
@@ -183,6 +195,7 @@ class DashboardView:
     failed_today: int | None  # runs failed or blocked today, from the scheduler's health
     alerts: tuple[Alert, ...]
     missing: Mapping[str, str]  # section -> why it has no data
+    models: ModelsView | None = None  # from ml-model's health
     incidents: tuple[IncidentRow, ...] = ()  # the alerts process's record, newest first
     alerts_note: str | None = None  # e.g. no alert channel is configured (alerts' health)
 
@@ -272,6 +285,7 @@ def build_view(snapshot: Snapshot, now: datetime | None = None) -> DashboardView
         failed_today=_int(snapshot.health.get("scheduler"), "failed_today"),
         alerts=(),
         missing={},
+        models=_models(snapshot.health.get("ml-model")),
         incidents=_incidents(snapshot.incidents, now.tzinfo if now is not None else SYDNEY),
         alerts_note=_text(snapshot.health.get("alerts"), "note"),
     )
@@ -511,6 +525,27 @@ def _sentiment(reply: Any) -> SentimentView | None:
     )
 
 
+def _models(health: Any) -> ModelsView | None:
+    health = _obj(health)
+    if "model_set_age_days" not in health:
+        return None
+    accuracy = tuple(
+        (
+            clean(symbol),
+            _num(d, "live_accuracy"),
+            _num(d, "validation_accuracy"),
+            _int(d, "days") or 0,
+            d.get("drifting") is True,
+        )
+        for symbol, d in _obj(health.get("live_vs_validation")).items()
+        if isinstance(symbol, str) and isinstance(d, dict)
+    )
+    warnings = " ".join(str(w) for w in _seq(health.get("warnings")))
+    return ModelsView(
+        _text(health, "model_set"), _num(health, "model_set_age_days"), "days old" in warnings, accuracy
+    )
+
+
 def _tasks(reply: Any) -> tuple[tuple[TaskRow, ...], tuple[TaskRow, ...]]:
     tasks = [t for t in _seq(reply) if isinstance(t, dict) and _text(t, "name")]
     upcoming = [TaskRow(_text(t, "name") or "?", _time(t, "next_run")) for t in tasks if _time(t, "next_run")]
@@ -659,6 +694,13 @@ def _live_event_alert(kind: str, data: dict, envelope: dict, tz: tzinfo | None) 
     if kind == "task_failed":
         error = _text(data, "error") or _text(data, "status") or "failed"
         return Alert("warn", f"task {_text(data, 'name') or '?'} failed: {error}", at)
+    if kind == "ig_mirror_halted":
+        reasons = data.get("reasons")
+        first = str(reasons[0]) if isinstance(reasons, list) and reasons else "?"
+        more = f" (+{len(reasons) - 1} more)" if isinstance(reasons, list) and len(reasons) > 1 else ""
+        return Alert("bad", f"IG mirror halted: {first}{more}", at)
+    if kind == "ig_mirror_resumed":
+        return Alert("warn", "IG mirror resumed: reconciliation with IG clean", at)
     if kind == "service_status_changed":
         return _state_change_alert(data | {"at": _text(envelope, "timestamp")}, tz)
     if kind == "market_data_stale":
@@ -969,6 +1011,26 @@ def sentiment_lines(view: DashboardView) -> list[Line]:
     return [Line(f"BIG 4 SENTIMENT {score} conf {pct(s.confidence, 0)}{source}", tag), Line(banks)]
 
 
+def model_lines(view: DashboardView) -> list[Line]:
+    m = view.models
+    if m is None:
+        return []
+    age = "-" if m.age_days is None else f"{m.age_days:g}d old"
+    head = Line(f"MODELS {m.model_set or 'flat'} {age}", "warn" if m.stale else "text")
+    parts = [
+        f"{sym.split('.')[0]} {pct(live, 0)}/{pct(val, 0)}{'!' if drifting else ''}"
+        for sym, live, val, days, drifting in m.accuracy
+        if days
+    ]
+    drifting = any(d for *_, d in m.accuracy)
+    body = (
+        Line("live/val " + " ".join(parts), "warn" if drifting else "text")
+        if parts
+        else Line("live/val: none resolved yet")
+    )
+    return [head, body]
+
+
 def task_lines(view: DashboardView) -> list[Line]:
     if "tasks" in view.missing:
         return [Line(f"TASKS unknown ({view.missing['tasks']})", "warn")]
@@ -1075,8 +1137,8 @@ def business_lines(view: DashboardView, width: int) -> list[Line]:
     else:
         symbols = symbol_lines(view, width)
         portfolio = portfolio_lines(view, room=max(len(symbols) - 2, 5))
-        return [*symbols, *portfolio, *sentiment_lines(view)]
-    right = portfolio_lines(view, room=max(len(symbols) - 2, 5)) + sentiment_lines(view)
+        return [*symbols, *portfolio, *sentiment_lines(view), *model_lines(view)]
+    right = portfolio_lines(view, room=max(len(symbols) - 2, 5)) + sentiment_lines(view) + model_lines(view)
     return side_by_side(symbols, right, width, left_width)
 
 

@@ -63,6 +63,7 @@ from typing import TYPE_CHECKING, Any
 from services.base import SYDNEY, BaseService, DependencyUnavailable, RpcError, Settings
 from services.base.clock import write_clock_file
 from services.base.events import STREAM_PREFIX
+from services.base.model_sets import serving_dir
 from services.domain import asx_calendar, replay_report
 from services.domain.day_plan import default_tasks
 from services.domain.intraday import INTERVALS, session_day
@@ -94,6 +95,7 @@ DROPPED = frozenset(
         "TRADING_REDIS_URL", "TRADING_MARKET_DATA_SOURCE", "TRADING_MARKET_DATA_DIR",
         "TRADING_CLOCK_START", "TRADING_CLOCK_SPEED", "TRADING_CLOCK_EPOCH", "TRADING_CLOCK_FILE",
         "TRADING_SECRETS_FILE", "TRADING_PAPER_TRADING_IG_MIRROR", "TRADING_SCHEDULER_DEFAULTS",
+        "TRADING_ML_MODEL_MAX_AGE_DAYS",
     }
 )  # fmt: skip
 TRADE_COLUMNS = (
@@ -151,7 +153,7 @@ def models_trained_before(models_dir: Path | None, first: date, symbols: tuple[s
     if models_dir is None:
         return False
     try:
-        manifest = json.loads((models_dir / "manifest.json").read_text())
+        manifest = json.loads((serving_dir(models_dir) / "manifest.json").read_text())
         entries = manifest["models"]
         ends = {e["symbol"]: date.fromisoformat(e["data"]["label_end"]) for e in entries}
         latest = max(date.fromisoformat(e["data"]["label_end"]) for e in entries)
@@ -174,6 +176,9 @@ def suite_env(root: Path, options: ReplayOptions, base: dict[str, str]) -> dict[
             # The driver runs the default tasks itself, one step a day: a schedule loop firing
             # the same tasks after a clock jump would run them twice.
             "TRADING_SCHEDULER_DEFAULTS": "false",
+            # The replay's models were trained before --from on purpose and serve the whole
+            # period: they must not expire as the replayed days pass.
+            "TRADING_ML_MODEL_MAX_AGE_DAYS": "3650",
             # A decision must not depend on the machine's speed: a prediction whose sentiment or
             # model call fails (a dependency restarting, a busy core) fails and is made again,
             # never degraded into a different signal.
@@ -346,7 +351,7 @@ class ReplayDriver:
         models = self.root / "models"
         source = self.options.models_dir
         if source is not None and models_trained_before(source, self.options.first, self.symbols):
-            shutil.copytree(source, models, dirs_exist_ok=True)
+            shutil.copytree(serving_dir(source), models, dirs_exist_ok=True)  # the set in service, flat
             self.notes.append(f"models reused from {source} (trained on labels ending before --from)")
             return
         self.progress(f"training models on data before {self.options.first} ...")

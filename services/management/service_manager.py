@@ -776,6 +776,211 @@ def cmd_metrics(args) -> int:
     return 1 if any("error" in r for r in replies.values()) else 0
 
 
+# ---- data: history from Yahoo -----------------------------------------------------------------
+
+
+def data_symbols(args) -> list[str]:
+    """The universe and the index (or --symbols), normalised; a bad symbol is a usage error."""
+    from services.domain.price_history import normalise_symbol
+
+    settings = get_settings()
+    try:
+        return list(
+            dict.fromkeys(
+                normalise_symbol(s) for s in (args.symbols or [*settings.symbols, settings.market_index])
+            )
+        )
+    except ValueError as exc:
+        raise CliError(str(exc), 2) from None
+
+
+def data_report_rows(reports) -> list[list[str]]:
+    rows = []
+    for r in reports:
+        cleaning = r.cleaning or {}
+        quality = r.quality or {}
+        score = f"{quality['score']:.2f}" if "score" in quality else "-"
+        problems = (
+            f"holes {len(cleaning.get('missing_sessions', []))}, zero-volume filler "
+            f"{len(cleaning.get('filler_rows', []))}, duplicates {len(cleaning.get('duplicate_dates', []))}, "
+            f"null {len(cleaning.get('null_rows', []))}"
+            if cleaning
+            else ""
+        )
+        note = "; ".join(x for x in (r.detail, problems, *quality.get("reasons", [])) if x)
+        rows.append([r.symbol, r.status, r.first or "-", r.last or "-", str(r.rows), score, note])
+    return rows
+
+
+def cmd_data_fetch(args) -> int:
+    """Download daily history for the universe and the index from Yahoo (one batched yfinance
+    request, retried with backoff) into <TRADING_MARKET_DATA_DIR>/<SYMBOL>.csv in Yahoo's export
+    columns. A file already there gets only the new sessions (--full downloads --years again and
+    replaces it); every file is written atomically. Prints the quality report the csv source
+    computes. Exit 1 when Yahoo cannot be reached (no file touched) or a symbol was refused."""
+    from services.clients.yahoo_history import Retry, YahooUnavailable, fetch_daily, fetch_intraday
+    from services.domain.intraday import INTERVALS
+    from services.domain.price_history import MarketDataError
+
+    symbols = data_symbols(args)
+    intervals = [i for i in (args.intervals or "").split(",") if i]
+    if bad := [i for i in intervals if i not in INTERVALS]:
+        raise CliError(f"--intervals: unknown interval {bad[0]!r} (known: {', '.join(INTERVALS)})", 2)
+    if not 0 < args.years <= 30:
+        raise CliError("--years must be in (0, 30]", 2)
+    directory = args.data_dir or get_settings().market_data_dir
+    if not (1 <= args.attempts <= 10 and 0 <= args.backoff <= 60):
+        raise CliError("--attempts must be 1..10 and --backoff 0..60", 2)
+    retry = Retry(attempts=args.attempts, backoff_s=args.backoff, note=lambda line: print(line, flush=True))
+    now = get_clock().now()
+    started = time.monotonic()
+    try:
+        reports = fetch_daily(directory, symbols, now, years=args.years, full=args.full, retry=retry)
+        print(f"daily history in {directory} ({time.monotonic() - started:.1f}s)")
+        print(
+            table(["SYMBOL", "STATUS", "FIRST", "LAST", "ROWS", "QUALITY", "NOTE"], data_report_rows(reports))
+        )
+        for interval in intervals:
+            try:
+                intraday = fetch_intraday(directory, symbols, interval, now, retry)
+            except YahooUnavailable as exc:
+                raise CliError(
+                    f"data fetch: {exc}; the daily files above are written, no {interval} file changed"
+                ) from None
+            rows = [
+                [r.symbol, r.status, r.first or "-", r.last or "-", str(r.rows), r.detail] for r in intraday
+            ]
+            print(f"\n{interval} bars")
+            print(table(["SYMBOL", "STATUS", "FIRST", "LAST", "ROWS", "NOTE"], rows))
+            reports += intraday
+    except YahooUnavailable as exc:
+        raise CliError(f"data fetch: {exc}; no file was changed") from None
+    except MarketDataError as exc:  # a file there is not a Yahoo export: nothing merged into it
+        raise CliError(f"data fetch: {exc}; no file was changed (move it aside, or --full)") from None
+    except OSError as exc:
+        raise CliError(f"data fetch: writing failed: {exc}") from None
+    refused = [r.symbol for r in reports if r.status == "refused"]
+    if refused:
+        print(f"refused (files untouched): {', '.join(dict.fromkeys(refused))}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_data_status(args) -> int:
+    """Each history file in the market data folder: first and last date, rows and quality score
+    (as market-data's csv source computes it), intraday files too. Exit 1 when a file is missing
+    or unreadable."""
+    from services.clients.yahoo_history import FileReport, describe_daily
+    from services.domain.price_history import MarketDataError, csv_file_name
+
+    directory = args.data_dir or get_settings().market_data_dir
+    now = get_clock().now()
+    symbols = data_symbols(args)
+    reports = []
+    for symbol in symbols:
+        try:
+            reports.append(describe_daily(symbol, directory / csv_file_name(symbol), now))
+        except MarketDataError as exc:  # not a Yahoo export: said in its row, the others still listed
+            reports.append(
+                FileReport(symbol, directory / csv_file_name(symbol), "unreadable", detail=str(exc))
+            )
+    print(f"daily history in {directory}")
+    print(table(["SYMBOL", "STATUS", "FIRST", "LAST", "ROWS", "QUALITY", "NOTE"], data_report_rows(reports)))
+    intraday = sorted(p.name for p in directory.glob("*_*.csv")) if directory.is_dir() else []
+    if intraday:
+        print(f"intraday files: {', '.join(intraday)}")
+    return 1 if any(r.status in ("missing", "unreadable") for r in reports) else 0
+
+
+# ---- models: versioned model sets ---------------------------------------------------------------
+
+
+def cmd_models_list(args) -> int:
+    """The model sets under <TRADING_MODELS_DIR>/sets, oldest first: when each was trained, on
+    what, its state (current, promoted before, candidate, rejected and why) and whether its files
+    still match their SHA-256."""
+    from services.base.model_sets import current_name, describe, set_names
+
+    models_dir = get_settings().models_dir
+    sets = [describe(models_dir, name) for name in set_names(models_dir)]
+    if args.json:
+        print(
+            orjson.dumps(
+                {"current": current_name(models_dir), "sets": sets}, option=orjson.OPT_INDENT_2
+            ).decode()
+        )
+        return 0
+    if not sets:
+        flat = (models_dir / "manifest.json").is_file()
+        print(
+            f"no model sets in {models_dir}"
+            + (" (a flat models folder serves: train once to make a set)" if flat else "")
+        )
+        return 0
+    rows = [
+        [
+            ("* " if s["current"] else "  ") + s["set"],
+            "current" if s["current"] else ("was current" if s["state"] == "promoted" else s["state"]),
+            str(s["generated_at"] or "-")[:19],
+            ("synthetic" if s["synthetic"] else str(s["source"] or "-")),
+            str(s["label_end"] or "-"),
+            str(s["models"]),
+            "ok" if s["verified"] else "NO",
+            s["problem"] or s["reason"] or "",
+        ]
+        for s in sets
+    ]
+    print(table(["SET", "STATE", "TRAINED", "SOURCE", "DATA TO", "MODELS", "HASHES", "NOTE"], rows))
+    return 0
+
+
+def _tell_ml_model(what: str) -> None:
+    """Ask a running ml-model to switch now (it would within seconds anyway) and say the outcome."""
+    if not socket_is_live(get_settings().socket_dir / "ml-model.sock"):
+        print(f"{what}; ml-model is not running: it serves this set when it starts")
+        return
+    try:
+        result = rpc("ml-model", "reload_models", timeout=180)
+    except RpcError as exc:
+        print(f"{what}; ml-model did not answer reload_models ({exc.message}): it switches by itself")
+        return
+    if result.get("switched") or result.get("reason") == "already serving it":
+        print(f"{what}; ml-model serves it now")
+    else:
+        raise CliError(
+            f"{what}, but ml-model refused it ({result.get('reason')}); it still serves {result.get('model_set')}"
+        )
+
+
+def cmd_models_promote(args) -> int:
+    """Point models/current at model set SET once its manifest and every file's SHA-256 verify
+    (a set that does not verify is never promoted); a running ml-model switches to it without a
+    restart. Exit 2 for an unknown set."""
+    from services.base.model_sets import ModelSetError, UnknownSet, promote
+
+    try:
+        record = promote(get_settings().models_dir, args.set, get_clock().now(), "promoted by hand")
+    except UnknownSet as exc:
+        raise CliError(str(exc), 2) from None
+    except ModelSetError as exc:
+        raise CliError(f"not promoted: {exc}") from None
+    _tell_ml_model(f"promoted {record['set']} (was {record['previous'] or 'none'})")
+    return 0
+
+
+def cmd_models_rollback(args) -> int:
+    """Point models/current back at the set that served before the current one (it must still be
+    there and verify); a running ml-model switches without a restart."""
+    from services.base.model_sets import ModelSetError, rollback
+
+    try:
+        record = rollback(get_settings().models_dir, get_clock().now())
+    except ModelSetError as exc:
+        raise CliError(f"not rolled back: {exc}") from None
+    _tell_ml_model(f"rolled back to {record['set']} (from {record['previous']})")
+    return 0
+
+
 # ---- alerts ------------------------------------------------------------------------------------------
 
 ALERTS = "alerts"
@@ -959,6 +1164,40 @@ def build_parser() -> Parser:
     p.add_argument("--out", type=Path, help="output folder (default: <TRADING_DATA_DIR>/replays/FROM_TO)")
     p.add_argument("--train-years", type=float, default=5.0, help="years of history to train on (default 5)")
     p.add_argument("--keep", action="store_true", help="keep the replay suite's temporary directory")
+    data = sub.add_parser("data", help="history files from Yahoo: fetch, status")
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=Parser, metavar="ACTION")
+    for name, func in (("fetch", cmd_data_fetch), ("status", cmd_data_status)):
+        doc = (func.__doc__ or "").strip()
+        p = data_sub.add_parser(name, help=" ".join(doc.split()).split(". ")[0], description=doc)
+        p.set_defaults(func=func)
+        p.add_argument(
+            "--symbols", nargs="+", metavar="SYMBOL", help="default: TRADING_SYMBOLS and the index"
+        )
+        p.add_argument("--data-dir", type=Path, help="default: TRADING_MARKET_DATA_DIR")
+        if name == "fetch":
+            p.add_argument("--years", type=float, default=10.0, help="years of history (default 10)")
+            p.add_argument(
+                "--full", action="store_true", help="download everything again and replace the files"
+            )
+            p.add_argument("--intervals", metavar="5m,15m", help="also the intraday bars Yahoo keeps")
+            p.add_argument("--attempts", type=int, default=3, help=argparse.SUPPRESS)
+            p.add_argument("--backoff", type=float, default=1.0, help=argparse.SUPPRESS)
+    models = sub.add_parser("models", help="versioned model sets: list, promote SET, rollback")
+    models_sub = models.add_subparsers(
+        dest="models_command", required=True, parser_class=Parser, metavar="ACTION"
+    )
+    for name, func in (
+        ("list", cmd_models_list),
+        ("promote", cmd_models_promote),
+        ("rollback", cmd_models_rollback),
+    ):
+        doc = (func.__doc__ or "").strip()
+        p = models_sub.add_parser(name, help=" ".join(doc.split()).split(". ")[0], description=doc)
+        p.set_defaults(func=func)
+    models_sub.choices["list"].add_argument("--json", action="store_true")
+    models_sub.choices["promote"].add_argument(
+        "set", metavar="SET", help="a set's name, as `models list` shows"
+    )
     alerts = sub.add_parser("alerts", help="alerts: test a channel, list recent alerts, silence a kind")
     alerts_sub = alerts.add_subparsers(
         dest="alerts_command", required=True, parser_class=Parser, metavar="ACTION"

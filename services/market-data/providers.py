@@ -17,16 +17,14 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
+from services.clients.yahoo_history import frame_to_rows, yahoo_unreachable
 from services.domain.bars import (
-    SYDNEY,
     Bar,
     CleaningReport,
     IsTradingDay,
@@ -137,18 +135,6 @@ def _is_unknown_symbol_error(exc: Exception) -> bool:
     return any(cls.__name__ == "YFTickerMissingError" for cls in type(exc).__mro__)
 
 
-def frame_to_rows(frame) -> list[tuple]:
-    """A yfinance DataFrame (flat or (Price, Ticker) columns, tz-aware index) -> raw Yahoo rows."""
-    if getattr(frame.columns, "nlevels", 1) > 1:
-        frame = frame.droplevel(-1, axis=1)
-    index = frame.index
-    if getattr(index, "tz", None) is not None:
-        index = index.tz_convert(SYDNEY)  # .AX bars are dated in exchange time
-    close_column = "Adj Close" if "Adj Close" in frame.columns else "Close"
-    columns = [frame[c].tolist() for c in ("Open", "High", "Low", "Close", close_column, "Volume")]
-    return [(ts.date(), *values) for ts, *values in zip(index, *columns, strict=True)]
-
-
 class YFinanceSource:
     """Yahoo Finance via the yfinance client, off the event loop, with timeout and retries."""
 
@@ -226,24 +212,6 @@ class YFinanceSource:
 
 
 # --- auto ---------------------------------------------------------------------------------------
-
-YAHOO_PROBE_URL = "https://query2.finance.yahoo.com/v8/finance/chart/%5EAXJO?range=1d&interval=1d"
-
-
-def yahoo_unreachable(timeout_s: float) -> str | None:
-    """Why Yahoo cannot be reached (None when it answers at all), without importing yfinance.
-
-    Run before the real yfinance probe so that an offline machine never loads yfinance and pandas
-    (tens of MB) just to learn it is offline. Any HTTP answer, even an error status, means reachable.
-    Honours HTTPS_PROXY like yfinance does.
-    """
-    try:
-        with urllib.request.urlopen(YAHOO_PROBE_URL, timeout=timeout_s):
-            return None
-    except urllib.error.HTTPError:
-        return None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        return f"Yahoo unreachable: {getattr(exc, 'reason', exc)}"
 
 
 @dataclass(frozen=True, slots=True)

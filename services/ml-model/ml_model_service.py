@@ -1,8 +1,13 @@
 """ml-model service: per-bank scikit-learn models behind JSON-RPC, with live performance tracking.
 
-Models come only from `<models dir>/manifest.json` written by
-`python services/ml-model/train_models.py`. With no manifest the service still starts, reports
-`degraded`, and answers model methods with -32002 naming the training command.
+Models come only from the manifest of the model set `<models dir>/current` names
+(`<models dir>/sets/<UTC timestamp>/manifest.json`, services.base.model_sets; or, in the layout
+before sets, `<models dir>/manifest.json`) written by `python services/ml-model/train_models.py`.
+With no manifest the service still starts, reports `degraded`, and answers model methods with
+-32002 naming the training command. A new current set is loaded and verified while the old one
+serves, then swapped in (watched every TRADING_ML_MODEL_WATCH_S, or at once on reload_models);
+retrain_models trains a candidate in a child and promotes it only by the promotion rule
+(model_promotion); health warns about a set's age (model_freshness) and drift (model_drift).
 
 This process never imports scikit-learn, scipy, pandas, numpy or joblib (together ~130 MB of
 PSS; health lists any that are loaded under `heavy_modules_loaded`). At start, and whenever a
@@ -30,7 +35,7 @@ import sys
 import time
 import uuid
 from asyncio.subprocess import PIPE
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +53,18 @@ from services.base import (
     run_service,
 )
 from services.base.knobs import read_knobs
+from services.base.model_sets import (
+    ModelSetError,
+    SetNotVerified,
+    current_name,
+    promote,
+    prune,
+    read_manifest,
+    read_status,
+    serving_dir,
+    set_names,
+    write_status,
+)
 from services.domain import asx_calendar
 from services.domain.bars import bar_from_dict, latest_session
 from services.domain.features import (
@@ -58,6 +75,8 @@ from services.domain.features import (
 )
 from services.ml_model.ml_model_knobs import MlModelKnobs
 from services.ml_model.ml_prediction_log import ENSEMBLE, PredictionLog, Vote, outcome_after
+from services.ml_model.model_drift import Drift, drift
+from services.ml_model.model_freshness import SetAge, set_age
 from services.ml_model.model_inference import (
     InferenceFormError,
     InferenceModel,
@@ -65,6 +84,7 @@ from services.ml_model.model_inference import (
     read_cached,
     write_cached,
 )
+from services.ml_model.model_promotion import Decision, decide
 from services.ml_model.model_store import (
     TRAINING_COMMAND,
     Manifest,
@@ -79,6 +99,7 @@ from services.ml_model.model_voting import confidence_of, direction_of, ensemble
 
 MARKET_DATA = "market-data"
 CONVERTER = Path(__file__).resolve().with_name("model_converter.py")
+TRAINER = Path(__file__).resolve().with_name("train_models.py")
 # Big modules that must stay out of this process (the converter child imports them instead).
 HEAVY_MODULES = ("sklearn", "scipy", "pandas", "numpy", "joblib")
 # A bar date before the ASX calendar's table is a typo (0001-01-01), not a session: its predictions
@@ -94,6 +115,21 @@ class LoadedModel:
     form_origin: str  # "cache" or "converter"
 
 
+@dataclass(eq=False)
+class ServedSet:
+    """One model set as this process holds it: its manifest and the models loaded from it.
+
+    Requests take the set in service once, at their start, and use it to the end, so a switch
+    to another set never mixes two sets' models in one answer."""
+
+    name: str | None  # the set's name under models/sets/, None for a flat models folder
+    folder: Path
+    stamp: tuple[str, int, int]  # (folder, manifest mtime_ns, size): what the watcher compares
+    manifest: Manifest
+    loaded: dict[tuple[str, str], LoadedModel] = field(default_factory=dict)
+    refused: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
 class MlModelService(BaseService):
     name = "ml-model"
 
@@ -102,57 +138,88 @@ class MlModelService(BaseService):
         self.models_dir: Path = self.settings.models_dir
         self.knobs = read_knobs(MlModelKnobs, self.settings.environ)
         self.prediction_log: PredictionLog | None = None
-        self._manifest: Manifest | None = None
-        self._manifest_stamp: tuple[int, int] | None = None
-        self._loaded: dict[tuple[str, str], LoadedModel] = {}
-        self._refused: dict[tuple[str, str], str] = {}
+        self._active: ServedSet | None = None
+        self._not_trained: str | None = None  # why there is no set in service
+        self._switch_lock = asyncio.Lock()
+        self._switch_failure: dict | None = None  # the last set that did not verify, and why
+        self._failed_stamp: tuple[str, int, int] | None = None  # not retried until it changes
+        self.switches: list[dict] = []  # each switch: from, to, ms (newest last, a few kept)
         self._load_lock = asyncio.Lock()
         self._warm_task: asyncio.Task | None = None
+        self._watch_task: asyncio.Task | None = None
+        self._retrain_lock = asyncio.Lock()
+        self.retrain_decisions: list[dict] = []  # this process's retrain decisions, newest last
         self._last_resolution: dict[str, float] = {}
         self._resolution_note = "no outcome lookup yet"
         self.counters = {"predictions_served": 0, "ensembles_served": 0, "outcomes_resolved": 0}
 
     async def on_start(self) -> None:
         self.prediction_log = PredictionLog(self.settings.data_dir / "ml_model.db")
-        try:
-            manifest = self._current_manifest()
-        except NotConfigured as exc:
-            self.log.warning("starting without models: %s", exc.message)
+        self._watch_task = asyncio.create_task(self._watch_models())
+        served = self._read_set()
+        if served is None:
+            self.log.warning("starting without models: %s", self._not_trained)
             return
+        self._active = served
         self.log.info(
-            "manifest loaded", extra={"models": len(manifest.entries), "source": manifest.raw.get("source")}
+            "manifest loaded",
+            extra={
+                "models": len(served.manifest.entries),
+                "source": served.manifest.raw.get("source"),
+                "model_set": served.name,
+            },
         )
         # Check and load every model now, so a bad file shows in the log and health at once;
         # in the background, because a missing form means a converter run of a few seconds.
-        self._warm_task = asyncio.create_task(self._warm(manifest))
+        self._warm_task = asyncio.create_task(self._warm(served))
 
     async def on_stop(self) -> None:
-        if self._warm_task is not None:
-            self._warm_task.cancel()
-            await asyncio.gather(self._warm_task, return_exceptions=True)
+        for task in (self._warm_task, self._watch_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self.prediction_log is not None:
             self.prediction_log.close()
 
     async def health_details(self) -> dict:
         details: dict[str, Any] = {
-            "models_loaded": len(self._loaded),
+            "models_loaded": 0 if self._active is None else len(self._active.loaded),
             "heavy_modules_loaded": [name for name in HEAVY_MODULES if name in sys.modules],
             "feature_version": FEATURE_VERSION,
             "predictions_served": self.counters["predictions_served"],
             "pending_outcomes": sum(len(days) for days in self.prediction_log.pending().values()),
         }
-        try:
-            manifest = self._current_manifest()
-        except NotConfigured as exc:
-            return {**details, "models_available": 0, "status": "degraded", "warnings": [exc.message]}
-        details.update(models_available=len(manifest.entries), model_source=manifest.raw.get("source"))
+        served = self._active
+        if served is None:
+            why = self._not_trained or "no models"
+            return {**details, "models_available": 0, "status": "degraded", "warnings": [why]}
+        manifest = served.manifest
+        details.update(
+            models_available=len(manifest.entries),
+            model_source=manifest.raw.get("source"),
+            model_set=served.name,
+            model_set_switches=len(self.switches),
+        )
         warnings = []
         if manifest.raw.get("synthetic"):
             warnings.append(str(manifest.raw.get("warning", "models were trained on synthetic data")))
-        if self._refused:
+        age = self._set_age(served)
+        details["model_set_age_days"] = age.days
+        if age.stale:
+            details["status"] = "degraded"
+            warnings.append(age.warning())
+        drifts = self._drifts(served)
+        details["live_vs_validation"] = {d.symbol: d.as_dict() for d in drifts}
+        warnings += [d.warning() for d in drifts if d.drifting]
+        if self._switch_failure is not None:
+            failure = self._switch_failure
+            warnings.append(
+                f"model set {failure['set']} not switched to: {failure['reason']}; still serving {served.name or 'the flat models folder'}"
+            )
+        if served.refused:
             details["status"] = "degraded"  # those models are out of every ensemble
             warnings += [
-                f"{symbol} {name} refused: {reason}" for (name, symbol), reason in self._refused.items()
+                f"{symbol} {name} refused: {reason}" for (name, symbol), reason in served.refused.items()
             ]
         if warnings:
             details["warnings"] = warnings
@@ -160,55 +227,163 @@ class MlModelService(BaseService):
 
     # ---- the manifest and model files -----------------------------------------------------------
 
-    def _current_manifest(self) -> Manifest:
-        """The manifest, re-read when the file changes (retraining needs no restart)."""
-        path = self.models_dir / "manifest.json"
-        try:
-            stat = path.stat()
-            stamp = (stat.st_mtime_ns, stat.st_size)
-        except FileNotFoundError:
-            stamp = None
-        if self._manifest is None or stamp != self._manifest_stamp:
-            try:
-                manifest = load_manifest(self.models_dir)
-            except ModelsNotTrained as exc:
-                raise NotConfigured(str(exc), data={"command": TRAINING_COMMAND}) from None
-            self._manifest, self._manifest_stamp = manifest, stamp
-            self._loaded.clear()
-            self._refused.clear()
-        return self._manifest
+    def _serving(self) -> ServedSet:
+        """The set in service; NotConfigured (-32002, with the training command) when none."""
+        if self._active is None:
+            # Models trained since the start serve at once (nothing was serving to keep).
+            self._active = self._read_set()
+        if self._active is None:
+            why = self._not_trained or f"no models; train them: {TRAINING_COMMAND}"
+            raise NotConfigured(why, data={"command": TRAINING_COMMAND})
+        return self._active
 
-    def _entry(self, model_name: str, symbol: str) -> ModelEntry:
+    def _set_age(self, served: ServedSet) -> SetAge:
+        return set_age(
+            served.name, served.manifest.raw.get("generated_at"), self.clock.now(), self.knobs.max_age_days
+        )
+
+    def _drifts(self, served: ServedSet) -> list[Drift]:
+        """Per symbol of the set: the ensemble's live accuracy over the last drift_days resolved
+        days against the models' validation accuracy (model_drift)."""
+        found = []
+        for symbol in dict.fromkeys(e.symbol for e in served.manifest.entries):
+            votes = self.prediction_log.recent_resolved(symbol, ENSEMBLE, served.name, self.knobs.drift_days)
+            validation = [e.metrics.get("accuracy") for e in served.manifest.for_symbol(symbol)]
+            found.append(drift(symbol, [v.direction == v.outcome for v in votes], validation))
+        return found
+
+    def _current_manifest(self) -> Manifest:
+        return self._serving().manifest
+
+    def _pointer_stamp(self) -> tuple[str, int, int] | None:
+        """What identifies the set `current` names now: its folder and its manifest's mtime/size."""
+        folder = serving_dir(self.models_dir)
         try:
-            entry = self._current_manifest().find(model_name, symbol)
+            stat = (folder / "manifest.json").stat()
+        except OSError:
+            return None
+        return (str(folder), stat.st_mtime_ns, stat.st_size)
+
+    def _read_set(self) -> ServedSet | None:
+        """The set `current` names (or the flat folder), parsed but not loaded; None, with the
+        reason kept in `_not_trained`, when there is no usable manifest."""
+        folder = serving_dir(self.models_dir)
+        stamp = self._pointer_stamp()
+        try:
+            manifest = load_manifest(folder)
+        except ModelsNotTrained as exc:
+            self._not_trained = str(exc)
+            return None
+        name = current_name(self.models_dir)
+        return ServedSet(name, folder, stamp or (str(folder), 0, 0), manifest)
+
+    async def _watch_models(self) -> None:
+        """Switch to a new current set when the pointer (or a flat manifest) changes."""
+        while True:
+            await asyncio.sleep(self.knobs.watch_s)
+            stamp = self._pointer_stamp()
+            active = None if self._active is None else self._active.stamp
+            if stamp is not None and stamp != active and stamp != self._failed_stamp:
+                try:
+                    await self._switch("the models pointer changed")
+                except Exception:  # a background task: nobody else would see this
+                    self.log.exception("switching model sets failed")
+
+    async def _switch(self, why: str) -> dict:
+        """Load and verify the set `current` names; only when every model in it loads does it
+        replace the set in service (which serves meanwhile). The outcome, as reload_models says."""
+        async with self._switch_lock:
+            started = time.perf_counter()
+            previous = self._active
+            candidate = self._read_set()
+            if candidate is None:
+                return self._switch_refused(None, self._not_trained or "no manifest", previous)
+            if previous is not None and candidate.stamp == previous.stamp:
+                return {"switched": False, "model_set": previous.name, "reason": "already serving it"}
+            entries, problems = [], []
+            for entry in candidate.manifest.entries:
+                try:
+                    entries.append(self._checked_entry(entry))
+                except RpcError as exc:
+                    problems.append(f"{entry.symbol} {entry.model_name}: {exc.message}")
+            results = await self._load(entries, candidate)
+            problems += [
+                f"{key[1]} {key[0]}: {getattr(r, 'message', r)}"
+                for key, r in results.items()
+                if isinstance(r, RpcError)
+            ]
+            if problems:
+                return self._switch_refused(candidate, "; ".join(problems[:3]), previous)
+            self._active, self._switch_failure, self._failed_stamp = candidate, None, None
+            ms = round((time.perf_counter() - started) * 1000, 1)
+            record = {
+                "switched": True,
+                "model_set": candidate.name,
+                "previous": None if previous is None else previous.name,
+                "models": len(entries),
+                "ms": ms,
+                "why": why,
+                "at": self.clock.now().isoformat(),
+            }
+            self.switches = [*self.switches[-9:], record]
+            self.log.info("model set switched", extra=record)
+            return record
+
+    def _switch_refused(self, candidate: ServedSet | None, reason: str, previous: ServedSet | None) -> dict:
+        name = None if candidate is None else candidate.name
+        self._switch_failure = {"set": name, "reason": reason, "at": self.clock.now().isoformat()}
+        # Not tried again until it changes (an unreadable manifest too: no error every watch tick).
+        self._failed_stamp = self._pointer_stamp() if candidate is None else candidate.stamp
+        self.log.error("model set not switched to", extra={"model_set": name, "reason": reason})
+        return {
+            "switched": False,
+            "model_set": None if previous is None else previous.name,
+            "refused_set": name,
+            "reason": reason,
+        }
+
+    @rpc
+    async def reload_models(self) -> dict:
+        """Switch to the set models/current names now (as the watcher would), once it verifies;
+        until then, and if it does not, the set in service keeps serving."""
+        return await self._switch("reload_models")
+
+    def _entry(self, served: ServedSet, model_name: str, symbol: str) -> ModelEntry:
+        try:
+            entry = served.manifest.find(model_name, symbol)
         except ModelNotFound as exc:
             raise NotFound(str(exc), data={"model_name": model_name, "symbol": symbol}) from None
+        return self._checked_entry(entry)
+
+    @staticmethod
+    def _checked_entry(entry: ModelEntry) -> ModelEntry:
         if entry.feature_names != FEATURE_NAMES or entry.feature_version != FEATURE_VERSION:
             # Same names in another order would silently feed the wrong columns: refuse, retrain.
             raise NotConfigured(
-                f"{model_name} for {symbol} was trained on feature version {entry.feature_version} "
+                f"{entry.model_name} for {entry.symbol} was trained on feature version {entry.feature_version} "
                 f"({len(entry.feature_names)} features); this service builds {FEATURE_VERSION}: retrain with "
                 f"{TRAINING_COMMAND}",
                 data={"command": TRAINING_COMMAND},
             )
         return entry
 
-    async def _model(self, model_name: str, symbol: str) -> LoadedModel:
-        entry = self._entry(model_name, symbol)
-        result = (await self._load([entry]))[entry.key]
+    async def _model(self, model_name: str, symbol: str) -> tuple[ServedSet, LoadedModel]:
+        served = self._serving()
+        entry = self._entry(served, model_name, symbol)
+        result = (await self._load([entry], served))[entry.key]
         if isinstance(result, RpcError):
             raise result
-        return result
+        return served, result
 
-    async def _warm(self, manifest: Manifest) -> None:
+    async def _warm(self, served: ServedSet) -> None:
         started, entries = time.perf_counter(), []
-        for entry in manifest.entries:
+        for entry in served.manifest.entries:
             try:
-                entries.append(self._entry(entry.model_name, entry.symbol))
+                entries.append(self._checked_entry(entry))
             except RpcError as exc:
                 self.log.warning("model not servable", extra={"file": entry.file, "reason": exc.message})
         try:
-            results = await self._load(entries)
+            results = await self._load(entries, served)
         except Exception:  # a background task: nobody else would see this
             self.log.exception("loading models at start failed")
             return
@@ -223,56 +398,58 @@ class MlModelService(BaseService):
             },
         )
 
-    async def _load(self, entries: list[ModelEntry]) -> dict[tuple[str, str], LoadedModel | RpcError]:
+    async def _load(
+        self, entries: list[ModelEntry], served: ServedSet
+    ) -> dict[tuple[str, str], LoadedModel | RpcError]:
         """Each entry's model, hash-checked, or the typed error that keeps it out (never raised)."""
         async with self._load_lock:
             results: dict[tuple[str, str], LoadedModel | RpcError] = {}
             missing: list[ModelEntry] = []
             started = time.perf_counter()
             for entry in entries:
-                loaded = self._loaded.get(entry.key)
+                loaded = served.loaded.get(entry.key)
                 if loaded is not None and loaded.entry.sha256 == entry.sha256:
                     results[entry.key] = loaded
                     continue
                 try:
-                    cached = await asyncio.to_thread(self._verified_cached_form, entry)
+                    cached = await asyncio.to_thread(self._verified_cached_form, entry, served.folder)
                 except ModelIntegrityError as exc:
-                    results[entry.key] = self._refuse(entry, "integrity_check_failed", str(exc))
+                    results[entry.key] = self._refuse(entry, "integrity_check_failed", str(exc), served)
                     continue
                 if cached is None:
                     missing.append(entry)
                 else:
-                    results[entry.key] = self._install(entry, cached, started, "cache")
+                    results[entry.key] = self._install(entry, cached, started, "cache", served)
             if missing:
-                results.update(await self._load_converted(missing, started))
+                results.update(await self._load_converted(missing, started, served))
             return results
 
-    def _verified_cached_form(self, entry: ModelEntry) -> InferenceModel | None:
+    def _verified_cached_form(self, entry: ModelEntry, folder: Path) -> InferenceModel | None:
         """Check the model file's hash (always: a tampered file is refused even when its form is
         cached), then the cached form if one is usable. Blocking: run it in a thread."""
-        verify_model_file(self.models_dir, entry.file, entry.sha256)
+        verify_model_file(folder, entry.file, entry.sha256)
         try:
-            return read_cached(self.models_dir, entry.sha256, len(FEATURE_NAMES))
+            return read_cached(folder, entry.sha256, len(FEATURE_NAMES))
         except InferenceFormError as exc:
             self.log.warning("ignoring cached inference form", extra={"file": entry.file, "reason": str(exc)})
             return None
 
-    async def _load_converted(self, entries: list[ModelEntry], started: float) -> dict:
+    async def _load_converted(self, entries: list[ModelEntry], started: float, served: ServedSet) -> dict:
         try:
-            lines = await self._run_converter(entries)
+            lines = await self._run_converter(entries, served.folder)
         except ServiceError as exc:
-            return {e.key: self._refuse(e, "conversion_failed", exc.message) for e in entries}
+            return {e.key: self._refuse(e, "conversion_failed", exc.message, served) for e in entries}
         results: dict[tuple[str, str], LoadedModel | RpcError] = {}
         for entry, line in zip(entries, lines, strict=False):
-            results[entry.key] = await self._from_converter_line(entry, line, started)
+            results[entry.key] = await self._from_converter_line(entry, line, started, served)
         for entry in entries[len(lines) :]:
             results[entry.key] = self._refuse(
-                entry, "conversion_failed", "the model converter gave no result"
+                entry, "conversion_failed", "the model converter gave no result", served
             )
         return results
 
     async def _from_converter_line(
-        self, entry: ModelEntry, line: bytes, started: float
+        self, entry: ModelEntry, line: bytes, started: float, served: ServedSet
     ) -> LoadedModel | RpcError:
         # One model's line at a time: parsing them all at once would leave a larger heap behind.
         try:
@@ -280,19 +457,19 @@ class MlModelService(BaseService):
             if output["sha256"] != entry.sha256:
                 raise ValueError(f"result for {output['sha256'][:16]}…, expected {entry.sha256[:16]}…")
             if "form" not in output:
-                return self._refuse(entry, str(output["reason"]), str(output["error"]))
+                return self._refuse(entry, str(output["reason"]), str(output["error"]), served)
             model = from_form(output["form"], entry.sha256, len(FEATURE_NAMES))
         except (ValueError, KeyError, TypeError) as exc:  # InferenceFormError is a ValueError
-            return self._refuse(entry, "conversion_failed", f"unusable converter result: {exc}")
+            return self._refuse(entry, "conversion_failed", f"unusable converter result: {exc}", served)
         try:
-            await asyncio.to_thread(write_cached, self.models_dir, output["form"])
+            await asyncio.to_thread(write_cached, served.folder, output["form"])
         except OSError as exc:  # a read-only models folder: serve anyway, convert again next start
             self.log.warning("cannot cache inference form", extra={"file": entry.file, "reason": str(exc)})
-        return self._install(entry, model, started, "converter")
+        return self._install(entry, model, started, "converter", served)
 
-    async def _run_converter(self, entries: list[ModelEntry]) -> list[bytes]:
+    async def _run_converter(self, entries: list[ModelEntry], folder: Path) -> list[bytes]:
         """Run model_converter.py on the (already hash-checked) files: one JSON line per file."""
-        args = [str(part) for e in entries for part in (self.models_dir / e.file, e.sha256)]
+        args = [str(part) for e in entries for part in (folder / e.file, e.sha256)]
         # Unpickling and copying arrays gains nothing from BLAS/OpenMP thread pools.
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
         process = await asyncio.create_subprocess_exec(
@@ -311,16 +488,109 @@ class MlModelService(BaseService):
             raise ServiceError(f"the model converter exited with {process.returncode}: {tail}")
         return out.splitlines()
 
-    def _install(self, entry: ModelEntry, model: InferenceModel, started: float, origin: str) -> LoadedModel:
+    def _install(
+        self, entry: ModelEntry, model: InferenceModel, started: float, origin: str, served: ServedSet
+    ) -> LoadedModel:
         loaded = LoadedModel(entry, model, round((time.perf_counter() - started) * 1000, 2), origin)
-        self._loaded[entry.key] = loaded
-        self._refused.pop(entry.key, None)
+        served.loaded[entry.key] = loaded
+        served.refused.pop(entry.key, None)
         return loaded
 
-    def _refuse(self, entry: ModelEntry, reason: str, message: str) -> ServiceError:
-        self.log.error("refused model file", extra={"file": entry.file, "reason": reason, "detail": message})
-        self._refused[entry.key] = reason
+    def _refuse(self, entry: ModelEntry, reason: str, message: str, served: ServedSet) -> ServiceError:
+        self.log.error(
+            "refused model file",
+            extra={"file": entry.file, "reason": reason, "detail": message, "model_set": served.name},
+        )
+        served.refused[entry.key] = reason
         return ServiceError(message, data={"reason": reason, "file": entry.file})
+
+    # ---- retraining ---------------------------------------------------------------------------
+
+    @rpc
+    async def retrain_models(self) -> dict:
+        """Train a candidate set on the latest history (the last completed session), then promote
+        it only if the promotion rule holds for every symbol, else keep it as rejected with the
+        reason. Returns the decision (also in get_model_performance)."""
+        if self._retrain_lock.locked():
+            raise ServiceError("a retraining run is already in progress")
+        async with self._retrain_lock:
+            started = time.perf_counter()
+            before = set(set_names(self.models_dir))
+            output = await self._run_training()
+            new = sorted(set(set_names(self.models_dir)) - before)
+            if not new:
+                raise ServiceError(f"the training run wrote no model set: {output[-300:]}")
+            candidate = new[-1]
+            folder = self.models_dir / "sets" / candidate
+            current = None if self._active is None else self._active.manifest.raw
+            try:
+                decision = decide(read_manifest(folder), current, self.settings.symbols)
+            except SetNotVerified as exc:
+                decision = Decision(False, str(exc))
+            record = {
+                "candidate": candidate,
+                "previous": None if self._active is None else self._active.name,
+                "decided_at": self.clock.now().isoformat(),
+                "training_s": round(time.perf_counter() - started, 1),
+                **decision.as_dict(),
+            }
+            now = self.clock.now()
+            if decision.promote:
+                try:
+                    promote(self.models_dir, candidate, now, f"retrain: {decision.reason}")
+                    switch = await self._switch("retrain")
+                    record["switched"] = bool(switch.get("switched"))
+                    if not switch.get("switched"):
+                        record["switch_reason"] = switch.get("reason")
+                except ModelSetError as exc:
+                    record.update(promote=False, reason=f"not promoted: {exc}")
+            write_status(
+                folder,
+                "promoted" if record["promote"] else "rejected",
+                now.isoformat(),
+                reason=record["reason"],
+                decision=record,
+            )
+            record["pruned"] = prune(self.models_dir, self.knobs.retrain_keep)
+            self.retrain_decisions = [*self.retrain_decisions[-9:], record]
+            self.log.info(
+                "retrain decided",
+                extra={"candidate": candidate, "promote": record["promote"], "reason": record["reason"]},
+            )
+            return record
+
+    async def _run_training(self) -> str:
+        """train_models.py as a child (scikit-learn stays out of this process): its output."""
+        args = [
+            sys.executable,
+            str(TRAINER),
+            "--out",
+            str(self.models_dir),
+            "--candidate",
+            "--keep",
+            str(self.knobs.retrain_keep),
+        ]
+        if self.knobs.retrain_source == "synthetic":
+            args.append("--synthetic")
+        else:
+            args += ["--source", self.knobs.retrain_source, "--data-dir", str(self.settings.market_data_dir)]
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", **self.clock.env()}
+        process = await asyncio.create_subprocess_exec(*args, stdout=PIPE, stderr=PIPE, env=env)
+        try:
+            out, err = await asyncio.wait_for(process.communicate(), self.knobs.retrain_timeout_s)
+        except TimeoutError:
+            raise ServiceError(f"retraining took over {self.knobs.retrain_timeout_s:g}s") from None
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        if process.returncode != 0:
+            tail = err.decode(errors="replace").strip().splitlines()
+            raise ServiceError(
+                f"retraining failed (exit {process.returncode}): {tail[-1] if tail else 'no message'}",
+                data={"exit_code": process.returncode},
+            )
+        return out.decode(errors="replace")
 
     # ---- params -------------------------------------------------------------------------------
 
@@ -363,9 +633,10 @@ class MlModelService(BaseService):
     @rpc
     async def load_model(self, model_name: str, symbol: str) -> dict:
         """Load (hash-checked) and cache one model; returns its version and manifest facts."""
-        loaded = await self._model(model_name, self._symbol(symbol))
+        served, loaded = await self._model(model_name, self._symbol(symbol))
         return {
             **self._describe(loaded.entry),
+            "model_set": served.name,
             "loaded": True,
             "load_ms": loaded.load_ms,
             "probability_source": loaded.model.probability_source,
@@ -377,10 +648,10 @@ class MlModelService(BaseService):
     async def predict(self, model_name: str, features: dict, symbol: str, as_of: str | None = None) -> dict:
         """One model's direction, P(up), confidence |2p-1| and version for validated features."""
         row, name, day = self._features(features), self._symbol(symbol), self._as_of(as_of)
-        loaded = await self._model(model_name, name)
+        served, loaded = await self._model(model_name, name)
         probability = loaded.model.probability_up(row)
         vote = Vote(model_name, loaded.entry.version, probability, direction_of(probability))
-        request_id = self._record(name, day, [vote])
+        request_id = self._record(name, day, [vote], served.name)
         self.counters["predictions_served"] += 1
         return {
             "prediction_id": request_id,
@@ -394,29 +665,35 @@ class MlModelService(BaseService):
             "feature_version": FEATURE_VERSION,
             "as_of": day.isoformat(),
             "synthetic": bool(loaded.entry.raw.get("synthetic")),
+            "model_set": served.name,
         }
 
     @rpc
     async def get_ensemble_prediction(self, features: dict, symbol: str, as_of: str | None = None) -> dict:
         """All of a bank's models, weighted by walk-forward skill (ROC AUC - 0.5); each member's vote."""
         row, name, day = self._features(features), self._symbol(symbol), self._as_of(as_of)
-        entries = self._current_manifest().for_symbol(name)
+        served = self._serving()
+        entries = served.manifest.for_symbol(name)
         if not entries:
             raise NotFound(f"no models for {name}; train them with {TRAINING_COMMAND}", data={"symbol": name})
-        members, excluded = await self._members(entries)
+        members, excluded = await self._members(entries, served)
         if not members:
             raise ServiceError(f"no usable model for {name}", data={"excluded": excluded})
         # Pure Python, well under a millisecond for every model together: no thread hop.
         probabilities = [m.model.probability_up(row) for m in members]
         weights, method = ensemble_weights([m.entry.metrics.get("roc_auc") for m in members])
         probability = sum(w * p for w, p in zip(weights, probabilities, strict=True))
+        age = self._set_age(served)
+        if age.expired:
+            # Past twice the maximum age the votes carry no weight: 0.5, no direction worth acting on.
+            weights, method, probability = [0.0] * len(members), "expired: no weight", 0.5
         votes = [
             Vote(m.entry.model_name, m.entry.version, p, direction_of(p))
             for m, p in zip(members, probabilities, strict=True)
         ]
         version = _ensemble_version(m.entry.version for m in members)
         request_id = self._record(
-            name, day, [*votes, Vote(ENSEMBLE, version, probability, direction_of(probability))]
+            name, day, [*votes, Vote(ENSEMBLE, version, probability, direction_of(probability))], served.name
         )
         self.counters["ensembles_served"] += 1
         return {
@@ -442,17 +719,22 @@ class MlModelService(BaseService):
             "feature_version": FEATURE_VERSION,
             "as_of": day.isoformat(),
             "synthetic": any(bool(m.entry.raw.get("synthetic")) for m in members),
+            "model_set": served.name,
+            "model_set_age_days": age.days,
+            "expired": age.as_dict() if age.expired else None,
         }
 
-    async def _members(self, entries: list[ModelEntry]) -> tuple[list[LoadedModel], list[dict]]:
+    async def _members(
+        self, entries: list[ModelEntry], served: ServedSet
+    ) -> tuple[list[LoadedModel], list[dict]]:
         """The loadable models among `entries`, and why each other one is left out."""
         servable, reasons = [], {}
         for entry in entries:
             try:
-                servable.append(self._entry(entry.model_name, entry.symbol))
+                servable.append(self._checked_entry(entry))
             except RpcError as exc:  # one bad model must not silence the others
                 reasons[entry.key] = exc.message
-        loaded = await self._load(servable)
+        loaded = await self._load(servable, served)
         members = []
         for entry in entries:
             result = loaded.get(entry.key)
@@ -463,9 +745,9 @@ class MlModelService(BaseService):
         excluded = [{"model_name": key[0], "reason": reason} for key, reason in reasons.items()]
         return members, excluded
 
-    def _record(self, symbol: str, as_of: date, votes: list[Vote]) -> str:
+    def _record(self, symbol: str, as_of: date, votes: list[Vote], model_set: str | None) -> str:
         request_id = uuid.uuid4().hex
-        self.prediction_log.record(request_id, self.clock.now().isoformat(), symbol, as_of, votes)
+        self.prediction_log.record(request_id, self.clock.now().isoformat(), symbol, as_of, votes, model_set)
         return request_id
 
     # ---- inventory and interpretation --------------------------------------------------------
@@ -473,9 +755,11 @@ class MlModelService(BaseService):
     @rpc
     async def list_available_models(self) -> dict:
         """Every model in the manifest: symbol, name, version, source, validation figures, loaded."""
-        manifest = self._current_manifest()
-        models = [{**self._describe(e), "loaded": e.key in self._loaded} for e in manifest.entries]
+        served = self._serving()
+        manifest = served.manifest
+        models = [{**self._describe(e), "loaded": e.key in served.loaded} for e in manifest.entries]
         return {
+            "model_set": served.name,
             "models": models,
             "count": len(models),
             "source": manifest.raw.get("source"),
@@ -489,7 +773,7 @@ class MlModelService(BaseService):
     @rpc
     async def get_feature_importance(self, model_name: str, symbol: str) -> dict:
         """Permutation importance (out of sample, from training) and the model's native importances."""
-        loaded = await self._model(model_name, self._symbol(symbol))
+        _, loaded = await self._model(model_name, self._symbol(symbol))
         permutation = loaded.entry.raw.get("importance") or {}
         values = permutation.get("values") or {}
         native = loaded.model.native_importance
@@ -542,11 +826,31 @@ class MlModelService(BaseService):
         if symbol is not None and not manifest.for_symbol(symbols[0]):
             raise NotFound(f"no models for {symbols[0]}", data={"symbol": symbols[0]})
         await self._resolve_outcomes(symbols, force=True)
+        served = self._serving()
         return {
             "as_of": self.clock.now().isoformat(),
             "outcome_resolution": self._resolution_note,
+            "model_set": {
+                **self._set_age(served).as_dict(),
+                "generated_at": manifest.raw.get("generated_at"),
+                "source": manifest.raw.get("source"),
+            },
+            "retrain_decisions": self._recent_decisions(),
+            "live_vs_validation": {d.symbol: d.as_dict() for d in self._drifts(served)},
             "symbols": [self._performance(manifest, name) for name in symbols],
         }
+
+    def _recent_decisions(self, count: int = 5) -> list[dict]:
+        """The latest retrain decisions, newest first, as the sets' status files keep them (so
+        they outlive this process)."""
+        found = []
+        for name in reversed(set_names(self.models_dir)):
+            decision = read_status(self.models_dir / "sets" / name).get("decision")
+            if isinstance(decision, dict):
+                found.append(decision)
+            if len(found) == count:
+                break
+        return found
 
     def _performance(self, manifest: Manifest, symbol: str) -> dict:
         live = self.prediction_log.live(symbol)

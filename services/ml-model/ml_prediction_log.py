@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS served_predictions (
     probability REAL NOT NULL,   -- P(up)
     direction   TEXT NOT NULL CHECK (direction IN ('up', 'down')),
     outcome     TEXT CHECK (outcome IN ('up', 'down')),
-    resolved_at TEXT
+    resolved_at TEXT,
+    model_set   TEXT             -- the model set that served it (models/sets/<name>); NULL: flat folder
 );
 CREATE INDEX IF NOT EXISTS served_by_symbol ON served_predictions (symbol, outcome, as_of);
 """
@@ -89,12 +90,21 @@ class PredictionLog:
         self.db = sqlite3.connect(path, isolation_level=None)
         set_pragmas(self.db, path, {"journal_mode": "WAL", "busy_timeout": 5000})
         self.db.executescript(_SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(served_predictions)")}
+        if "model_set" not in columns:  # a database from before model sets
+            self.db.execute("ALTER TABLE served_predictions ADD COLUMN model_set TEXT")
 
     def close(self) -> None:
         self.db.close()
 
     def record(
-        self, request_id: str, created_at: str, symbol: str, as_of: date, votes: Iterable[Vote]
+        self,
+        request_id: str,
+        created_at: str,
+        symbol: str,
+        as_of: date,
+        votes: Iterable[Vote],
+        model_set: str | None = None,
     ) -> None:
         """Store one call's votes in one transaction (all of them or none)."""
         rows = [
@@ -107,6 +117,7 @@ class PredictionLog:
                 as_of.isoformat(),
                 v.probability,
                 v.direction,
+                model_set,
             )
             for v in votes
         ]
@@ -114,7 +125,7 @@ class PredictionLog:
             self.db.execute("BEGIN")
             self.db.executemany(
                 "INSERT INTO served_predictions (request_id, created_at, symbol, model_name, version, as_of,"
-                " probability, direction) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " probability, direction, model_set) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
 
@@ -157,3 +168,17 @@ class PredictionLog:
             votes = [ResolvedVote(p, d, o) for m, v, p, d, o in latest if (m, v) == key]
             stats[key].update(live_metrics(votes))
         return stats
+
+    def recent_resolved(
+        self, symbol: str, model_name: str, model_set: str | None, days: int
+    ) -> list[ResolvedVote]:
+        """The latest resolved vote of each of the last `days` resolved days of one model (or the
+        ensemble) of one model set, newest day first."""
+        rows = self.db.execute(
+            "SELECT p.probability, p.direction, p.outcome FROM served_predictions p "
+            "JOIN (SELECT MAX(id) AS id FROM served_predictions WHERE symbol = ? AND model_name = ? "
+            "      AND model_set IS ? AND outcome IS NOT NULL GROUP BY as_of ORDER BY as_of DESC LIMIT ?) last "
+            "ON p.id = last.id",
+            (symbol, model_name, model_set, days),
+        ).fetchall()
+        return [ResolvedVote(p, d, o) for p, d, o in rows]

@@ -1,8 +1,13 @@
-"""Train the per-bank direction models with walk-forward validation and write models/manifest.json.
+"""Train the per-bank direction models with walk-forward validation into a new model set.
 
 Usage:
     python services/ml-model/train_models.py --data-dir DIR [--symbols CBA.AX ...] [--out models/]
+    python services/ml-model/train_models.py --source yfinance    # fetch from Yahoo first
     python services/ml-model/train_models.py --synthetic          # no CSVs: labelled SYNTHETIC
+
+Each run writes `<out>/sets/<UTC timestamp>/` (the models, manifest.json, report.txt) and then
+points `<out>/current` at it (services.base.model_sets; `--candidate` leaves the pointer alone),
+pruning sets beyond `--keep`. Fewer rows than the walk-forward minimum: exit 2 naming the symbol.
 
 Target: the direction of the next trading day's adj-close return (1 = up, 0 = flat or down).
 One day is the horizon the prediction service acts on (a signal each day, reviewed next day);
@@ -29,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -41,6 +47,18 @@ from sklearn.inspection import permutation_importance
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from services.base import ConfigError, clock, get_settings
+from services.base.model_sets import (
+    DEFAULT_KEEP,
+    REPORT,
+    ModelSetError,
+    adopt_flat,
+    new_set_dir,
+    promote,
+    prune,
+    serving_dir,
+    write_status,
+)
+from services.clients.yahoo_history import Retry, YahooUnavailable, fetch_daily
 from services.domain import asx_calendar
 from services.domain.bars import Bar, last_visible_date
 from services.domain.features import FEATURE_NAMES, FEATURE_VERSION, MIN_BARS, build_feature_rows
@@ -55,7 +73,7 @@ from services.domain.price_history import (
 from services.domain.walk_forward import assert_no_lookahead, walk_forward_splits
 from services.ml_model.model_catalog import MODEL_NAMES, make_model, probability_up
 from services.ml_model.model_converter import dump_model, to_inference_form
-from services.ml_model.model_inference import prune_cache, write_cached
+from services.ml_model.model_inference import INFERENCE_DIR, prune_cache, write_cached
 from services.ml_model.model_store import MANIFEST_NAME, write_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -68,6 +86,15 @@ SYNTHETIC_WARNING = (
     "TRAINED ON SYNTHETIC RANDOM-WALK BARS, NOT MARKET DATA: these models and their metrics "
     "say nothing about real prices. Retrain with --data-dir on real CSVs before trusting them."
 )
+
+
+# The walk-forward minimum: the first training window (50 rows), the embargo, one row per test block.
+MIN_TRAIN_ROWS = 50
+MIN_ROWS = MIN_TRAIN_ROWS + EMBARGO + N_SPLITS
+
+
+class TooLittleData(ValueError):
+    """Fewer rows than the walk-forward minimum: more history is needed (exit 2)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +128,10 @@ def build_dataset(bars: list[Bar], index_bars: list[Bar]) -> Dataset:
         dates.append(day)
         matrix.append([features[name] for name in FEATURE_NAMES])
         labels.append(1 if bars[t + HORIZON_DAYS].adj_close > bars[t].adj_close else 0)
-    if not dates:
-        raise ValueError(
-            f"no complete feature rows: need more than MIN_BARS={MIN_BARS} bars of stock and index"
+    if len(dates) < MIN_ROWS:
+        raise TooLittleData(
+            f"{len(bars)} bars give {len(dates)} labelled rows with complete features; the walk-forward "
+            f"needs at least {MIN_ROWS}, so about {MIN_BARS + MIN_ROWS} daily bars of stock and index"
         )
     return Dataset(dates, np.array(matrix, dtype=float), np.array(labels, dtype=int), bars[-1].date)
 
@@ -141,7 +169,10 @@ def auc_standard_error(auc: float, labels: np.ndarray) -> float:
 def splits_for(dataset: Dataset):
     n = len(dataset.dates)
     splits = walk_forward_splits(
-        dataset.dates, n_splits=N_SPLITS, min_train=max(50, int(n * MIN_TRAIN_FRACTION)), gap=EMBARGO
+        dataset.dates,
+        n_splits=N_SPLITS,
+        min_train=max(MIN_TRAIN_ROWS, int(n * MIN_TRAIN_FRACTION)),
+        gap=EMBARGO,
     )
     assert_no_lookahead(dataset.dates, splits, EMBARGO)  # a leak here would void every number
     return splits
@@ -307,26 +338,62 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--symbols", nargs="+", help="symbols to train (default: TRADING_SYMBOLS)")
     parser.add_argument("--out", type=Path, help="models folder (default: TRADING_MODELS_DIR)")
     parser.add_argument(
+        "--source",
+        choices=("yfinance", "csv", "synthetic"),
+        help="yfinance: fetch the history into --data-dir first (as `service_manager.py data fetch`), "
+        "falling back to the CSVs there, then to synthetic bars; default: csv when there are CSVs, "
+        "else synthetic",
+    )
+    parser.add_argument(
         "--synthetic", action="store_true", help="train on the synthetic provider's bars (labelled synthetic)"
     )
     parser.add_argument(
         "--years", type=float, default=5.0, help="years of labelled history to use, most recent (default 5)"
     )
+    parser.add_argument(
+        "--synthetic-years",
+        type=float,
+        help="years to use when the bars are synthetic (set-up: 2, they carry no signal; default --years)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed for the tree models (default 0)")
+    parser.add_argument(
+        "--candidate",
+        action="store_true",
+        help="write the set but do not promote it (models/current stays; the retrain task decides)",
+    )
+    parser.add_argument(
+        "--keep",
+        type=int,
+        default=DEFAULT_KEEP,
+        help=f"model sets kept when pruning (default {DEFAULT_KEEP})",
+    )
+    parser.add_argument("--fetch-attempts", type=int, default=3, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def _choose_source(args: argparse.Namespace, default_dir: Path) -> tuple[Path | None, str]:
     """(CSV folder or None for synthetic, how it was chosen): csv when asked or when CSVs exist;
     synthetic when asked or when nothing else exists."""
-    if args.synthetic:
+    if args.synthetic or args.source == "synthetic":
         return None, "synthetic"
     directory = args.data_dir or default_dir
     if directory.is_dir() and any(directory.glob("*.csv")):
         return directory, f"csv files in {directory}"
-    if args.data_dir is not None:
-        raise MarketDataError(f"no CSV files in {args.data_dir}")
+    if (args.data_dir is not None and args.source != "fallback") or args.source == "csv":
+        raise MarketDataError(f"no CSV files in {directory}")
     return None, f"synthetic (no CSV files in {directory})"
+
+
+def fetch_history(args: argparse.Namespace, directory: Path, symbols: list[str], now: datetime) -> str | None:
+    """--source yfinance: bring the CSVs in `directory` up to date from Yahoo. None when every
+    file is fresh from Yahoo, else why not (the training then falls back, and says so)."""
+    years = max(10.0, args.years + 2)  # the warm-up of the features comes before the first row
+    try:
+        reports = fetch_daily(directory, symbols, now, years=years, retry=Retry(attempts=args.fetch_attempts))
+    except (YahooUnavailable, MarketDataError, OSError) as exc:
+        return str(exc)
+    refused = [f"{r.symbol}: {r.detail}" for r in reports if r.status == "refused"]
+    return "; ".join(refused) or None
 
 
 def read_bars(directory: Path | None, symbols: list[str], now: datetime) -> dict[str, list[Bar]]:
@@ -385,9 +452,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = get_settings()
         symbols = [s.upper() for s in (args.symbols or settings.symbols)]
-        directory, detail = _choose_source(args, settings.market_data_dir)
-        source = "synthetic" if directory is None else "csv"
         now = clock.now()
+        fetched = None
+        if args.source == "yfinance":
+            directory = args.data_dir or settings.market_data_dir
+            why_not = fetch_history(args, directory, [*symbols, settings.market_index], now)
+            if why_not is None:
+                fetched = f"yfinance history fetched into {directory}"
+            else:
+                print(f"train_models: Yahoo history not fetched ({why_not}); falling back", file=sys.stderr)
+                args.source = "fallback"  # csv when there are files, else synthetic: labelled so
+        directory, detail = _choose_source(args, settings.market_data_dir)
+        source = "synthetic" if directory is None else ("yfinance" if fetched else "csv")
+        detail = fetched or (f"{detail}; Yahoo not reached" if args.source == "fallback" else detail)
         histories = read_bars(directory, [*symbols, settings.market_index], now)
     except (ConfigError, MarketDataError) as exc:
         print(f"train_models: {exc}", file=sys.stderr)
@@ -398,24 +475,29 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         return 2
-    out = args.out or settings.models_dir
-    out.mkdir(parents=True, exist_ok=True)
+    root = args.out or settings.models_dir
+    root.mkdir(parents=True, exist_ok=True)
+    adopted = adopt_flat(root, now)
+    if adopted:
+        print(f"moved the models trained before model sets into set {adopted}")
+    previous_dir = serving_dir(root)
+    out = new_set_dir(root, now)
     context = {"source": source, "seed": args.seed, "out": out, "trained_at": clock.isoformat(now)}
     if source == "synthetic":
         print(f"WARNING: {SYNTHETIC_WARNING}", file=sys.stderr)
-    index_bars = _recent(histories[settings.market_index], args.years)
-    entries = []
-    for symbol in symbols:
-        try:
-            entries += train_symbol(symbol, _recent(histories[symbol], args.years), index_bars, context)
-        except ValueError as exc:
-            print(f"train_models: {symbol}: {exc}", file=sys.stderr)
-            return 1
-    kept = kept_entries(out, symbols, source) if args.symbols else []
+        args.years = args.synthetic_years or args.years
+    try:
+        entries = _train_all(symbols, histories, settings.market_index, args, context)
+    except (TooLittleData, ValueError) as exc:
+        shutil.rmtree(out, ignore_errors=True)  # no half set is left behind
+        print(f"train_models: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, TooLittleData) else 1
+    kept = kept_entries(previous_dir, symbols, source) if args.symbols else []
     if kept:
         print(
             f"keeping {len(kept)} models of {', '.join(sorted({e['symbol'] for e in kept}))} from the manifest"
         )
+        copy_kept(previous_dir, out, kept)
         symbols = [*symbols, *sorted({e["symbol"] for e in kept} - set(symbols))]
     top = {
         "generated_at": context["trained_at"],
@@ -427,19 +509,60 @@ def main(argv: list[str] | None = None) -> int:
         "feature_names": list(FEATURE_NAMES),
         "index_symbol": settings.market_index,
         "symbols": symbols,
+        "model_set": out.name,
         "training_command": " ".join(
             ["python", "services/ml-model/train_models.py", *(argv if argv is not None else sys.argv[1:])]
         ),
     }
     manifest = write_manifest(out, top, [*entries, *kept])
     prune_cache(out, {entry["sha256"] for entry in [*entries, *kept]})
-    print(metrics_table(entries))
-    print(
-        f"\n{len(entries)} models from {detail}, written to {manifest} in {time.monotonic() - started:.1f}s"
+    table = metrics_table(entries)
+    summary = (
+        f"{len(entries)} models from {detail}, written to {manifest} in {time.monotonic() - started:.1f}s"
     )
+    (out / REPORT).write_text(f"{table}\n\n{summary}\n", encoding="utf-8")
+    print(table)
+    print(f"\n{summary}")
+    try:
+        print(finish_set(root, out, args, now))
+    except ModelSetError as exc:
+        print(f"train_models: {exc}", file=sys.stderr)
+        return 1
     if source == "synthetic":
         print(f"WARNING: {SYNTHETIC_WARNING}")
     return 0
+
+
+def _train_all(symbols, histories, index_symbol, args, context) -> list[dict[str, Any]]:
+    index_bars = _recent(histories[index_symbol], args.years)
+    entries = []
+    for symbol in symbols:
+        try:
+            entries += train_symbol(symbol, _recent(histories[symbol], args.years), index_bars, context)
+        except ValueError as exc:
+            raise type(exc)(f"{symbol}: {exc}") from exc
+    return entries
+
+
+def copy_kept(source: Path, out: Path, kept: list[dict]) -> None:
+    """The kept models' files (and their inference forms) into the new set: a set is whole."""
+    for entry in kept:
+        shutil.copy2(source / entry["file"], out / entry["file"])
+        form = source / INFERENCE_DIR / f"{entry['sha256']}.json"
+        if form.is_file():
+            (out / INFERENCE_DIR).mkdir(exist_ok=True)
+            shutil.copy2(form, out / INFERENCE_DIR / form.name)
+
+
+def finish_set(root: Path, out: Path, args: argparse.Namespace, now: datetime) -> str:
+    """Promote the new set (or leave it a candidate), then prune; the line saying what happened."""
+    if args.candidate:
+        write_status(out, "candidate", clock.isoformat(now), reason="trained; waits for the promotion rule")
+        return f"model set {out.name} written as a candidate (not promoted)"
+    promote(root, out.name, now, "trained")
+    removed = prune(root, args.keep)
+    pruned = f"; pruned {len(removed)} old set(s)" if removed else ""
+    return f"model set {out.name} promoted: {root / 'current'} -> sets/{out.name}{pruned}"
 
 
 if __name__ == "__main__":

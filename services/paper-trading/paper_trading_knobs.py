@@ -62,6 +62,27 @@ class PaperTradingKnobs:
         doc="in the session, no usable quote for a held symbol (or none at all) for this long halts new buys",
     )
     ig_mirror: bool = knob(False, doc="mirror paper trades to the IG demo account")
+    ig_timeout_s: float = knob(10.0, low=0.01, high=300.0, doc="HTTP timeout of each IG call")
+    ig_confirm_delay_s: float = knob(
+        1.0,
+        low=0.001,
+        high=60.0,
+        doc="wait between IG confirm lookups while IG says deal-not-found (5 tries)",
+    )
+    ig_settle_s: float = knob(
+        60.0,
+        low=0.01,
+        high=3600.0,
+        doc="an IG order whose outcome is unknown (timeout, lost connection, 5xx) is looked up again"
+        " this long after it was sent; only then may it be proved not made and sent again (assumes IG"
+        " decides a deal within this time)",
+    )
+    ig_reconcile_s: float = knob(
+        60.0, low=0.01, high=86_400.0, doc="a halted IG mirror reconciles with IG again this often"
+    )
+    ig_max_attempts: int = knob(
+        3, low=1, high=20, doc="sends of one IG order (each proved not made first) before it is failed"
+    )
     ig_epics: Mapping[str, str] = knob(
         {}, parse=parse_epic_overrides, doc="SYMBOL=EPIC,... over the default epic of each symbol"
     )

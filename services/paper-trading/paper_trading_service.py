@@ -23,7 +23,9 @@ a trade whose events were not handed to the bus before a crash is published at t
   committed probe write every STORAGE_PROBE_S seconds finds when writes succeed again; then the
   book is re-read from the ledger, `storage_resumed` goes out and trading goes on.
 - IG Markets: `sync_with_ig_markets` compares the demo account with the paper book; mirroring
-  paper trades to IG is opt-in (TRADING_PAPER_TRADING_IG_MIRROR=true).
+  paper trades to IG is opt-in (TRADING_PAPER_TRADING_IG_MIRROR=true): each fill's IG order is
+  journaled in the fill's transaction and sent by one worker that never leaves an order
+  ambiguous and halts on a divergence it cannot correct (`ig_mirror.py`).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ from services.base.knobs import read_knobs
 from services.base.storage import LedgerWriteFailed
 from services.clients import ig_client
 from services.clients.ig_epics import epics_for
-from services.domain import asx_calendar, performance, risk
+from services.domain import asx_calendar, ig_reconciliation, performance, risk
 from services.domain.intraday import INTERVALS
 from services.domain.intraday_fills import ExitFill
 from services.domain.portfolio import (
@@ -73,6 +75,7 @@ from services.domain.portfolio import (
     trade_value,
     value,
 )
+from services.paper_trading.ig_mirror import IgMirror, MirrorJournal
 from services.paper_trading.market_orders import (
     MarketQuote,
     RangeBar,
@@ -146,7 +149,6 @@ class PaperTradingService(BaseService):
         # Event handlers start before on_start finishes; they wait for the book to be open.
         self._open = asyncio.Event()
         self._closed = False
-        self._background: set[asyncio.Task] = set()
         self._loops: list[asyncio.Task] = []  # the trade outbox and the exit timer
         self.storage_halt: StorageHalt | None = None  # see _storage_failed
         self._storage_probe: asyncio.Task | None = None
@@ -182,13 +184,27 @@ class PaperTradingService(BaseService):
         self.counters = dict.fromkeys(
             ("trades", "rejections", "predictions_traded", "predictions_skipped", "duplicates", "exits"), 0
         )
-        self.counters |= {"ig_mirrored": 0, "ig_mirror_failures": 0, "exit_checks": 0, "quotes_refused": 0}
+        self.counters |= {"exit_checks": 0, "quotes_refused": 0}
         self.counters["outbox_resent"] = 0
         self.outbox_watch = self.make_outbox_watch("trades")
         self.counters |= {"storage_halts": 0, "storage_probes": 0}
         # A write past the file-size limit must fail (EFBIG, which SQLite reports), not kill the
         # process: CPython ignores SIGXFSZ at start already; said here since the halt relies on it.
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        self.ig_mirror: IgMirror | None = None
+        if self.knobs.ig_mirror and self.ig_credentials is not None:
+            self.ig_mirror = IgMirror(
+                MirrorJournal(self.store, self.epics),
+                self._ig_client,
+                self._paper_quantities,
+                self.publish,
+                self.clock.now,
+                settle_s=self.knobs.ig_settle_s,
+                reconcile_s=self.knobs.ig_reconcile_s,
+                max_attempts=self.knobs.ig_max_attempts,
+                log=self.log,
+            )
+            self.ig_mirror.start()  # reconciles with IG first, then sends what the journal holds
         self._open.set()
         self._loops = [
             asyncio.create_task(self._drain_outbox(), name="trade-outbox"),
@@ -203,8 +219,8 @@ class PaperTradingService(BaseService):
             self._storage_probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._storage_probe
-        if self._background:
-            await asyncio.wait(set(self._background), timeout=5.0)
+        if self.ig_mirror is not None:
+            await self.ig_mirror.stop()  # an order in flight stays so in the journal: looked up at start
         if self._ig is not None:
             await self._ig.aclose()
         # Event handlers may still be running: close the book between trades, never inside one.
@@ -231,6 +247,7 @@ class PaperTradingService(BaseService):
     async def health_details(self) -> dict:
         valuation = self._valuation()
         halt = self.storage_halt
+        ig_mirror_state, ig_mirror_warnings = self._ig_mirror_health()
         details: dict[str, Any] = {
             "storage": {"state": "ok"} if halt is None else halt.as_dict(),
             "equity": float(valuation.equity),
@@ -240,6 +257,7 @@ class PaperTradingService(BaseService):
             "follow_signals": self.knobs.follow_signals,
             "ig_configured": self.ig_credentials is not None,
             "ig_mirror": self.knobs.ig_mirror,
+            "ig_mirror_state": ig_mirror_state,
             # Every prediction ends in one outcome: how today's ended (Sydney day, suite clock).
             "outcomes_today": self.store.outcome_counts(self._start_of_today()),
             "outbox": self.outbox_watch.size,
@@ -249,6 +267,7 @@ class PaperTradingService(BaseService):
         warnings = [] if halt is None else [halt.refusal().message]
         if self._silence is not None:
             warnings.append(f"new buys halted: {self._silence.reason}")
+        warnings += ig_mirror_warnings
         if warnings:
             details["status"] = "degraded"
             details["warnings"] = warnings
@@ -256,6 +275,21 @@ class PaperTradingService(BaseService):
             details["status"] = "degraded"
             details["warnings"] = [*details.get("warnings", []), outbox_warning]
         return details
+
+    def _ig_mirror_health(self) -> tuple[dict[str, Any], list[str]]:
+        """The mirror's state for health, and its warnings (a halt, or mirroring on without IG)."""
+        if self.ig_mirror is None:
+            if not self.knobs.ig_mirror:
+                return {"state": "off", "why": "off"}, []
+            why = "IG is not configured (IG_API_KEY, IG_USERNAME, IG_PASSWORD)"
+            return {"state": "off", "why": why}, [f"IG mirror on, but {why}"]
+        state = self.ig_mirror.status()
+        return state, [f"IG mirror halted: {reason}" for reason in state["reasons"]] if state[
+            "state"
+        ] == "halted" else []
+
+    def _paper_quantities(self) -> dict[str, int]:
+        return {symbol: position.quantity for symbol, position in self.book.positions.items()}
 
     def _start_of_today(self) -> datetime:
         return asx_calendar.to_sydney(self.clock.now()).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -407,8 +441,13 @@ class PaperTradingService(BaseService):
             raise _rpc_error_for_ig(exc) from None
         valuation = self._valuation()
         balance = session_account.get("balance") or {}
-        report = ig_client.reconcile(
-            {s: p.quantity for s, p in self.book.positions.items()}, ig_positions, self.epics
+        report = ig_client.reconcile(self._paper_quantities(), ig_positions, self.epics)
+        mirror = (
+            ig_reconciliation.reconcile(
+                [row.order() for row in self.ig_mirror.journal.rows()], self._paper_quantities(), ig_positions
+            )
+            if self.ig_mirror is not None
+            else None
         )
         ig_equity = (balance.get("balance") or 0) + (balance.get("profitLoss") or 0)
         return {
@@ -421,8 +460,36 @@ class PaperTradingService(BaseService):
             "equity_difference": ig_equity - float(valuation.equity),
             **report,
             "mirror_enabled": self.knobs.ig_mirror,
+            # The mirror journal against these positions (read-only: the worker corrects and halts);
+            # null while mirroring is off.
+            "divergences": [d.as_dict() for d in mirror.divergences] if mirror else None,
+            "unmirrored": list(mirror.unmirrored) if mirror else None,
+            "ig_mirror": self.ig_mirror.status() if self.ig_mirror is not None else {"state": "off"},
             "synced_at": self.clock.now().isoformat(),
         }
+
+    @rpc
+    async def reconcile_ig(self) -> dict:
+        """Reconcile the IG mirror journal with IG now (an order in flight is looked up first once
+        its settle time has passed); resumes a halted mirror when clean. -32002 when mirroring is off."""
+        if self.ig_mirror is None:
+            self._ig_client()  # -32002 naming the credentials when IG is not configured
+            raise NotConfigured(
+                "IG mirroring is off", detail="set TRADING_PAPER_TRADING_IG_MIRROR=true to mirror paper fills"
+            )
+        return await self.ig_mirror.reconcile_now()
+
+    @rpc
+    async def adopt_ig_state(self) -> dict:
+        """The operator's word that IG's sizes of the mirror's deals are right (a partial fill, a
+        deal closed at IG): the journal takes them, then reconciles, resuming when clean. IG
+        positions the journal never recorded are left (close them at IG). -32002 when off."""
+        if self.ig_mirror is None:
+            self._ig_client()
+            raise NotConfigured(
+                "IG mirroring is off", detail="set TRADING_PAPER_TRADING_IG_MIRROR=true to mirror paper fills"
+            )
+        return await self.ig_mirror.adopt_ig_state()
 
     # ---- events ---------------------------------------------------------------------------
 
@@ -811,6 +878,7 @@ class PaperTradingService(BaseService):
             reason=reason,
             assumptions=self._assumptions(quote, price, basis, trigger, now, exit_bar),
             prediction_id=prediction_id,
+            journal=self.ig_mirror.journal.journal_fill if self.ig_mirror is not None else None,
         )
         if action is Action.BUY:
             # The new average cost's levels apply from this entry price on.
@@ -1106,31 +1174,17 @@ class PaperTradingService(BaseService):
                 detail="set IG_API_KEY, IG_USERNAME and IG_PASSWORD (environment or TRADING_SECRETS_FILE)",
             )
         if self._ig is None:
-            self._ig = ig_client.IgClient(self.ig_credentials)
+            self._ig = ig_client.IgClient(
+                self.ig_credentials,
+                timeout_s=self.knobs.ig_timeout_s,
+                confirm_delay_s=self.knobs.ig_confirm_delay_s,
+            )
         return self._ig
 
     def _mirror(self, record: TradeRecord) -> None:
-        """Copy a paper fill to the IG demo account, in the background, when opted in."""
-        if not self.knobs.ig_mirror or self.ig_credentials is None:
-            return
-        task = asyncio.create_task(self._mirror_now(record))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _mirror_now(self, record: TradeRecord) -> None:
-        try:
-            confirmation = await self._ig_client().open_position(
-                epic=self.epics.get(record.symbol, ig_client.default_epic(record.symbol)),
-                direction=str(record.action),
-                size=record.quantity,
-                deal_reference=f"PT-{record.trade_id}-{record.timestamp[:10]}",
-            )
-        except ig_client.IgError as exc:
-            self.counters["ig_mirror_failures"] += 1
-            self.log.warning("IG mirror of trade %d failed: %s", record.trade_id, exc)
-            return
-        self.counters["ig_mirrored"] += 1
-        self.log.info("IG mirror of trade %d: %s", record.trade_id, confirmation.deal_id)
+        """The fill's IG order is in the journal (same transaction): wake the mirror's worker."""
+        if self.ig_mirror is not None:
+            self.ig_mirror.wake()
 
     # ---- params ---------------------------------------------------------------------------
 

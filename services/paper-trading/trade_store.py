@@ -13,11 +13,12 @@ nothing of it recorded, and `record_fill` returns the new book only after its CO
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -208,6 +209,15 @@ class TradeStore:
     def pragma(self, name: str) -> object:
         return self._db.execute(f"PRAGMA {name}").fetchone()[0]
 
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One BEGIN IMMEDIATE transaction on the ledger (for tables kept beside it: the IG journal)."""
+        return self._transaction()
+
+    def query(self, sql: str, args: tuple | list = ()) -> list[tuple]:
+        """Rows of one read, under the store's lock."""
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: all of it or none. A write the storage failed (disk full, I/O
@@ -274,8 +284,12 @@ class TradeStore:
         reason: str,
         assumptions: Mapping[str, object],
         prediction_id: str | None = None,
+        journal: Callable[[sqlite3.Connection, TradeRecord], None] | None = None,
     ) -> tuple[TradeRecord, Portfolio]:
-        """Apply and persist one fill atomically; raises DuplicatePrediction or PortfolioError."""
+        """Apply and persist one fill atomically; raises DuplicatePrediction or PortfolioError.
+
+        `journal` writes what must commit with the fill (the IG mirror's order) in its transaction.
+        """
         with self._transaction() as db:
             if prediction_id is not None:
                 self._refuse_processed(prediction_id)
@@ -310,6 +324,8 @@ class TradeStore:
                     (prediction_id, trade_id, reason, _utc(now)),
                 )
             record = self._trade(trade_id)
+            if journal is not None:
+                journal(db, record)
         return record, result.portfolio
 
     def _refuse_processed(self, prediction_id: str) -> None:

@@ -207,6 +207,8 @@ def _ensemble_summary(result: dict | None) -> dict | None:
         "as_of",
         "synthetic",
         "excluded",
+        "model_set",
+        "expired",
     )
     # ml-model's own id for this vote: the key to its live-accuracy record.
     return {
@@ -290,7 +292,13 @@ def read_inputs(g: Gathered) -> tuple[SignalInputs, dict[str, str]]:
             sentiment = sentiment_reading(g.sentiment)
         except ValueError as exc:
             missing["sentiment"] = f"unusable sentiment result: {exc}"
-    if g.ensemble is not None:
+    expired = g.ensemble.get("expired") if g.ensemble is not None else None
+    if isinstance(expired, dict):  # ml-model gives an expired set's votes no weight: no model input
+        missing["model"] = (
+            f"model set {expired.get('model_set')} expired: {expired.get('age_days')} days old "
+            f"(over twice TRADING_ML_MODEL_MAX_AGE_DAYS={expired.get('max_age_days')})"
+        )
+    elif g.ensemble is not None:
         try:
             ensemble = ensemble_reading(g.ensemble)
         except ValueError as exc:

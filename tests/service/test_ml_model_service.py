@@ -10,11 +10,12 @@ converter child, or found stale and remade.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pickle
 import shutil
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from services.ml_model.model_converter import dump_model, load_verified_model
 from services.ml_model.model_inference import INFERENCE_DIR, cache_path, read_cached
 from services.ml_model.model_store import Manifest, load_manifest, write_manifest
 from services.ml_model.model_voting import ensemble_weights
-from tests.support import Processes, ServiceProcess, SuiteDirs, async_wait_until, install_models
+from tests.support import SHARED_ASX, Processes, ServiceProcess, SuiteDirs, async_wait_until, install_models
 
 SYMBOLS = ["CBA.AX", "WBC.AX"]
 
@@ -419,3 +420,252 @@ async def test_the_service_never_loads_sklearn_and_answers_as_sklearn_does(
     assert _heavy_libraries_mapped(process.pid) == set()
     health = await client.call_service("ml-model", "health")
     assert health["heavy_modules_loaded"] == [] and health["status"] == "healthy"
+
+
+# ---- model sets: switching without a restart ---------------------------------------------------
+
+
+def _copy_set(models_dir: Path, source: str, name: str, symbols: list[str]) -> Path:
+    """A new set `name` made of `source`'s files, its manifest listing only `symbols`' models."""
+    folder = models_dir / "sets" / name
+    shutil.copytree(models_dir / "sets" / source, folder)
+    raw = json.loads((folder / "manifest.json").read_text())
+    raw["models"] = [m for m in raw["models"] if m["symbol"] in symbols]
+    raw["symbols"] = symbols
+    (folder / "manifest.json").write_text(json.dumps(raw))
+    return folder
+
+
+async def test_a_new_set_is_switched_to_under_load_without_a_failed_request(
+    suite, synthetic_models, processes, client
+) -> None:
+    """Requests keep flowing while `current` moves to a new set: none fails, each says the set it
+    came from, the process is the same; a set that does not verify is never switched to."""
+    import asyncio
+    import sqlite3
+
+    from services.base.model_sets import current_name, promote
+
+    install_models(synthetic_models, suite.models_dir)  # the versioned layout: sets/ and current
+    first = current_name(suite.models_dir)
+    assert first is not None
+    process = processes.start("ml-model", suite, extra_env={"TRADING_ML_MODEL_WATCH_S": "0.2"})
+    features = await _features()
+    seen: list[str] = []
+    failures: list[BaseException] = []
+    stop = asyncio.Event()
+
+    async def load() -> None:
+        while not stop.is_set():
+            try:
+                reply = await client.call_service(
+                    "ml-model", "get_ensemble_prediction", features=features, symbol="CBA.AX"
+                )
+                seen.append(reply["model_set"])
+            except Exception as exc:
+                failures.append(exc)
+
+    workers = [asyncio.create_task(load()) for _ in range(4)]
+    await async_wait_until(lambda: len(seen), 60, 0.05, what="requests served", until=lambda n: n >= 20)
+    second = _copy_set(suite.models_dir, first, "20300101T000000Z", ["CBA.AX"]).name
+    promote(suite.models_dir, second, datetime.now(UTC), "test")
+    health = await _wait_for_health(client, "model_set", second)
+    await async_wait_until(
+        lambda: seen[-1], 60, 0.05, what="a reply from the new set", until=lambda s: s == second
+    )
+    stop.set()
+    await asyncio.gather(*workers)
+    assert failures == [] and health["pid"] == process.pid
+    switched_at = seen.index(second)
+    assert set(seen[:switched_at]) == {first} and set(seen[switched_at:]) == {second}  # never back and forth
+    with pytest.raises(NotFound):  # the new set has no WBC models: the switch is real
+        await client.call_service("ml-model", "get_ensemble_prediction", features=features, symbol="WBC.AX")
+    with sqlite3.connect(suite.data_dir / "ml_model.db") as db:
+        recorded = dict(db.execute("SELECT model_set, COUNT(*) FROM served_predictions GROUP BY model_set"))
+    assert set(recorded) == {first, second}
+
+    # A set whose file does not match its hash, pointed at by hand: refused, the old one serves.
+    bad = _copy_set(suite.models_dir, first, "20300102T000000Z", ["CBA.AX"])
+    victim = json.loads((bad / "manifest.json").read_text())["models"][0]["file"]
+    (bad / victim).write_bytes(b"not the model")
+    (suite.models_dir / "current").write_text(bad.name + "\n")
+    reply = await client.call_service("ml-model", "reload_models")
+    assert reply["switched"] is False and reply["refused_set"] == bad.name and reply["model_set"] == second
+    health = await client.call_service("ml-model", "health")
+    assert health["model_set"] == second and any(bad.name in w for w in health["warnings"])
+    again = await client.call_service(
+        "ml-model", "get_ensemble_prediction", features=features, symbol="CBA.AX"
+    )
+    assert again["model_set"] == second
+
+    # Pointed back at a good set, reload_models switches at once.
+    (suite.models_dir / "current").write_text(first + "\n")
+    reply = await client.call_service("ml-model", "reload_models")
+    assert reply["switched"] is True and reply["model_set"] == first and reply["previous"] == second
+
+
+# ---- expiry and drift, on a moved suite clock ----------------------------------------------------
+
+
+def _trained_at(models_dir: Path) -> datetime:
+    from services.base.model_sets import serving_dir
+
+    return datetime.fromisoformat(
+        json.loads((serving_dir(models_dir) / "manifest.json").read_text())["generated_at"]
+    )
+
+
+async def test_an_old_set_degrades_then_its_votes_lose_their_weight(suite, models, processes, client) -> None:
+    trained = _trained_at(models)
+    features = await _features()
+    for days, expired in ((20, False), (30, True)):
+        process = processes.start(
+            "ml-model",
+            suite,
+            extra_env={
+                "TRADING_ML_MODEL_MAX_AGE_DAYS": "14",
+                "TRADING_CLOCK_START": (trained + timedelta(days=days)).isoformat(),
+            },
+        )
+        health = await client.call_service("ml-model", "health")
+        assert health["status"] == "degraded" and health["model_set_age_days"] == pytest.approx(days, abs=0.2)
+        assert any(f"{health['model_set_age_days']:g} days old" in w for w in health["warnings"])
+        reply = await client.call_service(
+            "ml-model",
+            "get_ensemble_prediction",
+            features=features,
+            symbol="CBA.AX",
+            as_of=_past_session(1).isoformat(),
+        )
+        weights = [m["weight"] for m in reply["members"]]
+        if expired:
+            assert weights == [0.0] * len(weights) and reply["probability"] == 0.5
+            assert reply["expired"]["max_age_days"] == 14 and "no weight" in " ".join(health["warnings"])
+        else:
+            assert sum(weights) == pytest.approx(1.0, abs=1e-5) and reply["expired"] is None
+        process.stop()
+
+
+async def test_drift_warns_when_live_accuracy_falls_two_standard_errors_below(
+    models, ml_service, client
+) -> None:
+    ml_service()
+    features = await _features()
+    for back in range(1, 8):  # seven served days, each later resolved against the vote
+        day = _past_session(back).isoformat()
+        reply = await client.call_service(
+            "ml-model", "get_ensemble_prediction", features=features, symbol="CBA.AX", as_of=day
+        )
+        wrong = "down" if reply["direction"] == "up" else "up"
+        await client.call_service("ml-model", "record_outcome", symbol="CBA.AX", as_of=day, outcome=wrong)
+    health = await client.call_service("ml-model", "health")
+    cba = health["live_vs_validation"]["CBA.AX"]
+    assert cba["days"] == 7 and cba["live_accuracy"] == 0.0 and cba["drifting"] is True
+    assert any("CBA.AX: live accuracy 0.00" in w and "drift" in w for w in health["warnings"])
+    assert health["live_vs_validation"]["WBC.AX"]["days"] == 0  # nothing served: nothing said
+    performance = await client.call_service("ml-model", "get_model_performance", symbol="CBA.AX")
+    assert performance["live_vs_validation"]["CBA.AX"]["drifting"] is True
+
+
+# ---- the scheduled retrain, end to end -------------------------------------------------------------
+
+
+@pytest.mark.skipif(not SHARED_ASX.is_dir(), reason="shared ASX data (../shared/data/asx) not present")
+async def test_the_scheduled_retrain_runs_end_to_end_on_the_asx_csvs(
+    suite, processes, client, short_tmp
+) -> None:
+    """Saturday 06:00 on a sped-up suite clock: the scheduler's model_retrain task has ml-model
+    train a candidate on the CSVs to the last completed session, apply the promotion rule, and
+    record the decision in the run and in get_model_performance."""
+    import asyncio
+    import subprocess
+    import sys
+
+    from services.base.model_sets import current_name, read_manifest, read_status
+    from services.ml_model.model_promotion import decide
+    from tests.support import REPO
+
+    market = short_tmp / "market"
+    market.mkdir()
+    for name in ("CBA.AX.csv", "AXJO.csv"):  # a copy: a fetch must never write into ../shared
+        shutil.copy(SHARED_ASX / name, market / name)
+    env = {"TRADING_SYMBOLS": "CBA.AX", "TRADING_MARKET_DATA_DIR": str(market), "OMP_NUM_THREADS": "1"}
+    first = await asyncio.to_thread(  # the set in service: CBA on two years to the end of May 2019
+        subprocess.run,
+        [
+            sys.executable,
+            str(REPO / "services/ml-model/train_models.py"),
+            "--data-dir",
+            str(market),
+            "--years",
+            "2",
+        ],
+        env={**suite.env, **env, "TRADING_CLOCK_START": "2019-06-01T09:00:00+10:00"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+    serving = current_name(suite.models_dir)
+    clock = {"TRADING_CLOCK_START": "2020-05-23T05:59:00+10:00", "TRADING_CLOCK_SPEED": "20"}  # a Saturday
+    extra = {
+        **env,
+        **clock,
+        "TRADING_ML_MODEL_RETRAIN_SOURCE": "csv",
+        "TRADING_ML_MODEL_MAX_AGE_DAYS": "3650",
+    }
+    processes.start("ml-model", suite, extra_env=extra)
+    processes.start("scheduler", suite, extra_env=extra)
+
+    def retrain_runs():
+        return client.call_service("scheduler", "get_task_history", task_id="model_retrain", limit=5)
+
+    history = await async_wait_until(
+        retrain_runs,
+        900,
+        0.5,
+        what="a finished model_retrain run",
+        until=lambda h: any(r["status"] in ("succeeded", "failed") for r in h["runs"]),
+    )
+    run = history["runs"][0]
+    assert run["status"] == "succeeded", run
+    decision = run["result"]
+    candidate = decision["candidate"]
+    assert candidate != serving and decision["previous"] == serving
+    folder = suite.models_dir / "sets" / candidate
+    manifest = read_manifest(folder)
+    assert {m["data"]["label_end"] for m in manifest["models"]} == {"2020-05-20"}  # the files end there
+    # The decision is the rule's, on the two manifests; the set's state and the pointer follow it.
+    expected = decide(manifest, read_manifest(suite.models_dir / "sets" / serving), ["CBA.AX"])
+    assert decision["promote"] is expected.promote and decision["reason"] == expected.reason
+    assert read_status(folder)["state"] == ("promoted" if expected.promote else "rejected")
+    assert current_name(suite.models_dir) == (candidate if expected.promote else serving)
+    health = await client.call_service("ml-model", "health")
+    assert health["model_set"] == current_name(suite.models_dir)
+    performance = await client.call_service("ml-model", "get_model_performance")
+    assert performance["retrain_decisions"][0]["candidate"] == candidate
+    assert performance["retrain_decisions"][0]["symbols"][0]["symbol"] == "CBA.AX"
+
+
+async def test_promote_and_rollback_from_the_cli_switch_a_running_service(
+    suite, synthetic_models, processes, client
+):
+    from services.base.model_sets import current_name
+    from tests.support import manager_cli
+
+    install_models(synthetic_models, suite.models_dir)
+    first = current_name(suite.models_dir)
+    assert first is not None
+    second = _copy_set(suite.models_dir, first, "20300101T000000Z", ["CBA.AX"]).name
+    process = processes.start(
+        "ml-model", suite, extra_env={"TRADING_ML_MODEL_WATCH_S": "3600"}
+    )  # only the CLI
+    promoted = await asyncio.to_thread(manager_cli, suite, "models", "promote", second)
+    assert promoted.returncode == 0, promoted.stderr
+    assert f"promoted {second} (was {first}); ml-model serves it now" in promoted.stdout
+    assert (await client.call_service("ml-model", "health"))["model_set"] == second
+    back = await asyncio.to_thread(manager_cli, suite, "models", "rollback")
+    assert back.returncode == 0 and "ml-model serves it now" in back.stdout
+    health = await client.call_service("ml-model", "health")
+    assert health["model_set"] == first and health["pid"] == process.pid

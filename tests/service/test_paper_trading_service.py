@@ -14,6 +14,7 @@ import re
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from decimal import Decimal as D
 from pathlib import Path
@@ -728,40 +729,244 @@ async def test_sync_without_credentials_is_not_configured(stack, client):
         await client.call_service("paper-trading", "sync_with_ig_markets")
     assert raised.value.code == -32002
     assert "IG_API_KEY" in raised.value.data["detail"]
+    with pytest.raises(NotConfigured, match="IG Markets is not configured"):
+        await client.call_service("paper-trading", "reconcile_ig")
+    with pytest.raises(NotConfigured, match="IG Markets is not configured"):
+        await client.call_service("paper-trading", "adopt_ig_state")
+    health = await client.call_service("paper-trading", "health")
+    assert health["ig_mirror_state"] == {"state": "off", "why": "off"}
 
 
-async def test_sync_reports_differences_and_mirrors_when_opted_in(suite, processes, client):
+async def test_mirroring_on_without_ig_credentials_is_degraded_saying_so(suite, processes, client):
+    Stack(suite, processes, TRADING_PAPER_TRADING_IG_MIRROR="true").start()
+    health = await client.call_service("paper-trading", "health")
+    assert health["status"] == "degraded" and health["ig_mirror_state"]["state"] == "off"
+    assert health["warnings"] == [
+        "IG mirror on, but IG is not configured (IG_API_KEY, IG_USERNAME, IG_PASSWORD)"
+    ]
+    trade = await client.call_service(
+        "paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=1
+    )
+    assert trade["quantity"] == 1  # paper trading goes on
+
+
+def ig_env(ig: FakeIg, **knobs: str) -> dict[str, str]:
+    """IG configured and mirroring on, with the mirror's timers shrunk."""
+    return {
+        "IG_API_KEY": API_KEY,
+        "IG_USERNAME": USERNAME,
+        "IG_PASSWORD": PASSWORD,
+        "IG_BASE_URL": ig.url,
+        "TRADING_PAPER_TRADING_IG_MIRROR": "true",
+        "TRADING_PAPER_TRADING_IG_TIMEOUT_S": "5",
+        "TRADING_PAPER_TRADING_IG_CONFIRM_DELAY_S": "0.05",
+        "TRADING_PAPER_TRADING_IG_SETTLE_S": "1",
+        "TRADING_PAPER_TRADING_IG_RECONCILE_S": "0.5",
+    } | {f"TRADING_PAPER_TRADING_IG_{k.upper()}": v for k, v in knobs.items()}
+
+
+def ig_order(db: Path, trade_id: int) -> dict:
+    """The trade's mirror order, read from the live journal."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        conn.row_factory = sqlite3.Row
+        row = conn.execute("SELECT * FROM ig_orders WHERE trade_id = ?", (trade_id,)).fetchone()
+    return dict(row)
+
+
+async def test_sync_reports_differences_and_a_divergence_halts_mirroring(suite, processes, client):
     with FakeIg() as ig:
-        ig_env = {
-            "IG_API_KEY": API_KEY,
-            "IG_USERNAME": USERNAME,
-            "IG_PASSWORD": PASSWORD,
-            "IG_BASE_URL": ig.url,
-            "TRADING_PAPER_TRADING_IG_MIRROR": "true",
-        }
-        ig.state.positions["AA.D.NAB.CASH.IP"] = {"direction": "BUY", "size": 7.0, "level": 99.0}
-        mirrored = Stack(suite, processes, **ig_env).start()
-        await client.call_service(
+        ig.state.hold("AA.D.NAB.CASH.IP", 7.0, level=99.0)  # a deal the journal never recorded
+        mirrored = Stack(suite, processes, **ig_env(ig)).start()
+        trade = await client.call_service(
             "paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=10
         )
-        await async_wait_until(
-            lambda: ig.state.positions, 30, what="the mirrored deal", until=lambda p: "AA.D.CBA.CASH.IP" in p
+        health = await async_wait_until(
+            lambda: client.call_service("paper-trading", "health"),
+            30,
+            what="the mirror halted",
+            until=lambda h: h["ig_mirror_state"]["state"] == "halted",
         )
         report = await client.call_service("paper-trading", "sync_with_ig_markets")
+        order = ig_order(mirrored.db, trade["trade_id"])
         mirrored.stop()
         logs = (suite.log_dir / "paper-trading.log").read_text() + mirrored.paper.output()
     assert report["account_id"] == "ABC123" and report["ig_balance"]["balance"] == 25_000.0
     rows = {r["symbol"]: r for r in report["positions"]}
-    assert (rows["CBA.AX"]["paper_quantity"], rows["CBA.AX"]["ig_size"], rows["CBA.AX"]["matches"]) == (
-        10,
-        10.0,
-        True,
-    )
+    # Paper traded; the mirror did not send the order while IG holds a deal it cannot explain.
+    assert (rows["CBA.AX"]["paper_quantity"], rows["CBA.AX"]["ig_size"]) == (10, 0.0)
+    assert (order["state"], order["attempts"]) == ("pending", 0) and ig.state.posted(
+        order["deal_reference"]
+    ) == 0
     assert (rows["NAB.AX"]["paper_quantity"], rows["NAB.AX"]["difference"]) == (0, 7.0)
     assert report["in_sync"] is False and report["mirror_enabled"] is True
+    assert [d["kind"] for d in report["divergences"]] == ["unknown_deal"]
+    assert report["ig_mirror"]["state"] == "halted" and report["ig_mirror"]["orders"]["pending"] == 1
+    assert health["status"] == "degraded" and "IG mirror halted" in health["warnings"][0]
     assert report["cash_difference"] == pytest.approx(25_000 - (100_000 - 1000.50 - 11.0))
     for secret in (API_KEY, PASSWORD):
         assert secret not in logs
+
+
+async def test_each_divergence_is_found_before_the_next_order_and_halts_until_mended(
+    suite, processes, client
+):
+    """For each of the five kinds: IG diverges, the next fill's order is not sent, mirroring halts
+    with ig_mirror_halted naming the kind; the account mended (reconcile_ig), or IG's sizes adopted
+    where nothing at IG can mend it (adopt_ig_state), it resumes (ig_mirror_resumed) and the
+    waiting order goes out, once."""
+    cba, wbc, anz, nab = (f"AA.D.{code}.CASH.IP" for code in ("CBA", "WBC", "ANZ", "NAB"))
+    with FakeIg() as ig:
+        stack = Stack(suite, processes, **ig_env(ig)).start()
+        async with EventWatcher(
+            suite.env["TRADING_REDIS_URL"], "ig_mirror_halted", "ig_mirror_resumed"
+        ) as watcher:
+
+            async def buy(symbol: str, quantity: int) -> dict:
+                trade = await client.call_service(
+                    "paper-trading", "execute_trade", symbol=symbol, action="BUY", quantity=quantity
+                )
+                return ig_order(stack.db, trade["trade_id"])
+
+            async def decided(order: dict) -> dict:
+                return await async_wait_until(
+                    lambda: ig_order(stack.db, order["trade_id"]),
+                    30,
+                    what=f"{order['deal_reference']} decided",
+                    until=lambda o: o["state"] not in ("pending", "unknown"),
+                )
+
+            async def halts_on(kind: str, waiting: dict) -> None:
+                halted = await watcher.wait_for(
+                    "ig_mirror_halted", lambda e: kind in [d["kind"] for d in e["data"]["divergences"]]
+                )
+                assert [d["kind"] for d in halted["data"]["divergences"]] == [kind]
+                # A reconciliation after the order was journaled (the worker's, on the fill or
+                # RECONCILE_S later) found it, and the order waits unsent.
+                journaled = datetime.fromisoformat(waiting["created_at"])
+                state = await async_wait_until(
+                    lambda: client.call_service("paper-trading", "health"),
+                    30,
+                    what=f"halted on {kind} after {waiting['deal_reference']} was journaled",
+                    until=lambda h: (
+                        (s := h["ig_mirror_state"])["state"] == "halted"
+                        and (s["head"] or {}).get("deal_reference") == waiting["deal_reference"]
+                        and datetime.fromisoformat(s["last_reconciled_at"]) > journaled
+                    ),
+                )
+                assert [d["kind"] for d in state["ig_mirror_state"]["divergences"]] == [kind]
+                assert ig.state.posted(waiting["deal_reference"]) == 0
+                assert ig_order(stack.db, waiting["trade_id"])["attempts"] == 0
+
+            async def mended_and_sent(waiting: dict, mend: Callable[[], object]) -> dict:
+                resumed_before = len(watcher.of_type("ig_mirror_resumed"))
+                mend()  # the worker may find it mended by itself (RECONCILE_S): reconcile_ig or not
+                reply = await client.call_service("paper-trading", "reconcile_ig")
+                assert reply["reconciliation"]["clean"] is True and reply["state"] == "running"
+                await watcher.wait_for(
+                    "ig_mirror_resumed", lambda e: len(watcher.of_type("ig_mirror_resumed")) > resumed_before
+                )
+                done = await decided(waiting)
+                assert done["state"] == "accepted" and ig.state.posted(done["deal_reference"]) == 1
+                return done
+
+            async def adopted_and_sent(waiting: dict, kind: str) -> dict:
+                """What no change at IG can mend (a deal cannot be reopened or grown there): the
+                operator takes IG's size as the truth."""
+                resumed_before = len(watcher.of_type("ig_mirror_resumed"))
+                reply = await client.call_service("paper-trading", "adopt_ig_state")
+                assert [a["kind"] for a in reply["adopted"]] == [kind]
+                assert reply["reconciliation"]["clean"] is True and reply["state"] == "running"
+                await watcher.wait_for(
+                    "ig_mirror_resumed", lambda e: len(watcher.of_type("ig_mirror_resumed")) > resumed_before
+                )
+                done = await decided(waiting)
+                assert done["state"] == "accepted" and ig.state.posted(done["deal_reference"]) == 1
+                return done
+
+            # unknown_deal: found at start, before any order.
+            manual = ig.state.hold(nab, 7.0)
+            first = await buy("CBA.AX", 10)
+            await halts_on("unknown_deal", first)
+            first = await mended_and_sent(first, lambda: ig.state.drop(manual["dealId"]))
+
+            # missing_fill: IG confirms a deal it never books; the next order finds it missing.
+            ig.state.phantom_epics.add(wbc)
+            phantom = await decided(await buy("WBC.AX", 5))
+            ig.state.phantom_epics.clear()
+            waiting = await buy("ANZ.AX", 3)
+            await halts_on("missing_fill", waiting)
+            await mended_and_sent(
+                waiting,
+                lambda: ig.state.hold(
+                    wbc, 5.0, deal_id=phantom["deal_id"], deal_reference=phantom["deal_reference"]
+                ),
+            )
+
+            # closed_at_ig: a deal IG was seen holding is closed there.
+            ig.state.drop(first["deal_id"])
+            waiting = await buy("NAB.AX", 2)
+            await halts_on("closed_at_ig", waiting)
+            await adopted_and_sent(waiting, "closed_at_ig")
+
+            # partial_fill: IG fills half of a deal.
+            ig.state.partial_fills[cba] = 0.5
+            partial = await decided(await buy("CBA.AX", 4))
+            ig.state.partial_fills.clear()
+            assert (partial["state"], partial["filled_size"]) == ("accepted", 2.0)
+            waiting = await buy("WBC.AX", 1)
+            await halts_on("partial_fill", waiting)
+            await adopted_and_sent(waiting, "partial_fill")
+
+            # extra_position: IG holds a deal under the reference of an order it rejected.
+            ig.state.reject_epics[anz] = "MARKET_CLOSED_WITH_EDITS"
+            rejected = await decided(await buy("ANZ.AX", 1))
+            ig.state.reject_epics.clear()
+            assert rejected["state"] == "rejected"
+            late = ig.state.hold(anz, 1.0, deal_reference=rejected["deal_reference"])
+            waiting = await buy("NAB.AX", 1)
+            await halts_on("extra_position", waiting)
+            await mended_and_sent(waiting, lambda: ig.state.drop(late["dealId"]))
+
+        stack.stop()
+    assert all(n == 1 for n in ig.state.made.values()), ig.state.made
+    # CBA: the first deal closed at IG and the half-filled one, both adopted as IG has them.
+    assert ig.state.sizes() == {cba: 2.0, wbc: 6.0, anz: 3.0, nab: 3.0}
+
+
+async def test_a_restart_mid_order_does_not_double_the_deal(suite, processes, client):
+    import signal
+
+    with FakeIg() as ig:
+        env = ig_env(ig, timeout_s="60")  # the client waits; the process dies first
+        ig.state.otc_delay_s = 30  # IG makes the deal and holds its answer
+        ig.state.otc_faults = ["delay_after_deal"]
+        stack = Stack(suite, processes, **env).start()
+        trade = await client.call_service(
+            "paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=10
+        )
+        reference = ig_order(stack.db, trade["trade_id"])["deal_reference"]
+        await async_wait_until(lambda: ig.state.made, 30, what="the deal made at IG")
+        in_flight = ig_order(stack.db, trade["trade_id"])
+        assert (in_flight["state"], in_flight["in_flight"], in_flight["attempts"]) == ("pending", 1, 1)
+        stack.paper.signal(signal.SIGKILL)
+        stack.paper.wait_exit()
+        stack.paper = stack.paper_process(**env).start()
+        done = await async_wait_until(
+            lambda: ig_order(stack.db, trade["trade_id"]),
+            30,
+            what="the order decided after the restart",
+            until=lambda o: o["state"] == "accepted",
+        )
+        # Then the reconciliation that follows finds IG and the journal agree.
+        await async_wait_until(
+            lambda: client.call_service("paper-trading", "health"),
+            30,
+            what="the mirror running after the restart",
+            until=lambda h: h["ig_mirror_state"]["state"] == "running",
+        )
+        stack.stop()
+    assert ig.state.made == {reference: 1} and ig.state.posted(reference) == 1
+    assert done["deal_id"] == f"DI{reference}" and ig.state.sizes() == {"AA.D.CBA.CASH.IP": 10}
 
 
 # ---- durability: SIGKILL mid-stream, then restart --------------------------------------------

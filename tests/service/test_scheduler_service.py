@@ -216,6 +216,7 @@ async def test_default_schedule_is_seeded_at_the_seed_times(harness_factory) -> 
         "market_monitoring": "2025-04-22T10:15:00+10:00",
         "evening_analysis": "2025-04-22T17:00:00+10:00",
         "paper_trading_sync": "2025-04-22T17:30:00+10:00",
+        "model_retrain": "2025-04-19T06:00:00+10:00",  # Saturdays, whatever the calendar
     }
     assert tasks["market_monitoring"]["config"]["depends_on"] == ["market_data_refresh"]
     assert all(t["origin"] == "default" and t["last_run"] is None for t in tasks.values())

@@ -16,6 +16,7 @@ import time
 import orjson
 import pytest
 
+from services.base.model_sets import serving_dir
 from tests.support import REPO, make_suite_env, manager_cli, manager_command, wait_until
 
 SETUP = str(REPO / "setup_microservices.py")
@@ -166,7 +167,9 @@ def test_start_script_sets_up_then_starts_and_prints_status(processes):
     assert "Next:" in result.stdout and "dashboard" in result.stdout
     for name in ("market-data", "sentiment", "ml-model", "prediction", "scheduler", "paper-trading"):
         assert name in result.stdout
-    assert (dirs.root / "models" / "manifest.json").exists()  # default models were trained (synthetic)
+    # default models were trained (on Yahoo's history when it answers, else synthetic), as a model set
+    assert (dirs.root / "models" / "current").is_file()
+    assert (serving_dir(dirs.root / "models") / "manifest.json").exists()
     health = orjson.loads(manager_cli(dirs, "health", "--json", timeout_s=60).stdout)
     # Whatever auto chose here (no internet: csv or synthetic), it says so, never pretending.
     assert health["market-data"]["source"] in ("yfinance", "csv", "synthetic")

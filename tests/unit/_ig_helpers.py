@@ -2,9 +2,13 @@
 
 It checks what IG checks (X-IG-API-KEY on every call, Version headers, CST and X-SECURITY-TOKEN
 after login, POST /positions/otc body fields), answers errors as {"errorCode": ...} bodies with
-IG's status codes, keeps positions per epic (a SELL without forceOpen nets against a BUY, as CFD
-accounts do), and can be scripted: expire the tokens, exhaust an allowance, reject deals on an
-epic, delay confirms.
+IG's status codes, keeps positions per deal (each with its dealId and dealReference, as GET
+/positions v2 shows them; a SELL without forceOpen nets against open BUYs of the epic, as CFD
+accounts net: oldest first here, which IG's documents we have do not state), and can be scripted: expire the tokens, exhaust an allowance, reject
+deals on an epic, delay confirms, and fault POST /positions/otc (`otc_faults`, one per request):
+make the deal and drop the connection, drop it without the deal, answer only after a delay (the
+deal made before or after it), answer 5xx before or after making the deal; lose a deal's confirm
+(as IG forgets them after a while), fill only part of a deal, or confirm a deal it never books.
 
 Prices: GET /markets/{epic} (Version 3) answers {instrument, dealingRules, snapshot} for the epics
 in `state.markets` (each a snapshot, set with `market_snapshot()`), and GET /prices/{epic}
@@ -33,7 +37,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -65,6 +71,16 @@ RESOLUTIONS = (
     "MONTH",
 )
 HISTORICAL_ALLOWANCE_EXCEEDED = "error.public-api.exceeded-account-historical-data-allowance"
+# What `otc_faults` may hold, one per POST /positions/otc ("ok": answer normally).
+OTC_FAULTS = (
+    "ok",
+    "drop_after_deal",  # make the deal, then close the connection without an answer
+    "drop_before_deal",  # close the connection without making the deal
+    "delay_after_deal",  # make the deal, answer after otc_delay_s
+    "delay_before_deal",  # wait otc_delay_s, then make the deal and answer
+    "500_before_deal",  # answer HTTP 500 without making the deal
+    "500_after_deal",  # make the deal, answer HTTP 500
+)
 EPIC_UNAVAILABLE = "error.service.marketdata.instrument.epic.unavailable"
 ACCOUNT_ZONE = ZoneInfo("Australia/Sydney")  # the demo account's local time (snapshotTime, updateTime)
 
@@ -149,10 +165,16 @@ class IgState:
     allowance_total: int = 10_000
     allowance_expiry_s: int = 565_788  # seconds to the weekly reset (trading-ig's fixture value)
     force_page_size: int | None = None  # page /prices answers at this size whatever was asked
-    positions: dict[str, dict[str, Any]] = field(
-        default_factory=dict
-    )  # epic -> {"direction", "size", "level"}
+    # Open positions, one per deal: {"dealId", "dealReference", "epic", "direction", "size", "level"}.
+    deals: list[dict[str, Any]] = field(default_factory=list)
     confirms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    otc_faults: list[str] = field(default_factory=list)  # consumed one per POST /positions/otc
+    otc_delay_s: float = 30.0  # how long the delay faults hold the answer (or the deal)
+    lost_confirms: set[str] = field(default_factory=set)  # references whose confirm IG no longer has
+    partial_fills: dict[str, float] = field(default_factory=dict)  # epic -> fraction of a BUY booked
+    phantom_epics: set[str] = field(default_factory=set)  # BUYs confirmed ACCEPTED but never booked
+    made: dict[str, int] = field(default_factory=dict)  # dealReference -> deals IG made under it
+    lookup_errors: int = 0  # answer this many GET /confirms/... and GET /positions with HTTP 500
     requests: list[dict[str, Any]] = field(default_factory=list)
     counter: itertools.count = field(default_factory=lambda: itertools.count(1))
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -160,6 +182,62 @@ class IgState:
     def expire_tokens(self) -> None:
         with self.lock:
             self.tokens.clear()
+
+    def hold(
+        self,
+        epic: str,
+        size: float,
+        direction: str = "BUY",
+        *,
+        level: float = 100.0,
+        deal_id: str | None = None,
+        deal_reference: str | None = None,
+    ) -> dict[str, Any]:
+        """Open a position at IG as if dealt outside this API's deals (a manual deal), or put one back."""
+        with self.lock:
+            n = next(self.counter)
+            deal = {
+                "dealId": deal_id or f"DIMANUAL{n}",
+                "dealReference": deal_reference or f"MANUAL{n}",
+                "epic": epic,
+                "direction": direction,
+                "size": size,
+                "level": level,
+            }
+            self.deals.append(deal)
+            return deal
+
+    def drop(self, deal_id: str) -> dict[str, Any]:
+        """Close one position at IG (as a stop, a margin call or a manual close would)."""
+        with self.lock:
+            deal = next(d for d in self.deals if d["dealId"] == deal_id)
+            self.deals.remove(deal)
+            return deal
+
+    def sizes(self) -> dict[str, float]:
+        """Net size per epic (BUY positive)."""
+        with self.lock:
+            net: dict[str, float] = {}
+            for d in self.deals:
+                net[d["epic"]] = net.get(d["epic"], 0.0) + (
+                    d["size"] if d["direction"] == "BUY" else -d["size"]
+                )
+            return {epic: size for epic, size in net.items() if size}
+
+    def with_reference(self, reference: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [dict(d) for d in self.deals if d["dealReference"] == reference]
+
+    def posted(self, reference: str) -> int:
+        """How many POST /positions/otc carried this dealReference."""
+        with self.lock:
+            return sum(
+                1
+                for r in self.requests
+                if r["method"] == "POST"
+                and r["path"] == "/positions/otc"
+                and (r["body"] or {}).get("dealReference") == reference
+            )
 
 
 class FakeIg:
@@ -172,7 +250,8 @@ class FakeIg:
         class Handler(_IgHandler):
             ig = state
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True  # a handler sleeping out a delay fault never blocks close
         # A short poll interval keeps shutdown() (once per test) quick.
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
 
@@ -191,6 +270,13 @@ class FakeIg:
 
     def paths(self) -> list[str]:
         return [f"{r['method']} {r['path']}" for r in self.state.requests]
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (a timeout against a delay fault) resets its connection: expected.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _IgHandler(BaseHTTPRequestHandler):
@@ -213,21 +299,40 @@ class _IgHandler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         path = url.path.removeprefix("/gateway/deal")
         query = {name: values[-1] for name, values in parse_qs(url.query).items()}
+        fault = "ok"
         with self.ig.lock:
             self.ig.requests.append(
                 {"method": method, "path": path, "query": query, "headers": dict(self.headers), "body": body}
             )
-            status, payload, headers = self._route(method, path, body, query)
+            if method == "POST" and path == "/positions/otc" and self.ig.otc_faults:
+                fault = self.ig.otc_faults.pop(0)
+        if fault == "delay_before_deal":
+            time.sleep(self.ig.otc_delay_s)
+        if fault in ("drop_before_deal", "500_before_deal"):
+            status, payload, headers = 500, {"errorCode": "system.error"}, {}
+        else:
+            with self.ig.lock:
+                status, payload, headers = self._route(method, path, body, query)
+        if fault.startswith("drop_"):
+            self.close_connection = True  # no answer at all: the client sees the connection close
+            return
+        if fault == "500_after_deal":
+            status, payload, headers = 500, {"errorCode": "system.error"}, {}
+        if fault == "delay_after_deal":
+            time.sleep(self.ig.otc_delay_s)
         data = json.dumps(payload).encode()
-        self.send_response(status)
-        for name, value in {
-            **headers,
-            "Content-Type": "application/json",
-            "Content-Length": str(len(data)),
-        }.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(status)
+            for name, value in {
+                **headers,
+                "Content-Type": "application/json",
+                "Content-Length": str(len(data)),
+            }.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting (a delay fault)
+            self.close_connection = True
 
     def _route(
         self, method: str, path: str, body: Any, query: dict[str, str]
@@ -246,6 +351,13 @@ class _IgHandler(BaseHTTPRequestHandler):
             return 401, {"errorCode": "error.security.client-token-invalid"}, {}
         if self.ig.server_errors:
             self.ig.server_errors -= 1
+            return 500, {"errorCode": "system.error"}, {}
+        if (
+            self.ig.lookup_errors
+            and method == "GET"
+            and (path == "/positions" or path.startswith("/confirms/"))
+        ):
+            self.ig.lookup_errors -= 1
             return 500, {"errorCode": "system.error"}, {}
         if self.ig.rate_limited:
             self.ig.rate_limited -= 1
@@ -344,12 +456,12 @@ class _IgHandler(BaseHTTPRequestHandler):
                     "contractSize": 1.0,
                     "createdDate": "2026/03/02 10:30:00:000",
                     "createdDateUTC": "2026-03-01T23:30:00",
-                    "dealId": f"DIAAAA{epic}",
-                    "dealReference": f"REF{epic}",
-                    "size": p["size"],
-                    "direction": p["direction"],
+                    "dealId": d["dealId"],
+                    "dealReference": d["dealReference"],
+                    "size": d["size"],
+                    "direction": d["direction"],
                     "limitLevel": None,
-                    "level": p["level"],
+                    "level": d["level"],
                     "currency": "AUD",
                     "controlledRisk": False,
                     "stopLevel": None,
@@ -358,17 +470,17 @@ class _IgHandler(BaseHTTPRequestHandler):
                     "limitedRiskPremium": None,
                 },
                 "market": {
-                    "instrumentName": epic,
+                    "instrumentName": d["epic"],
                     "expiry": "-",
-                    "epic": epic,
+                    "epic": d["epic"],
                     "instrumentType": "SHARES",
                     "lotSize": 1.0,
-                    "high": p["level"],
-                    "low": p["level"],
+                    "high": d["level"],
+                    "low": d["level"],
                     "percentageChange": 0.0,
                     "netChange": 0.0,
-                    "bid": p["level"],
-                    "offer": p["level"],
+                    "bid": d["level"],
+                    "offer": d["level"],
                     "updateTime": "10:30:00",
                     "updateTimeUTC": "23:30:00",
                     "delayTime": 0,
@@ -377,7 +489,7 @@ class _IgHandler(BaseHTTPRequestHandler):
                     "scalingFactor": 1,
                 },
             }
-            for epic, p in self.ig.positions.items()
+            for d in self.ig.deals
         ]
         return 200, {"positions": positions}, {}
 
@@ -412,31 +524,50 @@ class _IgHandler(BaseHTTPRequestHandler):
             confirm |= {"dealStatus": "REJECTED", "reason": reason, "status": None}
         else:
             confirm |= {"dealStatus": "ACCEPTED", "reason": "SUCCESS", "status": "OPEN"}
-            self._book(body)
+            confirm |= self._book(body, confirm["dealId"], reference)
+            self.ig.made[reference] = self.ig.made.get(reference, 0) + 1
         self.ig.confirms[reference] = confirm
         return 200, {"dealReference": reference}, {}
 
-    def _book(self, body: dict[str, Any]) -> None:
-        signed = body["size"] if body["direction"] == "BUY" else -body["size"]
-        held = self.ig.positions.get(body["epic"])
-        net = signed + (
-            0 if held is None else (held["size"] if held["direction"] == "BUY" else -held["size"])
-        )
-        if net == 0:
-            self.ig.positions.pop(body["epic"], None)
-        else:
-            self.ig.positions[body["epic"]] = {
-                "direction": "BUY" if net > 0 else "SELL",
-                "size": abs(net),
-                "level": 100.0,
-            }
+    def _book(self, body: dict[str, Any], deal_id: str, reference: str) -> dict[str, Any]:
+        """Apply a deal to the positions; answers the confirm fields it changes."""
+        epic, direction, size = body["epic"], body["direction"], body["size"]
+        if direction == "BUY" and epic in self.ig.phantom_epics:
+            return {}  # confirmed, never booked
+        if direction == "BUY" and epic in self.ig.partial_fills:
+            size = round(size * self.ig.partial_fills[epic])
+        filled, affected = size, []
+        if not body.get("forceOpen"):
+            for held in [d for d in self.ig.deals if d["epic"] == epic and d["direction"] != direction]:
+                if size <= 0:
+                    break
+                taken = min(held["size"], size)
+                held["size"] -= taken
+                size -= taken
+                status = "PARTIALLY_CLOSED" if held["size"] else "FULLY_CLOSED"
+                affected.append({"dealId": held["dealId"], "status": status})
+                if not held["size"]:
+                    self.ig.deals.remove(held)
+        if size > 0:
+            self.ig.deals.append(
+                {
+                    "dealId": deal_id,
+                    "dealReference": reference,
+                    "epic": epic,
+                    "direction": direction,
+                    "size": size,
+                    "level": 100.0,
+                }
+            )
+            affected.append({"dealId": deal_id, "status": "OPENED"})
+        return {"affectedDeals": affected, "status": "OPEN" if size > 0 else "CLOSED", "size": filled}
 
     def _confirm(self, reference: str) -> tuple[int, Any, dict[str, str]]:
         if self.ig.confirm_not_ready:
             self.ig.confirm_not_ready -= 1
             return 404, {"errorCode": "error.confirms.deal-not-found"}, {}
         confirm = self.ig.confirms.get(reference)
-        if confirm is None:
+        if confirm is None or reference in self.ig.lost_confirms:
             return 404, {"errorCode": "error.confirms.deal-not-found"}, {}
         return 200, confirm, {}
 

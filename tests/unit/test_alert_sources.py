@@ -74,28 +74,22 @@ def test_the_buy_rate_text_has_the_figures():
     )
 
 
-def test_a_followed_event_type_is_subscribed_as_soon_as_the_registry_has_it(tmp_path):
-    """A mapped type not registered yet (ig_mirror_halted & co.): the alerts process follows it the
-    day it is registered, with no handler to write (a registered consumer keeps its @on_event)."""
+def test_every_followed_event_type_is_registered_and_handled(tmp_path):
+    """Each event type the alert rules map is in the registry with alerts among its consumers,
+    and the alerts process subscribes to it."""
     from services.alerts.alerts_service import AlertsService
     from services.base.config import Settings
-    from services.registry import EventType, events_with
-
-    class Later(AlertsService):  # the registry of a later day, with two of the new types
-        event_types = events_with(
-            EventType("ig_mirror_halted", publishers=("paper-trading",)),
-            EventType("ig_mirror_resumed", publishers=("paper-trading",)),
-        )
 
     env = {
         "TRADING_SOCKET_DIR": str(tmp_path),
         "TRADING_DATA_DIR": str(tmp_path),
         "TRADING_LOG_DIR": str(tmp_path),
     }
-    followed = {event_type for event_type, _, _ in Later(settings=Settings.from_env(env))._event_handlers()}
-    registered_now = {t for t in FOLLOWED_EVENTS if t in EVENTS}
-    assert followed == registered_now | {"ig_mirror_halted", "ig_mirror_resumed"}
-    for name in registered_now:  # today's: declared in the registry, handled by @on_event
+    followed = {
+        event_type for event_type, _, _ in AlertsService(settings=Settings.from_env(env))._event_handlers()
+    }
+    assert followed == set(FOLLOWED_EVENTS)
+    for name in FOLLOWED_EVENTS:
         assert "alerts" in EVENTS[name].consumers, name
 
 

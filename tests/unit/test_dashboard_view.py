@@ -255,10 +255,18 @@ def test_live_events_become_alerts_newest_first():
         {"type": "event_dead_lettered", "timestamp": "2026-11-24T05:02:00+00:00",
          "data": {"event_type": "prediction_generated", "consumer": "paper-trading", "delivered": 8,
                   "error": "ValueError('bad signal')"}},
+        {"type": "ig_mirror_halted", "timestamp": "2026-11-24T05:03:00+00:00",
+         "data": {"reasons": ["IG holds BUY 7 on AA.D.NAB.CASH.IP that the journal never recorded", "x"]}},
+        {"type": "ig_mirror_resumed", "timestamp": "2026-11-24T05:04:00+00:00", "data": {}},
     ]  # fmt: skip
     view = build_view(snapshot_of(all_healthy(), events=events), NOW)
     timed = [(a.at, a.text) for a in view.alerts if a.at]
     assert timed == [
+        ("16:04", "IG mirror resumed: reconciliation with IG clean"),
+        (
+            "16:03",
+            "IG mirror halted: IG holds BUY 7 on AA.D.NAB.CASH.IP that the journal never recorded (+1 more)",
+        ),
         (
             "16:02",
             "paper-trading dead-lettered a prediction_generated after 8 deliveries: ValueError('bad signal')",

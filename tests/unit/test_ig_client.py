@@ -16,6 +16,7 @@ from services.clients.ig_client import (
     IgClient,
     IgCredentials,
     IgDealRejected,
+    IgDealUnknown,
     IgRateLimited,
     IgRequestError,
     IgServerError,
@@ -92,7 +93,7 @@ async def test_account_honours_the_configured_id_and_says_when_it_is_missing(ig)
 
 
 async def test_positions_use_version_2(ig, client):
-    ig.state.positions["AA.D.CBA.CASH.IP"] = {"direction": "BUY", "size": 10.0, "level": 101.5}
+    ig.state.hold("AA.D.CBA.CASH.IP", 10.0, level=101.5)
     positions = await client.positions()
     assert positions[0]["position"]["size"] == 10.0
     assert positions[0]["market"]["epic"] == "AA.D.CBA.CASH.IP"
@@ -186,7 +187,7 @@ async def test_open_position_posts_otc_then_reads_the_confirm(ig, client):
         "trailingStop": False,
     }
     assert (confirm["path"], confirm["headers"]["Version"]) == ("/confirms/PT-1", "1")
-    assert ig.state.positions["AA.D.CBA.CASH.IP"]["size"] == 10
+    assert ig.state.sizes() == {"AA.D.CBA.CASH.IP": 10}
 
 
 async def test_a_sell_nets_against_the_open_buy(ig, client):
@@ -201,7 +202,7 @@ async def test_a_rejected_deal_raises_with_igs_reason(ig, client):
         await client.open_position(epic="AA.D.NAB.CASH.IP", direction="BUY", size=5)
     assert raised.value.confirmation.reason == "MARKET_CLOSED_WITH_EDITS"
     assert raised.value.error_code == "MARKET_CLOSED_WITH_EDITS"
-    assert ig.state.positions == {}
+    assert ig.state.deals == []
 
 
 async def test_a_confirm_not_ready_yet_is_retried(ig, client):
@@ -209,6 +210,69 @@ async def test_a_confirm_not_ready_yet_is_retried(ig, client):
     confirmation = await client.open_position(epic="AA.D.WBC.CASH.IP", direction="BUY", size=1)
     assert confirmation.deal_status == "ACCEPTED"
     assert client.sleeps.delays == [1.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("fault", "made"),
+    [
+        ("drop_after_deal", True),  # IG made it and the answer was lost with the connection
+        ("delay_after_deal", True),  # IG made it and answered after the client gave up
+        ("500_after_deal", True),
+        ("drop_before_deal", False),
+        ("500_before_deal", False),
+    ],
+)
+async def test_an_ambiguous_deal_request_is_looked_up_never_resent(ig, fault, made):
+    ig.state.otc_faults, ig.state.otc_delay_s = [fault], 1.0
+    async with IgClient(creds(ig), timeout_s=0.5, sleep=Sleeps()) as client:
+        await client.accounts()
+        if made:
+            confirmation = await client.open_position(
+                epic="AA.D.CBA.CASH.IP", direction="BUY", size=10, deal_reference="PT-7"
+            )
+            assert (confirmation.deal_status, confirmation.deal_id) == ("ACCEPTED", "DIPT-7")
+        else:
+            with pytest.raises(IgDealUnknown) as raised:
+                await client.open_position(
+                    epic="AA.D.CBA.CASH.IP", direction="BUY", size=10, deal_reference="PT-7"
+                )
+            assert raised.value.deal_reference == "PT-7"
+    assert ig.state.posted("PT-7") == 1
+    after = ig.paths()[ig.paths().index("POST /positions/otc") :]
+    if made:  # the confirm answers at once
+        assert after == ["POST /positions/otc", "GET /confirms/PT-7"]
+    else:  # the confirm, while IG says not found (5 tries), then the positions; nothing else
+        assert after == ["POST /positions/otc"] + ["GET /confirms/PT-7"] * 5 + ["GET /positions"]
+    assert ig.state.made == ({"PT-7": 1} if made else {})
+
+
+async def test_a_made_deal_whose_confirm_is_gone_is_found_in_the_positions(ig, client):
+    ig.state.otc_faults = ["drop_after_deal"]
+    ig.state.lost_confirms = {"PT-8"}
+    confirmation = await client.open_position(
+        epic="AA.D.WBC.CASH.IP", direction="BUY", size=3, deal_reference="PT-8"
+    )
+    assert (confirmation.deal_id, confirmation.size, confirmation.reason) == (
+        "DIPT-8",
+        3,
+        "FOUND_IN_POSITIONS",
+    )
+    assert ig.state.posted("PT-8") == 1
+
+
+async def test_a_sent_deal_that_cannot_be_looked_up_is_unknown_not_an_error_of_the_lookup(ig, client):
+    ig.state.lookup_errors = 100  # the deal is made; every confirm and positions read fails
+    with pytest.raises(IgDealUnknown, match="sent, and looking it up failed") as raised:
+        await client.open_position(epic="AA.D.WBC.CASH.IP", direction="BUY", size=3, deal_reference="PT-10")
+    assert raised.value.deal_reference == "PT-10"
+    assert ig.state.posted("PT-10") == 1 and ig.state.made == {"PT-10": 1}
+
+
+async def test_a_login_failure_before_the_deal_is_not_taken_for_an_ambiguous_deal(ig, client):
+    ig.state.login_rate_limited = 10  # the login never succeeds: the POST is never sent
+    with pytest.raises(IgRateLimited) as raised:
+        await client.open_position(epic="AA.D.WBC.CASH.IP", direction="BUY", size=3, deal_reference="PT-9")
+    assert raised.value.path == "/session" and ig.state.posted("PT-9") == 0
 
 
 @pytest.mark.parametrize(("direction", "size"), [("HOLD", 1), ("BUY", 0)])

@@ -46,6 +46,7 @@ def test_replay_days(first, last, expected):
 
 
 def write_manifest(folder: Path, label_ends: dict[str, str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
     models = [{"symbol": s, "model_name": "m", "data": {"label_end": end}} for s, end in label_ends.items()]
     (folder / "manifest.json").write_text(json.dumps({"models": models}))
     return folder
@@ -63,6 +64,18 @@ def write_manifest(folder: Path, label_ends: dict[str, str]) -> Path:
 )
 def test_models_are_reused_only_when_trained_before_the_period(tmp_path, label_ends, reusable):
     assert models_trained_before(write_manifest(tmp_path, label_ends), D("2019-06-03"), BIG4) is reusable
+
+
+def test_the_set_in_service_decides_with_model_sets(tmp_path):
+    """With model sets, the one models/current names is the one a replay would reuse."""
+    old = write_manifest(tmp_path / "sets" / "20190601T000000Z", dict.fromkeys(BIG4, "2019-05-31"))
+    new = tmp_path / "sets" / "20200601T000000Z"
+    new.mkdir(parents=True)
+    write_manifest(new, dict.fromkeys(BIG4, "2020-05-29"))
+    (tmp_path / "current").write_text(new.name + "\n")
+    assert models_trained_before(tmp_path, D("2019-06-03"), BIG4) is False
+    (tmp_path / "current").write_text(old.name + "\n")
+    assert models_trained_before(tmp_path, D("2019-06-03"), BIG4) is True
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from services.base.model_sets import serving_dir, set_names
 from services.domain.bars import Bar
 from services.domain.features import FEATURE_NAMES, FEATURE_VERSION
 from services.ml_model import train_models
@@ -118,7 +119,9 @@ def test_a_planted_signal_is_found_out_of_sample() -> None:
     assert top in {"return_5d", "rsi_14", "bollinger_pct_b", "return_10d", "price_vs_sma50", "macd_hist_pct"}
 
 
-def _check_manifest(out: Path, symbols: list[str], source: str) -> dict:
+def _check_manifest(root: Path, symbols: list[str], source: str) -> dict:
+    out = serving_dir(root)  # the set `current` points at
+    assert out.parent.name == "sets" and (out / "report.txt").is_file()
     manifest = load_manifest(out)
     raw = json.loads((out / "manifest.json").read_text())
     assert raw["source"] == source and raw["synthetic"] is (source == "synthetic")
@@ -163,24 +166,25 @@ def test_retraining_some_symbols_keeps_the_others(tmp_path: Path) -> None:
         train_models.main(["--synthetic", "--symbols", "CBA.AX", "--years", "1.5", "--out", str(tmp_path)])
         == 0
     )
-    first = json.loads((tmp_path / "manifest.json").read_text())
+    first = json.loads((serving_dir(tmp_path) / "manifest.json").read_text())
     cba = {m["sha256"] for m in first["models"]}
     assert (
         train_models.main(["--synthetic", "--symbols", "WBC.AX", "--years", "1.5", "--out", str(tmp_path)])
         == 0
     )
-    merged = json.loads((tmp_path / "manifest.json").read_text())
+    merged = json.loads((serving_dir(tmp_path) / "manifest.json").read_text())
     assert {m["symbol"] for m in merged["models"]} == {"CBA.AX", "WBC.AX"}
     assert cba <= {m["sha256"] for m in merged["models"]}  # CBA's models kept as they were
     assert set(merged["symbols"]) == {"CBA.AX", "WBC.AX"}
     for entry in merged["models"]:
-        assert (tmp_path / entry["file"]).is_file()
+        assert (serving_dir(tmp_path) / entry["file"]).is_file()  # a set holds every file it lists
+    assert len(set_names(tmp_path)) == 2  # the first set is still there to roll back to
 
 
 def test_cli_refuses_a_data_dir_without_csvs(tmp_path: Path, capsys) -> None:
     assert train_models.main(["--data-dir", str(tmp_path), "--out", str(tmp_path / "m")]) == 2
     assert "no CSV files" in capsys.readouterr().err
-    assert not (tmp_path / "m" / "manifest.json").exists()
+    assert not (tmp_path / "m" / "manifest.json").exists() and not set_names(tmp_path / "m")
 
 
 @pytest.mark.slow
@@ -219,7 +223,41 @@ def test_training_in_a_replay_never_sees_bars_after_the_suite_clock(tmp_path: Pa
         config.reset_settings()
         clock.set_clock(None)
     assert code == 0
-    item = json.loads((tmp_path / "manifest.json").read_text())["models"][0]
+    item = json.loads((serving_dir(tmp_path) / "manifest.json").read_text())["models"][0]
     assert item["data"]["label_end"] == "2018-05-31"  # the last close visible at 09:00 on 1 June
     assert item["data"]["last_date"] == "2018-05-30"  # its label needs the 31st's close
     assert item["trained_at"].startswith("2018-05-31T23:00")  # suite time, not the wall clock
+
+
+def test_too_little_data_is_exit_2_naming_the_symbol_and_the_rows_needed(tmp_path: Path, capsys) -> None:
+    from services.domain.asx_calendar import is_trading_day
+    from services.domain.history_merge import DailyRow, format_yahoo_csv
+    from services.domain.price_history import synthetic_bars, trading_sessions
+
+    data = tmp_path / "market"
+    data.mkdir()
+    sessions = trading_sessions(date(2023, 5, 1), date(2024, 3, 1), is_trading_day)  # ~215 bars
+    for symbol, name in (("CBA.AX", "CBA.AX.csv"), ("^AXJO", "AXJO.csv")):
+        rows = [
+            DailyRow(b.date, b.open, b.high, b.low, b.close, b.adj_close, b.volume)
+            for b in synthetic_bars(symbol, sessions)
+        ]
+        (data / name).write_text(format_yahoo_csv(rows))
+    code = train_models.main(["--data-dir", str(data), "--symbols", "CBA.AX", "--out", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "CBA.AX:" in err and f"needs at least {train_models.MIN_ROWS}" in err
+    assert set_names(tmp_path) == []  # no half set left behind
+
+
+def test_a_candidate_set_is_written_but_not_promoted(tmp_path: Path, capsys) -> None:
+    from services.base.model_sets import current_name, read_status
+
+    args = ["--synthetic", "--symbols", "CBA.AX", "--years", "1.5", "--out", str(tmp_path)]
+    assert train_models.main(args) == 0
+    served = current_name(tmp_path)
+    assert train_models.main([*args, "--candidate"]) == 0
+    names = set_names(tmp_path)
+    assert len(names) == 2 and current_name(tmp_path) == served != names[-1]
+    assert read_status(tmp_path / "sets" / names[-1])["state"] == "candidate"
+    assert "written as a candidate" in capsys.readouterr().out
