@@ -146,9 +146,12 @@ def ensure_redis() -> None:
 
 
 def init_db() -> None:
-    """Create every service's SQLite database with its schema (the services also do this at start)."""
+    """Create every service's SQLite database with its schema (the services also do this at start),
+    and the gateway's token file."""
     create_dirs()
     run([str(venv_python()), str(REPO / "services" / "management" / "databases.py")], cwd=REPO)
+    # The gateway's bearer token (unless TRADING_GATEWAY_TOKEN is given): <data dir>/gateway.token.
+    run([str(venv_python()), "-m", "services.gateway.gateway_token"], cwd=REPO)
 
 
 def ensure_models() -> None:

@@ -122,6 +122,8 @@ SERVICES: Mapping[str, Service] = _by_name(
         "services/alerts/alerts_service.py",
         databases=(Database("alerts.db", "services.alerts.alert_store:AlertStore"),),
     ),
+    # The HTTP gateway: reads the others over RPC and names whichever is down, so it needs none.
+    Service("gateway", "services/gateway/gateway_service.py"),
 )
 
 EVENTS: Mapping[str, EventType] = _by_name(

@@ -251,6 +251,8 @@ def make_suite_env(root: Path, redis_url: str | None, **overrides: str) -> Suite
             "TRADING_DATA_DIR": str(dirs.data_dir),
             "TRADING_MODELS_DIR": str(dirs.models_dir),
             "TRADING_MARKET_DATA_SOURCE": "synthetic",
+            # Every test suite runs a gateway: on a port of the kernel's choosing, never 8780.
+            "TRADING_GATEWAY_BIND": "127.0.0.1:0",
             # The session's trained models are reused for days (MODELS_CACHE): they must not
             # expire under a test; tests of expiry set their own maximum age.
             "TRADING_ML_MODEL_MAX_AGE_DAYS": "3650",

@@ -12,8 +12,10 @@ A subclass sets `name`, marks its JSON-RPC methods with `@rpc` and its event han
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import fcntl
+import itertools
 import logging
 import os
 import signal
@@ -83,6 +85,8 @@ __all__ = [
 VERSION = "0.1.0"
 BUILTIN_METHODS = frozenset({"health", "metrics", "shutdown", "list_methods"})
 LATENCY_SAMPLES = 2048
+#: Upper bounds (s) of the latency histogram in `metrics` (the gateway's /metrics exports it).
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 log = logging.getLogger("service")
 
@@ -128,12 +132,20 @@ def verify_ledger(path: Path) -> None:
 
 
 class MethodStats:
-    __slots__ = ("count", "errors", "latencies")
+    __slots__ = ("buckets", "count", "errors", "latencies", "latency_sum_s")
 
     def __init__(self) -> None:
         self.count = 0
         self.errors = 0
         self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        #: Calls per bucket of LATENCY_BUCKETS_S since start (not cumulative; the last: above all).
+        self.buckets = [0] * (len(LATENCY_BUCKETS_S) + 1)
+        self.latency_sum_s = 0.0
+
+    def observe(self, elapsed_s: float) -> None:
+        self.latencies.append(elapsed_s)
+        self.buckets[bisect.bisect_left(LATENCY_BUCKETS_S, elapsed_s)] += 1
+        self.latency_sum_s += elapsed_s
 
     def summary(self) -> dict:
         ordered = sorted(self.latencies)
@@ -150,6 +162,12 @@ class MethodStats:
             "p90_ms": pct(0.90),
             "p99_ms": pct(0.99),
             "max_ms": round(ordered[-1] * 1000, 3) if ordered else None,
+            # Cumulative counts per upper bound in seconds, Prometheus's histogram shape.
+            "histogram": {
+                "le_s": [*LATENCY_BUCKETS_S, None],
+                "counts": list(itertools.accumulate(self.buckets)),
+                "sum_s": round(self.latency_sum_s, 6),
+            },
         }
 
 
@@ -366,7 +384,7 @@ class BaseService:
             self.log.exception("unhandled error in %s", method)
             raise InternalError("internal error") from None
         finally:
-            stats.latencies.append(time.perf_counter() - started)
+            stats.observe(time.perf_counter() - started)
 
     async def _wait_ready(self, ready: asyncio.Event) -> None:
         try:

@@ -33,6 +33,8 @@ SECRET_KEYS = (
     "TRADING_ALERTS_NTFY_TOKEN",
     "TRADING_ALERTS_TELEGRAM_BOT_TOKEN",
     "TRADING_ALERTS_SMTP_PASSWORD",
+    # the HTTP gateway's bearer token (services/gateway)
+    "TRADING_GATEWAY_TOKEN",
 )
 IG_BASE_URLS = {
     "DEMO": "https://demo-api.ig.com/gateway/deal",

@@ -354,6 +354,16 @@ class EventBus:
     def outbox_size(self) -> int:
         return len(self._outbox)
 
+    async def dead_letter_sizes(self) -> dict[str, int]:
+        """Entries in each durable type's dead-letter stream `trading:dead:<type>` (the gateway's
+        /metrics); raises ConnectionError or a Redis error when Redis does not answer."""
+        names = sorted(name for name, e in self.event_types.items() if e.durable)
+        async with self._client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.xlen(DEAD_PREFIX + name)
+            sizes = await pipe.execute()
+        return dict(zip(names, (int(n) for n in sizes), strict=True))
+
     # ---- consuming --------------------------------------------------------------------------
 
     def _run_handler(self, handler: Handler, event: Event) -> None:

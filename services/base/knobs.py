@@ -55,6 +55,7 @@ SUITE_KNOBS = (
     "services.scheduler.scheduler_knobs:SchedulerKnobs",
     "services.paper_trading.paper_trading_knobs:PaperTradingKnobs",
     "services.alerts.alerts_knobs:AlertsKnobs",
+    "services.gateway.gateway_knobs:GatewayKnobs",
 )
 
 

@@ -183,6 +183,8 @@ def suite_env(root: Path, options: ReplayOptions, base: dict[str, str]) -> dict[
             # model call fails (a dependency restarting, a busy core) fails and is made again,
             # never degraded into a different signal.
             "TRADING_PREDICTION_DEGRADE": "false",
+            # Its gateway must not take the live suite's port: a free one of the kernel's choosing.
+            "TRADING_GATEWAY_BIND": "127.0.0.1:0",
             "PYTHONPATH": str(REPO),
             "PYTHONUNBUFFERED": "1",
         }

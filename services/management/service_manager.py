@@ -660,6 +660,122 @@ def start_again(names: list[str], timeout_s: float) -> bool:
     return True
 
 
+# ---- call and metrics ----------------------------------------------------------------------------
+
+
+def call_params(words: list[str]) -> dict | list | None:
+    """The params of `call`: one JSON object or array, or key=value words (each value JSON when it
+    parses as JSON, e.g. limit=5 or symbols='["CBA.AX"]', else the plain string); CliError (2)."""
+    if not words:
+        return None
+    if len(words) == 1 and words[0].lstrip().startswith(("{", "[")):
+        try:
+            params = orjson.loads(words[0])
+        except orjson.JSONDecodeError as exc:
+            raise CliError(f"params are not valid JSON: {exc}", 2) from None
+        if not isinstance(params, (dict, list)):
+            raise CliError("params must be a JSON object or array", 2)
+        return params
+    named: dict = {}
+    for word in words:
+        key, sep, text = word.partition("=")
+        if not sep or not key.isidentifier():
+            raise CliError(f"params must be one JSON object or key=value words, not {word!r}", 2)
+        if key in named:
+            raise CliError(f"param {key} is given twice", 2)
+        try:
+            named[key] = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            named[key] = text
+    return named
+
+
+def known_target(service: str) -> str:
+    if service != MANAGER:
+        check_names([service])
+    return service
+
+
+def cmd_call(args) -> int:
+    """Call METHOD on SERVICE with JSON-PARAMS or key=value params and print the result as JSON
+    (exit 0); a remote error prints its code, message and data (exit 1)."""
+    service = known_target(args.service)
+    params = call_params(args.params)
+    if not 0 < args.timeout <= 3600:
+        raise CliError(f"--timeout must be in (0, 3600], not {args.timeout:g}", 2)
+
+    from services.base.rpc.client import ConnectionLost, RpcClient
+
+    settings = get_settings()
+
+    async def go():  # the RPC client itself: params may be positional (a JSON array)
+        client = RpcClient(settings.socket_dir / f"{service}.sock", settings.rpc_max_frame_bytes)
+        try:
+            async with asyncio.timeout(args.timeout):
+                return await client.call(args.method, params)
+        finally:
+            await client.close()
+
+    try:
+        result = asyncio.run(go())
+    except TimeoutError:
+        raise CliError(f"{service}.{args.method} did not answer within {args.timeout:g}s") from None
+    except ConnectionLost as exc:
+        raise CliError(f"{service} dropped the connection during {args.method}: {exc}") from None
+    except OSError as exc:
+        raise CliError(f"{service} is not running ({exc.strerror or exc})") from None
+    except RpcError as exc:
+        print(orjson.dumps(exc.to_wire(), option=orjson.OPT_INDENT_2).decode())
+        return 1
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
+    return 0
+
+
+def metrics_rows(service: str, reply: dict) -> list[list[str]]:
+    """A service's `metrics` reply as table rows: one per method, then its events."""
+
+    def ms(value) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    rows = [
+        [service, method, str(m["count"]), str(m["errors"]), ms(m["p50_ms"]), ms(m["p90_ms"]), ms(m["p99_ms"]),
+         ms(m["max_ms"])]
+        for method, m in reply["methods"].items()
+    ]  # fmt: skip
+    events = reply.get("events") or {}
+    rows.append(
+        [service, "(all)", str(reply["requests"]), str(reply["errors"]), "", "", "",
+         f"events out {events.get('published', 0)} in {events.get('received', 0)}"
+         f" outbox {events.get('outbox', 0)} dead {events.get('dead_lettered', 0)}"]
+    )  # fmt: skip
+    return rows
+
+
+def cmd_metrics(args) -> int:
+    """Each service's requests, errors and latency percentiles (ms) per method, and its events in
+    and out, from its `metrics`; --json prints the replies. Exit 1 when a service does not answer."""
+    names = [known_target(args.service)] if args.service else [*start_order(), MANAGER]
+    replies: dict[str, dict] = {}
+    for name in names:
+        try:
+            replies[name] = rpc(name, "metrics", timeout=3)
+        except RpcError as exc:
+            replies[name] = {"service": name, "status": "down", "error": exc.message}
+    if args.json:
+        print(orjson.dumps(replies, option=orjson.OPT_INDENT_2).decode())
+    else:
+        rows = []
+        for name, reply in replies.items():
+            if "error" in reply:
+                rows.append([name, "-", "-", "-", "-", "-", "-", f"down: {reply['error']}"])
+            else:
+                rows.extend(metrics_rows(name, reply))
+        print(
+            table(["SERVICE", "METHOD", "REQUESTS", "ERRORS", "P50_MS", "P90_MS", "P99_MS", "MAX_MS"], rows)
+        )
+    return 1 if any("error" in r for r in replies.values()) else 0
+
+
 # ---- data: history from Yahoo -----------------------------------------------------------------
 
 
@@ -1026,6 +1142,14 @@ def build_parser() -> Parser:
     p.add_argument("service", nargs="?", metavar="SERVICE")
     p.add_argument("-n", "--lines", type=int, default=50)
     p.add_argument("-f", "--follow", action="store_true")
+    p = add("call", cmd_call)
+    p.add_argument("service", metavar="SERVICE")
+    p.add_argument("method", metavar="METHOD")
+    p.add_argument("params", nargs="*", metavar="PARAMS", help="one JSON object or array, or key=value ...")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the reply (default 30)")
+    p = add("metrics", cmd_metrics)
+    p.add_argument("service", nargs="?", metavar="SERVICE")
+    p.add_argument("--json", action="store_true")
     p = add("backup", cmd_backup)
     p.add_argument("--keep", type=int, metavar="N", help="dated backups kept (default: the scheduler's, 7)")
     p = add("restore", cmd_restore)

@@ -328,6 +328,7 @@ class PredictionService(BaseService):
         self._sending: set[str] = set()  # saved and being sent right now by the request itself
         self.cache: dict[str, dict] = {}
         self.prediction_count = 0
+        self.predictions_by_signal: dict[str, int] = {"BUY": 0, "HOLD": 0, "SELL": 0}
         self.buy_state = buy_rate.BuyRateState()
         self.dependency_state: dict[str, str] = {}
         self._inflight: dict[str, asyncio.Task] = {}
@@ -338,6 +339,7 @@ class PredictionService(BaseService):
     async def on_start(self) -> None:
         self.store = PredictionStore(self.settings.data_dir / "predictions.db")
         self.prediction_count = self.store.count()
+        self.predictions_by_signal = self.store.count_by_signal()
         # The buy-rate window survives restarts, and an episode already above is not re-alerted.
         recent = self.store.recent_signals(self.knobs.buy_rate.window_size)
         self.buy_state = buy_rate.replay(recent, self.knobs.buy_rate)
@@ -356,6 +358,7 @@ class PredictionService(BaseService):
         rate = buy_rate.buy_rate(self.buy_state.signals)
         details: dict[str, Any] = {
             "prediction_count": self.prediction_count,
+            "predictions_by_signal": dict(self.predictions_by_signal),
             "cache_size": len(self.cache),
             "current_buy_rate": rate,
             "buy_rate_threshold": self.knobs.buy_rate.threshold,
@@ -557,6 +560,7 @@ class PredictionService(BaseService):
             self.store.save(prediction)  # type: ignore[union-attr]
             crashpoint("prediction.after_save")
             self.prediction_count += 1
+            self.predictions_by_signal[prediction["signal"]] += 1
             self.cache[symbol] = prediction
             await self._record_buy_rate(prediction)
             await self._send_prediction(prediction)

@@ -127,6 +127,12 @@ class PredictionStore:
         with self._lock:
             return self._conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
 
+    def count_by_signal(self) -> dict[str, int]:
+        """Stored predictions per signal, every signal named (0 when none)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT signal, COUNT(*) FROM predictions GROUP BY signal").fetchall()
+        return {"BUY": 0, "HOLD": 0, "SELL": 0, **dict(rows)}
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

@@ -57,6 +57,8 @@ VALID: dict[tuple[str, str], dict[str, Any]] = {
     ("ml-model", "load_model"): {"model_name": "random_forest", "symbol": TRAINED},
     ("ml-model", "predict"): {"model_name": "random_forest", "features": FEATURES, "symbol": TRAINED},
     ("ml-model", "record_outcome"): {"symbol": TRAINED, "as_of": "2025-06-10", "outcome": "up"},
+    ("ml-model", "reload_models"): {},
+    ("ml-model", "retrain_models"): {},
     ("sentiment", "analyze_sentiment"): {"symbol": "CBA.AX"},
     ("sentiment", "get_big4_sentiment"): {},
     ("sentiment", "get_market_sentiment"): {},
@@ -79,6 +81,8 @@ VALID: dict[tuple[str, str], dict[str, Any]] = {
     ("paper-trading", "get_trade_history"): {"limit": 5, "symbol": "CBA.AX"},
     ("paper-trading", "get_trading_performance"): {"period": "all"},
     ("paper-trading", "sync_with_ig_markets"): {},
+    ("paper-trading", "adopt_ig_state"): {},
+    ("paper-trading", "reconcile_ig"): {},
     ("scheduler", "backup_databases"): {"keep": 3},
     ("scheduler", "cancel_task"): {"task_id": "t"},
     ("scheduler", "execute_task"): {"task_id": "t", "wait": True, "ignore_dependencies": False},
@@ -90,6 +94,7 @@ VALID: dict[tuple[str, str], dict[str, Any]] = {
     ("alerts", "silence"): {"kind": "task_failed", "duration": "1m"},
     ("alerts", "test_channel"): {"channel": "webhook"},
     ("alerts", "get_summary"): {"period": "day"},
+    ("gateway", "get_url"): {},
 }
 
 

@@ -3,7 +3,7 @@ by asking each method the dashboard asks, trimmed to the fields it reads. Paths 
 
 Recorded 2026-11-24 16:01 Sydney (post-market); the alerts process's rows (status, health, and
 `incidents`, its list_alerts) were recorded from it on 2026-11-30 in the same suite shape, with a
-webhook configured. The test module derives its scenarios (one fatal,
+webhook configured; the gateway's rows (issue 20) are in the shape its status and health have. The test module derives its scenarios (one fatal,
 Redis down, market closed, garbage) from these, so the shapes stay the services' real ones.
 """
 
@@ -31,6 +31,20 @@ RECORDED = {
                 "restarts": 0,
                 "health": "healthy",
                 "memory_usage": 44941312,
+                "cpu_usage": 0.0,
+                "depends_on": [],
+                "last_exit": None,
+                "reason": None,
+                "adopted": False,
+            },
+            {
+                "name": "gateway",
+                "state": "running",
+                "pid": 797,
+                "uptime": 28.0,
+                "restarts": 0,
+                "health": "healthy",
+                "memory_usage": 48234496,
                 "cpu_usage": 0.0,
                 "depends_on": [],
                 "last_exit": None,
@@ -172,6 +186,19 @@ RECORDED = {
             "occurrences": 61,
             "polls": 47,
             "poll_errors": 0,
+        },
+        "gateway": {
+            "service": "gateway",
+            "status": "healthy",
+            "uptime": 28.02,
+            "memory_usage": 48234496,
+            "cpu_usage": 0.0,
+            "pid": 797,
+            "version": "0.1.0",
+            "redis": "connected",
+            "now": "2026-11-24T05:01:28.981301+00:00",
+            "url": "http://127.0.0.1:8780",
+            "http_requests": {"200": 12, "401": 1},
         },
         "market-data": {
             "service": "market-data",

@@ -107,7 +107,7 @@ def test_all_healthy_is_green_with_every_figure():
     view = build_view(snapshot_of(all_healthy()), NOW)
     assert (view.overall, view.light) == ("healthy", "🟢")
     assert [r.name for r in view.services] == [
-        "alerts", "market-data", "ml-model", "sentiment", "prediction", "paper-trading", "scheduler"
+        "alerts", "gateway", "market-data", "ml-model", "sentiment", "prediction", "paper-trading", "scheduler"
     ]  # fmt: skip
     assert {r.level for r in view.services} == {"ok"}
     by_name = {r.name: r for r in view.services}
@@ -344,13 +344,15 @@ def test_positions_fill_the_room_and_the_rest_is_counted():
 
 def test_selected_row_and_narrow_terminals():
     view = build_view(snapshot_of(all_healthy()), NOW)
-    lines = render_lines(view, 80, selected=4)  # alerts, market-data, ml-model, sentiment, prediction
+    lines = render_lines(
+        view, 80, selected=5
+    )  # alerts, gateway, market-data, ml-model, sentiment, prediction
     assert [line.text.split()[0] for line in lines if line.selected] == ["prediction"]
     for width in (40, 60, 79, 120):
         assert_fits("\n".join(lines_of(view, width)), width)
     assert "│" not in "\n".join(lines_of(view, 60))  # too narrow for two columns: stacked
     wide = lines_of(view, 120)  # room for a NOTE column: the warning shows in the table too
-    assert wide[1].split()[-2:] == ["DEPS", "NOTE"] and "synthetic data" in wide[3]  # market-data's row
+    assert wide[1].split()[-2:] == ["DEPS", "NOTE"] and "synthetic data" in wide[4]  # market-data's row
     assert "NOTE" not in lines_of(view, 80)[1]
 
 
@@ -415,7 +417,7 @@ def test_symbol_rows_carry_the_quote_time_delay_and_staleness():
     assert "10:50 STALE yfinance: no intraday data" in wide
     assert "11:05 20m   yfinance 20m delayed" in wide and "11:29 live  ig real-time" in wide
     # Stacked on a narrow terminal, too narrow for the whole QUOTE column: the time is kept.
-    assert "140.50  +0.40%   SELL  15% 11:05" in lines_of(view, 44)[11]  # below 7 service rows
+    assert "140.50  +0.40%   SELL  15% 11:05" in lines_of(view, 44)[12]  # below 8 service rows
     for width in (40, 44, 56, 76, 80, 91, 104, 120, 160):
         assert_fits("\n".join(lines_of(view, width)), width)
 

@@ -20,9 +20,10 @@ from services.registry import DEPENDENCIES
 
 def test_contract_dependency_levels():
     # The contract's six, plus the alerts process (issue 18), which needs Redis alone: it starts
-    # first and hears every other service start, fail and restart.
+    # first and hears every other service start, fail and restart; and the HTTP gateway (issue 20),
+    # which names whichever service is down rather than waiting for any.
     assert start_levels() == [
-        ["alerts", "market-data", "ml-model", "sentiment"],
+        ["alerts", "gateway", "market-data", "ml-model", "sentiment"],
         ["prediction"],
         ["paper-trading", "scheduler"],
     ]

@@ -1,0 +1,1 @@
+"""The HTTP gateway: the desk's read-only JSON API, its OpenAPI document and Prometheus metrics."""

@@ -1,0 +1,485 @@
+"""The HTTP gateway: one supervised process that lets a browser, a script or Prometheus see the
+desk without a shell on its machine.
+
+It is a BaseService (health, metrics, shutdown on `gateway.sock`, supervised like the others)
+that also serves HTTP with aiohttp on TRADING_GATEWAY_BIND: a read-only JSON API over the
+services (gateway_routes.ROUTES, which /openapi.json is generated from), /metrics in the
+Prometheus text format (metrics_exposition), and /healthz. Everything but /healthz needs the
+bearer token. A service that does not answer is named in the reply's `down`; the rest of the
+reply is still served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import math
+import os
+import ssl
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from services.base import (
+    BaseService,
+    ConfigError,
+    DependencyUnavailable,
+    RpcError,
+    RpcTimeout,
+    rpc,
+    run_service,
+)
+from services.base.knobs import read_knobs
+from services.domain.supervision import UP, start_order
+from services.gateway.gateway_knobs import GatewayKnobs
+from services.gateway.gateway_routes import BadQuery, Route, match, openapi_document, parse_params
+from services.gateway.gateway_token import gateway_token
+from services.gateway.metrics_exposition import Scrape, exposition
+from services.gateway.rate_limit import RateLimiter
+from services.registry import SUPERVISOR
+
+REPLAY_REPORT_MAX_BYTES = 4 << 20
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+#: The web view: a static shell with no data in it (every figure it shows is fetched with the
+#: token), so it is served without one, like /healthz.
+WEB_DIR = Path(__file__).resolve().parent / "web"
+WEB_FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/app.css": ("app.css", "text/css; charset=utf-8"),
+}
+WEB_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+INVALID_PARAMS, NOT_FOUND = -32602, -32006
+
+
+class Reply:
+    """The body of every API answer: `data`, and which services were `down` or answered `errors`."""
+
+    __slots__ = ("data", "down", "errors")
+
+    def __init__(self) -> None:
+        self.data: Any = None
+        self.down: dict[str, str] = {}
+        self.errors: dict[str, dict] = {}
+
+    def body(self) -> dict:
+        return {"data": self.data, "down": self.down, "errors": self.errors}
+
+
+class HttpProblem(Exception):
+    """An answer other than 200: its status and JSON body."""
+
+    def __init__(self, status: int, error: str, **extra: str):
+        super().__init__(error)
+        self.status = status
+        self.body = {"error": error, **extra}
+
+
+def json_response(body: Any, status: int = 200, headers: dict | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+class GatewayService(BaseService):
+    name = "gateway"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.knobs = GatewayKnobs()
+        self.token = b""
+        self.url: str | None = None
+        self._runner: web.AppRunner | None = None
+        self.requests_by_status: dict[int, int] = {}
+        self.limiter = RateLimiter(1.0, 1)
+        self.web = {path: ((WEB_DIR / name).read_bytes(), kind) for path, (name, kind) in WEB_FILES.items()}
+
+    async def on_start(self) -> None:
+        self.knobs = read_knobs(GatewayKnobs, self.settings.environ)
+        self.token = gateway_token(self.settings).encode()
+        self.limiter = RateLimiter(self.knobs.rate_limit_per_s, self.knobs.rate_burst)
+        app = web.Application(client_max_size=self.knobs.max_request_bytes, middlewares=[self._bounded])
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,  # a log line per request would carry nothing the metrics do not
+            handle_signals=False,
+            keepalive_timeout=self.knobs.idle_timeout_s,
+            max_line_size=self.knobs.max_header_bytes,
+            max_field_size=self.knobs.max_header_bytes,
+        )
+        await self._runner.setup()
+        host, port = self.knobs.bind
+        try:
+            tls = tls_context(self.knobs.tls_cert_file, self.knobs.tls_key_file)
+        except ConfigError:
+            await self._runner.cleanup()
+            self._runner = None
+            raise
+        site = web.TCPSite(self._runner, host, port, backlog=128, ssl_context=tls)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            raise ConfigError(
+                f"TRADING_GATEWAY_BIND: cannot listen on {host}:{port}: {os.strerror(exc.errno) if exc.errno else exc}"
+            ) from None
+        server = site._server  # aiohttp keeps the bound sockets here: the real port when 0 was asked
+        sockname = server.sockets[0].getsockname() if server is not None and server.sockets else (host, port)  # type: ignore[attr-defined]
+        bound_host = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
+        self.url = f"{'https' if tls else 'http'}://{bound_host}:{sockname[1]}"
+        self.log.info("gateway listening on %s", self.url)
+
+    async def on_stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def health_details(self) -> dict:
+        return {"url": self.url, "http_requests": dict(sorted(self.requests_by_status.items()))}
+
+    @rpc
+    async def get_url(self) -> dict:
+        """The address the gateway listens on (useful with port 0)."""
+        return {"url": self.url}
+
+    # ---- HTTP ----------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _bounded(self, request: web.Request, handler) -> web.StreamResponse:
+        """Every request within TRADING_GATEWAY_REQUEST_TIMEOUT_S; any answer JSON; counted."""
+        try:
+            # Before the token is checked: guessing tokens is rate limited too.
+            if wait_s := self.limiter.allow(request.remote or "?", time.monotonic()):
+                problem = HttpProblem(429, "too many requests")
+                problem.headers = {"Retry-After": str(max(1, math.ceil(wait_s)))}  # type: ignore[attr-defined]
+                raise problem
+            if (request.content_length or 0) > self.knobs.max_request_bytes:  # refused unread
+                raise HttpProblem(413, "request body too large")
+            async with asyncio.timeout(self.knobs.request_timeout_s):
+                response = await handler(request)
+        except HttpProblem as problem:
+            response = json_response(problem.body, problem.status, getattr(problem, "headers", None))
+        except web.HTTPException as exc:  # aiohttp's own: 413 too large, ...
+            response = json_response({"error": exc.reason}, exc.status)
+        except TimeoutError:
+            response = json_response({"error": "timeout"}, 503)
+        self.requests_by_status[response.status] = self.requests_by_status.get(response.status, 0) + 1
+        return response
+
+    def _authorized(self, request: web.Request) -> bool:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token)
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        if path == "/healthz":
+            self._only_get(request)
+            return await self._healthz()
+        if path in self.web:
+            self._only_get(request)
+            content, kind = self.web[path]
+            return web.Response(body=content, headers={"Content-Type": kind, **WEB_HEADERS})
+        if not self._authorized(request):
+            problem = HttpProblem(401, "unauthorized")
+            problem.headers = {"WWW-Authenticate": "Bearer"}  # type: ignore[attr-defined]
+            raise problem
+        self._only_get(request)
+        if path == "/metrics":
+            return web.Response(
+                body=(await self._metrics_text()).encode(),
+                headers={"Content-Type": PROMETHEUS_TEXT, "X-Content-Type-Options": "nosniff"},
+            )
+        if path == "/openapi.json":
+            return json_response(openapi_document(self.settings.symbols, self.version))
+        found = match(path)
+        if found is None:
+            raise HttpProblem(404, "not found")
+        route, raw_path = found
+        query = request.query
+        if twice := sorted(k for k in set(query) if len(query.getall(k)) > 1):
+            raise HttpProblem(400, "invalid parameter", param=twice[0], detail="given more than once")
+        try:
+            params = parse_params(route, raw_path, dict(query), self.settings.symbols)
+        except BadQuery as bad:
+            raise HttpProblem(400, "invalid parameter", param=bad.param, detail=bad.detail) from None
+        reply = Reply()
+        await getattr(self, f"api_{route.name}")(reply, **params)
+        return json_response(reply.body())
+
+    @staticmethod
+    def _only_get(request: web.Request) -> None:
+        if request.method not in ("GET", "HEAD"):
+            problem = HttpProblem(405, "method not allowed: the gateway is read-only")
+            problem.headers = {"Allow": "GET, HEAD"}  # type: ignore[attr-defined]  # RFC 9110
+            raise problem
+
+    # ---- asking the services ---------------------------------------------------------------------
+
+    async def _ask(
+        self, reply: Reply, service: str, method: str, key: str | None = None, **params: Any
+    ) -> Any:
+        """The result, or None with the service put in `down` (did not answer) or the error in
+        `errors` under `key` (it answered an error)."""
+        try:
+            return await self.call_service(
+                service, method, timeout=self.knobs.rpc_timeout_s, retries=0, **params
+            )
+        except (DependencyUnavailable, RpcTimeout) as exc:
+            if exc.data.get("service") == service:
+                reply.down[service] = exc.message
+                return None
+            reply.errors[key or service] = exc.to_wire()
+        except RpcError as exc:
+            reply.errors[key or service] = exc.to_wire()
+        return None
+
+    async def _one(self, reply: Reply, route: Route, method: str, **params: Any) -> None:
+        """A reply of one service's one method: its -32602 is a 400, its -32006 a 404."""
+        service = route.services[0]
+        reply.data = await self._ask(reply, service, method, **params)
+        error = reply.errors.get(service)
+        if error and error["code"] == INVALID_PARAMS:
+            data = error.get("data") or {}
+            raise HttpProblem(
+                400, "invalid parameter", param=str(data.get("param", "")), detail=error["message"]
+            )
+        if error and error["code"] == NOT_FOUND and route.may_be_missing:
+            raise HttpProblem(404, "not found", detail=error["message"])
+
+    async def _healths(self, reply: Reply) -> dict[str, dict]:
+        names = start_order()
+        found = await asyncio.gather(*(self._ask(reply, name, "health") for name in names))
+        return {name: h for name, h in zip(names, found, strict=True) if h is not None}
+
+    async def _healthz(self) -> web.Response:
+        """healthy / degraded (HTTP 200) or down (503): nothing up but the gateway itself."""
+        reply = Reply()
+        status = await self._ask(reply, SUPERVISOR, "status")
+        if status is not None:
+            states = {
+                s["name"]: s["state"] if s["state"] != "running" else s["health"] or "starting"
+                for s in status["services"]
+            }
+            up = [
+                s
+                for s in status["services"]
+                if s["name"] != self.name and s["state"] == "running" and s["health"] in UP
+            ]
+            overall = "down" if not up else ("healthy" if status["overall"] == "healthy" else "degraded")
+        else:
+            healths = await self._healths(reply)
+            states = {name: healths[name]["status"] if name in healths else "down" for name in start_order()}
+            states[SUPERVISOR] = "down"
+            others_up = any(h["status"] in UP for name, h in healths.items() if name != self.name)
+            overall = "degraded" if others_up else "down"
+        return json_response({"status": overall, "services": states}, 503 if overall == "down" else 200)
+
+    # ---- the API: one method per route in gateway_routes.ROUTES ------------------------------------
+
+    async def api_status(self, reply: Reply) -> None:
+        reply.data = await self._ask(reply, SUPERVISOR, "status")
+
+    async def api_health(self, reply: Reply) -> None:
+        reply.data = await self._healths(reply)
+
+    async def api_market_status(self, reply: Reply) -> None:
+        reply.data = await self._ask(reply, "scheduler", "get_market_status")
+
+    async def api_quotes(self, reply: Reply) -> None:
+        symbols = self.settings.symbols
+        quotes = await asyncio.gather(
+            *(self._ask(reply, "market-data", "get_quote", key=s, symbol=s) for s in symbols)
+        )
+        if "market-data" not in reply.down:
+            reply.data = {s: q for s, q in zip(symbols, quotes, strict=True) if q is not None}
+
+    async def api_market_data(self, reply: Reply, symbol: str) -> None:
+        await self._one(reply, _route("market_data"), "get_market_data", symbol=symbol)
+
+    async def api_predictions(self, reply: Reply, limit: int, symbol: str | None) -> None:
+        await self._one(reply, _route("predictions"), "get_recent_predictions", limit=limit, symbol=symbol)
+
+    async def api_prediction(self, reply: Reply, prediction_id: str) -> None:
+        await self._one(reply, _route("prediction"), "get_prediction", prediction_id=prediction_id)
+
+    async def api_portfolio(self, reply: Reply) -> None:
+        reply.data = await self._ask(reply, "paper-trading", "get_portfolio_status")
+
+    async def api_positions(self, reply: Reply) -> None:
+        reply.data = await self._ask(reply, "paper-trading", "get_positions")
+
+    async def api_trades(self, reply: Reply, limit: int, symbol: str | None) -> None:
+        await self._one(reply, _route("trades"), "get_trade_history", limit=limit, symbol=symbol)
+
+    async def api_performance(self, reply: Reply, period: str) -> None:
+        await self._one(reply, _route("performance"), "get_trading_performance", period=period)
+
+    async def api_tasks(self, reply: Reply) -> None:
+        reply.data = await self._ask(reply, "scheduler", "list_tasks")
+
+    async def api_alerts(self, reply: Reply, limit: int, kind: str | None) -> None:
+        await self._one(reply, _route("alerts"), "list_alerts", limit=limit, kind=kind)
+
+    async def api_replays(self, reply: Reply) -> None:
+        reply.data = await asyncio.to_thread(list_replays, self.settings.data_dir / "replays")
+
+    async def api_replay(self, reply: Reply, name: str) -> None:
+        report = await asyncio.to_thread(read_replay, self.settings.data_dir / "replays", name)
+        if report is None:
+            raise HttpProblem(404, "not found", detail=f"no replay report {name!r}")
+        reply.data = report
+
+    # ---- /metrics --------------------------------------------------------------------------------
+
+    async def _metrics_text(self) -> str:
+        started = time.perf_counter()
+        reply = Reply()
+        names = (*start_order(), SUPERVISOR)
+
+        status, healths, metrics, portfolio, positions, buy_rate, performance, dead, quotes = await asyncio.gather(
+            self._ask(reply, SUPERVISOR, "status"),
+            asyncio.gather(*(self._ask(reply, n, "health") for n in names)),
+            asyncio.gather(*(self._ask(reply, n, "metrics") for n in names)),
+            self._ask(reply, "paper-trading", "get_portfolio_status"),
+            self._ask(reply, "paper-trading", "get_positions"),
+            self._ask(reply, "prediction", "get_buy_rate"),
+            self._ask(reply, "paper-trading", "get_trading_performance", period="all"),
+            self._dead_letters(),
+            asyncio.gather(*(self._ask(reply, "market-data", "get_quote", key=s, symbol=s) for s in self.settings.symbols)),
+        )  # fmt: skip
+        health = dict(zip(names, healths, strict=True))
+        now = self.clock.now()
+        scrape = Scrape(
+            services=names,
+            status=status,
+            health=health,
+            metrics=dict(zip(names, metrics, strict=True)),
+            cpu_seconds=cpu_seconds({n: h.get("pid") for n, h in health.items() if h}),
+            dead_letters=dead,
+            portfolio=portfolio,
+            open_positions=len(positions["positions"]) if positions and "positions" in positions else None,
+            buy_rate=buy_rate,
+            trades=(performance or {}).get("number_of_trades"),
+            quote_age_s=quote_ages(self.settings.symbols, quotes, now),
+            scrape_s=round(time.perf_counter() - started, 6),
+        )  # fmt: skip
+        return exposition(scrape)
+
+    async def _dead_letters(self) -> dict[str, int] | None:
+        if self.bus is None or not self.bus.connected:
+            return None
+        try:
+            return await asyncio.wait_for(self.bus.dead_letter_sizes(), self.knobs.rpc_timeout_s)
+        except (TimeoutError, ConnectionError, OSError):
+            return None
+        except Exception:  # a Redis error: the figure is left out, the scrape goes on
+            self.log.warning("dead-letter sizes unavailable", exc_info=True)
+            return None
+
+
+def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext | None:
+    """None (plain HTTP) when neither is set; a server context (TLS 1.2 and up) when both load."""
+    if not cert_file and not key_file:
+        return None
+    if not (cert_file and key_file):
+        raise ConfigError(
+            "TRADING_GATEWAY_TLS_CERT_FILE and TRADING_GATEWAY_TLS_KEY_FILE go together: set both"
+        )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            f"TRADING_GATEWAY_TLS_CERT_FILE/_KEY_FILE: cannot load {cert_file} with {key_file}: {reason}"
+        ) from None
+    return context
+
+
+def _route(name: str) -> Route:
+    from services.gateway.gateway_routes import BY_NAME
+
+    return BY_NAME[name]
+
+
+def cpu_seconds(pids: dict[str, Any]) -> dict[str, float]:
+    """User + system CPU seconds of each service's process (psutil), for those still there."""
+    import psutil
+
+    found = {}
+    for name, pid in pids.items():
+        if not isinstance(pid, int):
+            continue
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        found[name] = round(times.user + times.system, 3)
+    return found
+
+
+def quote_ages(symbols, quotes, now: datetime) -> dict[str, float]:
+    """Seconds from each quote's own time to the suite's now."""
+    ages = {}
+    for symbol, quote in zip(symbols, quotes, strict=True):
+        if isinstance(quote, dict) and quote.get("quote_time"):
+            try:
+                ages[symbol] = round((now - datetime.fromisoformat(quote["quote_time"])).total_seconds(), 3)
+            except (TypeError, ValueError):
+                continue
+    return ages
+
+
+def list_replays(root: Path) -> list[dict]:
+    """Each replay folder with a report.json, newest first: its name, files and headline figures."""
+    if not root.is_dir():
+        return []
+    found = []
+    for folder in root.iterdir():
+        report = folder / "report.json"
+        if folder.name.startswith(".") or not report.is_file():
+            continue
+        summary = read_replay(root, folder.name) or {}
+        found.append(
+            {
+                "name": folder.name,
+                "modified": datetime.fromtimestamp(report.stat().st_mtime).astimezone().isoformat(),
+                "files": sorted(p.name for p in folder.iterdir() if p.is_file()),
+                "summary": {
+                    k: v for k, v in summary.items() if isinstance(v, (str, int, float, bool)) or v is None
+                },
+            }
+        )
+    return sorted(found, key=lambda r: r["modified"], reverse=True)
+
+
+def read_replay(root: Path, name: str) -> dict | None:
+    """One replay's report.json; None when there is none (or the name leaves the folder)."""
+    if name.startswith(".") or "/" in name or "\\" in name or name != Path(name).name:
+        return None
+    path = root / name / "report.json"
+    try:
+        if not path.is_file() or path.stat().st_size > REPLAY_REPORT_MAX_BYTES:
+            return None
+        report = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return report if isinstance(report, dict) else {"report": report}
+
+
+if __name__ == "__main__":
+    run_service(GatewayService)
