@@ -145,6 +145,16 @@ def ensure_redis() -> None:
         raise SetupError("redis-server is still missing: run `sudo apt-get install -y redis-server`")
 
 
+def ensure_test_browser() -> None:
+    """Debian's chromium and its driver, for the web view's test in a real browser (the test set-up
+    only: the suite itself never needs a browser)."""
+    if shutil.which("chromium") and shutil.which("chromedriver"):
+        return
+    apt_install("chromium", "chromium-driver")
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        raise SetupError("chromium is still missing: run `sudo apt-get install -y chromium chromium-driver`")
+
+
 def init_db() -> None:
     """Create every service's SQLite database with its schema (the services also do this at start),
     and the gateway's token file."""
@@ -342,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             checked = run_check()
             say("check passed" if checked == 0 else f"check failed (exit {checked})")
         if args.full or args.test:
+            ensure_test_browser()
             # The tests run even after a failed check, so one run reports both; either fails it.
             code = run_tests(args.pytest_args)
             say("tests passed" if code == 0 else f"tests failed (exit {code})")
