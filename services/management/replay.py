@@ -674,17 +674,24 @@ class ReplayDriver:
         await self._call(TRADER, "get_portfolio_status")
 
     async def _trader_caught_up(self) -> bool:
-        """paper-trading's consumer group (named after the service, services.base.events) has read
-        and acknowledged every prediction."""
+        """Every prediction is on the stream (none left in the prediction service's outbox, as
+        after a Redis restart) and paper-trading's consumer group (named after the service,
+        services.base.events) has read and acknowledged it."""
         import redis.exceptions
 
         if self.redis is None:
             raise ReplayError("the replay is not running: its Redis connection is closed")
+        if (await self._call("prediction", "health"))["outbox"]:
+            return False
         try:
             stream = await self.redis.xinfo_stream(PREDICTION_STREAM)
             groups = await self.redis.xinfo_groups(PREDICTION_STREAM)
         except redis.exceptions.ResponseError:
             return True  # no stream yet: nothing was predicted
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            # The suite's Redis died (the supervisor restarts it from its append-only file) or is
+            # still loading: not known to be caught up, so the caller asks again until its deadline.
+            return False
         group = next((g for g in groups if _text(g["name"]) == TRADER), None)
         if group is None:
             return stream["length"] == 0
