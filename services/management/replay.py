@@ -126,9 +126,10 @@ class ReplayResult:
     out: Path
     curve: list[tuple[date | None, float]]
     trades: list[dict]
-    predictions: list[dict]
+    predictions: list[dict]  # each symbol's first of each session (scored for accuracy)
     notes: list[str]
     seconds: float
+    session_predictions: list[dict] = field(default_factory=list)  # every one the sessions acted on
 
 
 def at(day: date, moment: clock_time) -> datetime:
@@ -448,6 +449,13 @@ class ReplayDriver:
         """The monitoring task: predictions that paper-trading follows within its rules."""
         self._jump(start)
         before = await self._wait_healthy()
+        if first and day not in self.plan.days:
+            # Daily bars: the day's open is quoted from 10:00, and market_data_updated brings it to
+            # the prediction service, which re-predicts on it. Those predictions are made and acted
+            # on first, as on intraday days (_quote_step); otherwise the task's forced batch would
+            # join the ones still being computed and recompute those already done, so the number
+            # of predictions (and of orders) would depend on the machine's speed.
+            await self._quote_step(start)
         try:
             # Run once, never re-run: a second forced run would publish a second prediction.
             run = await self.client.call_service(
@@ -753,7 +761,7 @@ class ReplayDriver:
         ]
         result = ReplayResult(
             report, replay_report.format_report(report, notes), self.options.out, self.curve, trades,
-            self.step_predictions, notes, seconds,
+            self.step_predictions, notes, seconds, list(self.session_predictions.values()),
         )  # fmt: skip
         write_outputs(result, prices, days, index)
         return result
