@@ -16,7 +16,9 @@ bars that were final by then.
 Each trading day D runs the live code path, with the idle time in between skipped:
   09:45  the scheduler's market_data_refresh task, as the default schedule
          (services.domain.day_plan) runs it (market_monitoring depends on it having run today);
-  10:15  the scheduler's market_monitoring task: refresh, then generate_predictions; every
+  10:15  the day's open is quoted (get_quote: market_data_updated, on which the prediction
+         service re-predicts) and those predictions are acted on; then
+         the scheduler's market_monitoring task: refresh, then generate_predictions; every
          prediction_generated event reaches paper-trading through its durable stream and it
          trades within its risk rules (stop-loss and take-profit on market_data_updated). A
          symbol the task made no prediction for in the session (it served one made before the
