@@ -458,6 +458,7 @@ class ReplayDriver:
             # join the ones still being computed and recompute those already done, so the number
             # of predictions (and of orders) would depend on the machine's speed.
             await self._quote_step(start)
+        task_start = datetime.fromtimestamp(_clock_now(self.clock_file), SYDNEY)
         try:
             # Run once, never re-run: a second forced run would publish a second prediction.
             run = await self.client.call_service(
@@ -470,7 +471,10 @@ class ReplayDriver:
                 self.progress(f"{day}: market_monitoring {run['status']}: {run.get('error')}")
         except RpcError as exc:
             self.progress(f"{day}: market_monitoring failed ({exc.message}); completing the step")
-        made = await self._complete_step(day, start) if first else {}
+        # The task's batch complete (a symbol it missed while a service restarted is forced), so
+        # every run of the step makes the same predictions; the day's first ones are scored.
+        await self._complete_step(day, task_start)
+        made = await self._predictions_since(start) if first else {}
         if (await self._restart_counts()).get(TRADER) != before.get(TRADER):
             # paper-trading was down for part of the step: the market_data_updated events that
             # check stop-loss and take-profit went unheard. The same prices again, now.
@@ -514,7 +518,9 @@ class ReplayDriver:
                     f"predictions did not follow the quotes: {detail or 'paper-trading behind'}"
                 )
             if stale and time.monotonic() > forced:
-                for symbol in stale:
+                # In the order market-data announces quotes (sorted), as the lost events would
+                # have had them made: paper-trading acts in the order predictions come.
+                for symbol in sorted(stale):
                     await self._call(
                         "prediction", "generate_single_prediction", symbol=symbol, force_refresh=True
                     )
@@ -522,14 +528,9 @@ class ReplayDriver:
             await asyncio.sleep(0.01)
 
     async def _complete_step(self, day: date, start: datetime) -> dict[str, dict]:
-        """Each symbol's one prediction made in the session, forcing those the task did not make.
-
-        The monitoring task does not force predictions, so when the bar has not changed since
-        one was made before the open (at the 09:45 refresh, when paper-trading rejects it as out
-        of hours) it serves that one from the cache and publishes nothing. Those symbols, and any
-        the task missed because a service was restarting, get one forced prediction here; a
-        symbol that has one is never predicted twice.
-        """
+        """Each symbol's one prediction made since `start` (the task's run), forcing those the
+        task did not make (it failed because a service was restarting); a symbol that has one is
+        never predicted twice."""
         made = await self._predictions_since(start)
         for _ in range(5):
             missing = [s for s in self.symbols if s not in made]
