@@ -18,8 +18,9 @@ The period is sized to the minutes (40 trading days a minute asked, from 2019-06
 most the year the CSVs hold); training the models the first time is not counted. The disturbed
 replays' supervisor allows 100 failures in its window instead of 5: these deaths are the test's,
 not a crash loop to give up on. Prints one line per fault and per replay and a summary; exits 1
-when a disturbed replay differs or an invariant breaks. The CI version is
-tests/system/test_chaos.py.
+when a disturbed replay differs or an invariant breaks (with CHAOS_KEEP=1 in the environment each
+replay's suite folder, its logs and databases, and the outputs are kept to look into it). The CI
+version is tests/system/test_chaos.py.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import argparse
 import collections
 import os
 import random
+import shutil
 import signal
 import sys
 import threading
@@ -228,7 +230,7 @@ def replay(first: date, last: date, out: Path, chaos: Chaos | None = None) -> tu
         out=out,
         models_dir=models_trained_before(MODELS_BEFORE),
         extra_env={**TRADING_KNOBS, **MANAGER},
-        keep_dir=bool(os.environ.get("CHAOS_KEEP")),
+        keep_dir=bool(os.environ.get("CHAOS_KEEP")),  # CHAOS_KEEP=1: keep each replay's suite folder
     )
     driver = ChaosDriver(options)
     if chaos is not None:
@@ -270,7 +272,24 @@ def soak(minutes: float, seed: int = 1, redis_every_s: float = 180.0, log=print)
     first, last = period(minutes)
     models_trained_before(MODELS_BEFORE)  # trained once, before the clock starts
     started = time.monotonic()
-    work = short_tempdir("chaos-")
+    work = short_tempdir("chaos-")  # the replays' outputs (trades.csv, report.json, ...)
+    try:
+        return rounds_of_chaos(first, last, work, minutes, started, rng, redis_every_s, log)
+    finally:
+        if not os.environ.get("CHAOS_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def rounds_of_chaos(
+    first: date,
+    last: date,
+    work: Path,
+    minutes: float,
+    started: float,
+    rng: random.Random,
+    redis_every_s: float,
+    log: Callable[[str], object],
+) -> dict:
     calm, books = replay(first, last, work / "calm")
     log(f"undisturbed {first} .. {last}: {len(calm.trades)} trades in {calm.seconds:.0f} s; {books}")
     counts: collections.Counter = collections.Counter()

@@ -32,6 +32,7 @@ import contextlib
 import itertools
 import os
 import random
+import shutil
 import signal
 import statistics
 import sys
@@ -322,6 +323,7 @@ def soak(kills: int, stop_s: float, seed: int = 1, log=print, notice_s: float = 
             if redis.process is not None and redis.process.poll() is None:
                 os.kill(redis.process.pid, signal.SIGCONT)  # never leave it stopped
             redis.stop()
+            shutil.rmtree(root, ignore_errors=True)
     return {
         "faults": faults,
         "services": services,
