@@ -219,14 +219,17 @@ def systemd_unit(system: bool | None = None) -> str:
     return f"""[Unit]
 Description=ASX trading research suite (supervisor and services)
 Documentation=file://{REPO}/README.md
-{network}# Give up after 5 failed starts in 10 minutes instead of looping forever.
+{network}# Give up after 5 failed starts in 10 minutes instead of looping forever; then tell a person.
 StartLimitIntervalSec=600
 StartLimitBurst=5
+OnFailure={ALERT_UNIT}
 
 [Service]
 Type=notify
 NotifyAccess=main
 {user_line}WorkingDirectory={REPO}
+# Optional KEY=VALUE settings (alert channels, TRADING_SECRETS_FILE, ...), shared with {ALERT_UNIT}.
+EnvironmentFile=-{ENV_FILE}
 ExecStart={REPO}/start_microservices.sh --foreground
 ExecStop={VENV}/bin/python {REPO}/services/management/service_manager.py stop
 Restart=on-failure
@@ -242,6 +245,31 @@ WantedBy={"multi-user.target" if system else "default.target"}
 """
 
 
+ALERT_UNIT = "trading-suite-alert.service"
+ENV_FILE = REPO / "trading.env"
+
+
+def systemd_alert_unit(system: bool | None = None) -> str:
+    """The unit the suite's OnFailure= starts: one alert through the configured channels, sent by
+    the CLI without the alerts process (which failed with the rest)."""
+    system = is_root() if system is None else system
+    user = os.environ.get("SUDO_USER") or getpass.getuser()
+    user_line = f"User={user}\n" if system else ""
+    cli = f"{VENV}/bin/python {REPO}/services/management/service_manager.py"
+    return f"""[Unit]
+Description=Alert a person that the ASX trading suite failed
+Documentation=file://{REPO}/README.md
+
+[Service]
+Type=oneshot
+{user_line}WorkingDirectory={REPO}
+EnvironmentFile=-{ENV_FILE}
+ExecStart={cli} alerts notify "trading-suite failed on %H: systemd gave up restarting it" --detail "journalctl -u trading-suite; then: systemctl restart trading-suite" --kind supervisor_down --severity critical
+TimeoutStartSec=120
+Environment=PYTHONUNBUFFERED=1
+"""
+
+
 def install_systemd() -> Path:
     if is_root():
         target = Path("/etc/systemd/system/trading-suite.service")
@@ -249,6 +277,8 @@ def install_systemd() -> Path:
         target = Path.home() / ".config" / "systemd" / "user" / "trading-suite.service"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(systemd_unit())
+    (target.parent / ALERT_UNIT).write_text(systemd_alert_unit())
+    say(f"wrote {target.parent / ALERT_UNIT} (run by OnFailure=)")
     scope = "" if is_root() else " --user"
     say(f"wrote {target}")
     say(f"enable it with: systemctl{scope} daemon-reload && systemctl{scope} enable --now trading-suite")

@@ -116,6 +116,12 @@ SERVICES: Mapping[str, Service] = _by_name(
         depends_on=("prediction", "market-data"),
         databases=(Database("paper_trading.db", "services.paper_trading.trade_store:TradeStore"),),
     ),
+    # Depends on Redis alone, so it is up first and hears the others start, fail and restart.
+    Service(
+        "alerts",
+        "services/alerts/alerts_service.py",
+        databases=(Database("alerts.db", "services.alerts.alert_store:AlertStore"),),
+    ),
 )
 
 EVENTS: Mapping[str, EventType] = _by_name(
@@ -126,16 +132,25 @@ EVENTS: Mapping[str, EventType] = _by_name(
     ),
     EventType("sentiment_updated", publishers=("sentiment",)),
     EventType("prediction_generated", publishers=("prediction",), consumers=("paper-trading",), durable=True),
-    EventType("buy_rate_alert", publishers=("prediction",), consumers=(DASHBOARD,)),
+    EventType("buy_rate_alert", publishers=("prediction",), consumers=(DASHBOARD, "alerts")),
     # No consumer in the suite: kept in their streams for whoever reads the ledger's history.
     EventType("trade_executed", publishers=("paper-trading",), durable=True),
     EventType("position_closed", publishers=("paper-trading",), durable=True),
-    EventType("risk_limit_hit", publishers=("paper-trading",), consumers=(DASHBOARD,)),
+    EventType("risk_limit_hit", publishers=("paper-trading",), consumers=(DASHBOARD, "alerts")),
+    # An alert: no usable quote for longer than the bound in the session, new buys halted ("stale"),
+    # or market data arriving again ("fresh").
+    EventType("market_data_stale", publishers=("paper-trading",), consumers=(DASHBOARD, "alerts")),
+    # Alerts: a ledger write failed for the storage and trading halted; writes work again.
+    EventType("storage_halted", publishers=("paper-trading",), consumers=(DASHBOARD, "alerts")),
+    EventType("storage_resumed", publishers=("paper-trading",), consumers=(DASHBOARD, "alerts")),
     EventType("task_completed", publishers=("scheduler",)),
-    EventType("task_failed", publishers=("scheduler",), consumers=(DASHBOARD,)),
-    EventType("service_status_changed", publishers=(SUPERVISOR,), consumers=(DASHBOARD,)),
+    EventType("task_failed", publishers=("scheduler",), consumers=(DASHBOARD, "alerts")),
+    EventType("service_status_changed", publishers=(SUPERVISOR,), consumers=(DASHBOARD, "alerts")),
+    # An alert: saved durable events are not reaching Redis (state "growing"), or have again
+    # ("cleared"); services.base.outbox.
+    EventType("outbox_backlog", publishers=("prediction", "paper-trading"), consumers=(DASHBOARD, "alerts")),
     # An alert: a durable event its consumer could not settle was moved to trading:dead:<type>.
-    EventType("event_dead_lettered", publishers=tuple(SERVICES), consumers=(DASHBOARD,)),
+    EventType("event_dead_lettered", publishers=tuple(SERVICES), consumers=(DASHBOARD, "alerts")),
 )
 
 #: Published by the event bus itself (services/base/events.py) on behalf of whichever service

@@ -4,8 +4,9 @@
 
 The modules behind these names: `base_service` (the life of a process), `rpc/` (JSON-RPC 2.0:
 errors, params, codec, server, client), `events` (envelope and Redis bus), `config` (settings),
-`clock` (the suite clock), `logs`. Their other names (RpcClient, EventBus, CHANNEL_PREFIX, ...)
-are framework internals, imported from their module. Inside services/base, modules import from
+`clock` (the suite clock), `logs`, `storage` (SQLite pragmas read back, storage failures told
+from bugs). Their other names (RpcClient, EventBus, CHANNEL_PREFIX, set_pragmas, ...) are
+framework internals, imported from their module. Inside services/base, modules import from
 each other's modules, never from this package, so importing it has no cycles.
 
 Note: here `rpc` is the decorator. It shadows the package `services.base.rpc` as an attribute of
@@ -40,8 +41,10 @@ from services.base.rpc import (
     RpcError,
     RpcTimeout,
     ServiceError,
+    StorageUnavailable,
     rpc,
 )
+from services.base.storage import LedgerMisconfigured
 
 __all__ = [
     "EXIT_NEEDS_OPERATOR",
@@ -53,6 +56,7 @@ __all__ = [
     "InternalError",
     "InvalidParams",
     "LedgerDamaged",
+    "LedgerMisconfigured",
     "MarketClosed",
     "MethodNotFound",
     "NotConfigured",
@@ -63,6 +67,7 @@ __all__ = [
     "ServiceAlreadyRunning",
     "ServiceError",
     "Settings",
+    "StorageUnavailable",
     "SuiteClock",
     "UnknownEventType",
     "get_clock",

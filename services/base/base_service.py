@@ -38,6 +38,7 @@ from services.base.events import (
 )
 from services.base.knobs import read_knobs
 from services.base.logs import setup_logging
+from services.base.outbox import OutboxWatch
 from services.base.rpc import (
     ConnectionLost,
     DependencyUnavailable,
@@ -54,6 +55,7 @@ from services.base.rpc import (
     ServiceError,
     rpc,
 )
+from services.base.storage import LedgerMisconfigured
 from services.registry import EVENTS, SERVICES, EventType
 
 if TYPE_CHECKING:
@@ -90,7 +92,9 @@ class ServiceAlreadyRunning(RuntimeError):
 
 
 #: A service's exit status when it must not be restarted until a person acts (sysexits'
-#: EX_CONFIG): the supervisor marks it fatal at once, with the service's last line as the reason.
+#: EX_CONFIG): a damaged ledger (LedgerDamaged) or one that cannot take its store's pragmas
+#: (LedgerMisconfigured). The supervisor marks it fatal at once, with the service's last line as
+#: the reason.
 EXIT_NEEDS_OPERATOR = 78
 
 
@@ -260,6 +264,13 @@ class BaseService:
     async def on_stop(self) -> None:
         """Close what on_start opened. Runs after in-flight requests finished."""
 
+    def consumer_group(self) -> str:
+        """The consumer group this service reads durable streams through. Called once at start,
+        before binding and before on_start, with the instance lock held. The service's name by default; a
+        service whose state is a ledger names the ledger in it, so that two books never split
+        one group's events between them."""
+        return self.name
+
     async def health_details(self) -> dict:
         """The service's own figures for `health`; may set "status" to degrade it with "warnings"."""
         return {}
@@ -315,6 +326,7 @@ class BaseService:
                 "handler_errors": bus.counters["handler_errors"] if bus else 0,
                 "dependency_waits": bus.counters["dependency_waits"] if bus else 0,
                 "outbox": bus.outbox_size if bus else 0,
+                "consumer_group": bus.group if bus else None,
             },
         }
 
@@ -425,6 +437,19 @@ class BaseService:
             raise RuntimeError(f"{self.name}: the event bus is not running")
         return await self.bus.publish(event_type, data, durable)
 
+    def make_outbox_watch(self, holds: str) -> OutboxWatch:
+        """A watch on this service's SQLite outbox of `holds` (TRADING_EVENTS_OUTBOX_BOUND)."""
+        bound = read_knobs(EventBusKnobs, self.settings.environ).outbox_bound
+        return OutboxWatch(self.name, holds, bound)
+
+    async def announce(self, event_type: str, data: dict) -> bool:
+        """Publish an alert now; False (nothing queued) when Redis does not take it, so the caller
+        keeps it owed and tries again later (services.base.outbox.OutboxWatch does)."""
+        event_type_of(event_type, self.event_types)
+        if self.bus is None:
+            return False
+        return await self.bus.publish_now(self.bus.make_event(event_type, data))
+
     # ---- life -----------------------------------------------------------------------------------
 
     def _proc(self) -> psutil.Process | None:
@@ -459,6 +484,7 @@ class BaseService:
         if self._instance_lock is None:
             self._instance_lock = hold_instance_lock(self.settings.socket_dir / f"{self.name}.lock")
         self._verify_ledgers()  # with the lock held: no other copy writes while it is checked
+        group = self.consumer_group()  # may open the ledger: before binding, so a bad one never serves
         path = self.socket_path(self.name)
         if path.exists():
             if socket_is_live(path):
@@ -478,6 +504,7 @@ class BaseService:
             self.clock,
             max_deliveries=read_knobs(EventBusKnobs, self.settings.environ).max_deliveries,
             event_types=self.event_types,
+            group=group,
         )
         for event_type, durable, handler in handlers:
             self.bus.subscribe(event_type, handler, durable)
@@ -562,7 +589,7 @@ class BaseService:
         except ServiceAlreadyRunning as exc:
             print(f"{self.name}: {exc}", file=sys.stderr)
             sys.exit(1)
-        except LedgerDamaged as exc:
+        except (LedgerDamaged, LedgerMisconfigured) as exc:
             print(f"{self.name}: {exc}", file=sys.stderr)
             sys.exit(EXIT_NEEDS_OPERATOR)
         except ConfigError as exc:  # a service's own knob, read in on_start

@@ -27,6 +27,12 @@ SECRET_KEYS = (
     "IG_USERNAME",
     "IG_PASSWORD",
     "IG_ACCOUNT_ID",
+    # the alert channels' credentials (services/clients/alert_channels/config.py SECRET_VARIABLES)
+    "TRADING_ALERTS_WEBHOOK_SECRET",
+    "TRADING_ALERTS_SLACK_WEBHOOK_URL",
+    "TRADING_ALERTS_NTFY_TOKEN",
+    "TRADING_ALERTS_TELEGRAM_BOT_TOKEN",
+    "TRADING_ALERTS_SMTP_PASSWORD",
 )
 IG_BASE_URLS = {
     "DEMO": "https://demo-api.ig.com/gateway/deal",

@@ -7,10 +7,16 @@
   restart (and claims, with XAUTOCLAIM, entries another consumer of its group left idle), and
   moves an entry to `trading:dead:<type>` once Redis has delivered it TRADING_EVENTS_MAX_DELIVERIES
   times without it being settled (counted by Redis, so across restarts), publishing
-  `event_dead_lettered`. A handler failing because a dependency is away is retried in place with
-  capped backoff and is not counted against the entry.
+  `event_dead_lettered`. A handler failing because a dependency is away (or its own storage
+  cannot be written: -32007) is retried in place with capped backoff and is not counted against
+  the entry.
 - While Redis is away the bus keeps reconnecting with backoff, resubscribes when it is back, and
-  holds durable events published meanwhile in an in-memory outbox that it flushes in order.
+  holds durable events published with `publish` meanwhile in a bounded in-memory outbox that it
+  flushes in order (an overflow is counted and logged). The money path does not rely on it:
+  prediction and paper-trading save their events in SQLite (services.base.outbox) and send them
+  with `publish_now`, which queues nothing.
+- Each consuming service reads through its consumer group (`group`: the service's name, or
+  paper-trading's `paper-trading@<ledger id>`).
 - Event types, and which of them are durable, come from the registry (services/registry.py): the
   bus refuses to publish or subscribe to a type that is not registered.
 """
@@ -95,6 +101,12 @@ class EventBusKnobs:
     max_deliveries: int = knob(
         8, low=1, high=100, doc="a durable event failing this often goes to trading:dead"
     )
+    outbox_bound: int = knob(
+        100,
+        low=1,
+        high=1_000_000,
+        doc="saved durable events not yet on Redis past which health degrades and outbox_backlog is sent",
+    )
 
 
 class UnknownEventType(ValueError):
@@ -148,8 +160,12 @@ class EventBus:
         heartbeat_s: float = 5.0,
         on_state_change: Callable[[bool], None] | None = None,
         event_types: Mapping[str, EventType] = EVENTS,
+        group: str | None = None,
     ):
         self.url = url
+        #: The consumer group of its durable streams: the service's name unless the service ties
+        #: it to its ledger (paper-trading: one group per ledger, never split between two books).
+        self.group = group or service
         self.event_types = event_types
         self.service = service
         self.clock = clock
@@ -299,18 +315,33 @@ class EventBus:
         durable = registered.durable if durable is None else durable
         payload = event.to_json()
         if durable and self._outbox:
-            self._outbox.append((event_type, payload))  # keep order behind what is waiting
+            self._queue(event_type, payload)  # keep order behind what is waiting
             return event
         try:
             await self._send(event_type, payload, durable)
         except Exception:
             self._set_connected(False)
             if durable:
-                self._outbox.append((event_type, payload))
+                self._queue(event_type, payload)
                 log.warning("redis unavailable: %s queued in outbox", event_type)
             else:
                 self.counters["dropped"] += 1
         return event
+
+    def _queue(self, event_type: str, payload: bytes) -> None:
+        """Keep a durable event in memory until Redis is back. Bounded: past OUTBOX_MAX the oldest
+        goes, counted and logged (the money path's events never come here: prediction and
+        paper-trading keep theirs in SQLite and send them with publish_now)."""
+        if len(self._outbox) == OUTBOX_MAX:
+            lost_type, _ = self._outbox[0]
+            self.counters["dropped"] += 1
+            log.error(
+                "in-memory outbox full (%d events): the oldest %s is dropped",
+                OUTBOX_MAX,
+                lost_type,
+                extra={"event_type": lost_type},
+            )
+        self._outbox.append((event_type, payload))
 
     async def publish_now(self, event: Event) -> bool:
         """Send `event` now; True once Redis has it (stream entry and channel), False when it could
@@ -391,10 +422,10 @@ class EventBus:
                     await pubsub.aclose()
 
     async def _stream_loop(self, event_type: str, handler: Handler) -> None:
-        """At-least-once delivery through a consumer group named after this service."""
+        """At-least-once delivery through this bus's consumer group (see `group`)."""
         import redis.exceptions
 
-        stream, group, consumer = STREAM_PREFIX + event_type, self.service, self.service
+        stream, group, consumer = STREAM_PREFIX + event_type, self.group, self.service
         delay = 0.1
         while True:
             try:
@@ -526,10 +557,14 @@ class EventBus:
 
 
 def dependency_unavailable(exc: BaseException) -> bool:
-    """A failure that says a dependency is away or slow (not that the event is bad)."""
-    from services.base.rpc import DependencyUnavailable, RpcTimeout
+    """A failure that says a dependency is away or slow (not that the event is bad). The
+    service's own storage counts: a handler refused because its database cannot be written
+    (StorageUnavailable, -32007) waits for the disk as it would for a service."""
+    from services.base.rpc import DependencyUnavailable, RpcTimeout, StorageUnavailable
 
-    return isinstance(exc, DependencyUnavailable | RpcTimeout | ConnectionError | TimeoutError)
+    return isinstance(
+        exc, DependencyUnavailable | RpcTimeout | StorageUnavailable | ConnectionError | TimeoutError
+    )
 
 
 def _as_bytes(value: bytes | str) -> bytes:

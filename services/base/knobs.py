@@ -54,6 +54,7 @@ SUITE_KNOBS = (
     "services.prediction.prediction_knobs:PredictionKnobs",
     "services.scheduler.scheduler_knobs:SchedulerKnobs",
     "services.paper_trading.paper_trading_knobs:PaperTradingKnobs",
+    "services.alerts.alerts_knobs:AlertsKnobs",
 )
 
 

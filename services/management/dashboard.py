@@ -88,6 +88,7 @@ class Collector:
             "positions": self.call("paper-trading", "get_positions"),
             "big4": self.call("sentiment", "get_big4_sentiment"),
             "tasks": self.call("scheduler", "list_tasks"),
+            "incidents": self.call("alerts", "list_alerts", limit=10),
             **{f"health:{name}": self.call(name, "health") for name in start_order()},
             **{
                 f"market:{symbol}": self.call("market-data", "get_market_data", symbol=symbol)
@@ -106,6 +107,7 @@ class Collector:
             positions=replies["positions"],
             big4=replies["big4"],
             tasks=replies["tasks"],
+            incidents=replies["incidents"],
             events=events,
             symbols=symbols,
         )

@@ -53,6 +53,7 @@ class Snapshot:
     big4: Any = None
     tasks: Any = None
     events: Sequence[Any] = ()  # live Redis events (envelopes), oldest first
+    incidents: Any = None  # the alerts process's list_alerts
     symbols: Sequence[str] = ()
 
 
@@ -94,9 +95,22 @@ class SymbolRow:
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    level: str  # warn or bad
+    level: str  # warn or bad (ok: something cleared)
     text: str
     at: str | None = None  # HH:MM of the event, when it was one
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRow:
+    """One alert as the alerts process records it, with where each delivery stands."""
+
+    at: str  # HH:MM (Sydney) of its last occurrence
+    severity: str
+    title: str
+    state: str  # open, resolved, ended, superseded, sent
+    count: int
+    deliveries: str  # "webhook sent, email held (quiet_hours)", or "not sent"
+    level: str  # ok, warn, bad
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +183,8 @@ class DashboardView:
     failed_today: int | None  # runs failed or blocked today, from the scheduler's health
     alerts: tuple[Alert, ...]
     missing: Mapping[str, str]  # section -> why it has no data
+    incidents: tuple[IncidentRow, ...] = ()  # the alerts process's record, newest first
+    alerts_note: str | None = None  # e.g. no alert channel is configured (alerts' health)
 
     @property
     def light(self) -> str:
@@ -256,6 +272,8 @@ def build_view(snapshot: Snapshot, now: datetime | None = None) -> DashboardView
         failed_today=_int(snapshot.health.get("scheduler"), "failed_today"),
         alerts=(),
         missing={},
+        incidents=_incidents(snapshot.incidents, now.tzinfo if now is not None else SYDNEY),
+        alerts_note=_text(snapshot.health.get("alerts"), "note"),
     )
     view = replace(view, missing=_missing(view, snapshot))
     return replace(view, alerts=_alerts(view, status, snapshot))
@@ -274,6 +292,9 @@ def _missing(view: DashboardView, snapshot: Snapshot) -> dict[str, str]:
         missing["supervisor"] = why(snapshot.status)
     if not isinstance(snapshot.tasks, list):
         missing["tasks"] = why(snapshot.tasks)
+    # Not asked (None): no panel at all; asked and no list: the panel says why.
+    if snapshot.incidents is not None and not isinstance(_obj(snapshot.incidents).get("alerts"), list):
+        missing["incidents"] = why(snapshot.incidents)
     if not isinstance(_obj(snapshot.predictions).get("predictions"), list):
         missing["predictions"] = why(snapshot.predictions)
     return missing
@@ -505,6 +526,38 @@ def _tasks(reply: Any) -> tuple[tuple[TaskRow, ...], tuple[TaskRow, ...]]:
     return tuple(upcoming), tuple(failed)
 
 
+# ---- incidents (the alerts process) ---------------------------------------------------------------
+
+INCIDENT_LEVEL = {"critical": "bad", "warning": "warn", "info": "text"}
+
+
+def _incidents(reply: Any, tz: tzinfo | None) -> tuple[IncidentRow, ...]:
+    rows = []
+    for alert in _seq(_obj(reply).get("alerts")):
+        last = _time(alert, "last_at")
+        severity = _text(alert, "severity") or "?"
+        state = _text(alert, "state") or "?"
+        deliveries = [_delivery_text(d) for d in _seq(_obj(alert).get("deliveries"))]
+        rows.append(
+            IncidentRow(
+                at=last.astimezone(tz).strftime("%H:%M") if last else "?",
+                severity=severity,
+                title=_text(alert, "title") or "?",
+                state=state,
+                count=_int(alert, "count") or 1,
+                deliveries=", ".join(deliveries) or "not sent",
+                level="ok" if state in ("resolved", "ended") else INCIDENT_LEVEL.get(severity, "warn"),
+            )
+        )
+    return tuple(rows)
+
+
+def _delivery_text(delivery: Any) -> str:
+    channel, state = _text(delivery, "channel") or "?", _text(delivery, "state") or "?"
+    reason = _text(delivery, "hold_reason") if state == "held" else None
+    return f"{channel} {state}" + (f" ({reason})" if reason else "")
+
+
 # ---- alerts ------------------------------------------------------------------------------------------
 
 
@@ -589,6 +642,18 @@ def _live_event_alert(kind: str, data: dict, envelope: dict, tz: tzinfo | None) 
         return Alert(
             "bad", f"risk limit {_text(data, 'rule') or '?'}{where}: {_text(data, 'detail') or ''}", at
         )
+    if kind == "storage_halted":
+        return Alert(
+            "bad",
+            f"{_text(data, 'service') or '?'} halted trading, storage: {_text(data, 'reason') or '?'}",
+            at,
+        )
+    if kind == "storage_resumed":
+        halted_s = _num(data, "halted_s")
+        after = f" after {halted_s:.0f} s" if halted_s is not None else ""
+        return Alert(
+            "warn", f"{_text(data, 'service') or '?'} resumed trading: storage writable again{after}", at
+        )
     if kind == "buy_rate_alert":
         return Alert("bad", f"buy rate alert: {pct(_num(data, 'rate'), 0)} of recent predictions are BUY", at)
     if kind == "task_failed":
@@ -596,6 +661,15 @@ def _live_event_alert(kind: str, data: dict, envelope: dict, tz: tzinfo | None) 
         return Alert("warn", f"task {_text(data, 'name') or '?'} failed: {error}", at)
     if kind == "service_status_changed":
         return _state_change_alert(data | {"at": _text(envelope, "timestamp")}, tz)
+    if kind == "market_data_stale":
+        if _text(data, "state") == "stale":
+            return Alert("bad", f"new buys halted: {_text(data, 'reason') or 'market data silent'}", at)
+        return Alert("ok", "market data arriving again: new buys resume", at)
+    if kind == "outbox_backlog":
+        what = f"{_text(data, 'service') or '?'}: {_count(_num(data, 'size'))} {_text(data, 'outbox') or 'events'}"
+        if _text(data, "state") == "growing":
+            return Alert("bad", f"{what} not yet on the bus (outbox past {_count(_num(data, 'bound'))})", at)
+        return Alert("ok", f"{what} left in the outbox: drained", at)
     if kind == "event_dead_lettered":
         return Alert(
             "bad",
@@ -928,6 +1002,27 @@ def alert_lines(view: DashboardView, limit: int, width: int) -> list[Line]:
     return lines
 
 
+def incident_lines(view: DashboardView, limit: int, width: int, missing: str | None) -> list[Line]:
+    """The alerts sent to people (the alerts process's record) and each delivery's state."""
+    if missing is not None:
+        return [Line(f"SENT ALERTS unknown ({missing})", "warn")]
+    note = [Line(f"  {view.alerts_note}", "warn")] if view.alerts_note else []
+    if not view.incidents:
+        return [Line("SENT ALERTS none", "ok"), *note]
+    lines = [Line(f"SENT ALERTS {len(view.incidents)} recent", "head"), *note]
+    for row in view.incidents[:limit]:
+        count = f" x{row.count}" if row.count > 1 else ""
+        parts = textwrap.wrap(
+            f"{row.at:<5} {row.title}{count} [{row.state}] → {row.deliveries}",
+            width,
+            subsequent_indent=" " * 6,
+            max_lines=2,
+            placeholder=" …",
+        )
+        lines.extend(Line(part, row.level) for part in parts)
+    return lines
+
+
 def side_by_side(
     left: list[Line], right: list[Line], width: int, left_width: int | None = None
 ) -> list[Line]:
@@ -957,7 +1052,10 @@ def render_lines(
         *business,
         *task_lines(view),
         *alert_lines(view, alerts, width),
+        *incident_lines(view, max(alerts // 2, 3), width, view.missing.get("incidents")),
     ]
+    if not view.incidents and "incidents" not in view.missing and not view.alerts_note:
+        lines = lines[:-1]  # nothing recorded: the "SENT ALERTS none" line would only take a row
     return [Line(fit(line.text, width).rstrip(), line.tag, line.selected) for line in lines]
 
 

@@ -87,8 +87,9 @@ TRADER = "paper-trading"
 TASK_NAMES = ("market_data_refresh", "market_monitoring")
 # Variables of the caller's environment that must not reach the replay suite: its own
 # directories, clock and Redis are set below, and live news or a live broker account have no
-# place in a replay of the past (sentiment falls back to neutral, IG stays unconfigured).
-DROPPED_PREFIXES = ("MARKETAUX_", "IG_")
+# place in a replay of the past (sentiment falls back to neutral, IG stays unconfigured); nor
+# does a person's phone: the replay's alerts process records its alerts but has no channel.
+DROPPED_PREFIXES = ("MARKETAUX_", "IG_", "TRADING_ALERTS_")
 DROPPED = frozenset(
     {
         "TRADING_SOCKET_DIR", "TRADING_LOG_DIR", "TRADING_DATA_DIR", "TRADING_MODELS_DIR",
@@ -686,8 +687,8 @@ class ReplayDriver:
 
     async def _trader_caught_up(self) -> bool:
         """Every prediction is on the stream (none left in the prediction service's outbox, as
-        after a Redis restart) and paper-trading's consumer group (named after the service,
-        services.base.events) has read and acknowledged it."""
+        after a Redis restart) and paper-trading's consumer group (`paper-trading@<ledger id>`,
+        one per ledger; the replay runs one) has read and acknowledged it."""
         import redis.exceptions
 
         if self.redis is None:
@@ -703,7 +704,7 @@ class ReplayDriver:
             # The suite's Redis died (the supervisor restarts it from its append-only file) or is
             # still loading: not known to be caught up, so the caller asks again until its deadline.
             return False
-        group = next((g for g in groups if _text(g["name"]) == TRADER), None)
+        group = next((g for g in groups if _text(g["name"]).startswith(f"{TRADER}@")), None)
         if group is None:
             return stream["length"] == 0
         return group["pending"] == 0 and _text(group["last-delivered-id"]) == _text(

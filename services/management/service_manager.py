@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
@@ -659,6 +660,126 @@ def start_again(names: list[str], timeout_s: float) -> bool:
     return True
 
 
+# ---- alerts ------------------------------------------------------------------------------------------
+
+ALERTS = "alerts"
+
+
+def alerts_running() -> bool:
+    return socket_is_live(get_settings().socket_dir / f"{ALERTS}.sock")
+
+
+def alerts_rpc(method: str, /, **params):
+    """A call to the alerts process; its invalid-params error is a usage error (exit 2)."""
+    if not alerts_running():
+        raise CliError("the alerts process is not running; start it with: service_manager.py start alerts")
+    try:
+        return rpc(ALERTS, method, timeout=120, **params)
+    except RpcError as exc:
+        raise CliError(exc.message, 2 if exc.code == -32602 else 1) from None
+
+
+def cmd_alerts_test(args) -> int:
+    """Send a test message to CHANNEL (or every configured channel); exit 0 only if each accepted it.
+    Through the alerts process (recorded in alerts.db) when it runs, else straight from here."""
+    from services.clients.alert_channels import CHANNEL_NAMES, Message
+    from services.management.alert_fallback import send_direct
+
+    if args.channel is not None and args.channel not in CHANNEL_NAMES:
+        raise CliError(f"unknown channel: {args.channel} (known: {', '.join(CHANNEL_NAMES)})", 2)
+    if alerts_running():
+        result = alerts_rpc("test_channel", channel=args.channel)
+        channels = result["channels"]
+    else:
+        now = get_clock().now().isoformat()
+        message = Message(
+            "Test alert from the ASX trading desk", f"Sent by service_manager.py at {now}", "info", "test", "test",
+            args.channel or "", now,
+        )  # fmt: skip
+        reports = asyncio.run(send_direct(get_settings(), message, args.channel))
+        if not reports:
+            raise CliError("no alert channel is configured (see README: Alert channels)")
+        channels = {
+            name: {"ok": r.ok, "attempts": r.attempts, "error": r.error} for name, r in reports.items()
+        }
+        print("the alerts process is not running: sent from here (not recorded)")
+    for name, outcome in channels.items():
+        verdict = "accepted" if outcome["ok"] else f"FAILED: {outcome.get('error')}"
+        print(f"{name}: {verdict}")
+    return 0 if channels and all(o["ok"] for o in channels.values()) else 1
+
+
+def cmd_alerts_list(args) -> int:
+    """Recent alerts, newest first: when, severity, kind, what, state, count and each delivery."""
+    if not 1 <= args.lines <= 500:
+        raise CliError(f"-n must be 1..500, not {args.lines}", 2)
+    result = alerts_rpc("list_alerts", limit=args.lines)
+    rows = []
+    for alert in result["alerts"]:
+        at = datetime.fromisoformat(alert["last_at"]).astimezone(SYDNEY).strftime("%m-%d %H:%M")
+        deliveries = ", ".join(delivery_text(d) for d in alert["deliveries"]) or "-"
+        count = f"x{alert['count']}" if alert["count"] > 1 else ""
+        rows.append(
+            [
+                at,
+                alert["severity"],
+                alert["kind"],
+                f"{alert['title']} {count}".strip(),
+                alert["state"],
+                deliveries,
+            ]
+        )
+    if not rows:
+        print("no alerts recorded")
+        return 0
+    print(table(["WHEN", "SEVERITY", "KIND", "ALERT", "STATE", "DELIVERIES"], rows))
+    return 0
+
+
+def delivery_text(delivery: dict) -> str:
+    """`webhook sent`, `email held (quiet_hours)`, `slack rejected: HTTP 404 ...`"""
+    text = f"{delivery['channel']} {delivery['state']}"
+    if delivery["state"] in ("held",) and delivery.get("hold_reason"):
+        text += f" ({delivery['hold_reason']})"
+    elif delivery["state"] in ("retrying", "failed", "rejected") and delivery.get("error"):
+        text += f": {delivery['error']}"
+    return text
+
+
+def cmd_alerts_silence(args) -> int:
+    """Record but do not send alerts of KIND for --for (90s, 30m, 2h, 1d; 0s lifts it)."""
+    result = alerts_rpc("silence", kind=args.kind, duration=args.duration)
+    until = datetime.fromisoformat(result["until"]).astimezone(SYDNEY).strftime("%Y-%m-%d %H:%M %Z")
+    print(
+        f"{result['kind']} silenced until {until}"
+        if result["silenced"]
+        else f"{result['kind']}: silence lifted"
+    )
+    return 0
+
+
+def cmd_alerts_notify(args) -> int:
+    """Send TEXT to every configured channel straight from here, without the alerts process (what
+    systemd's OnFailure= unit runs when the suite failed); exit 0 if any channel accepted it."""
+    from services.clients.alert_channels import SEVERITIES, Message
+    from services.domain.alert_incidents import KINDS
+
+    if args.severity not in SEVERITIES:
+        raise CliError(f"--severity must be one of {', '.join(SEVERITIES)}", 2)
+    if args.kind not in KINDS:
+        raise CliError(f"--kind must be one of {', '.join(KINDS)}", 2)
+    from services.management.alert_fallback import send_direct
+
+    now = get_clock().now().isoformat()
+    message = Message(args.text, args.detail, args.severity, args.kind, "open", args.subject, now)
+    reports = asyncio.run(send_direct(get_settings(), message))
+    if not reports:
+        raise CliError("no alert channel is configured (see README: Alert channels)")
+    for name, report in reports.items():
+        print(f"{name}: {'accepted' if report.ok else 'FAILED: ' + str(report.error)}")
+    return 0 if any(r.ok for r in reports.values()) else 1
+
+
 # ---- argument parsing --------------------------------------------------------------------------
 
 
@@ -714,6 +835,34 @@ def build_parser() -> Parser:
     p.add_argument("--out", type=Path, help="output folder (default: <TRADING_DATA_DIR>/replays/FROM_TO)")
     p.add_argument("--train-years", type=float, default=5.0, help="years of history to train on (default 5)")
     p.add_argument("--keep", action="store_true", help="keep the replay suite's temporary directory")
+    alerts = sub.add_parser("alerts", help="alerts: test a channel, list recent alerts, silence a kind")
+    alerts_sub = alerts.add_subparsers(
+        dest="alerts_command", required=True, parser_class=Parser, metavar="ACTION"
+    )
+
+    def add_alerts(name: str, func) -> Parser:
+        doc = (func.__doc__ or "").strip()
+        p = alerts_sub.add_parser(
+            name, help=" ".join(doc.split()).split(". ")[0].rstrip("."), description=doc
+        )
+        p.set_defaults(func=func)
+        return p
+
+    p = add_alerts("test", cmd_alerts_test)
+    p.add_argument("channel", nargs="?", metavar="CHANNEL", help="webhook, slack, ntfy, telegram or email")
+    p = add_alerts("list", cmd_alerts_list)
+    p.add_argument("-n", "--lines", type=int, default=20, metavar="N", help="how many (default 20)")
+    p = add_alerts("silence", cmd_alerts_silence)
+    p.add_argument("kind", metavar="KIND")
+    p.add_argument(
+        "--for", dest="duration", default="2h", metavar="DURATION", help="90s, 30m, 2h, 1d (default 2h)"
+    )
+    p = add_alerts("notify", cmd_alerts_notify)
+    p.add_argument("text", metavar="TEXT", help="the alert's title")
+    p.add_argument("--detail", default="", help="the alert's text below the title")
+    p.add_argument("--severity", default="critical")
+    p.add_argument("--kind", default="supervisor_down")
+    p.add_argument("--subject", default="trading-suite")
     add("daemon", cmd_daemon)
     # argparse prints a suppressed subcommand as "==SUPPRESS==": drop it from the listing.
     sub._choices_actions = [a for a in sub._choices_actions if a.dest != "daemon"]

@@ -48,6 +48,9 @@ from services.domain.supervision import (
 from services.management.manager_knobs import SupervisorKnobs
 from services.registry import SERVICES, SUPERVISOR
 
+#: The alerts process: when it is fatal the supervisor sends the alert itself.
+ALERTS = "alerts"
+
 
 def last_line(path: Path, max_bytes: int = 4096) -> str | None:
     """The last non-empty line of a log file (its tail only), or None."""
@@ -178,6 +181,8 @@ class Supervisor(BaseService):
         }
         self.events_log: list[dict] = []
         self._watchdog_task: asyncio.Task | None = None
+        self._direct_alerts: set[asyncio.Task] = set()
+        self._alerts_fatal_told = False  # a direct "alerts is fatal" went out: resolve it when it runs
 
     def _entry(self, name: str) -> Path:
         # Tests and debugging can point a service at another file (e.g. one that crashes).
@@ -395,6 +400,41 @@ class Supervisor(BaseService):
         if self.bus is not None:
             with contextlib.suppress(Exception):
                 await self.publish("service_status_changed", entry)
+        told = self._alerts_fatal_told
+        if runner.name == ALERTS and (state == "fatal" or (state == "running" and told)):
+            # The alerts process cannot tell anyone about itself: send through the same channels.
+            self._alerts_fatal_told = state == "fatal"
+            task = asyncio.create_task(self._alert_directly(state, reason))
+            self._direct_alerts.add(task)
+            task.add_done_callback(self._direct_alerts.discard)
+
+    async def _alert_directly(self, state: str, reason: str | None) -> None:
+        from services.clients.alert_channels import Message
+        from services.management.alert_fallback import send_direct
+
+        fatal = state == "fatal"
+        last = last_line(self.settings.log_dir / f"{ALERTS}.stdout.log")
+        message = Message(
+            title="alerts is fatal: alerts reach nobody until it runs again"
+            if fatal
+            else "RESOLVED: alerts is fatal",
+            text=f"{reason or '?'}; its last line: {last or 'none'} (sent by the supervisor)"
+            if fatal
+            else "alerts runs again",
+            severity="critical",
+            kind="service_fatal",
+            state="open" if fatal else "resolved",
+            subject=ALERTS,
+            at=self.clock.now().isoformat(),
+        )
+        try:
+            reports = await send_direct(self.settings, message)
+        except Exception:
+            self.log.exception("direct alert about the alerts process failed")
+            return
+        for channel, report in reports.items():
+            log = self.log.info if report.ok else self.log.error
+            log("direct alert to %s: %s", channel, "sent" if report.ok else report.error)
 
     async def _wait_dependencies(self, runner: ServiceRunner) -> None:
         waiting = [d for d in runner.deps if not self.runners[d].up.is_set()]

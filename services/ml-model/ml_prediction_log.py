@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from services.base.storage import set_pragmas
 from services.domain.bars import Bar
 
 ENSEMBLE = "ensemble"
@@ -86,8 +87,7 @@ class PredictionLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.db = sqlite3.connect(path, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA busy_timeout=5000")
+        set_pragmas(self.db, path, {"journal_mode": "WAL", "busy_timeout": 5000})
         self.db.executescript(_SCHEMA)
 
     def close(self) -> None:

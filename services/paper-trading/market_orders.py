@@ -8,7 +8,7 @@ so the fill path never touches a binary float.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -229,3 +229,46 @@ def skipped_bar_count(quote: MarketQuote, checked_to: datetime | None, limit: in
         return 0
     missing = (bar.start - checked_to).total_seconds() / INTERVALS[bar.interval]
     return min(limit, math.ceil(missing) + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """Why new buys wait: market data has not arrived for longer than the bound."""
+
+    reason: str
+    symbols: tuple[str, ...]  # the held symbols without a usable quote (empty: none at all)
+    silent_s: float
+
+
+def market_data_silence(
+    now: datetime,
+    opened: datetime,
+    last_seen: Mapping[str, datetime],
+    held: Iterable[str],
+    bound_s: float,
+) -> Silence | None:
+    """During a session that opened at `opened`: a held symbol with no usable (not stale) quote for
+    more than `bound_s`, or no usable quote at all for that long, halts new buys (their stop-loss
+    and take-profit could not be watched). Time before the open does not count: a quote from
+    yesterday is not silence today until the bound has passed since the open. None when market
+    data is arriving."""
+
+    def silent_for(seen: datetime | None) -> float:
+        since = opened if seen is None or seen < opened else seen
+        return (now - since).total_seconds()
+
+    blind = sorted(s for s in held if silent_for(last_seen.get(s)) > bound_s)
+    if blind:
+        worst = max(silent_for(last_seen.get(s)) for s in blind)
+        return Silence(
+            f"no usable quote for {', '.join(blind)} for {worst:.0f} s (more than {bound_s:.0f} s):"
+            " stop-loss and take-profit cannot be watched",
+            tuple(blind),
+            worst,
+        )
+    quiet = silent_for(max(last_seen.values(), default=None))
+    if quiet > bound_s:
+        return Silence(
+            f"no usable quote from market-data for {quiet:.0f} s (more than {bound_s:.0f} s)", (), quiet
+        )
+    return None

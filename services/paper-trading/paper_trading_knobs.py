@@ -55,6 +55,12 @@ class PaperTradingKnobs:
     exit_check_s: float = knob(
         30.0, low=0.1, high=86_400.0, doc="suite seconds between timed stop/take-profit checks"
     )
+    market_data_silent_s: float = knob(
+        300.0,
+        low=1.0,
+        high=86_400.0,
+        doc="in the session, no usable quote for a held symbol (or none at all) for this long halts new buys",
+    )
     ig_mirror: bool = knob(False, doc="mirror paper trades to the IG demo account")
     ig_epics: Mapping[str, str] = knob(
         {}, parse=parse_epic_overrides, doc="SYMBOL=EPIC,... over the default epic of each symbol"

@@ -17,6 +17,11 @@ a trade whose events were not handed to the bus before a crash is published at t
   and checks the same levels, so an exit never waits on pub/sub delivery. Both paths run under
   the trade lock and re-read the position, and the store refuses to sell shares no longer held:
   a position exits once.
+- Storage: a ledger write that fails for the storage (disk full, I/O error, read-only) records
+  nothing (one transaction) and halts trading: orders, signal trades and exits are refused with
+  -32007, durable predictions wait unconsumed, health is degraded, `storage_halted` goes out. A
+  committed probe write every STORAGE_PROBE_S seconds finds when writes succeed again; then the
+  book is re-read from the ledger, `storage_resumed` goes out and trading goes on.
 - IG Markets: `sync_with_ig_markets` compares the demo account with the paper book; mirroring
   paper trades to IG is opt-in (TRADING_PAPER_TRADING_IG_MIRROR=true).
 """
@@ -25,9 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from decimal import Decimal
+from time import monotonic
 from typing import Any, Literal
 
 from services.base import (
@@ -41,12 +49,14 @@ from services.base import (
     RiskRejected,
     RpcError,
     ServiceError,
+    StorageUnavailable,
     on_event,
     rpc,
     run_service,
 )
 from services.base.crashpoints import crashpoint
 from services.base.knobs import read_knobs
+from services.base.storage import LedgerWriteFailed
 from services.clients import ig_client
 from services.clients.ig_epics import epics_for
 from services.domain import asx_calendar, performance, risk
@@ -66,8 +76,10 @@ from services.domain.portfolio import (
 from services.paper_trading.market_orders import (
     MarketQuote,
     RangeBar,
+    Silence,
     UnusableQuote,
     exit_for,
+    market_data_silence,
     order_fill,
     refusal,
     skipped_bar_count,
@@ -79,11 +91,39 @@ DB_NAME = "paper_trading.db"
 PERIOD_DAYS = {"day": 1, "week": 7, "month": 30}
 SIGNALS = ("BUY", "SELL", "HOLD")
 MAX_HISTORY = 1000
+OUTBOX_CHECK_S = 2.0  # how often trades whose events did not reach Redis are sent again
+#: While trading is halted for the storage, a committed probe write this often (real seconds:
+#: the disk mends in real time, whatever the suite clock does).
+STORAGE_PROBE_S = 1.0
 
 
 def market_is_open(now: datetime) -> bool:
     """ASX continuous trading (10:00 to the close, Sydney time, trading days only)."""
     return asx_calendar.phase_at(now) is asx_calendar.Phase.OPEN
+
+
+@dataclass(frozen=True, slots=True)
+class StorageHalt:
+    """Trading halted because a ledger write failed for the storage, since `since` (suite clock)."""
+
+    reason: str  # "disk full: database or disk is full (SQLITE_FULL)"
+    error: str  # SQLite's name for it
+    since: datetime
+    started: float  # time.monotonic(), for how long it lasted
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "state": "halted",
+            "reason": self.reason,
+            "error": self.error,
+            "since": self.since.isoformat(),
+        }
+
+    def refusal(self) -> StorageUnavailable:
+        return StorageUnavailable(
+            f"storage unavailable: {self.reason}",
+            data={"reason": self.reason, "error": self.error, "since": self.since.isoformat()},
+        )
 
 
 class QuoteRefused(DependencyUnavailable):
@@ -107,18 +147,32 @@ class PaperTradingService(BaseService):
         self._open = asyncio.Event()
         self._closed = False
         self._background: set[asyncio.Task] = set()
-        self._exit_timer: asyncio.Task | None = None
+        self._loops: list[asyncio.Task] = []  # the trade outbox and the exit timer
+        self.storage_halt: StorageHalt | None = None  # see _storage_failed
+        self._storage_probe: asyncio.Task | None = None
         self.is_market_open: Callable[[datetime], bool] = market_is_open
         self._exits_checked_to: dict[str, datetime] = {}  # see _checked_to
+        # Suite time of the latest usable (not stale) quote per symbol, from events and replies:
+        # how long market data has been silent (market_orders.market_data_silence).
+        self._quote_seen: dict[str, datetime] = {}
+        self._silence: Silence | None = None
+        self._silence_announced: Silence | None = None  # the state last sent as market_data_stale
         # Read here, not in on_start, so a bad setting exits 2 with its reason before anything runs.
         self.knobs = read_knobs(PaperTradingKnobs, self.settings.environ)
         self.rules = self.knobs.risk_rules()
         self.epics = epics_for(self.settings.symbols, self.knobs.ig_epics)
 
-    async def on_start(self) -> None:
+    def consumer_group(self) -> str:
+        """`paper-trading@<ledger id>`: the predictions this book has acted on are acknowledged
+        in a group of its own (a second copy with another data directory gets another group).
+        The ledger is opened here, before the event bus starts (a ledger that cannot take its
+        pragmas stops the service now, exit 78), and on_start reads the book from it."""
         self.store = TradeStore(
             self.settings.data_dir / DB_NAME, self.knobs.starting_capital, self.clock.now()
         )
+        return f"{self.name}@{self.store.ledger_id}"
+
+    async def on_start(self) -> None:
         self.book = self.store.load_portfolio()
         self.marks: dict[str, Mark] = self.store.marks()
         self.day: DayRecord | None = None
@@ -129,15 +183,26 @@ class PaperTradingService(BaseService):
             ("trades", "rejections", "predictions_traded", "predictions_skipped", "duplicates", "exits"), 0
         )
         self.counters |= {"ig_mirrored": 0, "ig_mirror_failures": 0, "exit_checks": 0, "quotes_refused": 0}
+        self.counters["outbox_resent"] = 0
+        self.outbox_watch = self.make_outbox_watch("trades")
+        self.counters |= {"storage_halts": 0, "storage_probes": 0}
+        # A write past the file-size limit must fail (EFBIG, which SQLite reports), not kill the
+        # process: CPython ignores SIGXFSZ at start already; said here since the halt relies on it.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         self._open.set()
-        await self._publish_outbox()
-        self._exit_timer = asyncio.create_task(self._check_exits_on_a_timer())
+        self._loops = [
+            asyncio.create_task(self._drain_outbox(), name="trade-outbox"),
+            asyncio.create_task(self._check_exits_on_a_timer(), name="exit-timer"),
+        ]
 
     async def on_stop(self) -> None:
-        if self._exit_timer is not None:
-            self._exit_timer.cancel()
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._storage_probe is not None:
+            self._storage_probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._exit_timer
+                await self._storage_probe
         if self._background:
             await asyncio.wait(set(self._background), timeout=5.0)
         if self._ig is not None:
@@ -148,27 +213,49 @@ class PaperTradingService(BaseService):
             self.store.close()
 
     @contextlib.asynccontextmanager
-    async def _trading(self) -> AsyncIterator[None]:
-        """The trade lock, refused once the book is closed (a durable event then stays unacked)."""
+    async def _trading(self, *, orders: bool = False) -> AsyncIterator[None]:
+        """The trade lock, refused once the book is closed (a durable event then stays unacked).
+
+        With `orders`, refused with -32007 while the storage is halted. A ledger write failing
+        for the storage inside halts trading and answers -32007 (nothing of it was recorded)."""
         async with self.trade_lock:
             if self._closed:
                 raise ServiceError("paper-trading is stopping")
-            yield
+            if orders and self.storage_halt is not None:
+                raise self.storage_halt.refusal()
+            try:
+                yield
+            except LedgerWriteFailed as exc:
+                raise await self._storage_failed(exc) from None
 
     async def health_details(self) -> dict:
         valuation = self._valuation()
-        return {
+        halt = self.storage_halt
+        details: dict[str, Any] = {
+            "storage": {"state": "ok"} if halt is None else halt.as_dict(),
             "equity": float(valuation.equity),
             "cash": float(valuation.cash),
             "open_positions": len(self.book.positions),
-            "trading_halted": self._halted_today(),
+            "trading_halted": self._halted_today() or halt is not None,
             "follow_signals": self.knobs.follow_signals,
             "ig_configured": self.ig_credentials is not None,
             "ig_mirror": self.knobs.ig_mirror,
             # Every prediction ends in one outcome: how today's ended (Sydney day, suite clock).
             "outcomes_today": self.store.outcome_counts(self._start_of_today()),
+            "outbox": self.outbox_watch.size,
+            "buys_halted": self._silence.reason if self._silence else None,
             **self.counters,
         }
+        warnings = [] if halt is None else [halt.refusal().message]
+        if self._silence is not None:
+            warnings.append(f"new buys halted: {self._silence.reason}")
+        if warnings:
+            details["status"] = "degraded"
+            details["warnings"] = warnings
+        if (outbox_warning := self.outbox_watch.warning()) is not None:
+            details["status"] = "degraded"
+            details["warnings"] = [*details.get("warnings", []), outbox_warning]
+        return details
 
     def _start_of_today(self) -> datetime:
         return asx_calendar.to_sydney(self.clock.now()).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -192,7 +279,7 @@ class PaperTradingService(BaseService):
             raise InvalidParams("action", f"must be BUY or SELL, got {action!r}")
         if not 0 < quantity <= 10_000_000:
             raise InvalidParams("quantity", f"must be a whole number of shares from 1, got {quantity}")
-        async with self._trading():
+        async with self._trading(orders=True):
             record = await self._execute(symbol, Action(side), quantity, reason="manual")
         return record.as_dict()
 
@@ -220,7 +307,9 @@ class PaperTradingService(BaseService):
         """Check every open position's stop-loss and take-profit now, on market-data's current quote
         and the bars since the last check (as the timer does, and after the close too: a day's bar,
         final at 16:10, can show a level hit in the session). The exits taken, and the positions
-        that could not be checked, with why."""
+        that could not be checked, with why. -32007 while trading is halted for the storage."""
+        if self.storage_halt is not None:
+            raise self.storage_halt.refusal()
         exits, unchecked = await self._check_exits("check_exits")
         return {
             "checked_at": self.clock.now().isoformat(),
@@ -264,6 +353,9 @@ class PaperTradingService(BaseService):
             day = self._day_state(now)
             valuation = self._valuation()
         halted = self.day is not None and self.day.halted
+        halt_reason = self.day.halt_reason if halted and self.day else None
+        if self.storage_halt is not None:  # no order of any kind goes through
+            halted, halt_reason = True, self.storage_halt.refusal().message
         return {
             "cash": float(valuation.cash),
             "equity": float(valuation.equity),
@@ -273,7 +365,8 @@ class PaperTradingService(BaseService):
             "unrealized_pnl": float(valuation.unrealized_pnl),
             "day_pnl": float(day.day_pnl),
             "trading_halted": halted,
-            "halt_reason": self.day.halt_reason if halted and self.day else None,
+            "halt_reason": halt_reason,
+            "storage": {"state": "ok"} if self.storage_halt is None else self.storage_halt.as_dict(),
             "starting_capital": float(self.book.starting_capital),
             "commissions_paid": float(self.book.commissions_paid),
             "total_return": performance.total_return(self.book.starting_capital, valuation.equity),
@@ -345,7 +438,9 @@ class PaperTradingService(BaseService):
                 "prediction_generated without prediction_id ignored", extra={"event_id": event.id}
             )
             return
-        async with self._trading():
+        # While the storage is halted this raises -32007, which the bus treats as a dependency
+        # away: the event stays pending, retried in place without spending a delivery.
+        async with self._trading(orders=True):
             if self.store.prediction_outcome(prediction_id) is not None:
                 self.counters["duplicates"] += 1
                 return
@@ -370,8 +465,8 @@ class PaperTradingService(BaseService):
         """Mark to the new price; on a quote, close the position at its stop-loss or take-profit."""
         await self._open.wait()
         symbol = event.data.get("symbol")
-        if symbol not in self.settings.symbols:
-            return
+        if symbol not in self.settings.symbols or self.storage_halt is not None:
+            return  # halted: the marks table cannot be written; the next price after resuming marks
         mark = event_mark(event.data)
         if mark is None:
             self.log.warning(
@@ -384,25 +479,100 @@ class PaperTradingService(BaseService):
                 quote = MarketQuote.from_wire(symbol, event.data["quote"])
             except UnusableQuote as exc:
                 self.log.warning("market_data_updated: %s", exc)
+        if quote is not None and not quote.stale:
+            self._quote_seen[symbol] = self.clock.now()
         skipped = await self._skipped_bars(quote) if quote is not None else []
-        async with self._trading():
-            self._save_mark(symbol, mark)
-            await self._snapshot_equity(self.clock.now())
-            if quote is not None:
-                await self._exit_if_due(quote, trigger="quote event", skipped=skipped)
+        try:
+            async with self._trading(orders=True):
+                self._save_mark(symbol, mark)
+                await self._snapshot_equity(self.clock.now())
+                if quote is not None:
+                    await self._exit_if_due(quote, trigger="quote event", skipped=skipped)
+        except StorageUnavailable as exc:  # halted now; health, the log and the alert say so
+            self.log.warning("market_data_updated for %s not applied: %s", symbol, exc.message)
 
     async def _check_exits_on_a_timer(self) -> None:
         """Every EXIT_CHECK_S suite seconds in the session: each open position against its quote."""
         while True:
             await self.clock.sleep(self.knobs.exit_check_s)
-            if self._closed or not self.is_market_open(self.clock.now()):
+            if self._closed or self.storage_halt is not None or not self.is_market_open(self.clock.now()):
                 continue
             try:
                 await self._check_exits("timer")
+                await self._watch_market_data()
             except Exception:
                 if self._closed:  # the book closed under us: stopping
                     return
                 self.log.exception("timed exit check failed")
+
+    async def _watch_market_data(self) -> None:
+        """After the timed exit check: with nothing held, ask for one quote (is market data
+        arriving at all?), then update the buy halt and say when it starts or ends."""
+        now = self.clock.now()
+        latest = max(self._quote_seen.values(), default=None)
+        if not self.book.positions and (
+            latest is None or (now - latest).total_seconds() >= self.knobs.exit_check_s
+        ):
+            with contextlib.suppress(RpcError, OSError):
+                await self._fetch_quote(self.settings.symbols[0])
+        self._update_silence(self.clock.now())
+        await self._announce_silence()
+
+    def _update_silence(self, now: datetime) -> Silence | None:
+        """Whether new buys must wait for market data now (only while the market is open)."""
+        silence = None
+        if self.is_market_open(now):
+            opened = asx_calendar.session_open(asx_calendar.to_sydney(now).date())
+            silence = market_data_silence(
+                now, opened, self._quote_seen, self.book.positions, self.knobs.market_data_silent_s
+            )
+        if (silence is None) != (self._silence is None):
+            if silence is not None:
+                self.log.warning("new buys halted: %s", silence.reason)
+            else:
+                self.log.info("market data is arriving again: new buys resume")
+        self._silence = silence
+        return silence
+
+    async def _announce_silence(self) -> None:
+        """market_data_stale when the halt starts ("stale") or ends ("fresh"); one that Redis did
+        not take is sent at the next check."""
+        if (self._silence is None) == (self._silence_announced is None):
+            return
+        silence = self._silence or self._silence_announced
+        assert silence is not None
+        data = {
+            "service": self.name,
+            "state": "stale" if self._silence is not None else "fresh",
+            "reason": silence.reason,
+            "symbols": list(silence.symbols),
+            "silent_s": round(silence.silent_s, 1),
+            "bound_s": self.knobs.market_data_silent_s,
+        }
+        if await self.announce("market_data_stale", data):
+            self._silence_announced = self._silence
+
+    async def _refuse_buys_while_silent(self, now: datetime) -> None:
+        """New buys wait while market data is silent (DependencyUnavailable: a prediction stays
+        pending, a manual order gets -32001). The silent symbols are asked for once first: a
+        quote that comes now is market data arriving."""
+        silence = self._update_silence(now)
+        if silence is None:
+            return
+        for symbol in silence.symbols or self.settings.symbols[:1]:
+            with contextlib.suppress(RpcError, OSError):
+                await self._fetch_quote(symbol)
+        silence = self._update_silence(self.clock.now())
+        if silence is None:
+            return
+        raise DependencyUnavailable(
+            f"new buys halted: {silence.reason}",
+            data={
+                "rule": "market_data_silent",
+                "symbols": list(silence.symbols),
+                "silent_s": silence.silent_s,
+            },
+        )
 
     async def _check_exits(self, trigger: str) -> tuple[list[TradeRecord], dict[str, str]]:
         """Each open position against market-data's quote (and skipped bars): (exits, unchecked)."""
@@ -417,10 +587,13 @@ class PaperTradingService(BaseService):
                 continue
             skipped = await self._skipped_bars(quote)
             try:
-                async with self._trading():
+                async with self._trading(orders=True):
                     self.counters["exit_checks"] += 1
                     self._save_mark(symbol, Mark(quote.price, quote.as_of, quote.source))
                     record = await self._exit_if_due(quote, trigger=trigger, skipped=skipped)
+            except StorageUnavailable as exc:  # the levels are checked again after resuming
+                unchecked[symbol] = exc.message
+                continue
             except Exception as exc:
                 if self._closed:  # the book closed under us: stopping
                     raise
@@ -623,6 +796,8 @@ class PaperTradingService(BaseService):
                 f"the market is closed at {asx_calendar.to_sydney(now).isoformat()}",
                 data={"rule": "market_hours", "next_open": asx_calendar.next_open(now).isoformat()},
             )
+        if action is Action.BUY:
+            await self._refuse_buys_while_silent(now)
         quote = quote or await self._usable_quote(symbol, now)
         if exit_fill is not None:
             price, basis = exit_fill.price, f"{exit_fill.reason}:{exit_fill.basis}"
@@ -659,8 +834,13 @@ class PaperTradingService(BaseService):
         elif symbol not in self.book.positions:
             self._exits_checked_to.pop(symbol, None)
         self.counters["trades"] += 1
-        await self._publish_trade(record)
-        await self._snapshot_equity(now)
+        try:
+            await self._publish_trade(record)
+            await self._snapshot_equity(now)
+        except LedgerWriteFailed as exc:
+            # The trade is committed and stands; only the bookkeeping after it failed: halt for
+            # what comes next, but answer this order with its trade.
+            await self._storage_failed(exc)
         self._mirror(record)
         return record
 
@@ -707,7 +887,10 @@ class PaperTradingService(BaseService):
             data = await self.call_service(
                 "market-data", "get_quote", timeout=self.knobs.quote_timeout_s, symbol=symbol
             )
-            return MarketQuote.from_wire(symbol, data)
+            quote = MarketQuote.from_wire(symbol, data)
+            if not quote.stale:
+                self._quote_seen[symbol] = self.clock.now()
+            return quote
         except NotFound as exc:  # market-data has never had a quote for it (no intraday data)
             raise DependencyUnavailable(
                 f"market-data has no quote for {symbol}: {exc.message}", data={"symbol": symbol}
@@ -767,7 +950,10 @@ class PaperTradingService(BaseService):
         return risk.TradingDay(self._valuation().equity - self.day.start_equity, self.day.halted)
 
     async def _snapshot_equity(self, now: datetime) -> None:
-        """Record today's equity (the last one of a day is its close) and trip the daily-loss halt."""
+        """Record today's equity (the last one of a day is its close) and trip the daily-loss halt.
+        Not while the storage is halted (nothing can be written; resuming re-reads the ledger)."""
+        if self.storage_halt is not None:
+            return
         valuation = self._valuation()
         day = self._day_state(now)
         assert self.day is not None
@@ -809,35 +995,123 @@ class PaperTradingService(BaseService):
         base = before[-1] if before else self.book.starting_capital
         return [base] + [e for d, e in snapshots if d >= first_day]
 
+    # ---- storage halt ---------------------------------------------------------------------
+
+    async def _storage_failed(self, exc: LedgerWriteFailed) -> StorageUnavailable:
+        """Halt trading for the storage (once: a halt already on stays as it began); the -32007
+        to answer with. The probe then looks for the first write that succeeds."""
+        if self.storage_halt is None:
+            failure = exc.failure
+            self.storage_halt = StorageHalt(str(failure), failure.error, self.clock.now(), monotonic())
+            self.counters["storage_halts"] += 1
+            self.log.error("trading halted: a ledger write failed for the storage: %s", exc)
+            await self.publish(
+                "storage_halted",
+                {"service": self.name, "error": failure.error, **self.storage_halt.as_dict()},
+            )
+            self._storage_probe = asyncio.create_task(self._probe_storage())
+        return self.storage_halt.refusal()
+
+    async def _probe_storage(self) -> None:
+        """Every STORAGE_PROBE_S while halted: a committed probe write; the first to succeed resumes."""
+        while True:
+            await asyncio.sleep(STORAGE_PROBE_S)
+            self.counters["storage_probes"] += 1
+            try:
+                await asyncio.to_thread(self.store.probe_write, self.clock.now())
+                await self._resume_storage()
+                return
+            except LedgerWriteFailed:
+                continue
+            except Exception:  # e.g. re-reading the book failed: still halted, probe again
+                self.log.exception("storage probe failed")
+
+    async def _resume_storage(self) -> None:
+        """Writes succeed again: re-read the book from the ledger (the truth) and trade on."""
+        async with self.trade_lock:
+            halt = self.storage_halt
+            if self._closed or halt is None:
+                return
+            self.book = self.store.load_portfolio()
+            self.marks = self.store.marks()
+            self.day = None  # re-read with the next order
+            self.storage_halt = None
+        halted_s = round(monotonic() - halt.started, 3)
+        self.log.warning("trading resumed: the ledger can be written again after %.1f s", halted_s)
+        await self.publish(
+            "storage_resumed", {"service": self.name, "halted_s": halted_s, "reason": halt.reason}
+        )
+
     # ---- publishing -----------------------------------------------------------------------
 
-    async def _publish_trade(self, record: TradeRecord) -> None:
-        """Hand the trade's events to the bus; marked done only once Redis has them."""
-        await self.publish("trade_executed", record.as_dict())
-        if record.closes_position:
-            await self.publish(
-                "position_closed",
-                {
-                    "symbol": record.symbol,
-                    "quantity": record.quantity,
-                    "price": float(record.price),
-                    "reason": record.reason,
-                    "trade_id": record.trade_id,
-                    "prediction_id": record.prediction_id,
-                    "realized_pnl": float(record.realized_pnl),
-                    "net_pnl": float(record.net_pnl),
-                    "timestamp": record.timestamp,
-                },
-            )
-        # While Redis is away durable events wait in the bus's memory; if we died then, the
-        # trade stays unpublished here and goes out again at the next start.
-        if self.bus is not None and self.bus.outbox_size == 0:
-            self.store.mark_published(record.trade_id)
+    async def _publish_trade(self, record: TradeRecord) -> bool:
+        """Send the trade's events; the trade is marked published only once Redis has them all.
 
-    async def _publish_outbox(self) -> None:
-        for record in self.store.unpublished_trades():
-            self.log.info("publishing events of trade %d left over from before a restart", record.trade_id)
-            await self._publish_trade(record)
+        The trades table is the outbox: a trade left unmarked (Redis away, or a crash before the
+        mark) is sent again by `_drain_outbox` within OUTBOX_CHECK_S of Redis taking writes, and
+        at the next start; its events may then reach Redis twice (at least once: trade_id is the
+        key), never not at all.
+        """
+        assert self.bus is not None
+        for event_type, data in self._trade_events(record):
+            if not await self.bus.publish_now(self.bus.make_event(event_type, data)):
+                return False
+        self.store.mark_published(record.trade_id)
+        return True
+
+    def _trade_events(self, record: TradeRecord) -> list[tuple[str, dict]]:
+        events = [("trade_executed", record.as_dict())]
+        if record.closes_position:
+            events.append(
+                (
+                    "position_closed",
+                    {
+                        "symbol": record.symbol,
+                        "quantity": record.quantity,
+                        "price": float(record.price),
+                        "reason": record.reason,
+                        "trade_id": record.trade_id,
+                        "prediction_id": record.prediction_id,
+                        "realized_pnl": float(record.realized_pnl),
+                        "net_pnl": float(record.net_pnl),
+                        "timestamp": record.timestamp,
+                    },
+                )
+            )
+        return events
+
+    async def _drain_outbox(self) -> None:
+        """Every OUTBOX_CHECK_S (and at start): send the events of trades not yet marked published,
+        oldest first, and say when that backlog grows past its bound (outbox_backlog)."""
+        while True:
+            try:
+                size = await asyncio.to_thread(self.store.unpublished_count)
+                if size and self.storage_halt is None and self.bus is not None and self.bus.connected:
+                    # Under the trade lock: a trade sends its own events before letting go of it.
+                    # (A published flag that cannot be written halts for the storage, as any
+                    # ledger write does; the probe resumes, and this sends them again then.)
+                    async with self._trading():
+                        for record in self.store.unpublished_trades():
+                            if not await self._publish_trade(record):
+                                break  # Redis went away again: next round
+                            self.counters["outbox_resent"] += 1
+                            self.log.info("sent the events of trade %d again (outbox)", record.trade_id)
+                        size = self.store.unpublished_count()
+                await self.outbox_watch.check(size, self.clock.now(), self._announce_outbox)
+            except StorageUnavailable:
+                pass  # halted for the storage: health, the log and storage_halted say so
+            except Exception:
+                if self._closed:
+                    return
+                self.log.exception("sending the trade outbox failed")
+            await asyncio.sleep(OUTBOX_CHECK_S)
+
+    async def _announce_outbox(self, data: dict) -> bool:
+        sent = await self.announce("outbox_backlog", data)
+        if sent:
+            log = self.log.warning if data["state"] == "growing" else self.log.info
+            log("trade outbox %s: %d unsent", data["state"], data["size"], extra=data)
+        return sent
 
     # ---- IG Markets -----------------------------------------------------------------------
 

@@ -1,11 +1,14 @@
 """Durable paper-trading ledger in SQLite.
 
-The money lives here. WAL with synchronous=FULL so a committed trade survives power loss;
+The money lives here. WAL with synchronous=FULL so a committed trade survives power loss (each
+pragma read back at open: one that does not take stops the service, LedgerMisconfigured);
 every trade is one BEGIN IMMEDIATE transaction that re-reads the book, applies the fill
 (pure `Portfolio.apply`), and writes the trade, the position, the cash and the prediction it
 acted on together, so a crash leaves all of it or none of it. `prediction_id` is UNIQUE in
 both the trades and the predictions tables: a prediction is acted on at most once, however
 often it is delivered. Amounts are stored as decimal TEXT so nothing is lost to binary floats.
+A write the storage fails (disk full, I/O error, read-only) raises LedgerWriteFailed with
+nothing of it recorded, and `record_fill` returns the new book only after its COMMIT succeeded.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,9 +25,15 @@ from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 
+from services.base.storage import LedgerWriteFailed, set_pragmas, storage_failure
 from services.domain.portfolio import Action, Fill, Portfolio, Position, to_money
 
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS ledger (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    ledger_id TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS account (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     starting_capital TEXT NOT NULL,
@@ -80,6 +90,8 @@ CREATE TABLE IF NOT EXISTS trading_days (
     halted INTEGER NOT NULL DEFAULT 0 CHECK (halted IN (0, 1)),
     halt_reason TEXT
 );
+-- paper-trading writes here while its storage is halted, to find out when writes succeed again
+CREATE TABLE IF NOT EXISTS storage_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS equity_snapshots (
     day TEXT PRIMARY KEY,
     equity TEXT NOT NULL,
@@ -88,6 +100,10 @@ CREATE TABLE IF NOT EXISTS equity_snapshots (
     recorded_at TEXT NOT NULL
 );
 """
+
+
+#: What the ledger's guarantees rest on; set_pragmas stops the service when one does not take.
+PRAGMAS = {"journal_mode": "WAL", "synchronous": "FULL", "foreign_keys": "ON", "busy_timeout": 30000}
 
 
 class DuplicatePrediction(Exception):
@@ -161,18 +177,29 @@ class TradeStore:
         # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves, nothing implicit.
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         self._lock = threading.RLock()
-        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "busy_timeout=30000"):
-            self._db.execute(f"PRAGMA {pragma}")
+        set_pragmas(self._db, self.path, PRAGMAS)
         # executescript commits on its own; every statement in SCHEMA is idempotent.
         self._db.executescript(SCHEMA)
         self._migrate_outcomes()
         # health counts today's outcomes on every poll: a range scan, not the whole table.
         self._db.execute("CREATE INDEX IF NOT EXISTS predictions_processed_at ON predictions (processed_at)")
+        # The outbox is read every few seconds: only the unsent trades, not the whole table.
+        self._db.execute(
+            "CREATE INDEX IF NOT EXISTS trades_unpublished ON trades (trade_id) WHERE published = 0"
+        )
         with self._transaction():
             self._db.execute(
                 "INSERT OR IGNORE INTO account VALUES (1, ?, ?, '0', '0', ?)",
                 (str(to_money(starting_capital)), str(to_money(starting_capital)), now.isoformat()),
             )
+            self._db.execute(
+                "INSERT OR IGNORE INTO ledger VALUES (1, ?, ?)", (uuid.uuid4().hex[:16], now.isoformat())
+            )
+        #: This ledger's identity, made when the file is first opened and kept with the book.
+        #: paper-trading names its consumer group after it, so a second paper-trading with another
+        #: data directory on the same Redis reads the predictions through a group of its own, and a
+        #: ledger never finds that another book acknowledged its events.
+        self.ledger_id = str(self._db.execute("SELECT ledger_id FROM ledger WHERE id = 1").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
@@ -183,14 +210,36 @@ class TradeStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: all of it or none. A write the storage failed (disk full, I/O
+        error, read-only) raises LedgerWriteFailed, anything else as it came.
+
+        SQLite rolls a transaction back by itself when a write fails for the storage (the
+        COMMIT of a full disk reports SQLITE_IOERR or SQLITE_FULL with no transaction left
+        open), so ROLLBACK is issued only while one is still open."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                failure = storage_failure(exc)
+                if failure is None:
+                    raise
+                raise LedgerWriteFailed(failure, self.path) from exc
+
+    def probe_write(self, now: datetime) -> None:
+        """A small committed write (one row of its own table): LedgerWriteFailed while the storage
+        still fails. A write that is rolled back would not tell: it may never reach the disk."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO storage_probe VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                (_utc(now),),
+            )
 
     # -- the book -------------------------------------------------------------------------
 
@@ -388,12 +437,16 @@ class TradeStore:
             return [_trade_from_row(row) for row in self._db.execute(sql, args)]
 
     def unpublished_trades(self) -> list[TradeRecord]:
-        """Trades whose events were not handed to the bus (the process died first), oldest first."""
+        """Trades whose events have not all reached Redis (it was away, or the process died first), oldest first."""
         with self._lock:
             rows = self._db.execute(
                 f"SELECT {self._TRADE_COLUMNS} FROM trades WHERE published = 0 ORDER BY trade_id"
             ).fetchall()
         return [_trade_from_row(row) for row in rows]
+
+    def unpublished_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM trades WHERE published = 0").fetchone()[0])
 
     def mark_published(self, trade_id: int) -> None:
         with self._transaction() as db:

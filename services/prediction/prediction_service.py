@@ -58,7 +58,6 @@ MARKET_DATA, SENTIMENT, ML_MODEL = "market-data", "sentiment", "ml-model"
 SYMBOL_RE = re.compile(r"^[A-Z0-9^][A-Z0-9.^_-]{0,19}$")
 MAX_BATCH = 1000
 OUTBOX_CHECK_S = 2.0  # how often saved-but-unsent predictions are sent again
-OUTBOX_WARN = 100  # more than this many unsent predictions: health says so (degraded)
 # The answer must reach the caller before its own timeout fires: reply this much earlier.
 REPLY_MARGIN_S = 0.5
 
@@ -321,6 +320,7 @@ class PredictionService(BaseService):
         # waits for the one asked before it (its turn), and one sender at a time sends the outbox.
         self._last_turn: asyncio.Future | None = None
         self._send_lock = asyncio.Lock()
+        self.outbox_watch = self.make_outbox_watch("predictions")
         self.cache: dict[str, dict] = {}
         self.prediction_count = 0
         self.buy_state = buy_rate.BuyRateState()
@@ -361,10 +361,9 @@ class PredictionService(BaseService):
             "outbox_resent": self.outbox_resent,
         }
         warnings = []
-        if details["outbox"] > OUTBOX_WARN:
-            warnings.append(
-                f"outbox: {details['outbox']} predictions saved but not yet on the bus (Redis away?)"
-            )
+        self.outbox_watch.observe(details["outbox"], self.clock.now())
+        if (outbox_warning := self.outbox_watch.warning()) is not None:
+            warnings.append(outbox_warning)
         if self.buy_state.alerting:
             warnings.append(
                 f"buy rate {rate:.0%} over the last {len(self.buy_state.signals)} predictions "
@@ -373,7 +372,7 @@ class PredictionService(BaseService):
         down = {k: v for k, v in self.dependency_state.items() if v != "ok"}
         for dependency, reason in sorted(down.items()):
             warnings.append(f"{dependency}: {reason}")
-        if down or details["outbox"] > OUTBOX_WARN:
+        if down or self.outbox_watch.growing:
             details["status"] = "degraded"
         if warnings:
             details["warnings"] = warnings
@@ -602,9 +601,19 @@ class PredictionService(BaseService):
             try:
                 if self.store is not None and self.bus is not None and self.bus.connected:
                     self.outbox_resent += await self._send_outbox()
+                if self.store is not None:
+                    size = self.store.unpublished_count()
+                    await self.outbox_watch.check(size, self.clock.now(), self._announce_outbox)
             except Exception:
                 self.log.exception("sending the prediction outbox failed")
             await asyncio.sleep(OUTBOX_CHECK_S)
+
+    async def _announce_outbox(self, data: dict) -> bool:
+        sent = await self.announce("outbox_backlog", data)
+        if sent:
+            log = self.log.warning if data["state"] == "growing" else self.log.info
+            log("prediction outbox %s: %d unsent", data["state"], data["size"], extra=data)
+        return sent
 
     async def _gather(self, symbol: str) -> Gathered:
         market_t = asyncio.create_task(self._call(MARKET_DATA, "get_market_data", symbol=symbol))

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from services.base.storage import set_pragmas
+
 SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -42,9 +44,8 @@ class PredictionStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
         # FULL: a prediction the desk may trade on survives an OS crash too, once saved.
-        self._conn.execute("PRAGMA synchronous=FULL")
+        set_pragmas(self._conn, path, {"journal_mode": "WAL", "synchronous": "FULL"})
         # executescript commits on its own, so it runs outside _transaction; the DDL is idempotent.
         self._conn.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(predictions)")}

@@ -17,6 +17,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.base.storage import set_pragmas
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     task_id      TEXT PRIMARY KEY,
@@ -101,10 +103,11 @@ class TaskStore:
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None)  # autocommit; explicit txns
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        set_pragmas(
+            self._db,
+            path,
+            {"journal_mode": "WAL", "synchronous": "NORMAL", "foreign_keys": "ON", "busy_timeout": 5000},
+        )
         self._db.executescript(SCHEMA)
 
     def close(self) -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import orjson
 
+from services.base.storage import set_pragmas
+
 # --- readings: what a successful refresh produced for one key ------------------------------------
 
 
@@ -29,7 +31,7 @@ class SentimentReadingStore:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        set_pragmas(self._db, path, {"journal_mode": "WAL"})
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS readings (key TEXT PRIMARY KEY, score REAL NOT NULL, "
             "confidence REAL NOT NULL, news_count INTEGER NOT NULL, signal_count INTEGER NOT NULL, "

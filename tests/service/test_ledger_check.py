@@ -4,11 +4,14 @@
 the socket is bound. A file that is not a database or has a damaged page ends the process with
 exit status 78 (EXIT_NEEDS_OPERATOR) and one line naming the file; the supervisor then marks
 the service fatal at once, with that line as the reason, instead of restarting it into the
-same refusal.
+same refusal. So does a ledger that cannot take the pragmas its store requires (WAL, ...).
 """
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
+import subprocess
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -18,7 +21,7 @@ import pytest
 from services.base import EXIT_NEEDS_OPERATOR, LedgerDamaged
 from services.base.base_service import verify_ledger
 from services.paper_trading.trade_store import TradeStore
-from tests.support import Processes, manager_cli, rpc_call_sync
+from tests.support import Processes, manager_cli, rpc_call_sync, wait_until
 
 PAGE = 4096
 
@@ -79,6 +82,43 @@ def test_the_supervisor_marks_it_fatal_at_once_with_its_reason():
         assert trader["state"] == "fatal" and trader["restarts"] == 0  # never restarted
         assert trader["reason"].startswith(f"needs an operator (exit {EXIT_NEEDS_OPERATOR}): paper-trading: ")
         assert "failed its integrity check" in trader["reason"]
-        others = {n: r["state"] for n, r in rows.items() if n != "paper-trading"}
-        assert set(others.values()) == {"running"}, others  # the rest of the desk runs
+        # The rest of the desk runs (start returns at the fatal one; on busy cores the others may
+        # still be starting then).
+        wait_until(
+            lambda: {
+                s["name"]: s["state"]
+                for s in rpc_call_sync(dirs.socket("manager"), "status")["services"]
+                if s["name"] != "paper-trading"
+            },
+            90,
+            what="the rest of the desk running",
+            until=lambda states: set(states.values()) == {"running"},
+        )
         assert manager_cli(dirs, "stop").returncode == 0
+
+
+def test_a_ledger_that_cannot_take_its_pragmas_stops_the_service_once_saying_which(suite, processes):
+    """A sound ledger the store cannot put in WAL mode (here: a rollback-journal file made
+    immutable, so SQLite opens it read-only) passes quick_check but stops the service at open,
+    exit 78 with one line naming the pragma and SQLite's refusal, instead of trading on weaker
+    guarantees (or crash-looping on the first write)."""
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr is not installed")
+    path = good_ledger(suite.data_dir / "paper_trading.db")
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
+    db.close()
+    immutable = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+    if immutable.returncode != 0:
+        pytest.skip(f"cannot make a file immutable here: {immutable.stderr.strip()}")
+    try:
+        service = processes.service("paper-trading", suite)
+        service.start(wait=False)
+        assert service.wait_exit(60) == EXIT_NEEDS_OPERATOR
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+    lines = [line for line in service.output().splitlines() if line.startswith("paper-trading: ")]
+    assert lines == [
+        f"paper-trading: {path}: PRAGMA journal_mode=WAL failed (attempt to write a readonly database)"
+    ]
+    assert not service.socket.exists()  # it never served

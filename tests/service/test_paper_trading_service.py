@@ -34,7 +34,14 @@ from services.base.rpc import (
 from services.domain.asx_calendar import SYDNEY, is_trading_day
 from services.domain.price_history import csv_file_name, trading_sessions
 from services.paper_trading.trade_store import TradeStore
-from tests.support import EventWatcher, Processes, ServiceProcess, SuiteDirs, async_wait_until, rpc_call_sync
+from tests.support import (
+    EventWatcher,
+    Processes,
+    ServiceProcess,
+    SuiteDirs,
+    async_wait_until,
+    rpc_call_sync,
+)
 from tests.unit._ig_helpers import API_KEY, PASSWORD, USERNAME, FakeIg
 
 BANKS = ("CBA.AX", "WBC.AX", "ANZ.AX", "NAB.AX")
@@ -395,9 +402,11 @@ async def test_the_exit_timer_fires_a_stop_loss_without_any_event(suite, process
         "open": 94.0, "high": 94.0, "low": 94.0,
     }  # fmt: skip
     assert rpc_call_sync(stack.paper.socket, "get_positions")["positions"] == []
-    # One exit only: later checks find nothing held.
-    health = rpc_call_sync(stack.paper.socket, "health")
-    assert health["exits"] == 1
+    # One exit only: later checks find nothing held (counted once its events are out).
+    exits = await async_wait_until(
+        lambda: rpc_call_sync(stack.paper.socket, "health")["exits"], 30, what="the exit counted"
+    )
+    assert exits == 1
 
 
 async def test_a_stop_traded_through_inside_a_bar_fills_at_the_stop_level(suite, processes, client):
@@ -437,7 +446,11 @@ async def test_a_stop_traded_through_inside_a_bar_fills_at_the_stop_level(suite,
     assert sold["assumptions"]["fill_basis"] == "stop_loss:level"
     assert sold["assumptions"]["exit_bar"]["start"] == "2024-06-17T11:00:00+10:00"
     assert sold["assumptions"]["quote_price"] == 99.0  # the price of the moment was back above it
-    assert rpc_call_sync(stack.paper.socket, "health")["exits"] == 1
+    # Counted once the exit's events are out (a moment after the trade shows in the history).
+    exits = await async_wait_until(
+        lambda: rpc_call_sync(stack.paper.socket, "health")["exits"], 30, what="the exit counted"
+    )
+    assert exits == 1
 
 
 async def test_an_order_first_brings_every_position_to_its_quote(suite, processes, client):
@@ -496,7 +509,8 @@ async def test_with_daily_bars_only_the_days_range_is_checked_once_its_bar_is_fi
     stack = Stack(
         suite,
         processes,
-        clock_start="2024-06-17T15:58:00+10:00",
+        # 15 real seconds before the close to start two processes and buy, even on busy cores.
+        clock_start="2024-06-17T15:45:00+10:00",
         speed=60,
         TRADING_PAPER_TRADING_MAX_QUOTE_AGE_S="86400",
         TRADING_PAPER_TRADING_STOP_LOSS_PCT="1",
@@ -530,6 +544,59 @@ async def test_with_daily_bars_only_the_days_range_is_checked_once_its_bar_is_fi
         "interval": "1d", "start": "2024-06-17T10:00:00+10:00", "end": "2024-06-17T16:00:00+10:00",
         "open": 100.5, "high": 101.0, "low": 98.5,
     }  # fmt: skip
+
+
+async def test_new_buys_halt_while_market_data_is_silent_and_resume_when_it_returns(suite, processes, client):
+    """market-data hung (SIGSTOP): the exit timer gets no quote for the held position, so past
+    the bound new buys halt (health, market_data_stale, -32001 naming it, a BUY prediction waits);
+    when quotes come again the halt ends by itself and the waiting prediction trades."""
+    import signal
+
+    stack = Stack(
+        suite,
+        processes,
+        TRADING_PAPER_TRADING_MARKET_DATA_SILENT_S="3",
+        TRADING_PAPER_TRADING_EXIT_CHECK_S="0.5",
+        TRADING_PAPER_TRADING_QUOTE_TIMEOUT_S="1",
+    ).start()
+    await client.call_service("paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=5)
+    async with EventWatcher(suite.env["TRADING_REDIS_URL"], "market_data_stale") as watcher:
+        stack.market.signal(signal.SIGSTOP)
+        try:
+            stale = await watcher.wait_for("market_data_stale", lambda e: e["data"]["state"] == "stale", 60)
+            assert stale["data"]["symbols"] == ["CBA.AX"] and stale["data"]["bound_s"] == 3
+            assert "no usable quote for CBA.AX for" in stale["data"]["reason"]
+            health = await client.call_service("paper-trading", "health")
+            assert health["status"] == "degraded" and "CBA.AX" in health["buys_halted"]
+            assert any(
+                w.startswith("new buys halted: no usable quote for CBA.AX") for w in health["warnings"]
+            )
+            with pytest.raises(
+                DependencyUnavailable, match=r"new buys halted: no usable quote for CBA\.AX"
+            ) as info:
+                await client.call_service(
+                    "paper-trading", "execute_trade", symbol="WBC.AX", action="BUY", quantity=5, timeout=30
+                )
+            assert info.value.data["rule"] == "market_data_silent"
+            waiting = prediction(stack, "WBC.AX", "BUY")
+            await publish(suite, "prediction", "prediction_generated", waiting)
+
+            async def waits() -> int:
+                return (await client.call_service("paper-trading", "metrics"))["events"]["dependency_waits"]
+
+            await async_wait_until(waits, 60, what="the BUY waiting", until=lambda n: n >= 2)
+            assert waiting["prediction_id"] not in outcomes(stack.db)
+        finally:
+            stack.market.signal(signal.SIGCONT)
+        await watcher.wait_for("market_data_stale", lambda e: e["data"]["state"] == "fresh", 60)
+    await async_wait_until(
+        lambda: outcomes(stack.db),
+        60,
+        what="the waiting BUY traded",
+        until=lambda done: done.get(waiting["prediction_id"]) == "traded",
+    )
+    health = await client.call_service("paper-trading", "health")
+    assert health["buys_halted"] is None
 
 
 async def test_a_prediction_waits_for_market_data_and_trades_once_it_is_back(
@@ -679,6 +746,29 @@ async def test_predictions_are_followed_once_each(stack, suite, client):
     assert len(watcher.of_type("trade_executed")) == 2
 
 
+async def test_two_ledgers_on_one_redis_each_read_every_prediction(stack, suite, processes):
+    """A second paper-trading (another data and socket directory, the same Redis) consumes through
+    a group named after its own ledger: both books see every prediction, none is split off."""
+    other = processes.suite_dirs("second", suite.env["TRADING_REDIS_URL"])
+    second = processes.service("paper-trading", other, extra_env=stack.env).start()
+    holds = [prediction(stack, symbol, "HOLD") for symbol in BANKS * 3]
+    await publish(suite, "prediction", "prediction_generated", *holds)
+    every = {p["prediction_id"] for p in holds}
+    for db in (stack.db, other.data_dir / "paper_trading.db"):
+        await async_wait_until(
+            lambda db=db: outcomes(db), 30, what=f"the HOLDs in {db}", until=lambda done: set(done) == every
+        )
+    groups = {
+        rpc_call_sync(process.socket, "metrics")["events"]["consumer_group"]
+        for process in (stack.paper, second)
+    }
+    assert len(groups) == 2 and all(re.fullmatch(r"paper-trading@[0-9a-f]{16}", g) for g in groups)
+    # The id is the ledger's: a restart reads through the same group (nothing delivered twice).
+    stack.paper.stop()
+    stack.paper = stack.paper_process().start()
+    assert rpc_call_sync(stack.paper.socket, "metrics")["events"]["consumer_group"] in groups
+
+
 # ---- IG Markets -----------------------------------------------------------------------------
 
 
@@ -813,6 +903,47 @@ async def test_trade_events_survive_redis_down_and_a_crash(stack, suite, redis_s
         await bus.aclose()
     history = await client.call_service("paper-trading", "get_trade_history")
     assert [t["trade_id"] for t in history["trades"]] == [trade["trade_id"]]
+
+
+async def test_trades_wait_in_their_outbox_while_redis_refuses_writes(suite, processes, client):
+    """Redis full (maxmemory reached: XADD refused, pub/sub still flows): the trades commit, their
+    events wait in the trades table, past the bound an outbox_backlog alert goes out and health
+    degrades; once Redis takes writes again they reach the stream without a restart."""
+    import redis.asyncio as aioredis
+
+    url = suite.env["TRADING_REDIS_URL"]
+    Stack(suite, processes, TRADING_EVENTS_OUTBOX_BOUND="2").start()
+    admin = aioredis.from_url(url)
+
+    async def streamed() -> set[int]:
+        entries = await admin.xrange("trading:stream:trade_executed")
+        return {orjson.loads(fields[b"event"])["data"]["trade_id"] for _, fields in entries}
+
+    try:
+        async with EventWatcher(url, "outbox_backlog") as watcher:
+            await admin.config_set("maxmemory", "1")  # noeviction: every write that needs memory fails
+            try:
+                trades = [
+                    await client.call_service(
+                        "paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=1
+                    )
+                    for _ in range(3)
+                ]
+                growing = await watcher.wait_for("outbox_backlog", lambda e: e["data"]["state"] == "growing")
+                assert (growing["data"]["service"], growing["data"]["outbox"]) == ("paper-trading", "trades")
+                assert growing["data"]["size"] == 3 and growing["data"]["bound"] == 2
+                health = await client.call_service("paper-trading", "health")
+                assert health["status"] == "degraded" and health["outbox"] == 3
+                assert any("3 trades saved but not yet on the bus" in w for w in health["warnings"])
+                assert await streamed() == set()
+            finally:
+                await admin.config_set("maxmemory", "0")
+            await watcher.wait_for("outbox_backlog", lambda e: e["data"]["state"] == "cleared")
+        assert await streamed() == {t["trade_id"] for t in trades}
+        health = await client.call_service("paper-trading", "health")
+        assert health["outbox"] == 0 and health["outbox_resent"] == 3
+    finally:
+        await admin.aclose()
 
 
 def test_epics_default_per_symbol_and_can_be_overridden():

@@ -569,6 +569,32 @@ async def test_with_redis_away_predictions_wait_in_the_outbox(stack, suite, redi
     assert (await stack.call("health"))["outbox"] == 0
 
 
+async def test_an_outbox_past_its_bound_is_announced_and_cleared(stack, suite):
+    """Redis full (XADD refused, pub/sub flows): predictions are still made and saved; past the
+    bound health degrades and outbox_backlog says so; once Redis takes writes they go out."""
+    stack.start_dependencies("market-data", "sentiment")
+    stack.start_prediction(TRADING_EVENTS_OUTBOX_BOUND="1")
+    url = suite.env["TRADING_REDIS_URL"]
+    async with aioredis.from_url(url) as admin, EventWatcher(url, "outbox_backlog") as watcher:
+        await admin.config_set("maxmemory", "1")  # noeviction: writes that need memory fail
+        try:
+            made = [
+                await stack.call("generate_single_prediction", symbol=symbol, timeout_s=8)
+                for symbol in ("CBA.AX", "WBC.AX")
+            ]
+            growing = await watcher.wait_for("outbox_backlog", lambda e: e["data"]["state"] == "growing")
+            assert (growing["data"]["service"], growing["data"]["outbox"]) == ("prediction", "predictions")
+            assert growing["data"]["size"] == 2 and growing["data"]["bound"] == 1
+            health = await stack.call("health")
+            assert health["status"] == "degraded"
+            assert any("2 predictions saved but not yet on the bus" in w for w in health["warnings"])
+        finally:
+            await admin.config_set("maxmemory", "0")
+        await watcher.wait_for("outbox_backlog", lambda e: e["data"]["state"] == "cleared")
+    assert sorted(await stream_ids(suite)) == sorted(p["prediction_id"] for p in made)
+    assert (await stack.call("health"))["outbox"] == 0
+
+
 @pytest.mark.slow
 async def test_a_batch_is_sent_in_the_order_asked_however_its_computations_finish(stack, suite):
     # The first four symbols are new to market-data (their history is computed on the first

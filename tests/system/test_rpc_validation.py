@@ -86,6 +86,10 @@ VALID: dict[tuple[str, str], dict[str, Any]] = {
     ("scheduler", "get_task_history"): {"task_id": "t", "limit": 5},
     ("scheduler", "list_tasks"): {},
     ("scheduler", "schedule_task"): {"config": TASK},
+    ("alerts", "list_alerts"): {"limit": 5, "kind": "task_failed"},
+    ("alerts", "silence"): {"kind": "task_failed", "duration": "1m"},
+    ("alerts", "test_channel"): {"channel": "webhook"},
+    ("alerts", "get_summary"): {"period": "day"},
 }
 
 
@@ -99,6 +103,14 @@ def _features(**changes: Any) -> dict:
 
 # Domain checks: (service, method, params, expected code, param named in data.param or None).
 DOMAIN_CASES: list[tuple[str, str, dict, int, str | None]] = [
+    # alerts
+    ("alerts", "list_alerts", {"limit": 0}, INVALID_PARAMS, "limit"),
+    ("alerts", "list_alerts", {"kind": "nonsense"}, INVALID_PARAMS, "kind"),
+    ("alerts", "silence", {"kind": "nonsense"}, INVALID_PARAMS, "kind"),
+    ("alerts", "silence", {"kind": "task_failed", "duration": "soon"}, INVALID_PARAMS, "duration"),
+    ("alerts", "silence", {"kind": "task_failed", "duration": "90d"}, INVALID_PARAMS, "duration"),
+    ("alerts", "test_channel", {"channel": "pigeon"}, INVALID_PARAMS, "channel"),
+    ("alerts", "get_summary", {"period": "year"}, INVALID_PARAMS, "period"),
     # market-data
     ("market-data", "get_market_data", {"symbol": "ZZZ.AX"}, INVALID_PARAMS, "symbol"),
     ("market-data", "get_market_data", {"symbol": "  "}, INVALID_PARAMS, "symbol"),

@@ -1,7 +1,9 @@
 """Replies recorded from a live suite (synthetic market data, no MarketAux key, no trained models)
 by asking each method the dashboard asks, trimmed to the fields it reads. Paths are scrubbed.
 
-Recorded 2026-11-24 16:01 Sydney (post-market). The test module derives its scenarios (one fatal,
+Recorded 2026-11-24 16:01 Sydney (post-market); the alerts process's rows (status, health, and
+`incidents`, its list_alerts) were recorded from it on 2026-11-30 in the same suite shape, with a
+webhook configured. The test module derives its scenarios (one fatal,
 Redis down, market closed, garbage) from these, so the shapes stay the services' real ones.
 """
 
@@ -21,6 +23,20 @@ RECORDED = {
             "suite_time": "2026-11-24T05:01:28.980776+00:00",
         },
         "services": [
+            {
+                "name": "alerts",
+                "state": "running",
+                "pid": 795,
+                "uptime": 28.0,
+                "restarts": 0,
+                "health": "healthy",
+                "memory_usage": 44941312,
+                "cpu_usage": 0.0,
+                "depends_on": [],
+                "last_exit": None,
+                "reason": None,
+                "adopted": False,
+            },
             {
                 "name": "market-data",
                 "state": "running",
@@ -138,6 +154,25 @@ RECORDED = {
         ],
     },
     "health": {
+        "alerts": {
+            "service": "alerts",
+            "status": "healthy",
+            "uptime": 28.05,
+            "memory_usage": 44941312,
+            "cpu_usage": 0.0,
+            "pid": 795,
+            "version": "0.1.0",
+            "redis": "connected",
+            "now": "2026-11-24T05:01:28.981001+00:00",
+            "channels": {"webhook": {"state": "ok", "deliveries": {"sent": 3}, "last_error": None}},
+            "open_incidents": 1,
+            "supervisor": "up",
+            "silenced": {},
+            "events": 5,
+            "occurrences": 61,
+            "polls": 47,
+            "poll_errors": 0,
+        },
         "market-data": {
             "service": "market-data",
             "status": "healthy",
@@ -498,6 +533,63 @@ RECORDED = {
         }
     },
 }
+
+
+INCIDENTS = {
+    "alerts": [
+        {
+            "id": 3,
+            "kind": "task_failed",
+            "subject": "evening_analysis",
+            "severity": "warning",
+            "title": "Task evening_analysis failed",
+            "text": "paper-trading is unavailable",
+            "state": "open",
+            "count": 2,
+            "opened_at": "2026-11-24T04:58:00.120000+00:00",
+            "last_at": "2026-11-24T05:00:10.410000+00:00",
+            "closed_at": None,
+            "deliveries": [
+                {"id": 4, "channel": "webhook", "message": "open", "title": "Task evening_analysis failed",
+                 "state": "sent", "hold_reason": None, "due_at": "2026-11-24T04:58:00.120000+00:00",
+                 "attempts": 1, "error": None, "created_at": "2026-11-24T04:58:00.120000+00:00",
+                 "sent_at": "2026-11-24T04:58:00.180000+00:00"},
+                {"id": 5, "channel": "email", "message": "open", "title": "Task evening_analysis failed",
+                 "state": "held", "hold_reason": "quiet_hours", "due_at": "2026-11-24T20:00:00+00:00",
+                 "attempts": 0, "error": None, "created_at": "2026-11-24T04:58:00.120000+00:00",
+                 "sent_at": None},
+            ],
+        },
+        {
+            "id": 1,
+            "kind": "service_fatal",
+            "subject": "sentiment",
+            "severity": "critical",
+            "title": "sentiment is fatal: no more restarts",
+            "text": "exited unexpectedly (code 1); 5 failures within 300s",
+            "state": "resolved",
+            "count": 1,
+            "opened_at": "2026-11-24T04:50:00.000000+00:00",
+            "last_at": "2026-11-24T04:50:00.000000+00:00",
+            "closed_at": "2026-11-24T04:55:00.000000+00:00",
+            "deliveries": [
+                {"id": 1, "channel": "webhook", "message": "open", "title": "sentiment is fatal: no more restarts",
+                 "state": "sent", "hold_reason": None, "due_at": "2026-11-24T04:50:00+00:00", "attempts": 1,
+                 "error": None, "created_at": "2026-11-24T04:50:00+00:00", "sent_at": "2026-11-24T04:50:00+00:00"},
+                {"id": 2, "channel": "webhook", "message": "resolved",
+                 "title": "RESOLVED: sentiment is fatal: no more restarts", "state": "sent", "hold_reason": None,
+                 "due_at": "2026-11-24T04:55:00+00:00", "attempts": 1, "error": None,
+                 "created_at": "2026-11-24T04:55:00+00:00", "sent_at": "2026-11-24T04:55:00+00:00"},
+            ],
+        },
+    ],
+    "count": 2,
+    "open": 1,
+}  # fmt: skip
+
+
+def incidents() -> dict:
+    return copy.deepcopy(INCIDENTS)
 
 
 def recorded() -> dict:

@@ -24,6 +24,7 @@ from services.management.dashboard_view import (
     render_lines,
     render_text,
 )
+from services.registry import SERVICES
 from tests.unit._dashboard_replies import recorded
 
 SYDNEY = ZoneInfo("Australia/Sydney")
@@ -106,7 +107,7 @@ def test_all_healthy_is_green_with_every_figure():
     view = build_view(snapshot_of(all_healthy()), NOW)
     assert (view.overall, view.light) == ("healthy", "🟢")
     assert [r.name for r in view.services] == [
-        "market-data", "ml-model", "sentiment", "prediction", "paper-trading", "scheduler"
+        "alerts", "market-data", "ml-model", "sentiment", "prediction", "paper-trading", "scheduler"
     ]  # fmt: skip
     assert {r.level for r in view.services} == {"ok"}
     by_name = {r.name: r for r in view.services}
@@ -268,6 +269,25 @@ def test_live_events_become_alerts_newest_first():
     ]
 
 
+def test_storage_halted_and_resumed_become_alerts():
+    """paper-trading's storage alerts: the halt names the reason, the resume how long it lasted."""
+    reason = "disk full: database or disk is full (SQLITE_FULL)"
+    events = [
+        {"type": "storage_halted", "timestamp": "2026-11-24T05:00:00+00:00",
+         "data": {"service": "paper-trading", "reason": reason, "error": "SQLITE_FULL",
+                  "state": "halted", "since": "2026-11-24T05:00:00+00:00"}},
+        {"type": "storage_resumed", "timestamp": "2026-11-24T05:03:00+00:00",
+         "data": {"service": "paper-trading", "halted_s": 181.6, "reason": reason}},
+        {"type": "storage_halted", "timestamp": "2026-11-24T05:04:00+00:00", "data": {}},  # malformed
+    ]  # fmt: skip
+    view = build_view(snapshot_of(all_healthy(), events=events), NOW)
+    assert [(a.at, a.level, a.text) for a in view.alerts if a.at] == [
+        ("16:04", "bad", "? halted trading, storage: ?"),
+        ("16:03", "warn", "paper-trading resumed trading: storage writable again after 182 s"),
+        ("16:00", "bad", f"paper-trading halted trading, storage: {reason}"),
+    ]
+
+
 def test_failed_tasks_newest_first_and_halted_trading():
     replies = all_healthy()
     replies["tasks"][0].update(last_status="failed", last_run="2026-11-24T15:00:00+11:00", last_error="boom")
@@ -316,13 +336,13 @@ def test_positions_fill_the_room_and_the_rest_is_counted():
 
 def test_selected_row_and_narrow_terminals():
     view = build_view(snapshot_of(all_healthy()), NOW)
-    lines = render_lines(view, 80, selected=3)
+    lines = render_lines(view, 80, selected=4)  # alerts, market-data, ml-model, sentiment, prediction
     assert [line.text.split()[0] for line in lines if line.selected] == ["prediction"]
     for width in (40, 60, 79, 120):
         assert_fits("\n".join(lines_of(view, width)), width)
     assert "│" not in "\n".join(lines_of(view, 60))  # too narrow for two columns: stacked
     wide = lines_of(view, 120)  # room for a NOTE column: the warning shows in the table too
-    assert wide[1].split()[-2:] == ["DEPS", "NOTE"] and "synthetic data" in wide[2]
+    assert wide[1].split()[-2:] == ["DEPS", "NOTE"] and "synthetic data" in wide[3]  # market-data's row
     assert "NOTE" not in lines_of(view, 80)[1]
 
 
@@ -387,7 +407,7 @@ def test_symbol_rows_carry_the_quote_time_delay_and_staleness():
     assert "10:50 STALE yfinance: no intraday data" in wide
     assert "11:05 20m   yfinance 20m delayed" in wide and "11:29 live  ig real-time" in wide
     # Stacked on a narrow terminal, too narrow for the whole QUOTE column: the time is kept.
-    assert "140.50  +0.40%   SELL  15% 11:05" in lines_of(view, 44)[10]
+    assert "140.50  +0.40%   SELL  15% 11:05" in lines_of(view, 44)[11]  # below 7 service rows
     for width in (40, 44, 56, 76, 80, 91, 104, 120, 160):
         assert_fits("\n".join(lines_of(view, width)), width)
 
@@ -468,7 +488,7 @@ def test_garbage_replies_never_crash_and_never_leak_escapes(garbage):
     text = render_text(view)
     assert_fits(text)
     assert not any(ch in text for ch in "\x07\x1b\x00")
-    assert len(view.services) == 6
+    assert len(view.services) == len(SERVICES)
 
 
 JSON = st.recursive(

@@ -5,9 +5,24 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import orjson
+import pytest
 
 from services.base.clock import SuiteClock
-from services.base.events import DURABLE_TYPES, Event, EventBus, on_event, retry_delay_s
+from services.base.events import (
+    DURABLE_TYPES,
+    Event,
+    EventBus,
+    dependency_unavailable,
+    on_event,
+    retry_delay_s,
+)
+from services.base.rpc import (
+    DependencyUnavailable,
+    RiskRejected,
+    RpcTimeout,
+    ServiceError,
+    StorageUnavailable,
+)
 
 
 def test_durable_retry_delays_double_to_a_cap():
@@ -34,3 +49,22 @@ def test_money_moving_events_are_durable_and_handlers_are_marked_not_wrapped():
 
     assert on_event("trade_executed", durable=True)(handler) is handler
     assert handler.__event__ == ("trade_executed", True)
+
+
+@pytest.mark.parametrize(
+    ("error", "waits"),
+    [
+        (DependencyUnavailable("market-data is unavailable"), True),
+        (RpcTimeout("market-data.get_quote did not answer within 10s"), True),
+        # The service's own disk full: the entry waits for it as for a service, spending no delivery.
+        (StorageUnavailable("storage unavailable: disk full"), True),
+        (ConnectionRefusedError(), True),
+        (TimeoutError(), True),
+        # The event's own fault, or a bug: these count as deliveries, then the dead-letter stream.
+        (ServiceError("bad"), False),
+        (RiskRejected("rejected by rule max_position"), False),
+        (ValueError("unknown signal"), False),
+    ],
+)
+def test_which_handler_failures_wait_in_place(error, waits):
+    assert dependency_unavailable(error) is waits

@@ -217,3 +217,30 @@ def test_a_malformed_bar_is_ignored_and_the_price_checked():
 
 def test_no_exit_without_a_position():
     assert exit_for(None, quote(price=1.0), RULES).fill is None
+
+
+# ---- market data silence ------------------------------------------------------------------------
+
+
+def test_silence_counts_from_the_open_and_names_held_symbols_first():
+    from services.paper_trading.market_orders import market_data_silence
+
+    opened = datetime(2024, 6, 17, 10, 0, tzinfo=SYDNEY)
+    yesterday = opened - timedelta(hours=18)
+    at = opened + timedelta(seconds=200)
+    # Yesterday's quotes are not silence until the bound has passed since the open.
+    assert market_data_silence(at, opened, {"CBA.AX": yesterday}, ["CBA.AX"], 300) is None
+    later = opened + timedelta(seconds=400)
+    silence = market_data_silence(later, opened, {"CBA.AX": yesterday}, ["CBA.AX"], 300)
+    assert silence is not None and silence.symbols == ("CBA.AX",) and silence.silent_s == 400
+    assert "no usable quote for CBA.AX for 400 s (more than 300 s)" in silence.reason
+    # Fresh quotes for other symbols do not cover a held one that has none.
+    seen = {"WBC.AX": later - timedelta(seconds=5), "NAB.AX": opened + timedelta(seconds=50)}
+    silence = market_data_silence(later, opened, seen, ["NAB.AX", "WBC.AX"], 300)
+    assert silence is not None and silence.symbols == ("NAB.AX",) and silence.silent_s == 350
+    # Nothing held: any usable quote within the bound is market data arriving.
+    assert market_data_silence(later, opened, seen, [], 300) is None
+    quiet = market_data_silence(later + timedelta(seconds=400), opened, seen, [], 300)
+    assert quiet is not None and quiet.symbols == () and quiet.silent_s == 405
+    assert quiet.reason == "no usable quote from market-data for 405 s (more than 300 s)"
+    assert market_data_silence(later, opened, {}, [], 300) is not None

@@ -86,6 +86,7 @@ def test_suite_env_isolates_the_replay_from_the_live_suite(tmp_path):
         "MARKETAUX_API_TOKEN": "token",
         "IG_API_KEY": "key",
         "TRADING_PAPER_TRADING_IG_MIRROR": "true",
+        "TRADING_ALERTS_TELEGRAM_BOT_TOKEN": "1:x",  # a replay pages nobody
         "TRADING_SYMBOLS": "CBA.AX,NAB.AX",  # the trader's universe and knobs carry over
         "TRADING_PAPER_TRADING_SLIPPAGE_BPS": "7",
     }
@@ -95,7 +96,8 @@ def test_suite_env_isolates_the_replay_from_the_live_suite(tmp_path):
     )  # fmt: skip
     env = suite_env(tmp_path / "root", options, live)
     for gone in ("TRADING_REDIS_URL", "TRADING_CLOCK_START", "TRADING_CLOCK_SPEED", "TRADING_SECRETS_FILE",
-                 "MARKETAUX_API_TOKEN", "IG_API_KEY", "TRADING_PAPER_TRADING_IG_MIRROR"):  # fmt: skip
+                 "MARKETAUX_API_TOKEN", "IG_API_KEY", "TRADING_PAPER_TRADING_IG_MIRROR",
+                 "TRADING_ALERTS_TELEGRAM_BOT_TOKEN"):  # fmt: skip
         assert gone not in env, gone
     assert env["TRADING_SOCKET_DIR"] == str(tmp_path / "root" / "sock")
     assert env["TRADING_DATA_DIR"] == str(tmp_path / "root" / "data")

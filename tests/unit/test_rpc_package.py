@@ -10,7 +10,7 @@ HOME = {
     "errors": [
         "ERROR_TYPES", "RpcError", "ParseError", "InvalidRequest", "MethodNotFound", "InvalidParams",
         "InternalError", "ServiceError", "DependencyUnavailable", "NotConfigured", "RiskRejected",
-        "MarketClosed", "RpcTimeout", "NotFound", "error_from_wire",
+        "MarketClosed", "RpcTimeout", "NotFound", "StorageUnavailable", "error_from_wire",
     ],
     "params": ["rpc", "coerce", "ParamSpec", "MethodSpec"],
     "codec": ["dumps", "loads", "error_response", "result_response", "check_request", "request_id_of"],

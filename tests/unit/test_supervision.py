@@ -19,8 +19,10 @@ from services.registry import DEPENDENCIES
 
 
 def test_contract_dependency_levels():
+    # The contract's six, plus the alerts process (issue 18), which needs Redis alone: it starts
+    # first and hears every other service start, fail and restart.
     assert start_levels() == [
-        ["market-data", "ml-model", "sentiment"],
+        ["alerts", "market-data", "ml-model", "sentiment"],
         ["prediction"],
         ["paper-trading", "scheduler"],
     ]

@@ -1,5 +1,6 @@
 """TradeStore on a real SQLite file: atomic trades, at-most-once predictions, durability."""
 
+import json
 import os
 import signal
 import sqlite3
@@ -303,3 +304,73 @@ def test_a_ledger_from_before_the_outcome_words_is_migrated_in_place(tmp_path):
     ).fetchall()
     assert "predictions_processed_at" in str(plan)  # the health count uses the index, not a scan
     reopened.close()
+
+
+FULL_DISK = textwrap.dedent(
+    """
+    import json, resource, sys
+    from datetime import UTC, datetime
+    from decimal import Decimal
+    from services.base.storage import LedgerWriteFailed
+    from services.domain.portfolio import Action, Fill
+    from services.paper_trading.trade_store import TradeStore
+
+    T0 = datetime(2026, 3, 2, 0, 30, tzinfo=UTC)
+    store = TradeStore(sys.argv[1], Decimal("100000"), T0)
+
+    def buy(pid):
+        fill = Fill("CBA.AX", Action.BUY, 10, Decimal("100"), Decimal("11.00"))
+        return store.record_fill(fill, now=T0, slippage=Decimal("0.50"), reason="test",
+                                 assumptions={}, prediction_id=pid)
+
+    def failure(write):
+        try:
+            write()
+        except LedgerWriteFailed as exc:
+            return str(exc.failure)
+        return None
+
+    seen = {"first": str(buy("p-1")[0].trade_id)}
+    before = store.load_portfolio()
+    # Below one WAL frame (a 4 KiB page and its 24-byte header, after the WAL's 32-byte header):
+    # the next write of any transaction lands past the limit. The hard limit stays, so it can be
+    # raised again without privileges. CPython ignores SIGXFSZ: the write fails with EFBIG.
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+    seen["fill"] = failure(lambda: buy("p-2"))
+    seen["outcome"] = failure(lambda: store.record_prediction_outcome("p-3", "ignored", "HOLD", T0))
+    seen["probe"] = failure(lambda: store.probe_write(T0))
+    seen["book_unchanged"] = store.load_portfolio() == before
+    seen["trades"] = store.trade_count()
+    seen["p-2"] = store.prediction_outcome("p-2")
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    seen["probe_after"] = failure(lambda: store.probe_write(T0))
+    trade, book = buy("p-2")
+    seen["retried"] = [trade.trade_id, book == store.load_portfolio(), str(book.cash)]
+    seen["integrity"] = store.pragma("integrity_check")
+    seen["replay_matches"] = store.replay_ledger() == store.load_portfolio()
+    print(json.dumps(seen))
+    """
+)
+
+
+def test_a_write_the_disk_refuses_records_nothing_and_raises_ledger_write_failed(tmp_path):
+    """A real fault: the process's file-size limit (RLIMIT_FSIZE) set below the next WAL write.
+    SQLite reports EFBIG as an I/O error on COMMIT and rolls back: no row of the fill, its
+    position, its cash or its prediction remains; the book on disk is the one before it."""
+    result = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(tmp_path / "paper.db")],
+        capture_output=True,  # pipes: not files, so the limit does not apply to them
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    seen = json.loads(result.stdout)
+    io_error = "I/O error: disk I/O error (SQLITE_IOERR_WRITE)"
+    assert seen["first"] == "1"
+    assert (seen["fill"], seen["outcome"], seen["probe"]) == (io_error, io_error, io_error)
+    assert seen["book_unchanged"] is True and seen["trades"] == 1 and seen["p-2"] is None
+    assert seen["probe_after"] is None  # the limit raised again: writes succeed
+    # The same prediction trades once the disk takes writes again: nothing of the failed one left.
+    assert seen["retried"] == [2, True, str(D("100000") - 2 * D("1011.00"))]
+    assert seen["integrity"] == "ok" and seen["replay_matches"] is True

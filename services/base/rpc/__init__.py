@@ -35,6 +35,7 @@ from services.base.rpc.errors import (
     RpcError,
     RpcTimeout,
     ServiceError,
+    StorageUnavailable,
     error_from_wire,
 )
 from services.base.rpc.params import MethodSpec, ParamSpec, coerce, rpc
@@ -61,6 +62,7 @@ __all__ = [
     "RpcServer",
     "RpcTimeout",
     "ServiceError",
+    "StorageUnavailable",
     "check_request",
     "coerce",
     "dumps",

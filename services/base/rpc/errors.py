@@ -87,6 +87,13 @@ class NotFound(RpcError):
     code, kind = -32006, "not_found"
 
 
+class StorageUnavailable(RpcError):
+    """A write to the service's own database failed for the storage (disk full, I/O error,
+    read-only): the service refuses what would write until its probe write succeeds again."""
+
+    code, kind = -32007, "storage_unavailable"
+
+
 ERROR_TYPES: dict[int, type[RpcError]] = {
     cls.code: cls
     for cls in (
@@ -102,6 +109,7 @@ ERROR_TYPES: dict[int, type[RpcError]] = {
         MarketClosed,
         RpcTimeout,
         NotFound,
+        StorageUnavailable,
     )
 }
 

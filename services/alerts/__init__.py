@@ -1,0 +1,1 @@
+"""The alerts process: incidents from the suite's events and polls, delivered to people."""
