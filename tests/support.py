@@ -142,6 +142,9 @@ def short_tempdir(prefix: str = "ts-") -> Path:
 class RedisServer:
     directory: Path
     process: subprocess.Popen | None = None
+    # As the supervisor runs its own: an append-only file, so a SIGKILLed server restarted on the
+    # same directory comes back with its streams and consumer groups.
+    appendonly: bool = False
 
     @property
     def path(self) -> Path:
@@ -170,7 +173,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.appendonly else "no",
+                "--appendfsync",
+                "everysec",
                 "--dir",
                 str(self.directory),
                 "--logfile",

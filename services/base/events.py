@@ -52,6 +52,10 @@ DURABLE_TYPES = DURABLE_EVENTS
 EVENT_TYPES = frozenset(EVENTS)
 STREAM_MAXLEN = 10_000  # per event type; keeps the managed Redis small
 OUTBOX_MAX = 10_000
+# The heartbeat's PING must answer within this, or Redis counts as away (a stopped or hung
+# server keeps the socket open: only a deadline tells). Well under the supervisor's default
+# health interval (5 s), so `health` says degraded within two of them.
+PING_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +185,7 @@ class EventBus:
         self._tasks: list[asyncio.Task] = []
         self._handler_tasks: set[asyncio.Task] = set()
         self._up = asyncio.Event()
+        self._lost = asyncio.Event()  # another loop saw Redis fail: the watcher checks at once
 
     # ---- registration ---------------------------------------------------------------------
 
@@ -197,9 +202,19 @@ class EventBus:
 
     async def start(self) -> None:
         import redis.asyncio as aioredis  # imported here so a bus-less test never pays for it
+        import redis.exceptions
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
+        # redis-py's default retries a failed command 3 times with up to 7 s of backoff, timeouts
+        # included: a command on a dead or stopped Redis then hangs for many seconds before the
+        # bus may say so. One immediate retry on a new connection (a pooled one from before a
+        # Redis restart is dead) and no more: the loops below back off and report by themselves.
         self._redis = aioredis.from_url(
-            self.url, socket_connect_timeout=1.0, socket_timeout=5.0, retry_on_timeout=False
+            self.url,
+            socket_connect_timeout=1.0,
+            socket_timeout=5.0,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
         )
         self._tasks.append(asyncio.create_task(self._watch_connection(), name="bus-watch"))
         if self._handlers:
@@ -246,6 +261,7 @@ class EventBus:
             log.info("redis connected", extra={"redis_url": self.url})
         else:
             self._up.clear()
+            self._lost.set()
             log.warning("redis disconnected; reconnecting", extra={"redis_url": self.url})
         if self.on_state_change is not None:
             self.on_state_change(up)
@@ -255,7 +271,9 @@ class EventBus:
         delay = 0.1
         while True:
             try:
-                await self._client.ping()  # type: ignore[misc]  # redis types ping for sync and async alike
+                self._lost.clear()
+                # redis types ping for sync and async alike
+                await asyncio.wait_for(self._client.ping(), PING_TIMEOUT_S)  # type: ignore[arg-type]
                 self._set_connected(True)
                 await self._flush_outbox()
                 await self._client.set(
@@ -264,7 +282,12 @@ class EventBus:
                     ex=max(3, int(self.heartbeat_s * 3)),
                 )
                 delay = 0.1
-                await asyncio.sleep(min(self.heartbeat_s, 1.0) if self._outbox else self.heartbeat_s)
+                # Woken early when a stream, pub/sub or publish call lost Redis: reconnected (and
+                # healthy again) within one backoff step of Redis's return, not a heartbeat later.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._lost.wait(), min(self.heartbeat_s, 1.0) if self._outbox else self.heartbeat_s
+                    )
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -16,7 +16,9 @@ bars that were final by then.
 Each trading day D runs the live code path, with the idle time in between skipped:
   09:45  the scheduler's market_data_refresh task, as the default schedule
          (services.domain.day_plan) runs it (market_monitoring depends on it having run today);
-  10:15  the scheduler's market_monitoring task: refresh, then generate_predictions; every
+  10:15  the day's open is quoted (get_quote: market_data_updated, on which the prediction
+         service re-predicts) and those predictions are acted on; then
+         the scheduler's market_monitoring task: refresh, then generate_predictions; every
          prediction_generated event reaches paper-trading through its durable stream and it
          trades within its risk rules (stop-loss and take-profit on market_data_updated). A
          symbol the task made no prediction for in the session (it served one made before the
@@ -129,9 +131,10 @@ class ReplayResult:
     out: Path
     curve: list[tuple[date | None, float]]
     trades: list[dict]
-    predictions: list[dict]
+    predictions: list[dict]  # each symbol's first of each session (scored for accuracy)
     notes: list[str]
     seconds: float
+    session_predictions: list[dict] = field(default_factory=list)  # every one the sessions acted on
 
 
 def at(day: date, moment: clock_time) -> datetime:
@@ -456,6 +459,14 @@ class ReplayDriver:
         """The monitoring task: predictions that paper-trading follows within its rules."""
         self._jump(start)
         before = await self._wait_healthy()
+        if first and day not in self.plan.days:
+            # Daily bars: the day's open is quoted from 10:00, and market_data_updated brings it to
+            # the prediction service, which re-predicts on it. Those predictions are made and acted
+            # on first, as on intraday days (_quote_step); otherwise the task's forced batch would
+            # join the ones still being computed and recompute those already done, so the number
+            # of predictions (and of orders) would depend on the machine's speed.
+            await self._quote_step(start)
+        task_start = datetime.fromtimestamp(_clock_now(self.clock_file), SYDNEY)
         try:
             # Run once, never re-run: a second forced run would publish a second prediction.
             run = await self.client.call_service(
@@ -468,7 +479,10 @@ class ReplayDriver:
                 self.progress(f"{day}: market_monitoring {run['status']}: {run.get('error')}")
         except RpcError as exc:
             self.progress(f"{day}: market_monitoring failed ({exc.message}); completing the step")
-        made = await self._complete_step(day, start) if first else {}
+        # The task's batch complete (a symbol it missed while a service restarted is forced), so
+        # every run of the step makes the same predictions; the day's first ones are scored.
+        await self._complete_step(day, task_start)
+        made = await self._predictions_since(start) if first else {}
         if (await self._restart_counts()).get(TRADER) != before.get(TRADER):
             # paper-trading was down for part of the step: the market_data_updated events that
             # check stop-loss and take-profit went unheard. The same prices again, now.
@@ -512,7 +526,9 @@ class ReplayDriver:
                     f"predictions did not follow the quotes: {detail or 'paper-trading behind'}"
                 )
             if stale and time.monotonic() > forced:
-                for symbol in stale:
+                # In the order market-data announces quotes (sorted), as the lost events would
+                # have had them made: paper-trading acts in the order predictions come.
+                for symbol in sorted(stale):
                     await self._call(
                         "prediction", "generate_single_prediction", symbol=symbol, force_refresh=True
                     )
@@ -520,14 +536,9 @@ class ReplayDriver:
             await asyncio.sleep(0.01)
 
     async def _complete_step(self, day: date, start: datetime) -> dict[str, dict]:
-        """Each symbol's one prediction made in the session, forcing those the task did not make.
-
-        The monitoring task does not force predictions, so when the bar has not changed since
-        one was made before the open (at the 09:45 refresh, when paper-trading rejects it as out
-        of hours) it serves that one from the cache and publishes nothing. Those symbols, and any
-        the task missed because a service was restarting, get one forced prediction here; a
-        symbol that has one is never predicted twice.
-        """
+        """Each symbol's one prediction made since `start` (the task's run), forcing those the
+        task did not make (it failed because a service was restarting); a symbol that has one is
+        never predicted twice."""
         made = await self._predictions_since(start)
         for _ in range(5):
             missing = [s for s in self.symbols if s not in made]
@@ -682,17 +693,24 @@ class ReplayDriver:
         await self._call(TRADER, "get_portfolio_status")
 
     async def _trader_caught_up(self) -> bool:
-        """paper-trading's consumer group (`paper-trading@<ledger id>`, one per ledger; the replay
-        runs one) has read and acknowledged every prediction."""
+        """Every prediction is on the stream (none left in the prediction service's outbox, as
+        after a Redis restart) and paper-trading's consumer group (`paper-trading@<ledger id>`,
+        one per ledger; the replay runs one) has read and acknowledged it."""
         import redis.exceptions
 
         if self.redis is None:
             raise ReplayError("the replay is not running: its Redis connection is closed")
+        if (await self._call("prediction", "health"))["outbox"]:
+            return False
         try:
             stream = await self.redis.xinfo_stream(PREDICTION_STREAM)
             groups = await self.redis.xinfo_groups(PREDICTION_STREAM)
         except redis.exceptions.ResponseError:
             return True  # no stream yet: nothing was predicted
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            # The suite's Redis died (the supervisor restarts it from its append-only file) or is
+            # still loading: not known to be caught up, so the caller asks again until its deadline.
+            return False
         group = next((g for g in groups if _text(g["name"]).startswith(f"{TRADER}@")), None)
         if group is None:
             return stream["length"] == 0
@@ -754,7 +772,7 @@ class ReplayDriver:
         ]
         result = ReplayResult(
             report, replay_report.format_report(report, notes), self.options.out, self.curve, trades,
-            self.step_predictions, notes, seconds,
+            self.step_predictions, notes, seconds, list(self.session_predictions.values()),
         )  # fmt: skip
         write_outputs(result, prices, days, index)
         return result

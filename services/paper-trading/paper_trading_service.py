@@ -801,10 +801,7 @@ class PaperTradingService(BaseService):
         except QuoteRefused as exc:  # an answer about this moment's market: not retried later
             return "ignored", exc.message
         # Any other DependencyUnavailable propagates: unacknowledged, redelivered.
-        if symbol in self.book.positions:
-            # The prices since the last check first: a buy resets the levels from its entry, so
-            # a stop hit in between must be taken now, at the old levels, or never.
-            await self._exit_if_due(quote, trigger="before order", skipped=await self._skipped_bars(quote))
+        await self._book_at_quotes(quote)
         side = Action.BUY if signal == "BUY" else Action.SELL
         price, _ = order_fill(side, quote, self.knobs.slippage_bps)
         order = risk.order_for_signal(signal, symbol, price, self.book, self._prices(), self.rules)
@@ -823,6 +820,25 @@ class PaperTradingService(BaseService):
             return "ignored", exc.message
         self.counters["predictions_traded"] += 1
         return "traded", reason
+
+    async def _book_at_quotes(self, quote: MarketQuote) -> None:
+        """Before an order (caller holds the lock): every held position marked at its quote of
+        this moment, and closed if those prices reached its stop-loss or take-profit.
+
+        The prices since the last check first: a buy resets the levels from its entry, so a stop
+        hit in between must be taken now, at the old levels, or never. And the other positions
+        too: market_data_updated (pub/sub) and prediction_generated (a stream) arrive in either
+        order, so an order sized on a book still marked at the last close, or still holding a
+        position the open went through a stop of, would get another quantity than one sized
+        after the quote events; a replay would then trade differently under load or faults.
+        """
+        for symbol in sorted(self.book.positions):
+            current = quote if symbol == quote.symbol else await self._fetch_quote(symbol)
+            if symbol != quote.symbol:
+                self._save_mark(symbol, Mark(current.price, current.as_of, current.source))
+            await self._exit_if_due(
+                current, trigger="before order", skipped=await self._skipped_bars(current)
+            )
 
     async def _execute(
         self,

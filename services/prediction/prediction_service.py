@@ -324,8 +324,11 @@ class PredictionService(BaseService):
         self.knobs = read_knobs(PredictionKnobs, self.settings.environ)
         self.store: PredictionStore | None = None
         self.outbox_resent = 0  # predictions the outbox sent again (after a crash or an outage)
+        # Predictions are saved and sent in the order they were asked for (see _generate): each
+        # waits for the one asked before it (its turn), and one sender at a time sends the outbox.
+        self._last_turn: asyncio.Future | None = None
+        self._send_lock = asyncio.Lock()
         self.outbox_watch = self.make_outbox_watch("predictions")
-        self._sending: set[str] = set()  # saved and being sent right now by the request itself
         self.cache: dict[str, dict] = {}
         self.prediction_count = 0
         self.predictions_by_signal: dict[str, int] = {"BUY": 0, "HOLD": 0, "SELL": 0}
@@ -526,14 +529,29 @@ class PredictionService(BaseService):
         task = self._inflight.get(symbol)
         if task is None:
             # Concurrent requests for one symbol share one computation.
-            task = asyncio.create_task(self._generate(symbol), name=f"predict-{symbol}")
+            previous, self._last_turn = self._last_turn, asyncio.get_running_loop().create_future()
+            task = asyncio.create_task(
+                self._generate(symbol, previous, self._last_turn), name=f"predict-{symbol}"
+            )
             self._inflight[symbol] = task
             task.add_done_callback(lambda _t: self._inflight.pop(symbol, None))
         # shield: a caller that gives up does not cancel the computation others may share.
         prediction = await asyncio.shield(task)
         return {**prediction, "cached": False}
 
-    async def _generate(self, symbol: str) -> dict:
+    async def _generate(self, symbol: str, previous: asyncio.Future | None, turn: asyncio.Future) -> dict:
+        """Compute (concurrently with others), then save and send after the prediction asked for
+        before this one: the stream then has a batch in the order it was asked for (the universe's
+        order), not in the order the computations happened to finish. paper-trading acts in the
+        stream's order and each fill changes the cash the next one is sized on, so a replay
+        under load or faults trades the same only if that order does not depend on timing."""
+        try:
+            return await self._generate_in_turn(symbol, previous)
+        finally:
+            if not turn.done():
+                turn.set_result(None)  # done, failed or cancelled: the next one's turn
+
+    async def _generate_in_turn(self, symbol: str, previous: asyncio.Future | None) -> dict:
         async with self._limit:
             gathered = await self._gather(symbol)
         cfg = self.knobs.signal
@@ -553,19 +571,18 @@ class PredictionService(BaseService):
             missing=missing,
             config=cfg,
         )
+        if previous is not None:
+            await asyncio.wait({previous})  # not awaited directly: cancelling us must not cancel it
         # The outbox: saved with published=0, marked once the event is on the bus; whatever a
         # crash or a Redis outage left unmarked is sent again (at start, and every few seconds).
-        self._sending.add(prediction["prediction_id"])  # the outbox round leaves it to us
-        try:
-            self.store.save(prediction)  # type: ignore[union-attr]
-            crashpoint("prediction.after_save")
-            self.prediction_count += 1
-            self.predictions_by_signal[prediction["signal"]] += 1
-            self.cache[symbol] = prediction
-            await self._record_buy_rate(prediction)
-            await self._send_prediction(prediction)
-        finally:
-            self._sending.discard(prediction["prediction_id"])
+        self.store.save(prediction)  # type: ignore[union-attr]
+        crashpoint("prediction.after_save")
+        self.prediction_count += 1
+        self.predictions_by_signal[prediction["signal"]] += 1
+        self.cache[symbol] = prediction
+        await self._record_buy_rate(prediction)
+        if self.bus is not None and self.bus.connected:  # else the outbox round sends it, in order
+            self.outbox_resent += await self._send_outbox(prediction["prediction_id"])
         return prediction
 
     async def _send_prediction(self, prediction: dict) -> bool:
@@ -577,17 +594,25 @@ class PredictionService(BaseService):
         self.store.mark_published(prediction["prediction_id"])
         return True
 
+    async def _send_outbox(self, own_id: str | None = None) -> int:
+        """Send every saved prediction not yet on the bus, oldest first, until Redis refuses one.
+        One sender at a time (a request, or the outbox round), so the stream has them in the
+        order they were saved. Returns how many were sent besides `own_id` (resent ones)."""
+        assert self.store is not None
+        resent = 0
+        async with self._send_lock:
+            for prediction in self.store.unpublished():
+                if not await self._send_prediction(prediction):
+                    break  # Redis went away again: the next round
+                resent += prediction["prediction_id"] != own_id
+        return resent
+
     async def _drain_outbox(self) -> None:
         """Send what the outbox holds, oldest first, every OUTBOX_CHECK_S (and once at start)."""
         while True:
             try:
                 if self.store is not None and self.bus is not None and self.bus.connected:
-                    for prediction in self.store.unpublished():
-                        if prediction["prediction_id"] in self._sending:
-                            continue  # being sent by the request that made it
-                        if not await self._send_prediction(prediction):
-                            break  # Redis went away again: next round
-                        self.outbox_resent += 1
+                    self.outbox_resent += await self._send_outbox()
                 if self.store is not None:
                     size = self.store.unpublished_count()
                     await self.outbox_watch.check(size, self.clock.now(), self._announce_outbox)

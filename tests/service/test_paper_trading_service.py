@@ -444,6 +444,55 @@ async def test_a_stop_traded_through_inside_a_bar_fills_at_the_stop_level(suite,
     assert exits == 1
 
 
+async def test_an_order_first_brings_every_position_to_its_quote(suite, processes, client):
+    # CBA's 11:05 bar falls through its stop while paper-trading is down, so its quote event is
+    # never heard (and no later bar sends another; no exit timer either). A NAB prediction then
+    # comes: before it is sized, CBA is marked at its quote and stopped out, as it would have been
+    # had the quote event arrived first. Events of two channels arrive in either order; the book
+    # an order is sized on must not depend on which came first.
+    stack = Stack(
+        suite,
+        processes,
+        speed=30,
+        market_env={"TRADING_MARKET_DATA_QUOTE_S": "5"},
+        TRADING_PAPER_TRADING_EXIT_CHECK_S="86400",
+    )
+    write_intraday(
+        stack.market_dir, "CBA.AX", lambda start: 90.0 if start.minute == 5 else 100.0, until="11:10"
+    )
+    stack.start()
+    bought = await client.call_service(
+        "paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=10
+    )
+    assert bought["price"] == 100.05  # the stop is at 95.0475
+    stack.paper.stop()
+    await async_wait_until(
+        lambda: rpc_call_sync(stack.market.socket, "get_quote", {"symbol": "CBA.AX"}),
+        120,
+        what="CBA quoted at the 11:05 bar's 90",
+        until=lambda q: q["price"] == 90.0,
+    )
+    stack.paper = stack.paper_process(TRADING_PAPER_TRADING_EXIT_CHECK_S="86400")
+    stack.paper.start()
+    buy = prediction(stack, "NAB.AX", "BUY")
+    await publish(suite, "prediction", "prediction_generated", buy)
+    await async_wait_until(
+        lambda: outcomes(stack.db), 60, what="the NAB prediction", until=lambda o: buy["prediction_id"] in o
+    )
+    trades = (await client.call_service("paper-trading", "get_trade_history"))["trades"]  # newest first
+    assert [(t["symbol"], t["action"], t["reason"]) for t in trades] == [
+        ("NAB.AX", "BUY", trades[0]["reason"]),
+        ("CBA.AX", "SELL", "stop_loss"),
+        ("CBA.AX", "BUY", "manual"),
+    ]
+    assert trades[1]["price"] == 90.0 and trades[1]["assumptions"]["trigger"] == "before order"
+    # NAB sized on the book after the loss: 5% of the equity left, at 100.05.
+    status = await client.call_service("paper-trading", "get_portfolio_status")
+    assert status["realized_pnl"] < 0 and trades[0]["quantity"] == int(
+        D(str(status["equity"])) * D("0.05") / D("100.05")
+    )
+
+
 async def test_with_daily_bars_only_the_days_range_is_checked_once_its_bar_is_final(suite, processes, client):
     # No intraday files: orders fill at the day's open; the day's low (99 - 1 = 98.5 below the
     # 1% stop of 99.495 from a 100.5 open) shows only in the day's bar, final at 16:10, and the

@@ -596,6 +596,26 @@ async def test_an_outbox_past_its_bound_is_announced_and_cleared(stack, suite):
 
 
 @pytest.mark.slow
+async def test_a_batch_is_sent_in_the_order_asked_however_its_computations_finish(stack, suite):
+    # The first four symbols are new to market-data (their history is computed on the first
+    # fetch), the last four are in its cache: computed concurrently, the last four finish first.
+    # paper-trading acts in the stream's order and sizes each order on the cash the previous one
+    # left, so the order must be the one asked for, not the one the computations finished in.
+    symbols = synthetic_symbols(8, prefix="ORD")
+    stack.universe(symbols)
+    stack.start_dependencies("market-data", "sentiment")
+    stack.start_prediction()
+    await stack.call("generate_predictions", symbols=symbols[4:], timeout_s=25)
+    made = await stack.call("generate_predictions", symbols=symbols, force_refresh=True, timeout_s=25)
+    assert made["errors"] == {} and made["from_cache"] == 0
+    ids = {p["prediction_id"]: s for s, p in made["predictions"].items()}
+    streamed = [ids[i] for i in await stream_ids(suite) if i in ids]
+    assert streamed == symbols
+    stored = (await stack.call("get_recent_predictions", limit=8))["predictions"]  # newest first
+    assert [p["symbol"] for p in reversed(stored)] == symbols
+
+
+@pytest.mark.slow
 async def test_market_data_killed_mid_batch_fails_only_the_rest(stack, suite):
     symbols = synthetic_symbols(16)
     stack.universe(symbols)

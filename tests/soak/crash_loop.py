@@ -8,14 +8,10 @@ restarts one service with TRADING_CRASHPOINT set to one point, asks for a predic
 process die exactly there (exit 86), starts it again without the crashpoint and waits until
 everything settled. The round `market_data.outage` instead stops market-data for `--outage-s`
 (60) seconds while paper-trading holds a fresh prediction: it must wait and act once market-data
-is back, never decide (or lose it) meanwhile. After every round the audit must hold:
-
-- no prediction lost: each one the prediction service saved has exactly one outcome in
-  paper-trading (traded / rejected / ignored), and the prediction outbox and the stream's
-  pending entries are empty;
-- no trade doubled: each prediction id is on at most one trade, each trade id once;
-- the ledger balances: cash + cost of open positions == capital + realised P&L - commissions;
-- both databases pass PRAGMA integrity_check.
+is back, never decide (or lose it) meanwhile. After every round the audit
+(tests/soak/ledger_audit.py) must hold: no prediction lost (each saved one has one outcome in
+paper-trading, the outbox is empty), no trade doubled, the ledger balances, both databases pass
+PRAGMA integrity_check.
 
 Prints one line per round and a summary; exits 1 at the first broken invariant. The short CI
 version is tests/system/test_crash_loop.py.
@@ -26,14 +22,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import signal
-import sqlite3
 import sys
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 
 from services.base.crashpoints import CRASHPOINT_EXIT
+from tests.soak.ledger_audit import AuditFailed, AuditPending, audit
 from tests.support import Processes, RedisServer, ServiceProcess, rpc_call_sync, short_tempdir, wait_until
 
 POINTS = {
@@ -45,7 +40,6 @@ POINTS = {
 #: (no delivery spent, not expired) and act once market-data is back (`--outage-s`, default 60).
 OUTAGE = "market_data.outage"
 SYMBOLS = ("CBA.AX", "WBC.AX", "ANZ.AX", "NAB.AX")
-STARTING_CAPITAL = Decimal(100_000)
 ENV = {
     "TRADING_MARKET_DATA_SOURCE": "synthetic",
     "TRADING_CLOCK_START": "2024-06-18T11:00:00+10:00",  # a Tuesday, in the session
@@ -55,10 +49,6 @@ ENV = {
     "TRADING_PREDICTION_SIGNAL_BEAR_BUY_EXTRA": "0",
     "TRADING_PAPER_TRADING_MAX_QUOTE_AGE_S": "86400",
 }
-
-
-class AuditFailed(AssertionError):
-    pass
 
 
 @dataclass
@@ -97,7 +87,11 @@ def run_round(desk: Desk, point: str, symbol: str, outage_s: float = 60.0) -> st
         raise AuditFailed(f"{service} exited {code}, not at the crashpoint {point}")
     desk.start(service)
     settled = wait_until(
-        lambda: audit(desk), 120, 0.2, what="the desk settled", ignoring=(OSError, RuntimeError, AuditPending)
+        lambda: audit(desk.call, Path(desk.dirs.data_dir)),
+        120,
+        0.2,
+        what="the desk settled",
+        ignoring=(OSError, RuntimeError, AuditPending),
     )
     return settled
 
@@ -142,59 +136,15 @@ def outage_round(desk: Desk, symbol: str, outage_s: float) -> str:
     )
     after = time.monotonic() - back
     settled = wait_until(
-        lambda: audit(desk), 120, 0.2, what="the desk settled", ignoring=(OSError, RuntimeError, AuditPending)
+        lambda: audit(desk.call, Path(desk.dirs.data_dir)),
+        120,
+        0.2,
+        what="the desk settled",
+        ignoring=(OSError, RuntimeError, AuditPending),
     )
     return (
         f"{made['signal']} {outcome['outcome']} {after:.1f} s after market-data returned"
         f" (away {outage_s:.0f} s); {settled}"
-    )
-
-
-class AuditPending(Exception):
-    """Not settled yet (an outcome or a send still due): asked again until the deadline."""
-
-
-def audit(desk: Desk) -> str:
-    made = desk.call("prediction", "get_recent_predictions", limit=1000)["predictions"]
-    if desk.call("prediction", "health")["outbox"]:
-        raise AuditPending("prediction outbox not empty")
-    outcomes = {}
-    for p in made:
-        try:
-            outcomes[p["prediction_id"]] = desk.call(
-                "paper-trading", "get_prediction_outcome", prediction_id=p["prediction_id"]
-            )
-        except RuntimeError as exc:
-            raise AuditPending(f"no outcome yet for {p['prediction_id']}: {exc}") from None
-    trades = desk.call("paper-trading", "get_trade_history", limit=1000)["trades"]
-    linked = [t["prediction_id"] for t in trades if t["prediction_id"]]
-    if len(linked) != len(set(linked)):
-        raise AuditFailed(f"a prediction traded twice: {sorted(linked)}")
-    if len({t["trade_id"] for t in trades}) != len(trades):
-        raise AuditFailed("a trade id twice")
-    traded = {pid for pid, o in outcomes.items() if o["outcome"] == "traded"}
-    if traded != set(linked):
-        raise AuditFailed(f"outcomes and trades disagree: {sorted(traded ^ set(linked))}")
-    status = desk.call("paper-trading", "get_portfolio_status")
-    positions = desk.call("paper-trading", "get_positions")["positions"]
-    held = sum(Decimal(str(p["cost_basis"])) for p in positions)
-    left = Decimal(str(status["cash"])) + held
-    right = STARTING_CAPITAL + Decimal(str(status["realized_pnl"])) - Decimal(str(status["commissions_paid"]))
-    if abs(left - right) > Decimal("0.011") * (len(trades) + 1):  # cents rounding in the replies
-        raise AuditFailed(f"the ledger does not balance: {left} != {right}")
-    for name in ("paper_trading.db", "predictions.db"):
-        path = Path(desk.dirs.data_dir) / name
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            verdict = db.execute("PRAGMA integrity_check").fetchall()
-        if verdict != [("ok",)]:
-            raise AuditFailed(f"{name}: {verdict[:3]}")
-    kinds = {
-        k: sum(1 for o in outcomes.values() if o["outcome"] == k) for k in ("traded", "rejected", "ignored")
-    }
-    why = sorted({o["detail"].split(":")[0] for o in outcomes.values() if o["outcome"] != "traded"})
-    return (
-        f"{len(made)} predictions ({kinds['traded']} traded, {kinds['rejected']} rejected,"
-        f" {kinds['ignored']} ignored: {'; '.join(why) or '-'}), {len(trades)} trades, books balance"
     )
 
 

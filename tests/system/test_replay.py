@@ -155,7 +155,9 @@ def test_report_figures_match_the_trade_log(replayed):
 
 def test_every_trade_follows_its_prediction_or_an_exit_rule(replayed):
     _, result = replayed
-    predictions = {p["prediction_id"]: p for p in result.predictions}
+    # Each day the predictions on the open's quote, then the monitoring task's forced ones.
+    predictions = {p["prediction_id"]: p for p in result.session_predictions}
+    assert {p["prediction_id"] for p in result.predictions} <= set(predictions)
     linked = [t for t in result.trades if t["prediction_id"]]
     assert len({t["prediction_id"] for t in linked}) == len(linked)  # each prediction traded at most once
     for trade in result.trades:
