@@ -301,6 +301,9 @@ class Quote:
     source: str
     stale: bool = False
     stale_reason: str | None = None
+    # Why stale: "unavailable" (the source failed: market data is not arriving) or "no_data" (the
+    # source answered, with nothing newer for this symbol: no bar today, a bar it discarded).
+    stale_cause: str | None = None
     # Served by the next source because the first one could not price it (e.g. "ig server_error")
     fallback_reason: str | None = None
     # What the price is: "intraday" (a live quote or intraday bars), "daily_open" (daily bars
@@ -316,9 +319,9 @@ class Quote:
         if self.basis not in QUOTE_BASES:
             raise ValueError(f"unknown quote basis {self.basis!r}: expected one of {', '.join(QUOTE_BASES)}")
 
-    def as_stale(self, reason: str) -> Quote:
+    def as_stale(self, reason: str, cause: str = "no_data") -> Quote:
         """This quote kept as the last good one, marked stale with why no newer one came."""
-        return replace(self, stale=True, stale_reason=reason)
+        return replace(self, stale=True, stale_reason=reason, stale_cause=cause)
 
     def age_s(self, now: datetime) -> float:
         """Seconds from the price's instant to `now` (what the fill-age limit compares)."""
@@ -343,6 +346,7 @@ class Quote:
             "source": self.source,
             "stale": self.stale,
             "stale_reason": self.stale_reason,
+            "stale_cause": self.stale_cause,
             "fallback_reason": self.fallback_reason,
             "basis": self.basis,
             "bar": self.bar.to_dict() if self.bar else None,

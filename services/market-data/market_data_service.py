@@ -410,7 +410,7 @@ class MarketDataService(BaseService):
         else:
             if not logged:
                 self.log.error("quote for %s failed", symbol, exc_info=exc)
-            self.quotes.failed(symbol, f"internal error ({type(exc).__name__})")
+            self.quotes.failed(symbol, f"internal error ({type(exc).__name__})", unavailable=True)
 
     async def _current_quote(self, symbol: str) -> Quote | None:
         """The symbol's quote, refreshed first when the last refresh is quote_s old (or none)."""

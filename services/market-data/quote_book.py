@@ -64,7 +64,9 @@ class QuoteBook:
         if quote is None or quote.quote_time > now:
             return None
         failure = self._failures.get(symbol)
-        return quote if failure is None else quote.as_stale(failure.reason)
+        if failure is None:
+            return quote
+        return quote.as_stale(failure.reason, "unavailable" if failure.unavailable else "no_data")
 
     def failure(self, symbol: str) -> QuoteFailure | None:
         return self._failures.get(symbol)

@@ -87,6 +87,15 @@ class MarketQuote:
     # What the price is (intraday, daily_open, daily_close: see services.domain.intraday.Quote)
     basis: str = "intraday"
     bar: RangeBar | None = None  # the completed bar behind the price, when the source has bars
+    # Why stale: "unavailable" (market-data's source failed) or "no_data" (it answered with
+    # nothing newer for this symbol); None when fresh or from an older market-data.
+    stale_cause: str | None = None
+
+    @property
+    def source_answered(self) -> bool:
+        """Market data arrived for this symbol: a fresh quote, or the source's answer that it has
+        nothing newer (no bar today: nothing traded, so nothing to watch)."""
+        return not self.stale or self.stale_cause == "no_data"
 
     @classmethod
     def from_wire(cls, symbol: str, data: Any) -> MarketQuote:
@@ -117,6 +126,7 @@ class MarketQuote:
             stale_reason=data.get("stale_reason") or None,
             basis=str(data.get("basis") or "intraday"),
             bar=RangeBar.from_wire(data.get("bar")),
+            stale_cause=data.get("stale_cause") or None,
         )
 
     @property
@@ -246,20 +256,24 @@ def market_data_silence(
     last_seen: Mapping[str, datetime],
     held: Iterable[str],
     bound_s: float,
+    answered: Mapping[str, datetime] | None = None,
 ) -> Silence | None:
-    """During a session that opened at `opened`: a held symbol with no usable (not stale) quote for
-    more than `bound_s`, or no usable quote at all for that long, halts new buys (their stop-loss
-    and take-profit could not be watched). Time before the open does not count: a quote from
+    """During a session that opened at `opened`: a held symbol whose market data has not arrived
+    for more than `bound_s` (`answered`: a fresh quote, or the source's answer that it has no
+    newer bar for it, which is a symbol that did not trade, not a silent feed), or no usable (not
+    stale) quote at all for that long (`last_seen`), halts new buys: the stop-loss and
+    take-profit could not be watched. Time before the open does not count: a quote from
     yesterday is not silence today until the bound has passed since the open. None when market
     data is arriving."""
+    answered = last_seen if answered is None else answered
 
     def silent_for(seen: datetime | None) -> float:
         since = opened if seen is None or seen < opened else seen
         return (now - since).total_seconds()
 
-    blind = sorted(s for s in held if silent_for(last_seen.get(s)) > bound_s)
+    blind = sorted(s for s in held if silent_for(answered.get(s)) > bound_s)
     if blind:
-        worst = max(silent_for(last_seen.get(s)) for s in blind)
+        worst = max(silent_for(answered.get(s)) for s in blind)
         return Silence(
             f"no usable quote for {', '.join(blind)} for {worst:.0f} s (more than {bound_s:.0f} s):"
             " stop-loss and take-profit cannot be watched",

@@ -157,6 +157,7 @@ class PaperTradingService(BaseService):
         # Suite time of the latest usable (not stale) quote per symbol, from events and replies:
         # how long market data has been silent (market_orders.market_data_silence).
         self._quote_seen: dict[str, datetime] = {}
+        self._quote_answered: dict[str, datetime] = {}  # fresh, or stale for no data (see source_answered)
         self._silence: Silence | None = None
         self._silence_announced: Silence | None = None  # the state last sent as market_data_stale
         # Read here, not in on_start, so a bad setting exits 2 with its reason before anything runs.
@@ -546,8 +547,8 @@ class PaperTradingService(BaseService):
                 quote = MarketQuote.from_wire(symbol, event.data["quote"])
             except UnusableQuote as exc:
                 self.log.warning("market_data_updated: %s", exc)
-        if quote is not None and not quote.stale:
-            self._quote_seen[symbol] = self.clock.now()
+        if quote is not None:
+            self._saw_quote(quote)
         skipped = await self._skipped_bars(quote) if quote is not None else []
         try:
             async with self._trading(orders=True):
@@ -585,13 +586,26 @@ class PaperTradingService(BaseService):
         self._update_silence(self.clock.now())
         await self._announce_silence()
 
+    def _saw_quote(self, quote: MarketQuote) -> None:
+        """Market data arrived for quote.symbol now (see market_orders.market_data_silence)."""
+        now = self.clock.now()
+        if not quote.stale:
+            self._quote_seen[quote.symbol] = now
+        if quote.source_answered:
+            self._quote_answered[quote.symbol] = now
+
     def _update_silence(self, now: datetime) -> Silence | None:
         """Whether new buys must wait for market data now (only while the market is open)."""
         silence = None
         if self.is_market_open(now):
             opened = asx_calendar.session_open(asx_calendar.to_sydney(now).date())
             silence = market_data_silence(
-                now, opened, self._quote_seen, self.book.positions, self.knobs.market_data_silent_s
+                now,
+                opened,
+                self._quote_seen,
+                self.book.positions,
+                self.knobs.market_data_silent_s,
+                self._quote_answered,
             )
         if (silence is None) != (self._silence is None):
             if silence is not None:
@@ -956,8 +970,7 @@ class PaperTradingService(BaseService):
                 "market-data", "get_quote", timeout=self.knobs.quote_timeout_s, symbol=symbol
             )
             quote = MarketQuote.from_wire(symbol, data)
-            if not quote.stale:
-                self._quote_seen[symbol] = self.clock.now()
+            self._saw_quote(quote)
             return quote
         except NotFound as exc:  # market-data has never had a quote for it (no intraday data)
             raise DependencyUnavailable(

@@ -164,6 +164,7 @@ def test_a_quote_in_full():
         "source": "ig",
         "stale": False,
         "stale_reason": None,
+        "stale_cause": None,
         "fallback_reason": None,
         "basis": "intraday",
         "bar": None,  # a snapshot: one price, no range behind it

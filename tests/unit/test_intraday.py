@@ -249,7 +249,7 @@ def test_bucket_start_before_the_open_is_its_own_bucket():
 # --- quotes -----------------------------------------------------------------------------------
 
 QUOTE_KEYS = {"symbol", "price", "bid", "ask", "day_open", "day_high", "day_low", "volume", "previous_close",
-              "change", "change_pct", "quote_time", "delay_s", "source", "stale", "stale_reason", "fallback_reason", "basis",
+              "change", "change_pct", "quote_time", "delay_s", "source", "stale", "stale_reason", "stale_cause", "fallback_reason", "basis",
               "bar"}  # fmt: skip
 
 

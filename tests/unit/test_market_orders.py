@@ -244,3 +244,31 @@ def test_silence_counts_from_the_open_and_names_held_symbols_first():
     assert quiet is not None and quiet.symbols == () and quiet.silent_s == 405
     assert quiet.reason == "no usable quote from market-data for 405 s (more than 300 s)"
     assert market_data_silence(later, opened, {}, [], 300) is not None
+
+
+def test_a_held_symbol_without_a_bar_today_is_not_silence_while_others_trade():
+    """The source answering "nothing newer for WBC" (a day without its bar: nothing traded) is
+    market data arriving; the feed answering nothing fresh for any symbol is not."""
+    from services.paper_trading.market_orders import market_data_silence
+
+    opened = datetime(2019, 11, 4, 10, 0, tzinfo=SYDNEY)
+    now = opened + timedelta(seconds=900)
+    fresh = {"CBA.AX": now - timedelta(seconds=10)}
+    answered = fresh | {"WBC.AX": now - timedelta(seconds=10)}  # stale, cause no_data
+    assert market_data_silence(now, opened, fresh, ["WBC.AX"], 300, answered) is None
+    silence = market_data_silence(now, opened, {}, ["WBC.AX"], 300, {"WBC.AX": now})
+    assert (
+        silence is not None and silence.symbols == () and "no usable quote from market-data" in silence.reason
+    )
+    # Without answered, held symbols are judged on fresh quotes alone (as before).
+    assert market_data_silence(now, opened, fresh, ["WBC.AX"], 300) is not None
+
+
+def test_stale_cause_reaches_the_quote_and_says_whether_the_source_answered():
+    base = {"price": 100.0, "quote_time": "2024-06-17T11:00:00+10:00", "source": "csv", "stale": True}
+    no_data = MarketQuote.from_wire("WBC.AX", base | {"stale_reason": "no bar", "stale_cause": "no_data"})
+    down = MarketQuote.from_wire("WBC.AX", base | {"stale_reason": "timeout", "stale_cause": "unavailable"})
+    fresh = MarketQuote.from_wire("WBC.AX", base | {"stale": False})
+    older = MarketQuote.from_wire("WBC.AX", base | {"stale_reason": "?"})  # a market-data without the field
+    assert (no_data.source_answered, down.source_answered, fresh.source_answered) == (True, False, True)
+    assert older.source_answered is False

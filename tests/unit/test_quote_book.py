@@ -56,7 +56,11 @@ def test_no_new_quote_keeps_the_last_good_one_marked_stale_until_the_next():
     assert (
         stale.price == 10.0 and stale.stale is True and stale.stale_reason == "no bars for X.AX on 2024-06-14"
     )
+    assert stale.stale_cause == "no_data"  # the source answered: nothing newer for X.AX
     assert book.stale_symbols() == ["X.AX"]
+    book.failed("X.AX", "Yahoo is down", unavailable=True)
+    assert book.current("X.AX", NOW).stale_cause == "unavailable"
+    assert book.current("X.AX", NOW).to_dict()["stale_cause"] == "unavailable"
     assert book.record("X.AX", quote(), NOW) is False  # the same quote again: fresh, but no change
     assert book.current("X.AX", NOW).stale is False and book.stale_symbols() == []
 
