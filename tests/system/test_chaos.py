@@ -23,5 +23,6 @@ def test_a_replay_under_chaos_trades_as_an_undisturbed_one(replay_models):
     print("\n".join(lines), "\n", result)
     assert result["rounds"] >= 1 and result["trades"] > 0
     # With seed 11 the faults come 16 s, 35 s (Redis, the first after 30 s) and 63 s after the
-    # disturbed suite is up; the 80 days take about a minute even on an idle machine.
-    assert sum(result["faults"].values()) >= 2, result["faults"]
+    # disturbed suite is up; how many land before the 80 days are done depends on the machine's
+    # speed (one, seen with two CPU-bound processes beside the suite), never none.
+    assert sum(result["faults"].values()) >= 1, result["faults"]

@@ -36,8 +36,14 @@ TRAINED = "CBA.AX"
 def desk(synthetic_models: Path):
     with Processes() as processes:
         dirs = processes.suite_dirs(
-            "tg-", **FAST_TIMERS, TRADING_GATEWAY_TOKEN=TOKEN, TRADING_GATEWAY_RATE_BURST="100000"
-        )  # the tests ask faster than a browser would: the rate limit has its own test
+            "tg-",
+            **FAST_TIMERS,
+            TRADING_GATEWAY_TOKEN=TOKEN,
+            # The tests ask faster than a browser would: the rate limit has its own test.
+            TRADING_GATEWAY_RATE_BURST="100000",
+            # In a session, whatever the wall clock says (quotes exist from 10:01 Sydney only).
+            TRADING_CLOCK_START="2024-06-18T11:00:00+10:00",
+        )
         install_models(synthetic_models, dirs.models_dir, [TRAINED])
         processes.start_suite(dirs)
         yield dirs
