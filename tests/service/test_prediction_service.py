@@ -507,9 +507,18 @@ async def test_with_degrading_off_a_missing_dependency_fails_the_prediction_nami
     assert info.value.data["dependency"] == "sentiment"
     assert "sentiment unavailable for CBA.AX (degraded predictions are off)" in info.value.message
     stack.start_dependencies("sentiment")
-    with pytest.raises(DependencyUnavailable) as info:  # no ml-model either
-        await stack.call("generate_single_prediction", symbol="CBA.AX", timeout_s=8)
-    assert info.value.data["dependency"] == "ml-model"
+
+    async def missing_one() -> str:
+        with pytest.raises(DependencyUnavailable) as info:  # no ml-model either
+            await stack.call("generate_single_prediction", symbol="CBA.AX", timeout_s=8)
+        return info.value.data["dependency"]
+
+    # Asked until sentiment answers the prediction service too (in full runs on busy cores a call
+    # right after its start still found no socket, twice; never reproduced alone: not understood).
+    named = await async_wait_until(
+        missing_one, 60, 0.5, what="ml-model named", until=lambda d: d != "sentiment"
+    )
+    assert named == "ml-model"
     stack.start_dependencies("ml-model")
     prediction = await stack.call("generate_single_prediction", symbol="CBA.AX", timeout_s=8)
     # Made once all answer; a symbol without a trained model is still a degraded prediction
