@@ -261,7 +261,7 @@ async def test_yfinance_unreachable_is_a_dependency_error(suite, processes, clie
 
 QUOTE_FIELDS = {
     "symbol", "price", "bid", "ask", "day_open", "day_high", "day_low", "volume", "previous_close",
-    "change", "change_pct", "quote_time", "delay_s", "source", "stale", "stale_reason", "fallback_reason", "basis",
+    "change", "change_pct", "quote_time", "delay_s", "source", "stale", "stale_reason", "stale_cause", "fallback_reason", "basis",
     "bar",
 }  # fmt: skip
 BAR_FIELDS = {"start", "open", "high", "low", "close", "volume"}
@@ -432,6 +432,7 @@ async def test_a_quote_goes_stale_with_its_reason_and_never_was_is_32006(suite, 
     stale = await async_wait_until(stale_quote, 30, 0.1, what="a stale quote", until=lambda q: q["stale"])
     assert stale["price"] == good["price"] and stale["quote_time"] == good["quote_time"]
     assert "no 5m bars for CBA.AX on 2024-06-14" in stale["stale_reason"]
+    assert stale["stale_cause"] == "no_data"  # the source answered: no newer bar for it
     data = await client.call_service("market-data", "get_market_data", symbol="CBA.AX")
     assert (
         data["quote"]["stale"] is True and data["price_basis"] == "quote" and data["price"] == good["price"]
