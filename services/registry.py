@@ -51,6 +51,9 @@ class Service:
     #: Services that must answer health before this one starts (Redis is implicit).
     depends_on: tuple[str, ...] = ()
     databases: tuple[Database, ...] = ()
+    #: The secret variables (services.base.config SECRET_KEYS) it is given: no other reaches it
+    #: (services.base.child_env). Every service gets TRADING_REDIS_URL, password and all.
+    secrets: tuple[str, ...] = ()
 
     @property
     def folder(self) -> str:
@@ -86,11 +89,15 @@ def _by_name(*rows: Row) -> Mapping[str, Row]:
     return MappingProxyType({row.name: row for row in rows})
 
 
+#: IG's credentials: paper-trading's mirror and market-data's IG quote source log in with them.
+IG_SECRETS = ("IG_API_KEY", "IG_USERNAME", "IG_PASSWORD", "IG_ACCOUNT_ID")
+
 SERVICES: Mapping[str, Service] = _by_name(
-    Service("market-data", "services/market-data/market_data_service.py"),
+    Service("market-data", "services/market-data/market_data_service.py", secrets=IG_SECRETS),
     Service(
         "sentiment",
         "services/sentiment/sentiment_service.py",
+        secrets=("MARKETAUX_API_TOKEN",),
         databases=(Database("sentiment.db", "services.sentiment.sentiment_store:SentimentReadingStore"),),
     ),
     Service(
@@ -115,15 +122,23 @@ SERVICES: Mapping[str, Service] = _by_name(
         "services/paper-trading/paper_trading_service.py",
         depends_on=("prediction", "market-data"),
         databases=(Database("paper_trading.db", "services.paper_trading.trade_store:TradeStore"),),
+        secrets=IG_SECRETS,
     ),
     # Depends on Redis alone, so it is up first and hears the others start, fail and restart.
     Service(
         "alerts",
         "services/alerts/alerts_service.py",
         databases=(Database("alerts.db", "services.alerts.alert_store:AlertStore"),),
+        secrets=(
+            "TRADING_ALERTS_WEBHOOK_SECRET",
+            "TRADING_ALERTS_SLACK_WEBHOOK_URL",
+            "TRADING_ALERTS_NTFY_TOKEN",
+            "TRADING_ALERTS_TELEGRAM_BOT_TOKEN",
+            "TRADING_ALERTS_SMTP_PASSWORD",
+        ),
     ),
     # The HTTP gateway: reads the others over RPC and names whichever is down, so it needs none.
-    Service("gateway", "services/gateway/gateway_service.py"),
+    Service("gateway", "services/gateway/gateway_service.py", secrets=("TRADING_GATEWAY_TOKEN",)),
 )
 
 EVENTS: Mapping[str, EventType] = _by_name(

@@ -115,18 +115,20 @@ def _training_missing(fixture: str) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The first test to use models that are not on disk yet also gets the time to train them."""
+    """Tests that use models not on disk yet also get the time to train them: every such test,
+    since with test workers (pytest-xdist) any of them may be the one that trains or waits."""
     for fixture in ("synthetic_models", "replay_models"):
-        first = next((item for item in items if fixture in getattr(item, "fixturenames", ())), None)
-        if first is None or not _training_missing(fixture):
+        users = [item for item in items if fixture in getattr(item, "fixturenames", ())]
+        if not users or not _training_missing(fixture):
             continue
-        marker = first.get_closest_marker("timeout")
-        if marker is not None:
-            timeout_s = float(marker.args[0] if marker.args else marker.kwargs.get("timeout", 0))
-        else:
-            timeout_s = float(config.getini("timeout") or 0)
-        if timeout_s > 0:  # 0: no timeout at all, nothing to extend
-            first.add_marker(pytest.mark.timeout(timeout_s + TRAINING_BUDGET_S))
+        for item in users:
+            marker = item.get_closest_marker("timeout")
+            if marker is not None:
+                timeout_s = float(marker.args[0] if marker.args else marker.kwargs.get("timeout", 0))
+            else:
+                timeout_s = float(config.getini("timeout") or 0)
+            if timeout_s > 0:  # 0: no timeout at all, nothing to extend
+                item.add_marker(pytest.mark.timeout(timeout_s + TRAINING_BUDGET_S))
 
 
 @pytest.fixture

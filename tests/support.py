@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import inspect
 import json
@@ -22,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ from typing import Any
 import orjson
 import psutil
 
+from services.management import leftovers
 from services.registry import ENTRY_FILES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -246,8 +249,9 @@ class SuiteDirs:
 
 def make_suite_env(root: Path, redis_url: str | None, **overrides: str) -> SuiteDirs:
     dirs = SuiteDirs(root)
-    for d in (dirs.socket_dir, dirs.log_dir, dirs.data_dir, dirs.models_dir):
+    for d in (dirs.log_dir, dirs.data_dir, dirs.models_dir):
         d.mkdir(parents=True, exist_ok=True)
+    dirs.socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the suite refuses one others may read
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRADING_", "MARKETAUX_", "IG_"))}
     env.update(
         {
@@ -364,16 +368,7 @@ def manager_cli(
 def suite_processes(dirs: SuiteDirs) -> list[psutil.Process]:
     """Every live process of one suite, found by its socket directory (in its environment, or in its
     command line: the managed redis-server's socket path)."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "environ"]):
-        try:
-            env = proc.info["environ"] or {}
-            cmd = " ".join(proc.info["cmdline"] or [])
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        if env.get("TRADING_SOCKET_DIR") == str(dirs.socket_dir) or str(dirs.socket_dir) in cmd:
-            found.append(proc)
-    return found
+    return leftovers.suite_processes(dirs.socket_dir)
 
 
 def stop_suite(dirs: SuiteDirs) -> None:
@@ -381,12 +376,7 @@ def stop_suite(dirs: SuiteDirs) -> None:
     if dirs.env and (dirs.socket_dir / "manager.sock").exists():
         with contextlib.suppress(subprocess.TimeoutExpired):
             manager_cli(dirs, "stop", timeout_s=120)
-    left = suite_processes(dirs)
-    for proc in left:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.send_signal(signal.SIGCONT)
-            proc.kill()
-    psutil.wait_procs(left, timeout=10)
+    leftovers.kill_suite_processes(dirs.socket_dir)
 
 
 def _end_service(process: ServiceProcess) -> None:
@@ -406,6 +396,32 @@ def _end_popen(proc: subprocess.Popen) -> None:
     for stream in (proc.stdin, proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()
+
+
+class Drain:
+    """Reads a process's stdout and stderr (those that are pipes, in text mode) in two threads until
+    they close: a process whose output fills a pipe nobody reads (64 KiB) blocks on its next write.
+    `text()` waits for the pipes to close (the process has exited) and returns (stdout, stderr)."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.parts: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        self.threads = [
+            threading.Thread(target=self._read, args=(stream, self.parts[name]), daemon=True)
+            for name, stream in (("stdout", proc.stdout), ("stderr", proc.stderr))
+            if stream is not None
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    @staticmethod
+    def _read(stream, into: list[str]) -> None:
+        for line in iter(stream.readline, ""):
+            into.append(line)
+
+    def text(self, timeout_s: float = 60.0) -> tuple[str, str]:
+        for thread in self.threads:
+            thread.join(timeout_s)
+        return "".join(self.parts["stdout"]), "".join(self.parts["stderr"])
 
 
 class Processes:
@@ -585,6 +601,17 @@ def trained_models(training: Training) -> Path:
     out = training.cached()
     if models_ready(out):
         return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Test workers (pytest-xdist) asking for the same models at once: one trains, the others wait
+    # for it and find them on disk.
+    with open(out.parent / f"{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if models_ready(out):
+            return out
+        return _train(training, out)
+
+
+def _train(training: Training, out: Path) -> Path:
     work = short_tempdir("models-")
     env = {
         "PATH": "/usr/bin:/bin",
@@ -728,3 +755,21 @@ class EventWatcher:
         await self._pubsub.ping(token)
         await async_wait_until(lambda: token in self._pongs, timeout_s, 0.01, what="the pub/sub pong")
         return self.events
+
+
+def png_bytes(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A real PNG of one colour (zlib and struct: no imaging library), e.g. a replay's chart."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))  # filter 0 per row
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )

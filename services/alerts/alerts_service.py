@@ -45,7 +45,6 @@ from services.clients.alert_channels import CHANNEL_NAMES, ChannelSetup, channel
 from services.domain import asx_calendar
 from services.domain.alert_incidents import KINDS, IncidentBook, Notice, Occurrence, RoutingPolicy
 from services.domain.alert_sources import (
-    FOLLOWED_EVENTS,
     DiskReading,
     SummaryDue,
     SummaryFigures,
@@ -125,7 +124,7 @@ class AlertsService(BaseService):
                 redeliver_s=k.redeliver_s,
                 max_age_s=k.max_delivery_age_s,
             ),
-            secrets=self.settings.secrets.values(),
+            secrets=self.settings.secret_values(),
         )
         self._loop_task = asyncio.create_task(self._loop(), name="alerts-loop")
 
@@ -136,15 +135,6 @@ class AlertsService(BaseService):
                 await self._loop_task
         if self.store is not None:
             self.store.close()
-
-    def _event_handlers(self) -> list[tuple[str, bool, Any]]:
-        """The @on_event handlers, plus the followed event types that the registry has but no
-        handler below names (added to the suite later): they are followed from the day they are
-        registered, through the same mapping."""
-        handlers = super()._event_handlers()
-        handled = {event_type for event_type, _, _ in handlers}
-        extra = [t for t in FOLLOWED_EVENTS if t in self.event_types and t not in handled]
-        return handlers + [(t, False, self._follow) for t in extra]
 
     async def health_details(self) -> dict:
         details: dict[str, Any] = {

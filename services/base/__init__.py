@@ -4,8 +4,8 @@
 
 The modules behind these names: `base_service` (the life of a process), `rpc/` (JSON-RPC 2.0:
 errors, params, codec, server, client), `events` (envelope and Redis bus), `config` (settings),
-`clock` (the suite clock), `logs`, `storage` (SQLite pragmas read back, storage failures told
-from bugs). Their other names (RpcClient, EventBus, CHANNEL_PREFIX, set_pragmas, ...) are
+`clock` (the suite clock), `logs`, `socket_dir` (checked before anything is opened in it),
+`storage` (SQLite pragmas read back, storage failures told from bugs). Their other names (RpcClient, EventBus, CHANNEL_PREFIX, set_pragmas, ...) are
 framework internals, imported from their module. Inside services/base, modules import from
 each other's modules, never from this package, so importing it has no cycles.
 
@@ -44,6 +44,7 @@ from services.base.rpc import (
     StorageUnavailable,
     rpc,
 )
+from services.base.socket_dir import UnsafeSocketDir
 from services.base.storage import LedgerMisconfigured
 
 __all__ = [
@@ -70,6 +71,7 @@ __all__ = [
     "StorageUnavailable",
     "SuiteClock",
     "UnknownEventType",
+    "UnsafeSocketDir",
     "get_clock",
     "get_settings",
     "on_event",

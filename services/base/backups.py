@@ -45,6 +45,7 @@ MODELS_DIR = "models"
 SET_FILE = "backup.json"
 MODELS_OWNER = "ml-model"
 MANIFEST = "manifest.json"
+POINTER = "current"  # the models folder's pointer to the set in service (services.base.model_sets)
 INCOMPLETE_SUFFIX = ".incomplete"
 LATEST = "latest"
 LOCK_FILE = ".lock"
@@ -542,8 +543,9 @@ def _put(source: Path, target: Path) -> None:
 def _restore_models(source: Path, models_dir: Path) -> dict:
     models_dir.mkdir(parents=True, exist_ok=True)
     wanted = _tree(source)
-    # The manifest last: ml-model never reads a manifest that names files not yet in place.
-    for rel in sorted(wanted, key=lambda r: (r == MANIFEST, r)):
+    # The manifest and the `current` pointer last: ml-model never reads a manifest that names
+    # files not yet in place, nor a pointer to a set not yet whole.
+    for rel in sorted(wanted, key=lambda r: (r in (MANIFEST, POINTER), r)):
         target = models_dir / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.is_dir() and not target.is_symlink():

@@ -52,13 +52,15 @@ from services.base.rpc import (
     NotFound,
     RpcClient,
     RpcError,
+    RpcKnobs,
     RpcServer,
     RpcTimeout,
     ServiceError,
     rpc,
 )
+from services.base.socket_dir import UnsafeSocketDir, open_private_file, prepare_socket_dir
 from services.base.storage import LedgerMisconfigured
-from services.registry import EVENTS, SERVICES, EventType
+from services.registry import EVENTS, SERVICES, SUPERVISOR, EventType
 
 if TYPE_CHECKING:
     import psutil
@@ -78,7 +80,9 @@ __all__ = [
     "ServiceAlreadyRunning",
     "ServiceError",
     "UnknownEventType",
+    "UnsafeSocketDir",
     "on_event",
+    "prepare_socket_dir",
     "rpc",
 ]
 
@@ -96,9 +100,9 @@ class ServiceAlreadyRunning(RuntimeError):
 
 
 #: A service's exit status when it must not be restarted until a person acts (sysexits'
-#: EX_CONFIG): a damaged ledger (LedgerDamaged) or one that cannot take its store's pragmas
-#: (LedgerMisconfigured). The supervisor marks it fatal at once, with the service's last line as
-#: the reason.
+#: EX_CONFIG): a damaged ledger (LedgerDamaged), one that cannot take its store's pragmas
+#: (LedgerMisconfigured), or a socket directory others could write (UnsafeSocketDir). The
+#: supervisor marks it fatal at once, with the service's last line as the reason.
 EXIT_NEEDS_OPERATOR = 78
 
 
@@ -184,11 +188,6 @@ def socket_is_live(path: Path) -> bool:
         return True
 
 
-def prepare_socket_dir(directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
-
-
 def hold_instance_lock(path: Path) -> int:
     """Take the exclusive lock `path` for as long as the returned descriptor stays open.
 
@@ -196,9 +195,10 @@ def hold_instance_lock(path: Path) -> int:
     then binding leaves a window in which two copies both see it free), and the kernel releases
     it when the process dies, however it dies, so a crash never leaves a stale lock. The holder's
     pid is written into the file for the message a second copy prints.
-    ServiceAlreadyRunning when another process holds it.
+    ServiceAlreadyRunning when another process holds it; UnsafeSocketDir when `path` is a
+    symlink (never followed) or not a regular file of ours.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = open_private_file(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -247,6 +247,7 @@ class BaseService:
         self._stats: dict[str, MethodStats] = {}
         self._methods = self._collect_methods()
         self._process: psutil.Process | None = None
+        self._started_notice: asyncio.Task | None = None
 
     # ---- registry ---------------------------------------------------------------------------
 
@@ -335,6 +336,8 @@ class BaseService:
             "requests": sum(s.count for s in self._stats.values()),
             "errors": sum(s.errors for s in self._stats.values()),
             "inflight": self._server.inflight if self._server else 0,
+            # connections refused (peer uid) or over the limit, idle ones closed, bounds hit
+            "rpc": self._server.stats() if self._server else {},
             "methods": methods,
             "events": {
                 "published": bus.counters["published"] if bus else 0,
@@ -508,13 +511,14 @@ class BaseService:
             if socket_is_live(path):
                 raise ServiceAlreadyRunning(f"{self.name} is already running on {path}")
             path.unlink()  # stale socket left by a process that died
+        rpc_limits = read_knobs(RpcKnobs, self.settings.environ)  # a bad bound stops it here
         handlers = self._event_handlers()
         for event_type, durable, _handler in handlers:  # before binding: a bad handler never serves
             check_handler(event_type, durable, self.event_types)
         self.lifecycle = "starting"
         self.started_at = time.monotonic()
         self._proc()
-        self._server = RpcServer(path, self.dispatch, self.settings.rpc_max_frame_bytes)
+        self._server = RpcServer(path, self.dispatch, self.settings.rpc_max_frame_bytes, rpc_limits)
         await self._server.start()
         self.bus = EventBus(
             self.settings.redis_url,
@@ -535,11 +539,26 @@ class BaseService:
             raise
         self.lifecycle = "running"
         self._ready.set()
+        if self.settings.environ.get("TRADING_SUPERVISED") == "1" and self.name in SERVICES:
+            self._started_notice = asyncio.create_task(self._tell_supervisor(), name="started-notice")
         self.log.info(
             "%s started",
             self.name,
             extra={"socket": str(path), "pid": os.getpid(), "redis": self.bus.connected},
         )
+
+    async def _tell_supervisor(self) -> None:
+        """Tell the supervisor this process has started, so that it asks `health` now instead of
+        at its next poll (a faster start; health still decides). Nothing happens when it does not
+        answer: it polls anyway."""
+        client = RpcClient(self.socket_path(SUPERVISOR), self.settings.rpc_max_frame_bytes)
+        try:
+            async with asyncio.timeout(2.0):
+                await client.call("service_started", {"service": self.name, "pid": os.getpid()})
+        except (RpcError, OSError, TimeoutError):
+            pass
+        finally:
+            await client.close()
 
     def _verify_ledgers(self) -> None:
         """Each database the registry gives this service, when it exists, passes quick_check."""
@@ -565,6 +584,9 @@ class BaseService:
         self.log.info("%s stopped", self.name)
 
     async def _teardown(self) -> None:
+        if self._started_notice is not None:
+            self._started_notice.cancel()
+            self._started_notice = None
         if self.bus is not None:
             try:
                 # Bounded: a Redis command cut off mid-read must not keep the process from exiting.
@@ -598,16 +620,18 @@ class BaseService:
         setup_logging(
             self.name,
             settings.log_dir,
-            secrets=settings.secrets.values(),
+            secrets=settings.secret_values(),
             # Under the supervisor stderr is captured to a file beside the JSON log: keep it short.
             stderr_level=logging.WARNING if supervised else logging.INFO,
+            max_bytes=settings.log_max_bytes,
         )
+        profiler = _start_profile()
         try:
             asyncio.run(self.serve())
         except ServiceAlreadyRunning as exc:
             print(f"{self.name}: {exc}", file=sys.stderr)
             sys.exit(1)
-        except (LedgerDamaged, LedgerMisconfigured) as exc:
+        except (LedgerDamaged, LedgerMisconfigured, UnsafeSocketDir) as exc:
             print(f"{self.name}: {exc}", file=sys.stderr)
             sys.exit(EXIT_NEEDS_OPERATOR)
         except ConfigError as exc:  # a service's own knob, read in on_start
@@ -615,7 +639,32 @@ class BaseService:
             sys.exit(2)
         except KeyboardInterrupt:
             sys.exit(130)
+        finally:
+            _save_profile(profiler, self.name)
         sys.exit(0)
+
+
+def _start_profile() -> Any:
+    """cProfile over the whole process when TRADING_PROFILE_DIR names a folder (a developer's
+    knob: where a replay's CPU goes, see the README's replay profile); None otherwise."""
+    if not os.environ.get("TRADING_PROFILE_DIR"):
+        return None
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    return profiler
+
+
+def _save_profile(profiler: Any, name: str) -> None:
+    """Write the profile to TRADING_PROFILE_DIR/<service>-<pid>.prof (read with pstats)."""
+    if profiler is None:
+        return
+    profiler.disable()
+    folder = Path(os.environ["TRADING_PROFILE_DIR"])
+    with contextlib.suppress(OSError):
+        folder.mkdir(parents=True, exist_ok=True)
+        profiler.dump_stats(str(folder / f"{name}-{os.getpid()}.prof"))
 
 
 _SEVERITY = {"healthy": 0, "starting": 1, "degraded": 2, "stopping": 3, "unhealthy": 4}

@@ -16,6 +16,8 @@ from datetime import datetime
 from pathlib import Path
 
 from services.base.knobs import ConfigError, parse_bool, parse_float, parse_int
+from services.base.redaction import mask_url, url_secrets
+from services.base.socket_dir import default_socket_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,6 +77,15 @@ def read_secrets_file(path: Path) -> dict[str, str]:
     return values
 
 
+def secrets_from(env: Mapping[str, str]) -> dict[str, str]:
+    """The secrets of SECRET_KEYS set in `env`, else in TRADING_SECRETS_FILE (the environment wins)."""
+    secrets = {key: env[key] for key in SECRET_KEYS if env.get(key)}
+    if env.get("TRADING_SECRETS_FILE"):
+        from_file = read_secrets_file(Path(env["TRADING_SECRETS_FILE"]))
+        secrets = {**{k: v for k, v in from_file.items() if v}, **secrets}
+    return secrets
+
+
 def parse_instant(name: str, text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
@@ -91,7 +102,7 @@ class Settings:
     log_dir: Path
     data_dir: Path
     models_dir: Path
-    redis_url: str
+    redis_url: str = field(repr=False)  # may hold the Redis password: shown as redis_url_shown
     redis_managed: bool
     symbols: tuple[str, ...]
     market_index: str
@@ -101,6 +112,8 @@ class Settings:
     clock_speed: float
     clock_epoch: float | None
     rpc_max_frame_bytes: int
+    #: A service's JSON log rotates at midnight or when it passes this size, 7 kept.
+    log_max_bytes: int
     marketaux_base_url: str
     ig_acc_type: str
     ig_base_url: str
@@ -110,17 +123,16 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
-        secrets = {key: env[key] for key in SECRET_KEYS if env.get(key)}
-        if env.get("TRADING_SECRETS_FILE"):
-            from_file = read_secrets_file(Path(env["TRADING_SECRETS_FILE"]))
-            secrets = {**{k: v for k, v in from_file.items() if v}, **secrets}
+        secrets = secrets_from(env)
 
-        socket_dir = Path(env.get("TRADING_SOCKET_DIR", "/tmp/trading_sockets"))
+        socket_dir = default_socket_dir(env)
+        if not socket_dir.is_absolute():  # the CLI and the services run from different folders
+            raise ConfigError(f"TRADING_SOCKET_DIR: {str(socket_dir)!r} must be an absolute path")
         data_dir = Path(env.get("TRADING_DATA_DIR", str(REPO_ROOT / "data")))
         redis_url = env.get("TRADING_REDIS_URL", "").strip()
         if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(
-                f"TRADING_REDIS_URL: {redis_url!r} must start with redis://, rediss:// or unix://"
+                f"TRADING_REDIS_URL: {mask_url(redis_url)!r} must start with redis://, rediss:// or unix://"
             )
         symbols = tuple(
             s.strip().upper()
@@ -155,6 +167,7 @@ class Settings:
             clock_speed=_float(env, "TRADING_CLOCK_SPEED", 1.0, low=0.001, high=1_000_000.0),
             clock_epoch=_float(env, "TRADING_CLOCK_EPOCH", None, low=0.0, high=1e11),
             rpc_max_frame_bytes=_int(env, "TRADING_RPC_MAX_FRAME_BYTES", 1 << 20, low=1024, high=1 << 30),
+            log_max_bytes=_int(env, "TRADING_LOG_MAX_BYTES", 10 << 20, low=64 << 10, high=1 << 40),
             marketaux_base_url=env.get("MARKETAUX_BASE_URL", "https://api.marketaux.com").rstrip("/"),
             ig_acc_type=ig_acc_type,
             ig_base_url=env.get("IG_BASE_URL", IG_BASE_URLS[ig_acc_type]).rstrip("/"),
@@ -183,6 +196,16 @@ class Settings:
     def secret(self, name: str) -> str | None:
         """A credential, or None when not configured. Never log the value."""
         return self.secrets.get(name)
+
+    def secret_values(self) -> list[str]:
+        """Every value to keep out of logs and replies: the secrets, and the password that
+        TRADING_REDIS_URL may carry (as written and percent-decoded)."""
+        return [*self.secrets.values(), *url_secrets(self.redis_url)]
+
+    @property
+    def redis_url_shown(self) -> str:
+        """TRADING_REDIS_URL as it may be shown or logged: its password masked."""
+        return mask_url(self.redis_url)
 
 
 def _float(env: Mapping[str, str], name: str, default, low=None, high=None):

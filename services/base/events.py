@@ -30,13 +30,14 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 import orjson
 
 from services.base.clock import SuiteClock
 from services.base.knobs import knob
+from services.base.redaction import mask_url
 from services.registry import DURABLE_EVENTS, EVENTS, EventType
 
 if TYPE_CHECKING:
@@ -58,6 +59,19 @@ OUTBOX_MAX = 10_000
 PING_TIMEOUT_S = 2.0
 
 
+def redis_from_url(url: str, **kwargs) -> Redis:
+    """`redis.asyncio.from_url` telling Redis the client's version (CLIENT SETINFO) from
+    `redis.__version__`: by default redis-py looks it up with `importlib.metadata` for each new
+    pool, which scans the installed packages and parses their metadata with the email parser (in a
+    forked service that alone copies about 0.5 MB of the zygote's pages, and costs ~10 ms)."""
+    import redis
+    import redis.asyncio as aioredis
+    from redis.driver_info import DriverInfo
+
+    kwargs.setdefault("driver_info", DriverInfo(lib_version=redis.__version__))
+    return aioredis.from_url(url, **kwargs)
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     id: str
@@ -68,7 +82,17 @@ class Event:
     data: dict
 
     def to_json(self) -> bytes:
-        return orjson.dumps(asdict(self), default=str)
+        # Not dataclasses.asdict: it deep-copies `data` (a prediction's inputs and features) only
+        # to serialise it; orjson writes nested dicts, lists and dataclasses the same way.
+        envelope = {
+            "id": self.id,
+            "type": self.type,
+            "source": self.source,
+            "timestamp": self.timestamp,
+            "seq": self.seq,
+            "data": self.data,
+        }
+        return orjson.dumps(envelope, default=str)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Event:
@@ -201,8 +225,7 @@ class EventBus:
     # ---- life -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        import redis.asyncio as aioredis  # imported here so a bus-less test never pays for it
-        import redis.exceptions
+        import redis.exceptions  # imported here so a bus-less test never pays for it
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
@@ -210,7 +233,7 @@ class EventBus:
         # included: a command on a dead or stopped Redis then hangs for many seconds before the
         # bus may say so. One immediate retry on a new connection (a pooled one from before a
         # Redis restart is dead) and no more: the loops below back off and report by themselves.
-        self._redis = aioredis.from_url(
+        self._redis = redis_from_url(
             self.url,
             socket_connect_timeout=1.0,
             socket_timeout=5.0,
@@ -258,11 +281,11 @@ class EventBus:
         self.connected = up
         if up:
             self._up.set()
-            log.info("redis connected", extra={"redis_url": self.url})
+            log.info("redis connected", extra={"redis_url": mask_url(self.url)})
         else:
             self._up.clear()
             self._lost.set()
-            log.warning("redis disconnected; reconnecting", extra={"redis_url": self.url})
+            log.warning("redis disconnected; reconnecting", extra={"redis_url": mask_url(self.url)})
         if self.on_state_change is not None:
             self.on_state_change(up)
 

@@ -46,6 +46,8 @@ FALSE = ("0", "false", "no", "off")
 #: Every knob dataclass of the suite, as `module:Class` (imported only by `all_knobs`).
 SUITE_KNOBS = (
     "services.base.events:EventBusKnobs",
+    "services.base.rpc.limits:RpcKnobs",
+    "services.base.storage:StorageKnobs",
     "services.management.manager_knobs:SupervisorKnobs",
     "services.management.manager_knobs:DashboardKnobs",
     "services.market_data.market_data_knobs:MarketDataKnobs",

@@ -21,6 +21,13 @@ what tests install) is served as it is; the next training run moves it into a se
 Used by the training script, ml-model (which serves the current set) and the manager CLI
 (`models list|promote|rollback`), without any of them importing another's modules. No
 scikit-learn here: a set is checked by hashes, never unpickled.
+
+Trust: model files are pickles (unpickling runs code), and a manifest says which hashes are
+good, so whoever can write the models folder, `sets/`, a set's folder or a manifest can run code
+as ml-model. `check_trusted` refuses (UntrustedModels, one line naming the path, its owner and
+mode, and the fix) any of them that is not owned by this process's user or is writable by group
+or others; ml-model runs it before it starts and before it serves a set. Everything written here
+is created 0755/0644 at most (the umask may narrow it, never widen it: `write_file`, `make_dir`).
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ import contextlib
 import hashlib
 import json
 import os
+import pwd
 import re
 import shutil
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +52,9 @@ MANIFEST = "manifest.json"
 REPORT = "report.txt"
 DEFAULT_KEEP = 10
 MANIFEST_SCHEMA_VERSION = 1
+INFERENCE_DIR = ".inference"  # cached inference forms (ml-model's model_inference)
+DIR_MODE = 0o755  # folders and files under models/: readable, writable by the owner only
+FILE_MODE = 0o644
 _NAME_RE = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
 
 
@@ -56,6 +68,83 @@ class UnknownSet(ModelSetError):
 
 class SetNotVerified(ModelSetError):
     """The set's manifest or a file's hash does not verify: it is never promoted."""
+
+
+class UntrustedModels(ModelSetError):
+    """Someone other than the service's user may write the models: an operator must fix the
+    ownership or modes (ml-model exits 78 rather than serve them)."""
+
+
+def _owner_name(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def trust_problem(path: Path, uid: int) -> str | None:
+    """Why `path` (followed if a link: what counts is what is read) cannot be trusted, or None."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None  # nothing there to trust yet
+    except OSError as exc:
+        return f"{path} cannot be checked ({exc.strerror})"
+    mode = stat.S_IMODE(info.st_mode)
+    kind = "folder" if stat.S_ISDIR(info.st_mode) else "file"
+    if info.st_uid != uid:
+        why = f"is owned by {_owner_name(info.st_uid)}, not by {_owner_name(uid)} who runs the service"
+    elif mode & 0o022:
+        why = f"is writable by {'group and others' if mode & 0o022 == 0o022 else 'group' if mode & 0o020 else 'others'}"
+    else:
+        return None
+    return f"the models {kind} {path} {why} (mode {mode:04o})"
+
+
+def trusted_paths(models_dir: Path) -> list[Path]:
+    """What check_trusted checks: the folder, `current`, `sets/`, every set's folder, manifest
+    and inference-form folder, and a flat layout's manifest and forms folder."""
+    paths = [models_dir, models_dir / POINTER, models_dir / MANIFEST, models_dir / INFERENCE_DIR]
+    root = sets_root(models_dir)
+    paths.append(root)
+    for name in set_names(models_dir):
+        paths += [root / name, root / name / MANIFEST, root / name / INFERENCE_DIR]
+    return paths
+
+
+def check_trusted(models_dir: Path, uid: int | None = None) -> None:
+    """UntrustedModels (one line: path, owner, mode, fix) unless every path of trusted_paths that
+    exists is owned by `uid` (default: this process's effective user) and not group/other writable.
+    A models folder that does not exist yet passes: there is nothing in it to serve."""
+    uid = os.geteuid() if uid is None else uid
+    for path in trusted_paths(models_dir):
+        problem = trust_problem(path, uid)
+        if problem is not None:
+            user = _owner_name(uid).split(" ")[0]
+            raise UntrustedModels(
+                f"refusing to serve models: {problem}; model files are pickles, so whoever can write "
+                f"there can run code as this service. Fix: chown -R {user} {models_dir} && "
+                f"chmod -R go-w {models_dir}"
+            )
+
+
+def make_dir(path: Path) -> None:
+    """A folder (and missing parents) created 0755 at most; an existing one loses group/other write
+    only if this user owns it (else check_trusted names it)."""
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_uid == os.geteuid() and info.st_mode & 0o022:
+        os.chmod(path, stat.S_IMODE(info.st_mode) & ~0o022)
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Create or overwrite `path` with `data`, 0644 at most (also when it existed with more)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) & ~0o022)
+        handle.write(data)
+        handle.flush()
+        os.fsync(fd)
 
 
 def set_name_for(moment: datetime) -> str:
@@ -88,12 +177,12 @@ def set_names(models_dir: Path) -> list[str]:
 def new_set_dir(models_dir: Path, moment: datetime) -> Path:
     """A new, empty set folder named after `moment` (a suffix when that second is taken)."""
     root = sets_root(models_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    make_dir(root)
     base = set_name_for(moment)
     for attempt in range(1000):
         path = root / (base if attempt == 0 else f"{base}-{attempt}")
         try:
-            path.mkdir()
+            path.mkdir(mode=DIR_MODE)
             return path
         except FileExistsError:
             continue
@@ -173,10 +262,7 @@ def write_status(folder: Path, state: str, at: str, **facts: Any) -> dict[str, A
 
 def _write_atomically(path: Path, text: str) -> None:
     temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+    write_file(temp, text.encode("utf-8"))
     os.replace(temp, path)
 
 
@@ -200,7 +286,8 @@ def promote(models_dir: Path, name: str, at: datetime, reason: str) -> dict[str,
     previous = current_name(models_dir)
     _write_atomically(models_dir / POINTER, name + "\n")
     record = {"at": at.isoformat(), "set": name, "previous": previous, "reason": reason}
-    with open(models_dir / HISTORY, "a", encoding="utf-8") as handle:
+    fd = os.open(models_dir / HISTORY, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    with os.fdopen(fd, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
     write_status(folder, "promoted", at.isoformat(), reason=reason)
     return record
@@ -256,8 +343,8 @@ def adopt_flat(models_dir: Path, at: datetime) -> str | None:
         source = models_dir / str(entry.get("file", ""))
         if source.is_file() and source.parent == models_dir:
             os.replace(source, folder / source.name)
-    if (models_dir / ".inference").is_dir():
-        os.replace(models_dir / ".inference", folder / ".inference")
+    if (models_dir / INFERENCE_DIR).is_dir():
+        os.replace(models_dir / INFERENCE_DIR, folder / INFERENCE_DIR)
     os.replace(models_dir / MANIFEST, folder / MANIFEST)
     try:
         promote(models_dir, folder.name, at, "adopted the models trained before model sets")

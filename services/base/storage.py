@@ -5,6 +5,9 @@
   value (`journal_mode=WAL` on a file system without shared memory stays `delete`) or with an
   error (a read-only file). Either stops the service with LedgerMisconfigured, one line naming
   the file, the pragma and what SQLite said, before anything is written on weaker guarantees.
+- `StorageKnobs.synchronous` (`TRADING_STORAGE_SYNCHRONOUS`) lowers every store's synchronous
+  level to NORMAL for a suite whose files need not outlive a power loss (a replay's private suite:
+  in WAL mode a commit still survives its process being killed, only not the machine losing power).
 - `storage_failure` tells a failed write that is the storage's fault (the disk full, an I/O error,
   the file gone read-only or impossible to open) from a bug (a constraint, SQL, a closed
   connection): the first may mend by itself, so a service pauses and probes; the second may not.
@@ -16,6 +19,9 @@ import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
+
+from services.base.knobs import knob
 
 #: SQLite's primary result codes that say the storage failed, with what to call them. The
 #: extended codes (SQLITE_IOERR_WRITE, SQLITE_READONLY_DIRECTORY, ...) share their low byte.
@@ -35,6 +41,32 @@ _STORAGE_MESSAGES: Mapping[str, tuple[int, str]] = {
 #: PRAGMA synchronous reads back as a number.
 _SYNCHRONOUS = {"OFF": 0, "NORMAL": 1, "FULL": 2, "EXTRA": 3}
 _BOOLEANS = {"ON": 1, "TRUE": 1, "YES": 1, "OFF": 0, "FALSE": 0, "NO": 0}
+
+
+def parse_synchronous(raw: str) -> str:
+    text = raw.strip().upper()
+    if text not in ("", "NORMAL"):
+        raise ValueError(f"{raw!r} is not a synchronous level this knob takes (NORMAL, or unset)")
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class StorageKnobs:
+    """SQLite durability of every store (TRADING_STORAGE_*), the same for every service."""
+
+    service: ClassVar[str] = "storage"
+
+    synchronous: str = knob(
+        "",
+        parse=parse_synchronous,
+        doc="NORMAL: every store commits without waiting for the disk (survives a killed process,"
+        " not a power loss; the replay's private suite); unset: each store's own level",
+    )
+
+
+def with_synchronous(pragmas: Mapping[str, str | int], level: str) -> dict[str, str | int]:
+    """`pragmas` with synchronous set to `level` (StorageKnobs.synchronous); unchanged when blank."""
+    return {**pragmas, "synchronous": level} if level else dict(pragmas)
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,7 @@ from services.domain.price_history import (
     csv_file_name,
     history_from_csv,
 )
+from services.domain.yahoo_frames import intraday_bars, ticker_part
 
 log = logging.getLogger("yahoo-history")
 
@@ -92,20 +93,12 @@ def frame_to_rows(frame) -> list[tuple]:
 
 
 def symbol_frames(frame, symbols: Sequence[str]) -> dict[str, Any]:
-    """A yf.download frame split per ticker: (Ticker, Price) columns with group_by="ticker",
-    (Price, Ticker) with group_by="column", or flat for a single ticker. Tickers with no bar are
-    left out (yfinance returns all-NaN columns for a ticker it could not get)."""
+    """A yf.download frame split per ticker (see services.domain.yahoo_frames). Tickers with no
+    bar are left out (yfinance returns all-NaN columns for a ticker it could not get)."""
     found = {}
-    columns = frame.columns
-    multi = getattr(columns, "nlevels", 1) > 1
     for symbol in symbols:
-        if multi and symbol in columns.get_level_values(0):
-            part = frame[symbol]
-        elif multi and symbol in columns.get_level_values(1):
-            part = frame.xs(symbol, axis=1, level=1)
-        elif not multi and len(symbols) == 1:
-            part = frame
-        else:
+        part = ticker_part(frame, symbol, symbols)
+        if part is None:
             continue
         part = part.dropna(how="all")
         if not part.empty:
@@ -225,21 +218,9 @@ def download_intraday(symbols: Sequence[str], interval: str, retry: Retry) -> di
     frames = _with_retries(f"{interval} bars", retry, attempt)
     found = {}
     for symbol, part in frames.items():
-        part = part.dropna(subset=["Open", "High", "Low", "Close"])
-        if part.index.tz is None:  # a naive time names no instant
-            continue
-        values = zip(
-            part.index,
-            *(part[c].tolist() for c in ("Open", "High", "Low", "Close")),
-            part["Volume"].fillna(0).tolist(),
-            strict=True,
-        )
-        found[symbol] = [
-            IntradayBar(
-                ts.to_pydatetime().astimezone(SYDNEY), float(o), float(h), float(lo), float(c), int(v)
-            )
-            for ts, o, h, lo, c, v in values
-        ]
+        bars = intraday_bars(part)
+        if bars is not None:  # a naive time names no instant
+            found[symbol] = bars
     return found
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from services.domain.alert_incidents import Occurrence
 
-#: Event types the router maps; the alerts process subscribes to those the registry knows.
+#: Event types the router maps; the alerts process has an @on_event handler for each (a test checks).
 FOLLOWED_EVENTS = (
     "service_status_changed",
     "buy_rate_alert",

@@ -66,7 +66,7 @@ def _from_table(year: int, table: dict[str, str], category: str) -> dict[date, s
     return library_holidays(year, category)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=256)  # every year a daily file may span (bars.FIRST_BAR_DATE..LAST_BAR_DATE)
 def _public_holidays(year: int) -> dict[date, str]:
     return _from_table(year, asx_holiday_table.PUBLIC, "public")
 

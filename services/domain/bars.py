@@ -11,9 +11,11 @@ reads that report. Both the CSV and the yfinance sources go through the same cle
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 SYDNEY = ZoneInfo("Australia/Sydney")
@@ -22,6 +24,10 @@ BAR_VISIBLE_AT = time(16, 10)
 _NULLS = frozenset({"", "null", "nan", "none", "n/a"})
 
 IsTradingDay = Callable[[date], bool]
+# A daily bar dated outside these is a typo, not history (the ASX opened in 1987): dropped as
+# invalid, so one such row cannot stretch the missing-session scan over centuries.
+FIRST_BAR_DATE = date(1980, 1, 1)
+LAST_BAR_DATE = date(2099, 12, 31)
 RawRow = Sequence[object]  # (date, open, high, low, close, adj_close, volume)
 
 
@@ -99,13 +105,22 @@ def latest_session(now: datetime, is_trading_day: IsTradingDay) -> date:
 
 def trading_days_between(start: date, end: date, is_trading_day: IsTradingDay) -> list[date]:
     """Trading days in [start, end], inclusive."""
-    days = []
-    d = start
-    while d <= end:
-        if is_trading_day(d):
-            days.append(d)
-        d += timedelta(days=1)
+    days: list[date] = []
+    for year in range(start.year, end.year + 1):
+        of_year = _trading_days_of_year(is_trading_day, year)
+        first = bisect_left(of_year, start) if year == start.year else 0
+        last = bisect_right(of_year, end) if year == end.year else len(of_year)
+        days.extend(of_year[first:last])
     return days
+
+
+@lru_cache(maxsize=512)
+def _trading_days_of_year(is_trading_day: IsTradingDay, year: int) -> tuple[date, ...]:
+    # Cached by calendar and year (a calendar is a pure function of the date): the cleaner asks
+    # for every session between a file's first and last bar each time it reads the file, and a
+    # span of decades would otherwise cost one calendar call per day per read.
+    first, last = date(year, 1, 1).toordinal(), date(year, 12, 31).toordinal()
+    return tuple(filter(is_trading_day, map(date.fromordinal, range(first, last + 1))))
 
 
 # --- cleaning ---------------------------------------------------------------------------------
@@ -208,7 +223,7 @@ def _row_to_bar(row: RawRow, tally: _Tally) -> Bar | None:
         tally.null_rows.append(day)
         return None
     o, h, lo, c, adj, vol = values
-    if min(o, h, lo, c) <= 0 or vol < 0 or h < lo:
+    if min(o, h, lo, c) <= 0 or vol < 0 or h < lo or not FIRST_BAR_DATE <= day <= LAST_BAR_DATE:
         tally.invalid_rows.append(day.isoformat())
         return None
     return Bar(day, o, h, lo, c, adj, int(vol))
@@ -263,7 +278,7 @@ def clean_daily_rows(
     if is_trading_day is not None and kept:
         present = {bar.date for bar in kept}
         expected = trading_days_between(kept[0].date, kept[-1].date, is_trading_day)
-        missing = tuple(d for d in expected if d not in present)
+        missing = tuple(sorted(set(expected).difference(present)))
     report = CleaningReport(
         rows_read=rows_read,
         null_rows=tuple(sorted(tally.null_rows)),

@@ -110,8 +110,7 @@ def build_latest_features(
     if not bars:
         raise ValueError(f"no bars: need at least MIN_BARS={MIN_BARS} daily bars of the stock")
     last = bars[-1].date
-    columns = _feature_columns(bars, index_bars, {last: sentiment_score})
-    values = {name: columns[name][-1] for name in FEATURE_NAMES}
+    values = _latest_values(bars, index_bars, sentiment_score)
     missing = [name for name, v in values.items() if v is None or not math.isfinite(v)]
     if missing:
         raise ValueError(
@@ -174,6 +173,52 @@ def _feature_columns(
     )
     columns["sentiment_score"] = [float(sentiment_by_date.get(bar.date, 0.0)) for bar in bars]
     return columns
+
+
+def _latest_values(
+    bars: Sequence[Bar], index_bars: Sequence[Bar], sentiment_score: float
+) -> dict[str, float | None]:
+    """The last row of _feature_columns, without computing the rows before it.
+
+    Every windowed indicator sums each window afresh (no running sums), so its last value from a
+    trailing slice of exactly its window is the same number, bit for bit; the recursive ones
+    (RSI, MACD) still run over the whole history. tests/unit/test_features.py checks the two
+    agree on real and edge-case histories. Serving calls this for every prediction; training
+    keeps the columns."""
+    _check_ordered(bars, "bars")
+    _check_ordered(index_bars, "index_bars")
+    prices = [bar.adj_close for bar in bars]
+    volumes = [float(bar.volume) for bar in bars[-21:]]
+    values: dict[str, float | None] = {
+        f"return_{h}d": indicators.pct_change(prices[-(h + 1) :], h)[-1] for h in RETURN_HORIZONS_DAYS
+    }
+    values["rsi_14"] = indicators.rsi_last(prices, 14)
+    histogram = [indicators.macd_last(prices, 12, 26, 9)[2]]
+    values["macd_hist_pct"] = _binary(histogram, prices[-1:], lambda h, p: h / p)[0]
+    values["bollinger_pct_b"] = indicators.bollinger(prices[-20:], 20, 2.0).percent_b[-1]
+    values["volume_ratio_20"] = indicators.volume_ratio(volumes, 20)[-1]
+    values["volatility_20d"] = indicators.rolling_volatility(prices[-21:], 20, annualise=True)[-1]
+    sma50 = indicators.sma(prices[-50:], 50)[-1:]
+    values["price_vs_sma50"] = _binary(prices[-1:], sma50, lambda p, s: p / s - 1.0)[0]
+    index_names = ("index_return_1d", "index_return_20d", "index_volatility_20d", "index_trend_50_200")
+    values.update(dict.fromkeys(index_names))
+    index_dates = [bar.date for bar in index_bars]
+    j = bisect_right(index_dates, bars[-1].date) - 1
+    if j >= 0 and (bars[-1].date - index_dates[j]).days <= MAX_INDEX_STALENESS_DAYS:
+        levels = [bar.adj_close for bar in index_bars[: j + 1]]
+        values["index_return_1d"] = indicators.pct_change(levels[-2:], 1)[-1]
+        values["index_return_20d"] = indicators.pct_change(levels[-21:], 20)[-1]
+        values["index_volatility_20d"] = indicators.rolling_volatility(levels[-21:], 20, annualise=True)[-1]
+        values["index_trend_50_200"] = _binary(
+            indicators.sma(levels[-50:], 50)[-1:],
+            indicators.sma(levels[-200:], 200)[-1:],
+            lambda a, b: a / b - 1.0,
+        )[0]
+    values["relative_return_20d"] = _binary(
+        [values["return_20d"]], [values["index_return_20d"]], lambda a, b: a - b
+    )[0]
+    values["sentiment_score"] = float(sentiment_score)
+    return {name: values[name] for name in FEATURE_NAMES}
 
 
 def _stock_columns(bars: Sequence[Bar]) -> dict[str, Column]:

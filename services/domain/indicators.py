@@ -97,6 +97,58 @@ def rsi(closes: Sequence[float], period: int = 14) -> Series:
     return out
 
 
+def rsi_last(closes: Sequence[float], period: int = 14) -> float | None:
+    """`rsi(closes, period)[-1]`, the same float, without the series (the latest reading is what
+    market-data and the features serve: a replayed day asks for it over 1300 bars per symbol).
+    `max(x, 0.0)` is written out as what it computes, `0.0 if 0.0 > x else x`."""
+    _check_period(period)
+    if len(closes) <= period:
+        return None
+    changes = [closes[i] - closes[i - 1] for i in range(1, len(closes))]
+    avg_gain = math.fsum(max(c, 0.0) for c in changes[:period]) / period
+    avg_loss = math.fsum(max(-c, 0.0) for c in changes[:period]) / period
+    keep = period - 1
+    for change in changes[period:]:
+        avg_gain = (avg_gain * keep + (0.0 if 0.0 > change else change)) / period
+        avg_loss = (avg_loss * keep + (0.0 if 0.0 > -change else -change)) / period
+    return _rsi_from_averages(avg_gain, avg_loss)
+
+
+def _ema_defined(values: Sequence[float], period: int) -> list[float]:
+    """`_ema_from(values, period)` from its first value on (index period - 1), for values without
+    None: the same seed and recursion, so the same floats."""
+    k = 2.0 / (period + 1)
+    rest = 1 - k
+    prev = math.fsum(values[:period]) / period
+    out = [prev]
+    for value in values[period:]:
+        prev = value * k + prev * rest
+        out.append(prev)
+    return out
+
+
+def macd_last(
+    closes: Sequence[float], fast: int = 12, slow: int = 26, signal: int = 9
+) -> tuple[float | None, float | None, float | None]:
+    """The last (MACD line, signal, histogram) of `macd(closes, ...)`, the same floats, without
+    the series and their None padding."""
+    for name, value in (("fast", fast), ("slow", slow), ("signal", signal)):
+        _check_period(value, name)
+    if fast >= slow:
+        raise ValueError(f"fast ({fast}) must be shorter than slow ({slow})")
+    if len(closes) < slow:
+        return None, None, None
+    # The line exists from index slow - 1, where the fast EMA is at its (slow - fast)th value.
+    line = [
+        f - s
+        for f, s in zip(_ema_defined(closes, fast)[slow - fast :], _ema_defined(closes, slow), strict=True)
+    ]
+    if len(line) < signal:
+        return line[-1], None, None
+    signal_last = _ema_defined(line, signal)[-1]
+    return line[-1], signal_last, line[-1] - signal_last
+
+
 def macd(closes: Sequence[float], fast: int = 12, slow: int = 26, signal: int = 9) -> MacdSeries:
     """MACD line = EMA(fast) - EMA(slow); signal = EMA(signal) of the line; histogram = line - signal."""
     for name, value in (("fast", fast), ("slow", slow), ("signal", signal)):
@@ -255,15 +307,11 @@ def technical_summary(closes: Sequence[float], volumes: Sequence[float], params:
     p = params
     tail = closes[-p.bollinger_period :]
     bands = bollinger(tail, p.bollinger_period, p.bollinger_std) if len(tail) == p.bollinger_period else None
-    lines = macd(closes, p.macd_fast, p.macd_slow, p.macd_signal)
+    line, signal, histogram = macd_last(closes, p.macd_fast, p.macd_slow, p.macd_signal)
     vol_tail = closes[-(p.volatility_period + 1) :]
     return {
-        "rsi": _last(rsi(closes, p.rsi_period)),
-        "macd": {
-            "macd": _last(lines.macd),
-            "signal": _last(lines.signal),
-            "histogram": _last(lines.histogram),
-        },
+        "rsi": rsi_last(closes, p.rsi_period),
+        "macd": {"macd": line, "signal": signal, "histogram": histogram},
         "bollinger": {
             "upper": _last(bands.upper) if bands else None,
             "middle": _last(bands.middle) if bands else None,

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from services.domain.asx_calendar import OPEN_TIME, holiday_name, is_trading_day
-from services.domain.bars import Bar, bar_visible_from
+from services.domain.bars import FIRST_BAR_DATE, LAST_BAR_DATE, Bar, bar_visible_from
 from services.domain.intraday import (
     CloseTimeOf,
     IntradayBar,
@@ -82,6 +82,9 @@ def _row_to_bar(cells: list[str]) -> tuple[IntradayBar | None, str | None]:
         return None, f"unreadable time {cells[0]!r}"
     if start.tzinfo is None or start.utcoffset() is None:
         return None, f"time {cells[0]!r} has no UTC offset"
+    if not FIRST_BAR_DATE <= start.date() <= LAST_BAR_DATE:
+        # A typo (year 1, 9999): such a time may not even convert to UTC or Sydney time.
+        return None, f"time {cells[0]!r} is outside {FIRST_BAR_DATE.year}-{LAST_BAR_DATE.year}"
     try:
         numbers = [_number(c) for c in cells[1:6]]
     except ValueError:
@@ -99,7 +102,8 @@ def _row_to_bar(cells: list[str]) -> tuple[IntradayBar | None, str | None]:
 def parse_intraday_csv(text: str, name: str) -> IntradayParse:
     """The bars in an intraday CSV's text, cleaned; never raises on a bad row, only on a bad file.
 
-    Dropped (and listed in `dropped`): unreadable or offset-less times, empty/null fields,
+    Dropped (and listed in `dropped`): unreadable or offset-less times, times outside the years
+    bars.FIRST_BAR_DATE..LAST_BAR_DATE, empty/null fields,
     non-positive prices or negative volume, open or close outside [low, high], and the earlier of
     two rows with the same start. A leading byte-order mark is ignored. MarketDataError names the
     file (`name`) for a missing column or text that is not CSV.

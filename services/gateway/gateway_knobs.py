@@ -45,7 +45,10 @@ class GatewayKnobs:
         8190, low=1024, high=65536, doc="longest request line or header line (400 past it)"
     )
     idle_timeout_s: float = knob(
-        30.0, low=1, high=3600, doc="an idle keep-alive connection is closed after this"
+        30.0,
+        low=1,
+        high=3600,
+        doc="an idle keep-alive connection, or one whose request head is not whole, is closed after this",
     )
     rate_limit_per_s: float = knob(
         20.0, low=0.1, high=100_000, doc="requests a second per client address on average (429 past it)"
@@ -57,3 +60,8 @@ class GatewayKnobs:
         "", doc="PEM certificate (chain) file: HTTPS instead of HTTP; needs TRADING_GATEWAY_TLS_KEY_FILE"
     )
     tls_key_file: str = knob("", doc="PEM private key file of the certificate (keep it chmod 600)")
+    write: bool = knob(
+        False,
+        doc="serve the POST calls that change state (restart a service, run a task, place a paper trade);"
+        " off: 403",
+    )

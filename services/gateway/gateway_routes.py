@@ -1,5 +1,6 @@
-"""The gateway's read-only HTTP API as one table: the router, the query validation and
+"""The gateway's HTTP API as one table: the router, the query and body validation and
 `/openapi.json` are all derived from `ROUTES`, so the document cannot drift from what is served.
+GET routes read; the POST routes change state and are served only with TRADING_GATEWAY_WRITE on.
 
 Pure data and pure functions: no I/O (the service in gateway_service.py does the calls).
 """
@@ -12,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.domain.alert_incidents import KINDS as ALERT_KINDS
+from services.domain.supervision import start_order
 
 
 class BadQuery(ValueError):
-    """A query or path parameter the API refuses: answered 400 naming `param`."""
+    """A query, path or body parameter the API refuses: answered 400 naming `param`."""
 
     def __init__(self, param: str, detail: str):
         super().__init__(f"{param}: {detail}")
@@ -23,9 +25,18 @@ class BadQuery(ValueError):
         self.detail = detail
 
 
+class WrongMethod(LookupError):
+    """The path is served, but not with this method: 405 with `allowed` in the Allow header."""
+
+    def __init__(self, allowed: Sequence[str]):
+        super().__init__(", ".join(allowed))
+        self.allowed = tuple(allowed)
+
+
 @dataclass(frozen=True, slots=True)
 class Param:
-    """One query (or path) parameter: an int within bounds, or a string (one of `choices`)."""
+    """One query, path or body parameter: an int within bounds, a boolean (body only), or a string
+    (one of `choices`)."""
 
     name: str
     kind: type = str
@@ -37,10 +48,14 @@ class Param:
     #: "symbol" strings must be one of the suite's symbols (known only at run time).
     symbol: bool = False
     max_length: int = 64
+    #: A body field that must be given (query and path parameters are optional and required).
+    required: bool = False
 
     def schema(self, symbols: Sequence[str]) -> dict:
-        if self.kind is int:
-            out: dict[str, Any] = {"type": "integer", "minimum": self.low, "maximum": self.high}
+        if self.kind is bool:
+            out: dict[str, Any] = {"type": "boolean"}
+        elif self.kind is int:
+            out = {"type": "integer", "minimum": self.low, "maximum": self.high}
         elif self.symbol:
             out = {"type": "string", "enum": list(symbols)}
         elif self.choices:
@@ -49,7 +64,25 @@ class Param:
             out = {"type": "string", "minLength": 1, "maxLength": self.max_length}
         if self.default is not None:
             out["default"] = self.default
+        if self.doc:
+            out["description"] = self.doc
         return out
+
+    def parse_json(self, value: Any, symbols: Sequence[str]) -> Any:
+        """A body field as JSON gave it: the same checks as `parse`, on the JSON type itself."""
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise BadQuery(self.name, f"must be true or false, got {_json_type(value)}")
+            return value
+        if self.kind is int:
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)  # JSON Schema's integer: 2.0 is one (the RPC wants an int)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise BadQuery(self.name, f"must be an integer, got {_json_type(value)}")
+            return self.parse(str(value), symbols)
+        if not isinstance(value, str):
+            raise BadQuery(self.name, f"must be a string, got {_json_type(value)}")
+        return self.parse(value, symbols)
 
     def parse(self, raw: str, symbols: Sequence[str]) -> Any:
         if self.kind is int:
@@ -71,7 +104,8 @@ class Param:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One GET endpoint. `path` params are in braces; `services` are the ones it asks."""
+    """One endpoint. `path` params are in braces; `services` are the ones it asks. A POST route
+    changes state (served only with TRADING_GATEWAY_WRITE on) and takes a JSON object `body`."""
 
     name: str
     path: str
@@ -83,6 +117,14 @@ class Route:
     #: 404 is a documented answer (the one thing asked for does not exist).
     may_be_missing: bool = False
     tags: tuple[str, ...] = field(default=("desk",))
+    method: str = "GET"
+    body: tuple[Param, ...] = ()
+    #: What a 200 carries: the JSON envelope, or a file's bytes of this type.
+    media: str = "application/json"
+
+    @property
+    def writes(self) -> bool:
+        return self.method == "POST"
 
     @property
     def pattern(self) -> re.Pattern:
@@ -92,6 +134,8 @@ class Route:
 OBJECT: Mapping[str, Any] = {"type": "object"}
 LIMIT_PREDICTIONS = Param("limit", int, 20, 1, 500, doc="how many, newest first")
 SYMBOL_FILTER = Param("symbol", symbol=True, doc="only this symbol")
+#: Every supervised service but the gateway (it cannot answer a request that stops it).
+RESTARTABLE = tuple(name for name in start_order() if name != "gateway")
 
 ROUTES: tuple[Route, ...] = (
     Route("status", "/api/status", "The supervisor's view: each service's state, pid, uptime, restarts, health",
@@ -130,16 +174,42 @@ ROUTES: tuple[Route, ...] = (
           (), {"type": "array", "items": OBJECT}, tags=("replays",)),
     Route("replay", "/api/replays/{name}", "One replay's report.json",
           (), OBJECT, path_params=(Param("name", max_length=64),), may_be_missing=True, tags=("replays",)),
+    Route("replay_image", "/api/replays/{name}/{file}", "One PNG of a replay (e.g. equity.png) from its folder",
+          (), {"type": "string", "format": "binary"},
+          path_params=(Param("name", max_length=64), Param("file", max_length=128)), may_be_missing=True,
+          tags=("replays",), media="image/png"),
+    Route("equity", "/api/equity", "Each day's closing equity, oldest first; today's is the equity now",
+          ("paper-trading",), OBJECT, query=(Param("days", int, 90, 1, 3660, doc="calendar days back from today"),)),
+    # ---- calls that change state (TRADING_GATEWAY_WRITE) ----
+    Route("place_trade", "/api/trades", "A manual paper trade at the latest quote, through the risk gate",
+          ("paper-trading",), OBJECT, method="POST", tags=("write",),
+          body=(Param("symbol", symbol=True, required=True),
+                Param("action", choices=("BUY", "SELL"), required=True),
+                Param("quantity", int, None, 1, 10_000_000, doc="whole shares", required=True))),
+    Route("restart_service", "/api/services/{service}/restart", "Restart one service (the supervisor's restart_service)",
+          ("manager",), OBJECT, method="POST", tags=("write",),
+          path_params=(Param("service", choices=RESTARTABLE),)),
+    Route("run_task", "/api/tasks/{task_id}/run", "Run a scheduled task now (returns at once with its run_id)",
+          ("scheduler",), OBJECT, method="POST", tags=("write",), may_be_missing=True,
+          path_params=(Param("task_id", max_length=128),),
+          body=(Param("ignore_dependencies", bool, False, doc="run even if a task it depends on has not succeeded today"),)),
 )  # fmt: skip
 
 BY_NAME: Mapping[str, Route] = {route.name: route for route in ROUTES}
 
 
-def match(path: str) -> tuple[Route, dict[str, str]] | None:
-    """The route serving `path` and its raw path params, or None (404)."""
+def match(path: str, method: str = "GET") -> tuple[Route, dict[str, str]] | None:
+    """The route serving `method` (HEAD as GET) on `path` and its raw path params; None when no
+    route has that path (404); WrongMethod when only other methods are served there (405)."""
+    method = "GET" if method == "HEAD" else method
+    allowed: list[str] = []
     for route in ROUTES:
         if found := route.pattern.match(path):
-            return route, found.groupdict()
+            if route.method == method:
+                return route, found.groupdict()
+            allowed += ["GET", "HEAD"] if route.method == "GET" else [route.method]
+    if allowed:
+        raise WrongMethod(sorted(set(allowed), key=allowed.index))
     return None
 
 
@@ -157,12 +227,56 @@ def parse_params(route: Route, raw_path: Mapping[str, str], raw_query: Mapping[s
     return values
 
 
+def parse_body(route: Route, body: Any, symbols) -> dict:
+    """A POST route's JSON object body checked field by field (BadQuery naming the first bad one:
+    `body` itself when it is not an object, an unknown field, a missing one or a wrong value)."""
+    if not isinstance(body, dict):
+        raise BadQuery("body", f"must be a JSON object, got {_json_type(body)}")
+    known = {p.name for p in route.body}
+    if unknown := sorted(set(body) - known):
+        raise BadQuery(
+            str(unknown[0])[:64], "unknown field" + (f" (known: {', '.join(sorted(known))})" if known else "")
+        )
+    values = {}
+    for p in route.body:
+        if p.name in body:
+            values[p.name] = p.parse_json(body[p.name], symbols)
+        elif p.required:
+            raise BadQuery(p.name, "is required")
+        else:
+            values[p.name] = p.default
+    return values
+
+
+JSON_TYPES: Mapping[str, tuple[type, ...]] = {"object": (dict,), "array": (list,), "string": (str,)}
+
+
+def shape_problem(data: Any, schema: Mapping[str, Any]) -> str | None:
+    """Why `data` (not None) is not of the route's declared top-level type, or None when it is."""
+    expected = JSON_TYPES.get(schema.get("type", ""))
+    if data is None or expected is None or isinstance(data, expected):
+        return None
+    return f"expected {schema['type']}, got {_json_type(data)}"
+
+
+def _json_type(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
+            dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)  # fmt: skip
+
+
 # ---- OpenAPI ---------------------------------------------------------------------------------------
 
 ERROR = {
     "type": "object",
     "required": ["error"],
-    "properties": {"error": {"type": "string"}, "param": {"type": "string"}, "detail": {"type": "string"}},
+    "properties": {
+        "error": {"type": "string"},
+        "param": {"type": "string"},
+        "detail": {"type": "string"},
+        "service": {"type": "string"},
+        "code": {"type": "integer", "description": "the JSON-RPC error code the service answered"},
+        "data": {"description": "the JSON-RPC error's data (e.g. the risk rule, its limit and the excess)"},
+    },
 }
 ENVELOPE_PARTS = {
     "down": {
@@ -214,22 +328,32 @@ def openapi_document(symbols: Sequence[str], version: str) -> dict:
             }
             for p in route.query
         ]
+        if route.media != "application/json":
+            ok = {"description": "the file", "content": {route.media: {"schema": route.data}}}
+        else:
+            ok = _json(envelope(route.data), "the reply; a service that is down is named in `down`")
         responses = {
-            "200": _json(envelope(route.data), "the reply; a service that is down is named in `down`"),
+            "200": ok,
             "400": _json(ERROR, "a parameter is refused (named in `param`)"),
             "401": unauthorized,
+            **BOUNDED,
         }
         if route.may_be_missing:
             responses["404"] = _json(ERROR, "not found")
-        paths[route.path] = {
-            "get": {
-                "operationId": route.name,
-                "summary": route.summary,
-                "tags": list(route.tags),
-                "parameters": parameters,
-                "responses": responses,
-            }
+        operation = {
+            "operationId": route.name,
+            "summary": route.summary + (" (only with TRADING_GATEWAY_WRITE=true)" if route.writes else ""),
+            "tags": list(route.tags),
+            "parameters": parameters,
+            "responses": responses,
         }
+        if route.writes:
+            responses.update(WRITE_RESPONSES)
+            operation["requestBody"] = {
+                "required": any(p.required for p in route.body),
+                "content": {"application/json": {"schema": body_schema(route, symbols)}},
+            }
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
     paths["/healthz"] = {
         "get": {
             "operationId": "healthz",
@@ -253,6 +377,7 @@ def openapi_document(symbols: Sequence[str], version: str) -> dict:
                     "content": {"text/plain": {"schema": {"type": "string"}}},
                 },
                 "401": unauthorized,
+                **BOUNDED,
             },
         }
     }
@@ -269,12 +394,42 @@ def openapi_document(symbols: Sequence[str], version: str) -> dict:
         "info": {
             "title": "ASX trading desk gateway",
             "version": version,
-            "description": "Read-only JSON API over the desk's services.",
+            "description": "JSON API over the desk's services; the POST calls change state and are"
+            " refused (403) unless the gateway runs with TRADING_GATEWAY_WRITE=true.",
         },
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "security": [{"bearer": []}],
         "paths": paths,
     }
+
+
+def body_schema(route: Route, symbols: Sequence[str]) -> dict:
+    return {
+        "type": "object",
+        "properties": {p.name: p.schema(symbols) for p in route.body},
+        "required": [p.name for p in route.body if p.required],
+        "additionalProperties": False,
+    }
+
+
+#: Any request: past the client's rate (with Retry-After), or past TRADING_GATEWAY_REQUEST_TIMEOUT_S.
+BOUNDED = {
+    "429": _json(ERROR, "too many requests from this client address (see Retry-After)"),
+    "503": _json(ERROR, "the request took longer than TRADING_GATEWAY_REQUEST_TIMEOUT_S (`timeout`)"),
+}
+
+WRITE_RESPONSES = {
+    "403": _json(ERROR, "state-changing calls are disabled (TRADING_GATEWAY_WRITE is false)"),
+    "409": _json(
+        ERROR,
+        "refused by the service: a risk rule (-32003, the rule in `data`), the market closed (-32004),"
+        " or the state does not allow it (e.g. the task is already running)",
+    ),
+    "503": _json(
+        ERROR, "the service asked is down, or cannot act now (-32001, -32007), or the request timed out"
+    ),
+    "504": _json(ERROR, "the service did not answer in time: the outcome is unknown, look before retrying"),
+}
 
 
 HEALTHZ = {

@@ -2,11 +2,13 @@
 desk without a shell on its machine.
 
 It is a BaseService (health, metrics, shutdown on `gateway.sock`, supervised like the others)
-that also serves HTTP with aiohttp on TRADING_GATEWAY_BIND: a read-only JSON API over the
-services (gateway_routes.ROUTES, which /openapi.json is generated from), /metrics in the
-Prometheus text format (metrics_exposition), and /healthz. Everything but /healthz needs the
-bearer token. A service that does not answer is named in the reply's `down`; the rest of the
-reply is still served.
+that also serves HTTP with aiohttp on TRADING_GATEWAY_BIND: a JSON API over the services
+(gateway_routes.ROUTES, which /openapi.json is generated from), /metrics in the Prometheus text
+format (metrics_exposition), and /healthz. Everything but /healthz and the web view's static
+shell needs the bearer token. A service that does not answer is named in the reply's `down`; the
+rest of the reply is still served. The POST calls that change state are refused (403) unless
+TRADING_GATEWAY_WRITE is on, and then go to the service's own RPC (its validation, its risk
+gate): the gateway never writes anything itself.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import ssl
 import time
 from datetime import datetime
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 import orjson
@@ -36,13 +39,24 @@ from services.base import (
 from services.base.knobs import read_knobs
 from services.domain.supervision import UP, start_order
 from services.gateway.gateway_knobs import GatewayKnobs
-from services.gateway.gateway_routes import BadQuery, Route, match, openapi_document, parse_params
+from services.gateway.gateway_routes import (
+    BadQuery,
+    Route,
+    WrongMethod,
+    match,
+    openapi_document,
+    parse_body,
+    parse_params,
+    shape_problem,
+)
 from services.gateway.gateway_token import gateway_token
 from services.gateway.metrics_exposition import Scrape, exposition
 from services.gateway.rate_limit import RateLimiter
 from services.registry import SUPERVISOR
 
 REPLAY_REPORT_MAX_BYTES = 4 << 20
+REPLAY_IMAGE_MAX_BYTES = 16 << 20
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 #: The web view: a static shell with no data in it (every figure it shows is fetched with the
 #: token), so it is served without one, like /healthz.
@@ -53,11 +67,14 @@ WEB_FILES = {
     "/app.css": ("app.css", "text/css; charset=utf-8"),
 }
 WEB_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+    # blob: images are the replay PNGs, fetched with the token (an <img src> could not send it).
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-cache",
 }
 INVALID_PARAMS, NOT_FOUND = -32602, -32006
+#: A write's JSON-RPC error -> its HTTP status: refused as asked (409), cannot act now (503).
+WRITE_ERROR_STATUS = {-32000: 409, -32003: 409, -32004: 409, -32001: 503, -32002: 503, -32007: 503}
 
 
 class Reply:
@@ -80,7 +97,7 @@ class HttpProblem(Exception):
     def __init__(self, status: int, error: str, **extra: str):
         super().__init__(error)
         self.status = status
-        self.body = {"error": error, **extra}
+        self.body: dict[str, Any] = {"error": error, **extra}
 
 
 def json_response(body: Any, status: int = 200, headers: dict | None = None) -> web.Response:
@@ -148,7 +165,11 @@ class GatewayService(BaseService):
             self._runner = None
 
     async def health_details(self) -> dict:
-        return {"url": self.url, "http_requests": dict(sorted(self.requests_by_status.items()))}
+        return {
+            "url": self.url,
+            "write_enabled": self.knobs.write,
+            "http_requests": dict(sorted(self.requests_by_status.items())),
+        }
 
     @rpc
     async def get_url(self) -> dict:
@@ -176,6 +197,9 @@ class GatewayService(BaseService):
             response = json_response({"error": exc.reason}, exc.status)
         except TimeoutError:
             response = json_response({"error": "timeout"}, 503)
+        except Exception:  # a bug here: logged once with its traceback, answered JSON without internals
+            self.log.exception("internal error answering %s %s", request.method, request.path)
+            response = json_response({"error": "internal error"}, 500)
         self.requests_by_status[response.status] = self.requests_by_status.get(response.status, 0) + 1
         return response
 
@@ -196,7 +220,8 @@ class GatewayService(BaseService):
             problem = HttpProblem(401, "unauthorized")
             problem.headers = {"WWW-Authenticate": "Bearer"}  # type: ignore[attr-defined]
             raise problem
-        self._only_get(request)
+        if path in ("/metrics", "/openapi.json"):
+            self._only_get(request)
         if path == "/metrics":
             return web.Response(
                 body=(await self._metrics_text()).encode(),
@@ -204,27 +229,47 @@ class GatewayService(BaseService):
             )
         if path == "/openapi.json":
             return json_response(openapi_document(self.settings.symbols, self.version))
-        found = match(path)
+        try:
+            found = match(path, request.method)
+        except WrongMethod as wrong:
+            raise method_not_allowed(wrong.allowed) from None
         if found is None:
             raise HttpProblem(404, "not found")
         route, raw_path = found
+        if route.writes and not self.knobs.write:
+            raise HttpProblem(
+                403,
+                "state-changing calls are disabled",
+                detail="the gateway runs with TRADING_GATEWAY_WRITE=false (the default)",
+            )
         query = request.query
         if twice := sorted(k for k in set(query) if len(query.getall(k)) > 1):
             raise HttpProblem(400, "invalid parameter", param=twice[0], detail="given more than once")
         try:
             params = parse_params(route, raw_path, dict(query), self.settings.symbols)
+            if route.writes:
+                params |= parse_body(route, await json_body(request), self.settings.symbols)
         except BadQuery as bad:
             raise HttpProblem(400, "invalid parameter", param=bad.param, detail=bad.detail) from None
+        if route.media != "application/json":
+            return await getattr(self, f"api_{route.name}")(**params)
         reply = Reply()
         await getattr(self, f"api_{route.name}")(reply, **params)
+        if (off_shape := shape_problem(reply.data, route.data)) is not None:
+            # A service answering off its documented shape (another version, a bug): its part is an
+            # error, never a reply that breaks /openapi.json's promise.
+            self.log.warning("%s answered %s off its shape: %s", route.services or ("disk",), path, off_shape)
+            reply.errors[route.services[0] if route.services else route.name] = {
+                "code": -32603,
+                "message": f"unexpected reply: {off_shape}",
+            }
+            reply.data = None
         return json_response(reply.body())
 
     @staticmethod
     def _only_get(request: web.Request) -> None:
         if request.method not in ("GET", "HEAD"):
-            problem = HttpProblem(405, "method not allowed: the gateway is read-only")
-            problem.headers = {"Allow": "GET, HEAD"}  # type: ignore[attr-defined]  # RFC 9110
-            raise problem
+            raise method_not_allowed(("GET", "HEAD"))
 
     # ---- asking the services ---------------------------------------------------------------------
 
@@ -259,6 +304,23 @@ class GatewayService(BaseService):
         if error and error["code"] == NOT_FOUND and route.may_be_missing:
             raise HttpProblem(404, "not found", detail=error["message"])
 
+    async def _write(self, reply: Reply, route: Route, method: str, **params: Any) -> None:
+        """A state-changing call: the service's own RPC once (never retried: it may have acted),
+        its refusals as HTTP statuses. A timeout is 504: the outcome is unknown."""
+        service = route.services[0]
+        timeout_s = max(self.knobs.rpc_timeout_s, self.knobs.request_timeout_s * 0.8)
+        try:
+            reply.data = await self.call_service(service, method, timeout=timeout_s, retries=0, **params)
+        except RpcError as exc:
+            if exc.data.get("service") == service and isinstance(exc, RpcTimeout):
+                raise HttpProblem(
+                    504, "timeout", service=service,
+                    detail=f"{service} did not answer {method} in {timeout_s:g} s: the outcome is unknown",
+                ) from None  # fmt: skip
+            if exc.data.get("service") == service and isinstance(exc, DependencyUnavailable):
+                raise HttpProblem(503, "service unavailable", service=service, detail=exc.message) from None
+            raise write_problem(service, exc.to_wire(), may_be_missing=route.may_be_missing) from None
+
     async def _healths(self, reply: Reply) -> dict[str, dict]:
         names = start_order()
         found = await asyncio.gather(*(self._ask(reply, name, "health") for name in names))
@@ -268,6 +330,8 @@ class GatewayService(BaseService):
         """healthy / degraded (HTTP 200) or down (503): nothing up but the gateway itself."""
         reply = Reply()
         status = await self._ask(reply, SUPERVISOR, "status")
+        if not supervisor_status_ok(status):
+            status = None
         if status is not None:
             states = {
                 s["name"]: s["state"] if s["state"] != "running" else s["health"] or "starting"
@@ -342,6 +406,38 @@ class GatewayService(BaseService):
             raise HttpProblem(404, "not found", detail=f"no replay report {name!r}")
         reply.data = report
 
+    async def api_replay_image(self, name: str, file: str) -> web.Response:
+        image = await asyncio.to_thread(read_replay_image, self.settings.data_dir / "replays", name, file)
+        if image is None:
+            raise HttpProblem(404, "not found", detail=f"no PNG {file!r} in replay {name!r}")
+        return web.Response(
+            body=image,
+            headers={
+                "Content-Type": "image/png",
+                "X-Content-Type-Options": "nosniff",
+                "Cache-Control": "no-cache",
+            },
+        )
+
+    async def api_equity(self, reply: Reply, days: int) -> None:
+        await self._one(reply, _route("equity"), "get_equity_history", days=days)
+
+    # ---- calls that change state (TRADING_GATEWAY_WRITE) ------------------------------------------
+
+    async def api_place_trade(self, reply: Reply, symbol: str, action: str, quantity: int) -> None:
+        await self._write(
+            reply, _route("place_trade"), "execute_trade", symbol=symbol, action=action, quantity=quantity
+        )
+
+    async def api_restart_service(self, reply: Reply, service: str) -> None:
+        await self._write(reply, _route("restart_service"), "restart_service", service=service)
+
+    async def api_run_task(self, reply: Reply, task_id: str, ignore_dependencies: bool) -> None:
+        await self._write(
+            reply, _route("run_task"), "execute_task", task_id=task_id, wait=False,
+            ignore_dependencies=ignore_dependencies,
+        )  # fmt: skip
+
     # ---- /metrics --------------------------------------------------------------------------------
 
     async def _metrics_text(self) -> str:
@@ -388,6 +484,50 @@ class GatewayService(BaseService):
         except Exception:  # a Redis error: the figure is left out, the scrape goes on
             self.log.warning("dead-letter sizes unavailable", exc_info=True)
             return None
+
+
+def supervisor_status_ok(status: Any) -> bool:
+    """The supervisor's `status` has the fields /healthz reads (else it is treated as silent)."""
+    if not isinstance(status, dict) or not isinstance(status.get("services"), list):
+        return False
+    return all(isinstance(s, dict) and {"name", "state", "health"} <= s.keys() for s in status["services"])
+
+
+def method_not_allowed(allowed: tuple[str, ...]) -> HttpProblem:
+    problem = HttpProblem(405, "method not allowed", detail=f"this path answers {', '.join(allowed)}")
+    problem.headers = {"Allow": ", ".join(allowed)}  # type: ignore[attr-defined]  # RFC 9110
+    return problem
+
+
+async def json_body(request: web.Request) -> Any:
+    """The request's JSON body ({} when empty); BadQuery `body` when it is not JSON."""
+    raw = await request.read()  # bounded by client_max_size (413 past it)
+    if not raw.strip():
+        return {}
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadQuery("body", f"is not JSON: {exc}") from None
+
+
+def write_problem(service: str, error: dict, *, may_be_missing: bool) -> HttpProblem:
+    """The HTTP answer to a write's JSON-RPC error: -32602 is 400 naming the param, -32006 404,
+    a refusal (risk rule, market closed, task running) 409 with its reason and data, a service
+    that cannot act now 503; anything else (a bug there) 502 with its message."""
+    code, message, data = error["code"], error["message"], error.get("data") or {}
+    if code == INVALID_PARAMS:
+        return HttpProblem(400, "invalid parameter", param=str(data.get("param", "")), detail=message)
+    if code == NOT_FOUND and may_be_missing:
+        return HttpProblem(404, "not found", detail=message)
+    status = WRITE_ERROR_STATUS.get(code, 502)
+    problem = HttpProblem(
+        status,
+        {409: "refused", 503: "unavailable"}.get(status, "service error"),
+        service=service,
+        detail=message,
+    )
+    problem.body |= {"code": code, "data": data}
+    return problem
 
 
 def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext | None:
@@ -467,9 +607,45 @@ def list_replays(root: Path) -> list[dict]:
     return sorted(found, key=lambda r: r["modified"], reverse=True)
 
 
+def read_replay_image(root: Path, name: str, file: str) -> bytes | None:
+    """A PNG from one replay's folder; None (404) unless `file` is a plain name ending .png whose
+    real path (symlinks resolved) is inside `root`, a regular file within REPLAY_IMAGE_MAX_BYTES
+    that starts with the PNG signature."""
+    if not (plain_name(name) and plain_name(file) and file.lower().endswith(".png")):
+        return None
+    try:
+        real_root = root.resolve(strict=True)
+        real = (root / name / file).resolve(strict=True)
+    except (OSError, RuntimeError, ValueError):  # missing, a symlink loop, a NUL byte
+        return None
+    if not real.is_relative_to(real_root) or real == real_root:
+        return None
+    try:
+        # O_NOFOLLOW: a symlink swapped in after the check is refused, not followed.
+        descriptor = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except (OSError, ValueError):
+        return None
+    with os.fdopen(descriptor, "rb") as handle:
+        stat = os.fstat(handle.fileno())
+        if not S_ISREG(stat.st_mode) or stat.st_size > REPLAY_IMAGE_MAX_BYTES:
+            return None
+        content = handle.read(REPLAY_IMAGE_MAX_BYTES + 1)
+    return content if content.startswith(PNG_SIGNATURE) and len(content) <= REPLAY_IMAGE_MAX_BYTES else None
+
+
+def plain_name(name: str) -> bool:
+    """One path component that is not hidden, `..`, or made of separators or NUL."""
+    return (
+        bool(name)
+        and not name.startswith(".")
+        and not any(c in name for c in "/\\\0")
+        and name == Path(name).name
+    )
+
+
 def read_replay(root: Path, name: str) -> dict | None:
     """One replay's report.json; None when there is none (or the name leaves the folder)."""
-    if name.startswith(".") or "/" in name or "\\" in name or name != Path(name).name:
+    if not plain_name(name):
         return None
     path = root / name / "report.json"
     try:

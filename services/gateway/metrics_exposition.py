@@ -73,6 +73,15 @@ def _num(mapping: Mapping[str, Any] | None, key: str) -> float | None:
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+#: The RPC server's counters (services/base/rpc/server.py COUNTERS) by the reason label they get.
+RPC_CLOSED = {
+    "peer_uid": "connections_refused",
+    "over_limit": "connections_over_limit",
+    "idle": "idle_closed",
+}
+RPC_FRAMES_REFUSED = {"too_big": "frames_too_big", "batch_too_big": "batches_too_big"}
+
+
 def service_families(scrape: Scrape) -> list[Family]:
     up = Family(
         "trading_service_up", "gauge", "1 when the service runs and answers health (healthy or degraded)"
@@ -92,6 +101,18 @@ def service_families(scrape: Scrape) -> list[Family]:
     received = Family("trading_events_received_total", "counter", "events the service received")
     dead = Family("trading_events_dead_lettered_total", "counter", "durable events the service dead-lettered")
     outbox = Family("trading_outbox_events", "gauge", "durable events saved but not yet sent to Redis")
+    open_now = Family("trading_rpc_connections_open", "gauge", "RPC connections open now")
+    accepted = Family("trading_rpc_connections_accepted_total", "counter", "RPC connections accepted")
+    closed = Family(
+        "trading_rpc_connections_refused_total",
+        "counter",
+        "RPC connections closed by the server's bounds, by reason (peer_uid, over_limit, idle)",
+    )
+    refused = Family(
+        "trading_rpc_frames_refused_total",
+        "counter",
+        "RPC frames refused before they ran, by reason (too_big, batch_too_big)",
+    )
     rows = {row["name"]: row for row in (scrape.status or {}).get("services", [])}
     for service in scrape.services:
         health = scrape.health.get(service)
@@ -116,12 +137,22 @@ def service_families(scrape: Scrape) -> list[Family]:
                     latency.add(count, "_bucket", service=service, method=method, le=le)
                 latency.add(histogram["sum_s"], "_sum", service=service, method=method)
                 latency.add(histogram["counts"][-1], "_count", service=service, method=method)
+        rpc = reply.get("rpc") or {}
+        open_now.add(_num(rpc, "connections_open"), service=service)
+        accepted.add(_num(rpc, "connections_accepted"), service=service)
+        for reason, key in RPC_CLOSED.items():
+            closed.add(_num(rpc, key), service=service, reason=reason)
+        for reason, key in RPC_FRAMES_REFUSED.items():
+            refused.add(_num(rpc, key), service=service, reason=reason)
         events = reply.get("events") or {}
         published.add(_num(events, "published"), service=service)
         received.add(_num(events, "received"), service=service)
         dead.add(_num(events, "dead_lettered"), service=service)
         outbox.add(_num(events, "outbox"), service=service)
-    return [up, restarts, state, memory, cpu, requests, errors, latency, published, received, dead, outbox]
+    return [
+        up, restarts, state, memory, cpu, requests, errors, latency, published, received, dead, outbox,
+        open_now, accepted, closed, refused,
+    ]  # fmt: skip
 
 
 def desk_families(scrape: Scrape) -> list[Family]:

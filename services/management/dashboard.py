@@ -144,11 +144,11 @@ class EventFeed:
         self.connected = False
 
     async def run(self) -> None:
-        import redis.asyncio as aioredis
+        from services.base.events import redis_from_url
 
         delay = 0.5
         while True:
-            client = aioredis.from_url(self.redis_url, socket_connect_timeout=2)
+            client = redis_from_url(self.redis_url, socket_connect_timeout=2)
             try:
                 async with client.pubsub() as pubsub:
                     await pubsub.subscribe(*(CHANNEL_PREFIX + kind for kind in ALERT_EVENTS))

@@ -9,6 +9,23 @@ from typing import ClassVar
 from services.base.knobs import knob
 from services.domain.supervision import RestartPolicy
 
+LAUNCH_MODES = ("zygote", "exec")
+KSM_MODES = ("auto", "on", "off")
+
+
+def _launch_mode(raw: str) -> str:
+    mode = raw.strip().lower()
+    if mode not in LAUNCH_MODES:
+        raise ValueError(f"must be one of {', '.join(LAUNCH_MODES)}")
+    return mode
+
+
+def _ksm_mode(raw: str) -> str:
+    mode = raw.strip().lower()
+    if mode not in KSM_MODES:
+        raise ValueError(f"must be one of {', '.join(KSM_MODES)}")
+    return mode
+
 
 @dataclass(frozen=True, slots=True)
 class SupervisorKnobs:
@@ -26,8 +43,24 @@ class SupervisorKnobs:
     hang_checks: int = knob(3, low=1, doc="this many failed health calls in a row: killed and restarted")
     start_timeout_s: float = knob(60.0, low=1.0, doc="time to become healthy after spawn")
     stop_grace_s: float = knob(10.0, low=0.1, doc="shutdown RPC, then SIGTERM after this, then SIGKILL")
+    log_max_bytes: int = knob(
+        10 << 20, low=4096, doc="each <service>.stdout.log and redis.log is rotated past this size"
+    )
+    log_backups: int = knob(3, low=1, high=100, doc="rotated copies kept of each (.1 the newest)")
+    log_check_s: float = knob(5.0, low=0.05, high=3600.0, doc="the log sizes are checked this often")
     entry: Mapping[str, str] = knob(
         {}, family="SERVICE", doc="run another file for a service (debugging, tests)"
+    )
+    launch: str = knob(
+        "zygote",
+        parse=_launch_mode,
+        doc="zygote: fork services from a preloaded parent; exec: one fresh interpreter each",
+    )
+    ksm: str = knob(
+        "auto",
+        parse=_ksm_mode,
+        doc="zygote mode: mark the zygote's memory mergeable by the kernel's same-page merging "
+        "(KSM); auto: when /sys/kernel/mm/ksm/run is 1",
     )
     # Named before the TRADING_<SERVICE>_ rule; kept so existing set-ups keep working.
     redis_maxmemory: str = knob("64mb", env="TRADING_REDIS_MAXMEMORY", doc="the managed Redis's memory cap")

@@ -18,19 +18,26 @@ Each trading day D runs the live code path, with the idle time in between skippe
          (services.domain.day_plan) runs it (market_monitoring depends on it having run today);
   10:15  the day's open is quoted (get_quote: market_data_updated, on which the prediction
          service re-predicts) and those predictions are acted on; then
-         the scheduler's market_monitoring task: refresh, then generate_predictions; every
-         prediction_generated event reaches paper-trading through its durable stream and it
-         trades within its risk rules (stop-loss and take-profit on market_data_updated). A
-         symbol the task made no prediction for in the session (it served one made before the
-         open from its cache) gets one forced prediction, so each symbol has exactly one;
-  16:15  a refresh once D's bar is final (16:10): positions are marked to D's close, the day's
-         equity is read from paper-trading, and the prediction service re-predicts on the new
-         bar (the market is closed, so paper-trading rejects those, as it does live).
+         the scheduler's market_monitoring task: refresh, then generate_predictions (forced);
+         on the same quote and inputs the prediction service answers with the open quote's
+         prediction instead of making a second one (TRADING_PREDICTION_REUSE_S), and the driver
+         counts that one as the step's prediction; every prediction_generated event
+         reaches paper-trading through its durable stream and it trades within its risk rules
+         (stop-loss and take-profit on market_data_updated). A symbol the task gave no
+         prediction for (a service was restarting) gets one forced prediction, so each symbol
+         has exactly one;
+  16:15  a refresh once D's bar is final (16:10): positions are marked to D's close and the day's
+         equity is read from paper-trading. Live, the prediction service would re-predict on the
+         new bar (and paper-trading reject those: the market is closed); the replay suite runs
+         with TRADING_PREDICTION_REFRESH_WHILE_CLOSED=false, so a closed market's bars (09:45,
+         16:15) make no prediction: never traded, and the next session's first quote predicts
+         on the same bars anyway.
 Daily bars only become visible at 16:10, so predictions on day D see D-1's close; orders fill at
 market-data's quote: with daily bars only that is D's open (known from 10:00), plus slippage; a
 symbol with intraday CSVs fills at its latest intraday bar's close at the time (fill_basis_note).
 After every step the driver waits until each symbol's latest prediction is made on the data
-market-data serves and paper-trading's consumer group has acknowledged every prediction.
+market-data serves (in the session; on a closed market none is made) and paper-trading's consumer
+group has acknowledged every prediction.
 
 Interruptions: before each step the driver waits until the supervisor reports every service
 healthy. A closed-market step during which a service restarted runs again (same data, so
@@ -47,6 +54,7 @@ sentiment is restarting at that very moment gives a degraded prediction, which i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import json
 import os
@@ -55,16 +63,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from services.base import SYDNEY, BaseService, DependencyUnavailable, RpcError, Settings
+from services.base.child_env import TRAIN_MODELS, child_environment
 from services.base.clock import write_clock_file
-from services.base.events import STREAM_PREFIX
+from services.base.events import CHANNEL_PREFIX, STREAM_PREFIX
+from services.base.knobs import parse_bool
 from services.base.model_sets import serving_dir
 from services.domain import asx_calendar, replay_report
 from services.domain.day_plan import default_tasks
@@ -84,6 +96,14 @@ TRADE_AT = clock_time(10, 15)
 MONITORING_EVERY = timedelta(minutes=15)  # the default schedule's market_monitoring, from 10:15
 MARK_AT = clock_time(16, 15)  # after 16:10, when the day's bar becomes final
 PREDICTION_STREAM = STREAM_PREFIX + "prediction_generated"
+PREDICTION_CHANNEL = CHANNEL_PREFIX + "prediction_generated"
+# Waiting for the suite: a prediction's pub/sub event wakes the driver at once; between events it
+# checks again after POLL_FIRST_S, doubling up to POLL_MAX_S (paper-trading acknowledges without an
+# event), and reads the prediction service's store at least every RECHECK_S (an event can be lost:
+# pub/sub is at most once, and Redis may be restarting).
+POLL_FIRST_S = 0.001
+POLL_MAX_S = 0.02
+RECHECK_S = 0.25
 TRADER = "paper-trading"
 TASK_NAMES = ("market_data_refresh", "market_monitoring")
 # Variables of the caller's environment that must not reach the replay suite: its own
@@ -186,6 +206,14 @@ def suite_env(root: Path, options: ReplayOptions, base: dict[str, str]) -> dict[
             # model call fails (a dependency restarting, a busy core) fails and is made again,
             # never degraded into a different signal.
             "TRADING_PREDICTION_DEGRADE": "false",
+            # A prediction while the market is closed (the 09:45 and 16:15 refreshes bring new bars)
+            # is never traded, and the session's first quote makes one anyway: not made at all,
+            # a replayed day predicts each symbol once instead of twice.
+            "TRADING_PREDICTION_REFRESH_WHILE_CLOSED": "false",
+            # The private suite's files are thrown away after the run: a commit need not wait for
+            # the disk (WAL with synchronous=NORMAL still survives a killed process, as the
+            # kill-mid-replay and chaos tests require). FULL spent ~3.5 ms of fsync per commit.
+            "TRADING_STORAGE_SYNCHRONOUS": "NORMAL",
             # Its gateway must not take the live suite's port: a free one of the kernel's choosing.
             "TRADING_GATEWAY_BIND": "127.0.0.1:0",
             "PYTHONPATH": str(REPO),
@@ -283,7 +311,7 @@ def manager_cli(env: dict[str, str], *args: str, timeout_s: float = 300) -> subp
 
 def train_models(env: dict[str, str], options: ReplayOptions, models_dir: Path) -> None:
     """Train on data final before --from: the clock stands at --from 00:00 while it reads."""
-    train_env = {k: v for k, v in env.items() if k != "TRADING_CLOCK_FILE"}
+    train_env = {k: v for k, v in child_environment(TRAIN_MODELS, env).items() if k != "TRADING_CLOCK_FILE"}
     train_env["TRADING_CLOCK_START"] = at(options.first, clock_time(0, 0)).isoformat()
     result = subprocess.run(
         [
@@ -319,10 +347,17 @@ class ReplayDriver:
         check_data(options.data_dir, self.symbols, self.settings.market_index)
         self.root = Path(tempfile.mkdtemp(prefix="rp-", dir="/tmp"))  # short: socket path limit
         for sub in ("sock", "logs", "data", "models"):
-            (self.root / sub).mkdir()
+            (self.root / sub).mkdir(mode=0o700)  # the socket directory must be 0700
         self.env = suite_env(self.root, options, dict(os.environ))
         self.settings = Settings.from_env(self.env)
         self.clock_file = self.root / "clock.json"
+        # Whether the prediction service re-predicts on a closed market's new bars (the replay turns
+        # it off: never traded, and the session's first quote predicts anyway): only then does a
+        # closed step wait for predictions on the data it refreshed.
+        # Read here rather than through prediction's knob class: no package imports another's
+        # modules (tests/unit/test_import_boundaries.py); prediction refuses a malformed value.
+        knob = "TRADING_PREDICTION_REFRESH_WHILE_CLOSED"
+        self.predicts_while_closed = parse_bool(knob, self.env.get(knob, "true"))
         self.client = BaseService("replay", settings=self.settings)
         self.redis: Redis | None = None  # open while _replay runs
         self.task_ids: dict[str, str] = {}
@@ -331,6 +366,13 @@ class ReplayDriver:
         self.step_predictions: list[dict] = []  # each symbol's first of each session: scored
         self.session_predictions: dict[str, dict] = {}  # every one the sessions acted on, by id
         self.notes: list[str] = []
+        # Wall-clock seconds of the day loop by step (report["run"]["step_seconds"]): where the
+        # time goes, for the README's profile and the benchmark.
+        self.spans: dict[str, float] = {}
+        self._woken = asyncio.Event()  # set by every prediction_generated event (see _listen)
+        self._heard: dict[str, str | None] = {}  # each symbol's latest announced quote time
+        self._known_healthy: dict[str, int] | None = None  # see _wait_healthy
+        self._closed_quotes: dict[str, str] = {}  # each quote's time at the last closed step
 
     # ---- life
 
@@ -378,9 +420,11 @@ class ReplayDriver:
             manager_cli(self.env, "stop", timeout_s=300)
 
     async def _replay(self, days: list[date], started: float) -> ReplayResult:
-        import redis.asyncio as aioredis
+        from services.base.events import redis_from_url
 
-        self.redis = redis = aioredis.from_url(self.settings.redis_url)
+        self.redis = redis = redis_from_url(self.settings.redis_url)
+        self._woken = asyncio.Event()
+        listener = asyncio.create_task(self._listen(), name="replay-listen")
         try:
             await self._set_up_tasks()
             self.curve.append((None, await self._equity()))
@@ -393,23 +437,74 @@ class ReplayDriver:
             trades = await self._trades()
             return await self._result(days, trades, started, loop_s)
         finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
             await self.client.close_clients()
             await redis.aclose()
 
+    async def _listen(self) -> None:
+        """Set _woken on every prediction_generated event; reconnects while Redis is away."""
+        import redis.exceptions
+
+        assert self.redis is not None
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(PREDICTION_CHANNEL)
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None:
+                        self._heard_prediction(message.get("data"))
+                        self._woken.set()
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+                await asyncio.sleep(0.1)  # the waits poll meanwhile
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    def _heard_prediction(self, payload: Any) -> None:
+        """Note the quote time of the symbol's prediction an event announced (see _settle_on_quotes)."""
+        try:
+            data = orjson.loads(payload)["data"]
+            quote = (data.get("inputs") or {}).get("quote") or {}
+            self._heard[str(data["symbol"])] = quote.get("quote_time")
+        except (TypeError, ValueError, KeyError, AttributeError):
+            return  # not a prediction's event: the store is read at the next recheck
+
+    async def _nap(self, wait_s: float) -> bool:
+        """Sleep until a prediction event or `wait_s`; True when an event came (and clear it)."""
+        try:
+            await asyncio.wait_for(self._woken.wait(), wait_s)
+        except TimeoutError:
+            return False
+        self._woken.clear()
+        return True
+
     # ---- one day
 
+    @contextlib.contextmanager
+    def _span(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.spans[name] = self.spans.get(name, 0.0) + time.perf_counter() - started
+
     async def _trading_day(self, day: date) -> None:
-        await self._closed_step(day, REFRESH_AT)
+        with self._span("refresh 09:45"):
+            await self._closed_step(day, REFRESH_AT)
         if day in self.plan.days:
             await self._intraday_session(day)
         else:
             await self._trading_step(day, at(day, TRADE_AT), first=True)
-        await self._closed_step(day, MARK_AT)
-        # With daily bars only, the day's bar (final at 16:10) shows the range the resting
-        # stop-loss and take-profit orders saw in the session: paper-trading checks it now.
-        await self._call(TRADER, "check_exits")
-        await self._wait_traded()
-        self.curve.append((day, await self._equity()))
+        with self._span("close 16:15"):
+            await self._closed_step(day, MARK_AT)
+        with self._span("exits and equity"):
+            # With daily bars only, the day's bar (final at 16:10) shows the range the resting
+            # stop-loss and take-profit orders saw in the session: paper-trading checks it now.
+            await self._call(TRADER, "check_exits")
+            status = await self._wait_traded()
+            self.curve.append((day, float(status["equity"])))
 
     async def _intraday_session(self, day: date) -> None:
         """Step through the session at the bar interval, as the live suite sees it: each step's
@@ -418,37 +513,49 @@ class ReplayDriver:
         first = True
         for moment in self.plan.steps(day):
             self._jump(moment)
-            await self._quote_step(moment)
+            with self._span("intraday quotes"):
+                await self._quote_step(moment)
             if self.plan.is_monitoring(moment):
                 await self._trading_step(day, moment, first=first)
                 first = False
         if first:
             raise ReplayError(f"{day}: no monitoring step in the session")
 
-    async def _quote_step(self, moment: datetime) -> None:
-        """The quotes of `moment`, every symbol's prediction on them, exits checked, trades done."""
-        quote_times: dict[str, str] = {}
-        for symbol in self.symbols:
-            try:
-                # The first call refreshes the universe's quotes (one shared refresh), which
-                # publishes market_data_updated for each quote that moved.
-                quote = await self._call("market-data", "get_quote", symbol=symbol)
-            except RpcError as exc:
-                self.progress(f"{moment:%Y-%m-%d %H:%M}: no quote for {symbol} ({exc.message})")
-                continue
-            quote_times[symbol] = quote["quote_time"]
+    async def _quote_step(self, moment: datetime, *, collect: bool = True) -> None:
+        """The quotes of `moment`, every symbol's prediction on them, exits checked, trades done;
+        the session's predictions collected unless the monitoring step that follows at the same
+        moment collects them (it reads back to the open)."""
+        # Asked in one call: one refresh of the universe's quotes, which publishes
+        # market_data_updated for each quote that moved (in the symbols' sorted order).
+        reply = await self._call("market-data", "get_quotes", symbols=list(self.symbols))
+        for symbol, error in reply["errors"].items():
+            self.progress(f"{moment:%Y-%m-%d %H:%M}: no quote for {symbol} ({error['message']})")
+        quote_times = {s: reply["quotes"][s]["quote_time"] for s in self.symbols if s in reply["quotes"]}
+        if not self.predicts_while_closed:
+            # Nothing is predicted on a quote while the market is closed (the close's quote step
+            # on intraday bars), nor on one that has not moved since the market was closed (no
+            # bar today: the last close's stays, and no market_data_updated announces it); the
+            # monitoring task's batch predicts that one (as it did when the closed market's
+            # prediction was too old to reuse). Not waited for: each would be forced after a
+            # quarter of the step's timeout.
+            if not asx_calendar.is_market_open(moment):
+                quote_times = {}
+            quote_times = {s: t for s, t in quote_times.items() if self._closed_quotes.get(s) != t}
         await self._settle_on_quotes(quote_times)
         await self._call(TRADER, "check_exits")
         await self._wait_traded()
-        await self._collect_session_predictions(moment.date())
+        if collect:
+            await self._collect_session_predictions(moment.date())
 
     async def _closed_step(self, day: date, moment: clock_time) -> None:
         """A refresh while the market is closed, until every symbol's prediction is on its data."""
         self._jump(at(day, moment))
         for _ in range(5):
-            before = await self._wait_healthy()
-            await self._run_task("market_data_refresh")
-            await self._settle(force_after_s=self.options.step_timeout_s / 4)
+            before = await self._healthy_at_step_start()
+            run = await self._run_task("market_data_refresh")
+            self._closed_quotes = refreshed_quote_times(run)
+            if self.predicts_while_closed:
+                await self._settle(self.options.step_timeout_s / 4, refreshed_as_of(run))
             if not await self._restarted_since(before):
                 return
             # A service restarted meanwhile (e.g. paper-trading missed the marks): once more,
@@ -458,17 +565,22 @@ class ReplayDriver:
     async def _trading_step(self, day: date, start: datetime, *, first: bool) -> None:
         """The monitoring task: predictions that paper-trading follows within its rules."""
         self._jump(start)
-        before = await self._wait_healthy()
+        before = await self._healthy_at_step_start()
         if first and day not in self.plan.days:
             # Daily bars: the day's open is quoted from 10:00, and market_data_updated brings it to
             # the prediction service, which re-predicts on it. Those predictions are made and acted
             # on first, as on intraday days (_quote_step); otherwise the task's forced batch would
             # join the ones still being computed and recompute those already done, so the number
             # of predictions (and of orders) would depend on the machine's speed.
-            await self._quote_step(start)
+            with self._span("open quotes 10:15"):
+                await self._quote_step(start, collect=False)
+        with self._span("monitoring task"):
+            await self._monitoring(day, start, before, first=first)
+
+    async def _monitoring(self, day: date, start: datetime, before: dict[str, int], *, first: bool) -> None:
         task_start = datetime.fromtimestamp(_clock_now(self.clock_file), SYDNEY)
         try:
-            # Run once, never re-run: a second forced run would publish a second prediction.
+            # Run once, never re-run: a second forced run could publish a second prediction.
             run = await self.client.call_service(
                 "scheduler",
                 "execute_task",
@@ -481,9 +593,13 @@ class ReplayDriver:
             self.progress(f"{day}: market_monitoring failed ({exc.message}); completing the step")
         # The task's batch complete (a symbol it missed while a service restarted is forced), so
         # every run of the step makes the same predictions; the day's first ones are scored.
-        await self._complete_step(day, task_start)
-        made = await self._predictions_since(start) if first else {}
-        if (await self._restart_counts()).get(TRADER) != before.get(TRADER):
+        rows = await self._complete_step(day, start, task_start)
+        made = first_since(rows, start) if first else {}
+        services = await self._status()
+        counts = {s["name"]: s["restarts"] for s in services}
+        if counts == before and _all_up(services):
+            self._known_healthy = counts  # the next step starts on this reading
+        if counts.get(TRADER) != before.get(TRADER):
             # paper-trading was down for part of the step: the market_data_updated events that
             # check stop-loss and take-profit went unheard. The same prices again, now.
             await self._wait_healthy()
@@ -496,9 +612,15 @@ class ReplayDriver:
     async def _collect_session_predictions(self, day: date) -> None:
         """Every prediction made in `day`'s session so far (the signal counts are over these)."""
         opens, closes = asx_calendar.session_open(day), asx_calendar.session_close(day)
-        rows = (await self._call("prediction", "get_recent_predictions", limit=8 * len(self.symbols) + 8))[
-            "predictions"
-        ]
+        rows = await self._recent_predictions(
+            # back to the open, or to one collected already (the older ones were collected with it)
+            lambda oldest: (
+                datetime.fromisoformat(oldest["created_at"]) < opens
+                or oldest["prediction_id"] in self.session_predictions
+            ),
+            most=8 * len(self.symbols) + 8,
+            first=2 * len(self.symbols),
+        )
         for row in rows:
             if opens <= datetime.fromisoformat(row["created_at"]) < closes:
                 self.session_predictions.setdefault(row["prediction_id"], row)
@@ -511,17 +633,29 @@ class ReplayDriver:
         """
         deadline = time.monotonic() + self.options.step_timeout_s
         forced = time.monotonic() + self.options.step_timeout_s / 4
+        stale = list(quote_times)
+        # Read at once only when the events already announced each prediction (a quote that did
+        # not move has its prediction from before); else when they do, or at the recheck.
+        check = all(self._heard.get(symbol) == quote_times[symbol] for symbol in stale)
+        nap, recheck = POLL_FIRST_S, time.monotonic() + RECHECK_S
+        made_on: dict[str, str | None] = {}
         while True:
-            latest = await self._latest_predictions()
-            made_on = {
-                s: ((latest.get(s) or {}).get("inputs", {}).get("quote") or {}).get("quote_time")
-                for s in quote_times
-            }
-            stale = [s for s, quote_time in quote_times.items() if made_on[s] != quote_time]
+            if check:
+                # Cleared before the read: an event during it wakes the next nap at once.
+                self._woken.clear()
+                recheck = time.monotonic() + RECHECK_S
+                latest = await self._latest_predictions()
+                made_on = {
+                    s: ((latest.get(s) or {}).get("inputs", {}).get("quote") or {}).get("quote_time")
+                    for s in quote_times
+                }
+                stale = [s for s, quote_time in quote_times.items() if made_on[s] != quote_time]
             if not stale and await self._trader_caught_up():
                 return
             if time.monotonic() > deadline:
-                detail = "; ".join(f"{s} quoted {quote_times[s]}, predicted on {made_on[s]}" for s in stale)
+                detail = "; ".join(
+                    f"{s} quoted {quote_times[s]}, predicted on {made_on.get(s)}" for s in stale
+                )
                 raise ReplayError(
                     f"predictions did not follow the quotes: {detail or 'paper-trading behind'}"
                 )
@@ -533,32 +667,54 @@ class ReplayDriver:
                         "prediction", "generate_single_prediction", symbol=symbol, force_refresh=True
                     )
                 forced = time.monotonic() + self.options.step_timeout_s / 4
-            await asyncio.sleep(0.01)
+            woken = await self._nap(nap)
+            nap = POLL_FIRST_S if woken else min(2 * nap, POLL_MAX_S)
+            # The store is the authority, read once the events announced every stale symbol's
+            # prediction on its quote (one read a step instead of one per event), or at the
+            # recheck: pub/sub is at most once, and Redis may be restarting.
+            announced = all(self._heard.get(symbol) == quote_times[symbol] for symbol in stale)
+            check = bool(stale) and ((woken and announced) or time.monotonic() > recheck)
 
-    async def _complete_step(self, day: date, start: datetime) -> dict[str, dict]:
-        """Each symbol's one prediction made since `start` (the task's run), forcing those the
-        task did not make (it failed because a service was restarting); a symbol that has one is
-        never predicted twice."""
-        made = await self._predictions_since(start)
+    async def _complete_step(self, day: date, step_start: datetime, start: datetime) -> list[dict]:
+        """Each symbol's one prediction of the task's run (started at `start`): one made since
+        `start`, or else its latest when that was made in this step (from `step_start`: on the
+        open's quote), which the task's forced batch got back instead of a second one on the same
+        inputs (the prediction service reuses it); those it gave none for (it failed because a
+        service was restarting) are forced. A symbol that has one is never predicted twice.
+        Returns the stored predictions, newest first, back to before `step_start`."""
+        rows = await self._rows_since(step_start)
+        made = step_made(rows, self.symbols, step_start, start)
         for _ in range(5):
             missing = [s for s in self.symbols if s not in made]
             if not missing:
-                return made
+                return rows
             await self._wait_healthy()
+            forced: dict[str, dict] = {}
             try:
                 # Never re-sent after a failure: symbols done before it died must not be doubled.
-                await self.client.call_service(
+                reply = await self.client.call_service(
                     "prediction",
                     "generate_predictions",
                     timeout=self.options.step_timeout_s,
                     symbols=missing,
                     force_refresh=True,
                 )
+                forced = reply["predictions"]
             except RpcError as exc:
                 self.progress(f"{day}: forced predictions failed ({exc.message}); checking what was made")
-            made = await self._predictions_since(start)
+            rows = await self._rows_since(step_start)
+            made = {**step_made(rows, self.symbols, step_start, start), **forced}
         self.notes.append(f"{day}: no prediction for {', '.join(missing)} after 5 attempts")
-        return made
+        return rows
+
+    async def _rows_since(self, start: datetime) -> list[dict]:
+        """The stored predictions back to one made before `start` (so every symbol's latest made
+        since is among them), newest first: one read a step as a rule (two symbols' worth first)."""
+        return await self._recent_predictions(
+            lambda oldest: datetime.fromisoformat(oldest["created_at"]) < start,
+            most=8 * len(self.symbols) + 8,
+            first=2 * len(self.symbols),
+        )
 
     # ---- the clock, health and tasks
 
@@ -573,24 +729,33 @@ class ReplayDriver:
     async def _status(self) -> list[dict]:
         return (await self.client.call_service(SUPERVISOR, "status", timeout=10))["services"]
 
+    async def _healthy_at_step_start(self) -> dict[str, int]:
+        """_wait_healthy at a step's start; right after a step that ended with every service up
+        and none restarted (_restarted_since), that reading instead of asking again: a restart
+        after it still shows in the next comparison of the counters, which re-runs or completes
+        the step, and a call to a service that is away waits for health (_call)."""
+        known, self._known_healthy = self._known_healthy, None
+        return known if known is not None else await self._wait_healthy()
+
     async def _wait_healthy(self) -> dict[str, int]:
         """Wait until every service runs and answers healthy; return the restart counters."""
+        self._known_healthy = None
         deadline = time.monotonic() + self.options.step_timeout_s
         while True:
             services = await self._status()
-            up = {s["name"] for s in services if s["state"] == "running" and s["health"] in UP}
-            if up >= set(SERVICES):  # every service of the registry
+            if _all_up(services):
                 return {s["name"]: s["restarts"] for s in services}
             if any(s["state"] == "fatal" for s in services) or time.monotonic() > deadline:
                 bad = [f"{s['name']} {s['state']}" for s in services if s["state"] != "running"]
                 raise ReplayError(f"the replay suite is not healthy: {', '.join(bad) or 'health failing'}")
             await asyncio.sleep(0.05)
 
-    async def _restart_counts(self) -> dict[str, int]:
-        return {s["name"]: s["restarts"] for s in await self._status()}
-
     async def _restarted_since(self, before: dict[str, int]) -> bool:
-        return await self._restart_counts() != before
+        services = await self._status()
+        counts = {s["name"]: s["restarts"] for s in services}
+        if counts == before and _all_up(services):
+            self._known_healthy = counts  # the next step starts on this reading
+        return counts != before
 
     async def _call(self, service: str, method: str, **params: Any) -> Any:
         """One call, retried while the service is restarting (nothing sent, nothing doubled)."""
@@ -630,7 +795,7 @@ class ReplayDriver:
 
     # ---- waiting for the suite to finish a step
 
-    async def _settle(self, force_after_s: float) -> None:
+    async def _settle(self, force_after_s: float, served: dict[str, str]) -> None:
         """Every symbol's latest prediction made on the data market-data now serves, and acted on.
 
         The prediction service re-predicts by itself when market_data_updated brings new data;
@@ -639,8 +804,12 @@ class ReplayDriver:
         """
         deadline = time.monotonic() + self.options.step_timeout_s
         forced = time.monotonic() + force_after_s
+        check, nap, recheck, stale = True, POLL_FIRST_S, 0.0, list(self.symbols)
         while True:
-            stale = await self._stale_symbols()
+            if check:
+                self._woken.clear()  # before the read: an event during it wakes the next nap
+                recheck = time.monotonic() + RECHECK_S
+                stale = await self._stale_symbols(served)
             if not stale and await self._trader_caught_up():
                 return
             if time.monotonic() > deadline:
@@ -651,60 +820,89 @@ class ReplayDriver:
                         "prediction", "generate_single_prediction", symbol=symbol, force_refresh=True
                     )
                 forced = time.monotonic() + force_after_s
-            await asyncio.sleep(0.03)
+            woken = await self._nap(nap)
+            nap = POLL_FIRST_S if woken else min(2 * nap, POLL_MAX_S)
+            check = bool(stale) and (woken or time.monotonic() > recheck)
 
-    async def _stale_symbols(self) -> list[str]:
+    async def _stale_symbols(self, served: dict[str, str]) -> list[str]:
+        """The symbols whose latest prediction is not on the data market-data serves: `served`,
+        each symbol's `as_of` in the step's refresh, or asked for when the refresh lacks it."""
         latest = await self._latest_predictions()
+        unknown = [s for s in self.symbols if s not in served]
+        asked = await asyncio.gather(
+            *(self._call("market-data", "get_price_history", symbol=s, days=1) for s in unknown)
+        )
+        as_of = {**served, **{s: history["as_of"] for s, history in zip(unknown, asked, strict=True)}}
         stale = []
         for symbol in self.symbols:
-            served = await self._call("market-data", "get_price_history", symbol=symbol, days=1)
             made_on = (latest.get(symbol) or {}).get("inputs", {}).get("market_data", {}).get("as_of")
-            if made_on != served["as_of"]:
+            if made_on != as_of[symbol]:
                 stale.append(symbol)
         return stale
 
+    async def _recent_predictions(
+        self, enough: Callable[[dict], bool], most: int, first: int | None = None
+    ) -> list[dict]:
+        """The latest stored predictions, newest first: `first` (one per symbol) at first,
+        doubling until `enough(oldest row)` or `most` rows (a stored prediction is a few kB of
+        inputs and features: the driver asks for them many times a day)."""
+        limit = min(first or len(self.symbols), most)
+        while True:
+            rows = (await self._call("prediction", "get_recent_predictions", limit=limit))["predictions"]
+            if len(rows) < limit or limit >= most or enough(rows[-1]):
+                return rows
+            limit = min(2 * limit, most)
+
     async def _latest_predictions(self) -> dict[str, dict]:
-        rows = (await self._call("prediction", "get_recent_predictions", limit=4 * len(self.symbols) + 8))[
-            "predictions"
-        ]
+        """Each symbol's latest prediction: the newest rows, one per symbol as a rule."""
+        count = len(self.symbols)
         latest: dict[str, dict] = {}
-        for row in rows:  # newest first
-            latest.setdefault(row["symbol"], row)
+        for limit in (count, 4 * count + 8):
+            rows = (await self._call("prediction", "get_recent_predictions", limit=limit))["predictions"]
+            for row in rows:  # newest first
+                latest.setdefault(row["symbol"], row)
+            if len(latest) == count or len(rows) < limit:
+                break
         return latest
 
-    async def _predictions_since(self, start: datetime) -> dict[str, dict]:
-        """Each symbol's first prediction made at or after `start` (the step's own)."""
-        rows = (await self._call("prediction", "get_recent_predictions", limit=8 * len(self.symbols) + 8))[
-            "predictions"
-        ]
-        mine: dict[str, dict] = {}
-        for row in reversed(rows):  # oldest first
-            if datetime.fromisoformat(row["created_at"]) >= start:
-                mine.setdefault(row["symbol"], row)
-        return mine
-
-    async def _wait_traded(self) -> None:
+    async def _wait_traded(self) -> dict:
+        """Wait until paper-trading has acted on every prediction; its portfolio status then."""
         deadline = time.monotonic() + self.options.step_timeout_s
+        nap = POLL_FIRST_S
         while not await self._trader_caught_up():
             if time.monotonic() > deadline:
                 raise ReplayError("paper-trading did not process the step's predictions in time")
-            await asyncio.sleep(0.03)
+            await asyncio.sleep(nap)
+            nap = min(2 * nap, POLL_MAX_S)
         # The trade lock is fair: a status read queues behind any handler still holding it.
-        await self._call(TRADER, "get_portfolio_status")
+        status: dict = await self._call(TRADER, "get_portfolio_status")
+        return status
 
     async def _trader_caught_up(self) -> bool:
         """Every prediction is on the stream (none left in the prediction service's outbox, as
         after a Redis restart) and paper-trading's consumer group (`paper-trading@<ledger id>`,
-        one per ledger; the replay runs one) has read and acknowledged it."""
+        one per ledger; the replay runs one) has read and acknowledged it.
+
+        The stream is read first (Redis, cheap) and the outbox asked only once it looks caught
+        up; then the stream again, since a prediction sent between the two reads would be in
+        neither."""
+        if not await self._stream_acknowledged():
+            return False
+        if (await self._call("prediction", "health"))["outbox"]:
+            return False
+        return await self._stream_acknowledged()
+
+    async def _stream_acknowledged(self) -> bool:
         import redis.exceptions
 
         if self.redis is None:
             raise ReplayError("the replay is not running: its Redis connection is closed")
-        if (await self._call("prediction", "health"))["outbox"]:
-            return False
         try:
-            stream = await self.redis.xinfo_stream(PREDICTION_STREAM)
-            groups = await self.redis.xinfo_groups(PREDICTION_STREAM)
+            # One round trip for both (a pipeline, not a transaction: two reads).
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xinfo_stream(PREDICTION_STREAM)
+                pipe.xinfo_groups(PREDICTION_STREAM)
+                stream, groups = await pipe.execute()
         except redis.exceptions.ResponseError:
             return True  # no stream yet: nothing was predicted
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
@@ -760,6 +958,7 @@ class ReplayDriver:
             "seconds": round(seconds, 1),
             "day_loop_seconds": round(loop_s, 1),
             "days_per_minute": round(len(days) / loop_s * 60, 2),
+            "step_seconds": {name: round(s, 2) for name, s in self.spans.items()},
         }
         degraded = [
             p for p in (*self.step_predictions, *self.session_predictions.values()) if p.get("degraded")
@@ -776,6 +975,57 @@ class ReplayDriver:
         )  # fmt: skip
         write_outputs(result, prices, days, index)
         return result
+
+
+def first_since(rows: list[dict], start: datetime) -> dict[str, dict]:
+    """Each symbol's first prediction made at or after `start`, of `rows` (newest first)."""
+    mine: dict[str, dict] = {}
+    for row in reversed(rows):  # oldest first
+        if datetime.fromisoformat(row["created_at"]) >= start:
+            mine.setdefault(row["symbol"], row)
+    return mine
+
+
+def step_made(
+    rows: list[dict], symbols: tuple[str, ...], step_start: datetime, start: datetime
+) -> dict[str, dict]:
+    """Each symbol's prediction of a task's run begun at `start`: its first since `start`, or else
+    its latest when made in the step (from `step_start`); `rows` newest first, back to before
+    `step_start`, so a symbol's latest in the step is among them."""
+    made = first_since(rows, start)
+    latest: dict[str, dict] = {}
+    for row in rows:  # newest first
+        latest.setdefault(row["symbol"], row)
+    for symbol in symbols:
+        newest = latest.get(symbol)
+        if symbol not in made and newest and datetime.fromisoformat(newest["created_at"]) >= step_start:
+            made[symbol] = newest
+    return made
+
+
+def _all_up(services: list[dict]) -> bool:
+    """Every service of the registry runs and answers healthy, by a supervisor `status` reply."""
+    up = {s["name"] for s in services if s["state"] == "running" and s["health"] in UP}
+    return up >= set(SERVICES)
+
+
+def refreshed_quote_times(run: dict) -> dict[str, str]:
+    """Each symbol's quote time in a market_data_refresh run's reply (refresh_all_data's quotes)."""
+    return _per_symbol(run, "quotes", "quote_time")
+
+
+def refreshed_as_of(run: dict) -> dict[str, str]:
+    """Each symbol's `as_of` in a market_data_refresh run's reply (refresh_all_data's results)."""
+    return _per_symbol(run, "results", "as_of")
+
+
+def _per_symbol(run: dict, group: str, key: str) -> dict[str, str]:
+    """{symbol: text} from `run.result[group][symbol][key]`, leaving out whatever is not there."""
+    results = run.get("result")
+    rows = results.get(group) if isinstance(results, dict) else None
+    if not isinstance(rows, dict):
+        return {}
+    return {s: r[key] for s, r in rows.items() if isinstance(r, dict) and isinstance(r.get(key), str)}
 
 
 def degraded_note(degraded: list[dict]) -> str:

@@ -9,24 +9,44 @@ stderr with a non-zero exit: 2 for usage errors, 1 for failures, 3 for "not runn
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__" and sys.argv[1:2] == ["daemon"]:
+    from services.management.daemon_boot import start_early
+
+    start_early(sys.argv[2:])
+
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
+import re
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
 import orjson
 
-from services.base import SYDNEY, BaseService, ConfigError, RpcError, get_clock, get_settings, socket_is_live
+from services.base import (
+    SYDNEY,
+    BaseService,
+    ConfigError,
+    MethodNotFound,
+    RpcError,
+    UnsafeSocketDir,
+    get_clock,
+    get_settings,
+    socket_is_live,
+)
+from services.base.knobs import read_knobs
+from services.base.socket_dir import prepare_socket_dir
 from services.domain.supervision import UP, start_order, stop_order
-from services.management.dashboard_view import human_bytes, human_seconds
+from services.management.manager_knobs import SupervisorKnobs
 from services.registry import SUPERVISOR
 
 MANAGER = SUPERVISOR
@@ -69,6 +89,16 @@ def require_supervisor() -> None:
         raise CliError("the supervisor is not running; start it with: service_manager.py start", 3)
 
 
+#: C0 controls but newline and tab, DEL and C1: a log line or a remote reply printed on a terminal
+#: must not move the cursor, recolour, retitle or ring it.
+CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def escape_controls(text: str) -> str:
+    r"""Control characters shown as \xNN (ESC as \x1b, CR as \x0d); newline and tab kept."""
+    return CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def color(text: str, state: str | None) -> str:
     if not sys.stdout.isatty() or os.environ.get("NO_COLOR"):
         return text
@@ -80,7 +110,9 @@ def color(text: str, state: str | None) -> str:
 
 
 def table(headers: list[str], rows: list[list[str]], states: list[str | None] | None = None) -> str:
-    """A plain aligned table; a row's state colours its second column when on a terminal."""
+    """A plain aligned table; a row's state colours its second column when on a terminal. Cells
+    come from replies and logs: their control characters are escaped."""
+    rows = [[escape_controls(cell) for cell in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     for index, row in enumerate(rows):
@@ -92,6 +124,9 @@ def table(headers: list[str], rows: list[list[str]], states: list[str | None] | 
 
 
 def status_table(status: dict) -> str:
+    # Imported here: not in the daemon, and `start` would pay ~12 ms for it before it spawns one.
+    from services.management.dashboard_view import human_bytes, human_seconds
+
     sup = status["supervisor"]
     redis = sup["redis"]
     overall = status.get("overall", "down")
@@ -121,7 +156,12 @@ def status_table(status: dict) -> str:
 
 
 def wait_for(services: list[str], timeout_s: float) -> dict:
-    """Poll the supervisor until `services` are up, one is fatal, or the deadline passes."""
+    """The supervisor's status once `services` are up, one is fatal, or the deadline passes: the
+    supervisor answers at the change (`wait_services`); one that lacks the method is polled."""
+    try:
+        return rpc(MANAGER, "wait_services", services=services, timeout_s=timeout_s, timeout=timeout_s + 30)
+    except MethodNotFound:  # a supervisor started before this CLI
+        pass
     deadline = time.monotonic() + timeout_s
     while True:
         status = rpc(MANAGER, "status")
@@ -134,18 +174,68 @@ def wait_for(services: list[str], timeout_s: float) -> dict:
         time.sleep(0.1)
 
 
+def early_zygote_arguments(environ: Mapping[str, str], log_dir: Path) -> list[str]:
+    """The daemon's `--zygote-log/--zygote-drop` (daemon_boot.py): it starts its zygote before its
+    imports, with `environ` less the names dropped (the zygote's holds no secret: names only on the
+    command line, never values). Nothing in `exec` mode."""
+    from services.base.child_env import ZYGOTE, child_environment
+
+    if read_knobs(SupervisorKnobs, environ).launch != "zygote":
+        return []
+    env = child_environment(ZYGOTE, environ)
+    if any(environ.get(name) != value for name, value in env.items()):
+        return []  # not only a removal: let the launcher start it (never the case today)
+    drop = sorted(set(environ) - set(env))
+    return ["--zygote-log", str(log_dir / "zygote.stdout.log"), f"--zygote-drop={','.join(drop)}"]
+
+
 def spawn_daemon() -> None:
-    """Start the supervisor in the background and wait until it answers."""
+    """Start the supervisor in the background and wait until it answers. In zygote mode its
+    secrets go on a pipe rather than in its environment (daemon_boot.py: it forks its first zygote
+    before it reads them)."""
+    from services.management.daemon_boot import SECRETS_MAX_BYTES, TITLE_ROOM, early_arguments
+
     settings = get_settings()
     settings.log_dir.mkdir(parents=True, exist_ok=True)
-    with open(settings.log_dir / "manager.stdout.log", "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "daemon"],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-        )
+    early = early_zygote_arguments(os.environ, settings.log_dir)
+    env: dict[str, str] | None = None
+    secrets = b""
+    parsed = early_arguments(early)
+    if parsed is not None:
+        drop = parsed[1]
+        try:
+            secrets = orjson.dumps({name: os.environ[name] for name in sorted(drop) if name in os.environ})
+        except orjson.JSONEncodeError:  # not UTF-8 (surrogate escapes): in its environment, as before
+            secrets = b""
+        if secrets and len(secrets) <= SECRETS_MAX_BYTES:
+            env = {k: v for k, v in os.environ.items() if k not in drop}
+    pipe = os.pipe() if env is not None else None
+    if pipe is not None:
+        # The zygote's process title, and its children's, are written over the daemon's argv.
+        early += [f"--secrets-fd={pipe[0]}", f"--title-room={TITLE_ROOM}"]
+    try:
+        with open(settings.log_dir / "manager.stdout.log", "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), "daemon", *early],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+                env=env,
+                pass_fds=(pipe[0],) if pipe is not None else (),
+            )
+    finally:
+        if pipe is not None:
+            os.close(pipe[0])  # the daemon's end: it has its own copy (or failed to start)
+    if pipe is not None:
+        try:
+            view = memoryview(secrets)
+            while view:  # fits in the pipe: never waits for the daemon
+                view = view[os.write(pipe[1], view) :]
+        except BrokenPipeError:
+            pass  # the daemon is already gone: the wait below says so
+        finally:
+            os.close(pipe[1])
     deadline = time.monotonic() + 20
     while not supervisor_running():
         if proc.poll() is not None and not supervisor_running():
@@ -156,7 +246,7 @@ def spawn_daemon() -> None:
                 )
         if time.monotonic() > deadline:
             raise CliError(f"the supervisor did not come up; see {settings.log_dir}/manager.log")
-        time.sleep(0.05)
+        time.sleep(0.01)
 
 
 def check_names(names: list[str]) -> list[str]:
@@ -178,6 +268,9 @@ def cmd_start(args) -> int:
     if not supervisor_running():
         spawn_daemon()
     rpc(MANAGER, "start_services", services=names or None)
+    # The table's helpers, imported while the services start rather than after.
+    import services.management.dashboard_view  # noqa: F401
+
     wanted = names or start_order()
     from services.domain.supervision import with_dependencies
 
@@ -207,11 +300,12 @@ def run_foreground(names: list[str]) -> int:
 
 def cmd_daemon(args) -> int:
     """(internal) Run the supervisor; `start` launches this in the background."""
+    from services.management.daemon_boot import take_early
     from services.management.supervisor import LockHeld, Supervisor
 
     os.environ["TRADING_SUPERVISED"] = "1"  # stderr goes to manager.stdout.log: warnings only
     try:
-        Supervisor(autostart=None).run()
+        Supervisor(autostart=None, zygote=take_early()).run()
     except LockHeld as exc:
         raise CliError(str(exc)) from None
     return 0
@@ -240,19 +334,33 @@ def cmd_stop(args) -> int:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True while `pid` runs; a zombie (exited, not yet reaped by its parent) has stopped."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    return True
 
 
 def stop_leftovers(names: list[str], include_redis: bool) -> list[str]:
-    """Services (and a managed Redis) still running without a supervisor: stop them by pid."""
+    """Services (and a managed Redis) still running without a supervisor: stop them by pid. The
+    pid a socket's `health` names is signalled only when it is a suite process of this user
+    (services.management.ownership); anything else is reported on stderr and left alone."""
+    from services.management.ownership import why_not_ours
+
     stopped = []
     settings = get_settings()
+    overrides = tuple(read_knobs(SupervisorKnobs, settings.environ).entry.values())
+
+    def not_ours(pid: object) -> str | None:
+        return why_not_ours(pid, settings.socket_dir, overrides)
+
+    def is_ours(pid: int) -> bool:
+        return not_ours(pid) is None
+
     for name in names:
         path = settings.socket_dir / f"{name}.sock"
         if not socket_is_live(path):
@@ -260,11 +368,19 @@ def stop_leftovers(names: list[str], include_redis: bool) -> list[str]:
                 path.unlink()
             continue
         try:
-            pid = rpc(name, "health", timeout=3)["pid"]
+            health = rpc(name, "health", timeout=3)
+        except RpcError:
+            continue
+        pid = health.get("pid") if isinstance(health, dict) else None
+        if (why := not_ours(pid)) is not None:
+            print(f"not stopped: {name}: {escape_controls(why)}", file=sys.stderr)
+            continue
+        try:
             rpc(name, "shutdown", timeout=3)
         except RpcError:
             continue
-        _wait_gone(pid, 15)
+        assert isinstance(pid, int)
+        _wait_gone(pid, 15, functools.partial(is_ours, pid))
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         stopped.append(name)
@@ -274,9 +390,13 @@ def stop_leftovers(names: list[str], include_redis: bool) -> list[str]:
     return stopped
 
 
-def _wait_gone(pid: int, timeout_s: float) -> None:
+def _wait_gone(pid: int, timeout_s: float, still_ours: Callable[[], bool]) -> None:
+    """Wait for `pid` to exit, then SIGTERM, then SIGKILL; each signal only while `still_ours()`
+    (asked again right before it: the pid may have exited and been reused meanwhile)."""
     for signum in (None, signal.SIGTERM, signal.SIGKILL):
         if signum is not None and _pid_alive(pid):
+            if not still_ours():
+                return
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
         deadline = time.monotonic() + timeout_s
@@ -326,6 +446,8 @@ def cmd_health(args) -> int:
     if args.json:
         print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
     else:
+        from services.management.dashboard_view import human_bytes, human_seconds
+
         rows, states = [], []
         for name, h in results.items():
             extra = h.get("error") or "; ".join(h.get("warnings", []))
@@ -359,21 +481,26 @@ def cmd_restart(args) -> int:
 
 
 def format_log_line(raw: str) -> str:
+    """One log line as `logs` prints it: a JSON entry as time, level, service, message, extras and
+    traceback; anything else as it is. Control characters are escaped (`escape_controls`) and a
+    message's own line breaks indented, so no message can pass for another entry or reach the
+    terminal as an escape sequence."""
     try:
         entry = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return raw.rstrip("\n")
+        return escape_controls(raw.rstrip("\n"))
     if not isinstance(entry, dict):
-        return raw.rstrip("\n")
+        return escape_controls(raw.rstrip("\n"))
     known = {"ts", "level", "service", "logger", "msg", "exc", "error"}
     extras = " ".join(f"{k}={v}" for k, v in entry.items() if k not in known)
     text = f"{entry.get('ts', '')} {entry.get('level', ''):<7} {entry.get('service', ''):<13} {entry.get('msg', '')}"
     if extras:
         text += f"  [{extras}]"
+    text = text.replace("\n", "\n    ")
     for key in ("exc", "error"):
         if entry.get(key):
             text += "\n    " + str(entry[key]).replace("\n", "\n    ")
-    return text
+    return escape_controls(text)
 
 
 def log_files(service: str | None) -> list[Path]:
@@ -399,12 +526,18 @@ def cmd_logs(args) -> int:
     """The last N log lines of one service (or all, merged by time), readable; -f follows."""
     if args.service and args.service != MANAGER:
         check_names([args.service])
+    if args.lines < 1:
+        raise CliError(f"-n must be at least 1, not {args.lines}", 2)
     files = log_files(args.service)
     if not files and not args.follow:
         raise CliError(f"no logs yet in {get_settings().log_dir}")
     lines = []
     for path in files:
-        lines.extend(tail_lines(path, args.lines))
+        recent = tail_lines(path, args.lines)
+        older = path.with_name(f"{path.name}.1")  # just rotated: the rest is in the newest copy
+        if len(recent) < args.lines and older.exists():
+            recent = tail_lines(older, args.lines - len(recent)) + recent
+        lines.extend(recent)
     lines.sort(key=lambda line: line[7:31] if line.startswith('{"ts":"') else "")
     for line in lines[-args.lines :]:
         print(format_log_line(line))
@@ -490,6 +623,34 @@ def cmd_replay(args) -> int:
     print(result.text)
     print(f"\nwritten to {result.out}: equity.png, equity.csv, trades.csv, report.json, report.txt")
     return 0
+
+
+def cmd_sweep(args) -> int:
+    """Run a parameter sweep: one replay per setting and period of SPEC.toml, on Dask distributed.
+
+    Each run is a replay in its own private suite, run as a task on a local cluster (one worker
+    process per core, or --workers N) or on an existing one (--scheduler tcp://host:8786, whose
+    workers have this repository, its venv and the data directory at the same path). Results are
+    cached under --out by a hash of the setting, period, data files and code, so a re-run skips
+    what is done. Writes results.csv, results.md, heatmaps of pairs of swept knobs, ranking.json
+    and each run's replay report under runs/. Exit 2: a bad spec (nothing ran); 1: a run failed."""
+    from services.management.sweep import SweepError, run_sweep, sweepable_knobs
+
+    if args.knobs:
+        for name in sorted(sweepable_knobs()):
+            print(name)
+        return 0
+    if args.spec is None:
+        raise CliError("sweep needs SPEC.toml (or --knobs)", 2)
+    if args.workers is not None and not 1 <= args.workers <= 1024:
+        raise CliError("--workers must be 1..1024", 2)
+    if args.workers is not None and args.scheduler:
+        raise CliError("--workers sizes the local cluster; with --scheduler the cluster has its own", 2)
+    out = args.out or get_settings().data_dir / "sweeps" / args.spec.stem
+    try:
+        return run_sweep(args.spec, out=out, scheduler=args.scheduler, workers=args.workers)
+    except SweepError as exc:
+        raise CliError(str(exc), exc.code) from None
 
 
 def size_text(size: int) -> str:
@@ -981,6 +1142,18 @@ def cmd_models_rollback(args) -> int:
     return 0
 
 
+def cmd_models_prune(args) -> int:
+    """Delete the oldest model sets beyond the newest --keep (default 10, as training keeps);
+    the current set is never deleted."""
+    from services.base.model_sets import prune
+
+    if args.keep < 1:
+        raise CliError(f"--keep must be at least 1 (got {args.keep})", 2)
+    removed = prune(get_settings().models_dir, args.keep)
+    print(f"removed {len(removed)} set(s)" + (f": {', '.join(removed)}" if removed else ""))
+    return 0
+
+
 # ---- alerts ------------------------------------------------------------------------------------------
 
 ALERTS = "alerts"
@@ -1164,6 +1337,14 @@ def build_parser() -> Parser:
     p.add_argument("--out", type=Path, help="output folder (default: <TRADING_DATA_DIR>/replays/FROM_TO)")
     p.add_argument("--train-years", type=float, default=5.0, help="years of history to train on (default 5)")
     p.add_argument("--keep", action="store_true", help="keep the replay suite's temporary directory")
+    p = add("sweep", cmd_sweep)
+    p.add_argument("spec", nargs="?", type=Path, metavar="SPEC.toml", help="periods and settings")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, tcp://host:8786")
+    p.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: the cores)")
+    p.add_argument(
+        "--out", type=Path, help="results and cache (default: <TRADING_DATA_DIR>/sweeps/<spec name>)"
+    )
+    p.add_argument("--knobs", action="store_true", help="list the knobs a sweep may set, and exit")
     data = sub.add_parser("data", help="history files from Yahoo: fetch, status")
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=Parser, metavar="ACTION")
     for name, func in (("fetch", cmd_data_fetch), ("status", cmd_data_status)):
@@ -1182,7 +1363,7 @@ def build_parser() -> Parser:
             p.add_argument("--intervals", metavar="5m,15m", help="also the intraday bars Yahoo keeps")
             p.add_argument("--attempts", type=int, default=3, help=argparse.SUPPRESS)
             p.add_argument("--backoff", type=float, default=1.0, help=argparse.SUPPRESS)
-    models = sub.add_parser("models", help="versioned model sets: list, promote SET, rollback")
+    models = sub.add_parser("models", help="versioned model sets: list, promote SET, rollback, prune")
     models_sub = models.add_subparsers(
         dest="models_command", required=True, parser_class=Parser, metavar="ACTION"
     )
@@ -1190,11 +1371,15 @@ def build_parser() -> Parser:
         ("list", cmd_models_list),
         ("promote", cmd_models_promote),
         ("rollback", cmd_models_rollback),
+        ("prune", cmd_models_prune),
     ):
         doc = (func.__doc__ or "").strip()
         p = models_sub.add_parser(name, help=" ".join(doc.split()).split(". ")[0], description=doc)
         p.set_defaults(func=func)
     models_sub.choices["list"].add_argument("--json", action="store_true")
+    models_sub.choices["prune"].add_argument(
+        "--keep", type=int, default=10, metavar="N", help="how many of the newest sets to keep (default 10)"
+    )
     models_sub.choices["promote"].add_argument(
         "set", metavar="SET", help="a set's name, as `models list` shows"
     )
@@ -1226,16 +1411,40 @@ def build_parser() -> Parser:
     p.add_argument("--severity", default="critical")
     p.add_argument("--kind", default="supervisor_down")
     p.add_argument("--subject", default="trading-suite")
-    add("daemon", cmd_daemon)
+    p = add("daemon", cmd_daemon)
+    # Read before the imports (daemon_boot.start_early); accepted here so that argparse allows them.
+    p.add_argument("--zygote-log", help=argparse.SUPPRESS)
+    p.add_argument("--zygote-drop", help=argparse.SUPPRESS)
+    p.add_argument("--secrets-fd", help=argparse.SUPPRESS)
+    p.add_argument("--title-room", help=argparse.SUPPRESS)
     # argparse prints a suppressed subcommand as "==SUPPRESS==": drop it from the listing.
     sub._choices_actions = [a for a in sub._choices_actions if a.dest != "daemon"]
     return parser
+
+
+#: Commands that open nothing in the socket directory: they run even when it is refused (the
+#: systemd OnFailure= alert must go out, and `logs` shows why the suite did not start).
+NO_SOCKETS = frozenset(
+    {"cmd_alerts_notify", "cmd_data_fetch", "cmd_data_status", "cmd_logs", "cmd_models_list", "cmd_replay"}
+)
+
+
+def check_socket_dir(func: Callable) -> None:
+    """Before a command opens anything in the socket directory: it must be a directory of this
+    user that no one else can write (`start` creates it 0700); one line and exit 1 otherwise."""
+    if func.__name__ in NO_SOCKETS:
+        return
+    try:
+        prepare_socket_dir(get_settings().socket_dir, create=func in (cmd_start, cmd_daemon))
+    except UnsafeSocketDir as exc:
+        raise CliError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         get_settings()
+        check_socket_dir(args.func)
         return args.func(args)
     except ConfigError as exc:
         print(f"service_manager.py: configuration error: {exc}", file=sys.stderr)

@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,7 +34,9 @@ from services.base import (
     socket_is_live,
 )
 from services.base.base_service import hold_instance_lock
+from services.base.child_env import REDIS_SERVER, child_environment
 from services.base.knobs import read_knobs
+from services.base.socket_dir import prepare_socket_dir
 from services.domain.supervision import (
     UP,
     FailureHistory,
@@ -45,7 +48,10 @@ from services.domain.supervision import (
     stop_order,
     with_dependencies,
 )
+from services.management.daemon_boot import ForkedZygote
+from services.management.launcher import ZygoteChild, ZygoteLauncher
 from services.management.manager_knobs import SupervisorKnobs
+from services.management.ownership import why_not_ours
 from services.registry import SERVICES, SUPERVISOR
 
 #: The alerts process: when it is fatal the supervisor sends the alert itself.
@@ -102,6 +108,10 @@ class ProcessHandle:
     def adopted(self) -> bool:
         return self.proc is None
 
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode if self.proc is not None else None
+
     def alive(self) -> bool:
         if self.proc is not None:
             return self.proc.returncode is None
@@ -135,7 +145,7 @@ class ServiceRunner:
         self.entry = entry
         self.deps = deps
         self.state = "stopped"
-        self.handle: ProcessHandle | None = None
+        self.handle: ProcessHandle | ZygoteChild | None = None
         self.history = FailureHistory(policy)
         self.restarts = 0
         self.started_at: float | None = None
@@ -144,6 +154,7 @@ class ServiceRunner:
         self.health: dict | None = None
         self.health_failures = 0
         self.up = asyncio.Event()
+        self.started_notice = asyncio.Event()  # the process said it started (service_started)
         self.task: asyncio.Task | None = None
 
     def snapshot(self, now: float) -> dict:
@@ -167,7 +178,12 @@ class ServiceRunner:
 class Supervisor(BaseService):
     name = SUPERVISOR
 
-    def __init__(self, autostart: list[str] | None = None, notify: bool = False):
+    def __init__(
+        self,
+        autostart: list[str] | None = None,
+        notify: bool = False,
+        zygote: tuple[subprocess.Popen | ForkedZygote, socket.socket] | None = None,
+    ):
         super().__init__()
         self.knobs = read_knobs(SupervisorKnobs, self.settings.environ)
         self.policy = self.knobs.restart_policy()
@@ -175,6 +191,7 @@ class Supervisor(BaseService):
         self.notify = notify
         self.redis: ProcessHandle | None = None
         self.redis_task: asyncio.Task | None = None
+        self._rotation_task: asyncio.Task | None = None  # _rotate_logs
         self.runners = {
             name: ServiceRunner(name, self._entry(name), service.depends_on, self.policy)
             for name, service in SERVICES.items()
@@ -183,6 +200,16 @@ class Supervisor(BaseService):
         self._watchdog_task: asyncio.Task | None = None
         self._direct_alerts: set[asyncio.Task] = set()
         self._alerts_fatal_told = False  # a direct "alerts is fatal" went out: resolve it when it runs
+        # TRADING_MANAGER_LAUNCH=zygote: services are forked from a preloaded parent.
+        # `zygote`: one the daemon started before its imports (daemon_boot.py), adopted.
+        self.launcher = (
+            ZygoteLauncher(self.settings.log_dir, self.log, zygote) if self.knobs.launch == "zygote" else None
+        )
+        if self.launcher is None and zygote is not None:
+            zygote[1].close()  # exec mode: it exits on EOF
+            zygote[0].kill()
+            zygote[0].wait()
+        self._changed = asyncio.Event()  # set and replaced on every state change (wait_services)
 
     def _entry(self, name: str) -> Path:
         # Tests and debugging can point a service at another file (e.g. one that crashes).
@@ -193,17 +220,27 @@ class Supervisor(BaseService):
     # ---- life ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        # The directory is checked before anything is opened in it (UnsafeSocketDir: one line).
         # The one-copy lock every service holds (BaseService.start keeps this one), taken here
         # first: before this supervisor starts a Redis another one may already be running.
+        prepare_socket_dir(self.settings.socket_dir)
         try:
             self._instance_lock = hold_instance_lock(self.settings.socket_dir / f"{self.name}.lock")
         except ServiceAlreadyRunning as exc:
+            if self.launcher is not None:
+                await self.launcher.close()  # an early zygote (daemon_boot.py) goes now
             raise LockHeld(str(exc)) from None
         try:
+            if self.launcher is not None:
+                # First: its preload (the longest step of a cold start) runs on the other core
+                # while Redis starts and this process binds its socket.
+                await self.launcher.start()
             if self.settings.redis_managed:
                 await self._start_redis()
             await super().start()
         except BaseException:
+            if self.launcher is not None:
+                await self.launcher.close()
             os.close(self._instance_lock)
             self._instance_lock = None
             raise
@@ -212,6 +249,7 @@ class Supervisor(BaseService):
         await self._adopt_leftovers()
         if self.settings.redis_managed:
             self.redis_task = asyncio.create_task(self._watch_redis())
+        self._rotation_task = asyncio.create_task(self._rotate_logs(), name="rotate-logs")
         if self.autostart is not None:
             await self.start_services(self.autostart or None)
         if self.notify:
@@ -228,8 +266,12 @@ class Supervisor(BaseService):
                 await self.redis_task
 
     async def _teardown(self) -> None:
+        if self._rotation_task is not None:
+            self._rotation_task.cancel()
         lock, self._instance_lock = self._instance_lock, None  # held until Redis is down too
         await super()._teardown()
+        if self.launcher is not None:
+            await self.launcher.close()
         if self.settings.redis_managed:
             await self._stop_redis()
         if lock is not None:
@@ -251,9 +293,9 @@ class Supervisor(BaseService):
         return self.settings.socket_dir / "redis.sock"
 
     async def _redis_command(self, *args: str, timeout_s: float = 2.0):
-        import redis.asyncio as aioredis
+        from services.base.events import redis_from_url
 
-        client = aioredis.from_url(
+        client = redis_from_url(
             f"unix://{self.redis_path}", socket_connect_timeout=timeout_s, socket_timeout=timeout_s
         )
         try:
@@ -265,6 +307,8 @@ class Supervisor(BaseService):
         if socket_is_live(self.redis_path):
             info = await self._redis_command("INFO", "server")
             pid = int(info.get("process_id", 0)) if isinstance(info, dict) else 0
+            if (why := self._not_ours(pid)) is not None:
+                raise RuntimeError(f"{self.redis_path} is served by something else: {why}")
             self.redis = ProcessHandle(pid)
             self.log.info("adopted the running redis-server (pid %s)", pid)
             return
@@ -291,6 +335,7 @@ class Supervisor(BaseService):
             "--maxmemory", self.knobs.redis_maxmemory,
             "--maxmemory-policy", "noeviction",
             "--logfile", str(self.settings.log_dir / "redis.log"),
+            env=child_environment(REDIS_SERVER, os.environ),  # no secret: it needs none
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
@@ -298,10 +343,12 @@ class Supervisor(BaseService):
         )  # fmt: skip
         self.redis = ProcessHandle(proc.pid, proc)
         deadline = time.monotonic() + 10
+        pause = 0.002  # it listens after a few milliseconds: look often at first
         while not socket_is_live(self.redis_path):
             if proc.returncode is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server did not start; see {self.settings.log_dir / 'redis.log'}")
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.02)
 
     async def _watch_redis(self) -> None:
         """Restart a managed Redis that died; the services reconnect by themselves."""
@@ -329,6 +376,39 @@ class Supervisor(BaseService):
         with contextlib.suppress(FileNotFoundError):
             self.redis_path.unlink()
 
+    # ---- what the supervisor owns: pids a socket names, its log files ----------------------------
+
+    def _not_ours(self, pid: object) -> str | None:
+        return why_not_ours(pid, self.settings.socket_dir, self.knobs.entry.values())
+
+    async def _rotate_logs(self) -> None:
+        """Every few seconds: stdout logs past the size are copied aside and truncated (the
+        children keep their O_APPEND descriptors), redis.log renamed (Redis reopens it per line)."""
+        from services.management.log_rotation import rotate_suite_logs
+
+        knobs = self.knobs
+        # zygote.stdout.log too: the zygote's own output (a failed preload, a retired zygote's
+        # lines) is appended there across restarts of the zygote, as long as the supervisor runs.
+        names = [*self.runners, self.name, "zygote"]
+        redis_log = self.settings.log_dir / "redis.log" if self.settings.redis_managed else None
+        warned: set[Path] = set()
+        while True:
+            await asyncio.sleep(knobs.log_check_s)
+            rotated, failed = await asyncio.to_thread(
+                rotate_suite_logs,
+                self.settings.log_dir,
+                names,
+                redis_log,
+                knobs.log_max_bytes,
+                knobs.log_backups,
+            )
+            for path in rotated:
+                self.log.info("rotated %s", path.name, extra={"file": str(path)})
+            for path, why in failed.items():
+                if path not in warned:  # once per file, not every few seconds
+                    warned.add(path)
+                    self.log.warning("cannot rotate %s: %s", path, why)
+
     # ---- services: spawning, watching, stopping ---------------------------------------------
 
     async def _adopt_leftovers(self) -> None:
@@ -346,23 +426,31 @@ class Supervisor(BaseService):
             pid = (health or {}).get("pid")
             if not pid:
                 continue
+            if (why := self._not_ours(pid)) is not None:  # never signal a pid a socket claims
+                self.log.warning("not adopting what answers on %s: %s", path, why)
+                continue
             runner.handle = ProcessHandle(int(pid))
             runner.health = health
             runner.started_at = time.monotonic() - _age_s(int(pid))  # its uptime, not ours
             self.log.info("adopted %s (pid %s) left by a previous supervisor", name, pid)
             runner.task = asyncio.create_task(self._keep_running(runner, adopted=True))
 
-    async def _spawn(self, runner: ServiceRunner) -> ProcessHandle:
+    async def _spawn(self, runner: ServiceRunner) -> ProcessHandle | ZygoteChild:
         log_dir = self.settings.log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
         env = {
-            **os.environ,
+            **child_environment(runner.name, os.environ, self.settings.secrets),  # only its secrets
             "TRADING_SUPERVISED": "1",
             "TRADING_SERVICE_NAME": runner.name,
             "PYTHONUNBUFFERED": "1",
             **self.clock.env(),
         }
-        with open(log_dir / f"{runner.name}.stdout.log", "ab") as out:
+        log = log_dir / f"{runner.name}.stdout.log"
+        if self.launcher is not None:  # the same env as exec; None: no zygote could fork it
+            child = await self.launcher.spawn(runner.name, runner.entry, env, log)
+            if child is not None:
+                return child
+        with open(log, "ab") as out:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 str(runner.entry),
@@ -380,6 +468,7 @@ class Supervisor(BaseService):
         runner.reason = reason
         if previous == state:
             return
+        self._state_changed()
         entry = {
             "service": runner.name,
             "state": state,
@@ -444,12 +533,19 @@ class Supervisor(BaseService):
             await self.runners[dep].up.wait()
         runner.reason = None
 
+    def _state_changed(self) -> None:
+        """Wake whoever waits for a change (wait_services)."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
     async def _wait_healthy(self, runner: ServiceRunner) -> str | None:
-        """None when healthy; otherwise why the start failed."""
+        """None when healthy; otherwise why the start failed. Asks `health` every 20 ms at first,
+        then less often, and at once when the service says it started (`service_started`)."""
         deadline = time.monotonic() + self.knobs.start_timeout_s
+        pause = 0.02
         while time.monotonic() < deadline:
             if runner.handle is None or not runner.handle.alive():
-                code = runner.handle.proc.returncode if runner.handle and runner.handle.proc else None
+                code = runner.handle.returncode if runner.handle else None
                 runner.last_exit = code
                 return f"exited during start-up (code {code})"
             try:
@@ -461,7 +557,10 @@ class Supervisor(BaseService):
             if health and health.get("status") in UP:
                 runner.health = health
                 return None
-            await asyncio.sleep(0.02)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(runner.started_notice.wait(), pause)
+            runner.started_notice.clear()
+            pause = min(pause * 1.5, 0.1)
         return f"not healthy within {self.knobs.start_timeout_s:g}s"
 
     async def _keep_running(self, runner: ServiceRunner, adopted: bool = False) -> None:
@@ -470,6 +569,7 @@ class Supervisor(BaseService):
             if not adopted:
                 await self._set_state(runner, "starting")
                 await self._wait_dependencies(runner)
+                runner.started_notice.clear()
                 runner.handle = await self._spawn(runner)
                 failure = await self._wait_healthy(runner)
                 if failure is not None:
@@ -535,10 +635,13 @@ class Supervisor(BaseService):
                 if done:
                     return exit_task.result()
                 try:
+                    before = (runner.health or {}).get("status")
                     runner.health = await self.call_service(
                         runner.name, "health", timeout=self.knobs.health_timeout_s, retries=0
                     )
                     runner.health_failures = 0
+                    if runner.health.get("status") != before:
+                        self._state_changed()
                 except RpcError as exc:
                     runner.health_failures += 1
                     self.log.warning(
@@ -635,11 +738,13 @@ class Supervisor(BaseService):
                 "uptime": round(now - (self.started_at or now), 1),
                 "redis": {
                     "managed": self.settings.redis_managed,
-                    "url": self.settings.redis_url,
+                    "url": self.settings.redis_url_shown,
                     "pid": self.redis.pid if self.redis else None,
                     "state": "running" if redis_alive or not self.settings.redis_managed else "stopped",
                 },
                 "suite_time": self.clock.now().isoformat(),
+                "launch": self.knobs.launch,
+                "zygote": self.launcher.zygote_pids() if self.launcher is not None else [],
             },
             "services": services,
             "overall": overall_status(
@@ -647,6 +752,45 @@ class Supervisor(BaseService):
             ),
             "recent_events": self.events_log[-20:],
         }
+
+    @rpc
+    async def wait_services(self, services: list[str] | None = None, timeout_s: float = 120.0) -> dict:
+        """`status` once every one of `services` (all when null) is running and healthy or
+        degraded, one of them is fatal, `timeout_s` passed, or the supervisor is stopping;
+        answered at the change."""
+        names = self._names(services)
+        if not 0 <= timeout_s <= 3600:
+            raise InvalidParams("timeout_s", "must be between 0 and 3600")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            changed = self._changed
+            status = await self.status()
+            wanted = [s for s in status["services"] if s["name"] in names]
+            if all(s["state"] == "running" and s["health"] in UP for s in wanted):
+                return status
+            remaining = deadline - loop.time()
+            if any(s["state"] == "fatal" for s in wanted) or remaining <= 0 or self._stop.is_set():
+                return status  # stopping: a waiting call must not hold up the stop's drain
+            waits = {asyncio.ensure_future(changed.wait()), asyncio.ensure_future(self._stop.wait())}
+            try:  # a second at most: a health change is not a state change
+                await asyncio.wait(waits, timeout=min(remaining, 1.0), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+
+    @rpc
+    async def service_started(self, service: str, pid: int) -> dict:
+        """(from a service it started) `service`, process `pid`, has started: its start-up health
+        check is asked now rather than at the next poll. Health still decides."""
+        self._names([service], "service")
+        if pid < 1:
+            raise InvalidParams("pid", f"must be a process id (1 or more), got {pid}")
+        runner = self.runners.get(service)
+        noticed = bool(runner and runner.handle and runner.handle.pid == pid and runner.state == "starting")
+        if noticed and runner is not None:
+            runner.started_notice.set()
+        return {"noticed": noticed}
 
     @rpc
     async def start_services(self, services: list[str] | None = None) -> dict:
@@ -671,6 +815,8 @@ class Supervisor(BaseService):
         """Restart one service (clearing fatal), or all of them in dependency order."""
         names = self._names(None if service is None else [service], "service")
         await self._stop_many(names)
+        if service is None and self.launcher is not None:
+            await self.launcher.reload()  # the whole suite restarts on fresh code
         for name in names:
             self._launch(self.runners[name])
         return {"restarting": names}

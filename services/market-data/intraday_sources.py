@@ -64,6 +64,7 @@ from services.domain.price_history import (
     trading_sessions,
 )
 from services.domain.synthetic_intraday import synthetic_intraday_bars
+from services.domain.yahoo_frames import intraday_bars, ticker_part
 
 log = logging.getLogger("market-data.intraday")
 
@@ -340,42 +341,18 @@ QUOTE_PERIOD = yahoo_period(QUOTE_INTERVAL, 1)
 
 
 def frame_to_series(frame, symbols: Sequence[str], interval: str) -> dict[str, IntradaySeries]:
-    """A yf.download(group_by="ticker") frame -> a series per symbol that has bars in it.
-
-    Columns are (Ticker, Price) (or (Price, Ticker) with group_by="column"); a single ticker may
-    come flat. The index is the union of every ticker's times, so a ticker's missing times are
-    NaN rows: dropped, as are Yahoo's own NaN rows. Volume NaN (the index has none) counts as 0.
-    """
+    """A yf.download(group_by="ticker") frame -> a series per symbol that has bars in it
+    (services.domain.yahoo_frames takes it apart)."""
     found: dict[str, IntradaySeries] = {}
-    columns = frame.columns
-    multi = getattr(columns, "nlevels", 1) > 1
     for symbol in symbols:
-        if multi and symbol in columns.get_level_values(0):
-            part = frame[symbol]
-        elif multi and symbol in columns.get_level_values(1):
-            part = frame.xs(symbol, axis=1, level=1)
-        elif not multi and len(symbols) == 1:
-            part = frame
-        else:
+        part = ticker_part(frame, symbol, symbols)
+        if part is None:
             continue
-        part = part.dropna(subset=["Open", "High", "Low", "Close"])
-        if part.empty:
-            continue
-        if part.index.tz is None:  # not with ignore_tz=False; a naive time names no instant
+        bars = intraday_bars(part)
+        if bars is None:  # not with ignore_tz=False
             raise SourceUnavailableError(f"Yahoo's {interval} bars for {symbol} have no time zone")
-        values = zip(
-            part.index,
-            *(part[c].tolist() for c in ("Open", "High", "Low", "Close")),
-            part["Volume"].fillna(0).tolist(),
-            strict=True,
-        )
-        bars = [
-            IntradayBar(
-                ts.to_pydatetime().astimezone(SYDNEY), float(o), float(h), float(lo), float(c), int(v)
-            )
-            for ts, o, h, lo, c, v in values
-        ]
-        found[symbol] = IntradaySeries(bars, interval)
+        if bars:
+            found[symbol] = IntradaySeries(bars, interval)
     return found
 
 

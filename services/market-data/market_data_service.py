@@ -53,6 +53,7 @@ from services.market_data.market_data_knobs import MarketDataKnobs
 from services.market_data.quote_book import QuoteBook, in_refresh_window, next_quote_refresh, price_view
 
 MAX_INTRADAY_BARS = 1000  # get_intraday_bars' `limit`: a 60m request then spans ~170 sessions
+MAX_QUOTES = 500  # symbols in one get_quotes call
 # Symbols whose market_data_updated is held back while refresh_all_data runs (it publishes one
 # per symbol at its end; its daily refetch and its quote refresh would each announce them).
 _held_events: ContextVar[set[str] | None] = ContextVar("held_events", default=None)
@@ -274,6 +275,12 @@ class MarketDataService(BaseService):
             symbol, history.source, history.bars[-self.knobs.history_bars :], history.cleaning
         )
         entry = CacheEntry(trimmed, time.monotonic(), last_visible_date(now), now.isoformat())
+        old = self.cache.get(symbol)
+        if old is not None and old.history.bars == trimmed.bars:
+            # The same bars again (a refresh before the next bar closes): what is derived from
+            # them alone (technicals, market context) stands; recomputing RSI and MACD over the
+            # whole history was most of a refresh's cost.
+            entry.derived = old.derived
         self.cache[symbol] = entry
         self.failures.pop(symbol, None)
         await self._announce(symbol, entry)
@@ -481,8 +488,12 @@ class MarketDataService(BaseService):
     # ---- RPC ----------------------------------------------------------------------------------
 
     @rpc
-    async def get_market_data(self, symbol: str) -> dict:
-        """Price (the quote's in the session), quote, recent bars, technicals, context, quality."""
+    async def get_market_data(self, symbol: str, history_days: int | None = None) -> dict:
+        """Price (the quote's in the session), quote, recent bars, technicals, context, quality;
+        with `history_days`, also `history`: get_price_history's reply for that many days, from
+        the same bars (the prediction service's two reads of a symbol in one round trip)."""
+        if history_days is not None:
+            self._check_days(history_days, "history_days")
         name = self._symbol(symbol)
         entry, cached = await self._entry(name)  # first: without daily bars there is no reply
         quote = await self._current_quote(name)
@@ -497,15 +508,22 @@ class MarketDataService(BaseService):
             "technical": self._technical(entry),
             "market_context": context,
             "quality": self._quality(name, entry),
+            **({"history": self._history(name, entry, cached, history_days)} if history_days else {}),
         }
 
     @rpc
     async def get_price_history(self, symbol: str, days: int = 250) -> dict:
         """The last `days` daily bars (trading days), oldest first."""
-        if not 1 <= days <= self.knobs.history_bars:
-            raise InvalidParams("days", f"must be between 1 and {self.knobs.history_bars}, got {days}")
+        self._check_days(days, "days")
         name = self._symbol(symbol)
         entry, cached = await self._entry(name)
+        return self._history(name, entry, cached, days)
+
+    def _check_days(self, days: int, param: str) -> None:
+        if not 1 <= days <= self.knobs.history_bars:
+            raise InvalidParams(param, f"must be between 1 and {self.knobs.history_bars}, got {days}")
+
+    def _history(self, name: str, entry: CacheEntry, cached: bool, days: int) -> dict:
         return {
             **self._envelope(name, entry, cached),
             "bars": [bar_to_dict(b) for b in entry.history.bars[-days:]],
@@ -587,6 +605,27 @@ class MarketDataService(BaseService):
         if quote is None:
             raise self._no_quote(name)
         return quote.to_dict()
+
+    @rpc
+    async def get_quotes(self, symbols: list[str]) -> dict:
+        """get_quote of several symbols in one round trip (one shared refresh, as concurrent
+        get_quote calls share it): `quotes{symbol: quote}` and `errors{symbol: {code, message,
+        data}}` for those without one. An unknown symbol is -32602 for the whole call."""
+        if not isinstance(symbols, list) or not symbols or len(symbols) > MAX_QUOTES:
+            raise InvalidParams("symbols", f"must be a list of 1..{MAX_QUOTES} symbols")
+        try:
+            names = [self._symbol(s) for s in symbols]
+        except InvalidParams as exc:  # the parameter is `symbols` here
+            raise InvalidParams("symbols", exc.detail) from None
+        found = await asyncio.gather(*(self._current_quote(n) for n in names))
+        quotes, errors = {}, {}
+        for name, quote in zip(names, found, strict=True):
+            if quote is None:
+                error = self._no_quote(name)
+                errors[name] = {"code": error.code, "message": error.message, "data": error.data}
+            else:
+                quotes[name] = quote.to_dict()
+        return {"quotes": quotes, "errors": errors}
 
     @rpc
     async def get_intraday_bars(self, symbol: str, interval: str = "5m", limit: int = 78) -> dict:

@@ -94,8 +94,22 @@ class CsvSource:
                 log.info("cleaned %s: %s", path.name, report.as_dict())
         return cached[1], cached[2]
 
+    def _unchanged(self, symbol: str) -> tuple[list[Bar], CleaningReport] | None:
+        """The parsed file when it has not changed since (one stat, no thread hop), else None."""
+        cached = self._parsed.get(symbol)
+        if cached is None:
+            return None
+        try:
+            stat = (self.directory / csv_file_name(symbol)).stat()
+        except OSError:
+            return None  # _load says why
+        return (cached[1], cached[2]) if cached[0] == (stat.st_mtime_ns, stat.st_size) else None
+
     async def fetch(self, symbol: str, now: datetime) -> History:
-        bars, report = await asyncio.to_thread(self._load, symbol)
+        # Reading and parsing a changed file runs in a thread; an unchanged one is at hand (a
+        # replay refreshes every symbol four times a day: each thread hop was a context switch).
+        loaded = self._unchanged(symbol) or await asyncio.to_thread(self._load, symbol)
+        bars, report = loaded
         return visible_history(symbol, self.name, bars, report, now)
 
 

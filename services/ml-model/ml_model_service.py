@@ -14,9 +14,13 @@ PSS; health lists any that are loaded under `heavy_modules_loaded`). At start, a
 model is first needed, it checks each model file's SHA-256 against the manifest (model_store:
 pickles run code) and then uses the file's inference form (model_inference: plain arrays,
 evaluated in pure Python, equal to scikit-learn's output): the cached
-`<models dir>/.inference/<sha256>.json` when its recorded source SHA-256 matches, else one made
-by a short-lived child, `python services/ml-model/model_converter.py FILE SHA256 ...`, which
-checks the hash again, unpickles and converts; the service then caches what it returns.
+`<models dir>/.inference/<sha256>.json` when its bytes hash to the SHA-256 the manifest records
+for it (`inference_sha256`; a sidecar for older sets) and its recorded source SHA-256 matches,
+else one made by a short-lived child, `python services/ml-model/model_converter.py FILE SHA256
+...`, which checks the hash again, unpickles and converts; the service then caches what it returns.
+It refuses to start (exit 78, one line) when the models folder, `sets/`, a set's folder or a
+manifest is not owned by its user or is writable by group or others (model_sets.check_trusted),
+and refuses to switch to such a set later.
 
 Every served vote (each model's and the ensemble's) is stored in `<data dir>/ml_model.db`.
 Its outcome is the direction of the next trading day's adj close after the bar the features
@@ -41,6 +45,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from services.base import (
+    EXIT_NEEDS_OPERATOR,
     BaseService,
     Event,
     InvalidParams,
@@ -52,10 +57,13 @@ from services.base import (
     rpc,
     run_service,
 )
+from services.base.child_env import MODEL_CONVERTER, TRAIN_MODELS, child_environment
 from services.base.knobs import read_knobs
 from services.base.model_sets import (
     ModelSetError,
     SetNotVerified,
+    UntrustedModels,
+    check_trusted,
     current_name,
     promote,
     prune,
@@ -65,6 +73,7 @@ from services.base.model_sets import (
     set_names,
     write_status,
 )
+from services.base.storage import StorageKnobs
 from services.domain import asx_calendar
 from services.domain.bars import bar_from_dict, latest_session
 from services.domain.features import (
@@ -137,6 +146,7 @@ class MlModelService(BaseService):
         super().__init__(*args, **kwargs)
         self.models_dir: Path = self.settings.models_dir
         self.knobs = read_knobs(MlModelKnobs, self.settings.environ)
+        self.synchronous = read_knobs(StorageKnobs, self.settings.environ).synchronous
         self.prediction_log: PredictionLog | None = None
         self._active: ServedSet | None = None
         self._not_trained: str | None = None  # why there is no set in service
@@ -153,8 +163,18 @@ class MlModelService(BaseService):
         self._resolution_note = "no outcome lookup yet"
         self.counters = {"predictions_served": 0, "ensembles_served": 0, "outcomes_resolved": 0}
 
+    def run(self) -> None:
+        """As every service's, but first refuse (exit 78, one line for the supervisor to show) a
+        models folder that someone other than this user may write: its pickles would run their code."""
+        try:
+            check_trusted(self.models_dir)
+        except UntrustedModels as exc:
+            print(f"{self.name}: {exc}", file=sys.stderr)
+            sys.exit(EXIT_NEEDS_OPERATOR)
+        super().run()
+
     async def on_start(self) -> None:
-        self.prediction_log = PredictionLog(self.settings.data_dir / "ml_model.db")
+        self.prediction_log = PredictionLog(self.settings.data_dir / "ml_model.db", self.synchronous)
         self._watch_task = asyncio.create_task(self._watch_models())
         served = self._read_set()
         if served is None:
@@ -270,7 +290,12 @@ class MlModelService(BaseService):
         folder = serving_dir(self.models_dir)
         stamp = self._pointer_stamp()
         try:
+            check_trusted(self.models_dir)  # again: a set trained or re-owned since the start
             manifest = load_manifest(folder)
+        except UntrustedModels as exc:
+            self._not_trained = str(exc)
+            self.log.error("%s", exc)
+            return None
         except ModelsNotTrained as exc:
             self._not_trained = str(exc)
             return None
@@ -428,10 +453,18 @@ class MlModelService(BaseService):
         """Check the model file's hash (always: a tampered file is refused even when its form is
         cached), then the cached form if one is usable. Blocking: run it in a thread."""
         verify_model_file(folder, entry.file, entry.sha256)
+        recorded = entry.raw.get("inference_sha256")
         try:
-            return read_cached(folder, entry.sha256, len(FEATURE_NAMES))
+            return read_cached(
+                folder, entry.sha256, len(FEATURE_NAMES), recorded if isinstance(recorded, str) else None
+            )
         except InferenceFormError as exc:
-            self.log.warning("ignoring cached inference form", extra={"file": entry.file, "reason": str(exc)})
+            self.log.warning(
+                "refusing the cached inference form of %s (converting the model file again): %s",
+                entry.file,
+                exc,
+                extra={"file": entry.file, "reason": str(exc)},
+            )
             return None
 
     async def _load_converted(self, entries: list[ModelEntry], started: float, served: ServedSet) -> dict:
@@ -471,7 +504,11 @@ class MlModelService(BaseService):
         """Run model_converter.py on the (already hash-checked) files: one JSON line per file."""
         args = [str(part) for e in entries for part in (folder / e.file, e.sha256)]
         # Unpickling and copying arrays gains nothing from BLAS/OpenMP thread pools.
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        env = {
+            **child_environment(MODEL_CONVERTER, os.environ),
+            "OPENBLAS_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+        }
         process = await asyncio.create_subprocess_exec(
             sys.executable, str(CONVERTER), *args, stdout=PIPE, stderr=PIPE, env=env
         )
@@ -574,7 +611,12 @@ class MlModelService(BaseService):
             args.append("--synthetic")
         else:
             args += ["--source", self.knobs.retrain_source, "--data-dir", str(self.settings.market_data_dir)]
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", **self.clock.env()}
+        env = {
+            **child_environment(TRAIN_MODELS, os.environ),
+            "OPENBLAS_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            **self.clock.env(),
+        }
         process = await asyncio.create_subprocess_exec(*args, stdout=PIPE, stderr=PIPE, env=env)
         try:
             out, err = await asyncio.wait_for(process.communicate(), self.knobs.retrain_timeout_s)
@@ -898,10 +940,16 @@ class MlModelService(BaseService):
 
     async def _resolve_outcomes(self, symbols: list[str], force: bool) -> None:
         """Fill outcomes from market-data's bars for every pending as_of whose next session is out."""
+        if not force:
+            # Rate-limited symbols first: an event for one looked up moments ago needs no query
+            # (the pending scan ran on every market_data_updated, 20 a replayed day).
+            symbols = [s for s in symbols if self._resolution_due(s)]
+            if not symbols:
+                return
         visible = latest_session(self.clock.now(), asx_calendar.is_trading_day)
-        pending = self.prediction_log.pending()
+        pending = self.prediction_log.pending(symbols)
         due = {s: [d for d in pending.get(s, []) if d < visible] for s in symbols}
-        due = {s: days for s, days in due.items() if days and (force or self._resolution_due(s))}
+        due = {s: days for s, days in due.items() if days}  # rate-limited above unless forced
         if not due:
             if force:
                 self._resolution_note = "no pending outcome is due yet (the next session's bar is not out)"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from services.base.storage import set_pragmas
+from services.base.storage import set_pragmas, with_synchronous
 from services.domain.bars import Bar
 
 ENSEMBLE = "ensemble"
@@ -84,11 +84,13 @@ def live_metrics(votes: Iterable[ResolvedVote]) -> dict[str, float | int | None]
 class PredictionLog:
     """The SQLite file `<data dir>/ml_model.db` (WAL, so readers never block the writer)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, synchronous: str = "") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.db = sqlite3.connect(path, isolation_level=None)
-        set_pragmas(self.db, path, {"journal_mode": "WAL", "busy_timeout": 5000})
+        set_pragmas(
+            self.db, path, with_synchronous({"journal_mode": "WAL", "busy_timeout": 5000}, synchronous)
+        )
         self.db.executescript(_SCHEMA)
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(served_predictions)")}
         if "model_set" not in columns:  # a database from before model sets
@@ -129,12 +131,23 @@ class PredictionLog:
                 rows,
             )
 
-    def pending(self) -> dict[str, list[date]]:
-        """Per symbol, the as_of dates that still wait for their outcome, oldest first."""
+    def pending(self, symbols: list[str] | None = None) -> dict[str, list[date]]:
+        """Per symbol (of `symbols`, default all), the as_of dates that still wait for their
+        outcome, oldest first. For given symbols the (symbol, outcome, as_of) index serves it."""
         found: dict[str, list[date]] = {}
-        for symbol, as_of in self.db.execute(
-            "SELECT DISTINCT symbol, as_of FROM served_predictions WHERE outcome IS NULL ORDER BY symbol, as_of"
-        ):
+        if symbols is None:
+            rows = self.db.execute(
+                "SELECT DISTINCT symbol, as_of FROM served_predictions WHERE outcome IS NULL"
+                " ORDER BY symbol, as_of"
+            )
+        else:
+            marks = ", ".join("?" * len(symbols))
+            rows = self.db.execute(
+                "SELECT DISTINCT symbol, as_of FROM served_predictions WHERE outcome IS NULL"
+                f" AND symbol IN ({marks}) ORDER BY symbol, as_of",
+                list(symbols),
+            )
+        for symbol, as_of in rows:
             found.setdefault(symbol, []).append(date.fromisoformat(as_of))
         return found
 

@@ -37,6 +37,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
+from services.base.model_sets import write_file
 from services.ml_model.model_inference import FORM_VERSION, LEAF
 from services.ml_model.model_store import (
     ModelEntry,
@@ -64,7 +65,7 @@ def dump_model(models_dir: Path, file_name: str, model: Any) -> str:
     buffer = io.BytesIO()
     joblib.dump(model, buffer)
     data = buffer.getvalue()
-    path.write_bytes(data)
+    write_file(path, data)
     return sha256_bytes(data)
 
 

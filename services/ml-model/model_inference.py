@@ -22,14 +22,18 @@ decision function) to the last few bits; tests compare them on many inputs to 1e
 Inputs are validated finite before they get here (services.domain.features), so the trees'
 missing-value branches are never taken and are not stored.
 
-A cached form is used only when its format version and recorded source SHA-256 match what the
-service expects; it is JSON, so reading one never runs code. Forms are checked structurally on
+A cached form is used only when its bytes hash to the SHA-256 recorded for it (the manifest
+entry's `inference_sha256`, written by training; else the `<sha256>.json.sha256` sidecar written
+beside the form by whoever cached it, for sets trained before forms were hashed), never on the
+strength of its file name, and only when its format version and recorded source SHA-256 match
+what the service expects; it is JSON, so reading one never runs code. Forms are checked structurally on
 load (array lengths, indices in range, children after their parent) so a corrupt file cannot
 send a tree walk out of bounds or round in a loop.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -40,10 +44,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.base.model_sets import INFERENCE_DIR, make_dir, write_file
 from services.ml_model.model_voting import decision_to_probability
 
 FORM_VERSION = 1
-INFERENCE_DIR = ".inference"
+SIDECAR_SUFFIX = ".sha256"  # <sha256>.json.sha256: the SHA-256 of the form's bytes as written
 LEAF = -1  # left/right child index of a leaf
 
 
@@ -157,29 +162,52 @@ def cache_path(models_dir: Path, source_sha256: str) -> Path:
     return models_dir / INFERENCE_DIR / f"{source_sha256}.json"
 
 
-def read_cached(models_dir: Path, source_sha256: str, n_features: int) -> InferenceModel | None:
-    """The cached form for a model file, or None when there is none; InferenceFormError if unusable."""
+def read_cached(
+    models_dir: Path, source_sha256: str, n_features: int, form_sha256: str | None = None
+) -> InferenceModel | None:
+    """The cached form for a model file, or None when there is none; InferenceFormError if unusable.
+
+    Its bytes must hash to `form_sha256` (the manifest's) when given, else to its sidecar's."""
+    path = cache_path(models_dir, source_sha256)
     try:
-        text = cache_path(models_dir, source_sha256).read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise InferenceFormError(f"unreadable: {exc}") from None
+    expected, where = form_sha256, "the manifest's"
+    if expected is None:
+        where = "its sidecar's"
+        try:
+            expected = path.with_name(path.name + SIDECAR_SUFFIX).read_text(encoding="utf-8").strip()
+        except OSError:
+            raise InferenceFormError(
+                f"{path.name} has no recorded SHA-256 (none in the manifest, no sidecar): not trusted"
+            ) from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise InferenceFormError(
+            f"{path.name} hashes to {actual[:16]}…, not {where} {expected[:16]}… (changed or tampered with)"
+        )
     try:
-        form = json.loads(text)
+        form = json.loads(data)
     except ValueError as exc:
         raise InferenceFormError(f"not JSON: {exc}") from None
     return from_form(form, source_sha256, n_features)
 
 
-def write_cached(models_dir: Path, form: dict[str, Any]) -> Path:
-    """Write a form atomically (temp file + rename): a reader never sees half of one."""
+def write_cached(models_dir: Path, form: dict[str, Any]) -> tuple[Path, str]:
+    """Write a form atomically (temp file + rename: a reader never sees half of one), and its
+    sidecar holding the SHA-256 of the bytes written; (the form's path, that SHA-256)."""
     path = cache_path(models_dir, form["source_sha256"])
-    path.parent.mkdir(exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps(form, separators=(",", ":")), encoding="utf-8")
-    os.replace(temp, path)
-    return path
+    make_dir(path.parent)
+    data = json.dumps(form, separators=(",", ":")).encode("utf-8")
+    digest = hashlib.sha256(data).hexdigest()
+    for target, content in ((path.with_name(path.name + SIDECAR_SUFFIX), digest.encode()), (path, data)):
+        temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        write_file(temp, content)
+        os.replace(temp, target)
+    return path, digest
 
 
 def prune_cache(models_dir: Path, keep_sha256: set[str]) -> list[Path]:
@@ -188,6 +216,7 @@ def prune_cache(models_dir: Path, keep_sha256: set[str]) -> list[Path]:
     for path in (models_dir / INFERENCE_DIR).glob("*.json"):
         if path.stem not in keep_sha256:
             path.unlink(missing_ok=True)
+            path.with_name(path.name + SIDECAR_SUFFIX).unlink(missing_ok=True)
             removed.append(path)
     return removed
 

@@ -16,7 +16,8 @@ unpickling. This module imports neither joblib nor numpy, so the service stays l
 
 The hash protects against accidental corruption and against tampering with the model file
 alone; whoever can rewrite the manifest too can run code as this service, so the directory
-must be writable only by the account that trains the models.
+must be writable only by the account that trains the models: ml-model refuses to start
+otherwise (services.base.model_sets.check_trusted).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from services.base.model_sets import write_file
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA_VERSION = 1
@@ -167,7 +170,7 @@ def write_manifest(models_dir: Path, top_level: dict[str, Any], models: Iterable
     document = {"schema_version": MANIFEST_SCHEMA_VERSION, **top_level, "models": list(models)}
     path = models_dir / MANIFEST_NAME
     temp = path.with_suffix(".json.tmp")
-    temp.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    write_file(temp, (json.dumps(document, indent=2, sort_keys=False) + "\n").encode("utf-8"))
     os.replace(temp, path)
     return path
 

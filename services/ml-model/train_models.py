@@ -52,10 +52,12 @@ from services.base.model_sets import (
     REPORT,
     ModelSetError,
     adopt_flat,
+    make_dir,
     new_set_dir,
     promote,
     prune,
     serving_dir,
+    write_file,
     write_status,
 )
 from services.clients.yahoo_history import Retry, YahooUnavailable, fetch_daily
@@ -73,7 +75,7 @@ from services.domain.price_history import (
 from services.domain.walk_forward import assert_no_lookahead, walk_forward_splits
 from services.ml_model.model_catalog import MODEL_NAMES, make_model, probability_up
 from services.ml_model.model_converter import dump_model, to_inference_form
-from services.ml_model.model_inference import INFERENCE_DIR, prune_cache, write_cached
+from services.ml_model.model_inference import INFERENCE_DIR, SIDECAR_SUFFIX, prune_cache, write_cached
 from services.ml_model.model_store import MANIFEST_NAME, write_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -243,11 +245,11 @@ def train_symbol(
         final.fit(dataset.features, dataset.labels)
         file_name = f"{symbol}__{name}.joblib"
         sha = dump_model(context["out"], file_name, final)
-        # The serving process never unpickles: cache the form it evaluates (model_inference).
-        write_cached(context["out"], to_inference_form(final, sha))
-        entries.append(
-            _manifest_entry(symbol, name, file_name, sha, dataset, splits, evaluation, baselines, context)
-        )
+        # The serving process never unpickles: cache the form it evaluates (model_inference),
+        # and record the form's own SHA-256, so the service never trusts a form by its name.
+        _, form_sha = write_cached(context["out"], to_inference_form(final, sha))
+        entry = _manifest_entry(symbol, name, file_name, sha, dataset, splits, evaluation, baselines, context)
+        entries.append({**entry, "inference_sha256": form_sha})
     return entries
 
 
@@ -476,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         return 2
     root = args.out or settings.models_dir
-    root.mkdir(parents=True, exist_ok=True)
+    make_dir(root)  # 0755 at most: ml-model refuses a models folder others may write
     adopted = adopt_flat(root, now)
     if adopted:
         print(f"moved the models trained before model sets into set {adopted}")
@@ -520,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = (
         f"{len(entries)} models from {detail}, written to {manifest} in {time.monotonic() - started:.1f}s"
     )
-    (out / REPORT).write_text(f"{table}\n\n{summary}\n", encoding="utf-8")
+    write_file(out / REPORT, f"{table}\n\n{summary}\n".encode())
     print(table)
     print(f"\n{summary}")
     try:
@@ -547,11 +549,12 @@ def _train_all(symbols, histories, index_symbol, args, context) -> list[dict[str
 def copy_kept(source: Path, out: Path, kept: list[dict]) -> None:
     """The kept models' files (and their inference forms) into the new set: a set is whole."""
     for entry in kept:
-        shutil.copy2(source / entry["file"], out / entry["file"])
+        write_file(out / entry["file"], (source / entry["file"]).read_bytes())
         form = source / INFERENCE_DIR / f"{entry['sha256']}.json"
-        if form.is_file():
-            (out / INFERENCE_DIR).mkdir(exist_ok=True)
-            shutil.copy2(form, out / INFERENCE_DIR / form.name)
+        for cached in (form, form.with_name(form.name + SIDECAR_SUFFIX)):
+            if cached.is_file():
+                make_dir(out / INFERENCE_DIR)
+                write_file(out / INFERENCE_DIR / cached.name, cached.read_bytes())
 
 
 def finish_set(root: Path, out: Path, args: argparse.Namespace, now: datetime) -> str:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from services.domain.intraday import INTERVALS
+from services.domain.intraday import INTERVALS, session_day
 from services.domain.intraday_fills import (
     ExitFill,
     FillBasis,
@@ -178,6 +178,39 @@ def refusal(quote: MarketQuote, now: datetime, max_age_s: float) -> str | None:
             f"older than the {max_age_s:.0f} s limit"
         )
     return None
+
+
+def priced_before(inputs: Any, quote: MarketQuote) -> str | None:
+    """Why a signal must not be filled at `quote`: it was made on an earlier session's prices
+    (`inputs`: the prediction's, whose `market_data` says its price basis), or None.
+
+    A prediction made in the session before market-data had the day's first quote (market-data
+    restarting, its quote refresh slow) judged yesterday's close; filling it at today's price
+    would trade on a view of a market that has moved since, and which prediction traded would
+    depend on how fast the quote came. It is not acted on: the next prediction, on this
+    session's quote, decides. An event without such inputs (hand-made, an older prediction
+    service) is not judged by this.
+    """
+    market = inputs.get("market_data") if isinstance(inputs, dict) else None
+    if not isinstance(market, dict):
+        return None
+    basis = market.get("price_basis")
+    try:
+        if basis == "quote":
+            seen = session_day(datetime.fromisoformat(str(market.get("quote_time"))))
+        elif basis == "close":
+            seen = date.fromisoformat(str(market.get("date")))
+        else:
+            return None
+    except (TypeError, ValueError):
+        return None
+    if seen >= session_day(quote.quote_time):
+        return None
+    prices = "close" if basis == "close" else "session's quote"
+    return (
+        f"made on the {seen.isoformat()} {prices}, before {quote.symbol}'s quote of"
+        f" {quote.as_of}: a prediction on this session's prices decides"
+    )
 
 
 def order_fill(action: Action, quote: MarketQuote, slippage_bps: Decimal) -> tuple[Decimal, FillBasis]:

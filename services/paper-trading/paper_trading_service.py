@@ -11,7 +11,8 @@ a trade whose events were not handed to the bus before a crash is published at t
 - `prediction_generated` (durable): BUY opens or adds as much as the rules allow, SELL closes,
   HOLD does nothing; each prediction id is acted on at most once, even when delivered twice or
   when the process dies mid-way (the stream redelivers, the ledger says it was done).
-- `market_data_updated`: marks the book to the new price and records the day's equity; when it
+- `market_data_updated`: marks the book to the new price and records the day's equity (a price
+  it already holds for the symbol writes nothing, but the day's first event opens the day); when it
   carries a quote, closes a position on its stop-loss or take-profit (`market_orders.exit_for`).
 - A timer every EXIT_CHECK_S suite seconds asks market-data for the quote of each open position
   and checks the same levels, so an exit never waits on pub/sub delivery. Both paths run under
@@ -35,7 +36,7 @@ import contextlib
 import signal
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from time import monotonic
 from typing import Any, Literal
@@ -58,7 +59,8 @@ from services.base import (
 )
 from services.base.crashpoints import crashpoint
 from services.base.knobs import read_knobs
-from services.base.storage import LedgerWriteFailed
+from services.base.redaction import mask_identifier
+from services.base.storage import LedgerWriteFailed, StorageKnobs
 from services.clients import ig_client
 from services.clients.ig_epics import epics_for
 from services.domain import asx_calendar, ig_reconciliation, performance, risk
@@ -84,6 +86,7 @@ from services.paper_trading.market_orders import (
     exit_for,
     market_data_silence,
     order_fill,
+    priced_before,
     refusal,
     skipped_bar_count,
 )
@@ -94,6 +97,7 @@ DB_NAME = "paper_trading.db"
 PERIOD_DAYS = {"day": 1, "week": 7, "month": 30}
 SIGNALS = ("BUY", "SELL", "HOLD")
 MAX_HISTORY = 1000
+MAX_EQUITY_DAYS = 3660
 OUTBOX_CHECK_S = 2.0  # how often trades whose events did not reach Redis are sent again
 #: While trading is halted for the storage, a committed probe write this often (real seconds:
 #: the disk mends in real time, whatever the suite clock does).
@@ -162,6 +166,7 @@ class PaperTradingService(BaseService):
         self._silence_announced: Silence | None = None  # the state last sent as market_data_stale
         # Read here, not in on_start, so a bad setting exits 2 with its reason before anything runs.
         self.knobs = read_knobs(PaperTradingKnobs, self.settings.environ)
+        self.synchronous = read_knobs(StorageKnobs, self.settings.environ).synchronous
         self.rules = self.knobs.risk_rules()
         self.epics = epics_for(self.settings.symbols, self.knobs.ig_epics)
 
@@ -171,7 +176,7 @@ class PaperTradingService(BaseService):
         The ledger is opened here, before the event bus starts (a ledger that cannot take its
         pragmas stops the service now, exit 78), and on_start reads the book from it."""
         self.store = TradeStore(
-            self.settings.data_dir / DB_NAME, self.knobs.starting_capital, self.clock.now()
+            self.settings.data_dir / DB_NAME, self.knobs.starting_capital, self.clock.now(), self.synchronous
         )
         return f"{self.name}@{self.store.ledger_id}"
 
@@ -186,6 +191,8 @@ class PaperTradingService(BaseService):
             ("trades", "rejections", "predictions_traded", "predictions_skipped", "duplicates", "exits"), 0
         )
         self.counters |= {"exit_checks": 0, "quotes_refused": 0}
+        # market_data_updated events that moved a mark, and those repeating a price already held
+        self.counters |= {"marks_moved": 0, "marks_unchanged": 0}
         self.counters["outbox_resent"] = 0
         self.outbox_watch = self.make_outbox_watch("trades")
         self.counters |= {"storage_halts": 0, "storage_probes": 0}
@@ -423,6 +430,24 @@ class PaperTradingService(BaseService):
         return performance_report(period, trades, curve, valuation, since)
 
     @rpc
+    async def get_equity_history(self, days: int = 90) -> dict:
+        """Each trading day's closing equity (its last snapshot) over the last `days` calendar days,
+        oldest first, with today's point as the equity now (not written: a read changes nothing)."""
+        if not 1 <= days <= MAX_EQUITY_DAYS:
+            raise InvalidParams("days", f"must be between 1 and {MAX_EQUITY_DAYS}, got {days}")
+        now = self.clock.now()
+        today = asx_calendar.to_sydney(now).date()
+        points = await asyncio.to_thread(self.store.equity_history, today - timedelta(days=days - 1))
+        async with self._trading():  # a consistent view, never half a trade
+            valuation = self._valuation()
+        return {
+            "points": equity_points(points, today, valuation, now),
+            "starting_capital": float(self.book.starting_capital),
+            "days": days,
+            "as_of": now.isoformat(),
+        }
+
+    @rpc
     async def get_trade_history(self, limit: int = 50, symbol: str | None = None) -> dict:
         """The latest trades, newest first, optionally for one symbol."""
         if not 1 <= limit <= MAX_HISTORY:
@@ -452,7 +477,7 @@ class PaperTradingService(BaseService):
         )
         ig_equity = (balance.get("balance") or 0) + (balance.get("profitLoss") or 0)
         return {
-            "account_id": session_account.get("accountId"),
+            "account_id": mask_identifier(session_account.get("accountId")),  # IG_ACCOUNT_ID is a secret
             "account_type": session_account.get("accountType"),
             "currency": session_account.get("currency"),
             "ig_balance": balance,
@@ -512,8 +537,12 @@ class PaperTradingService(BaseService):
             if self.store.prediction_outcome(prediction_id) is not None:
                 self.counters["duplicates"] += 1
                 return
-            problem = await self._unverified(prediction_id, event.data)
-            if problem is not None:
+            # Verified only when it asks for an order: a HOLD or a closed market needs no check.
+            idle = self._nothing_to_do(event.data, self.clock.now())
+            problem = None if idle is not None else await self._unverified(prediction_id, event.data)
+            if idle is not None:
+                outcome, detail = "ignored", idle
+            elif problem is not None:
                 outcome, detail = "ignored", problem
             else:
                 outcome, detail = await self._act_on(prediction_id, event.data)
@@ -552,8 +581,15 @@ class PaperTradingService(BaseService):
         skipped = await self._skipped_bars(quote) if quote is not None else []
         try:
             async with self._trading(orders=True):
-                self._save_mark(symbol, mark)
-                await self._snapshot_equity(self.clock.now())
+                # A price seen before (a refresh repeating it) changes no mark and no equity: only
+                # the day's first event writes then, opening the day's record.
+                now = self.clock.now()
+                moved = self.marks.get(symbol) != mark
+                self.counters["marks_moved" if moved else "marks_unchanged"] += 1
+                if moved:
+                    self._save_mark(symbol, mark)
+                if moved or self.day is None or self.day.day != asx_calendar.to_sydney(now).date():
+                    await self._snapshot_equity(now)
                 if quote is not None:
                     await self._exit_if_due(quote, trigger="quote event", skipped=skipped)
         except StorageUnavailable as exc:  # halted now; health, the log and the alert say so
@@ -795,26 +831,42 @@ class PaperTradingService(BaseService):
 
     # ---- the trade path (callers hold trade_lock) -----------------------------------------
 
+    def _nothing_to_do(self, data: dict[str, Any], now: datetime) -> str | None:
+        """Why an event asks for nothing, whoever sent it (then `ignored` with this reason, without
+        asking the prediction service about it): a symbol outside the universe, an unknown
+        signal, HOLD, too old, or the market closed. None: a BUY or SELL to act on now."""
+        symbol, signal = data.get("symbol"), data.get("signal")
+        if symbol not in self.settings.symbols:
+            return f"symbol {symbol!r} is not in the trading universe"
+        if signal not in SIGNALS:
+            return f"unknown signal {signal!r}"
+        if signal == "HOLD":
+            return "HOLD: nothing to do"
+        age_s = _age_s(data.get("created_at"), now)
+        if age_s is None or age_s > self.knobs.signal_max_age_s:
+            return f"expired: prediction too old or undated to act on (age {age_s} s)"
+        if not self.is_market_open(now):
+            return f"market_hours: the market is closed at {now.isoformat()}"
+        return None
+
     async def _act_on(self, prediction_id: str, data: dict[str, Any]) -> tuple[str, str]:
         """Trade on a prediction, or say why not: (outcome, detail)."""
         symbol, signal = data.get("symbol"), data.get("signal")
-        if symbol not in self.settings.symbols:
-            return "ignored", f"symbol {symbol!r} is not in the trading universe"
-        if signal not in SIGNALS:
-            return "ignored", f"unknown signal {signal!r}"
-        if signal == "HOLD":
-            return "ignored", "HOLD: nothing to do"
         now = self.clock.now()
-        age_s = _age_s(data.get("created_at"), now)
-        if age_s is None or age_s > self.knobs.signal_max_age_s:
-            return "ignored", f"expired: prediction too old or undated to act on (age {age_s} s)"
-        if not self.is_market_open(now):
-            return "ignored", f"market_hours: the market is closed at {now.isoformat()}"
+        if (idle := self._nothing_to_do(data, now)) is not None:
+            return "ignored", idle
         try:
             quote = await self._usable_quote(symbol, now)
         except QuoteRefused as exc:  # an answer about this moment's market: not retried later
             return "ignored", exc.message
         # Any other DependencyUnavailable propagates: unacknowledged, redelivered.
+        if (earlier := priced_before(data.get("inputs"), quote)) is not None:
+            return "ignored", f"{signal}: {earlier}"
+        if signal == "BUY" and (bought := await asyncio.to_thread(self._bought_on, quote)) is not None:
+            return "ignored", (
+                f"BUY: {symbol} was already bought on its {quote.as_of} quote (trade #{bought}); "
+                "a position is added to only on a newer quote"
+            )
         await self._book_at_quotes(quote)
         side = Action.BUY if signal == "BUY" else Action.SELL
         price, _ = order_fill(side, quote, self.knobs.slippage_bps)
@@ -834,6 +886,21 @@ class PaperTradingService(BaseService):
             return "ignored", exc.message
         self.counters["predictions_traded"] += 1
         return "traded", reason
+
+    def _bought_on(self, quote: MarketQuote) -> int | None:
+        """The trade id when the symbol's newest trade is a signal's BUY filled at this very quote.
+
+        Predictions on one quote are one view of one price: the open's re-prediction and the
+        monitoring task's can both say BUY, and a second buy would only top the position up by
+        what the first fill's marks moved, a number that depends on the order events arrive in.
+        Selling is never refused this way, nor is a buy on a newer quote or after a manual buy.
+        """
+        newest = self.store.trades(limit=1, symbol=quote.symbol)
+        if not newest or newest[0].action is not Action.BUY or newest[0].prediction_id is None:
+            return None
+        record = newest[0].assumptions
+        same = record.get("quote_time") == quote.as_of and record.get("quote_source") == quote.source
+        return newest[0].trade_id if same else None
 
     async def _book_at_quotes(self, quote: MarketQuote) -> None:
         """Before an order (caller holds the lock): every held position marked at its quote of
@@ -1248,6 +1315,18 @@ def performance_report(
         "commissions_paid": float(sum((t.commission for t in trades), ZERO)),
         "equity": float(valuation.equity),
     }
+
+
+def equity_points(points: list[dict], today: date, valuation: Valuation, now: datetime) -> list[dict]:
+    """The stored closes with today's replaced by (or added as) the equity now."""
+    live = {
+        "day": today.isoformat(),
+        "equity": float(valuation.equity),
+        "cash": float(valuation.cash),
+        "positions_value": float(valuation.positions_value),
+        "recorded_at": now.isoformat(),
+    }
+    return [p for p in points if p["day"] < live["day"]] + [live]
 
 
 def _age_s(created_at: Any, now: datetime) -> float | None:

@@ -26,7 +26,7 @@ from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 
-from services.base.storage import LedgerWriteFailed, set_pragmas, storage_failure
+from services.base.storage import LedgerWriteFailed, set_pragmas, storage_failure, with_synchronous
 from services.domain.portfolio import Action, Fill, Portfolio, Position, to_money
 
 SCHEMA = """
@@ -172,13 +172,14 @@ class DayRecord:
 class TradeStore:
     """One SQLite file; thread-safe (the service calls it from worker threads, one at a time)."""
 
-    def __init__(self, path: Path, starting_capital: Decimal, now: datetime):
+    def __init__(self, path: Path, starting_capital: Decimal, now: datetime, synchronous: str = ""):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves, nothing implicit.
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         self._lock = threading.RLock()
-        set_pragmas(self._db, self.path, PRAGMAS)
+        # synchronous: StorageKnobs.synchronous (NORMAL in a replay), else FULL.
+        set_pragmas(self._db, self.path, with_synchronous(PRAGMAS, synchronous))
         # executescript commits on its own; every statement in SCHEMA is idempotent.
         self._db.executescript(SCHEMA)
         self._migrate_outcomes()
@@ -540,6 +541,26 @@ class TradeStore:
                 ((since or date.min).isoformat(),),
             ).fetchall()
         return [(date.fromisoformat(d), Decimal(e)) for d, e in rows]
+
+    def equity_history(self, since: date) -> list[dict]:
+        """Each day's last equity snapshot from `since`, oldest first: `day, equity, cash,
+        positions_value` (numbers) and `recorded_at`."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT day, equity, cash, positions_value, recorded_at FROM equity_snapshots"
+                " WHERE day >= ? ORDER BY day",
+                (since.isoformat(),),
+            ).fetchall()
+        return [
+            {
+                "day": day,
+                "equity": float(Decimal(equity)),
+                "cash": float(Decimal(cash)),
+                "positions_value": float(Decimal(held)),
+                "recorded_at": recorded_at,
+            }
+            for day, equity, cash, held, recorded_at in rows
+        ]
 
 
 def _trade_from_row(row: tuple) -> TradeRecord:

@@ -37,6 +37,19 @@ class PredictionKnobs:
     index_ttl_s: float = knob(
         60.0, low=0.0, high=86_400, doc="the market index's history is reused this long"
     )
+    reuse_s: float = knob(
+        300.0,
+        low=0.0,
+        high=86_400,
+        doc="a forced prediction reuses the last one made this recently on the same market data and"
+        " sentiment (nothing stored or published again); 0: always compute afresh",
+    )
+    refresh_while_closed: bool = knob(
+        True,
+        doc="re-predict on market_data_updated while the market is closed (true), or only in the session"
+        " (false: a replay, where a closed market's predictions are never traded and the next session's"
+        " first quote predicts anyway)",
+    )
     buy_rate_window: int = knob(50, low=1, high=100_000, doc="the BUY share is over this many predictions")
     buy_rate_threshold: float = knob(
         0.70, low=0.0, high=0.999, doc="buy_rate_alert when the BUY share crosses it"

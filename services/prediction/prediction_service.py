@@ -17,12 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import re
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any
+
+import orjson
 
 from services.base import (
     BaseService,
@@ -39,9 +44,11 @@ from services.base import (
 )
 from services.base.crashpoints import crashpoint
 from services.base.knobs import read_knobs
-from services.domain import buy_rate, features
-from services.domain.bars import bar_from_dict
+from services.base.storage import StorageKnobs
+from services.domain import asx_calendar, buy_rate, features
+from services.domain.bars import bar_from_dict, last_visible_date
 from services.domain.signals import (
+    SENTIMENT_FALLBACK_SOURCE,
     EnsembleReading,
     MarketContext,
     SentimentReading,
@@ -134,7 +141,6 @@ def prediction_document(
     config: SignalConfig,
 ) -> dict:
     """The stored and published prediction: the contract's fields plus everything it came from."""
-    tech = inputs.technical or TechnicalReadings()
     return {
         "prediction_id": uuid.uuid4().hex,
         "symbol": symbol,
@@ -147,24 +153,7 @@ def prediction_document(
         "missing": missing,
         "reasons": list(decision.reasons),
         "inputs": {
-            "market_data": {
-                "as_of": market.get("as_of"),
-                "date": market.get("date"),
-                "source": market.get("source"),
-                "price": number(market, "price"),
-                "stale": market.get("stale"),
-                "quality": market.get("quality"),
-                "price_basis": market.get("price_basis"),
-                "quote_time": quote_time(market),
-            },
-            "quote": quote_summary(market),
-            "technical": {
-                "rsi": tech.rsi,
-                "macd_histogram": tech.macd_histogram,
-                "bollinger_percent_b": tech.bollinger_percent_b,
-                "volume_ratio": tech.volume_ratio,
-            },
-            "market_context": _context_summary(market.get("market_context")),
+            **market_inputs(market, inputs.technical),
             "sentiment": _sentiment_summary(sentiment),
             "model": _ensemble_summary(ensemble),
             "features": feature_values,
@@ -174,6 +163,87 @@ def prediction_document(
             "signal_config": config.as_dict(),
         },
     }
+
+
+def market_inputs(market: dict, technical: TechnicalReadings | None = None) -> dict:
+    """What a prediction keeps of get_market_data's reply: its market data, quote, technicals and
+    market context (`technical`: the readings already taken from `market`, else taken here)."""
+    tech = technical or technical_from_market(market)
+    return {
+        "market_data": {
+            "as_of": market.get("as_of"),
+            "date": market.get("date"),
+            "source": market.get("source"),
+            "price": number(market, "price"),
+            "stale": market.get("stale"),
+            "quality": market.get("quality"),
+            "price_basis": market.get("price_basis"),
+            "quote_time": quote_time(market),
+        },
+        "quote": quote_summary(market),
+        "technical": {
+            "rsi": tech.rsi,
+            "macd_histogram": tech.macd_histogram,
+            "bollinger_percent_b": tech.bollinger_percent_b,
+            "volume_ratio": tech.volume_ratio,
+        },
+        "market_context": _context_summary(market.get("market_context")),
+    }
+
+
+def _sentiment_key(result: dict | None) -> tuple | None:
+    """What of a sentiment result the decision and the features use."""
+    if not isinstance(result, dict):
+        return None
+    return (
+        number(result, "score"),
+        number(result, "confidence"),
+        result.get("source") == SENTIMENT_FALLBACK_SOURCE,
+    )
+
+
+def _plain(value: Any) -> Any:
+    """`value` as it reads back from JSON (tuples as lists), so stored and fresh inputs compare."""
+    return orjson.loads(orjson.dumps(value))
+
+
+def _sent_at(event: Event, clock: Any) -> datetime:
+    """When an event was published, by the suite clock of its sender (its envelope's timestamp);
+    now when that is missing or unreadable."""
+    try:
+        sent = datetime.fromisoformat(event.timestamp)
+    except (TypeError, ValueError):
+        return clock.now()
+    return sent if sent.tzinfo is not None else clock.now()
+
+
+def may_reuse(prediction: dict, now: datetime, reuse_s: float, config: SignalConfig) -> bool:
+    """Could a forced request answer with `prediction` instead of a new one, before its inputs are
+    compared? Only a complete prediction (not degraded), made at most `reuse_s` suite seconds
+    before `now` with this signal config and feature version. Pure."""
+    if reuse_s <= 0 or prediction.get("degraded") is not False:
+        return False
+    try:
+        age_s = (now - datetime.fromisoformat(prediction["created_at"])).total_seconds()
+        inputs = prediction["inputs"]
+    except (KeyError, TypeError, ValueError):
+        return False
+    return (
+        0 <= age_s <= reuse_s
+        and inputs.get("feature_version") == features.FEATURE_VERSION
+        and _plain(inputs.get("signal_config")) == _plain(config.as_dict())
+    )
+
+
+def same_inputs(prediction: dict, market: dict, sentiment: dict) -> bool:
+    """Was `prediction` made on this market data (as_of, price, quote, technicals, market context,
+    quality) and this sentiment (score, confidence, fallback or not)? Then the same bars, index and
+    sentiment score give the model the same features, and the combiner the same inputs. Pure."""
+    inputs = prediction.get("inputs") or {}
+    stored = {k: inputs.get(k) for k in ("market_data", "quote", "technical", "market_context")}
+    return _plain(stored) == _plain(market_inputs(market)) and _sentiment_key(
+        inputs.get("sentiment")
+    ) == _sentiment_key(sentiment)
 
 
 def _context_summary(ctx: Any) -> dict | None:
@@ -322,6 +392,7 @@ class PredictionService(BaseService):
     def __init__(self, name: str | None = None, settings: Settings | None = None):
         super().__init__(name, settings)
         self.knobs = read_knobs(PredictionKnobs, self.settings.environ)
+        self.synchronous = read_knobs(StorageKnobs, self.settings.environ).synchronous
         self.store: PredictionStore | None = None
         self.outbox_resent = 0  # predictions the outbox sent again (after a crash or an outage)
         # Predictions are saved and sent in the order they were asked for (see _generate): each
@@ -330,22 +401,34 @@ class PredictionService(BaseService):
         self._send_lock = asyncio.Lock()
         self.outbox_watch = self.make_outbox_watch("predictions")
         self.cache: dict[str, dict] = {}
+        # Each symbol's latest prediction (restored from the store at start), which a forced
+        # request reuses when it was made moments ago on the same inputs (see _reusable).
+        self._last_made: dict[str, dict] = {}
+        self.reused_count = 0
         self.prediction_count = 0
         self.predictions_by_signal: dict[str, int] = {"BUY": 0, "HOLD": 0, "SELL": 0}
         self.buy_state = buy_rate.BuyRateState()
         self.dependency_state: dict[str, str] = {}
         self._inflight: dict[str, asyncio.Task] = {}
         self._background: set[asyncio.Task] = set()
-        self._index: tuple[float, asyncio.Task] | None = None
+        self._index: tuple[float, date, asyncio.Task] | None = None
+        # The latest features built per input (the stock's and the index's bars and the sentiment
+        # score, byte for byte): a symbol predicted again on the same bars (the open's quote, then
+        # the monitoring task) reuses them instead of recomputing every indicator over its history.
+        self._features: OrderedDict[bytes, dict[str, float]] = OrderedDict()
         self._limit = asyncio.Semaphore(self.knobs.concurrency)
+        self._parsed_index: tuple[bytes, list] | None = None  # see _index_bars
 
     async def on_start(self) -> None:
-        self.store = PredictionStore(self.settings.data_dir / "predictions.db")
+        self.store = PredictionStore(self.settings.data_dir / "predictions.db", self.synchronous)
         self.prediction_count = self.store.count()
         self.predictions_by_signal = self.store.count_by_signal()
         # The buy-rate window survives restarts, and an episode already above is not re-alerted.
         recent = self.store.recent_signals(self.knobs.buy_rate.window_size)
         self.buy_state = buy_rate.replay(recent, self.knobs.buy_rate)
+        for symbol in self.settings.symbols:
+            for row in self.store.recent(1, symbol):
+                self._last_made[symbol] = row
         drain = asyncio.create_task(self._drain_outbox(), name="prediction-outbox")
         self._background.add(drain)
         drain.add_done_callback(self._background.discard)
@@ -363,6 +446,7 @@ class PredictionService(BaseService):
             "prediction_count": self.prediction_count,
             "predictions_by_signal": dict(self.predictions_by_signal),
             "cache_size": len(self.cache),
+            "reused_count": self.reused_count,
             "current_buy_rate": rate,
             "buy_rate_threshold": self.knobs.buy_rate.threshold,
             "buy_rate_samples": len(self.buy_state.signals),
@@ -398,9 +482,22 @@ class PredictionService(BaseService):
         """Predictions for `symbols` (default: the universe); per-symbol errors never sink the batch."""
         wanted = normalise_symbols(list(self.settings.symbols) if symbols is None else symbols)
         budget = self._budget(timeout_s)
-        tasks = {s: asyncio.ensure_future(self._prediction_for(s, force_refresh)) for s in wanted}
-        _, pending = await asyncio.wait(tasks.values(), timeout=budget)
-        predictions: dict[str, dict] = {}
+        started = time.monotonic()
+        # Forced: first which symbols' latest predictions stand (made moments ago on the same
+        # inputs), then the others started in the batch's order (the order they are saved and sent).
+        reused = await self._reusable_batch(wanted, budget / 2) if force_refresh else {}
+        tasks = {
+            s: asyncio.ensure_future(self._prediction_for(s, force_refresh))
+            for s in wanted
+            if s not in reused
+        }
+        pending: set = set()
+        if tasks:
+            remaining = max(0.05, budget - (time.monotonic() - started))
+            _, pending = await asyncio.wait(tasks.values(), timeout=remaining)
+        predictions: dict[str, dict] = {
+            s: {**reused[s], "cached": True, "reused": True} for s in wanted if s in reused
+        }
         errors: dict[str, dict] = {}
         for symbol, task in tasks.items():
             if task in pending:
@@ -414,10 +511,11 @@ class PredictionService(BaseService):
             else:
                 errors[symbol] = self._error_of(symbol, exc)
         return {
-            "predictions": predictions,
+            "predictions": {s: predictions[s] for s in wanted if s in predictions},
             "errors": errors,
             "requested": len(wanted),
             "from_cache": sum(1 for p in predictions.values() if p["cached"]),
+            "reused": len(reused),
             "buy_rate": buy_rate.buy_rate(self.buy_state.signals),
         }
 
@@ -434,8 +532,11 @@ class PredictionService(BaseService):
         """One symbol's prediction (cached until new market data unless force_refresh)."""
         symbol = normalise_symbol(symbol)
         budget = self._budget(timeout_s)
+        started = time.monotonic()
+        if force_refresh and (reused := await self._reusable_batch([symbol], budget / 2)):
+            return {**reused[symbol], "cached": True, "reused": True}
         task = asyncio.ensure_future(self._prediction_for(symbol, force_refresh))
-        done, _ = await asyncio.wait([task], timeout=budget)
+        done, _ = await asyncio.wait([task], timeout=max(0.05, budget - (time.monotonic() - started)))
         if not done:
             task.add_done_callback(_consume)
             raise RpcTimeout(f"{symbol}: not ready within {budget:.1f}s; retry later")
@@ -459,6 +560,7 @@ class PredictionService(BaseService):
         """Forget every cached prediction (the next request computes afresh)."""
         cleared = len(self.cache)
         self.cache.clear()
+        self._last_made.clear()  # nor does a forced one reuse
         self._index = None
         return {"cleared": cleared}
 
@@ -494,6 +596,14 @@ class PredictionService(BaseService):
         cached = self.cache.get(symbol)
         if cached is None and symbol not in self.settings.symbols:
             return
+        if not self.knobs.refresh_while_closed and not asx_calendar.is_market_open(
+            _sent_at(event, self.clock)
+        ):
+            # Nothing can trade on it: the session's first quote brings a new prediction. Judged
+            # at the event's own time: a closed market's event handled late, once a replay's clock
+            # has jumped into the next session, would otherwise start a prediction ahead of that
+            # session's quote events, and the step's orders would follow in another order.
+            return
         if not needs_refresh(cached, event.data):
             return
         task = asyncio.create_task(self._refresh(symbol, event.data), name=f"refresh-{symbol}")
@@ -517,6 +627,41 @@ class PredictionService(BaseService):
 
     # ---- the work -------------------------------------------------------------------------
 
+    async def _reusable_batch(self, symbols: list[str], timeout_s: float) -> dict[str, dict]:
+        """The symbols whose latest prediction a forced request may answer with (_reusable)."""
+        try:
+            found = await asyncio.wait_for(
+                asyncio.gather(*(self._reusable(s) for s in symbols)), timeout=timeout_s
+            )
+        except TimeoutError:
+            return {}  # slow dependencies: compute afresh, as a forced request always did
+        reused = {s: p for s, p in zip(symbols, found, strict=True) if p is not None}
+        self.reused_count += len(reused)
+        return reused
+
+    async def _reusable(self, symbol: str) -> dict | None:
+        """The symbol's latest prediction when a forced request can stand on it: complete, made at
+        most TRADING_PREDICTION_REUSE_S ago, and market-data and sentiment give now exactly the
+        inputs it was made on (one get_market_data and one analyze_sentiment instead of the whole
+        computation, the model's vote, storing and publishing). A computation under way for the
+        symbol is shared instead (None). E.g. the open's quote re-predicts each symbol (on
+        market_data_updated) and the monitoring task's forced batch follows on the same quote."""
+        last = self._last_made.get(symbol)
+        if last is None or symbol in self._inflight:
+            return None
+        if not may_reuse(last, self.clock.now(), self.knobs.reuse_s, self.knobs.signal):
+            return None
+        try:
+            market, sentiment = await asyncio.gather(
+                self._call(MARKET_DATA, "get_market_data", symbol=symbol),
+                self._call(SENTIMENT, "analyze_sentiment", symbol=symbol),
+            )
+        except Exception:  # whatever failed is met again, and reported, by the computation
+            return None
+        if symbol in self._inflight or self._last_made.get(symbol) is not last:
+            return None  # a newer prediction started or was made meanwhile
+        return last if same_inputs(last, market, sentiment) else None
+
     def _budget(self, timeout_s: float | None) -> float:
         if timeout_s is not None and not 0 < timeout_s <= 3600:
             raise InvalidParams("timeout_s", f"must be in (0, 3600], got {timeout_s}")
@@ -526,18 +671,33 @@ class PredictionService(BaseService):
     async def _prediction_for(self, symbol: str, force_refresh: bool) -> dict:
         if not force_refresh and symbol in self.cache:
             return {**self.cache[symbol], "cached": True}
+        joined = self._inflight.get(symbol)
+        if joined is not None:
+            # Concurrent requests for one symbol share one computation. This one began before the
+            # call (e.g. a refresh on market_data_updated), so a failure for a dependency away or
+            # slow was decided on calls made before this one arrived, and the dependency may be
+            # back by now (sentiment started just before this call). Then the call tries once
+            # more, in a computation begun after that failure, and answers with what the
+            # dependencies say now.
+            try:
+                return {**await asyncio.shield(joined), "cached": False}
+            except (DependencyUnavailable, RpcTimeout):
+                pass
         task = self._inflight.get(symbol)
-        if task is None:
-            # Concurrent requests for one symbol share one computation.
+        if task is None or task is joined:  # the failed one's done callback may not have run yet
             previous, self._last_turn = self._last_turn, asyncio.get_running_loop().create_future()
             task = asyncio.create_task(
                 self._generate(symbol, previous, self._last_turn), name=f"predict-{symbol}"
             )
             self._inflight[symbol] = task
-            task.add_done_callback(lambda _t: self._inflight.pop(symbol, None))
+            task.add_done_callback(functools.partial(self._forget_inflight, symbol))
         # shield: a caller that gives up does not cancel the computation others may share.
         prediction = await asyncio.shield(task)
         return {**prediction, "cached": False}
+
+    def _forget_inflight(self, symbol: str, task: asyncio.Task) -> None:
+        if self._inflight.get(symbol) is task:  # not a newer computation started meanwhile
+            del self._inflight[symbol]
 
     async def _generate(self, symbol: str, previous: asyncio.Future | None, turn: asyncio.Future) -> dict:
         """Compute (concurrently with others), then save and send after the prediction asked for
@@ -580,6 +740,7 @@ class PredictionService(BaseService):
         self.prediction_count += 1
         self.predictions_by_signal[prediction["signal"]] += 1
         self.cache[symbol] = prediction
+        self._last_made[symbol] = prediction
         await self._record_buy_rate(prediction)
         if self.bus is not None and self.bus.connected:  # else the outbox round sends it, in order
             self.outbox_resent += await self._send_outbox(prediction["prediction_id"])
@@ -628,10 +789,11 @@ class PredictionService(BaseService):
         return sent
 
     async def _gather(self, symbol: str) -> Gathered:
-        market_t = asyncio.create_task(self._call(MARKET_DATA, "get_market_data", symbol=symbol))
-        history_t = asyncio.create_task(
-            self._call(MARKET_DATA, "get_price_history", symbol=symbol, days=self.knobs.history_days)
+        # The market data and the price history of the features in one round trip (the same bars).
+        market_t = asyncio.create_task(
+            self._call(MARKET_DATA, "get_market_data", symbol=symbol, history_days=self.knobs.history_days)
         )
+        history_t = asyncio.create_task(_history_of(market_t))
         index_t = self._index_history()
         sentiment_t = asyncio.create_task(self._call(SENTIMENT, "analyze_sentiment", symbol=symbol))
         ensemble_t = asyncio.create_task(self._ensemble(symbol, history_t, index_t, sentiment_t))
@@ -639,6 +801,7 @@ class PredictionService(BaseService):
         market, _, sentiment, ensemble = results
         if isinstance(market, BaseException):
             raise _market_failure(symbol, market)
+        market = {k: v for k, v in market.items() if k != "history"}  # the features' input, used
         if not self.knobs.degrade:
             # Strict: a dependency that is away or slow fails the prediction (-32001), to be
             # made again once it answers, instead of a degraded one that decides differently.
@@ -671,26 +834,53 @@ class PredictionService(BaseService):
         sentiment_score = 0.0  # the feature's documented neutral value when no score is known
         with contextlib.suppress(Exception):  # no sentiment: the model still votes, on neutral
             sentiment_score = number(await sentiment_t, "score") or 0.0
-        bars = [bar_from_dict(b) for b in history.get("bars") or []]
-        index_bars = [bar_from_dict(b) for b in index.get("bars") or []]
-        values = features.build_latest_features(bars, index_bars, sentiment_score)
+        values, as_of = self._latest_features(
+            history.get("bars") or [], index.get("bars") or [], sentiment_score
+        )
         # as_of: the bar the features describe, so ml-model can score the vote once the next close is known.
         result = await self._call(
-            ML_MODEL,
-            "get_ensemble_prediction",
-            features=values,
-            symbol=symbol,
-            as_of=bars[-1].date.isoformat(),
+            ML_MODEL, "get_ensemble_prediction", features=values, symbol=symbol, as_of=as_of
         )
         return result, values
 
+    def _latest_features(
+        self, bar_rows: list[dict], index_rows: list[dict], sentiment_score: float
+    ) -> tuple[dict[str, float], str]:
+        """features.build_latest_features on these bars, remembered for the same inputs."""
+        key = orjson.dumps([bar_rows, index_rows, sentiment_score])
+        values = self._features.get(key)
+        if values is None:
+            bars = [bar_from_dict(b) for b in bar_rows]
+            values = features.build_latest_features(bars, self._index_bars(index_rows), sentiment_score)
+            self._features[key] = values
+            while len(self._features) > 2 * len(self.settings.symbols) + 2:
+                self._features.popitem(last=False)
+        else:
+            self._features.move_to_end(key)
+        # build_latest_features refused an empty history, so bar_rows[-1] exists.
+        return dict(values), str(bar_from_dict(bar_rows[-1]).date.isoformat())
+
+    def _index_bars(self, index_rows: list[dict]) -> list:
+        """The index's bars parsed once for all symbols (the same rows until the next bar)."""
+        key = orjson.dumps(index_rows)
+        if self._parsed_index is None or self._parsed_index[0] != key:
+            self._parsed_index = (key, [bar_from_dict(b) for b in index_rows])
+        return self._parsed_index[1]
+
     def _index_history(self) -> asyncio.Future:
-        """The index's bars, shared by all symbols and kept for `index_ttl_s` or until it updates."""
+        """The index's bars, shared by all symbols and kept for `index_ttl_s` or until it updates.
+
+        Until it updates means: its market_data_updated, or, since that event can be lost (pub/sub
+        while Redis or market-data restarts), a new daily bar due by the suite clock (16:10): a
+        history read before then lacks it. A replay's day passes in a fraction of the wall-clock
+        TTL, and a prediction on yesterday's index decides differently from one on today's.
+        """
         now = time.monotonic()
+        bars_as_of = last_visible_date(self.clock.now())
         cached = self._index
         if cached is not None:
-            fetched_at, task = cached
-            fresh = now - fetched_at <= self.knobs.index_ttl_s
+            fetched_at, fetched_as_of, task = cached
+            fresh = now - fetched_at <= self.knobs.index_ttl_s and fetched_as_of == bars_as_of
             failed = task.done() and (task.cancelled() or task.exception() is not None)
             if fresh and not failed:
                 return task
@@ -703,7 +893,7 @@ class PredictionService(BaseService):
             )
         )
         task.add_done_callback(_consume)
-        self._index = (now, task)
+        self._index = (now, bars_as_of, task)
         return task
 
     async def _call(self, service: str, method: str, **params: Any) -> Any:
@@ -753,6 +943,12 @@ class InputUnavailable(ValueError):
     def __init__(self, message: str, cause: RpcError):
         super().__init__(message)
         self.cause = cause
+
+
+async def _history_of(market: asyncio.Future) -> dict:
+    """The price history in a get_market_data reply asked with `history_days` (its errors too)."""
+    history: dict = (await asyncio.shield(market))["history"]
+    return history
 
 
 async def _input_of(source: asyncio.Future, what: str) -> dict:

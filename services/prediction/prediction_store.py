@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from services.base.storage import set_pragmas
+from services.base.storage import set_pragmas, with_synchronous
 
 SCHEMA_VERSION = 1
+PARSED_KEPT = 1024  # parsed documents recent() keeps
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
     prediction_id TEXT PRIMARY KEY,
@@ -40,12 +42,15 @@ _REQUIRED = ("prediction_id", "symbol", "signal", "confidence", "created_at")
 class PredictionStore:
     """Synchronous and thread-safe; each call is one short transaction."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, synchronous: str = "") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._parsed: OrderedDict[str, dict] = OrderedDict()  # recent(): documents by id, oldest first
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        # FULL: a prediction the desk may trade on survives an OS crash too, once saved.
-        set_pragmas(self._conn, path, {"journal_mode": "WAL", "synchronous": "FULL"})
+        # FULL: a prediction the desk may trade on survives an OS crash too, once saved (unless
+        # StorageKnobs.synchronous says NORMAL: a replay).
+        pragmas = with_synchronous({"journal_mode": "WAL", "synchronous": "FULL"}, synchronous)
+        set_pragmas(self._conn, path, pragmas)
         # executescript commits on its own, so it runs outside _transaction; the DDL is idempotent.
         self._conn.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(predictions)")}
@@ -104,8 +109,11 @@ class PredictionStore:
 
     def recent(self, limit: int, symbol: str | None = None) -> list[dict]:
         """Newest first, by insertion order: ISO strings with different UTC offsets (daylight
-        saving) do not sort chronologically, while rows are inserted as predictions are made."""
-        query = "SELECT document FROM predictions"
+        saving) do not sort chronologically, while rows are inserted as predictions are made.
+
+        The documents are parsed once and kept (a stored prediction never changes; a replay asks
+        for the same latest ones many times a day): callers must not modify them."""
+        query = "SELECT prediction_id, document FROM predictions"
         params: tuple = ()
         if symbol is not None:
             query += " WHERE symbol = ?"
@@ -113,7 +121,15 @@ class PredictionStore:
         query += " ORDER BY rowid DESC LIMIT ?"
         with self._lock:
             rows = self._conn.execute(query, (*params, limit)).fetchall()
-        return [json.loads(r[0]) for r in rows]
+            documents = []
+            for prediction_id, text in rows:
+                document = self._parsed.get(prediction_id)
+                if document is None:
+                    document = self._parsed[prediction_id] = json.loads(text)
+                    while len(self._parsed) > PARSED_KEPT:
+                        self._parsed.popitem(last=False)
+                documents.append(document)
+        return documents
 
     def recent_signals(self, limit: int) -> list[str]:
         """The last ``limit`` signals, oldest first (to rebuild the buy-rate window on start)."""

@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+
+from services.base.redaction import redact as redact_secrets
+from services.base.redaction import secret_list
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +30,12 @@ DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_ATTEMPTS = 3
 DEFAULT_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 8.0
-_TOKEN_PARAM_RE = re.compile(r"(api_token=)[^&\s\"']+")
 
 
 def redact(text: str, token: str | None = None) -> str:
-    """Remove the token from any text: the literal value and any `api_token=...` parameter."""
-    if token:
-        text = text.replace(token, "***")
-    return _TOKEN_PARAM_RE.sub(r"\1***", text)
+    """Remove the token from any text: the literal value and any `api_token=...` parameter
+    (services.base.redaction, the suite's one masking of credentials in URLs)."""
+    return redact_secrets(text, secret_list([token] if token else []))
 
 
 class _RedactTokenFilter(logging.Filter):
@@ -271,7 +271,10 @@ class MarketauxClient:
         self.attempts = max(1, attempts)
         self.backoff_s = backoff_s
         self._sleep = sleep
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s)
+        self._timeout_s = timeout_s
+        # Built at the first request: its TLS context (the CA bundle, ~0.1 s and ~1 MB) is not
+        # paid at start-up, nor at all while no token is configured.
+        self._client: httpx.AsyncClient | None = None
         self.requests_made = 0  # HTTP requests sent, retries included (quota accounting)
 
     def __repr__(self) -> str:
@@ -281,6 +284,11 @@ class MarketauxClient:
     def configured(self) -> bool:
         return self._token is not None
 
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(base_url=self.base_url, timeout=self._timeout_s)
+        return self._client
+
     async def __aenter__(self) -> MarketauxClient:
         return self
 
@@ -288,7 +296,8 @@ class MarketauxClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
     async def fetch_news(
         self,
@@ -337,7 +346,7 @@ class MarketauxClient:
     async def _get_once(self, path: str, params: dict[str, str | int]) -> Any:
         self.requests_made += 1
         try:
-            response = await self._http.get(path, params={**params, "api_token": self._token or ""})
+            response = await self._http().get(path, params={**params, "api_token": self._token or ""})
         except httpx.TimeoutException:
             raise MarketauxUnreachable("MarketAux timed out", code="timeout") from None
         except httpx.TransportError as exc:

@@ -20,6 +20,7 @@ from typing import Any
 
 from services.base import BaseService, InvalidParams, rpc, run_service
 from services.base.knobs import read_knobs
+from services.base.storage import StorageKnobs
 from services.domain import sentiment_scoring as scoring
 from services.sentiment.marketaux_client import (
     MarketauxArticle,
@@ -202,6 +203,7 @@ class SentimentService(BaseService):
         super().__init__(*args, **kwargs)
         env = self.settings
         self.knobs = knobs = read_knobs(SentimentKnobs, env.environ)
+        self.synchronous = read_knobs(StorageKnobs, env.environ).synchronous
         self.marketaux = MarketauxClient(
             env.secret("MARKETAUX_API_TOKEN"),
             env.marketaux_base_url,
@@ -216,7 +218,7 @@ class SentimentService(BaseService):
         self.last_refresh: dict[str, Any] = {"at": None, "ok": None, "reason": None}
 
     async def on_start(self) -> None:
-        self.store = SentimentReadingStore(self.settings.data_dir / "sentiment.db")
+        self.store = SentimentReadingStore(self.settings.data_dir / "sentiment.db", self.synchronous)
         self.readings = self.store.load_all()
         self.log.info(
             "sentiment ready",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from services.base.storage import set_pragmas
+from services.base.storage import set_pragmas, with_synchronous
 
 # --- readings: what a successful refresh produced for one key ------------------------------------
 
@@ -28,10 +28,10 @@ class Reading:
 class SentimentReadingStore:
     """SQLite table of the last good reading per key, so fallbacks survive a restart."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, synchronous: str = ""):
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None)
-        set_pragmas(self._db, path, {"journal_mode": "WAL"})
+        set_pragmas(self._db, path, with_synchronous({"journal_mode": "WAL"}, synchronous))
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS readings (key TEXT PRIMARY KEY, score REAL NOT NULL, "
             "confidence REAL NOT NULL, news_count INTEGER NOT NULL, signal_count INTEGER NOT NULL, "

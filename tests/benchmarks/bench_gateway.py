@@ -23,7 +23,7 @@ from pathlib import Path
 import aiohttp
 
 from services.base.rpc.client import RpcClient
-from tests.benchmarks.bench_suite import percentile, pss_kib
+from tests.benchmarks.bench_suite import memory_kib, percentile
 from tests.support import make_suite_env, manager_cli, rpc_call_sync, short_tempdir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,7 +95,7 @@ def main() -> int:
             return 1
         url = rpc_call_sync(dirs.socket("gateway"), "get_url")["url"]
         gateway_pid = rpc_call_sync(dirs.socket("gateway"), "health")["pid"]
-        idle_kib = pss_kib(gateway_pid)
+        idle_kib = memory_kib(gateway_pid)[0]  # (PSS, USS)
         figures: dict[str, tuple[list[float], float]] = {
             "portfolio": ([], 0.0),
             "metrics": ([], 0.0),
@@ -111,7 +111,7 @@ def main() -> int:
             add("portfolio", asyncio.run(http_round(url, "/api/portfolio", args.requests)))
             add("metrics", asyncio.run(http_round(url, "/metrics", args.requests // 4)))
             add("rpc", asyncio.run(rpc_round(dirs.socket("paper-trading"), args.requests)))
-        loaded_kib = pss_kib(gateway_pid)
+        loaded_kib = memory_kib(gateway_pid)[0]
     finally:
         manager_cli(dirs.env, "stop", timeout_s=300)
 

@@ -13,6 +13,12 @@ period again with 5m CSVs beside the daily ones (the seeded synthetic path throu
 bar, as the intraday replay test writes them), stepping each session bar by bar, and prints both
 throughputs and their ratio: the same days per minute measured in the same run.
 
+With --baseline DIR (a checkout of other code, e.g. `git archive main | tar -x -C DIR`) the
+daily-bar replay is run first with DIR's code (its own suite: DIR's services) and then with this
+checkout's, in the same run on the same machine load, and both figures and their ratio are
+printed: before and after. Without it, the figure is set beside the README's recorded one
+(RECORDED_DAYS_PER_MINUTE, measured before the replay was made faster).
+
 Throughput counts the day loop only (three clock jumps, a refresh at each, the trading step and
 paper-trading's processing per day); the suite's start and the final report are one-off costs,
 printed separately.
@@ -21,6 +27,9 @@ printed separately.
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +46,20 @@ from tests.system._replay_helpers import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
+# The README's figure for the daily-bar year before the replay was made faster (issue 21).
+RECORDED_DAYS_PER_MINUTE = 543.0
+BASELINE_RUN = """
+import json, sys, tempfile
+from datetime import date
+from pathlib import Path
+from services.management.replay import ReplayDriver, ReplayOptions
+first, last, data, models = sys.argv[1:5]
+options = ReplayOptions(first=date.fromisoformat(first), last=date.fromisoformat(last),
+    data_dir=Path(data), out=Path(tempfile.mkdtemp(prefix="bench-replay-base-")), models_dir=Path(models))
+result = ReplayDriver(options).run()
+print(json.dumps({**result.report["run"], "days": result.report["equity"]["trading_days"],
+    "trades": len(result.trades), "seconds": result.seconds}))
+"""
 
 
 def main() -> int:
@@ -44,14 +67,37 @@ def main() -> int:
     parser.add_argument("--from", dest="first", type=date.fromisoformat, default=date(2019, 5, 20))
     parser.add_argument("--to", dest="last", type=date.fromisoformat, default=date(2020, 5, 19))
     parser.add_argument("--intraday-days", type=int, default=20)
+    parser.add_argument("--baseline", type=Path, help="a checkout whose replay is measured first")
     args = parser.parse_args()
+    if args.baseline is not None and not (args.baseline / "services/management/replay.py").is_file():
+        print(f"--baseline {args.baseline}: no services/management/replay.py there", file=sys.stderr)
+        return 2
     days = asx_calendar.trading_days_between(args.first, args.last)
     data = "real ASX CSVs" if using_real_data() else "synthetic CSVs (no ../shared/data/asx)"
     print(f"replay {args.first} .. {args.last}: {len(days)} trading days, Big 4 + index, {data}")
     started = time.perf_counter()
     models = models_trained_before(args.first, years=3.0)
     print(f"models trained before {args.first} in {time.perf_counter() - started:.1f} s (not timed below)")
+    before: dict | None = None
+    if args.baseline is not None:
+        print(f"\nbefore: the same period with the code of {args.baseline}")
+        before = baseline(args.baseline, args.first, args.last, market_csv_dir(), models)
+    print("\nafter: this checkout")
     daily = replay(args.first, args.last, market_csv_dir(), models, show=True)
+    print()
+    if before is not None:
+        print(f"{'':<34} {'before':>12} {'after':>12}")
+        print(f"{'day loop (s)':<34} {before['day_loop_seconds']:>12.1f} {daily['day_loop_seconds']:>12.1f}")
+        print(f"{'trades':<34} {before['trades']:>12} {daily['trades']:>12}")
+        print(
+            f"{'throughput (trading days / minute)':<34} {before['days_per_minute']:>12.1f}"
+            f" {daily['days_per_minute']:>12.1f}"
+        )
+        print(f"speed-up in this run: {daily['days_per_minute'] / before['days_per_minute']:.1f}x")
+    print(
+        f"against the README's recorded {RECORDED_DAYS_PER_MINUTE:.0f} trading days per minute:"
+        f" {daily['days_per_minute'] / RECORDED_DAYS_PER_MINUTE:.1f}x"
+    )
     if args.intraday_days <= 0:
         return 0
     last = days[min(args.intraday_days, len(days)) - 1]
@@ -79,7 +125,7 @@ def replay(first: date, last: date, data_dir: Path, models: Path, show: bool) ->
         models_dir=models,
     )
     result = ReplayDriver(options).run()
-    run = result.report["run"]
+    run = {**result.report["run"], "trades": len(result.trades)}
     days = result.report["equity"]["trading_days"]
     if show:
         print(result.text)
@@ -88,8 +134,32 @@ def replay(first: date, last: date, data_dir: Path, models: Path, show: bool) ->
     print(f"{'day loop (s)':<34} {run['day_loop_seconds']:.1f}")
     print(f"{'throughput (trading days / minute)':<34} {run['days_per_minute']:.1f}")
     print(f"{'with the suite start (s)':<34} {result.seconds:.1f}")
+    for step, seconds in run.get("step_seconds", {}).items():
+        print(f"  {step:<32} {seconds:>8.1f} s  {seconds / days * 1000:>7.1f} ms a day")
     print(f"outputs in {result.out}")
     return {**run, "days": days}
+
+
+def baseline(checkout: Path, first: date, last: date, data_dir: Path, models: Path) -> dict:
+    """The daily-bar replay with `checkout`'s code, in a process of its own (its suite runs its services)."""
+    env = {**os.environ, "PYTHONPATH": str(checkout.resolve())}
+    args = [
+        sys.executable,
+        "-c",
+        BASELINE_RUN,
+        first.isoformat(),
+        last.isoformat(),
+        str(data_dir),
+        str(models),
+    ]
+    done = subprocess.run(args, env=env, cwd=checkout, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise SystemExit(f"the baseline replay failed: {done.stderr.strip()[-800:]}")
+    run = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"{'trading days':<34} {run['days']}")
+    print(f"{'day loop (s)':<34} {run['day_loop_seconds']:.1f}")
+    print(f"{'throughput (trading days / minute)':<34} {run['days_per_minute']:.1f}")
+    return run
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ class DemoService(BaseService):
         self.seen: list[dict] = []
         self.durable_seen: list[dict] = []
         self.fail_durable = int(os.environ.get("DEMO_FAIL_DURABLE", "0"))
+        self.sleeping = 0
+        self.most_sleeping = 0
 
     @rpc
     async def subtract(self, minuend: int, subtrahend: int) -> int:
@@ -51,6 +53,18 @@ class DemoService(BaseService):
     async def get_data(self) -> list:
         """The specification's get_data."""
         return ["hello", 5]
+
+    @rpc
+    async def sleep_counted(self, seconds: float) -> int:
+        """Sleep, then answer the most sleep_counted calls that ran at once so far (the tests of
+        the requests-in-flight cap)."""
+        self.sleeping += 1
+        self.most_sleeping = max(self.most_sleeping, self.sleeping)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.sleeping -= 1
+        return self.most_sleeping
 
     @rpc
     async def sleep(self, seconds: float) -> float:

@@ -422,6 +422,25 @@ async def test_a_quote_goes_stale_with_its_reason_and_never_was_is_32006(suite, 
         await client.call_service("market-data", "get_intraday_bars", symbol="NAB.AX")
     plain = await client.call_service("market-data", "get_market_data", symbol="NAB.AX")
     assert plain["quote"]["basis"] == "daily_open" and plain["price_basis"] == "quote"
+    # Several quotes in one call: each as get_quote gives it, the one without a quote as its error.
+    batch = await client.call_service("market-data", "get_quotes", symbols=["cba.ax", "WBC.AX", "NAB.AX"])
+    assert set(batch["quotes"]) == {"CBA.AX", "NAB.AX"} and set(batch["errors"]) == {"WBC.AX"}
+    assert batch["quotes"]["CBA.AX"] == await client.call_service("market-data", "get_quote", symbol="CBA.AX")
+    assert batch["quotes"]["NAB.AX"] == opened
+    assert batch["errors"]["WBC.AX"]["code"] == -32006
+    assert "no bar for 2024-06-14" in batch["errors"]["WBC.AX"]["message"]
+    for symbols in ([], ["XYZ.AX"], "CBA.AX"):
+        with pytest.raises(InvalidParams):
+            await client.call_service("market-data", "get_quotes", symbols=symbols)
+    # The market data with its price history in one reply: the history as get_price_history's.
+    both = await client.call_service("market-data", "get_market_data", symbol="NAB.AX", history_days=5)
+    history = await client.call_service("market-data", "get_price_history", symbol="NAB.AX", days=5)
+    assert both["history"]["bars"] == history["bars"] and both["history"]["as_of"] == history["as_of"]
+    same = ("symbol", "as_of", "price", "price_basis", "quote", "bars", "technical", "quality")
+    assert {k: both[k] for k in same} == {k: plain[k] for k in same} and "history" not in plain
+    with pytest.raises(InvalidParams) as refused:
+        await client.call_service("market-data", "get_market_data", symbol="NAB.AX", history_days=0)
+    assert refused.value.param == "history_days"
     assert plain["price"] == today.open and plain["date"] == "2024-06-13"  # the bars stop at yesterday
 
     write_intraday_csv(market_dir, "CBA.AX", [date(2024, 6, 13)])  # the source loses today's bars

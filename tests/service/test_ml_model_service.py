@@ -2,7 +2,8 @@
 trained by the real training script (on synthetic bars, once per session) and a real SQLite log.
 
 Covers: starting without models, the ensemble and its arithmetic, feature validation errors,
-a tampered model file, live performance from recorded and from market-data-resolved outcomes,
+a tampered model file, a models folder others may write or own (exit 78, one line; not switched
+to later), a tampered cached inference form (refused, converted again), live performance from recorded and from market-data-resolved outcomes,
 and a serving process that never loads scikit-learn, scipy, pandas or numpy yet answers exactly
 what scikit-learn does, whether its inference forms were cached by training, made by the
 converter child, or found stale and remade.
@@ -11,6 +12,7 @@ converter child, or found stale and remade.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import pickle
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.base.base_service import BaseService
+from services.base.base_service import EXIT_NEEDS_OPERATOR, BaseService
 from services.base.rpc import InvalidParams, NotConfigured, NotFound, ServiceError
 from services.domain import asx_calendar
 from services.domain.bars import latest_session
@@ -34,7 +36,16 @@ from services.ml_model.model_converter import dump_model, load_verified_model
 from services.ml_model.model_inference import INFERENCE_DIR, cache_path, read_cached
 from services.ml_model.model_store import Manifest, load_manifest, write_manifest
 from services.ml_model.model_voting import ensemble_weights
-from tests.support import SHARED_ASX, Processes, ServiceProcess, SuiteDirs, async_wait_until, install_models
+from tests.support import (
+    SHARED_ASX,
+    Processes,
+    ServiceProcess,
+    SuiteDirs,
+    async_wait_until,
+    install_models,
+    manager_cli,
+    rpc_call_sync,
+)
 
 SYMBOLS = ["CBA.AX", "WBC.AX"]
 
@@ -229,6 +240,96 @@ async def test_a_tampered_model_file_is_refused_and_the_rest_still_vote(
     assert any("CBA.AX random_forest refused: integrity_check_failed" in w for w in health["warnings"])
 
 
+# ---- trust: who may write the models folder --------------------------------------------------
+
+
+def _refusal(suite, processes) -> str:
+    """Start ml-model, which must refuse to start: exit 78 (needs an operator) and one line."""
+    process = processes.start("ml-model", suite, wait=False)
+    assert process.wait_exit(60.0) == EXIT_NEEDS_OPERATOR, process.output()[-2000:]
+    lines = [line for line in process.output().splitlines() if line.strip()]
+    assert lines[-1].startswith("ml-model: refusing to serve models: "), lines[-5:]
+    return lines[-1]
+
+
+@pytest.mark.parametrize("where", ["models folder", "manifest"])
+async def test_a_models_folder_others_may_write_is_refused_at_start(suite, models, processes, where) -> None:
+    target = models if where == "models folder" else models / "manifest.json"
+    target.chmod(0o775 if target.is_dir() else 0o664)
+    line = _refusal(suite, processes)
+    assert f"{target} is writable by group" in line and f"chmod -R go-w {models}" in line
+
+
+def test_an_untrusted_models_folder_is_fatal_under_the_supervisor_with_the_line() -> None:
+    with Processes() as processes:
+        dirs = processes.suite(processes.suite_dirs("mt-", TRADING_MANAGER_MAX_FAILURES="5"))
+        dirs.models_dir.mkdir(parents=True, exist_ok=True)
+        dirs.models_dir.chmod(0o777)
+        result = manager_cli(dirs, "start", "--timeout", "90")
+        assert result.returncode == 1, result.stdout + result.stderr
+        rows = {s["name"]: s for s in rpc_call_sync(dirs.socket("manager"), "status")["services"]}
+        ml = rows["ml-model"]
+        assert ml["state"] == "fatal" and ml["restarts"] == 0  # refused once, never restarted
+        assert ml["reason"].startswith(
+            f"needs an operator (exit {EXIT_NEEDS_OPERATOR}): ml-model: refusing to serve models: "
+        )
+        assert f"{dirs.models_dir} is writable by group and others (mode 0777)" in ml["reason"]
+        assert manager_cli(dirs, "stop").returncode == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another user")
+async def test_a_models_folder_owned_by_another_user_is_refused_at_start(suite, models, processes) -> None:
+    os.chown(models / "manifest.json", 65534, 65534)  # nobody: could rewrite the hashes
+    line = _refusal(suite, processes)
+    assert f"{models / 'manifest.json'} is owned by " in line and "uid 65534" in line
+
+
+async def test_a_set_made_untrusted_later_is_not_switched_to(
+    suite, synthetic_models, processes, client
+) -> None:
+    models = install_models(synthetic_models, suite.models_dir)  # sets and the current pointer
+    processes.start("ml-model", suite)
+    served = (await client.call_service("ml-model", "health"))["model_set"]
+    new = _copy_set(suite.models_dir, served, "20991231T000000Z", SYMBOLS)
+    new.chmod(0o777)
+    (models / "current").write_text(new.name + "\n")
+    reply = await client.call_service("ml-model", "reload_models")
+    assert reply["switched"] is False and reply["model_set"] == served
+    assert f"{new} is writable by group and others" in reply["reason"]
+
+
+async def test_a_tampered_cached_form_is_refused_and_the_model_converted_again(
+    suite, models, ml_service, client
+) -> None:
+    manifest = load_manifest(models)
+    entry = manifest.find("logistic_regression", "CBA.AX")
+    recorded = entry.raw["inference_sha256"]
+    path = cache_path(models, entry.sha256)
+    form = json.loads(path.read_text())
+    # Still a valid form for this very model file (same source SHA-256, same shape), but it would
+    # answer something else: only its hash gives it away. Its sidecar is rewritten to match.
+    path.write_text(json.dumps({**form, "intercept": form["intercept"] + 3.0}))
+    path.with_name(path.name + ".sha256").write_text(hashlib.sha256(path.read_bytes()).hexdigest())
+    process = ml_service()
+    await _wait_for_health(client, "models_loaded", len(manifest.entries), timeout_s=CONVERTER_WAIT_S)
+    loaded = await client.call_service(
+        "ml-model", "load_model", model_name="logistic_regression", symbol="CBA.AX"
+    )
+    assert loaded["inference_form"] == "converter"
+    features = await _features()
+    result = await client.call_service(
+        "ml-model", "get_ensemble_prediction", features=features, symbol="CBA.AX"
+    )
+    member = next(m for m in result["members"] if m["model_name"] == "logistic_regression")
+    row = np.array([[features[name] for name in FEATURE_NAMES]])
+    expected = probability_up(load_verified_model(models, entry), row)[0]
+    assert member["probability"] == round(float(expected), DECIMALS)
+    assert f"refusing the cached inference form of {entry.file}" in process.output()
+    assert "not the manifest's" in process.output()
+    # The form remade from the hash-checked model file is byte for byte what training recorded.
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == recorded
+
+
 async def test_inventory_and_feature_importance(models, ml_service, client) -> None:
     ml_service()
     inventory = await client.call_service("ml-model", "list_available_models")
@@ -415,8 +516,10 @@ async def test_the_service_never_loads_sklearn_and_answers_as_sklearn_does(
             "ml-model", "load_model", model_name=entry.model_name, symbol=entry.symbol
         )
         assert loaded["inference_form"] == origin
-        # Whatever the service found, a good form for this very file is cached now.
-        assert read_cached(models, entry.sha256, len(FEATURE_NAMES)).source_sha256 == entry.sha256
+        # Whatever the service found, a good form for this very file is cached now: byte for byte
+        # the one whose SHA-256 training recorded in the manifest.
+        cached = read_cached(models, entry.sha256, len(FEATURE_NAMES), entry.raw["inference_sha256"])
+        assert cached is not None and cached.source_sha256 == entry.sha256
     assert _heavy_libraries_mapped(process.pid) == set()
     health = await client.call_service("ml-model", "health")
     assert health["heavy_modules_loaded"] == [] and health["status"] == "healthy"

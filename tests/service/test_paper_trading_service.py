@@ -176,6 +176,19 @@ def outcomes(db: Path) -> dict[str, str]:
         return dict(conn.execute("SELECT prediction_id, outcome FROM predictions"))
 
 
+async def processed(suite: SuiteDirs, stack: Stack, *predictions: dict) -> dict[str, str]:
+    """Publish `predictions` as the prediction service does; their outcomes once all are decided."""
+    await publish(suite, "prediction", "prediction_generated", *predictions)
+    ids = [p["prediction_id"] for p in predictions]
+    done = await async_wait_until(
+        lambda: outcomes(stack.db),
+        30,
+        what="the predictions processed",
+        until=lambda o: all(i in o for i in ids),
+    )
+    return {i: done[i] for i in ids}
+
+
 # ---- manual trades --------------------------------------------------------------------------
 
 
@@ -241,6 +254,9 @@ async def test_execute_trade_validates_params(stack, client, params, param):
         ("get_trade_history", {"limit": 0}, "limit"),
         ("get_trade_history", {"symbol": "BHP.AX"}, "symbol"),
         ("get_trading_performance", {"period": "year"}, "period"),
+        ("get_equity_history", {"days": 0}, "days"),
+        ("get_equity_history", {"days": 3661}, "days"),
+        ("get_equity_history", {"days": "7"}, "days"),
     ],
 )
 async def test_queries_validate_params(stack, client, method, params, param):
@@ -300,6 +316,12 @@ async def test_a_round_trip_shows_in_performance(stack, client):
     assert report["total_return"] == pytest.approx(-26.0 / 100_000)
     assert report["max_drawdown"] == pytest.approx(26.0 / 100_000)
     assert report["sharpe_ratio"] is None  # one day of returns has no spread
+    history = await client.call_service("paper-trading", "get_equity_history", days=7)
+    assert history["starting_capital"] == 100_000 and history["days"] == 7
+    # One point, today's, at the equity now (the snapshot the trades wrote, read live).
+    [today] = history["points"]
+    assert (today["equity"], today["cash"], today["positions_value"]) == (100_000 - 26.0, 100_000 - 26.0, 0.0)
+    assert today["day"] == MONDAY_11AM[:10]
 
 
 # ---- market data: stops, targets, daily loss ------------------------------------------------
@@ -338,6 +360,34 @@ async def test_stop_loss_and_take_profit_close_on_market_data(stack, suite, clie
         assert trade["assumptions"]["trigger"] == "quote event"
         assert trade["assumptions"]["quote_price"] == trade["price"]
         assert trade["assumptions"]["fill_basis"] == f"{trade['reason']}:quote"
+
+
+async def test_a_price_already_held_writes_no_mark_and_no_equity_row(stack, suite, client):
+    # A refresh repeats the prices market-data already announced (the 09:45 refresh the close's,
+    # the monitoring task's the open's): nothing moved, so nothing is written.
+    def snapshot() -> tuple:
+        with sqlite3.connect(f"file:{stack.db}?mode=ro", uri=True) as conn:
+            marks = conn.execute("SELECT price, as_of FROM marks WHERE symbol = 'CBA.AX'").fetchall()
+            equity = conn.execute("SELECT day, equity, recorded_at FROM equity_snapshots").fetchall()
+        return marks, equity
+
+    def counted(moved: int, unchanged: int) -> bool:
+        health = rpc_call_sync(stack.paper.socket, "health")
+        return (health["marks_moved"], health["marks_unchanged"]) >= (moved, unchanged)
+
+    await client.call_service("paper-trading", "execute_trade", symbol="CBA.AX", action="BUY", quantity=10)
+    await publish(suite, "market-data", "market_data_updated", price_move("CBA.AX", 101.0))
+    await async_wait_until(lambda: counted(1, 0), 30, what="the first price marked")
+    before = snapshot()
+    assert before[0] == [("101.0", "2024-06-14T16:10:00+10:00")] and len(before[1]) == 1
+    await publish(suite, "market-data", "market_data_updated", price_move("CBA.AX", 101.0))
+    await async_wait_until(lambda: counted(1, 1), 30, what="the repeated price seen")
+    assert snapshot() == before  # not even the equity row's time
+    await publish(suite, "market-data", "market_data_updated", price_move("CBA.AX", 102.0))
+    await async_wait_until(lambda: counted(2, 1), 30, what="the new price marked")
+    after = snapshot()
+    assert after[0] == [("102.0", "2024-06-14T16:10:00+10:00")]
+    assert after[1][0][1] != before[1][0][1] and after[1][0][2] > before[1][0][2]  # equity moved
 
 
 async def test_a_quote_older_than_the_limit_is_refused_naming_its_age(suite, processes, client):
@@ -647,7 +697,8 @@ async def test_events_are_checked_with_the_prediction_service(suite, processes, 
         entries = await r.xrange("trading:stream:prediction_generated")
         mine = [eid for eid, fields in entries if other["prediction_id"].encode() in fields[b"event"]]
         assert len(mine) == 1 and await r.xdel("trading:stream:prediction_generated", *mine) == 1
-    forged = {**made, "prediction_id": "forged-" + made["prediction_id"]}
+    # A BUY: an event asking for nothing (HOLD, the market closed) is ignored unasked.
+    forged = {**made, "prediction_id": "forged-" + made["prediction_id"], "signal": "BUY"}
     altered = {**other, "signal": "BUY" if other["signal"] != "BUY" else "SELL"}
     await publish(suite, "prediction", "prediction_generated", forged, altered)
     stack.paper = stack.paper_process(TRADING_PAPER_TRADING_VERIFY_PREDICTIONS="true")
@@ -735,6 +786,68 @@ async def test_predictions_are_followed_once_each(stack, suite, client):
     assert trades[1]["quantity"] == 49 and trades[0]["quantity"] == 49
     assert closed["data"]["reason"].startswith("signal SELL")
     assert len(watcher.of_type("trade_executed")) == 2
+
+
+async def test_a_second_buy_on_the_same_quote_is_ignored_and_a_newer_quote_adds(suite, processes, client):
+    """The open's re-prediction and the monitoring task's both say BUY on one quote: one order.
+    At ten times speed from 10:56 the 11:00 bar's quote arrives 24 s later and may add to it."""
+    stack = Stack(suite, processes, clock_start="2024-06-17T10:56:00+10:00", speed=10).start()
+    first, again = prediction(stack, "WBC.AX", "BUY"), prediction(stack, "WBC.AX", "BUY")
+    done = await processed(suite, stack, first, again)
+    assert done == {first["prediction_id"]: "traded", again["prediction_id"]: "ignored"}
+    answer = await client.call_service(
+        "paper-trading", "get_prediction_outcome", prediction_id=again["prediction_id"]
+    )
+    bought = (await client.call_service("paper-trading", "get_trade_history"))["trades"]
+    quote_time = bought[0]["assumptions"]["quote_time"]
+    assert quote_time == "2024-06-17T10:55:00+10:00"  # the 10:50 bar's close
+    assert answer["detail"] == (
+        f"BUY: WBC.AX was already bought on its {quote_time} quote (trade #{bought[0]['trade_id']}); "
+        "a position is added to only on a newer quote"
+    )
+
+    async def quote_time_now() -> str:
+        return (await client.call_service("market-data", "get_quote", symbol="WBC.AX"))["quote_time"]
+
+    await async_wait_until(
+        quote_time_now,
+        120,
+        what="the 11:00 quote",
+        until=lambda seen: seen != quote_time,
+    )
+    newer = prediction(stack, "WBC.AX", "BUY")
+    await publish(suite, "prediction", "prediction_generated", newer)
+    await async_wait_until(
+        lambda: outcomes(stack.db).get(newer["prediction_id"]), 30, what="the newer BUY processed"
+    )
+    trades = (await client.call_service("paper-trading", "get_trade_history"))["trades"]
+    assert [(t["action"], t["prediction_id"]) for t in trades] == [
+        ("BUY", newer["prediction_id"]),
+        ("BUY", first["prediction_id"]),
+    ]
+    assert trades[0]["assumptions"]["quote_time"] > quote_time
+
+
+async def test_a_signal_on_the_last_close_waits_for_one_on_the_sessions_quote(suite, processes, client):
+    """A BUY made in the session on Friday's close (market-data had no quote of the day yet) is
+    not filled at Monday's quote; the prediction on Monday's quote is."""
+    stack = Stack(suite, processes, clock_start="2024-06-17T10:56:00+10:00").start()
+    on_close = prediction(stack, "WBC.AX", "BUY") | {
+        "inputs": {"market_data": {"price_basis": "close", "date": "2024-06-14"}}
+    }
+    on_quote = prediction(stack, "WBC.AX", "BUY") | {
+        "inputs": {"market_data": {"price_basis": "quote", "quote_time": "2024-06-17T10:50:00+10:00"}}
+    }
+    done = await processed(suite, stack, on_close, on_quote)
+    assert done == {on_close["prediction_id"]: "ignored", on_quote["prediction_id"]: "traded"}
+    answer = await client.call_service(
+        "paper-trading", "get_prediction_outcome", prediction_id=on_close["prediction_id"]
+    )
+    assert answer["detail"].startswith(
+        "BUY: made on the 2024-06-14 close, before WBC.AX's quote of 2024-06-17"
+    )
+    trades = (await client.call_service("paper-trading", "get_trade_history"))["trades"]
+    assert [t["prediction_id"] for t in trades] == [on_quote["prediction_id"]]
 
 
 async def test_two_ledgers_on_one_redis_each_read_every_prediction(stack, suite, processes):
@@ -829,7 +942,7 @@ async def test_sync_reports_differences_and_a_divergence_halts_mirroring(suite, 
         order = ig_order(mirrored.db, trade["trade_id"])
         mirrored.stop()
         logs = (suite.log_dir / "paper-trading.log").read_text() + mirrored.paper.output()
-    assert report["account_id"] == "ABC123" and report["ig_balance"]["balance"] == 25_000.0
+    assert report["account_id"] == "***C123" and report["ig_balance"]["balance"] == 25_000.0
     rows = {r["symbol"]: r for r in report["positions"]}
     # Paper traded; the mirror did not send the order while IG holds a deal it cannot explain.
     assert (rows["CBA.AX"]["paper_quantity"], rows["CBA.AX"]["ig_size"]) == (10, 0.0)

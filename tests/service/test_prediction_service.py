@@ -12,24 +12,30 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Awaitable
+from datetime import datetime, timedelta
 
 import orjson
 import pytest
 import redis.asyncio as aioredis
 
 from services.base.base_service import BaseService
-from services.base.clock import SuiteClock
+from services.base.clock import SuiteClock, write_clock_file
 from services.base.events import STREAM_PREFIX, EventBus
 from services.base.rpc import DependencyUnavailable, InvalidParams, NotFound, RpcError
 from services.domain import buy_rate
-from services.domain.features import FEATURE_NAMES
+from services.domain.bars import SYDNEY, bar_from_dict
+from services.domain.features import FEATURE_NAMES, build_latest_features
 from services.domain.signals import SignalConfig, decide
+from services.prediction.prediction_knobs import PredictionKnobs
 from services.prediction.prediction_service import (
     Gathered,
+    may_reuse,
     needs_refresh,
     normalise_symbols,
     prediction_document,
     read_inputs,
+    same_inputs,
     technical_from_market,
 )
 from tests.support import (
@@ -160,19 +166,20 @@ def test_needs_refresh_on_quotes(event, refresh):
     assert needs_refresh(cached, {"symbol": "CBA.AX", **event}) is refresh
 
 
-def prediction_of(market: dict) -> dict:
-    inputs, missing = read_inputs(Gathered({**MARKET, **market}))
+def prediction_of(market: dict, sentiment: dict | None = None, *, complete: bool = False) -> dict:
+    """A prediction made on `market` (and `sentiment`); `complete`: recorded with nothing missing."""
+    inputs, missing = read_inputs(Gathered({**MARKET, **market}, sentiment=sentiment))
     config = SignalConfig()
     return prediction_document(
         symbol="CBA.AX",
         now_iso="2024-03-04T11:07:00+11:00",
         market={**MARKET, **market},
-        sentiment=None,
+        sentiment=sentiment,
         ensemble=None,
         feature_values=None,
         inputs=inputs,
         decision=decide(inputs, config),
-        missing=missing,
+        missing={} if complete else missing,
         config=config,
     )
 
@@ -194,6 +201,54 @@ def test_inputs_record_the_quote_used():
     closed = prediction_of({"as_of": "2024-03-01", "price": 100.0, "price_basis": "close", "quote": None})
     assert closed["inputs"]["quote"] is None
     assert closed["inputs"]["market_data"]["quote_time"] is None
+
+
+SENTIMENT = {"score": 0.2, "confidence": 0.6, "source": "marketaux", "news_count": 3, "as_of": "x"}
+MARKET_1105 = {"as_of": "2024-03-01", "price": 100.5, "price_basis": "quote", "quote": QUOTE_1105}
+
+
+def complete_prediction(market: dict, sentiment: dict = SENTIMENT) -> dict:
+    """A prediction made on `market` and `sentiment` with nothing missing (a reusable one)."""
+    return prediction_of(market, sentiment, complete=True)
+
+
+@pytest.mark.parametrize(
+    "market, sentiment, same",
+    [
+        ({}, {}, True),
+        ({}, {"source": "cache", "as_of": "y", "news_count": 4}, True),  # served from cache: same reading
+        ({"price": 100.6, "quote": {**QUOTE_1105, "price": 100.6}}, {}, False),  # the price moved
+        ({"quote": QUOTE_1106}, {}, False),  # a later quote at the same price
+        ({"as_of": "2024-03-04"}, {}, False),  # a new bar
+        ({"quote": {**QUOTE_1105, "stale": True}}, {}, False),  # the quote went stale
+        ({"market_context": {"context": "bull", "strength": 0.4}}, {}, False),
+        ({"quality": {"score": 0.5}}, {}, False),
+        ({"technical": {"rsi": 71.0}}, {}, False),
+        ({}, {"score": 0.3}, False),
+        ({}, {"confidence": 0.5}, False),
+        ({}, {"source": "fallback"}, False),  # fallback sentiment lowers the confidence
+    ],
+)
+def test_a_prediction_is_reused_only_on_the_same_inputs(market, sentiment, same):
+    made = complete_prediction(MARKET_1105)
+    now = {**MARKET, **MARKET_1105, **market}
+    assert same_inputs(made, now, {**SENTIMENT, **sentiment}) is same
+    # A stored prediction reads back from JSON: the same answer.
+    assert same_inputs(orjson.loads(orjson.dumps(made)), now, {**SENTIMENT, **sentiment}) is same
+
+
+def test_a_prediction_may_be_reused_only_when_complete_recent_and_on_this_config():
+    made = complete_prediction(MARKET_1105)
+    at = datetime.fromisoformat(made["created_at"])
+    config = SignalConfig()
+    assert may_reuse(made, at + timedelta(seconds=300), 300, config)
+    assert not may_reuse(made, at + timedelta(seconds=301), 300, config)  # too old
+    assert not may_reuse(made, at - timedelta(seconds=1), 300, config)  # the clock went back
+    assert not may_reuse(made, at, 0, config)  # reuse off
+    assert not may_reuse({**made, "degraded": True}, at, 300, config)
+    assert not may_reuse(made, at, 300, SignalConfig(buy_threshold=config.buy_threshold + 0.01))
+    assert not may_reuse({**made, "inputs": {**made["inputs"], "feature_version": -1}}, at, 300, config)
+    assert not may_reuse({"degraded": False}, at, 300, config)  # not a prediction document
 
 
 def test_normalise_symbols():
@@ -264,7 +319,8 @@ def synthetic_symbols(n: int, prefix: str = "SYN") -> list[str]:
 async def test_batch_with_real_dependencies_is_traceable_cached_and_published(stack, suite, synthetic_models):
     install_models(synthetic_models, suite.models_dir)
     stack.start_dependencies()
-    stack.start_prediction()
+    # Forced predictions computed afresh even on unchanged inputs (reuse: the next test).
+    stack.start_prediction(TRADING_PREDICTION_REUSE_S="0")
     async with EventWatcher(suite.env["TRADING_REDIS_URL"], "prediction_generated") as watcher:
         first = await stack.call("generate_predictions", symbols=BIG4, timeout_s=25)
         assert first["errors"] == {}
@@ -317,6 +373,59 @@ async def test_batch_with_real_dependencies_is_traceable_cached_and_published(st
     assert (await stack.call("health"))["cache_size"] == 0
 
 
+@pytest.mark.slow
+async def test_a_forced_prediction_on_unchanged_inputs_is_not_made_twice(stack, suite, synthetic_models):
+    # E.g. the open's quote re-predicts every symbol, then the monitoring task forces a batch on
+    # the same quote: the one prediction stands (nothing stored or published again).
+    install_models(synthetic_models, suite.models_dir)
+    # One suite clock for every process, the restarted one included (as the supervisor gives):
+    # with its own epoch a restarted prediction service would be back at the start time, before
+    # the predictions it stored, and a prediction from its future is never reused.
+    suite.env["TRADING_CLOCK_EPOCH"] = repr(time.time())
+    stack.start_dependencies()
+    first_process = stack.start_prediction()
+    async with EventWatcher(suite.env["TRADING_REDIS_URL"], "prediction_generated") as watcher:
+        made = await stack.call("generate_predictions", symbols=BIG4, force_refresh=True, timeout_s=25)
+        assert made["errors"] == {} and made["reused"] == 0 and made["from_cache"] == 0
+        ids = {s: p["prediction_id"] for s, p in made["predictions"].items()}
+        forced = await stack.call("generate_predictions", symbols=BIG4, force_refresh=True, timeout_s=25)
+        assert forced["errors"] == {} and forced["reused"] == forced["from_cache"] == 4
+        assert list(forced["predictions"]) == BIG4
+        assert {s: p["prediction_id"] for s, p in forced["predictions"].items()} == ids
+        assert all(p["reused"] and p["cached"] for p in forced["predictions"].values())
+        single = await stack.call("generate_single_prediction", symbol="WBC.AX", force_refresh=True)
+        assert single["prediction_id"] == ids["WBC.AX"] and single["reused"]
+        await watcher.settle()  # a new prediction's event would be in by now
+        assert sorted(e["data"]["prediction_id"] for e in watcher.of_type("prediction_generated")) == sorted(
+            ids.values()
+        )
+    health = await stack.call("health")
+    assert (health["prediction_count"], health["reused_count"]) == (4, 5)
+    # A restart remembers each symbol's latest prediction (from the store): still reused.
+    await stack.client.close_clients()
+    first_process.stop()
+    stack.start_prediction()
+    again = await stack.call("generate_predictions", symbols=BIG4, force_refresh=True, timeout_s=25)
+    assert {s: p["prediction_id"] for s, p in again["predictions"].items()} == ids
+    # clear_cache forgets them: a forced request computes afresh.
+    await stack.call("clear_cache")
+    fresh = await stack.call("generate_predictions", symbols=BIG4, force_refresh=True, timeout_s=25)
+    assert fresh["reused"] == 0 and fresh["errors"] == {}
+    assert not {p["prediction_id"] for p in fresh["predictions"].values()} & set(ids.values())
+    assert (await stack.call("health"))["prediction_count"] == 8
+
+
+@pytest.mark.slow
+async def test_a_prediction_older_than_the_reuse_window_is_made_again(stack, suite, synthetic_models):
+    install_models(synthetic_models, suite.models_dir)
+    stack.start_dependencies()
+    stack.start_prediction(TRADING_PREDICTION_REUSE_S="0.2")  # suite seconds (the clock runs at 1x)
+    made = await stack.call("generate_single_prediction", symbol="CBA.AX", force_refresh=True, timeout_s=25)
+    await asyncio.sleep(0.5)  # past the window on the suite clock: the point of the test
+    again = await stack.call("generate_single_prediction", symbol="CBA.AX", force_refresh=True, timeout_s=25)
+    assert again["prediction_id"] != made["prediction_id"] and not again.get("reused")
+
+
 def check_prediction(symbol: str, p: dict) -> None:
     assert p["symbol"] == symbol
     assert p["signal"] in ("BUY", "HOLD", "SELL")
@@ -364,9 +473,12 @@ async def test_invalid_params_and_not_found(stack):
 # ---- events: market_data_updated -> prediction_generated -------------------------------------------
 
 
-async def publish_market_update(suite: SuiteDirs, data: dict) -> None:
-    """Publish as market-data does (same bus, same envelope), to control what is 'new'."""
-    bus = EventBus(suite.env["TRADING_REDIS_URL"], "market-data", SuiteClock())
+async def publish_market_update(suite: SuiteDirs, data: dict, sent_at: str | None = None) -> None:
+    """Publish as market-data does (same bus, same envelope), to control what is 'new'; stamped
+    with the suite's clock (its start), or `sent_at`."""
+    stamp = sent_at or suite.env.get("TRADING_CLOCK_START")
+    clock = SuiteClock(datetime.fromisoformat(stamp)) if stamp else SuiteClock()
+    bus = EventBus(suite.env["TRADING_REDIS_URL"], "market-data", clock)
     await bus.start()
     try:
         assert await bus.wait_connected(5)
@@ -397,6 +509,43 @@ async def test_market_data_updated_refreshes_only_on_new_data(stack, suite):
         assert [e["data"]["symbol"] for e in watcher.of_type("prediction_generated")] == ["CBA.AX"]
     cached = await stack.call("generate_single_prediction", symbol="CBA.AX")
     assert cached["cached"] and cached["prediction_id"] == event["data"]["prediction_id"]
+
+
+@pytest.mark.slow
+async def test_a_closed_market_makes_no_prediction_when_told_not_to(stack, suite):
+    """TRADING_PREDICTION_REFRESH_WHILE_CLOSED=false (a replay): new bars on a Saturday make no
+    prediction (the test above: they do by default)."""
+    stack.start_dependencies("market-data", "sentiment")
+    stack.start_prediction(TRADING_PREDICTION_REFRESH_WHILE_CLOSED="false")
+    first = await stack.call("generate_single_prediction", symbol="CBA.AX")
+    async with EventWatcher(suite.env["TRADING_REDIS_URL"], "prediction_generated") as watcher:
+        await publish_market_update(suite, {"symbol": "CBA.AX", "as_of": "2099-01-01", "price": 1.0})
+        await asyncio.sleep(1.0)
+        assert watcher.of_type("prediction_generated") == []
+    cached = await stack.call("generate_single_prediction", symbol="CBA.AX")
+    assert cached["cached"] and cached["prediction_id"] == first["prediction_id"]
+
+
+@pytest.mark.slow
+async def test_a_closed_markets_event_handled_in_the_session_makes_no_prediction(stack, suite):
+    """With REFRESH_WHILE_CLOSED=false an event is judged at its own time: one sent at Tuesday's
+    16:15 and handled on Wednesday at 11:00 (a replay's clock jumped meanwhile) makes no prediction
+    ahead of the session's own events; one sent in the session does."""
+    suite.env["TRADING_CLOCK_START"] = WEDNESDAY_11AM
+    stack.start_dependencies("market-data", "sentiment")
+    stack.start_prediction(TRADING_PREDICTION_REFRESH_WHILE_CLOSED="false")
+    first = await stack.call("generate_single_prediction", symbol="CBA.AX")
+    async with EventWatcher(suite.env["TRADING_REDIS_URL"], "prediction_generated") as watcher:
+        closed = {"symbol": "CBA.AX", "as_of": "2099-01-01", "price": 1.0}
+        await publish_market_update(suite, closed, sent_at="2024-06-11T16:15:00+10:00")
+        await publish_market_update(suite, {"symbol": "WBC.AX", "as_of": "2099-01-01", "price": 1.0})
+        made = await async_wait_until(
+            lambda: watcher.of_type("prediction_generated"), 60, what="the session event's prediction"
+        )
+        # Events are handled in the order sent: the closed one was looked at first.
+        assert [e["data"]["symbol"] for e in made] == ["WBC.AX"]
+    cached = await stack.call("generate_single_prediction", symbol="CBA.AX")
+    assert cached["cached"] and cached["prediction_id"] == first["prediction_id"]
 
 
 @pytest.mark.slow
@@ -435,6 +584,41 @@ async def test_a_later_quote_recomputes_and_the_prediction_records_its_quote(sta
     cached = await stack.call("generate_single_prediction", symbol="CBA.AX")
     assert cached["cached"] and cached["prediction_id"] == refreshed["data"]["prediction_id"]
     assert cached["inputs"]["quote"]["quote_time"] == quote["quote_time"]  # what market-data served
+
+
+@pytest.mark.slow
+async def test_the_index_history_is_read_again_once_a_new_daily_bar_is_due(stack, suite, synthetic_models):
+    """The index's history is kept for a minute of wall time, or until its market_data_updated.
+    That event can be lost (pub/sub while Redis or market-data restarts), and a replay passes a
+    day in less than a second: past 16:10 by the suite clock a new bar is due, and a prediction
+    must see it, not yesterday's index (a chaos replay once traded on both)."""
+    install_models(synthetic_models, suite.models_dir)
+    clock_file = suite.root / "clock.json"
+    write_clock_file(clock_file, datetime(2024, 6, 12, 15, 0, tzinfo=SYDNEY), speed=0)
+    suite.env.update(TRADING_CLOCK_FILE=str(clock_file), TRADING_MARKET_DATA_QUOTE_S="3600")
+    # market-data's events are lost: it publishes to a Redis that is not there.
+    lost = {"TRADING_REDIS_URL": f"unix://{suite.root}/no-redis.sock"}
+    stack.deps["market-data"] = stack.processes.start("market-data", suite, extra_env=lost)
+    stack.start_dependencies("sentiment", "ml-model")
+    stack.start_prediction()
+    before = await stack.call("generate_single_prediction", symbol="CBA.AX")
+    # 16:15: Wednesday's bars are final.
+    write_clock_file(clock_file, datetime(2024, 6, 12, 16, 15, tzinfo=SYDNEY), speed=0)
+    after = await stack.call("generate_single_prediction", symbol="CBA.AX", force_refresh=True)
+
+    async def history(symbol: str) -> list:
+        answer = await stack.client.call_service(
+            "market-data", "get_price_history", symbol=symbol, days=PredictionKnobs().history_days
+        )
+        return [bar_from_dict(b) for b in answer["bars"]]
+
+    index = await history("^AXJO")
+    assert index[-1].date.isoformat() == "2024-06-12"  # market-data serves the new bar
+    expected = build_latest_features(
+        await history("CBA.AX"), index, after["inputs"]["features"]["sentiment_score"]
+    )
+    assert after["inputs"]["features"] == pytest.approx(expected)
+    assert after["inputs"]["features"]["index_return_1d"] != before["inputs"]["features"]["index_return_1d"]
 
 
 @pytest.mark.slow
@@ -507,18 +691,11 @@ async def test_with_degrading_off_a_missing_dependency_fails_the_prediction_nami
     assert info.value.data["dependency"] == "sentiment"
     assert "sentiment unavailable for CBA.AX (degraded predictions are off)" in info.value.message
     stack.start_dependencies("sentiment")
-
-    async def missing_one() -> str:
-        with pytest.raises(DependencyUnavailable) as info:  # no ml-model either
-            await stack.call("generate_single_prediction", symbol="CBA.AX", timeout_s=8)
-        return info.value.data["dependency"]
-
-    # Asked until sentiment answers the prediction service too (in full runs on busy cores a call
-    # right after its start still found no socket, twice; never reproduced alone: not understood).
-    named = await async_wait_until(
-        missing_one, 60, 0.5, what="ml-model named", until=lambda d: d != "sentiment"
-    )
-    assert named == "ml-model"
+    # At once: the call right after sentiment's start uses it, even when it shares a computation
+    # begun before (the refresh on market-data's first market_data_updated for CBA.AX).
+    with pytest.raises(DependencyUnavailable) as info:  # no ml-model either
+        await stack.call("generate_single_prediction", symbol="CBA.AX", timeout_s=8)
+    assert info.value.data["dependency"] == "ml-model"
     stack.start_dependencies("ml-model")
     prediction = await stack.call("generate_single_prediction", symbol="CBA.AX", timeout_s=8)
     # Made once all answer; a symbol without a trained model is still a degraded prediction
@@ -527,6 +704,42 @@ async def test_with_degrading_off_a_missing_dependency_fails_the_prediction_nami
         "model", "no manifest"
     )
     assert (await stack.call("get_recent_predictions"))["count"] == 1  # the failures stored nothing
+
+
+@pytest.mark.slow
+async def test_a_call_after_a_dependency_is_back_does_not_share_an_earlier_failure(stack, suite):
+    # A refresh on market_data_updated runs while sentiment is away and waits on a stopped
+    # ml-model; sentiment starts; a call for the same symbol shares the refresh. Its failure
+    # ("sentiment is unavailable: No such file or directory") was decided before the call: the
+    # call computes again and sentiment answers it.
+    stack.start_dependencies("market-data", "ml-model")
+    stack.start_prediction(TRADING_PREDICTION_DEGRADE="false", TRADING_PREDICTION_DEPENDENCY_TIMEOUT_S="30")
+    stack.deps["ml-model"].signal(signal.SIGSTOP)  # alive, socket open, never answers
+    await publish_market_update(suite, {"symbol": "CBA.AX", "as_of": "2099-01-01", "price": 1.0})
+
+    def dependencies() -> Awaitable[dict]:
+        return stack.call("health", timeout=10)
+
+    health = await async_wait_until(
+        dependencies, 60, 0.05, what="the refresh's sentiment call failing",
+        until=lambda h: "sentiment" in h.get("dependencies", {}),
+    )  # fmt: skip
+    assert "No such file or directory" in health["dependencies"]["sentiment"]
+    stack.start_dependencies("sentiment")
+    health = await stack.call("health", timeout=10)
+    assert "ml-model" not in health["dependencies"], "the refresh must still be running for this test"
+    call = asyncio.create_task(
+        stack.call("generate_single_prediction", timeout=120, symbol="CBA.AX", timeout_s=100)
+    )
+    # The refresh gives up on ml-model after 30 s; then ml-model answers again.
+    await async_wait_until(
+        dependencies, 60, 0.05, what="the refresh's ml-model call timing out",
+        until=lambda h: "ml-model" in h.get("dependencies", {}),
+    )  # fmt: skip
+    stack.deps["ml-model"].signal(signal.SIGCONT)
+    prediction = await call
+    assert prediction["inputs"]["sentiment"] is not None and "sentiment" not in prediction["missing"]
+    assert (await stack.call("health"))["dependencies"]["sentiment"] == "ok"
 
 
 async def stream_ids(suite) -> list[str]:

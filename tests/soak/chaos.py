@@ -1,11 +1,11 @@
 """Chaos soak: a replay disturbed by random SIGKILLs and SIGSTOPs must trade as an undisturbed one.
 
-    .venv/bin/python tests/soak/chaos.py [--minutes 30] [--seed 1] [--redis-every-s 180]
+    .venv/bin/python tests/soak/chaos.py [--minutes 30] [--seed 1] [--redis-every-s 30]
 
 First an undisturbed replay of a period (services/management/replay.py: a private suite under the
 supervisor, with its own Redis, on the market CSVs of tests/system/_replay_helpers.py and models
 trained before the period). Then the same period again, as many times as the minutes allow (at
-least once), while a chaos thread every 5-30 s picks one of the six services at random and either
+least once), while a chaos thread every 2-8 s picks one of the six services at random and either
 SIGKILLs it (the supervisor restarts it) or SIGSTOPs it for 1-5 s and then SIGCONTs it, and every
 `--redis-every-s` SIGKILLs the suite's Redis (the supervisor's watcher restarts it from its
 append-only file). Each disturbed replay must give the undisturbed one's trades (day, symbol,
@@ -57,7 +57,7 @@ from tests.system._replay_helpers import (
 FIRST = MODELS_BEFORE  # the models are trained on the data before it
 LAST_AVAILABLE = date(2020, 5, 19) if using_real_data() else date(2019, 12, 30)
 DAYS_PER_MINUTE = 40  # period length per minute asked: an undisturbed run and a disturbed one fit
-FAULT_EVERY_S = (5.0, 30.0)
+FAULT_EVERY_S = (2.0, 8.0)  # a year's replay takes 30-150 s: several faults in each
 STOP_FOR_S = (1.0, 5.0)
 MANAGER = {
     "TRADING_MANAGER_HEALTH_INTERVAL_S": "0.5",
@@ -101,6 +101,7 @@ class Chaos:
     rng: random.Random
     redis_every_s: float
     log: Callable[[str], object] = print
+    fault_every_s: tuple[float, float] = FAULT_EVERY_S
     counts: collections.Counter = field(default_factory=collections.Counter)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -134,8 +135,10 @@ class Chaos:
             what="the replay suite up",
             ignoring=(OSError, RuntimeError),
         )
-        last_redis = time.monotonic()
-        while not self._stop.wait(self.rng.uniform(*FAULT_EVERY_S)):
+        # The first Redis kill at a random point of the first period: a replay shorter than the
+        # period would otherwise never see one.
+        last_redis = time.monotonic() - self.rng.uniform(0, self.redis_every_s)
+        while not self._stop.wait(self.rng.uniform(*self.fault_every_s)):
             try:
                 if time.monotonic() - last_redis >= self.redis_every_s:
                     self._kill_redis()
@@ -265,7 +268,13 @@ def compare(calm: ReplayResult, disturbed: ReplayResult) -> None:
         raise Diverged("same trades but another equity curve")
 
 
-def soak(minutes: float, seed: int = 1, redis_every_s: float = 180.0, log=print) -> dict:
+def soak(
+    minutes: float,
+    seed: int = 1,
+    redis_every_s: float = 30.0,
+    log=print,
+    fault_every_s: tuple[float, float] = FAULT_EVERY_S,
+) -> dict:
     """Undisturbed replay, then disturbed ones until the minutes are used; Diverged or AuditFailed
     (tests/soak/ledger_audit.py) at the first difference."""
     rng = random.Random(seed)
@@ -274,7 +283,7 @@ def soak(minutes: float, seed: int = 1, redis_every_s: float = 180.0, log=print)
     started = time.monotonic()
     work = short_tempdir("chaos-")  # the replays' outputs (trades.csv, report.json, ...)
     try:
-        return rounds_of_chaos(first, last, work, minutes, started, rng, redis_every_s, log)
+        return rounds_of_chaos(first, last, work, minutes, started, rng, redis_every_s, log, fault_every_s)
     finally:
         if not os.environ.get("CHAOS_KEEP"):
             shutil.rmtree(work, ignore_errors=True)
@@ -289,13 +298,14 @@ def rounds_of_chaos(
     rng: random.Random,
     redis_every_s: float,
     log: Callable[[str], object],
+    fault_every_s: tuple[float, float] = FAULT_EVERY_S,
 ) -> dict:
     calm, books = replay(first, last, work / "calm")
     log(f"undisturbed {first} .. {last}: {len(calm.trades)} trades in {calm.seconds:.0f} s; {books}")
     counts: collections.Counter = collections.Counter()
     rounds: list[float] = []
     while not rounds or time.monotonic() - started + max(rounds) < minutes * 60:
-        chaos = Chaos(Path(), rng, redis_every_s, log)
+        chaos = Chaos(Path(), rng, redis_every_s, log, fault_every_s)
         began = time.monotonic()
         disturbed, books = replay(first, last, work / f"disturbed-{len(rounds) + 1}", chaos)
         rounds.append(time.monotonic() - began)
@@ -322,7 +332,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--redis-every-s", type=float, default=180.0, help="seconds between Redis kills")
+    parser.add_argument("--redis-every-s", type=float, default=30.0, help="seconds between Redis kills")
     args = parser.parse_args()
     try:
         result = soak(args.minutes, args.seed, args.redis_every_s)

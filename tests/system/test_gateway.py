@@ -1,15 +1,18 @@
 """The HTTP gateway in a real suite started by `service_manager.py start` (real processes, real
 Redis, synthetic market data, models for one bank), over real HTTP: bearer auth, every API route,
-bad parameters, /openapi.json, /metrics read back with Prometheus's own parser, a service that is
-down, and a bind address that is taken."""
+bad parameters, the replay PNGs confined to their folder, the state-changing calls refused while
+TRADING_GATEWAY_WRITE is off (test_gateway_write.py has them on), /openapi.json, /metrics read back
+with Prometheus's own parser, a service that is down, and a bind address that is taken."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -23,7 +26,16 @@ from services.base.base_service import VERSION
 from services.base.config import DEFAULT_SYMBOLS
 from services.domain.supervision import start_order
 from services.gateway.gateway_routes import ROUTES, openapi_document
-from tests.support import REPO, Processes, SuiteDirs, install_models, manager_cli, rpc_call_sync, wait_until
+from tests.support import (
+    REPO,
+    Processes,
+    SuiteDirs,
+    manager_cli,
+    png_bytes,
+    rpc_call_sync,
+    wait_until,
+)
+from tests.system._gateway_helpers import gateway_client, gateway_desk, token_unless_the_case_breaks_it
 from tests.system.test_manager import FAST_TIMERS, wait_for_service
 
 pytestmark = pytest.mark.slow
@@ -34,25 +46,13 @@ TRAINED = "CBA.AX"
 
 @pytest.fixture(scope="module")
 def desk(synthetic_models: Path):
-    with Processes() as processes:
-        dirs = processes.suite_dirs(
-            "tg-",
-            **FAST_TIMERS,
-            TRADING_GATEWAY_TOKEN=TOKEN,
-            # The tests ask faster than a browser would: the rate limit has its own test.
-            TRADING_GATEWAY_RATE_BURST="100000",
-            # In a session, whatever the wall clock says (quotes exist from 10:01 Sydney only).
-            TRADING_CLOCK_START="2024-06-18T11:00:00+10:00",
-        )
-        install_models(synthetic_models, dirs.models_dir, [TRAINED])
-        processes.start_suite(dirs)
+    with gateway_desk("tg-", TOKEN, models=synthetic_models, symbols=[TRAINED]) as dirs:
         yield dirs
 
 
 @pytest.fixture(scope="module")
 def http(desk: SuiteDirs):
-    url = rpc_call_sync(desk.socket("gateway"), "get_url")["url"]
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client:
+    with gateway_client(desk, TOKEN) as client:
         yield client
 
 
@@ -122,9 +122,36 @@ def test_unknown_path_is_404_json(http):
     assert answer.status_code == 404 and answer.json() == {"error": "not found"}
 
 
-def test_writes_are_refused(http):
-    answer = http.post("/api/trades", json={"symbol": "CBA.AX", "action": "BUY", "quantity": 1})
-    assert answer.status_code == 405 and "read-only" in answer.json()["error"]
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/trades", {"symbol": "CBA.AX", "action": "BUY", "quantity": 1}),
+        ("/api/services/alerts/restart", None),
+        ("/api/tasks/any-task/run", {}),
+    ],
+)
+def test_state_changing_calls_are_403_while_the_write_knob_is_off(http, anonymous, path, body):
+    answer = http.post(path, json=body)
+    assert answer.status_code == 403, answer.text
+    assert answer.json()["error"] == "state-changing calls are disabled"
+    assert "TRADING_GATEWAY_WRITE" in answer.json()["detail"]
+    assert anonymous.post(path, json=body).status_code == 401  # the token is checked first
+    assert api(http, "/api/trades")["data"]["trades"] == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("DELETE", "/api/trades", "GET, HEAD, POST"),
+        ("POST", "/api/portfolio", "GET, HEAD"),
+        ("PUT", "/metrics", "GET, HEAD"),
+        ("GET", "/api/services/alerts/restart", "POST"),
+    ],
+)
+def test_a_method_a_path_does_not_serve_is_405_saying_which_it_does(http, method, path, allow):
+    answer = http.request(method, path)
+    assert answer.status_code == 405 and answer.headers["Allow"] == allow
+    assert answer.json()["error"] == "method not allowed"
 
 
 # ---- the API ---------------------------------------------------------------------------------------------
@@ -136,6 +163,7 @@ def test_status_health_market_and_tasks(http):
     health = api(http, "/api/health")
     assert set(health["data"]) == set(start_order()) and health["down"] == {}
     assert health["data"]["gateway"]["url"] == str(http.base_url).rstrip("/")
+    assert health["data"]["gateway"]["write_enabled"] is False  # the default
     market = api(http, "/api/market/status")["data"]
     assert market["phase"] in ("pre_market", "open", "post_market", "closed")
     tasks = api(http, "/api/tasks")["data"]
@@ -186,6 +214,43 @@ def test_replay_reports_on_disk(http, desk):
         assert http.get(f"/api/replays/{name}").status_code == 404
 
 
+def test_a_replays_png_is_served_with_the_token_and_nothing_outside_the_folder(http, anonymous, desk):
+    folder = desk.data_dir / "replays" / "2019-07-01_2019-07-05"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_bytes(b"{}")
+    png = png_bytes(8, 4, (30, 120, 200))
+    (folder / "equity.png").write_bytes(png)
+    (folder / "notes.png").write_bytes(b"not a png at all")
+    secret = desk.data_dir / "secret.png"
+    secret.write_bytes(png)
+    (folder / "linked.png").symlink_to(secret)
+    answer = http.get(f"/api/replays/{folder.name}/equity.png")
+    assert answer.status_code == 200 and answer.content == png
+    assert (
+        answer.headers["content-type"] == "image/png"
+        and answer.headers["X-Content-Type-Options"] == "nosniff"
+    )
+    assert anonymous.get(f"/api/replays/{folder.name}/equity.png").status_code == 401
+    for path in (
+        f"/api/replays/{folder.name}/linked.png",  # a symlink out of the reports folder
+        f"/api/replays/{folder.name}/notes.png",  # not a PNG, whatever its name
+        f"/api/replays/{folder.name}/report.json",
+        f"/api/replays/{folder.name}/%2e%2e%2fsecret.png",
+        "/api/replays/..%2f/secret.png",
+        "/api/replays/../secret.png",
+        f"/api/replays/{folder.name}/missing.png",
+    ):
+        refused = http.get(path)
+        assert refused.status_code == 404 and refused.json()["error"] == "not found", path
+
+
+def test_the_equity_history_ends_with_the_equity_now(http):
+    body = api(http, "/api/equity", days=30)["data"]
+    assert body["days"] == 30 and body["starting_capital"] == 100000
+    assert body["points"][-1]["day"] == "2024-06-18" and body["points"][-1]["equity"] == 100000
+    assert api(http, "/api/equity")["data"]["days"] == 90  # the default
+
+
 @pytest.mark.parametrize(
     ("path", "query", "param"),
     [
@@ -198,6 +263,8 @@ def test_replay_reports_on_disk(http, desk):
         ("/api/market/XYZ.AX", {}, "symbol"),
         ("/api/portfolio", {"limit": "1"}, "limit"),  # no params at all there
         ("/api/alerts", {"kind": "no_such_kind"}, "kind"),
+        ("/api/equity", {"days": "0"}, "days"),
+        ("/api/equity", {"days": "3661"}, "days"),
     ],
 )
 def test_bad_parameters_are_400_naming_them(http, path, query, param):
@@ -231,7 +298,7 @@ def test_openapi_lists_every_route_with_its_parameters(http):
     document = http.get("/openapi.json").json()
     assert document["openapi"].startswith("3.1")
     for route in ROUTES:
-        operation = document["paths"][route.path]["get"]
+        operation = document["paths"][route.path][route.method.lower()]
         assert operation["operationId"] == route.name
         assert {p["name"] for p in operation["parameters"]} == {
             p.name for p in (*route.query, *route.path_params)
@@ -291,6 +358,11 @@ def test_metrics_parse_and_follow_the_naming_rules(http, desk):
     assert samples(families, "trading_desk_equity_aud") == {(): 100000.0}
     assert samples(families, "trading_desk_cash_aud") == {(): 100000.0}
     assert samples(families, "trading_desk_open_positions") == {(): 0.0}
+    assert samples(families, "trading_desk_exposure_ratio") == {(): 0.0}
+    assert samples(families, "trading_desk_day_pnl_aud") == {(): 0.0}
+    assert samples(families, "trading_desk_trading_halted") == {(): 0.0}
+    (buy_rate,) = samples(families, "trading_desk_buy_rate_ratio").values()
+    assert 0.0 <= buy_rate <= 1.0
     assert samples(families, "trading_desk_trades", "trading_desk_trades_total") == {(): 0.0}
     by_signal = samples(families, "trading_desk_predictions", "trading_desk_predictions_total")
     assert {k[0][1] for k in by_signal} == {"BUY", "HOLD", "SELL"}
@@ -299,6 +371,17 @@ def test_metrics_parse_and_follow_the_naming_rules(http, desk):
     assert (("event_type", "prediction_generated"),) in samples(families, "trading_dead_letter_events")
     for name in ("trading_events_published_total", "trading_events_received_total", "trading_outbox_events"):
         assert name.removesuffix("_total") in families
+    # The RPC server's bounds (issue 19): connections open, accepted, and closed or refused by reason.
+    assert samples(families, "trading_rpc_connections_open")[(("service", "market-data"),)] >= 1
+    accepted = samples(families, "trading_rpc_connections_accepted", "trading_rpc_connections_accepted_total")
+    assert accepted[(("service", "market-data"),)] >= 1
+    closed = samples(families, "trading_rpc_connections_refused", "trading_rpc_connections_refused_total")
+    assert {k for k in closed if ("service", "market-data") in k} == {
+        (("reason", r), ("service", "market-data")) for r in ("idle", "over_limit", "peer_uid")
+    }
+    assert all(v == 0 for v in closed.values())
+    frames = samples(families, "trading_rpc_frames_refused", "trading_rpc_frames_refused_total")
+    assert {k[0] for k in frames} == {("reason", "batch_too_big"), ("reason", "too_big")}
 
 
 # ---- a service down ------------------------------------------------------------------------------------
@@ -402,6 +485,70 @@ def test_alone_it_says_the_suite_is_down_and_limits_each_client(suite, processes
         assert client.get("/api/portfolio", headers={"Authorization": "Bearer wrong"}).status_code == 429
 
 
+# ---- slow requests: bounded in time as the RPC server bounds a partial frame ---------------------------
+
+
+def closed_after(
+    address: tuple[str, int], first: bytes, trickle: bytes, limit_s: float
+) -> tuple[float, bytes]:
+    """Send `first`, then `trickle` every 0.2 s (progress, however slow) until the gateway closes
+    the connection: the seconds that took and what it answered; (limit_s, answer) if it did not."""
+    started = time.monotonic()
+    answer = b""
+    with socket.create_connection(address, timeout=limit_s) as conn:
+        if first:
+            conn.sendall(first)
+        conn.settimeout(0.2)
+        while time.monotonic() - started < limit_s:
+            try:
+                chunk = conn.recv(65536)
+            except TimeoutError:
+                if trickle:
+                    with contextlib.suppress(OSError):
+                        conn.sendall(trickle)
+                continue
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            answer += chunk
+    return time.monotonic() - started, answer
+
+
+def test_a_slow_request_is_closed_or_answered_503_in_bounded_time(suite, processes):
+    """A connection that sends nothing, stops inside its request line, or trickles header lines
+    is closed after TRADING_GATEWAY_IDLE_TIMEOUT_S; a body slower than
+    TRADING_GATEWAY_REQUEST_TIMEOUT_S is answered 503 timeout. The gateway serves on."""
+    gateway = processes.start(
+        "gateway",
+        suite,
+        extra_env={
+            "TRADING_GATEWAY_TOKEN": TOKEN,
+            "TRADING_GATEWAY_IDLE_TIMEOUT_S": "1",
+            "TRADING_GATEWAY_REQUEST_TIMEOUT_S": "2",
+            "TRADING_GATEWAY_WRITE": "true",
+        },
+    )
+    url = httpx.URL(rpc_call_sync(gateway.socket, "get_url")["url"])
+    address = (url.host, url.port or 80)
+    for first, trickle in (
+        (b"", b""),
+        (b"GET /api/portfolio HTT", b""),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\n", b"X-Slow: 1\r\n"),
+    ):
+        took, answer = closed_after(address, first, trickle, limit_s=30)
+        assert answer == b"" and took < 20, (first, took, answer)  # 1 s, under any load
+    head = f"POST /api/trades HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+    head += "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    took, answer = closed_after(address, head.encode() + b"{", b" ", limit_s=6)
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 503 Service Unavailable" and rest.endswith(b'{"error":"timeout"}'), (
+        answer
+    )
+    with httpx.Client(base_url=str(url), timeout=30) as client:
+        assert client.get("/healthz").status_code == 503  # alone: the suite is down, but it answers
+
+
 # ---- schemathesis: generated requests against the running gateway ------------------------------------
 
 SCHEMA = schemathesis.openapi.from_dict(openapi_document(DEFAULT_SYMBOLS, VERSION))
@@ -415,7 +562,7 @@ def gateway_url(http: httpx.Client) -> str:
 @SCHEMA.parametrize()
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 def test_generated_requests_find_no_5xx_and_no_reply_off_the_schema(case, gateway_url):
-    case.call_and_validate(base_url=gateway_url, headers={"Authorization": f"Bearer {TOKEN}"})
+    case.call_and_validate(base_url=gateway_url, headers=token_unless_the_case_breaks_it(case, TOKEN))
 
 
 # ---- TLS from a certificate path ---------------------------------------------------------------------

@@ -70,18 +70,28 @@ def service_pids(dirs: SuiteDirs) -> dict[str, list[int]]:
     return pids
 
 
-def make_dirs(processes: Processes, **env: str) -> SuiteDirs:
+@pytest.fixture(scope="module", params=["zygote", "exec"])
+def launch_mode(request) -> str:
+    """Every test here runs in both launch modes (TRADING_MANAGER_LAUNCH): supervision means the
+    same whether a service is forked from the zygote or started as its own interpreter."""
+    return request.param
+
+
+def make_dirs(processes: Processes, launch_mode: str, **env: str) -> SuiteDirs:
     """Directories for a suite with fast timers, stopped and removed at teardown."""
-    return processes.suite(processes.suite_dirs("tm-", **FAST_TIMERS, **env))
+    return processes.suite(
+        processes.suite_dirs("tm-", **FAST_TIMERS, TRADING_MANAGER_LAUNCH=launch_mode, **env)
+    )
 
 
 @pytest.fixture(scope="module")
-def running_suite():
+def running_suite(launch_mode):
     with Processes() as processes:
-        yield processes.start_suite(make_dirs(processes, TRADING_MANAGER_MAX_FAILURES="100"))
+        yield processes.start_suite(make_dirs(processes, launch_mode, TRADING_MANAGER_MAX_FAILURES="100"))
 
 
-def test_start_brings_everything_up_in_dependency_order(running_suite):
+def test_start_brings_everything_up_in_dependency_order(running_suite, launch_mode):
+    assert status(running_suite)["supervisor"]["launch"] == launch_mode
     services = by_name(running_suite)
     assert all(s["state"] == "running" for s in services.values())
     assert all(s["health"] in UP for s in services.values())
@@ -161,8 +171,8 @@ def test_restart_and_usage_errors(running_suite):
         assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
 
 
-def test_supervisor_killed_then_start_adopts_without_copies(processes):
-    dirs = make_dirs(processes)
+def test_supervisor_killed_then_start_adopts_without_copies(processes, launch_mode):
+    dirs = make_dirs(processes, launch_mode)
     assert manager_cli(dirs, "start").returncode == 0
     time.sleep(1.0)  # let the services age a little: an adopted one keeps its own uptime
     before = {n: s["pid"] for n, s in by_name(dirs).items()}
@@ -191,9 +201,10 @@ def test_supervisor_killed_then_start_adopts_without_copies(processes):
     assert manager_cli(dirs, "status").returncode == 3
 
 
-def test_exit_at_startup_ends_fatal_and_stays_quiet(processes):
+def test_exit_at_startup_ends_fatal_and_stays_quiet(processes, launch_mode):
     dirs = make_dirs(
         processes,
+        launch_mode,
         TRADING_MANAGER_ENTRY_SENTIMENT="tests/system/_exit_at_start.py",
         TRADING_MANAGER_MAX_FAILURES="3",
     )
@@ -210,9 +221,10 @@ def test_exit_at_startup_ends_fatal_and_stays_quiet(processes):
     assert manager_cli(dirs, "status").returncode == 3
 
 
-def test_crash_after_start_loop_ends_fatal_and_restart_clears_it(processes):
+def test_crash_after_start_loop_ends_fatal_and_restart_clears_it(processes, launch_mode):
     dirs = make_dirs(
         processes,
+        launch_mode,
         TRADING_MANAGER_ENTRY_MARKET_DATA="tests/system/_crash_after_start.py",
         TRADING_MANAGER_MAX_FAILURES="3",
     )

@@ -1,4 +1,4 @@
-"""`service_manager.py models list|promote SET|rollback` in a real process, on model sets made
+"""`service_manager.py models list|promote SET|rollback|prune` in a real process, on model sets made
 like the training script makes them (files and a manifest with their SHA-256)."""
 
 from __future__ import annotations
@@ -51,3 +51,20 @@ def test_list_promote_rollback_and_their_errors(short_tmp):
     assert len(refused.stderr.strip().splitlines()) == 1 and current_name(models) == names[1]
     assert " NO " in manager_cli(dirs, "models", "list").stdout
     assert manager_cli(dirs, "models").returncode == 2  # no action: a usage error
+
+
+def test_prune_keeps_the_newest_and_the_current_set(short_tmp):
+    dirs = make_suite_env(short_tmp / "suite", None)
+    models = dirs.models_dir
+    names = [
+        write_set(new_set_dir(models, T0 + timedelta(days=d)), generated_at=T0 + timedelta(days=d)).name
+        for d in range(4)
+    ]
+    promote(models, names[0], T0, "trained")  # the oldest serves
+    pruned = manager_cli(dirs, "models", "prune", "--keep", "2")
+    assert pruned.returncode == 0, pruned.stderr
+    assert pruned.stdout.strip() == f"removed 2 set(s): {names[1]}, {names[2]}"
+    assert sorted(p.name for p in (models / "sets").iterdir()) == [names[0], names[3]]
+    assert current_name(models) == names[0]
+    bad = manager_cli(dirs, "models", "prune", "--keep", "0")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--keep" in bad.stderr

@@ -27,7 +27,7 @@ from services.base.clock import SYDNEY
 from services.base.events import CHANNEL_PREFIX
 from services.domain import asx_calendar
 from services.management.replay import ReplayDriver, ReplayOptions
-from tests.support import SuiteDirs, manager_cli, manager_command, rpc_call_sync, wait_until
+from tests.support import Drain, SuiteDirs, manager_cli, manager_command, rpc_call_sync, wait_until
 from tests.system._replay_helpers import INDEX, MODELS_BEFORE, SYMBOLS, TRADING_KNOBS, market_csv_dir
 
 # A replay runs a whole suite; the first test also waits for the models if they must be trained.
@@ -155,8 +155,10 @@ def test_report_figures_match_the_trade_log(replayed):
 
 def test_every_trade_follows_its_prediction_or_an_exit_rule(replayed):
     _, result = replayed
-    # Each day the predictions on the open's quote, then the monitoring task's forced ones.
+    # Each day one prediction per symbol: on the open's quote, which the monitoring task's forced
+    # batch, on the same quote, gets back instead of a second one.
     predictions = {p["prediction_id"]: p for p in result.session_predictions}
+    assert len(predictions) == len(result.curve[1:]) * len(SYMBOLS)
     assert {p["prediction_id"] for p in result.predictions} <= set(predictions)
     linked = [t for t in result.trades if t["prediction_id"]]
     assert len({t["prediction_id"] for t in linked}) == len(linked)  # each prediction traded at most once
@@ -234,12 +236,16 @@ def trade_signature(rows: list[dict]) -> list[tuple]:
     ]
 
 
-@pytest.mark.parametrize("cpu_hogs", [0, 2], ids=["idle", "two-busy-cores"])
+@pytest.mark.parametrize(
+    "cpu_hogs, launch", [(0, "exec"), (2, "zygote")], ids=["idle-exec", "two-busy-cores-zygote"]
+)
 def test_killing_services_mid_replay_gives_the_same_trades(
-    replayed, replay_models, tmp_path, processes, cpu_hogs
+    replayed, replay_models, tmp_path, processes, cpu_hogs, launch
 ):
     # With two CPU-bound processes beside it the machine is slower, never the decisions: a slow
-    # or restarting dependency is waited for, never turned into a degraded prediction.
+    # or restarting dependency is waited for, never turned into a degraded prediction. The idle
+    # run starts each service as its own interpreter (TRADING_MANAGER_LAUNCH=exec), the other and
+    # the uninterrupted replay fork them from the zygote: the same trades either way.
     for _ in range(cpu_hogs):
         processes.popen([sys.executable, "-c", "while True: pass"])
     _, uninterrupted = replayed
@@ -248,6 +254,7 @@ def test_killing_services_mid_replay_gives_the_same_trades(
         **{k: v for k, v in os.environ.items() if not k.startswith("TRADING_")},
         **TRADING_KNOBS,
         **FAST_MANAGER,
+        "TRADING_MANAGER_LAUNCH": launch,
         "TRADING_DATA_DIR": str(tmp_path / "data"),
         "TRADING_MODELS_DIR": str(replay_models),
     }
@@ -261,8 +268,20 @@ def test_killing_services_mid_replay_gives_the_same_trades(
         wait_for_line(proc, "starting the replay suite in ").split(" in ", 1)[1].removesuffix(" ...\n")
     )
     processes.suite(SuiteDirs(root))  # its processes killed at teardown if the replay leaves any
-    run_kills(root)
-    stdout, stderr = proc.communicate(timeout=600)
+    supervisor = wait_until(
+        lambda: rpc_call_sync(root / "sock" / "manager.sock", "status")["supervisor"],
+        120,
+        0.01,
+        what="the replay's supervisor",
+        ignoring=(OSError,),
+    )
+    assert supervisor["launch"] == launch
+    # Read both pipes from now on: a replay whose progress lines fill a pipe nobody reads (64 KiB)
+    # blocks on its next write, and its clock stops.
+    drained = Drain(proc)
+    run_kills(root, proc, drained)
+    proc.wait(timeout=600)
+    stdout, stderr = drained.text()
     assert proc.returncode == 0, stderr[-3000:]
     assert f"Replay {FIRST} .. {LAST} (19 trading days)" in stdout
     # Services died mid-step, yet no prediction was made without its inputs.
@@ -284,9 +303,10 @@ def wait_for_line(proc: subprocess.Popen, prefix: str, timeout_s: float = 600) -
     raise AssertionError(f"no {prefix!r} line within {timeout_s}s")
 
 
-def run_kills(root: Path) -> None:
+def run_kills(root: Path, replay: subprocess.Popen, drained: Drain) -> None:
     """SIGKILL each service of KILLS at its moment, then wait until the supervisor has it running
-    again under a new pid; the replay goes on meanwhile."""
+    again under a new pid; the replay goes on meanwhile. A replay that exits before the last kill
+    fails the test at once with its own last words."""
     import redis
 
     wait_until(lambda: socket_is_live(root / "sock" / "redis.sock"), 120, 0.01, what="the replay's redis")
@@ -295,18 +315,35 @@ def run_kills(root: Path) -> None:
     )
     pubsub.subscribe(CHANNEL_PREFIX + "prediction_generated")
     clock_file = root / "clock.json"
-    deadline = time.monotonic() + 300
+    # Generous: the killed services' steps wait for them (forced predictions after a quarter of
+    # the step timeout), and three test workers share two busy cores.
+    deadline = time.monotonic() + 600
     try:
         for kind, moment, service in KILLS:
             while not (
-                clock_file.exists() and moment in clock_file.read_text()
+                clock_reached(clock_file, moment)
                 if kind == "clock"
                 else published_at(pubsub.get_message(timeout=0.01), moment)
             ):
+                if replay.poll() is not None:
+                    err = drained.text()[1]
+                    raise AssertionError(
+                        f"the replay exited ({replay.returncode}) before {kind} {moment}: {err[-3000:]}"
+                    )
                 assert time.monotonic() < deadline, f"never reached {kind} {moment}"
             kill_and_wait(root / "sock" / "manager.sock", service)
     finally:
         pubsub.close()
+
+
+def clock_reached(clock_file: Path, moment: str) -> bool:
+    """The replay's clock is at `moment` (Sydney time) or past it: a step can be shorter than this
+    loop's turn on busy cores, so waiting for the exact moment could miss it."""
+    try:
+        start = orjson.loads(clock_file.read_bytes())["start"]
+    except (OSError, ValueError, KeyError):
+        return False  # not written yet
+    return datetime.fromisoformat(start) >= datetime.fromisoformat(moment).replace(tzinfo=SYDNEY)
 
 
 def published_at(message: dict | None, moment: str) -> bool:

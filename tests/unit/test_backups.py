@@ -303,3 +303,46 @@ def test_a_restore_of_a_missing_database_creates_it_and_keeps_nothing_aside(suit
     assert keep_current(plan, data, models, NOW) is None
     restore_files(backup, plan, data, models)
     assert rows(data / "predictions.db") == ["p1"]
+
+
+def make_set(models: Path, moment: datetime, payload: bytes) -> str:
+    """A verifying model set (manifest with the file's SHA-256) written as training writes one."""
+    from services.base.model_sets import new_set_dir, sha256_file
+
+    folder = new_set_dir(models, moment)
+    (folder / "cba.pkl").write_bytes(payload)
+    manifest = {
+        "schema_version": 1,
+        "models": [{"file": "cba.pkl", "sha256": sha256_file(folder / "cba.pkl")}],
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder.name
+
+
+def test_a_restore_brings_back_the_model_sets_and_the_set_that_served(tmp_path: Path) -> None:
+    from services.base.model_sets import current_name, promote, prune, serving_dir, set_names, verify_set
+
+    data, models = tmp_path / "data", tmp_path / "models"
+    write_rows(data / "predictions.db", "p1")
+    first = make_set(models, datetime(2025, 6, 1, tzinfo=UTC), b"june")
+    second = make_set(models, datetime(2025, 6, 8, tzinfo=UTC), b"june, retrained")
+    promote(models, first, NOW, "first")
+    promote(models, second, NOW, "weekly retrain")
+    backup_databases(data, DAY, models_dir=models)
+    before = files(models)
+    # Later: a third set promoted, the first pruned away.
+    third = make_set(models, datetime(2025, 6, 15, tzinfo=UTC), b"july")
+    promote(models, third, NOW, "weekly retrain")
+    assert prune(models, keep=2) == [first]
+
+    backup = read_backup(data / "backups" / "2025-06-10")
+    plan = plan_restore(backup, ["ml-model"])
+    assert plan.models and plan.databases == ()
+    check_backup(backup, plan)  # raises BackupDamaged when a model file differs from its record
+    keep_current(plan, data, models, NOW)
+    restore_files(backup, plan, data, models)
+
+    assert files(models) == before  # the third set gone, the first back, the history as it was
+    assert set_names(models) == [first, second] and current_name(models) == second
+    verify_set(serving_dir(models))  # the set that served then serves again, and it verifies
+    promote(models, first, NOW, "rollback still works")  # its predecessor is whole too

@@ -20,6 +20,8 @@ from services.domain.features import (
     MAX_INDEX_STALENESS_DAYS,
     MIN_BARS,
     FeatureValidationError,
+    _feature_columns,
+    _latest_values,
     build_feature_rows,
     build_latest_features,
     validate_features,
@@ -225,3 +227,43 @@ def test_real_bank_data_stays_inside_the_plausible_ranges(symbol: str) -> None:
     assert rows[0][0] >= date(2016, 1, 1)  # after a year of warm-up from 2015-05-20
     for _, features in rows:
         validate_features(features)  # raises if a real day were judged implausible
+
+
+def _same(a: float | None, b: float | None) -> bool:
+    return a is b is None or (a is not None and b is not None and repr(a) == repr(b))
+
+
+def _latest_as_columns(bars, index_bars, sentiment):
+    """The last row of the training columns: what build_latest_features must equal, bit for bit."""
+    columns = _feature_columns(bars, index_bars, {bars[-1].date: sentiment})
+    return {name: columns[name][-1] for name in FEATURE_NAMES}
+
+
+@pytest.mark.parametrize("n", [1, 2, 15, 21, 22, 49, 50, 51, 199, 200, 201, 260, 400])
+def test_latest_values_equal_the_last_column_row_bit_for_bit(n):
+    """Serving computes only the last row (windows from trailing slices); it must be exactly the
+    training columns' last row, also with short histories, a stale index and zero volumes."""
+    stock = STOCK[:n]
+    cases = [
+        (stock, INDEX),
+        (stock, INDEX[: max(1, n - 30)]),  # the index ends weeks before: stale, its features None
+        (stock, INDEX[:1]),
+        ([dataclasses.replace(b, volume=0) for b in stock], INDEX[: n + 5]),
+    ]
+    for bars, index in cases:
+        latest = _latest_values(bars, index, 0.25)
+        expected = _latest_as_columns(bars, index, 0.25)
+        assert list(latest) == list(FEATURE_NAMES)
+        assert all(_same(latest[k], expected[k]) for k in FEATURE_NAMES), (n, latest, expected)
+
+
+@pytest.mark.skipif(not ASX_DATA.is_dir(), reason="shared ASX data (../shared/data/asx) not present")
+def test_latest_values_equal_the_last_column_row_on_real_data():
+    index = _read_csv(ASX_DATA / "AXJO.csv")
+    stock = _read_csv(ASX_DATA / "CBA.AX.csv")
+    for end in range(MIN_BARS, len(stock), 37):
+        bars = stock[end - MIN_BARS : end]
+        index_bars = [b for b in index if b.date <= bars[-1].date][-MIN_BARS:]
+        latest = _latest_values(bars, index_bars, 0.0)
+        expected = _latest_as_columns(bars, index_bars, 0.0)
+        assert all(_same(latest[k], expected[k]) for k in FEATURE_NAMES), (bars[-1].date, latest, expected)

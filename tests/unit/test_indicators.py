@@ -244,3 +244,60 @@ def test_technical_summary_on_no_history_invents_nothing():
     assert summary["rsi"] is None and summary["volatility"] is None
     assert set(summary["macd"].values()) == set(summary["bollinger"].values()) == {None}
     assert summary["insufficient_history"]["rsi"] == 15
+
+
+# ---- the latest reading without the series (what market-data and the features serve) ----------
+
+
+def _walks() -> list[list[float]]:
+    """Seeded random walks of many lengths, flat and monotone runs, and -0.0 changes."""
+    import random
+
+    rng = random.Random(21)
+    walks: list[list[float]] = [
+        [],
+        [1.0],
+        [5.0] * 40,
+        [float(i) for i in range(60)],
+        [60.0 - i for i in range(60)],
+    ]
+    for length in (2, 13, 14, 15, 16, 25, 26, 27, 33, 34, 35, 100, 1300):
+        price, walk = 100.0, []
+        for _ in range(length):
+            price *= math.exp(rng.gauss(0, 0.015))
+            walk.append(round(price, rng.choice((2, 3, 6))))
+        walks.append(walk)
+    return walks
+
+
+@pytest.mark.parametrize("period", [1, 2, 14])
+def test_rsi_last_is_the_series_last_value_bit_for_bit(period):
+    for walk in _walks():
+        series = ind.rsi(walk, period)
+        expected = series[-1] if series else None
+        assert ind.rsi_last(walk, period) == expected
+
+
+@pytest.mark.parametrize(("fast", "slow", "signal"), [(12, 26, 9), (1, 2, 1), (3, 10, 5)])
+def test_macd_last_is_the_series_last_values_bit_for_bit(fast, slow, signal):
+    for walk in _walks():
+        lines = ind.macd(walk, fast, slow, signal)
+        expected = tuple(s[-1] if s else None for s in (lines.macd, lines.signal, lines.histogram))
+        assert ind.macd_last(walk, fast, slow, signal) == expected
+
+
+def test_macd_last_refuses_what_macd_refuses():
+    with pytest.raises(ValueError):
+        ind.macd_last([1.0] * 40, 26, 12, 9)
+    with pytest.raises(ValueError):
+        ind.macd_last([1.0] * 40, 12, 26, 0)
+
+
+@given(st.lists(st.floats(min_value=0.01, max_value=1e6, allow_nan=False), max_size=80))
+def test_the_latest_readings_match_the_series_on_any_prices(prices):
+    series = ind.rsi(prices, 14)
+    assert ind.rsi_last(prices, 14) == (series[-1] if series else None)
+    lines = ind.macd(prices, 12, 26, 9)
+    assert ind.macd_last(prices, 12, 26, 9) == tuple(
+        s[-1] if s else None for s in (lines.macd, lines.signal, lines.histogram)
+    )

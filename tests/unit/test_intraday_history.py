@@ -64,6 +64,10 @@ def test_parse_a_clean_file_with_a_bom_and_extra_columns():
 BAD_ROWS = [
     ("2024-06-14 10:00:00,10,10.2,9.9,10.1,100", "has no UTC offset"),  # naive: names no instant
     ("14/06/2024 10:00,10,10.2,9.9,10.1,100", "unreadable time"),
+    # Found by fuzzing (intraday_csv): times that do not convert to UTC or Sydney time raised
+    # OverflowError from the parser (year 9999 west of UTC) or from resampling (year 1).
+    ("9999-12-31 23:00:00-05:00,10,10.2,9.9,10.1,100", "is outside 1980-2099"),
+    ("0001-01-01 00:30:00+10:00,10,10.2,9.9,10.1,100", "is outside 1980-2099"),
     ("2024-06-14 10:00:00+10:00,null,null,null,null,null", "empty (null) field"),  # Yahoo's null row
     ("2024-06-14 10:00:00+10:00,10,10.2,9.9,,100", "empty (null) field"),  # a short row
     ("2024-06-14 10:00:00+10:00,10,10.2,9.9,nan,100", "empty (null) field"),

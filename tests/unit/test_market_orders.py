@@ -11,7 +11,14 @@ from services.domain.asx_calendar import SYDNEY
 from services.domain.intraday_fills import ExitBasis, FillBasis
 from services.domain.portfolio import Action, Position
 from services.domain.risk import ExitReason
-from services.paper_trading.market_orders import MarketQuote, UnusableQuote, exit_for, order_fill, refusal
+from services.paper_trading.market_orders import (
+    MarketQuote,
+    UnusableQuote,
+    exit_for,
+    order_fill,
+    priced_before,
+    refusal,
+)
 from services.paper_trading.paper_trading_knobs import PaperTradingKnobs
 
 NOW = datetime(2024, 6, 12, 11, 0, tzinfo=SYDNEY)
@@ -272,3 +279,42 @@ def test_stale_cause_reaches_the_quote_and_says_whether_the_source_answered():
     older = MarketQuote.from_wire("WBC.AX", base | {"stale_reason": "?"})  # a market-data without the field
     assert (no_data.source_answered, down.source_answered, fresh.source_answered) == (True, False, True)
     assert older.source_answered is False
+
+
+# ---- a signal on an earlier session's prices ------------------------------------------------
+
+
+def made_on(basis: str, **market) -> dict:
+    """A prediction's inputs as the prediction service stores them (market_data part only)."""
+    return {"market_data": {"price_basis": basis, **market}}
+
+
+def test_a_signal_on_yesterdays_close_is_not_filled_at_todays_quote():
+    today = quote()  # 10:59 on 2024-06-12
+    why = priced_before(made_on("close", date="2024-06-11"), today)
+    assert why == (
+        "made on the 2024-06-11 close, before CBA.AX's quote of 2024-06-12T10:59:00+10:00:"
+        " a prediction on this session's prices decides"
+    )
+    # On today's quote, even an earlier one of the session: filled.
+    assert priced_before(made_on("quote", quote_time="2024-06-12T10:00:00+10:00"), today) is None
+    # A quote of an earlier session (the quote of a day without a bar today): not filled at today's.
+    assert "2024-06-11 session's quote" in priced_before(
+        made_on("quote", quote_time="2024-06-11T15:55:00+10:00"), today
+    )
+
+
+def test_a_close_of_the_quotes_own_session_or_inputs_it_cannot_read_are_not_judged():
+    # A symbol without a bar today: its stale quote is from the day of the close the signal saw.
+    stale = quote(quote_time="2024-06-11T10:00:00+10:00", stale=True, stale_cause="no_data")
+    assert priced_before(made_on("close", date="2024-06-11"), stale) is None
+    for inputs in (
+        None,
+        {},
+        {"market_data": None},
+        made_on("close"),
+        made_on("close", date="June"),
+        made_on("quote", quote_time=None),
+        made_on("bar", date="2024-06-11"),
+    ):
+        assert priced_before(inputs, quote()) is None, inputs

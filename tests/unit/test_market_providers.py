@@ -8,7 +8,7 @@ import statistics
 import subprocess
 import sys
 import threading
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import ClassVar
 from zoneinfo import ZoneInfo
@@ -24,6 +24,7 @@ from services.domain.bars import (
     bar_from_dict,
     bar_to_dict,
     clean_daily_rows,
+    trading_days_between,
     weekday_calendar,
 )
 from services.market_data import providers
@@ -128,6 +129,43 @@ async def test_quirky_file(tmp_path):
     assert report.non_trading_days == (date(2024, 6, 8),)
     # 10 June 2024 was the King's Birthday holiday: not a gap. The 4th-6th are.
     assert report.missing_sessions == (date(2024, 6, 4), date(2024, 6, 5), date(2024, 6, 6))
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (date(2024, 6, 13), date(2024, 6, 13)),  # one day
+        (date(2024, 6, 14), date(2024, 6, 13)),  # an empty range
+        (date(2023, 12, 20), date(2024, 1, 10)),  # across a year's end (the per-year cache)
+        (date(1999, 12, 31), date(2001, 1, 2)),  # the library's year, then the table's
+        (date(2038, 3, 1), date(2042, 2, 1)),  # past the generated table's last year
+    ],
+)
+def test_trading_days_between_equals_a_day_by_day_walk(start, end):
+    walk, d = [], start
+    while d <= end:
+        if is_trading_day(d):
+            walk.append(d)
+        d += timedelta(days=1)
+    assert trading_days_between(start, end, is_trading_day) == walk
+    assert trading_days_between(start, end, weekday_calendar) == [
+        day for day in (start + timedelta(days=i) for i in range((end - start).days + 1)) if day.weekday() < 5
+    ]
+
+
+def test_a_row_dated_centuries_away_is_invalid_and_the_gap_scan_stays_short():
+    # Found by fuzzing (yahoo_csv): one typo row dated 4539 made the missing-session scan walk
+    # 2,500 years of calendar (seconds of CPU in market-data for one file read).
+    rows = [
+        ["2024-06-13", "1", "2", "1", "1.5", "1.5", "10"],
+        ["4539-06-01", "1", "2", "1", "1.5", "1.5", "10"],
+        ["1066-10-14", "1", "2", "1", "1.5", "1.5", "10"],
+        ["2024-06-14", "1", "2", "1", "1.6", "1.6", "10"],
+    ]
+    bars, report = clean_daily_rows(rows, is_trading_day)
+    assert [b.date for b in bars] == [date(2024, 6, 13), date(2024, 6, 14)]
+    assert report.invalid_rows == ("4539-06-01", "1066-10-14")
+    assert report.missing_sessions == ()
 
 
 async def test_without_a_calendar_weekend_rows_stay_but_filler_goes(tmp_path):

@@ -114,6 +114,8 @@ def test_log_counts_each_day_once_with_the_latest_vote(tmp_path: Path) -> None:
     log.record("r3", "2024-03-05T06:00:00+00:00", "CBA.AX", other, [Vote("rf", "v1", 0.6, "up")])
     log.record("r4", "2024-03-05T06:00:00+00:00", "WBC.AX", other, [Vote("rf", "v1", 0.6, "up")])
     assert log.pending() == {"CBA.AX": [day, other], "WBC.AX": [other]}
+    assert log.pending(["WBC.AX"]) == {"WBC.AX": [other]}  # the symbols asked for only
+    assert log.pending(["NAB.AX"]) == {} and log.pending([]) == {}
     assert log.resolve("CBA.AX", day, "up", "2024-03-05T06:00:00+00:00") == 2
     assert log.resolve("CBA.AX", day, "down", "2024-03-06T06:00:00+00:00") == 0  # already settled
     stats = log.live("CBA.AX")[("rf", "v1")]

@@ -4,6 +4,7 @@ and a malformed, stale or foreign form is refused before it can serve a number."
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -17,6 +18,7 @@ from services.ml_model.model_catalog import MODEL_NAMES, make_model, probability
 from services.ml_model.model_converter import to_inference_form
 from services.ml_model.model_inference import (
     INFERENCE_DIR,
+    SIDECAR_SUFFIX,
     InferenceFormError,
     cache_path,
     from_form,
@@ -161,19 +163,43 @@ def test_inputs_are_checked_before_a_walk(fitted: dict) -> None:
 
 def test_cache_round_trip_staleness_and_pruning(fitted: dict, tmp_path: Path) -> None:
     assert read_cached(tmp_path, SHA, N_FEATURES) is None  # nothing cached yet
-    path = write_cached(tmp_path, to_inference_form(fitted["linear_svm"], SHA))
+    path, digest = write_cached(tmp_path, to_inference_form(fitted["linear_svm"], SHA))
     assert path == cache_path(tmp_path, SHA) and path.parent.name == INFERENCE_DIR
-    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind
-    assert read_cached(tmp_path, SHA, N_FEATURES).source_sha256 == SHA
-    # A form copied under another model's name is refused: it records where it came from.
-    cache_path(tmp_path, OTHER_SHA).write_text(path.read_text())
+    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
+    # No temp file left behind; the sidecar holds the SHA-256 of the form's bytes.
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name, sidecar.name]
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest() == sidecar.read_text()
+    assert read_cached(tmp_path, SHA, N_FEATURES).source_sha256 == SHA  # checked by its sidecar
+    assert read_cached(tmp_path, SHA, N_FEATURES, digest).source_sha256 == SHA  # by the manifest's
+    # A form copied under another model's name (with its sidecar) is refused: it records where it
+    # came from.
+    cache_path(tmp_path, OTHER_SHA).write_bytes(path.read_bytes())
+    cache_path(tmp_path, OTHER_SHA).with_name(f"{OTHER_SHA}.json{SIDECAR_SUFFIX}").write_text(digest)
     with pytest.raises(InferenceFormError, match="was made from"):
         read_cached(tmp_path, OTHER_SHA, N_FEATURES)
     path.write_text('{"format": 1, "source_sha')  # a torn write
-    with pytest.raises(InferenceFormError, match="not JSON"):
+    with pytest.raises(InferenceFormError, match="sidecar's"):
         read_cached(tmp_path, SHA, N_FEATURES)
     assert prune_cache(tmp_path, {SHA}) == [cache_path(tmp_path, OTHER_SHA)]
-    assert [p.stem for p in path.parent.iterdir()] == [SHA]
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name, sidecar.name]
+
+
+def test_a_cached_form_is_trusted_by_its_recorded_hash_never_by_its_name(
+    fitted: dict, tmp_path: Path
+) -> None:
+    form = to_inference_form(fitted["logistic_regression"], SHA)
+    path, digest = write_cached(tmp_path, form)
+    # Tampered: same source SHA-256 and a valid form, other numbers. The manifest's hash refuses
+    # it even when the sidecar was rewritten to match.
+    tampered = json.dumps({**form, "intercept": form["intercept"] + 5.0}).encode()
+    path.write_bytes(tampered)
+    path.with_name(path.name + SIDECAR_SUFFIX).write_text(hashlib.sha256(tampered).hexdigest())
+    with pytest.raises(InferenceFormError, match=r"not the manifest's .* tampered"):
+        read_cached(tmp_path, SHA, N_FEATURES, digest)
+    # No hash recorded anywhere (no manifest hash, no sidecar): not trusted either.
+    path.with_name(path.name + SIDECAR_SUFFIX).unlink()
+    with pytest.raises(InferenceFormError, match="no recorded SHA-256"):
+        read_cached(tmp_path, SHA, N_FEATURES)
 
 
 @given(st.floats(allow_nan=False))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -151,3 +152,79 @@ def test_a_flat_folder_serves_as_it_is_and_is_adopted_into_a_set(tmp_path):
     verify_set(tmp_path / "sets" / name)
     assert (tmp_path / "sets" / name / ".inference" / "x.json").is_file()
     assert adopt_flat(tmp_path, T0) is None  # only once
+
+
+# ---- trust: who may write the models ------------------------------------------------------------
+
+
+def _trusted_tree(tmp_path: Path) -> Path:
+    models = tmp_path / "models"
+    models.mkdir(mode=0o755)
+    trained(models, T0)
+    for path in [models, *models.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return models
+
+
+def test_a_tree_owned_by_this_user_and_not_group_writable_is_trusted(tmp_path):
+    models = _trusted_tree(tmp_path)
+    model_sets.check_trusted(models)
+    model_sets.check_trusted(tmp_path / "not-yet")  # nothing there yet: nothing to refuse
+    for path in [models, *models.rglob("*")]:
+        path.chmod(0o700 if path.is_dir() else 0o600)  # private is fine too
+    model_sets.check_trusted(models)
+
+
+@pytest.mark.parametrize(
+    ("where", "mode", "says"),
+    [
+        ("", 0o775, "models folder .*models is writable by group \\(mode 0775\\)"),
+        ("", 0o757, "writable by others \\(mode 0757\\)"),
+        ("", 0o777, "writable by group and others \\(mode 0777\\)"),
+        ("sets", 0o775, "models folder .*sets is writable by group"),
+        (
+            "set",
+            0o1777,
+            "models folder .*sets/20261128T060000Z is writable by group and others \\(mode 1777\\)",
+        ),
+        ("set/manifest.json", 0o664, "models file .*manifest.json is writable by group"),
+        ("current", 0o646, "models file .*current is writable by others"),
+    ],
+)
+def test_group_or_other_write_anywhere_that_decides_what_runs_is_refused(tmp_path, where, mode, says):
+    models = _trusted_tree(tmp_path)
+    target = models / where.replace("set", "sets/20261128T060000Z") if where != "sets" else models / "sets"
+    target.chmod(mode)
+    with pytest.raises(model_sets.UntrustedModels, match=says) as caught:
+        model_sets.check_trusted(models)
+    message = str(caught.value)
+    assert "\n" not in message and f"chmod -R go-w {models}" in message and "run code" in message
+
+
+def test_a_tree_owned_by_another_user_is_refused(tmp_path):
+    # Checked as if the service ran as another uid: ownership, not permission, decides.
+    models = _trusted_tree(tmp_path)
+    other = os.geteuid() + 1
+    with pytest.raises(model_sets.UntrustedModels, match=f"is owned by .*, not by .*uid {other}"):
+        model_sets.check_trusted(models, uid=other)
+
+
+def test_what_the_suite_writes_is_never_group_or_other_writable(tmp_path):
+    old = os.umask(0)  # the widest umask: only the modes the code asks for remain
+    try:
+        models = tmp_path / "models"
+        model_sets.make_dir(models)
+        folder = write_set(new_set_dir(models, T0))  # (the test's own files: written 0666)
+        written_by_test = {folder / "manifest.json", folder / "CBA.AX__logistic_regression.joblib"}
+        promote(models, folder.name, T0, "trained")  # current, promotions.jsonl, status.json
+        model_sets.write_file(folder / "report.txt", b"r")
+        wide = tmp_path / "wide.txt"
+        wide.write_bytes(b"x")
+        wide.chmod(0o666)
+        model_sets.write_file(wide, b"y")  # an existing file loses group/other write
+    finally:
+        os.umask(old)
+    written = [wide, *(p for p in models.rglob("*") if p not in written_by_test)]
+    assert len(written) == 7
+    for path in written:
+        assert path.stat().st_mode & 0o022 == 0, f"{path} is {path.stat().st_mode:o}"

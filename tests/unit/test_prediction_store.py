@@ -47,6 +47,20 @@ def test_recent_is_newest_first_and_filters_by_symbol(store):
     assert [p["prediction_id"] for p in store.recent(10, symbol="NAB.AX")] == ["p-4", "p-2", "p-0"]
 
 
+def test_recent_parses_each_document_once_and_sees_new_ones(store, monkeypatch):
+    """Documents are kept parsed (a replay asks for the same latest ones many times a step); a
+    prediction saved since is read, and what is kept is bounded."""
+    import services.prediction.prediction_store as module
+
+    monkeypatch.setattr(module, "PARSED_KEPT", 3)
+    store.save_many([prediction(i) for i in range(5)])
+    first = store.recent(2)
+    assert store.recent(2) == first and store.recent(2)[0] is first[0]  # not parsed again
+    store.save(prediction(5))
+    assert [p["prediction_id"] for p in store.recent(6)] == [f"p-{i}" for i in range(5, -1, -1)]
+    assert store.recent(6)[-1] == prediction(0) and len(store._parsed) == 3
+
+
 def test_recent_orders_by_insertion_across_utc_offsets(store):
     # Sydney's clocks go back at 03:00+11:00 on 2024-04-07: 02:30+11:00 is 15:30Z and the later
     # 02:10+10:00 is 16:10Z, yet it sorts first as a string. Insertion order is the truth.

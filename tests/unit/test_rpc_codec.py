@@ -213,6 +213,14 @@ def test_hostile_input_gets_the_right_code(frame, code):
     assert set(reply["error"]["data"]) >= {"type", "detail"}
 
 
+def test_a_batch_at_the_limit_is_served_and_one_over_is_one_error():
+    call = '{"jsonrpc": "2.0", "method": "get_data", "id": %d}'
+    assert len(exchange("[" + ",".join(call % i for i in range(100)) + "]")) == 100  # the default
+    refused = exchange("[" + ",".join(["{}"] * 101) + "]")
+    assert refused["id"] is None and refused["error"]["code"] == -32600  # one object, not a list
+    assert "exceeds the limit of 100 (TRADING_RPC_MAX_BATCH)" in refused["error"]["message"]
+
+
 @pytest.mark.parametrize(
     ("params", "param", "problem"),
     [

@@ -1,4 +1,4 @@
-"""services.base.rpc is a package of five modules behind the public names rpc.py had."""
+"""services.base.rpc is a package of modules behind the public names rpc.py had (and RpcKnobs)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ HOME = {
     "params": ["rpc", "coerce", "ParamSpec", "MethodSpec"],
     "codec": ["dumps", "loads", "error_response", "result_response", "check_request", "request_id_of"],
     "server": ["Dispatcher", "RpcServer"],
+    "limits": ["RpcKnobs"],
     "client": ["ConnectionLost", "RpcClient"],
 }  # fmt: skip
 

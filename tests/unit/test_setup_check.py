@@ -45,8 +45,15 @@ def test_check_alone_runs_every_tool_and_no_tests(calls):
 def test_the_test_step_checks_first_then_runs_pytest_with_its_arguments(calls):
     ran, _ = calls
     assert setup.main(["--test", "--", "tests/unit", "-q"]) == 0
-    assert tools(ran) == ["ruff check", "ruff format", "mypy", "pytest tests/unit"]
+    assert tools(ran)[:3] == ["ruff check", "ruff format", "mypy"] and ran[-1][2] == "pytest"
     assert ran[-1][-2:] == ["tests/unit", "-q"]
+    assert ran[-1][3:7] == ["-n", "3", "--dist", "loadscope"]  # test workers, unless asked otherwise
+
+
+def test_workers_asked_for_replace_the_default(calls):
+    ran, _ = calls
+    assert setup.main(["--test", "--", "-n", "0", "tests/unit"]) == 0
+    assert ran[-1].count("-n") == 1 and ran[-1][-3:] == ["-n", "0", "tests/unit"]
 
 
 @pytest.mark.parametrize("failing", ["mypy", "pytest"])
@@ -55,7 +62,7 @@ def test_the_test_step_fails_when_either_fails(calls, failing):
     ran, fail = calls
     fail.add(failing)
     assert setup.main(["--test"]) != 0
-    assert tools(ran)[-1] == "pytest"
+    assert ran[-1][2] == "pytest"
 
 
 def test_a_failed_check_fails_check_alone(calls):

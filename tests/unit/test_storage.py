@@ -11,7 +11,15 @@ import sqlite3
 
 import pytest
 
-from services.base.storage import LedgerMisconfigured, StorageFailure, set_pragmas, storage_failure
+from services.base.knobs import ConfigError, read_knobs
+from services.base.storage import (
+    LedgerMisconfigured,
+    StorageFailure,
+    StorageKnobs,
+    set_pragmas,
+    storage_failure,
+    with_synchronous,
+)
 
 
 def sqlite_error(cls: type[sqlite3.Error], message: str, code: int | None, name: str | None) -> sqlite3.Error:
@@ -140,3 +148,19 @@ def test_a_lock_held_by_another_connection_is_not_a_misconfigured_ledger(tmp_pat
     set_pragmas(other, path, {"journal_mode": "WAL"})  # once free, it takes
     for db in (reader, other):
         db.close()
+
+
+def test_the_synchronous_knob_lowers_every_store_to_normal_or_leaves_it(tmp_path):
+    """TRADING_STORAGE_SYNCHRONOUS=NORMAL (the replay's suite) replaces each store's level; unset
+    keeps it; any other value is refused with the variable's name (the service exits 2)."""
+    assert read_knobs(StorageKnobs, {}).synchronous == ""
+    level = read_knobs(StorageKnobs, {"TRADING_STORAGE_SYNCHRONOUS": "normal"}).synchronous
+    assert level == "NORMAL"
+    with pytest.raises(ConfigError, match="TRADING_STORAGE_SYNCHRONOUS"):
+        read_knobs(StorageKnobs, {"TRADING_STORAGE_SYNCHRONOUS": "OFF"})
+    full = {"journal_mode": "WAL", "synchronous": "FULL"}
+    assert with_synchronous(full, "") == full
+    db = sqlite3.connect(tmp_path / "x.db")
+    set_pragmas(db, tmp_path / "x.db", with_synchronous(full, level))
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    db.close()

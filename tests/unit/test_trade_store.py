@@ -191,6 +191,25 @@ def test_equity_curve_keeps_the_last_value_of_each_day(store):
     assert store.equity_curve(since=date(2026, 3, 3)) == [(date(2026, 3, 3), D("102000"))]
 
 
+def test_equity_history_gives_each_days_close_and_today_is_the_equity_now(store):
+    from services.domain.portfolio import Valuation
+    from services.paper_trading.paper_trading_service import equity_points
+
+    store.record_equity(date(2026, 3, 2), D("100500.25"), D("90000"), D("10500.25"), T0)
+    store.record_equity(date(2026, 3, 3), D("101000"), D("91000"), D("10000"), T0)
+    store.record_equity(date(2026, 3, 4), D("99000"), D("89000"), D("10000"), T0)  # today's last snapshot
+    rows = store.equity_history(since=date(2026, 3, 3))
+    assert [(r["day"], r["equity"], r["cash"], r["positions_value"]) for r in rows] == [
+        ("2026-03-03", 101000.0, 91000.0, 10000.0),
+        ("2026-03-04", 99000.0, 89000.0, 10000.0),
+    ]
+    now = T0 + timedelta(days=2)
+    live = Valuation(D("89000"), D("10250"), D("99250"), D("0"), D("0.1"))
+    points = equity_points(rows, date(2026, 3, 4), live, now)
+    assert [(p["day"], p["equity"]) for p in points] == [("2026-03-03", 101000.0), ("2026-03-04", 99250.0)]
+    assert points[-1]["recorded_at"] == now.isoformat()
+
+
 def test_two_connections_racing_on_one_prediction_trade_once(tmp_path):
     stores = [TradeStore(tmp_path / "paper.db", D("100000"), T0) for _ in range(2)]
     outcomes: list[str] = []

@@ -139,11 +139,13 @@ def _check_manifest(root: Path, symbols: list[str], source: str) -> dict:
         assert set(item["importance"]["values"]) == set(FEATURE_NAMES)
         model = load_verified_model(out, entry)
         assert list(model.classes_) == [0, 1]
-        # The form the service evaluates was cached from this very model at training time.
-        form = read_cached(out, entry.sha256, len(FEATURE_NAMES))
+        # The form the service evaluates was cached from this very model at training time, and
+        # the manifest records the form's own SHA-256 (the service trusts no form by its name).
+        form = read_cached(out, entry.sha256, len(FEATURE_NAMES), item["inference_sha256"])
         assert form is not None and form.source_sha256 == entry.sha256
-    # Only the current models' forms: retraining prunes the rest.
-    assert {p.stem for p in (out / INFERENCE_DIR).iterdir()} == {e.sha256 for e in manifest.entries}
+    # Only the current models' forms (each with its hash sidecar): retraining prunes the rest.
+    assert {p.stem for p in (out / INFERENCE_DIR).glob("*.json")} == {e.sha256 for e in manifest.entries}
+    assert len(list((out / INFERENCE_DIR).iterdir())) == 2 * len(manifest.entries)
     return raw
 
 

@@ -4,6 +4,7 @@
     params   `@rpc` and MethodSpec: validating wire params against a method's signature
     codec    JSON bytes in and out, request checks, response objects (pure)
     server   RpcServer: one Unix socket, one JSON text per line, many requests in flight
+    limits   RpcKnobs (TRADING_RPC_*): the server's bounds, who may connect
     client   RpcClient: one multiplexed connection per target socket
 
 Every public name is re-exported here, so `from services.base.rpc import X` is the one way in.
@@ -38,6 +39,7 @@ from services.base.rpc.errors import (
     StorageUnavailable,
     error_from_wire,
 )
+from services.base.rpc.limits import RpcKnobs
 from services.base.rpc.params import MethodSpec, ParamSpec, coerce, rpc
 from services.base.rpc.server import Dispatcher, RpcServer
 
@@ -59,6 +61,7 @@ __all__ = [
     "RiskRejected",
     "RpcClient",
     "RpcError",
+    "RpcKnobs",
     "RpcServer",
     "RpcTimeout",
     "ServiceError",

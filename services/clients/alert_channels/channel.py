@@ -24,6 +24,9 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from services.base.redaction import redact as redact_secrets
+from services.base.redaction import secret_list
+
 SEVERITIES = ("info", "warning", "critical")
 #: What a message says about its incident: opened, repeated (a grouped count), resolved, a
 #: summary, a digest of held messages, or a test.
@@ -97,10 +100,8 @@ class DeliveryReport:
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
+    """`text` without the secret values and without credentials in any URL it quotes."""
+    return redact_secrets(text, secret_list(secrets))
 
 
 def backoff_s(failures: int, base_s: float, max_s: float) -> float:

@@ -1,0 +1,155 @@
+"""What the zygote preloads and how it notices changed code (services/management/zygote.py); the
+zygote with real services is tested in tests/system/test_zygote.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from services.management import zygote
+from tests.support import REPO
+
+
+def test_entry_imports_are_the_top_level_ones(tmp_path: Path):
+    entry = tmp_path / "entry.py"
+    entry.write_text(
+        "import os, json as j\n"
+        "from services.base import BaseService\n"
+        "from . import relative_is_skipped\n"
+        "def f():\n    import pandas  # lazy: not preloaded\n"
+        "if True:\n    import nested_is_skipped\n"
+    )
+    assert zygote.entry_imports(entry) == [
+        "os",
+        "json",
+        "services.base",
+        "services.base.BaseService",  # may be a submodule: tried, an ImportError is ignored
+    ]
+    assert zygote.entry_imports(tmp_path / "missing.py") == []
+
+
+def test_preload_names_leave_out_the_heavy_packages(tmp_path: Path):
+    entry = tmp_path / "entry.py"
+    entry.write_text(
+        "from __future__ import annotations\nimport pandas\nimport numpy.linalg\nimport orjson\n"
+    )
+    names = zygote.preload_names([entry])
+    assert "pandas" not in names and "numpy.linalg" not in names and "__future__" not in names
+    assert names[0] == "orjson" and "redis.asyncio" in names  # the lazy ones follow
+    assert len(names) == len(set(names))
+
+
+def test_changed_files_by_modification_time(tmp_path: Path):
+    module = tmp_path / "m.py"
+    module.write_text("A = 1\n")
+    files = {str(module): module.stat().st_mtime_ns, str(tmp_path / "gone.py"): 5}
+    assert zygote.changed_files(files) == [str(tmp_path / "gone.py")]
+    stat = module.stat()
+    os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    assert zygote.changed_files(files) == [str(module), str(tmp_path / "gone.py")]
+
+
+@pytest.mark.parametrize(
+    "code, status",
+    [(None, 0), (0, 0), (78, 78), (256 + 3, 3), ("a message", 1)],  # as the interpreter exits
+)
+def test_exit_status_of_system_exit(code, status):
+    assert zygote._exit_status(code) == status
+
+
+def last_json_line(script: str) -> dict:
+    """Run `script` in a fresh interpreter of this checkout; the JSON object it printed last."""
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return orjson.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_preloading_the_suite_starts_no_thread_and_keeps_heavy_packages_out():
+    script = (
+        "import sys, threading, orjson\n"
+        "from services.management import zygote\n"
+        "zygote.preload(zygote.entries_of_suite())\n"
+        "heavy = sorted(n for n in ('pandas', 'numpy', 'sklearn', 'yfinance', 'rich') if n in sys.modules)\n"
+        "print(orjson.dumps({'threads': threading.active_count(), 'heavy': heavy,"
+        " 'tracked': len(zygote.module_files()), 'loop': 'asyncio.events' in sys.modules"
+        " and sys.modules['asyncio'].events._get_running_loop() is not None}).decode())\n"
+    )
+    found = last_json_line(script)
+    assert found["threads"] == 1 and found["heavy"] == [] and found["loop"] is False
+    assert found["tracked"] > 20  # the suite's own modules are watched for changes
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_info")
+def test_plugging_the_heap_takes_every_free_chunk_of_the_main_arena():
+    # Holes between live chunks, as imports leave them: every other one of 400 chunks freed.
+    script = (
+        "import ctypes, re, orjson\n"
+        "from services.management import zygote\n"
+        "libc = ctypes.CDLL(None)\n"
+        "libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]\n"
+        "libc.free.argtypes = [ctypes.c_void_p]\n"
+        "kept = [libc.malloc(200 + 48 * (i % 20)) for i in range(400)]\n"
+        "for p in kept[::2]:\n    libc.free(p)\n"
+        "def free_chunks():\n"
+        "    buf, size = ctypes.c_char_p(), ctypes.c_size_t()\n"
+        "    libc.open_memstream.restype = ctypes.c_void_p\n"
+        "    f = libc.open_memstream(ctypes.byref(buf), ctypes.byref(size))\n"
+        "    libc.malloc_info(0, ctypes.c_void_p(f)); libc.fclose(ctypes.c_void_p(f))\n"
+        "    text = ctypes.string_at(buf, size.value).split(b'</heap>')[0]\n"
+        "    return sum(int(n) for n in re.findall(rb'count=\"(\\d+)\"/>', text))\n"
+        "before = free_chunks()\n"
+        "plugged = zygote.plug_heap_holes()\n"
+        "print(orjson.dumps({'before': before, 'plugged': plugged, 'after': free_chunks(),"
+        " 'again': zygote.plug_heap_holes()}).decode())\n"
+    )
+    found = last_json_line(script)
+    # tcache keeps up to 7 freed chunks per size out of the bins: most of the 200 are binned
+    assert found["before"] >= 50 and found["plugged"] >= 50 * 200
+    # the few left are the report's own buffers, freed after malloc_info wrote them
+    assert found["after"] <= 5 and found["again"] < found["plugged"] / 10
+
+
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="the layout of CPython 3.11's dict keys")
+def test_settling_gives_module_namespaces_their_version_and_changes_nothing_else():
+    """In a fresh interpreter (the versions are written once per namespace): each module's key
+    table has a version afterwards (dk_version, at offset 12 of PyDictKeysObject in 3.11), and
+    every module keeps its names and values."""
+    code = """
+import ctypes, json, sys
+from services.management import zygote
+
+def version(namespace):
+    keys = ctypes.c_void_p.from_address(id(namespace) + 32).value  # PyDictObject.ma_keys
+    return ctypes.c_uint32.from_address(keys + 12).value
+
+import email.parser
+before = {name: dict(vars(m)) for name, m in list(sys.modules.items()) if hasattr(m, "__dict__") and name != "__main__"}
+unversioned = version(email.parser.__dict__) == 0
+modules, classes = zygote.settle_lookup_versions()
+after = {name: dict(vars(sys.modules[name])) for name in before}
+print(json.dumps({
+    "unversioned_before": unversioned,
+    "versioned_after": version(email.parser.__dict__) != 0,
+    "modules": modules, "classes": classes,
+    "same": all(before[n].keys() == after[n].keys() and all(before[n][k] is after[n][k] for k in before[n]) for n in before),
+}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60, check=True
+    )
+    found = orjson.loads(done.stdout)
+    assert found["unversioned_before"] and found["versioned_after"], found
+    assert found["modules"] > 10 and found["classes"] > 100, found
+    assert found["same"], found
