@@ -22,6 +22,7 @@ from tests.unit._ig_helpers import API_KEY, PASSWORD, USERNAME, FakeIg, market_s
 
 OFFLINE = {"HTTPS_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
 CBA_EPIC = "AA.D.CBA.CASH.IP"
+INDEX_EPIC = "IX.D.ASX.IFT.IP"
 BANK_EPICS = ("AA.D.CBA.CASH.IP", "AA.D.WBC.CASH.IP", "AA.D.ANZ.CASH.IP", "AA.D.NAB.CASH.IP")
 
 
@@ -105,7 +106,13 @@ async def test_quotes_and_bars_come_from_ig(suite, processes, client):
 async def test_an_exhausted_allowance_falls_back_for_bars_and_shows_in_health(suite, processes, client):
     with FakeIg() as ig:
         serve_cba(ig)
-        service = processes.start("market-data", suite, extra_env=ig_env(ig))
+        # The index gets an epic too: in a session the quote loop prices the universe, and an index
+        # without one would fall back (counted) whenever the loop ran, so the count would depend on
+        # the hour the test runs at (it failed in CI at 10:20 Sydney).
+        ig.state.markets[INDEX_EPIC] = dict(ig.state.markets[CBA_EPIC])
+        service = processes.start(
+            "market-data", suite, extra_env=ig_env(ig, TRADING_PAPER_TRADING_IG_EPICS=f"^AXJO={INDEX_EPIC}")
+        )
         first = await client.call_service("market-data", "get_intraday_bars", symbol="CBA.AX", limit=5)
         assert first["source"] == "ig"
         ig.state.allowance_remaining = 0  # IG now answers exceeded-account-historical-data-allowance
