@@ -360,9 +360,39 @@ def manager_cli(
 ) -> subprocess.CompletedProcess:
     """Run the manager CLI to completion in the repository folder; its output is captured as text."""
     env = dirs_or_env.env if isinstance(dirs_or_env, SuiteDirs) else dict(dirs_or_env)
-    return subprocess.run(
-        manager_command(*args), env=env, capture_output=True, text=True, timeout=timeout_s, cwd=REPO
-    )
+    try:
+        return subprocess.run(
+            manager_command(*args), env=env, capture_output=True, text=True, timeout=timeout_s, cwd=REPO
+        )
+    except subprocess.TimeoutExpired as exc:
+        # A CLI that does not return is a failure to explain: what it printed, the suite's processes
+        # and the supervisor's last log lines (a hang seen once in CI left nothing else to go on).
+        log_dir = Path(env.get("TRADING_LOG_DIR", "")) if env.get("TRADING_LOG_DIR") else None
+        raise AssertionError(
+            f"service_manager.py {' '.join(args)} did not return within {timeout_s:g}s\n"
+            f"{_as_text(exc.stdout)}{_as_text(exc.stderr)}\n{suite_report(env, log_dir)}"
+        ) from None
+
+
+def _as_text(output: str | bytes | None) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
+
+
+def suite_report(env: Mapping[str, str], log_dir: Path | None, lines: int = 60) -> str:
+    """The suite's live processes (with their state) and the last lines of the manager's logs."""
+    report = []
+    socket_dir = env.get("TRADING_SOCKET_DIR")
+    if socket_dir:
+        for process in leftovers.suite_processes(Path(socket_dir)):
+            with contextlib.suppress(psutil.Error):
+                report.append(f"process {process.pid} {process.status()}: {' '.join(process.cmdline())[:160]}")
+    for name in ("manager.log", "manager.stdout.log"):
+        path = log_dir / name if log_dir is not None else None
+        if path is not None and path.exists():
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            report.append(f"--- last {len(tail)} lines of {path} ---")
+            report.extend(tail)
+    return "\n".join(report)
 
 
 def suite_processes(dirs: SuiteDirs) -> list[psutil.Process]:

@@ -260,6 +260,7 @@ async def test_a_models_folder_others_may_write_is_refused_at_start(suite, model
     assert f"{target} is writable by group" in line and f"chmod -R go-w {models}" in line
 
 
+@pytest.mark.timeout(400)  # the CLI's own bounds (start 90 s, stop 150 s) fail first, with the logs
 def test_an_untrusted_models_folder_is_fatal_under_the_supervisor_with_the_line() -> None:
     with Processes() as processes:
         dirs = processes.suite(processes.suite_dirs("mt-", TRADING_MANAGER_MAX_FAILURES="5"))
@@ -274,7 +275,7 @@ def test_an_untrusted_models_folder_is_fatal_under_the_supervisor_with_the_line(
             f"needs an operator (exit {EXIT_NEEDS_OPERATOR}): ml-model: refusing to serve models: "
         )
         assert f"{dirs.models_dir} is writable by group and others (mode 0777)" in ml["reason"]
-        assert manager_cli(dirs, "stop").returncode == 0
+        assert manager_cli(dirs, "stop", timeout_s=150).returncode == 0
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another user")
