@@ -211,12 +211,19 @@ def test_a_worker_killed_mid_run_reruns_its_task_with_the_same_results(local_swe
     assert_nothing_left(tmp_path)
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_the_running_replays_and_their_suites(spec, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen(
         manager_command("sweep", str(spec), "--workers", "2", "--out", str(out)),
         env=sweep_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        # and Ctrl-C's default action, as in a terminal: a test run started in the background
+        # (`cmd &`) hands its children SIGINT ignored, and Python then keeps it ignored.
+        preexec_fn=_sigint_default,
     )  # fmt: skip
     drained = Drain(proc)
     try:
