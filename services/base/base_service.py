@@ -593,6 +593,8 @@ class BaseService:
                 await asyncio.wait_for(self.bus.close(), 3.0)
             except TimeoutError:
                 self.log.warning("event bus did not close within 3s; exiting anyway")
+            except Exception:  # the socket below must still go: `stop` waits for it to
+                self.log.exception("event bus did not close cleanly; exiting anyway")
         if self._server is not None:
             await self._server.close()
             self._server = None

@@ -322,11 +322,17 @@ def cmd_stop(args) -> int:
         pid = rpc(MANAGER, "health")["pid"]
         rpc(MANAGER, "shutdown")
         deadline = time.monotonic() + 300
-        while manager_socket().exists() or _pid_alive(pid):
+        # Until it exits: its socket file alone (left by a supervisor that died on the way out)
+        # is not a supervisor, and what it left running is stopped below.
+        while _pid_alive(pid) or socket_is_live(manager_socket()):
             if time.monotonic() > deadline:
                 raise CliError("the supervisor did not stop within 300s")
             time.sleep(0.05)
-        print("stopped: supervisor, services and redis")
+        left = stop_leftovers(stop_order(), include_redis=True)
+        with contextlib.suppress(FileNotFoundError):
+            manager_socket().unlink()
+        extra = f"; the supervisor left these running, stopped now: {', '.join(left)}" if left else ""
+        print(f"stopped: supervisor, services and redis{extra}")
         return 0
     leftovers = stop_leftovers(names or stop_order(), include_redis=not names)
     print(f"supervisor not running; stopped leftovers: {', '.join(leftovers) or 'none'}")

@@ -474,3 +474,19 @@ def test_task_pinned_state_survives_dispatch(demo_service):
     assert rpc_call_sync(demo_service.socket, "bounded_sleep", {"seconds": 0.01, "limit_s": 2}) == "slept"
     assert rpc_call_sync(demo_service.socket, "bounded_sleep", {"seconds": 2, "limit_s": 0.05}) == "timed out"
     assert rpc_call_sync(demo_service.socket, "subtract", [3, 1]) == 2  # and the service is fine
+
+
+async def test_an_event_bus_that_fails_to_close_still_lets_the_socket_go(suite, redis_server):
+    """`service_manager.py stop` waits for the supervisor's socket to go: a bus close that raises
+    (Redis gone mid-stop) must not leave it behind."""
+    service = BaseService("closing")
+    await service.start()
+    path = service.socket_path("closing")
+    assert path.exists() and service.bus is not None
+
+    async def refuse() -> None:
+        raise ConnectionError("Redis went away")
+
+    service.bus.close = refuse  # type: ignore[method-assign]
+    await service.stop()
+    assert not path.exists() and service.lifecycle == "stopped"
