@@ -385,7 +385,9 @@ def suite_report(env: Mapping[str, str], log_dir: Path | None, lines: int = 60) 
     if socket_dir:
         for process in leftovers.suite_processes(Path(socket_dir)):
             with contextlib.suppress(psutil.Error):
-                report.append(f"process {process.pid} {process.status()}: {' '.join(process.cmdline())[:160]}")
+                report.append(
+                    f"process {process.pid} {process.status()}: {' '.join(process.cmdline())[:160]}"
+                )
     for name in ("manager.log", "manager.stdout.log"):
         path = log_dir / name if log_dir is not None else None
         if path is not None and path.exists():
@@ -677,9 +679,9 @@ def install_models(trained: Path, models_dir: Path, symbols: Iterable[str] | Non
     if symbols is None:
         shutil.copytree(trained, models_dir, dirs_exist_ok=True)
         return models_dir
+    from services.base.model_inference import INFERENCE_DIR
     from services.base.model_sets import serving_dir
-    from services.ml_model.model_inference import INFERENCE_DIR
-    from services.ml_model.model_store import MANIFEST_NAME
+    from services.base.model_store import MANIFEST_NAME
 
     trained = serving_dir(trained)
 

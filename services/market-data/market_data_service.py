@@ -47,10 +47,10 @@ from services.domain import asx_calendar, data_quality, indicators, market_conte
 from services.domain.bars import SYDNEY, bar_to_dict, bar_visible_from, last_visible_date
 from services.domain.intraday import INTERVALS, NoIntradayData, Quote
 from services.domain.price_history import normalise_symbol
+from services.domain.quote_book import QuoteBook, in_refresh_window, next_quote_refresh, price_view
 from services.market_data import intraday_sources, providers
 from services.market_data.ig_first_source import IgFirstSource, served_bars
 from services.market_data.market_data_knobs import MarketDataKnobs
-from services.market_data.quote_book import QuoteBook, in_refresh_window, next_quote_refresh, price_view
 
 MAX_INTRADAY_BARS = 1000  # get_intraday_bars' `limit`: a 60m request then spans ~170 sessions
 MAX_QUOTES = 500  # symbols in one get_quotes call

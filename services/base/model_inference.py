@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from services.base.model_sets import INFERENCE_DIR, make_dir, write_file
-from services.ml_model.model_voting import decision_to_probability
+from services.domain.model_voting import decision_to_probability
 
 FORM_VERSION = 1
 SIDECAR_SUFFIX = ".sha256"  # <sha256>.json.sha256: the SHA-256 of the form's bytes as written
