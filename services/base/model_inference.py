@@ -39,7 +39,7 @@ import math
 import os
 import struct
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -240,7 +240,11 @@ def _boosted(form: dict[str, Any], n_features: int) -> BoostedScorer:
     return BoostedScorer(_finite(form["baseline"], "baseline"), trees)
 
 
-_SCORER_BUILDERS = {"linear": _linear, "forest": _forest, "boosted": _boosted}
+_SCORER_BUILDERS: dict[str, Callable[[dict[str, Any], int], LinearScorer | ForestScorer | BoostedScorer]] = {
+    "linear": _linear,
+    "forest": _forest,
+    "boosted": _boosted,
+}
 
 
 def _tree(tree: dict[str, Any], n_features: int) -> Tree:
