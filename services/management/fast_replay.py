@@ -76,7 +76,7 @@ from services.domain.market_orders import MarketQuote, exit_for, order_fill, pri
 from services.domain.model_voting import ensemble_reply_numbers, ensemble_vote
 from services.domain.portfolio import Action, Fill, Portfolio, to_decimal, to_money, trade_value, value
 from services.domain.prediction_inputs import Gathered, read_inputs
-from services.domain.price_history import close_summary, csv_file_name, parse_yahoo_csv, visible_history
+from services.domain.price_history import History, close_summary, csv_file_name, parse_yahoo_csv
 from services.domain.quote_book import QuoteBook, price_view
 from services.domain.signals import SENTIMENT_FALLBACK_SOURCE, decide
 from services.management.replay import (
@@ -233,6 +233,8 @@ class InprocReplay:
         self.book = Book(Portfolio.new(self.trading_knobs.starting_capital))
         self.curve: list[tuple[date | None, float]] = []
         self.predictions: list[dict] = []
+        self._histories: dict[tuple[str, date], History] = {}
+        self._index_context: tuple[History, dict] | None = None
 
     # ---- life
 
@@ -334,45 +336,61 @@ class InprocReplay:
     def _wire_quote(quote: Quote) -> MarketQuote:
         return MarketQuote.from_wire(quote.symbol, quote.to_dict())
 
-    def _history(self, symbol: str, now: datetime) -> tuple[Bar, ...]:
-        """market-data's cached history at `now`: the visible bars, its last history_bars."""
-        series = self.series[symbol]
-        visible = series.bars[: bisect_right(series.dates, last_visible_date(now))]
-        return tuple(visible[-self.market_knobs.history_bars :])
+    def _history(self, symbol: str, now: datetime) -> History:
+        """market-data's cached history at `now`: its last history_bars visible bars and the
+        cleaning report as of the last of them (price_history.visible_history of the file's bars,
+        trimmed; the bars are sorted, so the visible ones are a prefix found by bisection)."""
+        cutoff = last_visible_date(now)
+        key = (symbol, cutoff)
+        history = self._histories.get(key)
+        if history is None:
+            series = self.series[symbol]
+            end = bisect_right(series.dates, cutoff)
+            bars = series.bars[max(0, end - self.market_knobs.history_bars) : end]
+            history = History(symbol, SOURCE, tuple(bars), series.report.until(cutoff))
+            if len(self._histories) > 4 * len(self.series):
+                self._histories.clear()
+            self._histories[key] = history
+        return history
 
     def _price(self, symbol: str, now: datetime) -> float:
         """The price market-data's reply and event give: the quote's in the session, else the close."""
-        history = visible_history(symbol, SOURCE, self._history(symbol, now), CleaningReport(), now)
-        return float(price_view(close_summary(history), self.quotes.current(symbol, now), now)["price"])
+        close = close_summary(self._history(symbol, now))
+        return float(price_view(close, self.quotes.current(symbol, now), now)["price"])
 
     # ---- prediction
 
+    def _context(self, now: datetime) -> dict:
+        """The index's market context (market-data's, computed once per index history)."""
+        history = self._history(self.index, now)
+        if self._index_context is None or self._index_context[0] is not history:
+            try:
+                context: dict = market_context.classify_market(
+                    [b.close for b in history.bars], market_context.ContextParams()
+                )
+            except ValueError as exc:
+                context = {"context": None, "error": f"market context unavailable: {exc}"}
+            self._index_context = (history, context)
+        return self._index_context[1]
+
     def _market(self, symbol: str, now: datetime) -> tuple[dict, tuple[Bar, ...]]:
         """get_market_data's reply (the fields a prediction reads) and the bars it came from."""
-        series = self.series[symbol]
-        bars = self._history(symbol, now)
-        history = visible_history(symbol, SOURCE, bars, series.report, now)
-        index = self._history(self.index, now)
-        try:
-            context: dict = market_context.classify_market(
-                [b.close for b in index], market_context.ContextParams()
-            )
-        except ValueError as exc:
-            context = {"context": None, "error": f"market context unavailable: {exc}"}
-        view = price_view(close_summary(history), self.quotes.current(symbol, now), now)
+        history = self._history(symbol, now)
+        bars = history.bars
+        quote = self.quotes.current(symbol, now)
+        close = close_summary(history)
         market = {
-            **close_summary(history),
-            **view,
+            **close,
+            **price_view(close, quote, now),
             "technical": indicators.technical_summary(
                 [b.close for b in bars], [float(b.volume) for b in bars], self.market_knobs.technical
             ),
-            "market_context": context,
+            "market_context": self._context(now),
             "quality": data_quality.assess_quality(
-                history.bars, now, asx_calendar.is_trading_day, history.cleaning, is_index=False
+                bars, now, asx_calendar.is_trading_day, history.cleaning, is_index=False
             ),
+            "quote": quote.to_dict() if quote is not None else None,
         }
-        quote = self.quotes.current(symbol, now)
-        market["quote"] = quote.to_dict() if quote is not None else None
         return market, bars
 
     def _predict(self, symbol: str, now: datetime) -> dict:
@@ -381,7 +399,7 @@ class InprocReplay:
         g = Gathered(market=market, sentiment=dict(NEUTRAL_SENTIMENT))
         try:
             values = features.build_latest_features(
-                bars[-days:], self._history(self.index, now)[-days:], NEUTRAL_SCORE
+                bars[-days:], self._history(self.index, now).bars[-days:], NEUTRAL_SCORE
             )
         except ValueError as exc:
             g.missing["model"] = f"cannot build features: {exc}"
@@ -563,10 +581,12 @@ class InprocReplay:
         return value(self.book.portfolio, self._prices())
 
     def _day_state(self, now: datetime) -> risk.TradingDay:
+        """Today's P&L against the equity first seen today, and whether the daily-loss halt tripped."""
         today = asx_calendar.to_sydney(now).date()
+        equity = self._valuation().equity
         if self.book.day != today:
-            self.book.day, self.book.start_equity, self.book.halted = today, self._valuation().equity, False
-        return risk.TradingDay(self._valuation().equity - self.book.start_equity, self.book.halted)
+            self.book.day, self.book.start_equity, self.book.halted = today, equity, False
+        return risk.TradingDay(equity - self.book.start_equity, self.book.halted)
 
     def _snapshot(self, now: datetime) -> None:
         day = self._day_state(now)
