@@ -136,15 +136,15 @@ def macd_last(
     k_fast, k_slow, k_signal = 2.0 / (fast + 1), 2.0 / (slow + 1), 2.0 / (signal + 1)
     rest_fast, rest_slow, rest_signal = 1 - k_fast, 1 - k_slow, 1 - k_signal
     ema_fast = math.fsum(closes[:fast]) / fast
-    for value in closes[fast:slow]:
-        ema_fast = value * k_fast + ema_fast * rest_fast
+    for close in closes[fast:slow]:
+        ema_fast = close * k_fast + ema_fast * rest_fast
     ema_slow = math.fsum(closes[:slow]) / slow
     line = ema_fast - ema_slow
     seed = [line]  # the signal EMA's first `signal` line values
     ema_signal = math.fsum(seed) / signal if signal == 1 else 0.0
-    for value in closes[slow:]:
-        ema_fast = value * k_fast + ema_fast * rest_fast
-        ema_slow = value * k_slow + ema_slow * rest_slow
+    for close in closes[slow:]:
+        ema_fast = close * k_fast + ema_fast * rest_fast
+        ema_slow = close * k_slow + ema_slow * rest_slow
         line = ema_fast - ema_slow
         if len(seed) < signal:
             seed.append(line)

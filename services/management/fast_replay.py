@@ -177,9 +177,13 @@ class Series:
     bars: list[Bar]
     report: CleaningReport
     dates: list[date] = field(default_factory=list)
+    closes: list[float] = field(default_factory=list)
+    volumes: list[float] = field(default_factory=list)  # as market-data's technicals take them
 
     def __post_init__(self) -> None:
         self.dates = [b.date for b in self.bars]
+        self.closes = [b.close for b in self.bars]
+        self.volumes = [float(b.volume) for b in self.bars]
 
 
 def read_series(data_dir: Path, symbol: str) -> Series:
@@ -233,7 +237,7 @@ class InprocReplay:
         self.book = Book(Portfolio.new(self.trading_knobs.starting_capital))
         self.curve: list[tuple[date | None, float]] = []
         self.predictions: list[dict] = []
-        self._histories: dict[tuple[str, date], History] = {}
+        self._histories: dict[tuple[str, date], tuple[History, list[float], list[float]]] = {}
         self._index_context: tuple[History, dict] | None = None
 
     # ---- life
@@ -340,18 +344,23 @@ class InprocReplay:
         """market-data's cached history at `now`: its last history_bars visible bars and the
         cleaning report as of the last of them (price_history.visible_history of the file's bars,
         trimmed; the bars are sorted, so the visible ones are a prefix found by bisection)."""
+        return self._window(symbol, now)[0]
+
+    def _window(self, symbol: str, now: datetime) -> tuple[History, list[float], list[float]]:
+        """_history, and its closes and volumes (sliced from the file's, not rebuilt each day)."""
         cutoff = last_visible_date(now)
         key = (symbol, cutoff)
-        history = self._histories.get(key)
-        if history is None:
+        window = self._histories.get(key)
+        if window is None:
             series = self.series[symbol]
             end = bisect_right(series.dates, cutoff)
-            bars = series.bars[max(0, end - self.market_knobs.history_bars) : end]
-            history = History(symbol, SOURCE, tuple(bars), series.report.until(cutoff))
+            start = max(0, end - self.market_knobs.history_bars)
+            history = History(symbol, SOURCE, tuple(series.bars[start:end]), series.report.until(cutoff))
+            window = (history, series.closes[start:end], series.volumes[start:end])
             if len(self._histories) > 4 * len(self.series):
                 self._histories.clear()
-            self._histories[key] = history
-        return history
+            self._histories[key] = window
+        return window
 
     def _price(self, symbol: str, now: datetime) -> float:
         """The price market-data's reply and event give: the quote's in the session, else the close."""
@@ -366,7 +375,7 @@ class InprocReplay:
         if self._index_context is None or self._index_context[0] is not history:
             try:
                 context: dict = market_context.classify_market(
-                    [b.close for b in history.bars], market_context.ContextParams()
+                    self._window(self.index, now)[1], market_context.ContextParams()
                 )
             except ValueError as exc:
                 context = {"context": None, "error": f"market context unavailable: {exc}"}
@@ -375,16 +384,14 @@ class InprocReplay:
 
     def _market(self, symbol: str, now: datetime) -> tuple[dict, tuple[Bar, ...]]:
         """get_market_data's reply (the fields a prediction reads) and the bars it came from."""
-        history = self._history(symbol, now)
+        history, closes, volumes = self._window(symbol, now)
         bars = history.bars
         quote = self.quotes.current(symbol, now)
         close = close_summary(history)
         market = {
             **close,
             **price_view(close, quote, now),
-            "technical": indicators.technical_summary(
-                [b.close for b in bars], [float(b.volume) for b in bars], self.market_knobs.technical
-            ),
+            "technical": indicators.technical_summary(closes, volumes, self.market_knobs.technical),
             "market_context": self._context(now),
             "quality": data_quality.assess_quality(
                 bars, now, asx_calendar.is_trading_day, history.cleaning, is_index=False
