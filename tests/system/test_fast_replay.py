@@ -11,12 +11,15 @@ curve and the report on every figure.
 
 from __future__ import annotations
 
+import csv
+import os
 from datetime import date
 
 import pytest
 
 from services.management.fast_replay import InprocReplay
-from services.management.replay import ReplayDriver, ReplayOptions, ReplayResult
+from services.management.replay import ReplayDriver, ReplayError, ReplayOptions, ReplayResult
+from tests.support import manager_cli
 from tests.system._replay_helpers import MODELS_BEFORE, TRADING_KNOBS, market_csv_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -102,3 +105,37 @@ def test_a_diverging_engine_is_caught(tmp_path_factory, replay_models, service_r
     ).run()
     found = differences(service_replay, nudged)
     assert found and found[0].startswith("trade 1:"), found
+
+
+def test_the_cli_runs_the_engine_with_engine_inproc(tmp_path, replay_models, service_replay):
+    env = {
+        **os.environ,
+        **TRADING_KNOBS,
+        "TRADING_DATA_DIR": str(tmp_path / "data"),
+        "TRADING_MODELS_DIR": str(replay_models),
+    }
+    out = tmp_path / "out"
+    args = ("--from", FIRST.isoformat(), "--to", LAST.isoformat(), "--data-dir", str(market_csv_dir()))
+    result = manager_cli(env, "replay", *args, "--out", str(out), "--engine", "inproc", timeout_s=300)
+    assert result.returncode == 0, result.stderr
+    assert "starting the replay suite" not in result.stderr  # no suite: nothing was started
+    with open(out / "trades.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["timestamp"][:16], *(r[k] for k in COMPARED)) for r in rows] == [
+        (t["timestamp"][:16], *(str(t[k]) for k in COMPARED)) for t in service_replay.trades
+    ]
+
+
+def test_intraday_files_are_refused_before_anything_runs(tmp_path, replay_models):
+    """The engine replays daily bars only: a data folder with intraday CSVs names the service replay."""
+    for path in market_csv_dir().glob("*.csv"):
+        (tmp_path / path.name).symlink_to(path)
+    (tmp_path / "CBA.AX_5m.csv").write_text(
+        "Datetime,Open,High,Low,Close,Volume\n2019-06-03T10:05:00+10:00,80,80.5,79.5,80.2,1000\n"
+    )
+    nothing = tmp_path / "out"
+    with pytest.raises(ReplayError, match=r"daily bars only.*5m.*service replay"):
+        InprocReplay(
+            ReplayOptions(first=FIRST, last=LAST, data_dir=tmp_path, out=nothing, models_dir=replay_models)
+        )
+    assert not nothing.exists()
