@@ -239,6 +239,7 @@ class InprocReplay:
         self.predictions: list[dict] = []
         self._histories: dict[tuple[str, date], tuple[History, list[float], list[float]]] = {}
         self._index_context: tuple[History, dict] | None = None
+        self._wired: dict[str, tuple[Quote, MarketQuote]] = {}
 
     # ---- life
 
@@ -330,15 +331,20 @@ class InprocReplay:
             if self.quotes.record(symbol, quote, now):
                 moved[symbol] = self._wire_quote(quote)
         for symbol in sorted(moved):
-            self._day_state(now)
+            self._open_day(now)
             self.book.marks[symbol] = to_decimal(self._price(symbol, now))
-            self._snapshot(now)
-            self._exit_if_due(moved[symbol], now)
+            if self.book.portfolio.positions:  # with nothing held the equity is the cash: no loss
+                self._snapshot(now)
+                self._exit_if_due(moved[symbol], now)
         return moved
 
-    @staticmethod
-    def _wire_quote(quote: Quote) -> MarketQuote:
-        return MarketQuote.from_wire(quote.symbol, quote.to_dict())
+    def _wire_quote(self, quote: Quote) -> MarketQuote:
+        """The quote as paper-trading reads market-data's reply (kept while it is the same quote)."""
+        kept = self._wired.get(quote.symbol)
+        if kept is None or kept[0] is not quote:
+            kept = (quote, MarketQuote.from_wire(quote.symbol, quote.to_dict()))
+            self._wired[quote.symbol] = kept
+        return kept[1]
 
     def _history(self, symbol: str, now: datetime) -> History:
         """market-data's cached history at `now`: its last history_bars visible bars and the
@@ -577,7 +583,7 @@ class InprocReplay:
     # ---- marks, days, equity
 
     def _mark(self, symbol: str, price: Decimal, now: datetime) -> None:
-        self._day_state(now)  # the day starts from the equity before this price moved
+        self._open_day(now)  # the day starts from the equity before this price moved
         self.book.marks[symbol] = price
 
     def _prices(self) -> dict[str, Decimal]:
@@ -587,13 +593,16 @@ class InprocReplay:
     def _valuation(self) -> Any:
         return value(self.book.portfolio, self._prices())
 
+    def _open_day(self, now: datetime) -> None:
+        """A new day's record starts from the equity now (before the day's first price moved)."""
+        today = asx_calendar.to_sydney(now).date()
+        if self.book.day != today:
+            self.book.day, self.book.start_equity, self.book.halted = today, self._valuation().equity, False
+
     def _day_state(self, now: datetime) -> risk.TradingDay:
         """Today's P&L against the equity first seen today, and whether the daily-loss halt tripped."""
-        today = asx_calendar.to_sydney(now).date()
-        equity = self._valuation().equity
-        if self.book.day != today:
-            self.book.day, self.book.start_equity, self.book.halted = today, equity, False
-        return risk.TradingDay(equity - self.book.start_equity, self.book.halted)
+        self._open_day(now)
+        return risk.TradingDay(self._valuation().equity - self.book.start_equity, self.book.halted)
 
     def _snapshot(self, now: datetime) -> None:
         day = self._day_state(now)

@@ -24,8 +24,8 @@ from tests.system._replay_helpers import MODELS_BEFORE, TRADING_KNOBS, market_cs
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-# Three months: 64 trading days, dozens of trades both ways, stop-losses and take-profits.
-FIRST, LAST = date(2019, 6, 3), date(2019, 8, 30)
+# Two months: 42 trading days, dozens of trades both ways, stop-losses and take-profits.
+FIRST, LAST = date(2019, 6, 3), date(2019, 7, 31)
 assert FIRST >= MODELS_BEFORE  # the session's replay models were trained before FIRST
 COMPARED = (
     "symbol", "action", "quantity", "price", "gross", "commission", "slippage", "realized_pnl",
