@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -96,6 +97,8 @@ from services.management.replay import (
     train_models,
 )
 
+# A worker predicts at least this many days: fewer are not worth a process.
+MIN_DAYS_A_WORKER = 20
 SOURCE = "csv"  # market-data's source name for CSV files (its replies and quotes say it)
 # sentiment's reply without news and without a reading: neutral, no confidence (a fallback).
 NEUTRAL_SCORE = 0.0
@@ -210,9 +213,15 @@ class Book:
 class InprocReplay:
     """Replays `options` in this process (see the module docstring); run() -> ReplayResult."""
 
-    def __init__(self, options: ReplayOptions, progress: Callable[[str], None] = lambda _m: None):
+    def __init__(
+        self,
+        options: ReplayOptions,
+        progress: Callable[[str], None] = lambda _m: None,
+        workers: int | None = None,
+    ):
         self.options = options
         self.progress = progress
+        self.workers = max(1, workers or os.cpu_count() or 1)  # processes that predict
         self.days = replay_days(options.first, options.last)
         # The environment the service replay's suite runs with (its knobs, the replay's settings).
         self.env = suite_env(Path(tempfile.gettempdir()), options, dict(os.environ))
@@ -249,10 +258,12 @@ class InprocReplay:
             self.members = ensemble_members(folder, self.symbols)
         self.series = {s: read_series(self.options.data_dir, s) for s in (*self.symbols, self.index)}
         self.curve.append((None, float(self._valuation().equity)))
-        self._close(asx_calendar.previous_trading_day(self.days[0]))
         loop_started = time.monotonic()
-        for number, day in enumerate(self.days, start=1):
-            self._trading_day(day)
+        with self._span(f"predictions 10:15 ({self.workers} process(es))"):
+            predictions = self._all_predictions()
+        self._close(asx_calendar.previous_trading_day(self.days[0]))
+        for number, (day, made) in enumerate(zip(self.days, predictions, strict=True), start=1):
+            self._trading_day(day, made)
             self.progress(f"day {number}/{len(self.days)} {day}: equity {self.curve[-1][1]:,.2f}")
         loop_s = time.monotonic() - loop_started
         record = ReplayRecord(
@@ -261,6 +272,45 @@ class InprocReplay:
         return replay_result(
             self.options, self.symbols, self.index, self.plan, self.days, record, started, loop_s
         )
+
+    def _all_predictions(self) -> list[list[dict]]:
+        """Every day's predictions, in the order they are acted on. A prediction depends on the
+        data and the models alone, never on the book, so the days are predicted first, split
+        between `workers` processes (forked: they share the files and models read here), and the
+        book then follows them day by day. The same predictions whatever the split."""
+        count = len(self.days)
+        workers = min(self.workers, max(1, count // MIN_DAYS_A_WORKER))
+        if workers <= 1:
+            return self.predictions_of(0, count)
+        bounds = [(count * k // workers, count * (k + 1) // workers) for k in range(workers)]
+        global _FORKED
+        _FORKED = self
+        try:
+            # Created before any thread of this process exists, so its workers fork a clean copy.
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                parts = pool.starmap(_predictions_in_worker, bounds)
+        finally:
+            _FORKED = None
+        return [day for part in parts for day in part]
+
+    def predictions_of(self, first: int, end: int) -> list[list[dict]]:
+        """The predictions of days[first:end], each day's in the order paper-trading acts on them:
+        on the open's quote (sorted, as its events come); then, as the monitoring task's batch
+        forces them, those of the symbols without a quote today (no bar that day), made on the
+        last close: their stale quote fills no order. Its own QuoteBook, taken through every
+        refresh from the replay's start, holds the quotes market-data would hold then."""
+        quotes = QuoteBook()
+        self._record_quotes(quotes, at(asx_calendar.previous_trading_day(self.days[0]), MARK_AT))
+        out = []
+        for number, day in enumerate(self.days[:end]):
+            opens = at(day, TRADE_AT)
+            quoted = self._record_quotes(quotes, opens)
+            if number >= first:
+                made = [self._predict(symbol, opens, quotes) for symbol in sorted(quoted)]
+                made += [self._predict(s, opens, quotes) for s in self.symbols if s not in quoted]
+                out.append(made)
+            self._record_quotes(quotes, at(day, MARK_AT))
+        return out
 
     @contextlib.contextmanager
     def _models(self) -> Iterator[Path]:
@@ -292,16 +342,11 @@ class InprocReplay:
 
     # ---- one day
 
-    def _trading_day(self, day: date) -> None:
+    def _trading_day(self, day: date, made: list[dict]) -> None:
+        """One replayed day, its predictions made already (predictions_of)."""
         opens = at(day, TRADE_AT)
         with self._span("open quotes 10:15"):
-            quoted = self._quote_events(opens)
-        with self._span("predictions 10:15"):
-            # On the open's quote (sorted, as its events came); then, as the monitoring task's
-            # batch forces them, those of the symbols without a quote today (no bar for D), made
-            # on the last close: their stale quote fills no order.
-            made = [self._predict(symbol, opens) for symbol in sorted(quoted)]
-            made += [self._predict(symbol, opens) for symbol in self.symbols if symbol not in quoted]
+            self._quote_events(opens)
         with self._span("orders 10:15"):
             for prediction in made:
                 self._act_on(prediction, opens)
@@ -320,22 +365,27 @@ class InprocReplay:
         """market-data's quote refresh at `now` and its market_data_updated events (sorted) as
         paper-trading takes them: each moved quote marks its symbol, records the equity and
         checks the position's exits. Returns the quotes that moved, by symbol."""
-        moved: dict[str, MarketQuote] = {}
-        for symbol in self.symbols:
-            series = self.series[symbol]
-            try:
-                quote = daily_bar_quote(symbol, series.bars, now, SOURCE, asx_close_time)
-            except NoIntradayData as exc:
-                self.quotes.failed(symbol, str(exc))
-                continue
-            if self.quotes.record(symbol, quote, now):
-                moved[symbol] = self._wire_quote(quote)
+        moved = {s: self._wire_quote(q) for s, q in self._record_quotes(self.quotes, now).items()}
         for symbol in sorted(moved):
             self._open_day(now)
             self.book.marks[symbol] = to_decimal(self._price(symbol, now))
             if self.book.portfolio.positions:  # with nothing held the equity is the cash: no loss
                 self._snapshot(now)
                 self._exit_if_due(moved[symbol], now)
+        return moved
+
+    def _record_quotes(self, quotes: QuoteBook, now: datetime) -> dict[str, Quote]:
+        """market-data's quote refresh at `now` into `quotes`: the quotes that moved, by symbol."""
+        moved: dict[str, Quote] = {}
+        for symbol in self.symbols:
+            series = self.series[symbol]
+            try:
+                quote = daily_bar_quote(symbol, series.bars, now, SOURCE, asx_close_time)
+            except NoIntradayData as exc:
+                quotes.failed(symbol, str(exc))
+                continue
+            if quotes.record(symbol, quote, now):
+                moved[symbol] = quote
         return moved
 
     def _wire_quote(self, quote: Quote) -> MarketQuote:
@@ -388,11 +438,11 @@ class InprocReplay:
             self._index_context = (history, context)
         return self._index_context[1]
 
-    def _market(self, symbol: str, now: datetime) -> tuple[dict, tuple[Bar, ...]]:
+    def _market(self, symbol: str, now: datetime, quotes: QuoteBook) -> tuple[dict, tuple[Bar, ...]]:
         """get_market_data's reply (the fields a prediction reads) and the bars it came from."""
         history, closes, volumes = self._window(symbol, now)
         bars = history.bars
-        quote = self.quotes.current(symbol, now)
+        quote = quotes.current(symbol, now)
         close = close_summary(history)
         market = {
             **close,
@@ -406,8 +456,8 @@ class InprocReplay:
         }
         return market, bars
 
-    def _predict(self, symbol: str, now: datetime) -> dict:
-        market, bars = self._market(symbol, now)
+    def _predict(self, symbol: str, now: datetime, quotes: QuoteBook) -> dict:
+        market, bars = self._market(symbol, now, quotes)
         days = self.prediction_knobs.history_days
         g = Gathered(market=market, sentiment=dict(NEUTRAL_SENTIMENT))
         try:
@@ -608,3 +658,12 @@ class InprocReplay:
         day = self._day_state(now)
         if not day.halted and risk.daily_loss_hit(day.day_pnl, self.rules):
             self.book.halted = True
+
+
+_FORKED: InprocReplay | None = None  # the replay whose prediction workers are being forked
+
+
+def _predictions_in_worker(first: int, end: int) -> list[list[dict]]:
+    """In a forked worker: predictions_of of the replay that forked it."""
+    assert _FORKED is not None, "a prediction worker runs only in a process forked by _all_predictions"
+    return _FORKED.predictions_of(first, end)
