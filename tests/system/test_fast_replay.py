@@ -51,7 +51,7 @@ def service_replay(tmp_path_factory, replay_models) -> ReplayResult:
 
 @pytest.fixture(scope="module")
 def inproc_replay(tmp_path_factory, replay_models) -> ReplayResult:
-    return InprocReplay(options(tmp_path_factory, replay_models, "inproc")).run()
+    return InprocReplay(options(tmp_path_factory, replay_models, "inproc"), workers=2).run()
 
 
 def trade_rows(result: ReplayResult) -> list[tuple]:
@@ -139,3 +139,15 @@ def test_intraday_files_are_refused_before_anything_runs(tmp_path, replay_models
             ReplayOptions(first=FIRST, last=LAST, data_dir=tmp_path, out=nothing, models_dir=replay_models)
         )
     assert not nothing.exists()
+
+
+def test_the_split_between_prediction_workers_changes_nothing(tmp_path_factory, replay_models, inproc_replay):
+    """The fixture's days were predicted by two forked workers; one process predicts the same."""
+    assert "predictions 10:15 (2 process(es))" in inproc_replay.report["run"]["step_seconds"]
+    alone = InprocReplay(options(tmp_path_factory, replay_models, "alone"), workers=1).run()
+    assert trade_rows(alone) == trade_rows(inproc_replay) and alone.curve == inproc_replay.curve
+
+    def decided(result: ReplayResult) -> list[tuple]:
+        return [(p["symbol"], p["created_at"], p["signal"], p["confidence"]) for p in result.predictions]
+
+    assert decided(alone) == decided(inproc_replay)
