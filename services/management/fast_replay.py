@@ -8,7 +8,7 @@ engine replays the same days by calling the same pure functions those services c
 order the service replay's steps make them happen, with no RPC, Redis or SQLite:
 
 - market-data: the CSV files cleaned once (bars.clean_daily_rows), the bars visible at each step
-  (price_history.visible_history, trimmed to TRADING_MARKET_DATA_HISTORY_BARS), the quote of
+  (what price_history.visible_history gives, trimmed to TRADING_MARKET_DATA_HISTORY_BARS), the quote of
   daily bars (intraday_history.daily_bar_quote, kept in a quote_book.QuoteBook), the price on its
   basis (quote_book.price_view), technicals (indicators.technical_summary), the index's market
   context (market_context.classify_market) and data quality (data_quality.assess_quality);
@@ -35,11 +35,16 @@ What a service replay's day does, and so what this engine does (daily bars only)
          adds none.
   16:15  D's bar is final: each symbol's quote (D's close, the session as its bar) marks it and
          checks the stop-loss and take-profit on the bar's range; the day's equity is read.
-The day opens (risk.TradingDay) on the equity before D's first price moved.
+The day opens (risk.TradingDay) on the equity before D's first price moved. A symbol without a
+bar on D has no new quote: the monitoring task's batch predicts it on the last close, after the
+others, and its stale quote fills nothing.
+
+A prediction depends on the data and the models alone, never on the book: every day is predicted
+first (predictions_of, split between forked worker processes), then the book follows the days.
 
 Checked against the service replay: tests/system/test_fast_replay.py runs both on the same
-period and requires the same trades (symbol, side, quantity, price, commission, step) to the
-cent and the same equity curve. Not covered (refused with ReplayError): intraday CSVs (the
+period and requires the same trades (symbol, side, quantity, price, commission, slippage, P&L,
+reason, step) to the cent, the same equity curve and the same report. Not covered (refused with ReplayError): intraday CSVs (the
 service replay steps those sessions bar by bar). Not modelled because a replay cannot reach it:
 restarts and redeliveries (one process, nothing is lost), the market-data silence halt (every
 symbol with a bar today is quoted at 10:15), a second BUY on the same quote (one prediction a
@@ -65,7 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from services.base import Settings
-from services.base.knobs import SUITE_KNOBS, read_knobs
+from services.base.knobs import SUITE_KNOBS, ConfigError, read_knobs
 from services.base.model_inference import InferenceFormError, InferenceModel, read_cached
 from services.base.model_sets import serving_dir
 from services.base.model_store import ModelStoreError, load_manifest, verify_model_file
@@ -236,9 +241,12 @@ class InprocReplay:
                 f" {self.plan.interval} intraday files for {', '.join(self.plan.symbols)}: use the"
                 " service replay (the default engine)"
             )
-        self.market_knobs = suite_knobs("MarketDataKnobs", self.env)
-        self.prediction_knobs = suite_knobs("PredictionKnobs", self.env)
-        self.trading_knobs = suite_knobs("PaperTradingKnobs", self.env)
+        try:  # a bad setting would stop the service replay's suite from starting
+            self.market_knobs = suite_knobs("MarketDataKnobs", self.env)
+            self.prediction_knobs = suite_knobs("PredictionKnobs", self.env)
+            self.trading_knobs = suite_knobs("PaperTradingKnobs", self.env)
+        except ConfigError as exc:
+            raise ReplayError(str(exc)) from None
         self.rules: risk.RiskRules = self.trading_knobs.risk_rules()
         self.notes: list[str] = []
         self.spans: dict[str, float] = {}
