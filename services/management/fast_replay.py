@@ -267,8 +267,9 @@ class InprocReplay:
         self.series = {s: read_series(self.options.data_dir, s) for s in (*self.symbols, self.index)}
         self.curve.append((None, float(self._valuation().equity)))
         loop_started = time.monotonic()
-        with self._span(f"predictions 10:15 ({self.workers} process(es))"):
-            predictions = self._all_predictions()
+        workers = min(self.workers, max(1, len(self.days) // MIN_DAYS_A_WORKER))
+        with self._span(f"predictions 10:15 ({workers} process(es))"):
+            predictions = self._all_predictions(workers)
         self._close(asx_calendar.previous_trading_day(self.days[0]))
         for number, (day, made) in enumerate(zip(self.days, predictions, strict=True), start=1):
             self._trading_day(day, made)
@@ -281,20 +282,20 @@ class InprocReplay:
             self.options, self.symbols, self.index, self.plan, self.days, record, started, loop_s
         )
 
-    def _all_predictions(self) -> list[list[dict]]:
+    def _all_predictions(self, workers: int) -> list[list[dict]]:
         """Every day's predictions, in the order they are acted on. A prediction depends on the
         data and the models alone, never on the book, so the days are predicted first, split
         between `workers` processes (forked: they share the files and models read here), and the
         book then follows them day by day. The same predictions whatever the split."""
         count = len(self.days)
-        workers = min(self.workers, max(1, count // MIN_DAYS_A_WORKER))
         if workers <= 1:
             return self.predictions_of(0, count)
         bounds = [(count * k // workers, count * (k + 1) // workers) for k in range(workers)]
         global _FORKED
         _FORKED = self
         try:
-            # Created before any thread of this process exists, so its workers fork a clean copy.
+            # Forked, not spawned: nothing to pickle but the bounds and the predictions. The
+            # workers only compute (no I/O, no lock another thread of this process could hold).
             with multiprocessing.get_context("fork").Pool(workers) as pool:
                 parts = pool.starmap(_predictions_in_worker, bounds)
         finally:
