@@ -679,9 +679,9 @@ def install_models(trained: Path, models_dir: Path, symbols: Iterable[str] | Non
     if symbols is None:
         shutil.copytree(trained, models_dir, dirs_exist_ok=True)
         return models_dir
+    from services.base.model_inference import INFERENCE_DIR
     from services.base.model_sets import serving_dir
-    from services.ml_model.model_inference import INFERENCE_DIR
-    from services.ml_model.model_store import MANIFEST_NAME
+    from services.base.model_store import MANIFEST_NAME
 
     trained = serving_dir(trained)
 

@@ -269,10 +269,10 @@ def daily_bar_quote(
             f"{symbol} has daily bars only: its first quote of {day.isoformat()} is the day's open, "
             "known from 10:00 Sydney time"
         )
-    dates = [b.date for b in bars]
-    i = bisect_right(dates, day) - 1
-    if i < 0 or dates[i] != day:
-        ends = f" (they end on {dates[-1].isoformat()})" if dates else " (there are none)"
+    # Found by bisection on the bars themselves: a list of every date was most of a quote's cost.
+    i = bisect_right(bars, day, key=_bar_date) - 1
+    if i < 0 or bars[i].date != day:
+        ends = f" (they end on {bars[-1].date.isoformat()})" if bars else " (there are none)"
         raise NoIntradayData(f"the daily bars of {symbol} have no bar for {day.isoformat()}{ends}")
     bar = bars[i]
     previous_close = bars[i - 1].close if i > 0 else None
@@ -303,3 +303,7 @@ def daily_bar_quote(
         basis=basis,
         bar=whole_day,
     )
+
+
+def _bar_date(bar: Bar) -> date:
+    return bar.date

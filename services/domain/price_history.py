@@ -23,6 +23,7 @@ from services.domain.bars import (
     Bar,
     CleaningReport,
     IsTradingDay,
+    bar_visible_from,
     clean_daily_rows,
     last_visible_date,
     trading_days_between,
@@ -66,6 +67,22 @@ def visible_history(
     """The history a client at `now` may see: bars and cleaning reasons up to the last final bar."""
     cutoff = last_visible_date(now)
     return History(symbol, source, tuple(visible_bars(bars, now)), report.until(cutoff))
+
+
+def close_summary(history: History) -> dict:
+    """The last close's `price, change, change_pct, date, as_of` (market-data's reply and event,
+    and the in-process replay's market reading: both price a closed market with this)."""
+    bars = history.bars
+    last = bars[-1]
+    prev = bars[-2].close if len(bars) > 1 else None
+    change = last.close - prev if prev else None
+    return {
+        "price": last.close,
+        "change": change,
+        "change_pct": change / prev * 100.0 if change is not None and prev else None,
+        "date": last.date.isoformat(),
+        "as_of": bar_visible_from(last.date).isoformat(),
+    }
 
 
 # --- Yahoo CSV text -----------------------------------------------------------------------------

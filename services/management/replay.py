@@ -435,7 +435,7 @@ class ReplayDriver:
                 self.progress(f"day {number}/{len(days)} {day}: equity {self.curve[-1][1]:,.2f}")
             loop_s = time.monotonic() - loop_started
             trades = await self._trades()
-            return await self._result(days, trades, started, loop_s)
+            return self._result(days, trades, started, loop_s)
         finally:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
@@ -931,50 +931,86 @@ class ReplayDriver:
             trades.update({t["trade_id"]: t for t in reply["trades"]})
         return [trades[k] for k in sorted(trades)]
 
-    async def _result(
-        self, days: list[date], trades: list[dict], started: float, loop_s: float
-    ) -> ReplayResult:
-        prices = await load_prices(
-            self.options.data_dir, (*self.symbols, self.settings.market_index), days[-1]
+    def _result(self, days: list[date], trades: list[dict], started: float, loop_s: float) -> ReplayResult:
+        return replay_result(
+            self.options,
+            self.symbols,
+            self.settings.market_index,
+            self.plan,
+            days,
+            ReplayRecord(
+                self.curve,
+                trades,
+                self.step_predictions,
+                list(self.session_predictions.values()),
+                self.notes,
+                self.spans,
+            ),
+            started,
+            loop_s,
         )
-        index = self.settings.market_index
-        report = replay_report.build_report(
-            first_day=days[0],
-            last_day=days[-1],
-            entry_day=asx_calendar.previous_trading_day(days[0]),
-            curve=self.curve,
-            trades=trades,
-            predictions=[scored(p) for p in self.step_predictions],
-            signal_predictions=[scored(p) for p in self.session_predictions.values()] or None,
-            basis=fill_basis_note(self.plan, self.symbols, days),
-            closes={s: prices[s][0] for s in self.symbols},
-            adj_closes={s: prices[s][1] for s in self.symbols},
-            index_closes=prices[index][0],
-            index_symbol=index,
-        )
-        seconds = time.monotonic() - started
-        # Throughput counts the day loop only: training and the suite's start are one-off costs.
-        report["run"] = {
-            "seconds": round(seconds, 1),
-            "day_loop_seconds": round(loop_s, 1),
-            "days_per_minute": round(len(days) / loop_s * 60, 2),
-            "step_seconds": {name: round(s, 2) for name, s in self.spans.items()},
-        }
-        degraded = [
-            p for p in (*self.step_predictions, *self.session_predictions.values()) if p.get("degraded")
-        ]
-        report["degraded_predictions"] = len({p["prediction_id"] for p in degraded})
-        notes = [
-            degraded_note(degraded),
-            "sentiment: no historical news in a replay, so the neutral fallback is used",
-            *self.notes,
-        ]
-        result = ReplayResult(
-            report, replay_report.format_report(report, notes), self.options.out, self.curve, trades,
-            self.step_predictions, notes, seconds, list(self.session_predictions.values()),
-        )  # fmt: skip
-        write_outputs(result, prices, days, index)
-        return result
+
+
+@dataclass
+class ReplayRecord:
+    """What a replay's day loop saw, whichever engine ran it: the report is built from this."""
+
+    curve: list[tuple[date | None, float]]
+    trades: list[dict]  # paper-trading's trade history rows, oldest first
+    step_predictions: list[dict]  # each symbol's first of each session (scored for accuracy)
+    session_predictions: list[dict]  # every one the sessions acted on
+    notes: list[str]
+    spans: dict[str, float]  # wall-clock seconds of the day loop by step
+
+
+def replay_result(
+    options: ReplayOptions,
+    symbols: tuple[str, ...],
+    index: str,
+    plan: IntradayPlan,
+    days: list[date],
+    record: ReplayRecord,
+    started: float,
+    loop_s: float,
+) -> ReplayResult:
+    """The report of a replay (the service replay's and the in-process engine's alike), its files
+    written to options.out."""
+    prices = read_prices(options.data_dir, (*symbols, index), at(days[-1], clock_time(23, 59)))
+    report = replay_report.build_report(
+        first_day=days[0],
+        last_day=days[-1],
+        entry_day=asx_calendar.previous_trading_day(days[0]),
+        curve=record.curve,
+        trades=record.trades,
+        predictions=[scored(p) for p in record.step_predictions],
+        signal_predictions=[scored(p) for p in record.session_predictions] or None,
+        basis=fill_basis_note(plan, symbols, days),
+        closes={s: prices[s][0] for s in symbols},
+        adj_closes={s: prices[s][1] for s in symbols},
+        index_closes=prices[index][0],
+        index_symbol=index,
+    )
+    seconds = time.monotonic() - started
+    # Throughput counts the day loop only: training and the suite's start are one-off costs.
+    report["run"] = {
+        "seconds": round(seconds, 1),
+        "day_loop_seconds": round(loop_s, 1),
+        "days_per_minute": round(len(days) / loop_s * 60, 2),
+        "step_seconds": {name: round(s, 2) for name, s in record.spans.items()},
+    }
+    degraded = [p for p in (*record.step_predictions, *record.session_predictions) if p.get("degraded")]
+    report["degraded_predictions"] = len({p["prediction_id"] for p in degraded})
+    notes = [
+        degraded_note(degraded),
+        "sentiment: no historical news in a replay, so the neutral fallback is used",
+        *record.notes,
+    ]
+    result = ReplayResult(
+        report, replay_report.format_report(report, notes), options.out, record.curve, record.trades,
+        record.step_predictions, notes, seconds, record.session_predictions,
+    )  # fmt: skip
+    write_outputs(result, prices, days, index)
+    return result
 
 
 def first_since(rows: list[dict], start: datetime) -> dict[str, dict]:
@@ -1053,11 +1089,6 @@ def scored(prediction: dict) -> replay_report.ScoredPrediction:
         signal=prediction["signal"],
         direction=model.get("direction"),
     )
-
-
-async def load_prices(data_dir: Path, symbols: tuple[str, ...], last: date) -> dict[str, tuple[list, list]]:
-    """(closes, adj closes) per symbol from the CSV files, cleaned as market-data cleans them."""
-    return await asyncio.to_thread(read_prices, data_dir, symbols, at(last, clock_time(23, 59)))
 
 
 def read_prices(data_dir: Path, symbols: tuple[str, ...], now: datetime) -> dict[str, tuple[list, list]]:

@@ -597,9 +597,12 @@ def cmd_replay(args) -> int:
     The report: equity curve, return against buy-and-hold of the universe and the index, Sharpe,
     maximum drawdown, win rate, trades, commissions, buy rate, model accuracy. equity.png,
     equity.csv, trades.csv, report.json and report.txt go into --out. The live suite is never
-    touched."""
+    touched. --engine inproc replays daily bars in this process instead, with the services' own
+    domain functions and no suite (services/management/fast_replay.py): the same trades, ~10x
+    faster."""
     from datetime import date
 
+    from services.management.fast_replay import InprocReplay
     from services.management.replay import ReplayDriver, ReplayError, ReplayOptions, default_out
 
     try:
@@ -622,8 +625,9 @@ def cmd_replay(args) -> int:
         train_years=args.train_years,
         keep_dir=args.keep,
     )
+    engine = InprocReplay if args.engine == "inproc" else ReplayDriver
     try:
-        result = ReplayDriver(options, progress=lambda m: print(m, file=sys.stderr, flush=True)).run()
+        result = engine(options, progress=lambda m: print(m, file=sys.stderr, flush=True)).run()
     except ReplayError as exc:
         raise CliError(str(exc)) from None
     print(result.text)
@@ -1343,6 +1347,13 @@ def build_parser() -> Parser:
     p.add_argument("--out", type=Path, help="output folder (default: <TRADING_DATA_DIR>/replays/FROM_TO)")
     p.add_argument("--train-years", type=float, default=5.0, help="years of history to train on (default 5)")
     p.add_argument("--keep", action="store_true", help="keep the replay suite's temporary directory")
+    p.add_argument(
+        "--engine",
+        choices=("service", "inproc"),
+        default="service",
+        help="service: a private suite of the real services (default); inproc: daily bars in this"
+        " process, the same domain functions, no suite (checked to give the same trades)",
+    )
     p = add("sweep", cmd_sweep)
     p.add_argument("spec", nargs="?", type=Path, metavar="SPEC.toml", help="periods and settings")
     p.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, tcp://host:8786")

@@ -46,11 +46,11 @@ from services.clients.ig_prices import IgQuoteSource
 from services.domain import asx_calendar, data_quality, indicators, market_context
 from services.domain.bars import SYDNEY, bar_to_dict, bar_visible_from, last_visible_date
 from services.domain.intraday import INTERVALS, NoIntradayData, Quote
-from services.domain.price_history import normalise_symbol
+from services.domain.price_history import close_summary, normalise_symbol
+from services.domain.quote_book import QuoteBook, in_refresh_window, next_quote_refresh, price_view
 from services.market_data import intraday_sources, providers
 from services.market_data.ig_first_source import IgFirstSource, served_bars
 from services.market_data.market_data_knobs import MarketDataKnobs
-from services.market_data.quote_book import QuoteBook, in_refresh_window, next_quote_refresh, price_view
 
 MAX_INTRADAY_BARS = 1000  # get_intraday_bars' `limit`: a 60m request then spans ~170 sessions
 MAX_QUOTES = 500  # symbols in one get_quotes call
@@ -70,20 +70,6 @@ class CacheEntry:
     error: str | None = None  # the last refresh failed: serving this entry stale
     retry_mono: float = 0.0
     derived: dict = field(default_factory=dict)
-
-
-def _price_summary(history: providers.History) -> dict:
-    bars = history.bars
-    last = bars[-1]
-    prev = bars[-2].close if len(bars) > 1 else None
-    change = last.close - prev if prev else None
-    return {
-        "price": last.close,
-        "change": change,
-        "change_pct": change / prev * 100.0 if change is not None else None,
-        "date": last.date.isoformat(),
-        "as_of": bar_visible_from(last.date).isoformat(),
-    }
 
 
 def _sydney_iso(moment: datetime | None) -> str | None:
@@ -309,7 +295,7 @@ class MarketDataService(BaseService):
 
     def _price_fields(self, entry: CacheEntry, quote: Quote | None) -> dict:
         """The close's `date, as_of, price, change, change_pct`, the price on its basis, the quote."""
-        close = _price_summary(entry.history)
+        close = close_summary(entry.history)
         view = price_view(close, quote, self.clock.now())
         return {**close, **view, "quote": quote.to_dict() if quote else None}
 

@@ -59,6 +59,13 @@ from services.base import (
 )
 from services.base.child_env import MODEL_CONVERTER, TRAIN_MODELS, child_environment
 from services.base.knobs import read_knobs
+from services.base.model_inference import (
+    InferenceFormError,
+    InferenceModel,
+    from_form,
+    read_cached,
+    write_cached,
+)
 from services.base.model_sets import (
     ModelSetError,
     SetNotVerified,
@@ -73,28 +80,7 @@ from services.base.model_sets import (
     set_names,
     write_status,
 )
-from services.base.storage import StorageKnobs
-from services.domain import asx_calendar
-from services.domain.bars import bar_from_dict, latest_session
-from services.domain.features import (
-    FEATURE_NAMES,
-    FEATURE_VERSION,
-    FeatureValidationError,
-    validate_features,
-)
-from services.ml_model.ml_model_knobs import MlModelKnobs
-from services.ml_model.ml_prediction_log import ENSEMBLE, PredictionLog, Vote, outcome_after
-from services.ml_model.model_drift import Drift, drift
-from services.ml_model.model_freshness import SetAge, set_age
-from services.ml_model.model_inference import (
-    InferenceFormError,
-    InferenceModel,
-    from_form,
-    read_cached,
-    write_cached,
-)
-from services.ml_model.model_promotion import Decision, decide
-from services.ml_model.model_store import (
+from services.base.model_store import (
     TRAINING_COMMAND,
     Manifest,
     ModelEntry,
@@ -104,7 +90,26 @@ from services.ml_model.model_store import (
     load_manifest,
     verify_model_file,
 )
-from services.ml_model.model_voting import confidence_of, direction_of, ensemble_weights
+from services.base.storage import StorageKnobs
+from services.domain import asx_calendar
+from services.domain.bars import bar_from_dict, latest_session
+from services.domain.features import (
+    FEATURE_NAMES,
+    FEATURE_VERSION,
+    FeatureValidationError,
+    validate_features,
+)
+from services.domain.model_voting import (
+    confidence_of,
+    direction_of,
+    ensemble_reply_numbers,
+    ensemble_vote,
+)
+from services.ml_model.ml_model_knobs import MlModelKnobs
+from services.ml_model.ml_prediction_log import ENSEMBLE, PredictionLog, Vote, outcome_after
+from services.ml_model.model_drift import Drift, drift
+from services.ml_model.model_freshness import SetAge, set_age
+from services.ml_model.model_promotion import Decision, decide
 
 MARKET_DATA = "market-data"
 CONVERTER = Path(__file__).resolve().with_name("model_converter.py")
@@ -723,12 +728,11 @@ class MlModelService(BaseService):
             raise ServiceError(f"no usable model for {name}", data={"excluded": excluded})
         # Pure Python, well under a millisecond for every model together: no thread hop.
         probabilities = [m.model.probability_up(row) for m in members]
-        weights, method = ensemble_weights([m.entry.metrics.get("roc_auc") for m in members])
-        probability = sum(w * p for w, p in zip(weights, probabilities, strict=True))
         age = self._set_age(served)
-        if age.expired:
-            # Past twice the maximum age the votes carry no weight: 0.5, no direction worth acting on.
-            weights, method, probability = [0.0] * len(members), "expired: no weight", 0.5
+        # Past twice the maximum age the votes carry no weight: 0.5, no direction worth acting on.
+        probability, weights, method = ensemble_vote(
+            probabilities, [m.entry.metrics.get("roc_auc") for m in members], expired=age.expired
+        )
         votes = [
             Vote(m.entry.model_name, m.entry.version, p, direction_of(p))
             for m, p in zip(members, probabilities, strict=True)
@@ -738,12 +742,13 @@ class MlModelService(BaseService):
             name, day, [*votes, Vote(ENSEMBLE, version, probability, direction_of(probability))], served.name
         )
         self.counters["ensembles_served"] += 1
+        direction, stated, confidence = ensemble_reply_numbers(probability)
         return {
             "prediction_id": request_id,
             "symbol": name,
-            "direction": direction_of(probability),
-            "probability": round(probability, 6),
-            "confidence": round(confidence_of(probability), 6),
+            "direction": direction,
+            "probability": stated,
+            "confidence": confidence,
             "version": version,
             "members": [
                 {

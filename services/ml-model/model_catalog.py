@@ -21,7 +21,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from services.ml_model.model_voting import decision_to_probability
+from services.domain.model_voting import decision_to_probability
 
 MODEL_NAMES = ("logistic_regression", "random_forest", "hist_gradient_boosting", "linear_svm")
 

@@ -37,9 +37,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
+from services.base.model_inference import FORM_VERSION, LEAF
 from services.base.model_sets import write_file
-from services.ml_model.model_inference import FORM_VERSION, LEAF
-from services.ml_model.model_store import (
+from services.base.model_store import (
     ModelEntry,
     ModelIntegrityError,
     safe_model_path,

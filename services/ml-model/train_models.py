@@ -47,6 +47,7 @@ from sklearn.inspection import permutation_importance
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from services.base import ConfigError, clock, get_settings
+from services.base.model_inference import INFERENCE_DIR, SIDECAR_SUFFIX, prune_cache, write_cached
 from services.base.model_sets import (
     DEFAULT_KEEP,
     REPORT,
@@ -60,6 +61,7 @@ from services.base.model_sets import (
     write_file,
     write_status,
 )
+from services.base.model_store import MANIFEST_NAME, write_manifest
 from services.clients.yahoo_history import Retry, YahooUnavailable, fetch_daily
 from services.domain import asx_calendar
 from services.domain.bars import Bar, last_visible_date
@@ -75,8 +77,6 @@ from services.domain.price_history import (
 from services.domain.walk_forward import assert_no_lookahead, walk_forward_splits
 from services.ml_model.model_catalog import MODEL_NAMES, make_model, probability_up
 from services.ml_model.model_converter import dump_model, to_inference_form
-from services.ml_model.model_inference import INFERENCE_DIR, SIDECAR_SUFFIX, prune_cache, write_cached
-from services.ml_model.model_store import MANIFEST_NAME, write_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -66,6 +66,18 @@ from services.clients.ig_epics import epics_for
 from services.domain import asx_calendar, ig_reconciliation, performance, risk
 from services.domain.intraday import INTERVALS
 from services.domain.intraday_fills import ExitFill
+from services.domain.market_orders import (
+    MarketQuote,
+    RangeBar,
+    Silence,
+    UnusableQuote,
+    exit_for,
+    market_data_silence,
+    order_fill,
+    priced_before,
+    refusal,
+    skipped_bar_count,
+)
 from services.domain.portfolio import (
     ZERO,
     Action,
@@ -78,18 +90,6 @@ from services.domain.portfolio import (
     value,
 )
 from services.paper_trading.ig_mirror import IgMirror, MirrorJournal
-from services.paper_trading.market_orders import (
-    MarketQuote,
-    RangeBar,
-    Silence,
-    UnusableQuote,
-    exit_for,
-    market_data_silence,
-    order_fill,
-    priced_before,
-    refusal,
-    skipped_bar_count,
-)
 from services.paper_trading.paper_trading_knobs import PaperTradingKnobs
 from services.paper_trading.trade_store import DayRecord, Mark, TradeRecord, TradeStore
 

@@ -285,8 +285,8 @@ async def in_process_refreshes(
     first when the source batches, then every quote, each recorded in a QuoteBook); and how many
     symbols were priced in the last one."""
     from services.domain.intraday import Quote
+    from services.domain.quote_book import QuoteBook
     from services.market_data.intraday_sources import BatchedQuoteSource
-    from services.market_data.quote_book import QuoteBook
 
     book = QuoteBook()
     timings, priced = [], 0

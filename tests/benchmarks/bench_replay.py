@@ -19,6 +19,11 @@ checkout's, in the same run on the same machine load, and both figures and their
 printed: before and after. Without it, the figure is set beside the README's recorded one
 (RECORDED_DAYS_PER_MINUTE, measured before the replay was made faster).
 
+The daily-bar year is then replayed again by the in-process engine (--engine inproc:
+services/management/fast_replay.py, the same domain functions in one process, no suite) with the
+same models, and both figures are printed with their ratio, measured in the same run, and whether
+the two gave the same trades (to the cent, at the same step) and the same equity curve.
+
 Throughput counts the day loop only (three clock jumps, a refresh at each, the trading step and
 paper-trading's processing per day); the suite's start and the final report are one-off costs,
 printed separately.
@@ -37,7 +42,8 @@ from datetime import date
 from pathlib import Path
 
 from services.domain import asx_calendar
-from services.management.replay import ReplayDriver, ReplayOptions
+from services.management.fast_replay import InprocReplay
+from services.management.replay import ReplayDriver, ReplayOptions, ReplayResult
 from tests.system._replay_helpers import (
     intraday_csv_dir,
     market_csv_dir,
@@ -83,7 +89,24 @@ def main() -> int:
         print(f"\nbefore: the same period with the code of {args.baseline}")
         before = baseline(args.baseline, args.first, args.last, market_csv_dir(), models)
     print("\nafter: this checkout")
-    daily = replay(args.first, args.last, market_csv_dir(), models, show=True)
+    daily, service_result = replay(args.first, args.last, market_csv_dir(), models, show=True)
+    print("\nthe same period, in-process engine (--engine inproc)")
+    inproc, inproc_result = replay(
+        args.first, args.last, market_csv_dir(), models, show=False, engine=InprocReplay
+    )
+    print()
+    print(f"{'':<34} {'service':>12} {'in-process':>12}")
+    print(f"{'day loop (s)':<34} {daily['day_loop_seconds']:>12.1f} {inproc['day_loop_seconds']:>12.1f}")
+    print(f"{'trades':<34} {daily['trades']:>12} {inproc['trades']:>12}")
+    print(
+        f"{'throughput (trading days / minute)':<34} {daily['days_per_minute']:>12.1f}"
+        f" {inproc['days_per_minute']:>12.1f}"
+    )
+    print(
+        f"in-process engine: {inproc['days_per_minute'] / daily['days_per_minute']:.1f}x the service replay"
+    )
+    same = same_trades(service_result, inproc_result)
+    print(f"same trades and equity curve as the service replay: {'yes' if same else 'NO'}")
     print()
     if before is not None:
         print(f"{'':<34} {'before':>12} {'after':>12}")
@@ -102,7 +125,7 @@ def main() -> int:
         return 0
     last = days[min(args.intraday_days, len(days)) - 1]
     print(f"\nthe same suite on 5m bars, {args.first} .. {last} (the session stepped every 5 minutes)")
-    intraday = replay(args.first, last, intraday_csv_dir(args.first, last, "5m"), models, show=False)
+    intraday, _ = replay(args.first, last, intraday_csv_dir(args.first, last, "5m"), models, show=False)
     print()
     print(f"{'':<34} {'daily bars':>12} {'5m bars':>12}")
     print(f"{'trading days':<34} {daily['days']:>12} {intraday['days']:>12}")
@@ -116,7 +139,22 @@ def main() -> int:
     return 0
 
 
-def replay(first: date, last: date, data_dir: Path, models: Path, show: bool) -> dict:
+def same_trades(service: ReplayResult, inproc: ReplayResult) -> bool:
+    """The same trades (every field but the id of the prediction and the sub-minute time) and the
+    same equity curve (tests/system/test_fast_replay.py checks this on three months)."""
+
+    def rows(result: ReplayResult) -> list[tuple]:
+        skip = ("trade_id", "prediction_id", "timestamp", "assumptions")
+        return [
+            (t["timestamp"][:16], *(v for k, v in sorted(t.items()) if k not in skip)) for t in result.trades
+        ]
+
+    return rows(service) == rows(inproc) and service.curve == inproc.curve
+
+
+def replay(
+    first: date, last: date, data_dir: Path, models: Path, show: bool, engine: type = ReplayDriver
+) -> tuple[dict, ReplayResult]:
     options = ReplayOptions(
         first=first,
         last=last,
@@ -124,7 +162,7 @@ def replay(first: date, last: date, data_dir: Path, models: Path, show: bool) ->
         out=Path(tempfile.mkdtemp(prefix="bench-replay-")),
         models_dir=models,
     )
-    result = ReplayDriver(options).run()
+    result = engine(options).run()
     run = {**result.report["run"], "trades": len(result.trades)}
     days = result.report["equity"]["trading_days"]
     if show:
@@ -137,7 +175,7 @@ def replay(first: date, last: date, data_dir: Path, models: Path, show: bool) ->
     for step, seconds in run.get("step_seconds", {}).items():
         print(f"  {step:<32} {seconds:>8.1f} s  {seconds / days * 1000:>7.1f} ms a day")
     print(f"outputs in {result.out}")
-    return {**run, "days": days}
+    return {**run, "days": days}, result
 
 
 def baseline(checkout: Path, first: date, last: date, data_dir: Path, models: Path) -> dict:

@@ -24,18 +24,18 @@ import numpy as np
 import pytest
 
 from services.base.base_service import EXIT_NEEDS_OPERATOR, BaseService
+from services.base.model_inference import INFERENCE_DIR, cache_path, read_cached
+from services.base.model_store import Manifest, load_manifest, write_manifest
 from services.base.rpc import InvalidParams, NotConfigured, NotFound, ServiceError
 from services.domain import asx_calendar
 from services.domain.bars import latest_session
 from services.domain.features import FEATURE_NAMES, build_latest_features
+from services.domain.model_voting import ensemble_weights
 from services.market_data.providers import SyntheticSource
 from services.ml_model import train_models
 from services.ml_model.ml_prediction_log import outcome_after
 from services.ml_model.model_catalog import MODEL_NAMES, probability_up
 from services.ml_model.model_converter import dump_model, load_verified_model
-from services.ml_model.model_inference import INFERENCE_DIR, cache_path, read_cached
-from services.ml_model.model_store import Manifest, load_manifest, write_manifest
-from services.ml_model.model_voting import ensemble_weights
 from tests.support import (
     SHARED_ASX,
     Processes,

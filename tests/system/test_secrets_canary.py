@@ -37,9 +37,9 @@ import psutil
 import pytest
 
 from services.base.config import SECRET_KEYS
+from services.base.model_inference import INFERENCE_DIR
 from services.clients.alert_channels.config import CHANNEL_NAMES
 from services.gateway.gateway_routes import ROUTES
-from services.ml_model.model_inference import INFERENCE_DIR
 from services.registry import SERVICES
 from tests.support import (
     Processes,

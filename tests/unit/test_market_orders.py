@@ -9,9 +9,7 @@ import pytest
 
 from services.domain.asx_calendar import SYDNEY
 from services.domain.intraday_fills import ExitBasis, FillBasis
-from services.domain.portfolio import Action, Position
-from services.domain.risk import ExitReason
-from services.paper_trading.market_orders import (
+from services.domain.market_orders import (
     MarketQuote,
     UnusableQuote,
     exit_for,
@@ -19,6 +17,8 @@ from services.paper_trading.market_orders import (
     priced_before,
     refusal,
 )
+from services.domain.portfolio import Action, Position
+from services.domain.risk import ExitReason
 from services.paper_trading.paper_trading_knobs import PaperTradingKnobs
 
 NOW = datetime(2024, 6, 12, 11, 0, tzinfo=SYDNEY)
@@ -198,7 +198,7 @@ def test_a_bar_from_before_the_checked_instant_is_not_checked_again():
 
 
 def test_skipped_bars_are_checked_oldest_first():
-    from services.paper_trading.market_orders import RangeBar, skipped_bar_count
+    from services.domain.market_orders import RangeBar, skipped_bar_count
 
     latest = bar_quote(10, 99, 100, 98, 99)
     assert skipped_bar_count(latest, NOW) == 3  # 11:00 and 11:05 were skipped, then the quote's own
@@ -230,7 +230,7 @@ def test_no_exit_without_a_position():
 
 
 def test_silence_counts_from_the_open_and_names_held_symbols_first():
-    from services.paper_trading.market_orders import market_data_silence
+    from services.domain.market_orders import market_data_silence
 
     opened = datetime(2024, 6, 17, 10, 0, tzinfo=SYDNEY)
     yesterday = opened - timedelta(hours=18)
@@ -256,7 +256,7 @@ def test_silence_counts_from_the_open_and_names_held_symbols_first():
 def test_a_held_symbol_without_a_bar_today_is_not_silence_while_others_trade():
     """The source answering "nothing newer for WBC" (a day without its bar: nothing traded) is
     market data arriving; the feed answering nothing fresh for any symbol is not."""
-    from services.paper_trading.market_orders import market_data_silence
+    from services.domain.market_orders import market_data_silence
 
     opened = datetime(2019, 11, 4, 10, 0, tzinfo=SYDNEY)
     now = opened + timedelta(seconds=900)

@@ -10,13 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.domain.bars import Bar
-from services.ml_model.ml_prediction_log import PredictionLog, ResolvedVote, Vote, live_metrics, outcome_after
-from services.ml_model.model_voting import (
+from services.domain.model_voting import (
     confidence_of,
     decision_to_probability,
     direction_of,
     ensemble_weights,
 )
+from services.ml_model.ml_prediction_log import PredictionLog, ResolvedVote, Vote, live_metrics, outcome_after
 
 
 def _bar(day: int, adj_close: float) -> Bar:

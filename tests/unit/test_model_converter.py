@@ -17,10 +17,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
+from services.base.model_inference import from_form
+from services.base.model_store import sha256_file
 from services.ml_model.model_catalog import make_model, probability_up
 from services.ml_model.model_converter import UnsupportedModel, dump_model, main, to_inference_form
-from services.ml_model.model_inference import from_form
-from services.ml_model.model_store import sha256_file
 
 CONVERTER = Path(__file__).resolve().parents[2] / "services" / "ml-model" / "model_converter.py"
 

@@ -14,9 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.ml_model.model_catalog import MODEL_NAMES, make_model, probability_up
-from services.ml_model.model_converter import to_inference_form
-from services.ml_model.model_inference import (
+from services.base.model_inference import (
     INFERENCE_DIR,
     SIDECAR_SUFFIX,
     InferenceFormError,
@@ -27,6 +25,8 @@ from services.ml_model.model_inference import (
     round_to_float32,
     write_cached,
 )
+from services.ml_model.model_catalog import MODEL_NAMES, make_model, probability_up
+from services.ml_model.model_converter import to_inference_form
 
 N_FEATURES = 16
 SHA = "ab" * 32

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.ml_model.model_converter import dump_model, load_verified_model
-from services.ml_model.model_store import (
+from services.base.model_store import (
     ModelIntegrityError,
     ModelNotFound,
     ModelsNotTrained,
@@ -16,6 +15,7 @@ from services.ml_model.model_store import (
     verify_model_file,
     write_manifest,
 )
+from services.ml_model.model_converter import dump_model, load_verified_model
 
 
 class _TouchOnUnpickle:

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from services.domain.intraday import Quote
-from services.market_data.quote_book import QuoteBook, in_refresh_window, next_quote_refresh, price_view
+from services.domain.quote_book import QuoteBook, in_refresh_window, next_quote_refresh, price_view
 
 SYD = ZoneInfo("Australia/Sydney")
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from services.base.model_inference import INFERENCE_DIR, read_cached
 from services.base.model_sets import serving_dir, set_names
+from services.base.model_store import load_manifest, sha256_file
 from services.domain.bars import Bar
 from services.domain.features import FEATURE_NAMES, FEATURE_VERSION
 from services.ml_model import train_models
 from services.ml_model.model_converter import load_verified_model
-from services.ml_model.model_inference import INFERENCE_DIR, read_cached
-from services.ml_model.model_store import load_manifest, sha256_file
 from tests.unit._ml_helpers import random_walk_bars, weekdays
 
 REPO = Path(__file__).resolve().parents[2]

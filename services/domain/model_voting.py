@@ -52,3 +52,23 @@ def ensemble_weights(validation_aucs: list[float | None]) -> tuple[list[float], 
 def direction_of(probability: float) -> str:
     """'up' when P(up) > 0.5; exactly 0.5 is 'down', as a flat day is 'not up' in training."""
     return "up" if probability > 0.5 else "down"
+
+
+def ensemble_vote(
+    probabilities: list[float], validation_aucs: list[float | None], *, expired: bool = False
+) -> tuple[float, list[float], str]:
+    """(P(up), weights, weighting method) of an ensemble: its members' P(up) weighted by their
+    validation skill (ensemble_weights), summed in member order. An expired set's votes carry no
+    weight: 0.5, no direction worth acting on. The ml-model service and the in-process replay
+    engine both vote through this, so they agree to the last bit."""
+    weights, method = ensemble_weights(validation_aucs)
+    probability = sum(w * p for w, p in zip(weights, probabilities, strict=True))
+    if expired:
+        return 0.5, [0.0] * len(probabilities), "expired: no weight"
+    return probability, weights, method
+
+
+def ensemble_reply_numbers(probability: float) -> tuple[str, float, float]:
+    """(direction, probability, confidence) as the ensemble's reply states them (rounded to 6
+    places: the prediction service decides on these, not on the unrounded P(up))."""
+    return direction_of(probability), round(probability, 6), round(confidence_of(probability), 6)

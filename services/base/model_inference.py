@@ -39,13 +39,13 @@ import math
 import os
 import struct
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from services.base.model_sets import INFERENCE_DIR, make_dir, write_file
-from services.ml_model.model_voting import decision_to_probability
+from services.domain.model_voting import decision_to_probability
 
 FORM_VERSION = 1
 SIDECAR_SUFFIX = ".sha256"  # <sha256>.json.sha256: the SHA-256 of the form's bytes as written
@@ -240,7 +240,11 @@ def _boosted(form: dict[str, Any], n_features: int) -> BoostedScorer:
     return BoostedScorer(_finite(form["baseline"], "baseline"), trees)
 
 
-_SCORER_BUILDERS = {"linear": _linear, "forest": _forest, "boosted": _boosted}
+_SCORER_BUILDERS: dict[str, Callable[[dict[str, Any], int], LinearScorer | ForestScorer | BoostedScorer]] = {
+    "linear": _linear,
+    "forest": _forest,
+    "boosted": _boosted,
+}
 
 
 def _tree(tree: dict[str, Any], n_features: int) -> Tree:
