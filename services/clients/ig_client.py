@@ -333,6 +333,11 @@ class IgClient:
         self.session: dict[str, Any] = {}  # the last login's body (account info, no tokens)
         self.logins = 0
         self.historical_allowance: HistoricalAllowance | None = None  # as the last /prices stated it
+        # /prices requests sent so far, and which of them the kept allowance came from: an answer to
+        # an earlier request that arrives later (calls run concurrently) is older news than the
+        # kept one and must not undo it (seen: 9,994 left, read after "used up").
+        self._prices_asked = 0
+        self._allowance_from = 0
 
     def __repr__(self) -> str:
         state = "logged in" if self._tokens else "not logged in"
@@ -411,6 +416,8 @@ class IgClient:
         if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 1:
             raise ValueError(f"max_points must be a positive integer, got {max_points!r}")
         self._refuse_if_allowance_exhausted(epic)
+        self._prices_asked += 1
+        asked = self._prices_asked
         path = f"/prices/{_path_segment(epic)}"
         params: dict[str, str | int] = {"resolution": resolution, "max": max_points, "pageSize": 0}
         body: dict[str, Any] = {}
@@ -419,8 +426,8 @@ class IgClient:
             try:
                 body = await self._call("GET", path, version=3, params=params | {"pageNumber": page})
             except IgAllowanceExhausted as exc:
-                raise self._allowance_refused(exc) from None
-            self._keep_allowance(body.get("metadata") or {})
+                raise self._allowance_refused(exc, asked) from None
+            self._keep_allowance(body.get("metadata") or {}, asked)
             points += body.get("prices") or []
             page_data = (body.get("metadata") or {}).get("pageData") or {}
             if int(page_data.get("totalPages") or 0) <= page:
@@ -430,15 +437,16 @@ class IgClient:
                 IgAllowanceExhausted(
                     f"IG GET {path}: no prices, historical allowance used up",
                     error_code=HISTORICAL_ALLOWANCE_EXCEEDED,
-                )
+                ),
+                asked,
             )
         return body | {"prices": points}
 
-    def _keep_allowance(self, metadata: Mapping[str, Any]) -> None:
+    def _keep_allowance(self, metadata: Mapping[str, Any], asked: int) -> None:
         allowance = HistoricalAllowance.from_metadata(metadata, self._monotonic())
-        if allowance is None:
-            return
-        self.historical_allowance = allowance
+        if allowance is None or asked < self._allowance_from:
+            return  # none stated, or the answer to a request sent before the kept one's
+        self.historical_allowance, self._allowance_from = allowance, asked
         log.debug(
             "IG historical allowance",
             extra={
@@ -459,8 +467,10 @@ class IgClient:
                 resets_in_s=resets_in_s,
             )
 
-    def _allowance_refused(self, exc: IgAllowanceExhausted) -> IgAllowanceExhausted:
-        """Note the allowance as used up (until the known expiry, else for allowance_retry_s)."""
+    def _allowance_refused(self, exc: IgAllowanceExhausted, asked: int) -> IgAllowanceExhausted:
+        """Note the allowance as used up (until the known expiry, else for allowance_retry_s), whatever
+        request `asked` was: a refusal is never older news than a number left."""
+        self._allowance_from = max(self._allowance_from, asked)
         now, known = self._monotonic(), self.historical_allowance
         resets_in_s = known.resets_in_s(now) if known is not None else 0.0
         if resets_in_s <= 0:

@@ -65,6 +65,7 @@ from services.domain.price_history import (
 )
 from services.domain.synthetic_intraday import synthetic_intraday_bars
 from services.domain.yahoo_frames import intraday_bars, ticker_part
+from services.market_data.providers import run_cpu
 
 log = logging.getLogger("market-data.intraday")
 
@@ -211,10 +212,10 @@ class CsvIntradaySource:
         return bars
 
     async def quote(self, symbol: str, now: datetime) -> Quote:
-        return await asyncio.to_thread(self._quote, symbol, now)
+        return await run_cpu(self._quote, symbol, now)
 
     async def intraday_bars(self, symbol: str, interval: str, limit: int, now: datetime) -> list[IntradayBar]:
-        return await asyncio.to_thread(self._bars, symbol, interval, limit, now)
+        return await run_cpu(self._bars, symbol, interval, limit, now)
 
 
 # --- synthetic ----------------------------------------------------------------------------------
@@ -245,10 +246,13 @@ class SyntheticIntradaySource:
         """The day's synthetic daily bar and the previous session's close (the same walk as daily)."""
         walked = self._walks.get(symbol)
         if walked is None or walked[0] < day or (walked[1] and day < min(walked[1])):
-            bars = synthetic_bars(symbol, trading_sessions(SYNTHETIC_EPOCH, day, asx_calendar.is_trading_day))
+            sessions = trading_sessions(SYNTHETIC_EPOCH, day, asx_calendar.is_trading_day)
+            # One bar more than is kept: the first kept session's previous close.
+            first = max(0, len(sessions) - self._SESSIONS_KEPT - 1)
+            bars = synthetic_bars(symbol, sessions, first)
             previous = [None, *(b.close for b in bars)]
-            first = max(0, len(bars) - self._SESSIONS_KEPT)
-            walked = (day, {bars[i].date: (bars[i], previous[i]) for i in range(first, len(bars))})
+            kept = range(0 if first == 0 else 1, len(bars))
+            walked = (day, {bars[i].date: (bars[i], previous[i]) for i in kept})
             self._walks[symbol] = walked
         if day not in walked[1]:
             raise NoIntradayData(f"the synthetic walk has no session on {day.isoformat()}")
@@ -305,10 +309,10 @@ class SyntheticIntradaySource:
 
     async def quote(self, symbol: str, now: datetime) -> Quote:
         # A new day walks ~3000 daily bars per symbol: off the loop, as the daily source does.
-        return await asyncio.to_thread(self._quote, symbol, now)
+        return await run_cpu(self._quote, symbol, now)
 
     async def intraday_bars(self, symbol: str, interval: str, limit: int, now: datetime) -> list[IntradayBar]:
-        return await asyncio.to_thread(self._bars, symbol, interval, limit, now)
+        return await run_cpu(self._bars, symbol, interval, limit, now)
 
 
 # --- yfinance -----------------------------------------------------------------------------------

@@ -514,6 +514,45 @@ async def test_an_exceeded_error_after_a_known_allowance_waits_for_its_expiry(ig
     assert priced.historical_allowance.remaining == 0
 
 
+async def test_an_answer_sent_before_the_allowance_ran_out_does_not_bring_it_back(priced, monkeypatch):
+    """Two /prices calls in flight: the later one is refused (used up); the earlier one's answer,
+    stating 9,994 left, arrives after. The refusal is the newer news and stands."""
+    import asyncio
+
+    released = asyncio.Event()
+    answers = [
+        {
+            "prices": five_minute_points(1),
+            "metadata": {
+                "allowance": {
+                    "remainingAllowance": 9_994,
+                    "totalAllowance": 10_000,
+                    "allowanceExpiry": 565_788,
+                }
+            },
+        },
+        IgAllowanceExhausted("used up", status=403, error_code=HISTORICAL_ALLOWANCE_EXCEEDED),
+    ]
+
+    async def call(method, path, **kwargs):
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        await released.wait()
+        return answer
+
+    monkeypatch.setattr(priced, "_call", call)
+    earlier = asyncio.create_task(priced.prices(CBA, "MINUTE_5", 1))
+    await asyncio.sleep(0)  # the earlier call is sent and waits for its answer
+    with pytest.raises(IgAllowanceExhausted):
+        await priced.prices(CBA, "MINUTE_5", 1)
+    released.set()
+    assert len((await earlier)["prices"]) == 1  # its prices are still good
+    assert priced.historical_allowance.remaining == 0
+    with pytest.raises(IgAllowanceExhausted):  # and further calls are refused here
+        await priced.prices(CBA, "MINUTE_5", 1)
+
+
 async def test_the_snapshot_does_not_draw_on_the_historical_allowance(ig, priced):
     ig.state.allowance_remaining = 0
     with pytest.raises(IgAllowanceExhausted):

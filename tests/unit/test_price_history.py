@@ -103,6 +103,14 @@ def test_synthetic_walk_starts_at_its_epoch_and_depends_only_on_the_sessions():
     assert synthetic_bars("CBA.AX", longer)[: len(sessions)] == synthetic_bars("CBA.AX", sessions)
 
 
+def test_a_walk_from_a_later_session_is_the_same_walk_not_a_new_one():
+    sessions = trading_sessions(SYNTHETIC_EPOCH, date(2017, 1, 1), is_trading_day)
+    for symbol in ("CBA.AX", "^AXJO", "XYZ.AX"):  # known profiles and a derived one
+        whole = synthetic_bars(symbol, sessions)
+        for first in (0, 1, len(sessions) // 2, len(sessions) - 1, len(sessions)):
+            assert synthetic_bars(symbol, sessions, first) == whole[first:], (symbol, first)
+
+
 def test_synthetic_is_identical_across_processes():
     # Python's hash() is salted per process; the seed must not be.
     code = (
