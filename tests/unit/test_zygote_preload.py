@@ -33,6 +33,56 @@ def test_entry_imports_are_the_top_level_ones(tmp_path: Path):
     assert zygote.entry_imports(tmp_path / "missing.py") == []
 
 
+def test_imports_read_from_the_code_are_the_ones_of_the_source():
+    """entry_imports reads the compiled code (faster on the cold start's path); the syntax tree's
+    top-level statements are what it stands for: the same list for every file the zygote reads."""
+    files = [*zygote.entries_of_suite(), REPO / "services/management/service_manager.py"]
+    for file in files:
+        assert zygote.entry_imports(file) == zygote.source_imports(file), file
+    assert len(files) == 9  # the eight services' and the supervisor's
+
+
+def test_nested_and_unusual_imports_read_from_code(tmp_path: Path):
+    entry = tmp_path / "unusual.py"
+    entry.write_text(
+        "import os.path as p\n"
+        "from json import *\n"
+        "try:\n    import tomllib\nexcept ImportError:\n    pass\n"
+        "if __name__ == '__main__':\n    import csv\n"
+        "from collections import (\n    deque,\n    OrderedDict,\n)\n"
+    )
+    assert (
+        zygote.entry_imports(entry)
+        == zygote.source_imports(entry)
+        == [
+            "os.path",
+            "json",
+            "json.*",
+            "collections",
+            "collections.deque",
+            "collections.OrderedDict",
+        ]
+    )
+
+
+def test_code_without_column_positions_is_read_from_the_source():
+    """`-X no_debug_ranges` compiles without columns: the imports then come from the source."""
+    script = (
+        "from pathlib import Path; from services.management import zygote; "
+        "f = Path('services/management/service_manager.py'); "
+        "print(zygote.entry_imports(f, compile(f.read_bytes(), str(f), 'exec')) == zygote.source_imports(f))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-X", "no_debug_ranges", "-c", script],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == "True", done.stderr
+
+
 def test_preload_names_leave_out_the_heavy_packages(tmp_path: Path):
     entry = tmp_path / "entry.py"
     entry.write_text(
