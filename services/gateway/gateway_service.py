@@ -2,7 +2,7 @@
 desk without a shell on its machine.
 
 It is a BaseService (health, metrics, shutdown on `gateway.sock`, supervised like the others)
-that also serves HTTP with aiohttp on TRADING_GATEWAY_BIND: a JSON API over the services
+that also serves HTTP (http_server: asyncio and h11) on TRADING_GATEWAY_BIND: a JSON API over the services
 (gateway_routes.ROUTES, which /openapi.json is generated from), /metrics in the Prometheus text
 format (metrics_exposition), and /healthz. Everything but /healthz and the web view's static
 shell needs the bearer token. A service that does not answer is named in the reply's `down`; the
@@ -25,7 +25,6 @@ from stat import S_ISREG
 from typing import Any
 
 import orjson
-from aiohttp import web
 
 from services.base import (
     BaseService,
@@ -50,6 +49,7 @@ from services.gateway.gateway_routes import (
     shape_problem,
 )
 from services.gateway.gateway_token import gateway_token
+from services.gateway.http_server import BodyTooLarge, HttpServer, Request, Response, json_answer
 from services.gateway.metrics_exposition import Scrape, exposition
 from services.gateway.rate_limit import RateLimiter
 from services.registry import SUPERVISOR
@@ -100,13 +100,7 @@ class HttpProblem(Exception):
         self.body: dict[str, Any] = {"error": error, **extra}
 
 
-def json_response(body: Any, status: int = 200, headers: dict | None = None) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS),
-        status=status,
-        content_type="application/json",
-        headers=headers,
-    )
+json_response = json_answer
 
 
 class GatewayService(BaseService):
@@ -117,7 +111,7 @@ class GatewayService(BaseService):
         self.knobs = GatewayKnobs()
         self.token = b""
         self.url: str | None = None
-        self._runner: web.AppRunner | None = None
+        self._http: HttpServer | None = None
         self.requests_by_status: dict[int, int] = {}
         self.limiter = RateLimiter(1.0, 1)
         self.web = {path: ((WEB_DIR / name).read_bytes(), kind) for path, (name, kind) in WEB_FILES.items()}
@@ -126,43 +120,30 @@ class GatewayService(BaseService):
         self.knobs = read_knobs(GatewayKnobs, self.settings.environ)
         self.token = gateway_token(self.settings).encode()
         self.limiter = RateLimiter(self.knobs.rate_limit_per_s, self.knobs.rate_burst)
-        app = web.Application(client_max_size=self.knobs.max_request_bytes, middlewares=[self._bounded])
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        self._runner = web.AppRunner(
-            app,
-            access_log=None,  # a log line per request would carry nothing the metrics do not
-            handle_signals=False,
-            keepalive_timeout=self.knobs.idle_timeout_s,
-            max_line_size=self.knobs.max_header_bytes,
-            max_field_size=self.knobs.max_header_bytes,
-        )
-        await self._runner.setup()
         host, port = self.knobs.bind
+        tls = tls_context(self.knobs.tls_cert_file, self.knobs.tls_key_file)
+        # No access log: a line per request would carry nothing the metrics do not.
+        server = HttpServer(
+            self._bounded,
+            head_timeout_s=self.knobs.idle_timeout_s,
+            max_line_bytes=self.knobs.max_header_bytes,
+            max_body_bytes=self.knobs.max_request_bytes,
+        )
         try:
-            tls = tls_context(self.knobs.tls_cert_file, self.knobs.tls_key_file)
-        except ConfigError:
-            await self._runner.cleanup()
-            self._runner = None
-            raise
-        site = web.TCPSite(self._runner, host, port, backlog=128, ssl_context=tls)
-        try:
-            await site.start()
+            bound, bound_port = await server.start(host, port, tls)
         except OSError as exc:
-            await self._runner.cleanup()
-            self._runner = None
             raise ConfigError(
                 f"TRADING_GATEWAY_BIND: cannot listen on {host}:{port}: {os.strerror(exc.errno) if exc.errno else exc}"
             ) from None
-        server = site._server  # aiohttp keeps the bound sockets here: the real port when 0 was asked
-        sockname = server.sockets[0].getsockname() if server is not None and server.sockets else (host, port)  # type: ignore[attr-defined]
-        bound_host = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
-        self.url = f"{'https' if tls else 'http'}://{bound_host}:{sockname[1]}"
+        self._http = server
+        bound_host = f"[{bound}]" if ":" in bound else bound
+        self.url = f"{'https' if tls else 'http'}://{bound_host}:{bound_port}"
         self.log.info("gateway listening on %s", self.url)
 
     async def on_stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     async def health_details(self) -> dict:
         return {
@@ -178,8 +159,7 @@ class GatewayService(BaseService):
 
     # ---- HTTP ----------------------------------------------------------------------------------
 
-    @web.middleware
-    async def _bounded(self, request: web.Request, handler) -> web.StreamResponse:
+    async def _bounded(self, request: Request) -> Response:
         """Every request within TRADING_GATEWAY_REQUEST_TIMEOUT_S; any answer JSON; counted."""
         try:
             # Before the token is checked: guessing tokens is rate limited too.
@@ -190,11 +170,11 @@ class GatewayService(BaseService):
             if (request.content_length or 0) > self.knobs.max_request_bytes:  # refused unread
                 raise HttpProblem(413, "request body too large")
             async with asyncio.timeout(self.knobs.request_timeout_s):
-                response = await handler(request)
+                response = await self._dispatch(request)
         except HttpProblem as problem:
             response = json_response(problem.body, problem.status, getattr(problem, "headers", None))
-        except web.HTTPException as exc:  # aiohttp's own: 413 too large, ...
-            response = json_response({"error": exc.reason}, exc.status)
+        except BodyTooLarge:  # a body without Content-Length (chunked) that grew past the bound
+            response = json_response({"error": "request body too large"}, 413)
         except TimeoutError:
             response = json_response({"error": "timeout"}, 503)
         except Exception:  # a bug here: logged once with its traceback, answered JSON without internals
@@ -203,11 +183,11 @@ class GatewayService(BaseService):
         self.requests_by_status[response.status] = self.requests_by_status.get(response.status, 0) + 1
         return response
 
-    def _authorized(self, request: web.Request) -> bool:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    def _authorized(self, request: Request) -> bool:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token)
 
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+    async def _dispatch(self, request: Request) -> Response:
         path = request.path
         if path == "/healthz":
             self._only_get(request)
@@ -215,7 +195,7 @@ class GatewayService(BaseService):
         if path in self.web:
             self._only_get(request)
             content, kind = self.web[path]
-            return web.Response(body=content, headers={"Content-Type": kind, **WEB_HEADERS})
+            return Response(content, headers={"Content-Type": kind, **WEB_HEADERS})
         if not self._authorized(request):
             problem = HttpProblem(401, "unauthorized")
             problem.headers = {"WWW-Authenticate": "Bearer"}  # type: ignore[attr-defined]
@@ -223,8 +203,8 @@ class GatewayService(BaseService):
         if path in ("/metrics", "/openapi.json"):
             self._only_get(request)
         if path == "/metrics":
-            return web.Response(
-                body=(await self._metrics_text()).encode(),
+            return Response(
+                (await self._metrics_text()).encode(),
                 headers={"Content-Type": PROMETHEUS_TEXT, "X-Content-Type-Options": "nosniff"},
             )
         if path == "/openapi.json":
@@ -243,10 +223,10 @@ class GatewayService(BaseService):
                 detail="the gateway runs with TRADING_GATEWAY_WRITE=false (the default)",
             )
         query = request.query
-        if twice := sorted(k for k in set(query) if len(query.getall(k)) > 1):
+        if twice := sorted(k for k, values in query.items() if len(values) > 1):
             raise HttpProblem(400, "invalid parameter", param=twice[0], detail="given more than once")
         try:
-            params = parse_params(route, raw_path, dict(query), self.settings.symbols)
+            params = parse_params(route, raw_path, {k: v[0] for k, v in query.items()}, self.settings.symbols)
             if route.writes:
                 params |= parse_body(route, await json_body(request), self.settings.symbols)
         except BadQuery as bad:
@@ -267,7 +247,7 @@ class GatewayService(BaseService):
         return json_response(reply.body())
 
     @staticmethod
-    def _only_get(request: web.Request) -> None:
+    def _only_get(request: Request) -> None:
         if request.method not in ("GET", "HEAD"):
             raise method_not_allowed(("GET", "HEAD"))
 
@@ -326,7 +306,7 @@ class GatewayService(BaseService):
         found = await asyncio.gather(*(self._ask(reply, name, "health") for name in names))
         return {name: h for name, h in zip(names, found, strict=True) if h is not None}
 
-    async def _healthz(self) -> web.Response:
+    async def _healthz(self) -> Response:
         """healthy / degraded (HTTP 200) or down (503): nothing up but the gateway itself."""
         reply = Reply()
         status = await self._ask(reply, SUPERVISOR, "status")
@@ -406,12 +386,12 @@ class GatewayService(BaseService):
             raise HttpProblem(404, "not found", detail=f"no replay report {name!r}")
         reply.data = report
 
-    async def api_replay_image(self, name: str, file: str) -> web.Response:
+    async def api_replay_image(self, name: str, file: str) -> Response:
         image = await asyncio.to_thread(read_replay_image, self.settings.data_dir / "replays", name, file)
         if image is None:
             raise HttpProblem(404, "not found", detail=f"no PNG {file!r} in replay {name!r}")
-        return web.Response(
-            body=image,
+        return Response(
+            image,
             headers={
                 "Content-Type": "image/png",
                 "X-Content-Type-Options": "nosniff",
@@ -499,9 +479,9 @@ def method_not_allowed(allowed: tuple[str, ...]) -> HttpProblem:
     return problem
 
 
-async def json_body(request: web.Request) -> Any:
+async def json_body(request: Request) -> Any:
     """The request's JSON body ({} when empty); BadQuery `body` when it is not JSON."""
-    raw = await request.read()  # bounded by client_max_size (413 past it)
+    raw = await request.read()  # bounded by max_request_bytes (BodyTooLarge: 413)
     if not raw.strip():
         return {}
     try:

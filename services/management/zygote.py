@@ -72,11 +72,8 @@ LAZY_IMPORTS = (
     "uuid",
 )
 #: Stays out of the zygote even when an entry file imports it: big, and needed by one service at
-#: most on some configurations (they import it lazily themselves). aiohttp is the gateway's alone:
-#: preloaded, it cost a cold start ~0.2 s of the zygote's preload (the longest step) and saved no
-#: memory (no other service shares its pages); the gateway imports it after the fork instead, on
-#: the other core while the rest start.
-NEVER_PRELOAD = frozenset({"pandas", "numpy", "sklearn", "yfinance", "matplotlib", "textual", "aiohttp"})
+#: most on some configurations (they import it lazily themselves).
+NEVER_PRELOAD = frozenset({"pandas", "numpy", "sklearn", "yfinance", "matplotlib", "textual"})
 
 #: Signal dispositions of a fresh interpreter, recorded at import (before anything changes them).
 _FRESH_SIGNALS: dict[int, Any] = {}

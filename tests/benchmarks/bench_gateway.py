@@ -5,7 +5,7 @@ call measured in the same run, and the gateway's memory.
 
 A whole suite is started by the manager CLI in temporary directories (synthetic data). Then, in
 rounds that alternate the three: `GET /api/portfolio` and `GET /metrics` through the gateway (16
-clients, each its own keep-alive connection, aiohttp's client), and paper-trading's
+clients, each its own keep-alive connection, httpx's client), and paper-trading's
 `get_portfolio_status` called directly over its Unix socket (16 in flight on one connection, as a
 service calls another). Prints p50/p99 latency and requests/s of each, the ratio of the gateway's
 portfolio to the direct call, and the gateway's PSS before and after the load.
@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-import aiohttp
+import httpx
 
 from services.base.rpc.client import RpcClient
 from tests.benchmarks.bench_suite import memory_kib, percentile
@@ -36,13 +36,12 @@ async def http_round(url: str, path: str, total: int) -> tuple[list[float], floa
     headers = {"Authorization": f"Bearer {TOKEN}"}
 
     async def client(count: int) -> None:
-        async with aiohttp.ClientSession(headers=headers) as session:
+        async with httpx.AsyncClient(headers=headers, timeout=60) as session:
             for _ in range(count):
                 started = time.perf_counter()
-                async with session.get(url + path) as answer:
-                    await answer.read()
-                    if answer.status != 200:
-                        raise RuntimeError(f"{path}: HTTP {answer.status}")
+                answer = await session.get(url + path)
+                if answer.status_code != 200:
+                    raise RuntimeError(f"{path}: HTTP {answer.status_code}")
                 latencies.append(time.perf_counter() - started)
 
     began = time.perf_counter()

@@ -131,7 +131,7 @@ def test_preloading_the_suite_starts_no_thread_and_keeps_heavy_packages_out():
         "import sys, threading, orjson\n"
         "from services.management import zygote\n"
         "zygote.preload(zygote.entries_of_suite())\n"
-        "heavy = sorted(n for n in ('pandas', 'numpy', 'sklearn', 'yfinance', 'rich', 'aiohttp')"
+        "heavy = sorted(n for n in ('pandas', 'numpy', 'sklearn', 'yfinance', 'rich', 'matplotlib')"
         " if n in sys.modules)\n"
         "print(orjson.dumps({'threads': threading.active_count(), 'heavy': heavy,"
         " 'tracked': len(zygote.module_files()), 'loop': 'asyncio.events' in sys.modules"
