@@ -189,10 +189,10 @@ def early_zygote_arguments(environ: Mapping[str, str], log_dir: Path) -> list[st
     return ["--zygote-log", str(log_dir / "zygote.stdout.log"), f"--zygote-drop={','.join(drop)}"]
 
 
-def spawn_daemon() -> None:
-    """Start the supervisor in the background and wait until it answers. In zygote mode its
-    secrets go on a pipe rather than in its environment (daemon_boot.py: it forks its first zygote
-    before it reads them)."""
+def spawn_daemon(autostart: list[str] | None = None) -> None:
+    """Start the supervisor in the background and wait until it answers; it starts `autostart`
+    (all when empty) as soon as it serves. In zygote mode its secrets go on a pipe rather than in
+    its environment (daemon_boot.py: it forks its first zygote before it reads them)."""
     from services.management.daemon_boot import SECRETS_MAX_BYTES, TITLE_ROOM, early_arguments
 
     settings = get_settings()
@@ -213,6 +213,8 @@ def spawn_daemon() -> None:
     if pipe is not None:
         # The zygote's process title, and its children's, are written over the daemon's argv.
         early += [f"--secrets-fd={pipe[0]}", f"--title-room={TITLE_ROOM}"]
+    if autostart is not None:
+        early.append(f"--autostart={','.join(autostart)}")
     try:
         with open(settings.log_dir / "manager.stdout.log", "ab") as out:
             proc = subprocess.Popen(
@@ -266,8 +268,8 @@ def cmd_start(args) -> int:
     if args.foreground:
         return run_foreground(names)
     if not supervisor_running():
-        spawn_daemon()
-    rpc(MANAGER, "start_services", services=names or None)
+        spawn_daemon(autostart=names)
+    rpc(MANAGER, "start_services", services=names or None)  # started already when it spawned it: no-op
     # The table's helpers, imported while the services start rather than after.
     import services.management.dashboard_view  # noqa: F401
 
@@ -304,8 +306,9 @@ def cmd_daemon(args) -> int:
     from services.management.supervisor import LockHeld, Supervisor
 
     os.environ["TRADING_SUPERVISED"] = "1"  # stderr goes to manager.stdout.log: warnings only
+    autostart = None if args.autostart is None else [n for n in args.autostart.split(",") if n]
     try:
-        Supervisor(autostart=None, zygote=take_early()).run()
+        Supervisor(autostart=autostart, zygote=take_early()).run()
     except LockHeld as exc:
         raise CliError(str(exc)) from None
     return 0
@@ -1434,6 +1437,9 @@ def build_parser() -> Parser:
     p.add_argument("--zygote-drop", help=argparse.SUPPRESS)
     p.add_argument("--secrets-fd", help=argparse.SUPPRESS)
     p.add_argument("--title-room", help=argparse.SUPPRESS)
+    # `start` names what to start (comma-separated; empty: all): the supervisor starts them as
+    # soon as it serves, rather than when `start` has seen it up and asked.
+    p.add_argument("--autostart", help=argparse.SUPPRESS)
     # argparse prints a suppressed subcommand as "==SUPPRESS==": drop it from the listing.
     sub._choices_actions = [a for a in sub._choices_actions if a.dest != "daemon"]
     return parser

@@ -5,6 +5,7 @@ answers `start` at the change instead of being polled. bench_suite.py measures t
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 
@@ -13,7 +14,7 @@ import psutil
 import pytest
 
 from services.domain.supervision import UP
-from tests.support import Processes, SuiteDirs, manager_command, rpc_call_sync, wait_until
+from tests.support import REPO, Processes, SuiteDirs, manager_command, rpc_call_sync, wait_until
 from tests.system.test_manager import FAST_TIMERS, by_name, wait_for_service
 
 pytestmark = pytest.mark.slow
@@ -166,3 +167,30 @@ def test_a_waiting_call_does_not_hold_up_the_supervisors_stop(processes):
 
 def by_state(status: dict) -> dict[str, tuple[str, str | None]]:
     return {s["name"]: (s["state"], s["health"]) for s in status["services"]}
+
+
+def test_start_hands_the_daemon_what_to_start_and_it_starts_them_unasked(suite):
+    """`start` puts `--autostart=<names>` on the daemon's command line: the supervisor starts them
+    as soon as it serves, without waiting for `start` to see it up and ask."""
+    daemon = psutil.Process(call(suite, "status")["supervisor"]["pid"]).cmdline()
+    assert "--autostart=sentiment" in daemon, daemon
+
+
+def test_a_daemon_told_to_autostart_starts_those_and_only_those():
+    with Processes() as processes:
+        dirs = processes.suite(processes.suite_dirs("au-", **FAST_TIMERS))
+        subprocess.Popen(
+            manager_command("daemon", "--autostart=sentiment"),
+            env=dirs.env,
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_until(lambda: (dirs.socket_dir / "manager.sock").exists(), 60, what="the supervisor's socket")
+        row = wait_for_service(dirs, "sentiment", lambda s: s["state"] == "running" and s["health"] in UP)
+        assert row["pid"]
+        assert {n: s["state"] for n, s in by_name(dirs).items() if n != "sentiment"} == {
+            n: "stopped" for n in by_name(dirs) if n != "sentiment"
+        }
