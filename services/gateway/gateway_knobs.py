@@ -42,7 +42,7 @@ class GatewayKnobs:
         16384, low=1024, high=1 << 20, doc="largest request body accepted (413 past it)"
     )
     max_header_bytes: int = knob(
-        8190, low=1024, high=65536, doc="longest request line or header line (400 past it)"
+        8190, low=1024, high=65536, doc="longest request line or header line (431 past it)"
     )
     idle_timeout_s: float = knob(
         30.0,
