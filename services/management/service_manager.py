@@ -1483,4 +1483,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if sys.argv[1:2] == ["start"]:
+        # On the cold start's path: once its answer is out, `start` skips its interpreter's
+        # teardown (~15 ms of ~400 modules; it holds no file, thread or child of its own by then).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
