@@ -44,6 +44,13 @@ class PredictionKnobs:
         doc="a forced prediction reuses the last one made this recently on the same market data and"
         " sentiment (nothing stored or published again); 0: always compute afresh",
     )
+    degraded_cache_s: float = knob(
+        60.0,
+        low=0.0,
+        high=86_400,
+        doc="a degraded prediction is answered from the cache at most this long (suite seconds), then made"
+        " again (what it missed may be back); a complete one until new market data",
+    )
     refresh_while_closed: bool = knob(
         True,
         doc="re-predict on market_data_updated while the market is closed (true), or only in the session"

@@ -178,6 +178,20 @@ def may_reuse(prediction: dict, now: datetime, reuse_s: float, config: SignalCon
     )
 
 
+def cache_fresh(prediction: dict, now: datetime, degraded_s: float) -> bool:
+    """May an unforced request be answered with the cached `prediction`? A complete one until new
+    market data clears it; a degraded one only `degraded_s` suite seconds after it was made: what it
+    missed (sentiment or ml-model away, too slow) may be back, and a desk quiet outside the session
+    would otherwise keep answering with it until the next day's data. Pure."""
+    if prediction.get("degraded") is not True:
+        return True
+    try:
+        age_s = (now - datetime.fromisoformat(prediction["created_at"])).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        return False
+    return 0 <= age_s <= degraded_s
+
+
 def same_inputs(prediction: dict, market: dict, sentiment: dict) -> bool:
     """Was `prediction` made on this market data (as_of, price, quote, technicals, market context,
     quality) and this sentiment (score, confidence, fallback or not)? Then the same bars, index and
@@ -430,7 +444,8 @@ class PredictionService(BaseService):
     async def generate_single_prediction(
         self, symbol: str, force_refresh: bool = False, timeout_s: float | None = None
     ) -> dict:
-        """One symbol's prediction (cached until new market data unless force_refresh)."""
+        """One symbol's prediction (cached until new market data unless force_refresh; a degraded
+        one TRADING_PREDICTION_DEGRADED_CACHE_S at most)."""
         symbol = normalise_symbol(symbol)
         budget = self._budget(timeout_s)
         started = time.monotonic()
@@ -570,8 +585,13 @@ class PredictionService(BaseService):
         return max(0.05, caller - min(REPLY_MARGIN_S, caller * 0.1))
 
     async def _prediction_for(self, symbol: str, force_refresh: bool) -> dict:
-        if not force_refresh and symbol in self.cache:
-            return {**self.cache[symbol], "cached": True}
+        cached = self.cache.get(symbol)
+        if (
+            not force_refresh
+            and cached is not None
+            and cache_fresh(cached, self.clock.now(), self.knobs.degraded_cache_s)
+        ):
+            return {**cached, "cached": True}
         joined = self._inflight.get(symbol)
         if joined is not None:
             # Concurrent requests for one symbol share one computation. This one began before the

@@ -30,6 +30,7 @@ from services.domain.signals import SignalConfig, decide
 from services.prediction.prediction_knobs import PredictionKnobs
 from services.prediction.prediction_service import (
     Gathered,
+    cache_fresh,
     may_reuse,
     needs_refresh,
     normalise_symbols,
@@ -249,6 +250,46 @@ def test_a_prediction_may_be_reused_only_when_complete_recent_and_on_this_config
     assert not may_reuse(made, at, 300, SignalConfig(buy_threshold=config.buy_threshold + 0.01))
     assert not may_reuse({**made, "inputs": {**made["inputs"], "feature_version": -1}}, at, 300, config)
     assert not may_reuse({"degraded": False}, at, 300, config)  # not a prediction document
+
+
+def test_a_degraded_prediction_is_answered_from_the_cache_only_for_a_while():
+    made = complete_prediction(MARKET_1105)
+    at = datetime.fromisoformat(made["created_at"])
+    assert cache_fresh(made, at + timedelta(days=3), 60)  # complete: until new market data
+    degraded = {**made, "degraded": True}
+    assert cache_fresh(degraded, at + timedelta(seconds=60), 60)
+    assert not cache_fresh(degraded, at + timedelta(seconds=61), 60)
+    assert not cache_fresh(degraded, at - timedelta(seconds=1), 60)  # the clock went back
+    assert not cache_fresh(degraded, at, -1) and cache_fresh(degraded, at, 0)
+    assert not cache_fresh({"degraded": True}, at, 60)  # not a prediction document
+
+
+async def test_a_cached_degraded_prediction_is_made_again_once_it_may_be_stale(
+    stack, suite, synthetic_models
+):
+    """Sentiment away: a degraded prediction, cached; sentiment back: an unforced call still gets
+    the cached one within TRADING_PREDICTION_DEGRADED_CACHE_S, and a complete one after it."""
+    install_models(synthetic_models, suite.models_dir)
+    stack.start_dependencies("market-data", "ml-model")
+    stack.start_prediction(
+        TRADING_PREDICTION_DEGRADED_CACHE_S="2", TRADING_PREDICTION_DEPENDENCY_TIMEOUT_S="2"
+    )
+    first = await stack.call("generate_single_prediction", symbol="CBA.AX", timeout_s=8)
+    assert first["degraded"] is True and "sentiment" in first["missing"], first["missing"]
+    stack.start_dependencies("sentiment")
+    again = await stack.call("generate_single_prediction", symbol="CBA.AX", timeout_s=8)
+    if again["cached"]:  # within the bound (a slow machine may have passed it already)
+        assert again["prediction_id"] == first["prediction_id"]
+    fresh = await async_wait_until(
+        lambda: stack.call("generate_single_prediction", symbol="CBA.AX", timeout_s=8),
+        60, 0.2, what="a prediction made again", until=lambda p: not p["cached"],
+    )  # fmt: skip
+    assert fresh["prediction_id"] != first["prediction_id"]
+    waited_s = (
+        datetime.fromisoformat(fresh["created_at"]) - datetime.fromisoformat(first["created_at"])
+    ).total_seconds()
+    assert waited_s >= 2  # not before the bound (suite seconds)
+    assert "sentiment" not in fresh.get("missing", {}), fresh.get("missing")
 
 
 def test_normalise_symbols():
