@@ -49,7 +49,7 @@ from services.gateway.gateway_routes import (
     shape_problem,
 )
 from services.gateway.gateway_token import gateway_token
-from services.gateway.http_server import BodyTooLarge, HttpServer, Request, Response, json_answer
+from services.gateway.http_server import BadRequest, BodyTooLarge, HttpServer, Request, Response, json_answer
 from services.gateway.metrics_exposition import Scrape, exposition
 from services.gateway.rate_limit import RateLimiter
 from services.registry import SUPERVISOR
@@ -175,6 +175,10 @@ class GatewayService(BaseService):
             response = json_response(problem.body, problem.status, getattr(problem, "headers", None))
         except BodyTooLarge:  # a body without Content-Length (chunked) that grew past the bound
             response = json_response({"error": "request body too large"}, 413)
+        except BadRequest:  # a body whose chunked framing is broken
+            response = json_response({"error": "bad request"}, 400)
+        except ConnectionError:
+            raise  # the client left inside its body: nobody to answer (the server closes)
         except TimeoutError:
             response = json_response({"error": "timeout"}, 503)
         except Exception:  # a bug here: logged once with its traceback, answered JSON without internals

@@ -20,7 +20,8 @@ module adds around it is the server's policy, the bounds a public listener needs
 - an answer a client does not read is dropped after `head_timeout_s` (the connection closed).
 
 The handler gets a Request and returns a Response; it owns every status but the protocol's own
-(400 for what h11 refuses, 431, 413 from `read`, 500 when the handler raised). HEAD is answered with
+(400 for what h11 refuses, 431, 501 for a transfer coding other than chunked, 413 from `read`, 500
+when the handler raised). HEAD is answered with
 the headers a GET would have (the handler sees HEAD and answers as for GET; no body is sent).
 """
 
@@ -40,6 +41,9 @@ import orjson
 
 log = logging.getLogger("gateway.http")
 READ_CHUNK = 65536
+#: What a refusal of the protocol says: h11's status hint (400, 431 for a head past its bound, 501
+#: for a transfer coding other than chunked, as RFC 9112 asks), or the server's own 431.
+REFUSALS = {431: "request header fields too large", 501: "transfer coding not implemented"}
 LINGER_S = 1.0  # how long a connection closed after an early answer drains what the client sends
 
 
@@ -48,7 +52,7 @@ class BodyTooLarge(Exception):
 
 
 class BadRequest(Exception):
-    """A request target this server cannot read (answered 400)."""
+    """A request (target, length, body framing) this server cannot read (answered 400)."""
 
 
 class Response:
@@ -115,7 +119,8 @@ class Request:
         self._body = body
 
     async def read(self) -> bytes:
-        """The whole body (b"" when there is none); BodyTooLarge past the server's bound."""
+        """The whole body (b"" when there is none); BodyTooLarge past the server's bound,
+        BadRequest when its framing is broken, ConnectionError when the client left inside it."""
         if self._body is None:
             self._body = await self._exchange.read_body() if self._exchange is not None else b""
         return self._body
@@ -155,7 +160,10 @@ class _Exchange:
         chunks: list[bytes] = []
         size = 0
         while True:
-            event = self.conn.next_event()
+            try:
+                event = self.conn.next_event()
+            except h11.RemoteProtocolError:  # e.g. a chunk size that is no number
+                raise BadRequest("request body framing") from None
             if event is h11.NEED_DATA:
                 if not await self.receive(None):  # the handler's own timeout bounds this wait
                     raise ConnectionResetError("the client closed inside its request body")
@@ -304,6 +312,8 @@ class HttpServer:
                 return
             except BodyTooLarge:
                 response = json_answer({"error": "request body too large"}, 413)
+            except BadRequest:  # the body's framing was broken (Request.read)
+                response = json_answer({"error": "bad request"}, 400)
             except Exception:
                 log.exception("internal error answering %s %s", request.method, request.path)
                 response = json_answer({"error": "internal error"}, 500)
@@ -346,7 +356,7 @@ class HttpServer:
         """Answer a protocol error (if a response can still be sent), then close."""
         if exchange.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
-        error = "request header fields too large" if status == 431 else "bad request"
+        error = REFUSALS.get(status, "bad request")
         response = json_answer({"error": error}, status, {"Connection": "close"})
         with contextlib.suppress(h11.LocalProtocolError):
             exchange.answered_early = await exchange.answer(response, method)

@@ -107,7 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copytree(corpus, scratch)
         wrapper = _wrapper(tmp, args.target)
         common = [f"-max_len={MAX_LEN}", f"-timeout={HANG_LIMIT_S}", f"-rss_limit_mb={RSS_LIMIT_MB}"]
-        dictionary = DICTS_DIR / ("json.dict" if args.target.startswith("rpc") else "csv.dict")
+        dictionary = DICTS_DIR / (
+            "json.dict"
+            if args.target.startswith("rpc")
+            else "http.dict"
+            if args.target.startswith("http")
+            else "csv.dict"
+        )
         fuzz = [
             str(wrapper),
             *common,

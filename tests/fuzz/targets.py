@@ -1,7 +1,8 @@
 """Fuzz targets: one function per target, bytes in, and only documented outcomes allowed out.
 
 Each target feeds its input to a piece of code that reads what a stranger may write (an RPC frame
-on the socket, a request's params, a CSV file in the data directory) and checks that the code
+on the socket, a request's params, a CSV file in the data directory, the bytes of an HTTP
+connection to the gateway) and checks that the code
 either answers or raises one of its documented errors. Anything else (another exception, a reply
 that is no JSON-RPC reply, a coerced value of the wrong type) raises `Crash` or escapes as is:
 for atheris that is a crash, and for the corpus replay (tests/unit/test_fuzz_corpus.py) a failure.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -29,6 +31,7 @@ from services.domain.history_merge import rows_from_csv
 from services.domain.intraday import NoIntradayData
 from services.domain.intraday_history import IntradaySeries, parse_intraday_csv
 from services.domain.price_history import MarketDataError, history_from_csv
+from services.gateway import http_server
 
 #: The longest input a target is given (the fuzz script passes it as atheris -max_len).
 MAX_LEN = 4096
@@ -252,6 +255,64 @@ def intraday_csv(data: bytes) -> None:
             raise Crash("resample raised a ValueError without a message") from exc
 
 
+# --- the gateway's HTTP server: a connection's bytes in, well-formed answers out ----------------
+
+
+class _Sink:
+    """The writer side of a connection that only collects what the server sends."""
+
+    def __init__(self) -> None:
+        self.sent = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.sent += data
+
+    async def drain(self) -> None:
+        return None
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 1) if name == "peername" else None
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        return None
+
+
+async def _sizes(request: http_server.Request) -> http_server.Response:
+    """Answers with numbers only (a string read from the input could look like a status line)."""
+    body = await request.read() if request.method == "POST" else b""
+    seen = {"query": len(request.query), "headers": len(request.headers), "body": len(body)}
+    return http_server.Response(orjson.dumps(seen), headers={"Content-Type": "application/json"})
+
+
+_HTTP_DOCUMENTED = frozenset({100, 200, 400, 413, 431, 501})
+_STATUS_LINE = re.compile(rb"HTTP/1\.1 (\d{3}) [A-Za-z -]*\r\n")
+
+
+async def _http_answers(data: bytes) -> bytes:
+    server = http_server.HttpServer(_sizes, head_timeout_s=1.0, max_line_bytes=256, max_body_bytes=64)
+    reader = asyncio.StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    sink = _Sink()
+    await server._serve(http_server._Exchange(server, reader, sink))  # type: ignore[arg-type]
+    return bytes(sink.sent)
+
+
+def http_request(data: bytes) -> None:
+    """The bytes a client sends on one connection, then its end -> the gateway's HTTP server
+    (http_server: h11 and its own bounds, an answer of sizes) -> what it sends back: nothing, or
+    answers whose status lines are 100, 200, 400, 413, 431 or 501, and no exception."""
+    sent = _rpc().loop.run_until_complete(_http_answers(data))
+    if sent and not sent.startswith(b"HTTP/1.1 "):
+        raise Crash(f"not an HTTP answer: {sent[:120]!r}")
+    for match in _STATUS_LINE.finditer(sent):
+        if int(match.group(1)) not in _HTTP_DOCUMENTED:
+            raise Crash(f"undocumented status: {match.group(0)!r} in {sent[:300]!r}")
+
+
 def warm_up() -> None:
     """Once per fuzzing process, before the 1 s hang limit applies: the ASX calendar of every year
     a bar may have (bars.FIRST_BAR_DATE..LAST_BAR_DATE). Years outside the generated holiday table
@@ -266,6 +327,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "rpc_params": rpc_params,
     "yahoo_csv": yahoo_csv,
     "intraday_csv": intraday_csv,
+    "http_request": http_request,
 }
 
 CORPUS_DIR = Path(__file__).parent / "corpus"

@@ -7,6 +7,8 @@ schema."""
 
 from __future__ import annotations
 
+import socket
+
 import httpx
 import pytest
 import schemathesis
@@ -91,6 +93,22 @@ def test_a_bad_trade_body_is_400_naming_the_field(http, content, param):
     answer = http.post("/api/trades", content=content, headers={"Content-Type": "application/json"})
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"] == "invalid parameter" and answer.json()["param"] == param
+
+
+def test_a_body_whose_chunked_framing_is_broken_is_400_and_the_gateway_serves_on(http):
+    """Found by fuzzing the HTTP server: a chunk size that is no number was a 500."""
+    url = httpx.URL(str(http.base_url))
+    head = f"POST /api/trades HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+    head += "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with socket.create_connection((url.host, url.port or 80), timeout=30) as conn:
+        conn.sendall(head.encode() + b"2\r\n{}\r\nzz\r\n")
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n") and answer.endswith(
+        b'{"error":"bad request"}'
+    ), answer
+    assert http.get("/healthz").status_code in (200, 503)
 
 
 def test_a_scheduled_task_runs_now(http, desk):
