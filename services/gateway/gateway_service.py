@@ -49,7 +49,7 @@ from services.gateway.gateway_routes import (
     shape_problem,
 )
 from services.gateway.gateway_token import gateway_token
-from services.gateway.http_server import BadRequest, BodyTooLarge, HttpServer, Request, Response, json_answer
+from services.gateway.http_server import HttpError, HttpServer, Request, Response, json_answer
 from services.gateway.metrics_exposition import Scrape, exposition
 from services.gateway.rate_limit import RateLimiter
 from services.registry import SUPERVISOR
@@ -98,9 +98,6 @@ class HttpProblem(Exception):
         super().__init__(error)
         self.status = status
         self.body: dict[str, Any] = {"error": error, **extra}
-
-
-json_response = json_answer
 
 
 class GatewayService(BaseService):
@@ -172,18 +169,16 @@ class GatewayService(BaseService):
             async with asyncio.timeout(self.knobs.request_timeout_s):
                 response = await self._dispatch(request)
         except HttpProblem as problem:
-            response = json_response(problem.body, problem.status, getattr(problem, "headers", None))
-        except BodyTooLarge:  # a body without Content-Length (chunked) that grew past the bound
-            response = json_response({"error": "request body too large"}, 413)
-        except BadRequest:  # a body whose chunked framing is broken
-            response = json_response({"error": "bad request"}, 400)
+            response = json_answer(problem.body, problem.status, getattr(problem, "headers", None))
+        except HttpError as refused:  # reading the body: a chunked one past the bound, or broken
+            response = refused.answer()
         except ConnectionError:
             raise  # the client left inside its body: nobody to answer (the server closes)
         except TimeoutError:
-            response = json_response({"error": "timeout"}, 503)
+            response = json_answer({"error": "timeout"}, 503)
         except Exception:  # a bug here: logged once with its traceback, answered JSON without internals
             self.log.exception("internal error answering %s %s", request.method, request.path)
-            response = json_response({"error": "internal error"}, 500)
+            response = json_answer({"error": "internal error"}, 500)
         self.requests_by_status[response.status] = self.requests_by_status.get(response.status, 0) + 1
         return response
 
@@ -212,7 +207,7 @@ class GatewayService(BaseService):
                 headers={"Content-Type": PROMETHEUS_TEXT, "X-Content-Type-Options": "nosniff"},
             )
         if path == "/openapi.json":
-            return json_response(openapi_document(self.settings.symbols, self.version))
+            return json_answer(openapi_document(self.settings.symbols, self.version))
         try:
             found = match(path, request.method)
         except WrongMethod as wrong:
@@ -248,7 +243,7 @@ class GatewayService(BaseService):
                 "message": f"unexpected reply: {off_shape}",
             }
             reply.data = None
-        return json_response(reply.body())
+        return json_answer(reply.body())
 
     @staticmethod
     def _only_get(request: Request) -> None:
@@ -333,7 +328,7 @@ class GatewayService(BaseService):
             states[SUPERVISOR] = "down"
             others_up = any(h["status"] in UP for name, h in healths.items() if name != self.name)
             overall = "degraded" if others_up else "down"
-        return json_response({"status": overall, "services": states}, 503 if overall == "down" else 200)
+        return json_answer({"status": overall, "services": states}, 503 if overall == "down" else 200)
 
     # ---- the API: one method per route in gateway_routes.ROUTES ------------------------------------
 
@@ -485,7 +480,7 @@ def method_not_allowed(allowed: tuple[str, ...]) -> HttpProblem:
 
 async def json_body(request: Request) -> Any:
     """The request's JSON body ({} when empty); BadQuery `body` when it is not JSON."""
-    raw = await request.read()  # bounded by max_request_bytes (BodyTooLarge: 413)
+    raw = await request.read()  # bounded by max_request_bytes (HttpError 413 past it)
     if not raw.strip():
         return {}
     try:

@@ -47,12 +47,25 @@ REFUSALS = {431: "request header fields too large", 501: "transfer coding not im
 LINGER_S = 1.0  # how long a connection closed after an early answer drains what the client sends
 
 
-class BodyTooLarge(Exception):
-    """The request body is longer than the server accepts (answered 413)."""
+class HttpError(Exception):
+    """A request the server refuses for what it is, not for a bug: `answer()` is its JSON reply."""
+
+    status = 400
+    error = "bad request"
+
+    def answer(self) -> Response:
+        return json_answer({"error": self.error}, self.status)
 
 
-class BadRequest(Exception):
-    """A request (target, length, body framing) this server cannot read (answered 400)."""
+class BodyTooLarge(HttpError):
+    """The request body is longer than the server accepts (413)."""
+
+    status = 413
+    error = "request body too large"
+
+
+class BadRequest(HttpError):
+    """A request (target, length, body framing) this server cannot read (400)."""
 
 
 class Response:
@@ -310,10 +323,8 @@ class HttpServer:
                 response = await self.handler(request)
             except (ConnectionError, asyncio.IncompleteReadError):
                 return
-            except BodyTooLarge:
-                response = json_answer({"error": "request body too large"}, 413)
-            except BadRequest:  # the body's framing was broken (Request.read)
-                response = json_answer({"error": "bad request"}, 400)
+            except HttpError as refused:  # from Request.read: too long, or its framing broken
+                response = refused.answer()
             except Exception:
                 log.exception("internal error answering %s %s", request.method, request.path)
                 response = json_answer({"error": "internal error"}, 500)
