@@ -268,8 +268,9 @@ def cmd_start(args) -> int:
     if args.foreground:
         return run_foreground(names)
     if not supervisor_running():
-        spawn_daemon(autostart=names)
-    rpc(MANAGER, "start_services", services=names or None)  # started already when it spawned it: no-op
+        spawn_daemon(autostart=names)  # it starts them as soon as it serves
+    else:
+        rpc(MANAGER, "start_services", services=names or None)
     # The table's helpers, imported while the services start rather than after.
     import services.management.dashboard_view  # noqa: F401
 
@@ -1484,7 +1485,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     code = main()
-    if sys.argv[1:2] == ["start"]:
+    if sys.argv[1:2] == ["start"] and "--foreground" not in sys.argv:
         # On the cold start's path: once its answer is out, `start` skips its interpreter's
         # teardown (~15 ms of ~400 modules; it holds no file, thread or child of its own by then).
         sys.stdout.flush()
