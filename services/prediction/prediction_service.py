@@ -164,15 +164,11 @@ def may_reuse(prediction: dict, now: datetime, reuse_s: float, config: SignalCon
     """Could a forced request answer with `prediction` instead of a new one, before its inputs are
     compared? Only a complete prediction (not degraded), made at most `reuse_s` suite seconds
     before `now` with this signal config and feature version. Pure."""
-    if reuse_s <= 0 or prediction.get("degraded") is not False:
+    if reuse_s <= 0 or prediction.get("degraded") is not False or not made_within(prediction, now, reuse_s):
         return False
-    try:
-        age_s = (now - datetime.fromisoformat(prediction["created_at"])).total_seconds()
-        inputs = prediction["inputs"]
-    except (KeyError, TypeError, ValueError):
-        return False
+    inputs = prediction.get("inputs")
     return (
-        0 <= age_s <= reuse_s
+        isinstance(inputs, dict)
         and inputs.get("feature_version") == features.FEATURE_VERSION
         and _plain(inputs.get("signal_config")) == _plain(config.as_dict())
     )
@@ -183,13 +179,16 @@ def cache_fresh(prediction: dict, now: datetime, degraded_s: float) -> bool:
     market data clears it; a degraded one only `degraded_s` suite seconds after it was made: what it
     missed (sentiment or ml-model away, too slow) may be back, and a desk quiet outside the session
     would otherwise keep answering with it until the next day's data. Pure."""
-    if prediction.get("degraded") is not True:
-        return True
+    return prediction.get("degraded") is not True or made_within(prediction, now, degraded_s)
+
+
+def made_within(prediction: dict, now: datetime, seconds: float) -> bool:
+    """Was `prediction` made at most `seconds` (suite time) before `now`, and not after it? Pure."""
     try:
         age_s = (now - datetime.fromisoformat(prediction["created_at"])).total_seconds()
     except (KeyError, TypeError, ValueError):
         return False
-    return 0 <= age_s <= degraded_s
+    return 0 <= age_s <= seconds
 
 
 def same_inputs(prediction: dict, market: dict, sentiment: dict) -> bool:
