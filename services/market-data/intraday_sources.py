@@ -247,12 +247,11 @@ class SyntheticIntradaySource:
         walked = self._walks.get(symbol)
         if walked is None or walked[0] < day or (walked[1] and day < min(walked[1])):
             sessions = trading_sessions(SYNTHETIC_EPOCH, day, asx_calendar.is_trading_day)
-            # One bar more than is kept: the first kept session's previous close.
-            first = max(0, len(sessions) - self._SESSIONS_KEPT - 1)
+            kept = max(0, len(sessions) - self._SESSIONS_KEPT)
+            first = max(0, kept - 1)  # one bar before the kept ones: the first one's previous close
             bars = synthetic_bars(symbol, sessions, first)
             previous = [None, *(b.close for b in bars)]
-            kept = range(0 if first == 0 else 1, len(bars))
-            walked = (day, {bars[i].date: (bars[i], previous[i]) for i in kept})
+            walked = (day, {bars[i].date: (bars[i], previous[i]) for i in range(kept - first, len(bars))})
             self._walks[symbol] = walked
         if day not in walked[1]:
             raise NoIntradayData(f"the synthetic walk has no session on {day.isoformat()}")
