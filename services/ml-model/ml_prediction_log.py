@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from services.base.storage import set_pragmas, with_synchronous
+from services.base.storage import apply_schema, set_pragmas, with_synchronous
 from services.domain.bars import Bar
 
 ENSEMBLE = "ensemble"
@@ -91,7 +91,7 @@ class PredictionLog:
         set_pragmas(
             self.db, path, with_synchronous({"journal_mode": "WAL", "busy_timeout": 5000}, synchronous)
         )
-        self.db.executescript(_SCHEMA)
+        apply_schema(self.db, _SCHEMA)
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(served_predictions)")}
         if "model_set" not in columns:  # a database from before model sets
             self.db.execute("ALTER TABLE served_predictions ADD COLUMN model_set TEXT")

@@ -26,7 +26,13 @@ from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 
-from services.base.storage import LedgerWriteFailed, set_pragmas, storage_failure, with_synchronous
+from services.base.storage import (
+    LedgerWriteFailed,
+    apply_schema,
+    set_pragmas,
+    storage_failure,
+    with_synchronous,
+)
 from services.domain.portfolio import Action, Fill, Portfolio, Position, to_money
 
 SCHEMA = """
@@ -180,8 +186,8 @@ class TradeStore:
         self._lock = threading.RLock()
         # synchronous: StorageKnobs.synchronous (NORMAL in a replay), else FULL.
         set_pragmas(self._db, self.path, with_synchronous(PRAGMAS, synchronous))
-        # executescript commits on its own; every statement in SCHEMA is idempotent.
-        self._db.executescript(SCHEMA)
+        # One transaction; every statement in SCHEMA is idempotent.
+        apply_schema(self._db, SCHEMA)
         self._migrate_outcomes()
         # health counts today's outcomes on every poll: a range scan, not the whole table.
         self._db.execute("CREATE INDEX IF NOT EXISTS predictions_processed_at ON predictions (processed_at)")

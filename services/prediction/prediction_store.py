@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from services.base.storage import set_pragmas, with_synchronous
+from services.base.storage import apply_schema, set_pragmas, with_synchronous
 
 SCHEMA_VERSION = 1
 PARSED_KEPT = 1024  # parsed documents recent() keeps
@@ -51,12 +51,12 @@ class PredictionStore:
         # StorageKnobs.synchronous says NORMAL: a replay).
         pragmas = with_synchronous({"journal_mode": "WAL", "synchronous": "FULL"}, synchronous)
         set_pragmas(self._conn, path, pragmas)
-        # executescript commits on its own, so it runs outside _transaction; the DDL is idempotent.
-        self._conn.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
+        # One transaction of its own, outside _transaction; the DDL is idempotent.
+        apply_schema(self._conn, _SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(predictions)")}
         if "published" not in columns:
             self._conn.execute("ALTER TABLE predictions ADD COLUMN published INTEGER NOT NULL DEFAULT 1")
-        self._conn.executescript(_OUTBOX)
+        apply_schema(self._conn, _OUTBOX)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:

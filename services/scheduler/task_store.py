@@ -17,7 +17,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.base.storage import set_pragmas
+from services.base.storage import apply_schema, set_pragmas
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -108,7 +108,7 @@ class TaskStore:
             path,
             {"journal_mode": "WAL", "synchronous": "NORMAL", "foreign_keys": "ON", "busy_timeout": 5000},
         )
-        self._db.executescript(SCHEMA)
+        apply_schema(self._db, SCHEMA)
 
     def close(self) -> None:
         self._db.close()

@@ -16,6 +16,7 @@ from services.base.storage import (
     LedgerMisconfigured,
     StorageFailure,
     StorageKnobs,
+    apply_schema,
     set_pragmas,
     storage_failure,
     with_synchronous,
@@ -164,3 +165,22 @@ def test_the_synchronous_knob_lowers_every_store_to_normal_or_leaves_it(tmp_path
     set_pragmas(db, tmp_path / "x.db", with_synchronous(full, level))
     assert db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     db.close()
+
+
+def test_a_schema_is_one_transaction_and_a_failed_statement_leaves_nothing(tmp_path) -> None:
+    db = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    seen: list[str] = []
+    db.set_trace_callback(seen.append)
+    apply_schema(db, "CREATE TABLE IF NOT EXISTS a (x);\nCREATE INDEX IF NOT EXISTS a_x ON a(x);")
+    statements = [s.strip("\n ;") for s in seen]
+    assert statements[0] == "BEGIN IMMEDIATE" and statements[-1] == "COMMIT"
+    assert statements.count("COMMIT") == 1
+    assert not db.in_transaction
+    with pytest.raises(sqlite3.OperationalError, match="no_such"):
+        apply_schema(db, "CREATE TABLE b (y);\nCREATE INDEX b_z ON b(no_such);")
+    assert not db.in_transaction
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables == {"a"}  # b rolled back with the failed index
+    apply_schema(db, "CREATE TABLE IF NOT EXISTS a (x);")  # idempotent: again, nothing changes
+    assert {row[0] for row in db.execute("SELECT name FROM sqlite_master")} == {"a", "a_x"}
