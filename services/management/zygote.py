@@ -170,6 +170,171 @@ def preload(
     return len(sys.modules)
 
 
+#: What a preload keeps for its life, so that freeing it leaves no holes in the zygote's memory
+#: for the services' first objects (a write into a hole copies the zygote's page around it).
+_KEPT: list[Any] = []
+
+
+class DataclassCode:
+    """The compiled code of the methods `@dataclass` writes, kept on disk between preloads.
+
+    CPython 3.11's dataclasses write each generated method (`__init__`, `__eq__`, `__repr__`, a
+    frozen class's `__setattr__`...) as source text and compile it with `exec`: the suite's ~155
+    dataclasses make ~800 such methods, 60-90 ms of the preload's ~230, most of it the compiler.
+    Within this context `dataclasses.exec` (a module global, which shadows the builtin for that
+    module alone) compiles each text once and keeps its code in
+    `__pycache__/zygote-dataclass-code.<tag>.marshal`; the next preload executes the cached code of
+    the same text. The same text compiles to the same code (filename `<string>`, no inherited
+    `__future__` flags, as `exec` of a string in dataclasses does), so nothing else changes.
+
+    The file is mapped (mmap), not read: an index (CRC-32 of a text -> its record's place) and
+    records `(text, code)`, each unmarshalled when its text is asked for and checked against it (a
+    different text with the same CRC is compiled). So the preload allocates and frees what
+    compiling would have, in the same order, and the zygote's memory stays as packed as without
+    the cache (all of it unmarshalled up front and freed at the end cost the services ~0.8 MB each
+    in copied pages, `bench_suite.py`). The index stays alive (~0.1 MB, shared).
+
+    Like Python's own bytecode cache: read and written beside the modules (`sys.pycache_prefix`
+    honoured), not written under PYTHONDONTWRITEBYTECODE or where the folder is read-only, and
+    ignored when it is unreadable or was written by another Python (the magic number). Set-up writes
+    it (`python -m services.management.zygote --write-cache`, after compileall), as it does the
+    bytecode caches, so that a machine with PYTHONDONTWRITEBYTECODE set has it too."""
+
+    #: After Python's magic number: this layout's version.
+    FORMAT = b"DC01"
+
+    def __init__(self, path: Path | None = None, write: bool | None = None):
+        if path is None:
+            from importlib.util import cache_from_source
+
+            tag = sys.implementation.cache_tag or "none"
+            path = Path(cache_from_source(__file__)).with_name(f"zygote-dataclass-code.{tag}.marshal")
+        self.path = path
+        self.write = not sys.dont_write_bytecode if write is None else write
+        self.index: dict[int, tuple[int, int]] = {}  # crc32 of a text -> (offset, size) of its record
+        self.used: set[int] = set()  # the CRCs of the texts asked for
+        self.new: dict[str, CodeType] = {}  # texts compiled here (not in the file)
+        self._map: Any = None  # the file, mapped
+        self._module: ModuleType | None = None
+
+    def load(self) -> None:
+        import marshal
+        import mmap
+        from importlib.util import MAGIC_NUMBER
+
+        try:
+            with open(self.path, "rb") as f:
+                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):  # missing, or empty (mmap refuses a size of 0)
+            return
+        try:
+            signature = MAGIC_NUMBER + self.FORMAT
+            head = len(signature) + 4
+            if mapped[: len(signature)] != signature:
+                raise ValueError("another Python's, or another format")
+            size = int.from_bytes(mapped[len(signature) : head], "little")
+            index = marshal.loads(mapped[head : head + size])
+            if not isinstance(index, dict):
+                raise ValueError("no index")
+            start = head + size
+            index = {key: (start + offset, length) for key, (offset, length) in index.items()}
+        except (EOFError, ValueError, TypeError):
+            mapped.close()
+            return
+        self._map, self.index = mapped, index
+
+    def cached(self, source: str, key: int) -> CodeType | None:
+        """The code of `source` from the file, if it holds that text."""
+        import marshal
+
+        place = self.index.get(key)
+        if place is None or self._map is None:
+            return None
+        try:
+            text, code = marshal.loads(self._map[place[0] : place[0] + place[1]])
+        except (EOFError, ValueError, TypeError):
+            return None
+        return code if isinstance(code, CodeType) and text == source else None
+
+    def exec(self, source: Any, globals: Any = None, locals: Any = None) -> None:
+        """`exec` for dataclasses: a text's code from the cache, compiled once."""
+        if isinstance(source, str):
+            import zlib
+
+            key = zlib.crc32(source.encode())
+            code = self.cached(source, key) or self.new.get(source)
+            if code is None:
+                code = compile(source, "<string>", "exec", dont_inherit=True)
+                self.new[source] = code
+            self.used.add(key)
+            source = code
+        exec(source, globals, locals)
+
+    def records(self) -> list[tuple[str, CodeType]]:
+        """What the file will hold: the texts compiled here, and those of the file that this
+        preload used (or all of them while the file holds at most twice as many as were used:
+        other configurations' preloads share it)."""
+        import marshal
+
+        keep_all = len(self.index) <= 2 * len(self.used)
+        found: list[tuple[str, CodeType]] = list(self.new.items())
+        for key, (offset, size) in self.index.items():
+            if self._map is not None and (keep_all or key in self.used):
+                try:
+                    text, code = marshal.loads(self._map[offset : offset + size])
+                except (EOFError, ValueError, TypeError):
+                    continue
+                if isinstance(text, str) and isinstance(code, CodeType) and text not in self.new:
+                    found.append((text, code))
+        return found
+
+    def save(self) -> None:
+        """Write the file when this preload compiled a text it lacked (atomically: another preload
+        may read it meanwhile)."""
+        if not self.new or not self.write:
+            return
+        import marshal
+        import zlib
+        from importlib.util import MAGIC_NUMBER
+
+        index: dict[int, tuple[int, int]] = {}
+        body = bytearray()
+        for text, code in self.records():
+            record = marshal.dumps((text, code))
+            index.setdefault(zlib.crc32(text.encode()), (len(body), len(record)))
+            body += record
+        head = marshal.dumps(index)  # offsets from the records' start, right after it
+        temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary.write_bytes(MAGIC_NUMBER + self.FORMAT + len(head).to_bytes(4, "little") + head + body)
+            os.replace(temporary, self.path)
+        except (OSError, ValueError):
+            with _suppress():
+                temporary.unlink()
+
+    def __enter__(self) -> DataclassCode:
+        import dataclasses
+
+        self.load()
+        self._module = dataclasses
+        dataclasses.exec = self.exec  # type: ignore[attr-defined]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._module is not None:
+            with _suppress():
+                del self._module.exec
+            self._module = None
+        try:
+            self.save()
+        finally:
+            if self._map is not None:
+                self._map.close()
+                self._map = None
+            _KEPT.append((self.index, self.used))
+
+
 _FREE_CHUNKS = re.compile(rb'<size from="(\d+)" to="\d+" total="\d+" count="(\d+)"/>')
 _LIBC: list = []  # the C library's handle, made once: each CDLL() makes a new ctypes class
 
@@ -419,14 +584,18 @@ class Zygote:
         set_title(f"trading-zygote {REPO}", "trading-zygote")
         self.loop(self.prepare(entries))
 
-    def prepare(self, entries: list[Path], extra: tuple[str, ...] = ()) -> int:
+    def prepare(
+        self, entries: list[Path], extra: tuple[str, ...] = (), write_cache: bool | None = None
+    ) -> int:
         """Import what the services share (and `extra`), compile the entries, freeze: the number
         of modules loaded. The daemon calls it too, before it forks its first zygote
-        (daemon_boot.fork_zygote)."""
+        (daemon_boot.fork_zygote). `write_cache`: write the dataclasses' code cache (DataclassCode)
+        even under PYTHONDONTWRITEBYTECODE (True), never (False), or unless that is set (None)."""
         gc.disable()  # no collection while preloading: freeze() then keeps every object in place
         for entry in entries:
             self.compiled(entry)  # first: the preload reads their imports from their code
-        modules = preload(entries, extra, self.compiled)
+        with DataclassCode(write=write_cache):
+            modules = preload(entries, extra, self.compiled)
         self.files = module_files()
         settle_lookup_versions()
         plug_heap_holes()
@@ -692,9 +861,24 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fd", type=int, required=True, help="the inherited Unix socket")
+    parser.add_argument("--fd", type=int, help="the inherited Unix socket")
     parser.add_argument("--title-room", default="", help="(room for the children's process titles)")
+    parser.add_argument(
+        "--write-cache",
+        action="store_true",
+        help="preload as the zygote does, write the dataclasses' code cache and exit (set-up runs it)",
+    )
     args = parser.parse_args(argv)
+    if args.write_cache:
+        from services.management.daemon_boot import supervisor_modules
+
+        modules = Zygote(socket.socket(socket.AF_UNIX)).prepare(
+            entries_of_suite(), supervisor_modules(), True
+        )
+        print(f"zygote: {modules} modules preloaded; dataclasses' code cache in {DataclassCode().path}")
+        return 0
+    if args.fd is None:
+        parser.error("--fd is required")
     sock = socket.socket(fileno=args.fd)
     try:
         Zygote(sock).serve(entries_of_suite())

@@ -204,3 +204,165 @@ print(json.dumps({
     assert found["unversioned_before"] and found["versioned_after"], found
     assert found["modules"] > 10 and found["classes"] > 100, found
     assert found["same"], found
+
+
+# ---- the dataclasses' code cache (zygote.DataclassCode) -----------------------------------------
+
+DATACLASS_SOURCE = """
+import dataclasses
+from typing import ClassVar
+
+@dataclasses.dataclass(frozen=True, slots=True, order=True)
+class Quote:
+    symbol: str
+    price: float = 0.0
+    tags: tuple = dataclasses.field(default_factory=tuple)
+    unit: ClassVar[str] = "AUD"
+
+@dataclasses.dataclass(kw_only=True)
+class Order:
+    quantity: int
+    side: str = "BUY"
+"""
+
+
+def make_classes(cache: zygote.DataclassCode | None) -> dict:
+    """The classes of DATACLASS_SOURCE, made under `cache` (None: plain dataclasses)."""
+    import types
+
+    module = types.ModuleType("made_dataclasses")  # dataclasses look their module up
+    sys.modules[module.__name__] = module
+    try:
+        if cache is None:
+            exec(DATACLASS_SOURCE, vars(module))
+        else:
+            with cache:
+                exec(DATACLASS_SOURCE, vars(module))
+    finally:
+        del sys.modules[module.__name__]
+    return vars(module)
+
+
+def method_code(namespace: dict) -> dict[str, object]:
+    return {
+        f"{cls}.{name}": getattr(namespace[cls], name).__code__
+        for cls in ("Quote", "Order")
+        for name in ("__init__", "__repr__", "__eq__", "__setattr__", "__lt__", "__hash__")
+        if hasattr(getattr(namespace[cls], name, None), "__code__")
+    }
+
+
+def test_dataclasses_made_from_the_cache_are_the_ones_compiling_makes(tmp_path: Path):
+    path = tmp_path / "cache.marshal"
+    plain = make_classes(None)
+    first = zygote.DataclassCode(path, write=True)
+    compiled = make_classes(first)
+    assert first.new and path.exists()  # compiled once, written
+    second = zygote.DataclassCode(path, write=True)
+    cached = make_classes(second)
+    assert second.new == {} and len(second.used) == len(first.used)  # every text from the file
+    assert dataclasses_exec_is_the_builtin()
+    for made in (compiled, cached):
+        assert method_code(made) == method_code(plain)  # code objects compare by their contents
+        quote = made["Quote"]("CBA.AX", 101.5)
+        assert repr(quote) == "Quote(symbol='CBA.AX', price=101.5, tags=())"
+        assert quote == made["Quote"]("CBA.AX", 101.5) and quote < made["Quote"]("WBC.AX")
+        with pytest.raises(AttributeError):  # frozen (FrozenInstanceError)
+            quote.price = 1.0  # type: ignore[misc]
+        assert made["Order"](quantity=3).side == "BUY"
+        with pytest.raises(TypeError):
+            made["Order"](3)  # keyword-only
+
+
+def dataclasses_exec_is_the_builtin() -> bool:
+    import dataclasses
+
+    return "exec" not in vars(dataclasses)  # the context's shadow is gone afterwards
+
+
+def test_a_text_is_taken_from_the_cache_only_when_it_is_the_same_text(tmp_path: Path):
+    path = tmp_path / "cache.marshal"
+    make_classes(zygote.DataclassCode(path, write=True))
+    cache = zygote.DataclassCode(path)
+    cache.load()
+    key, place = next(iter(cache.index.items()))
+    other = next(k for k in cache.index if k != key)
+    cache.index[other] = place  # another text's checksum pointing at this record (a collision)
+    import marshal
+
+    text, code = marshal.loads(cache._map[place[0] : place[0] + place[1]])
+    assert cache.cached(text, key) == code
+    assert cache.cached(text + " ", other) is None  # its record holds another text: compiled instead
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"not a cache", b"\x00" * 64, b"%MAGIC%DC01\xff\xff\x00\x00garbage", b"%MAGIC%DC00" + b"\x00" * 8],
+)
+def test_a_damaged_or_foreign_cache_file_is_ignored_and_replaced(tmp_path: Path, content: bytes):
+    from importlib.util import MAGIC_NUMBER
+
+    path = tmp_path / "cache.marshal"
+    path.write_bytes(content.replace(b"%MAGIC%", MAGIC_NUMBER))
+    cache = zygote.DataclassCode(path, write=True)
+    made = make_classes(cache)
+    assert cache.new and method_code(made) == method_code(make_classes(None))
+    again = zygote.DataclassCode(path)
+    make_classes(again)
+    assert again.new == {}  # rewritten whole
+
+
+def test_the_cache_is_not_written_when_bytecode_is_not(tmp_path: Path, monkeypatch):
+    path = tmp_path / "cache.marshal"
+    make_classes(zygote.DataclassCode(path, write=False))
+    assert not path.exists()
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    make_classes(zygote.DataclassCode(path))  # as PYTHONDONTWRITEBYTECODE=1 says
+    assert not path.exists()
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    make_classes(zygote.DataclassCode(path))
+    assert path.exists()
+
+
+def test_texts_no_preload_uses_any_more_are_dropped(tmp_path: Path):
+    import types
+
+    path = tmp_path / "cache.marshal"
+    module = types.ModuleType("dropped_dataclasses")
+    sys.modules[module.__name__] = module
+    try:
+        with zygote.DataclassCode(path, write=True):
+            for i in range(30):  # 30 classes' worth of texts, of which the next preload uses none
+                exec(
+                    f"import dataclasses\n@dataclasses.dataclass\nclass C{i}:\n    f{i}: int\n", vars(module)
+                )
+    finally:
+        del sys.modules[module.__name__]
+    full = zygote.DataclassCode(path)
+    full.load()
+    make_classes(zygote.DataclassCode(path, write=True))  # uses none of them, compiles its own
+    kept = zygote.DataclassCode(path)
+    kept.load()
+    assert 0 < len(kept.index) < len(full.index)  # only what the last preload used (and compiled)
+    make_classes(again := zygote.DataclassCode(path))
+    assert again.new == {}
+
+
+def test_write_cache_writes_it_under_pythondontwritebytecode(tmp_path: Path):
+    """Set-up's step (after compileall): the suite's preload, the file written even so."""
+    target = zygote.DataclassCode().path
+    before = target.stat().st_mtime_ns if target.exists() else None
+    done = subprocess.run(
+        [sys.executable, "-m", "services.management.zygote", "--write-cache"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert str(target) in done.stdout and target.exists()
+    cache = zygote.DataclassCode()
+    cache.load()
+    assert len(cache.index) > 100  # the suite's dataclasses' methods (about 800)
+    assert before is None or target.stat().st_mtime_ns >= before
