@@ -192,8 +192,13 @@ def supervisor_modules() -> tuple[str, ...]:
     """What the daemon imports beyond the services' code: preloaded with it before the fork."""
     from services.management.zygote import entry_imports
 
-    own = entry_imports(Path(__file__).with_name("service_manager.py"))
-    return (*own, "services.management.supervisor", "services.management.launcher")
+    own = entry_imports(Path(__file__).with_name("manager_cli.py"))
+    return (
+        *own,
+        "services.management.manager_cli",
+        "services.management.supervisor",
+        "services.management.launcher",
+    )
 
 
 def fork_zygote(log_path: Path) -> tuple[ForkedZygote, socket.socket]:

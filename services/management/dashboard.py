@@ -45,8 +45,8 @@ from services.management.dashboard_view import (
     render_lines,
     render_text,
 )
+from services.management.manager_cli import format_log_line, tail_lines
 from services.management.manager_knobs import DashboardKnobs
-from services.management.service_manager import format_log_line, tail_lines
 from services.registry import DASHBOARD, SUPERVISOR, consumed_by
 
 MANAGER = SUPERVISOR

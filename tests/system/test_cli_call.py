@@ -7,7 +7,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from services.management.service_manager import CliError, call_params
+from services.management.manager_cli import CliError, call_params
 from tests.support import Processes, manager_cli
 from tests.system.test_manager import FAST_TIMERS
 

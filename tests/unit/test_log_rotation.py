@@ -14,7 +14,7 @@ import orjson
 
 from services.base.logs import DailyAndSizeRotatingHandler, JsonFormatter
 from services.management.log_rotation import copy_truncate, rename_rotate, rotate_suite_logs
-from services.management.service_manager import escape_controls, format_log_line, table
+from services.management.manager_cli import escape_controls, format_log_line, table
 
 
 def files_of(path: Path) -> dict[str, int]:

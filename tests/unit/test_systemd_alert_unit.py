@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 import setup_microservices
-from services.management.service_manager import build_parser
+from services.management.manager_cli import build_parser
 
 
 def test_the_suite_unit_starts_the_alert_unit_when_it_fails():

@@ -36,7 +36,7 @@ def test_entry_imports_are_the_top_level_ones(tmp_path: Path):
 def test_imports_read_from_the_code_are_the_ones_of_the_source():
     """entry_imports reads the compiled code (faster on the cold start's path); the syntax tree's
     top-level statements are what it stands for: the same list for every file the zygote reads."""
-    files = [*zygote.entries_of_suite(), REPO / "services/management/service_manager.py"]
+    files = [*zygote.entries_of_suite(), REPO / "services/management/manager_cli.py"]
     for file in files:
         assert zygote.entry_imports(file) == zygote.source_imports(file), file
     assert len(files) == 9  # the eight services' and the supervisor's
@@ -69,7 +69,7 @@ def test_code_without_column_positions_is_read_from_the_source():
     """`-X no_debug_ranges` compiles without columns: the imports then come from the source."""
     script = (
         "from pathlib import Path; from services.management import zygote; "
-        "f = Path('services/management/service_manager.py'); "
+        "f = Path('services/management/manager_cli.py'); "
         "print(zygote.entry_imports(f, compile(f.read_bytes(), str(f), 'exec')) == zygote.source_imports(f))"
     )
     done = subprocess.run(
