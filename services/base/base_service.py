@@ -19,7 +19,6 @@ import itertools
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from collections import deque
@@ -58,7 +57,7 @@ from services.base.rpc import (
     ServiceError,
     rpc,
 )
-from services.base.socket_dir import UnsafeSocketDir, open_private_file, prepare_socket_dir
+from services.base.socket_dir import UnsafeSocketDir, open_private_file, prepare_socket_dir, socket_is_live
 from services.base.storage import LedgerMisconfigured
 from services.registry import EVENTS, SERVICES, SUPERVISOR, EventType
 
@@ -173,19 +172,6 @@ class MethodStats:
                 "sum_s": round(self.latency_sum_s, 6),
             },
         }
-
-
-def socket_is_live(path: Path) -> bool:
-    """True when a process accepts connections on the Unix socket `path`."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(0.5)
-        try:
-            probe.connect(str(path))
-        except (FileNotFoundError, ConnectionRefusedError):
-            return False
-        except OSError:
-            return False
-        return True
 
 
 def hold_instance_lock(path: Path) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import stat
 from collections.abc import Mapping
 from pathlib import Path
@@ -147,3 +148,16 @@ def open_private_file(path: Path, flags: int = os.O_RDWR | os.O_CREAT, mode: int
             f" uid {st.st_uid}, not by uid {os.geteuid()}: refused; remove it"
         )
     return fd
+
+
+def socket_is_live(path: Path) -> bool:
+    """True when a process accepts connections on the Unix socket `path`."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        try:
+            probe.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+        except OSError:
+            return False
+        return True

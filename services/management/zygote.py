@@ -62,6 +62,9 @@ LAZY_IMPORTS = (
     "httpx",  # not httpcore: it comes with a client's first use (and brings trio, 4 MB)
     "concurrent.futures.thread",  # asyncio's default executor
     "services.base",
+    "services.base.base_service",  # services.base's names load on first use (services/base/lazy.py)
+    "services.base.rpc.client",
+    "services.base.rpc.server",
     "services.domain.supervision",
     "services.registry",
     "sqlite3",
