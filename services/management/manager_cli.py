@@ -20,10 +20,9 @@ import functools
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
@@ -44,12 +43,11 @@ from services.base import (
 from services.base.knobs import read_knobs
 from services.base.socket_dir import prepare_socket_dir
 from services.domain.supervision import UP, start_order, stop_order
+from services.management import daemon_launch
 from services.management.manager_knobs import SupervisorKnobs
 from services.registry import SUPERVISOR
 
 MANAGER = SUPERVISOR
-#: The command line's script (the daemon runs as `python <ENTRY> daemon`: ownership.MANAGER_ENTRY).
-ENTRY = Path(__file__).resolve().with_name("service_manager.py")
 
 
 class CliError(Exception):
@@ -174,70 +172,12 @@ def wait_for(services: list[str], timeout_s: float) -> dict:
         time.sleep(0.1)
 
 
-def early_zygote_arguments(environ: Mapping[str, str], log_dir: Path) -> list[str]:
-    """The daemon's `--zygote-log/--zygote-drop` (daemon_boot.py): it starts its zygote before its
-    imports, with `environ` less the names dropped (the zygote's holds no secret: names only on the
-    command line, never values). Nothing in `exec` mode."""
-    from services.base.child_env import ZYGOTE, child_environment
-
-    if read_knobs(SupervisorKnobs, environ).launch != "zygote":
-        return []
-    env = child_environment(ZYGOTE, environ)
-    if any(environ.get(name) != value for name, value in env.items()):
-        return []  # not only a removal: let the launcher start it (never the case today)
-    drop = sorted(set(environ) - set(env))
-    return ["--zygote-log", str(log_dir / "zygote.stdout.log"), f"--zygote-drop={','.join(drop)}"]
-
-
 def spawn_daemon(autostart: list[str] | None = None) -> None:
-    """Start the supervisor in the background and wait until it answers; it starts `autostart`
-    (all when empty) as soon as it serves. In zygote mode its secrets go on a pipe rather than in
-    its environment (daemon_boot.py: it forks its first zygote before it reads them)."""
-    from services.management.daemon_boot import SECRETS_MAX_BYTES, TITLE_ROOM, early_arguments
-
+    """Start the supervisor in the background (unless service_manager.py did already, before this
+    module's imports: daemon_launch.start_early) and wait until it answers; it starts `autostart`
+    (all when empty) as soon as it serves."""
     settings = get_settings()
-    settings.log_dir.mkdir(parents=True, exist_ok=True)
-    early = early_zygote_arguments(os.environ, settings.log_dir)
-    env: dict[str, str] | None = None
-    secrets = b""
-    parsed = early_arguments(early)
-    if parsed is not None:
-        drop = parsed[1]
-        try:
-            secrets = orjson.dumps({name: os.environ[name] for name in sorted(drop) if name in os.environ})
-        except orjson.JSONEncodeError:  # not UTF-8 (surrogate escapes): in its environment, as before
-            secrets = b""
-        if secrets and len(secrets) <= SECRETS_MAX_BYTES:
-            env = {k: v for k, v in os.environ.items() if k not in drop}
-    pipe = os.pipe() if env is not None else None
-    if pipe is not None:
-        # The zygote's process title, and its children's, are written over the daemon's argv.
-        early += [f"--secrets-fd={pipe[0]}", f"--title-room={TITLE_ROOM}"]
-    if autostart is not None:
-        early.append(f"--autostart={','.join(autostart)}")
-    try:
-        with open(settings.log_dir / "manager.stdout.log", "ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, str(ENTRY), "daemon", *early],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                start_new_session=True,
-                env=env,
-                pass_fds=(pipe[0],) if pipe is not None else (),
-            )
-    finally:
-        if pipe is not None:
-            os.close(pipe[0])  # the daemon's end: it has its own copy (or failed to start)
-    if pipe is not None:
-        try:
-            view = memoryview(secrets)
-            while view:  # fits in the pipe: never waits for the daemon
-                view = view[os.write(pipe[1], view) :]
-        except BrokenPipeError:
-            pass  # the daemon is already gone: the wait below says so
-        finally:
-            os.close(pipe[1])
+    proc = daemon_launch.take_launched() or daemon_launch.launch_daemon(autostart)
     deadline = time.monotonic() + 20
     while not supervisor_running():
         if proc.poll() is not None and not supervisor_running():
@@ -267,7 +207,7 @@ def cmd_start(args) -> int:
     names = check_names(args.services)
     if args.foreground:
         return run_foreground(names)
-    if not supervisor_running():
+    if daemon_launch.launched() or not supervisor_running():
         spawn_daemon(autostart=names)  # it starts them as soon as it serves
     else:
         rpc(MANAGER, "start_services", services=names or None)

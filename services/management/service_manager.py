@@ -15,6 +15,11 @@ if __name__ == "__main__":
         from services.management.daemon_boot import start_early
 
         start_early(sys.argv[2:])
+    elif sys.argv[1:2] == ["start"]:
+        # Before the command line's imports: the supervisor's preload runs while they do.
+        from services.management.daemon_launch import start_early as launch_early
+
+        launch_early(sys.argv[2:])
 
     from services.management.manager_cli import run
 

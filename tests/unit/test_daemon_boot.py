@@ -18,7 +18,7 @@ from services.management.daemon_boot import (
     supervisor_modules,
     zygote_environment,
 )
-from services.management.manager_cli import early_zygote_arguments
+from services.management.daemon_launch import early_zygote_arguments
 
 LOG_DIR = Path("/tmp/logs-of-a-test")
 
