@@ -404,7 +404,7 @@ def mark_mergeable(environ: Any = os.environ) -> str:
     back are byte for byte the zygote's again, and many are the same in every service; ksmd merges
     such pages into one read-only copy. The children inherit the marks (VM_MERGEABLE on each
     mapping; prctl's per-process flag too, which also covers mappings made later). First
-    prctl(PR_SET_MEMORY_MERGE) (Linux 6.4+, needs CAP_SYS_RESOURCE), else madvise(MADV_MERGEABLE)
+    prctl(PR_SET_MEMORY_MERGE) (Linux 6.4+, no privilege needed: checked as uid nobody on 6.18), else madvise(MADV_MERGEABLE)
     over /proc/self/maps. Never fatal: a refusal is said once on stderr (the zygote's log)."""
     try:
         from services.base.knobs import read_knobs

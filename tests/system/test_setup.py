@@ -102,6 +102,30 @@ def test_user_unit_and_sudo_user(monkeypatch):
     assert "User=trader" in system_unit and "WantedBy=multi-user.target" in system_unit
 
 
+def test_the_installer_turns_ksm_on_now_and_at_each_boot(tmp_path):
+    """enable_ksm (what `--install-systemd` does as root) on a stand-in for /sys/kernel/mm/ksm and
+    /etc/tmpfiles.d: ksmd's switch written 1, and the tmpfiles entry that writes it at boot."""
+    import setup_microservices
+
+    ksm, tmpfiles = tmp_path / "ksm", tmp_path / "tmpfiles.d" / "trading-suite-ksm.conf"
+    assert "no KSM" in setup_microservices.enable_ksm(ksm, tmpfiles)
+    assert not tmpfiles.exists()  # a kernel without it: nothing written
+    ksm.mkdir()
+    (ksm / "run").write_text("0\n")
+    assert "on now" in setup_microservices.enable_ksm(ksm, tmpfiles)
+    assert (ksm / "run").read_text() == "1\n"
+    assert tmpfiles.read_text().splitlines()[-1] == "w /sys/kernel/mm/ksm/run - - - - 1"
+    assert "already on" in setup_microservices.enable_ksm(ksm, tmpfiles)
+    (ksm / "run").write_text("2\n")  # an administrator's "unmerge all": left as it is
+    assert "left at run=2" in setup_microservices.enable_ksm(ksm, tmpfiles)
+    assert (ksm / "run").read_text() == "2\n"
+
+
+def test_install_systemd_takes_no_ksm():
+    usage = run_setup("--help").stdout
+    assert "--no-ksm" in usage and "KSM" in usage
+
+
 def test_a_bad_service_knob_is_one_line_and_exit_2(short_tmp):
     """A service's own setting, read in on_start, fails like the contract's: one line, exit 2."""
     root = short_tmp
