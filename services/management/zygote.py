@@ -65,6 +65,7 @@ LAZY_IMPORTS = (
     "services.base.base_service",  # services.base's names load on first use (services/base/lazy.py)
     "services.base.rpc.client",
     "services.base.rpc.server",
+    "services.base.cpu_lane",
     "services.domain.supervision",
     "services.registry",
     "sqlite3",

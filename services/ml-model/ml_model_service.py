@@ -32,6 +32,7 @@ given directly with `record_outcome`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -58,6 +59,7 @@ from services.base import (
     run_service,
 )
 from services.base.child_env import MODEL_CONVERTER, TRAIN_MODELS, child_environment
+from services.base.cpu_lane import run_cpu
 from services.base.knobs import read_knobs
 from services.base.model_inference import (
     InferenceFormError,
@@ -112,6 +114,8 @@ from services.ml_model.model_freshness import SetAge, set_age
 from services.ml_model.model_promotion import Decision, decide
 
 MARKET_DATA = "market-data"
+#: The longest the warm-up waits for the supervisor's first health check (_warm).
+WARM_AFTER_HEALTH_S = 2.0
 CONVERTER = Path(__file__).resolve().with_name("model_converter.py")
 TRAINER = Path(__file__).resolve().with_name("train_models.py")
 # Big modules that must stay out of this process (the converter child imports them instead).
@@ -161,6 +165,8 @@ class MlModelService(BaseService):
         self.switches: list[dict] = []  # each switch: from, to, ms (newest last, a few kept)
         self._load_lock = asyncio.Lock()
         self._warm_task: asyncio.Task | None = None
+        #: Set by the first `health` call: the warm-up waits for it (WARM_AFTER_HEALTH_S at most).
+        self._health_asked = asyncio.Event()
         self._watch_task: asyncio.Task | None = None
         self._retrain_lock = asyncio.Lock()
         self.retrain_decisions: list[dict] = []  # this process's retrain decisions, newest last
@@ -207,6 +213,7 @@ class MlModelService(BaseService):
             self.prediction_log.close()
 
     async def health_details(self) -> dict:
+        self._health_asked.set()
         details: dict[str, Any] = {
             "models_loaded": 0 if self._active is None else len(self._active.loaded),
             "heavy_modules_loaded": [name for name in HEAVY_MODULES if name in sys.modules],
@@ -406,6 +413,13 @@ class MlModelService(BaseService):
         return served, result
 
     async def _warm(self, served: ServedSet) -> None:
+        # Under the supervisor, its first health check comes first: the warm-up's thread would hold
+        # the GIL each time the loop gave it up for a system call (a socket, SQLite, /proc), and the
+        # answer took ~10 ms longer, the restart's last step. A prediction asked meanwhile loads what
+        # it needs itself (_load).
+        if self.settings.environ.get("TRADING_SUPERVISED") == "1":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._health_asked.wait(), WARM_AFTER_HEALTH_S)
         started, entries = time.perf_counter(), []
         for entry in served.manifest.entries:
             try:
@@ -442,7 +456,7 @@ class MlModelService(BaseService):
                     results[entry.key] = loaded
                     continue
                 try:
-                    cached = await asyncio.to_thread(self._verified_cached_form, entry, served.folder)
+                    cached = await run_cpu(self._verified_cached_form, entry, served.folder)
                 except ModelIntegrityError as exc:
                     results[entry.key] = self._refuse(entry, "integrity_check_failed", str(exc), served)
                     continue
