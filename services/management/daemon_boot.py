@@ -290,6 +290,24 @@ def become_preloaded_supervisor(
     return None
 
 
+def preload_in_foreground(log_path: Path, secrets_fd: int) -> tuple[ForkedZygote, socket.socket] | None:
+    """`start --foreground` (what the systemd unit runs) in zygote mode: this process is the one
+    systemd watches (its main PID, the sender of READY=1 and the watchdog's pings), so it preloads
+    and forks the first zygote itself instead of through a child (become_preloaded_supervisor), then
+    reads its secrets. `start --foreground` re-executed itself into this without the secrets in its
+    environment (daemon_launch.exec_foreground), so the zygote's memory never held them. A preload
+    that raises falls back to the launcher's zygote (None); one that crashes this process or hangs
+    it is systemd's to restart (after five tries in ten minutes it alerts a person)."""
+    try:
+        early: tuple[ForkedZygote, socket.socket] | None = fork_zygote(log_path)
+    except Exception:
+        traceback.print_exc()
+        early = None
+    gc.enable()
+    os.environ.update(read_secrets(secrets_fd))
+    return early
+
+
 def start_early(argv: list[str]) -> None:
     """In the daemon, before its imports: start the zygote when `start` said how (see above)."""
     global _early
@@ -298,7 +316,11 @@ def start_early(argv: list[str]) -> None:
         return
     log_path, drop = parsed
     secrets_fd = secrets_fd_argument(argv)
-    if secrets_fd is not None:
+    if secrets_fd is not None and "--foreground" in argv:
+        _early = preload_in_foreground(log_path, secrets_fd)
+        if _early is not None:
+            return
+    elif secrets_fd is not None:
         _early = become_preloaded_supervisor(log_path, secrets_fd)
         if _early is not None:
             return

@@ -51,9 +51,11 @@ def early_zygote_arguments(environ: Mapping[str, str], log_dir: Path) -> list[st
     return ["--zygote-log", str(log_dir / "zygote.stdout.log"), f"--zygote-drop={','.join(drop)}"]
 
 
-def launch_daemon(autostart: list[str] | None = None) -> subprocess.Popen:
-    """Launch the supervisor daemon in the background (it starts `autostart`, all when empty, as
-    soon as it serves); its process, without waiting for it."""
+def daemon_command(
+    autostart: list[str] | None, extra: tuple[str, ...] = ()
+) -> tuple[list[str], dict[str, str] | None, bytes, tuple[int, int] | None]:
+    """The daemon's argv (`extra` after `daemon`), its environment (None: this one), the secrets
+    for its pipe and that pipe (None: no pipe; the secrets stay in its environment)."""
     settings = get_settings()
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     early = early_zygote_arguments(os.environ, settings.log_dir)
@@ -74,10 +76,30 @@ def launch_daemon(autostart: list[str] | None = None) -> subprocess.Popen:
         early += [f"--secrets-fd={pipe[0]}", f"--title-room={TITLE_ROOM}"]
     if autostart is not None:
         early.append(f"--autostart={','.join(autostart)}")
+    return [sys.executable, str(ENTRY), "daemon", *extra, *early], env, secrets, pipe
+
+
+def write_secrets(pipe: tuple[int, int], secrets: bytes) -> None:
+    """The secrets into the daemon's pipe, and the write end closed (they fit: never waits)."""
+    try:
+        view = memoryview(secrets)
+        while view:
+            view = view[os.write(pipe[1], view) :]
+    except BrokenPipeError:
+        pass  # the daemon is already gone: the command line's wait says so
+    finally:
+        os.close(pipe[1])
+
+
+def launch_daemon(autostart: list[str] | None = None) -> subprocess.Popen:
+    """Launch the supervisor daemon in the background (it starts `autostart`, all when empty, as
+    soon as it serves); its process, without waiting for it."""
+    argv, env, secrets, pipe = daemon_command(autostart)
+    settings = get_settings()
     try:
         with open(settings.log_dir / "manager.stdout.log", "ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, str(ENTRY), "daemon", *early],
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
@@ -89,15 +111,28 @@ def launch_daemon(autostart: list[str] | None = None) -> subprocess.Popen:
         if pipe is not None:
             os.close(pipe[0])  # the daemon's end: it has its own copy (or failed to start)
     if pipe is not None:
-        try:
-            view = memoryview(secrets)
-            while view:  # fits in the pipe: never waits for the daemon
-                view = view[os.write(pipe[1], view) :]
-        except BrokenPipeError:
-            pass  # the daemon is already gone: the command line's wait says so
-        finally:
-            os.close(pipe[1])
+        write_secrets(pipe, secrets)
     return proc
+
+
+def exec_foreground(autostart: list[str]) -> None:
+    """`start --foreground` in zygote mode: become, in this very process (the pid systemd watches,
+    the terminal's foreground job), the daemon in the foreground, with an environment without the
+    secrets and their values on a pipe: it preloads and forks the first zygote from its own memory,
+    which never held them, and shares its interpreter with every service (daemon_boot.
+    preload_in_foreground; the supervisor 16 MB PSS instead of 23). Returns only when that does not
+    apply (`exec` mode, secrets that cannot go on the pipe): the caller runs the supervisor as before."""
+    argv, env, secrets, pipe = daemon_command(autostart, ("--foreground",))
+    if pipe is None or env is None or "--zygote-log" not in argv:
+        if pipe is not None:
+            os.close(pipe[0])
+            os.close(pipe[1])
+        return
+    os.set_inheritable(pipe[0], True)
+    write_secrets(pipe, secrets)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, env)
 
 
 def plain_start(argv: list[str]) -> list[str] | None:

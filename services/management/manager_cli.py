@@ -233,6 +233,7 @@ def run_foreground(names: list[str]) -> int:
 
     if supervisor_running():
         raise CliError("a supervisor is already running; stop it first with: service_manager.py stop")
+    daemon_launch.exec_foreground(names)  # in zygote mode it does not return: see there
     supervisor = Supervisor(autostart=names, notify=True)
     try:
         supervisor.run()
@@ -242,14 +243,16 @@ def run_foreground(names: list[str]) -> int:
 
 
 def cmd_daemon(args) -> int:
-    """(internal) Run the supervisor; `start` launches this in the background."""
+    """(internal) Run the supervisor; `start` launches this in the background, `start --foreground`
+    becomes it (daemon_launch.exec_foreground)."""
     from services.management.daemon_boot import take_early
     from services.management.supervisor import LockHeld, Supervisor
 
-    os.environ["TRADING_SUPERVISED"] = "1"  # stderr goes to manager.stdout.log: warnings only
     autostart = None if args.autostart is None else [n for n in args.autostart.split(",") if n]
+    if not args.foreground:  # `start --foreground` (daemon_launch.exec_foreground): as run_foreground
+        os.environ["TRADING_SUPERVISED"] = "1"  # stderr goes to manager.stdout.log: warnings only
     try:
-        Supervisor(autostart=autostart, zygote=take_early()).run()
+        Supervisor(autostart=autostart, zygote=take_early(), notify=args.foreground).run()
     except LockHeld as exc:
         raise CliError(str(exc)) from None
     return 0
@@ -1378,6 +1381,7 @@ def build_parser() -> Parser:
     p.add_argument("--zygote-drop", help=argparse.SUPPRESS)
     p.add_argument("--secrets-fd", help=argparse.SUPPRESS)
     p.add_argument("--title-room", help=argparse.SUPPRESS)
+    p.add_argument("--foreground", action="store_true", help=argparse.SUPPRESS)  # start --foreground
     # `start` names what to start (comma-separated; empty: all): the supervisor starts them as
     # soon as it serves, rather than when `start` has seen it up and asked.
     p.add_argument("--autostart", help=argparse.SUPPRESS)

@@ -14,10 +14,11 @@ import sys
 import time
 
 import orjson
+import psutil
 import pytest
 
 from services.base.model_sets import serving_dir
-from tests.support import REPO, make_suite_env, manager_cli, manager_command, wait_until
+from tests.support import REPO, make_suite_env, manager_cli, manager_command, rpc_call_sync, wait_until
 
 SETUP = str(REPO / "setup_microservices.py")
 
@@ -144,11 +145,22 @@ def test_a_bad_service_knob_is_one_line_and_exit_2(short_tmp):
     assert not (dirs.socket_dir / "market-data.sock").exists()
 
 
+FOREGROUND_CANARY = "canary-of-the-foreground-test-0123456789"
+
+
 def test_foreground_supervisor_notifies_systemd(processes):
-    """`start --foreground` sends READY=1 once its services are up and STOPPING=1 on SIGTERM."""
+    """`start --foreground` sends READY=1 once its services are up and STOPPING=1 on SIGTERM. In
+    zygote mode it stays the process systemd started (its pid) and forks its zygote from its own
+    preload, after re-executing itself without its secrets: neither its environment block nor the
+    zygote's holds one, and the service that needs it has it."""
     dirs = processes.suite(processes.suite_dirs("fg-"))
     notify_path = dirs.root / "notify.sock"
-    env = {**dirs.env, "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "400000"}
+    env = {
+        **dirs.env,
+        "NOTIFY_SOCKET": str(notify_path),
+        "WATCHDOG_USEC": "400000",
+        "MARKETAUX_API_TOKEN": FOREGROUND_CANARY,
+    }
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
         receiver.bind(str(notify_path))
         receiver.settimeout(0.2)
@@ -170,6 +182,16 @@ def test_foreground_supervisor_notifies_systemd(processes):
 
         wait_until(received, 120, 0, what="READY=1", until=saying("READY=1"))
         assert (dirs.socket_dir / "sentiment.sock").exists()
+        supervisor = rpc_call_sync(dirs.socket("manager"), "status")["supervisor"]
+        assert supervisor["pid"] == proc.pid and supervisor["launch"] == "zygote"
+        zygote = psutil.Process(supervisor["zygote"][0])
+        assert zygote.ppid() == proc.pid
+        log = (dirs.log_dir / "manager.log").read_text()
+        assert "forked by the supervisor from their shared preload" in log
+        for pid in (proc.pid, zygote.pid):
+            assert FOREGROUND_CANARY not in orjson.dumps(psutil.Process(pid).environ()).decode()
+        sentiment = rpc_call_sync(dirs.socket("sentiment"), "health")
+        assert "not configured" not in orjson.dumps(sentiment).decode()  # it got the token
         wait_until(received, 30, 0, what="watchdog pings", until=saying("WATCHDOG=1"))
         proc.send_signal(signal.SIGTERM)
         wait_until(received, 60, 0, what="STOPPING=1", until=saying("STOPPING=1"))
