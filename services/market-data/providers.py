@@ -114,8 +114,6 @@ class CsvSource:
         return visible_history(symbol, self.name, bars, report, now)
 
 
-# --- one lane for CPU-bound work ------------------------------------------------------------
-
 # --- synthetic ------------------------------------------------------------------------------
 
 
