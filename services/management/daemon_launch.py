@@ -123,7 +123,7 @@ def exec_foreground(autostart: list[str]) -> None:
     preload_in_foreground; the supervisor 16 MB PSS instead of 23). Returns only when that does not
     apply (`exec` mode, secrets that cannot go on the pipe): the caller runs the supervisor as before."""
     argv, env, secrets, pipe = daemon_command(autostart, ("--foreground",))
-    if pipe is None:  # made only with the zygote's arguments and an environment without secrets
+    if pipe is None or env is None:  # both or neither: only with the zygote's arguments
         return
     os.set_inheritable(pipe[0], True)
     write_secrets(pipe, secrets)
