@@ -17,6 +17,9 @@ launch modes (separate interpreters, then forked from the zygote) in one run, wi
 Goals (issue 22, zygote mode): cold start <= 0.5 s, restart p50 <= 50 ms and p99 <= 150 ms,
 total <= 120 MB PSS.
 
+`--foreground`: every suite is started as the systemd unit starts it, `start --foreground` (the
+supervisor in the process launched, stopped with SIGTERM), instead of `start` (a daemon).
+
     .venv/bin/python -m tests.benchmarks.bench_suite --ksm [--kills 5]   # as root
 
 - KSM: the zygote mode twice in one run, first with the kernel's same-page merging running
@@ -34,13 +37,23 @@ import argparse
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.domain.supervision import start_order
-from tests.support import make_suite_env, manager_cli, rpc_call_sync, short_tempdir, wait_until
+from services.base.rpc import RpcError
+from services.domain.supervision import UP, start_order
+from tests.support import (
+    SuiteDirs,
+    make_suite_env,
+    manager_cli,
+    manager_command,
+    rpc_call_sync,
+    short_tempdir,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 KSM = Path("/sys/kernel/mm/ksm")
@@ -120,7 +133,46 @@ class Run:
         return sum(pss for pss, _ in self.memory.values()) / 1024
 
 
-def cold_start(mode: str) -> float:
+def start_suite(dirs: SuiteDirs, mode: str, foreground: bool) -> tuple[float, subprocess.Popen | None]:
+    """Start the whole suite, `start` or `start --foreground` (its process, else None): seconds
+    until every service is up."""
+    started = time.perf_counter()
+    if not foreground:
+        result = manager_cli(dirs.env, "start", timeout_s=300)
+        if result.returncode != 0:
+            raise RuntimeError(f"{mode}: start failed: {result.stdout} {result.stderr}")
+        return time.perf_counter() - started, None
+    proc = subprocess.Popen(
+        manager_command("start", "--foreground"),
+        env=dirs.env,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+    def all_up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{mode}: start --foreground exited {proc.returncode}")
+        try:
+            status = rpc_call_sync(dirs.socket("manager"), "status", timeout_s=10)
+        except (OSError, RpcError):
+            return False
+        return all(s["state"] == "running" and s["health"] in UP for s in status["services"])
+
+    wait_until(all_up, 300, 0.005)
+    return time.perf_counter() - started, proc
+
+
+def stop_suite(dirs: SuiteDirs, proc: subprocess.Popen | None) -> None:
+    if proc is not None:  # as systemd stops the unit: SIGTERM to its process
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(300)
+    manager_cli(dirs.env, "stop", timeout_s=300)  # with --foreground: nothing left, says so
+
+
+def cold_start(mode: str, foreground: bool = False) -> float:
     """One start of a suite in `mode` on fresh directories to all healthy, then stopped."""
     dirs = make_suite_env(
         short_tempdir("bs-"),
@@ -128,15 +180,12 @@ def cold_start(mode: str) -> float:
         TRADING_MANAGER_LAUNCH=mode,
         TRADING_MODELS_DIR=os.environ.get("TRADING_MODELS_DIR", str(REPO / "models")),
     )
+    proc = None
     try:
-        started = time.perf_counter()
-        result = manager_cli(dirs.env, "start", timeout_s=300)
-        took = time.perf_counter() - started
-        if result.returncode != 0:
-            raise RuntimeError(f"{mode}: start failed: {result.stdout} {result.stderr}")
+        took, proc = start_suite(dirs, mode, foreground)
         return took
     finally:
-        manager_cli(dirs.env, "stop", timeout_s=300)
+        stop_suite(dirs, proc)
         shutil.rmtree(dirs.root, ignore_errors=True)
 
 
@@ -147,6 +196,7 @@ def measure(
     ksm: dict | None = None,
     settle_s: float = 0.0,
     starts: int = 1,
+    foreground: bool = False,
 ) -> Run:
     """One suite in `mode` on fresh directories: cold start, `kills` restarts, memory after a cycle.
     `mode` "zygote+ksm": the zygote mode with ksmd running (`ksm`: pages_to_scan, idle_s), the
@@ -164,17 +214,14 @@ def measure(
         TRADING_MANAGER_MAX_FAILURES="1000",
         TRADING_MODELS_DIR=os.environ.get("TRADING_MODELS_DIR", str(REPO / "models")),
     )
-    env = dirs.env
-    run = Run(mode)
+    run = Run(mode + ("+fg" if foreground else ""))
+    proc = None
     try:
         if ksm is None:  # the earlier starts; with KSM only the one below (ksmd's pace is raised)
-            run.colds = [cold_start(mode) for _ in range(starts - 1)]
-        started = time.perf_counter()
-        result = manager_cli(env, "start", timeout_s=300)
-        run.colds.append(time.perf_counter() - started)
+            run.colds = [cold_start(mode.removesuffix("+ksm"), foreground) for _ in range(starts - 1)]
+        took, proc = start_suite(dirs, mode, foreground)
+        run.colds.append(took)
         run.cold_s = percentile(run.colds, 0.5)
-        if result.returncode != 0:
-            raise RuntimeError(f"{mode}: start failed: {result.stdout} {result.stderr}")
 
         def service(name: str) -> dict:
             status = rpc_call_sync(dirs.socket("manager"), "status")
@@ -231,7 +278,7 @@ def measure(
     finally:
         if ksm is not None:
             ksm_write("run", 0)  # the next run's zygote must not mark (main() restores it all)
-        manager_cli(env, "stop", timeout_s=300)
+        stop_suite(dirs, proc)
         shutil.rmtree(dirs.root, ignore_errors=True)
     return run
 
@@ -286,10 +333,19 @@ def main() -> int:
     parser.add_argument("--ksm", action="store_true", help="zygote with and without KSM (root)")
     parser.add_argument("--ksm-pages-to-scan", type=int, default=2000, help="ksmd's pace while measuring")
     parser.add_argument("--ksm-idle-s", type=float, default=30.0, help="ksmd's cost, idle suite")
+    parser.add_argument(
+        "--foreground",
+        action="store_true",
+        help="start each suite as the systemd unit does (start --foreground)",
+    )
     args = parser.parse_args()
     victims = list(start_order()) if args.service == "all" else args.service.split(",")
+    fg = args.foreground
     if not args.ksm:
-        runs = [measure(mode, args.kills, victims, starts=args.starts) for mode in args.modes.split(",")]
+        runs = [
+            measure(mode, args.kills, victims, starts=args.starts, foreground=fg)
+            for mode in args.modes.split(",")
+        ]
     else:
         saved = {name: ksm_read(name) for name in KSM_SETTINGS}
         try:
@@ -298,9 +354,9 @@ def main() -> int:
                 "default_pages_to_scan": saved["pages_to_scan"],
                 "idle_s": args.ksm_idle_s,
             }
-            with_ksm = measure("zygote+ksm", args.kills, victims, ksm=knobs)
+            with_ksm = measure("zygote+ksm", args.kills, victims, ksm=knobs, foreground=fg)
             assert with_ksm.ksm is not None
-            without = measure("zygote", args.kills, victims, settle_s=with_ksm.ksm.converge_s)
+            without = measure("zygote", args.kills, victims, settle_s=with_ksm.ksm.converge_s, foreground=fg)
             runs = [without, with_ksm]
         finally:
             for name, value in saved.items():
